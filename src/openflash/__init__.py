@@ -1,0 +1,84 @@
+"""openflash: run Flash-style remote functions with per-function dependencies on your hardware.
+
+    from openflash import CpuInstanceType, Endpoint
+
+    @Endpoint(name="stats", cpu=CpuInstanceType.CPU3C_1_2, dependencies=["numpy<2.0.0"])
+    async def stats(values: list[float]) -> dict:
+        import numpy as np
+        return {"mean": float(np.mean(values))}
+
+Everything public is importable from here; the modules beneath are private.
+"""
+
+from openflash.api.endpoint import Endpoint
+from openflash.api.hardware import (
+    CpuInstanceType,
+    CudaVersion,
+    DataCenter,
+    GpuGroup,
+    GpuType,
+    ServerlessScalerType,
+    ServerlessType,
+)
+from openflash.api.remote import remote
+from openflash.api.resources import (
+    DEFAULT_WORKERS_MAX,
+    DEFAULT_WORKERS_MIN,
+    CpuLiveLoadBalancer,
+    CpuLiveServerless,
+    CpuLoadBalancerSlsResource,
+    CpuServerlessEndpoint,
+    LiveLoadBalancer,
+    LiveServerless,
+    LoadBalancerSlsResource,
+    NetworkVolume,
+    PodTemplate,
+    ServerlessEndpoint,
+)
+from openflash.errors import (
+    ConfigError,
+    DependencyConflictError,
+    DependencyError,
+    EnvironmentBuildError,
+    ExecutionTimeoutError,
+    FlashError,
+    RemoteError,
+    SystemDependencyError,
+    WorkerCrashedError,
+)
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "DEFAULT_WORKERS_MAX",
+    "DEFAULT_WORKERS_MIN",
+    "ConfigError",
+    "CpuInstanceType",
+    "CpuLiveLoadBalancer",
+    "CpuLiveServerless",
+    "CpuLoadBalancerSlsResource",
+    "CpuServerlessEndpoint",
+    "CudaVersion",
+    "DataCenter",
+    "DependencyConflictError",
+    "DependencyError",
+    "Endpoint",
+    "EnvironmentBuildError",
+    "ExecutionTimeoutError",
+    "FlashError",
+    "GpuGroup",
+    "GpuType",
+    "LiveLoadBalancer",
+    "LiveServerless",
+    "LoadBalancerSlsResource",
+    "NetworkVolume",
+    "PodTemplate",
+    "RemoteError",
+    "ServerlessEndpoint",
+    "ServerlessScalerType",
+    "ServerlessType",
+    "SystemDependencyError",
+    "WorkerCrashedError",
+    "__version__",
+    "remote",
+]

@@ -1,0 +1,212 @@
+"""``Endpoint``: the newer form. Used as a decorator it is a queue-style endpoint.
+
+    @Endpoint(name="data", cpu=CpuInstanceType.CPU3C_2_4, workers=(0, 3), dependencies=["pandas"])
+    async def process(data: dict) -> dict: ...
+
+``workers=N`` means (0, N); a tuple is (min, max). ``gpu`` and ``cpu`` are exclusive; with neither
+the endpoint asks for any GPU, as in Runpod Flash.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterable, Mapping
+from typing import Any
+
+from openflash.api.hardware import CpuInstanceType, GpuGroup, GpuType
+from openflash.api.remote import _decorator, _reject_unknown
+from openflash.api.resources import (
+    CpuLiveServerless,
+    CpuServerlessEndpoint,
+    LiveServerless,
+    ServerlessEndpoint,
+    ServerlessResource,
+)
+from openflash.errors import ConfigError
+
+__all__ = ["Endpoint"]
+
+logger = logging.getLogger("openflash")
+
+_PARAMETERS = (
+    "name",
+    "gpu",
+    "cpu",
+    "workers",
+    "idle_timeout",
+    "dependencies",
+    "system_dependencies",
+    "env",
+    "gpu_count",
+    "execution_timeout_ms",
+    "max_concurrency",
+    "image",
+)
+#: Runpod Flash arguments that only mean something on Runpod's cloud: accepted, ignored.
+_CLOUD_ONLY = (
+    "accelerate_downloads",
+    "volume",
+    "datacenter",
+    "flashboot",
+    "scaler_type",
+    "scaler_value",
+    "template",
+    "min_cuda_version",
+    "unrestricted_locations",
+)
+
+
+class Endpoint:
+    def __init__(
+        self,
+        name: str | None = None,
+        *,
+        gpu: GpuGroup | GpuType | list[GpuGroup | GpuType] | None = None,
+        cpu: CpuInstanceType | str | list[CpuInstanceType | str] | None = None,
+        workers: int | tuple[int, int] | None = None,
+        idle_timeout: int = 60,
+        dependencies: Iterable[str] | None = None,
+        system_dependencies: Iterable[str] | None = None,
+        env: Mapping[str, str] | None = None,
+        gpu_count: int = 1,
+        execution_timeout_ms: int = 0,
+        max_concurrency: int = 1,
+        image: str | None = None,
+        id: str | None = None,
+        **extra: Any,
+    ) -> None:
+        cloud = {k: extra.pop(k) for k in list(extra) if k in _CLOUD_ONLY}
+        _reject_unknown("Endpoint", extra, (*_PARAMETERS, *_CLOUD_ONLY))
+        for key, value in cloud.items():
+            logger.debug("Endpoint(%s=%r) only applies on Runpod's cloud; ignored", key, value)
+        if id is not None:
+            raise ConfigError(
+                f"Endpoint(id={id!r}) calls an endpoint deployed on Runpod's cloud, which "
+                "openflash does not reach",
+                hint="decorate the function with Endpoint(name=...) to run it locally",
+            )
+        if gpu is not None and cpu is not None:
+            raise ConfigError(
+                "gpu and cpu are mutually exclusive: specify one or neither",
+                hint="use gpu=... for a GPU endpoint or cpu=... for a CPU one",
+            )
+        if not isinstance(max_concurrency, int) or max_concurrency < 1:
+            raise ConfigError(
+                f"max_concurrency must be >= 1, got {max_concurrency!r}",
+                hint="max_concurrency is how many calls one worker runs at once",
+            )
+        self.name = name
+        self.gpu = _gpus(gpu)
+        self.cpu = _cpus(cpu)
+        self.workers_min, self.workers_max = _workers(workers)
+        self.idle_timeout = idle_timeout
+        self.dependencies = list(dependencies) if dependencies is not None else None
+        self.system_dependencies = (
+            list(system_dependencies) if system_dependencies is not None else None
+        )
+        self.env = dict(env) if env is not None else None
+        self.gpu_count = gpu_count
+        self.execution_timeout_ms = execution_timeout_ms
+        self.max_concurrency = max_concurrency
+        self.image = image
+        if name is not None:
+            self._resource(name)  # invalid values fail here, not at decoration
+
+    @property
+    def is_cpu(self) -> bool:
+        return self.cpu is not None
+
+    def _resource(self, name: str) -> ServerlessResource:
+        fields: dict[str, Any] = {
+            "name": name,
+            "workersMin": self.workers_min,
+            "workersMax": self.workers_max,
+            "idleTimeout": self.idle_timeout,
+            "executionTimeoutMs": self.execution_timeout_ms,
+            "env": self.env,
+        }
+        if self.image:
+            fields["imageName"] = self.image
+        if self.cpu is not None:
+            cls = CpuServerlessEndpoint if self.image else CpuLiveServerless
+            return cls(instanceIds=self.cpu, **fields)
+        cls = ServerlessEndpoint if self.image else LiveServerless
+        return cls(gpus=self.gpu or [GpuGroup.ANY], gpuCount=self.gpu_count, **fields)
+
+    def __call__(self, obj: Any) -> Any:
+        name = self.name or getattr(obj, "__name__", None)
+        if not name:
+            raise ConfigError(
+                f"cannot name an endpoint for {obj!r}", hint="pass Endpoint(name=...)"
+            )
+        decorate = _decorator(
+            self._resource(name),
+            self.dependencies,
+            self.system_dependencies,
+            False,
+            self.max_concurrency,
+        )
+        return decorate(obj)
+
+    def __repr__(self) -> str:
+        kind = f"cpu={[c.value for c in self.cpu]}" if self.cpu else "gpu"
+        workers = (self.workers_min, self.workers_max)
+        return f"Endpoint(name={self.name!r}, {kind}, workers={workers})"
+
+
+def _gpus(gpu: Any) -> list[GpuGroup | GpuType] | None:
+    if gpu is None:
+        return None
+    items = list(gpu) if isinstance(gpu, (list, tuple)) else [gpu]
+    for item in items:
+        if not isinstance(item, (GpuGroup, GpuType)):
+            raise ConfigError(
+                f"gpu must be a GpuGroup, a GpuType or a list of them, got {item!r}",
+                hint="e.g. gpu=GpuGroup.ADA_24 or gpu=GpuType.NVIDIA_L4",
+            )
+    return items
+
+
+def _cpus(cpu: Any) -> list[CpuInstanceType] | None:
+    if cpu is None:
+        return None
+    items = list(cpu) if isinstance(cpu, (list, tuple)) else [cpu]
+    result = []
+    valid = [c.value for c in CpuInstanceType]
+    for item in items:
+        try:
+            result.append(CpuInstanceType(item))
+        except ValueError:
+            raise ConfigError(
+                f"cpu={item!r} is not a CPU instance type",
+                hint=f"use a CpuInstanceType member or one of {valid}",
+            ) from None
+    return result
+
+
+def _workers(workers: Any) -> tuple[int, int]:
+    if workers is None:
+        return 0, 1
+    if isinstance(workers, bool):
+        pass
+    elif isinstance(workers, int):
+        low, high = 0, workers
+        if high < 1:
+            raise ConfigError(
+                f"workers={workers} must be at least 1",
+                hint="workers=N means up to N workers; (min, max) sets both",
+            )
+        return low, high
+    elif isinstance(workers, (tuple, list)) and len(workers) == 2:
+        low, high = workers
+        if isinstance(low, int) and isinstance(high, int):
+            if low < 0 or high < 1 or low > high:
+                raise ConfigError(
+                    f"workers=({low}, {high}) is not a valid (min, max) range",
+                    hint="use 0 <= min <= max and max >= 1, e.g. workers=(0, 3)",
+                )
+            return low, high
+    raise ConfigError(
+        f"workers must be an int or a (min, max) tuple, got {workers!r}",
+        hint="e.g. workers=3 or workers=(1, 3)",
+    )

@@ -1,0 +1,342 @@
+"""``remote``: the original decorator, for functions (async or not) and classes.
+
+Calling a decorated function returns an awaitable that runs it on a worker of its endpoint, whose
+environment holds exactly the declared dependencies. A decorated class returns instances whose
+method calls run on one worker that holds the instance.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import difflib
+import functools
+import hashlib
+import inspect
+import os
+import pickle
+import sys
+import sysconfig
+import types
+import uuid
+import weakref
+from collections.abc import Callable, Iterable
+from pathlib import Path
+from typing import Any
+
+import cloudpickle
+
+from openflash.api.resources import ServerlessResource
+from openflash.api.runtime import EndpointDef, get_runtime
+from openflash.deps.imports import distribution_for_module
+from openflash.deps.specs import normalize_dependencies, normalize_system_dependencies
+from openflash.errors import ConfigError, FlashError, RemoteError
+from openflash.workers import protocol
+from openflash.workers.pool import Call, Reply
+
+__all__ = ["RemoteClass", "RemoteFunction", "RemoteInstance", "remote"]
+
+_REMOTE_PARAMETERS = (
+    "resource_config",
+    "dependencies",
+    "system_dependencies",
+    "accelerate_downloads",
+    "local",
+)
+
+
+def remote(
+    resource_config: ServerlessResource | None = None,
+    dependencies: Iterable[str] | None = None,
+    system_dependencies: Iterable[str] | None = None,
+    accelerate_downloads: bool = True,
+    local: bool = False,
+    **unknown: Any,
+) -> Callable[[Any], Any]:
+    """Run the decorated function or class on a worker with exactly these dependencies.
+
+    ``dependencies`` are PEP 508 strings (or local wheel paths), validated now; they are resolved
+    with uv and installed into a cached environment at the first call. ``system_dependencies``
+    are Debian package names. ``local=True`` leaves the object as it is: it runs in-process.
+    ``accelerate_downloads`` is accepted for compatibility (downloads are always cached here).
+    """
+    _reject_unknown("remote", unknown, _REMOTE_PARAMETERS)
+    return _decorator(resource_config, dependencies, system_dependencies, local, 1)
+
+
+def _decorator(
+    resource_config: ServerlessResource | None,
+    dependencies: Iterable[str] | None,
+    system_dependencies: Iterable[str] | None,
+    local: bool,
+    max_concurrency: int,
+) -> Callable[[Any], Any]:
+    if not isinstance(resource_config, ServerlessResource):
+        raise ConfigError(
+            f"resource_config must be a resource config, got {resource_config!r}",
+            hint="pass one such as LiveServerless(name='my-worker') or "
+            "CpuLiveServerless(name='my-worker')",
+        )
+    system = normalize_system_dependencies(system_dependencies)
+
+    def decorate(obj: Any) -> Any:
+        if not (inspect.isclass(obj) or callable(obj)):
+            raise ConfigError(
+                f"@remote decorates functions and classes, not {type(obj).__name__}",
+                hint="put @remote(...) directly above a def, an async def or a class",
+            )
+        deps = normalize_dependencies(dependencies, base_dir=_source_dir(obj))
+        config = {
+            "resource_config": resource_config,
+            "dependencies": list(deps),
+            "system_dependencies": list(system),
+        }
+        if local:
+            obj.__remote_config__ = config
+            obj.__flash_local__ = True
+            return obj
+        endpoint = EndpointDef(
+            name=resource_config.name,
+            resource=resource_config,
+            dependencies=deps,
+            system_dependencies=system,
+            max_concurrency=max_concurrency,
+        )
+        handle = (
+            RemoteClass(obj, endpoint) if inspect.isclass(obj) else RemoteFunction(obj, endpoint)
+        )
+        handle.__remote_config__ = config
+        return handle
+
+    return decorate
+
+
+class _Remote:
+    """What function and class handles share: pickling the object once, calling the runtime."""
+
+    def __init__(self, obj: Any, endpoint: EndpointDef) -> None:
+        functools.update_wrapper(self, obj, updated=())
+        self.endpoint = endpoint
+        self._blob: bytes | None = None
+        self._target = ""
+        try:
+            self._source: str | None = inspect.getsourcefile(obj)
+        except TypeError:
+            self._source = None
+
+    def _payload(self) -> tuple[str, bytes]:
+        if self._blob is None:
+            obj = self.__wrapped__
+            _register_by_value(obj)
+            try:
+                blob = cloudpickle.dumps(obj)
+            except Exception as e:
+                raise FlashError(
+                    f"{self._label()} cannot be sent to a worker: {e}",
+                    hint="objects it uses from module level (clients, locks, open files) must be "
+                    "picklable; create them inside the function instead",
+                ) from e
+            self._blob = blob
+            self._target = hashlib.sha256(blob).hexdigest()[:20]
+        return self._target, self._blob
+
+    def _label(self) -> str:
+        return f"{self.__qualname__}()"
+
+    def __reduce__(self) -> Any:
+        raise FlashError(
+            f"{self._label()} is an openflash endpoint and cannot be sent to a worker; calling "
+            "one endpoint from inside another is not supported yet",
+            hint="call both from the caller, or move the shared code into a plain function",
+        )
+
+    def __repr__(self) -> str:
+        return f"<remote {self.__qualname__} on endpoint {self.endpoint.name!r}>"
+
+
+class RemoteFunction(_Remote):
+    """A decorated function; calling it returns an awaitable of its result."""
+
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        target, blob = self._payload()
+        call = Call(
+            protocol.OP_FUNCTION,
+            target,
+            blob,
+            _dump_args(self, args, kwargs),
+            label=self._label(),
+            source=self._source,
+        )
+        return _run(self.endpoint, call)
+
+
+class RemoteClass(_Remote):
+    """A decorated class; instantiating it returns a handle whose methods run on a worker."""
+
+    def __call__(self, *args: Any, **kwargs: Any) -> RemoteInstance:
+        return RemoteInstance(self, _dump_args(self, args, kwargs))
+
+    def _label(self) -> str:
+        return f"{self.__qualname__}"
+
+
+class RemoteInstance:
+    """An instance of a decorated class, created on a worker at its first method call."""
+
+    def __init__(self, cls: RemoteClass, init_args: bytes) -> None:
+        self._cls = cls
+        self._init_args = init_args
+        self._id = uuid.uuid4().hex
+        weakref.finalize(self, _release, cls.endpoint, self._id)
+
+    def __getattr__(self, name: str) -> Callable[..., Any]:
+        if name.startswith("__"):
+            raise AttributeError(name)
+        attr = getattr(self._cls.__wrapped__, name, None)
+        if not callable(attr):
+            raise AttributeError(
+                f"{self._cls.__qualname__!r} has no method {name!r}; only methods can be called "
+                "on a remote instance"
+            )
+
+        def method(*args: Any, **kwargs: Any) -> Any:
+            __, blob = self._cls._payload()
+            call = Call(
+                protocol.OP_METHOD,
+                self._id,
+                blob,
+                _dump_args(self._cls, args, kwargs),
+                label=f"{self._cls.__qualname__}.{name}()",
+                method=name,
+                init_args=self._init_args,
+                source=self._cls._source,
+            )
+            return _run(self._cls.endpoint, call)
+
+        method.__name__ = name
+        return method
+
+    def __reduce__(self) -> Any:
+        return self._cls.__reduce__()
+
+    def __repr__(self) -> str:
+        return f"<remote {self._cls.__qualname__} instance on endpoint {self._cls.endpoint.name!r}>"
+
+
+async def _run(endpoint: EndpointDef, call: Call) -> Any:
+    reply = await asyncio.wrap_future(get_runtime().submit(endpoint, call))
+    return _decode(endpoint, call, reply)
+
+
+def _release(endpoint: EndpointDef, instance_id: str) -> None:
+    from openflash.api import runtime
+
+    if runtime._runtime is not None:
+        runtime._runtime.release_instance(endpoint, instance_id)
+
+
+def _dump_args(owner: _Remote, args: tuple[Any, ...], kwargs: dict[str, Any]) -> bytes:
+    try:
+        return cloudpickle.dumps((args, kwargs))
+    except Exception as e:
+        raise FlashError(
+            f"the arguments of {owner._label()} cannot be sent to its worker: {e}",
+            hint="pass picklable values (numbers, strings, lists, dicts, dataclasses, arrays)",
+        ) from e
+
+
+def _decode(endpoint: EndpointDef, call: Call, reply: Reply) -> Any:
+    if reply.ok:
+        try:
+            return pickle.loads(reply.payload)
+        except Exception as e:
+            raise FlashError(
+                f"the result of {call.label} on endpoint {endpoint.name!r} could not be unpickled "
+                f"here: {type(e).__name__}: {e}",
+                hint="return plain Python values (dict, list, str, numbers), or install the "
+                "packages the result needs in the calling environment too",
+            ) from None
+    raise _remote_error(endpoint, call, protocol.decode_error(reply.payload)) from None
+
+
+def _remote_error(endpoint: EndpointDef, call: Call, info: dict[str, Any]) -> RemoteError:
+    original = None
+    if info.get("exception"):
+        try:
+            original = pickle.loads(info["exception"])
+        except Exception:
+            original = None
+    message = f"{info['type']}: {info['message']}" if info["message"] else info["type"]
+    fields: dict[str, Any] = {
+        "exc_type": info["type"],
+        "remote_traceback": info["traceback"],
+        "missing_module": info.get("missing_module"),
+    }
+    missing = info.get("missing_module")
+    if missing:
+        dist = distribution_for_module(missing)
+        fields["hint"] = (
+            f'add "{dist}" to dependencies=[...] of endpoint {endpoint.name!r}'
+            if dist not in _dependency_names(endpoint)
+            else f"{dist!r} is in dependencies=[...], but it does not provide {missing!r}: "
+            "check its version and extras"
+        )
+    return RemoteError.wrap(
+        original if isinstance(original, BaseException) else None,
+        f"{message}\n(raised by {call.label} on endpoint {endpoint.name!r})",
+        **fields,
+    )
+
+
+def _dependency_names(endpoint: EndpointDef) -> set[str]:
+    from packaging.requirements import Requirement
+    from packaging.utils import canonicalize_name
+
+    return {canonicalize_name(Requirement(d).name) for d in endpoint.dependencies}
+
+
+def _source_dir(obj: Any) -> Path | None:
+    try:
+        return Path(inspect.getfile(obj)).resolve().parent
+    except (TypeError, OSError):
+        return None
+
+
+_INSTALLED_PREFIXES = tuple(
+    {
+        str(Path(p).resolve()) + os.sep
+        for key in ("stdlib", "platstdlib", "purelib", "platlib")
+        if (p := sysconfig.get_paths().get(key))
+    }
+)
+
+
+def _register_by_value(obj: Any) -> None:
+    """Send the object's module by value when it is the user's own code, not an installed one.
+
+    cloudpickle pickles functions of importable modules by reference, and a worker cannot import
+    the user's modules; ``__main__`` is already sent by value.
+    """
+    module = sys.modules.get(getattr(obj, "__module__", "") or "")
+    if module is None or module.__name__ == "__main__" or not isinstance(module, types.ModuleType):
+        return
+    path = getattr(module, "__file__", None)
+    if not path:
+        return
+    resolved = str(Path(path).resolve())
+    if resolved.startswith(_INSTALLED_PREFIXES):
+        return
+    with contextlib.suppress(ValueError):  # already registered, or not importable by name
+        cloudpickle.register_pickle_by_value(module)
+
+
+def _reject_unknown(func: str, unknown: dict[str, Any], known: Iterable[str]) -> None:
+    if not unknown:
+        return
+    names = sorted(unknown)
+    parts = []
+    for name in names:
+        close = difflib.get_close_matches(name, list(known), n=1, cutoff=0.6)
+        parts.append(f"{name!r}" + (f" (did you mean {close[0]!r}?)" if close else ""))
+    noun = "argument" if len(names) == 1 else "arguments"
+    raise TypeError(f"{func}() got unexpected keyword {noun}: {', '.join(parts)}")

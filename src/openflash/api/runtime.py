@@ -1,0 +1,237 @@
+"""The process-wide runtime: endpoints to environments to pools, on one background event loop.
+
+User code calls from whatever event loop it runs (often a fresh ``asyncio.run`` per call); pools
+and worker streams must live on one loop, so they live on the runtime's own thread and callers
+hop to it. Preparing an endpoint (resolve with uv, build the environment) runs in a thread pool,
+once per dependency set however many calls arrive at once; the store's file locks make it once
+per machine.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import atexit
+import concurrent.futures
+import contextlib
+import logging
+import os
+import threading
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from openflash._settings import Settings
+from openflash.api.resources import ServerlessResource
+from openflash.backends.base import Backend, WorkerSpec
+from openflash.backends.local import LocalBackend
+from openflash.deps.resolve import Lock, resolve
+from openflash.envs.build import Environment, build_environment
+from openflash.envs.runtime import worker_runtime
+from openflash.envs.store import Store
+from openflash.errors import FlashError
+from openflash.workers.pool import Call, Pool, PoolConfig, Reply
+
+__all__ = ["EndpointDef", "Runtime", "get_runtime", "shutdown"]
+
+logger = logging.getLogger("openflash")
+
+
+@dataclass(frozen=True, eq=False)
+class EndpointDef:
+    """One decorated function or class: its config and validated dependency sets."""
+
+    name: str
+    resource: ServerlessResource
+    dependencies: tuple[str, ...]
+    system_dependencies: tuple[str, ...] = ()
+    max_concurrency: int = 1
+    cwd: Path = field(default_factory=Path.cwd)
+
+    def pool_config(self) -> PoolConfig:
+        r = self.resource
+        return PoolConfig(
+            name=self.name,
+            workers_min=r.workersMin,
+            workers_max=r.workersMax,
+            idle_timeout=float(r.idleTimeout),
+            execution_timeout=r.execution_timeout_s,
+            max_concurrency=self.max_concurrency,
+        )
+
+
+@dataclass(frozen=True)
+class Prepared:
+    lock: Lock
+    environment: Environment
+    runtime_path: Path
+
+
+class Runtime:
+    def __init__(self, settings: Settings, backend: Backend | None = None) -> None:
+        self.settings = settings
+        self.store = Store(settings.home)
+        self.backend = backend or LocalBackend(require_gpu=settings.require_gpu)
+        self.loop = asyncio.new_event_loop()
+        self._builders = concurrent.futures.ThreadPoolExecutor(
+            max_workers=4, thread_name_prefix="openflash-build"
+        )
+        self._prepared: dict[tuple[str, ...], asyncio.Future[Prepared]] = {}
+        self._pools: dict[tuple[str, str, str], Pool] = {}
+        self._endpoint_pools: dict[EndpointDef, Pool] = {}
+        self._runtime_path: asyncio.Future[Path] | None = None
+        self._warned: set[str] = set()
+        self._thread = threading.Thread(target=self._run, name="openflash-runtime", daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        asyncio.set_event_loop(self.loop)
+        self.loop.run_forever()
+
+    # From any thread.
+
+    def submit(self, endpoint: EndpointDef, call: Call) -> concurrent.futures.Future[Reply]:
+        return asyncio.run_coroutine_threadsafe(self._submit(endpoint, call), self.loop)
+
+    def release_instance(self, endpoint: EndpointDef, instance_id: str) -> None:
+        if self.loop.is_closed():
+            return
+        pool = self._endpoint_pools.get(endpoint)
+        if pool is not None:
+            self.loop.call_soon_threadsafe(pool.release_instance, instance_id)
+
+    def pool_stats(self, endpoint: EndpointDef) -> dict[str, object] | None:
+        pool = self._endpoint_pools.get(endpoint)
+        if pool is None:
+            return None
+        return asyncio.run_coroutine_threadsafe(_stats(pool), self.loop).result()
+
+    def close(self, timeout: float = 5.0) -> None:
+        if self.loop.is_closed():
+            return
+        if self._thread.is_alive():
+            future = asyncio.run_coroutine_threadsafe(self._close(), self.loop)
+            with contextlib.suppress(concurrent.futures.TimeoutError, RuntimeError):
+                future.result(timeout)
+            self.loop.call_soon_threadsafe(self.loop.stop)
+            self._thread.join(timeout)
+        if not self._thread.is_alive():
+            self.loop.close()
+        self._builders.shutdown(wait=False, cancel_futures=True)
+
+    # On the runtime loop.
+
+    async def _submit(self, endpoint: EndpointDef, call: Call) -> Reply:
+        pool = self._endpoint_pools.get(endpoint)
+        if pool is None:
+            pool = await self._pool_for(endpoint)
+        return await pool.submit(call)
+
+    async def _pool_for(self, endpoint: EndpointDef) -> Pool:
+        if endpoint.resource.image:
+            raise FlashError(
+                f"endpoint {endpoint.name!r} asks for the image {endpoint.resource.image!r}; "
+                "running workers inside container images is not supported by this version",
+                hint="drop dockerImage/imageName to run in an openflash environment built from "
+                "dependencies=[...]",
+            )
+        if endpoint.system_dependencies and endpoint.name not in self._warned:
+            self._warned.add(endpoint.name)
+            logger.warning(
+                "openflash: endpoint %r: system_dependencies %s are validated but not "
+                "installed by this version; workers see the host's system packages",
+                endpoint.name,
+                list(endpoint.system_dependencies),
+            )
+        prepared = await self._prepare(endpoint.dependencies)
+        key = (endpoint.name, prepared.environment.key, "")
+        pool = self._pools.get(key)
+        if pool is None:
+            r = endpoint.resource
+            spec = WorkerSpec(
+                endpoint=endpoint.name,
+                python=prepared.environment.python,
+                runtime_path=prepared.runtime_path,
+                cwd=endpoint.cwd,
+                env=dict(r.env or {}),
+                gpu_count=r.gpu_count,
+                vcpus=r.cpu_instance.vcpus if r.cpu_instance else None,
+                max_concurrency=endpoint.max_concurrency,
+            )
+            pool = self._pools[key] = Pool(endpoint.pool_config(), self.backend, spec)
+        self._endpoint_pools[endpoint] = pool
+        return pool
+
+    async def _prepare(self, dependencies: tuple[str, ...]) -> Prepared:
+        future = self._prepared.get(dependencies)
+        if future is None:
+            future = self._prepared[dependencies] = asyncio.ensure_future(self._build(dependencies))
+        try:
+            return await asyncio.shield(future)
+        except BaseException:
+            if self._prepared.get(dependencies) is future and future.done():
+                del self._prepared[dependencies]  # the next call tries again
+            raise
+
+    async def _build(self, dependencies: tuple[str, ...]) -> Prepared:
+        loop = asyncio.get_running_loop()
+        s = self.settings
+        lock = await loop.run_in_executor(
+            self._builders,
+            lambda: resolve(
+                dependencies, store=self.store, uv_cache=s.uv_cache_dir, ttl=s.resolve_ttl
+            ),
+        )
+        environment = await loop.run_in_executor(
+            self._builders,
+            lambda: build_environment(self.store, lock.text, uv_cache=s.uv_cache_dir),
+        )
+        if self._runtime_path is None:
+            self._runtime_path = loop.run_in_executor(self._builders, worker_runtime, self.store)
+        runtime_path = await self._runtime_path
+        return Prepared(lock, environment, runtime_path)
+
+    async def _close(self) -> None:
+        pools = list(self._pools.values())
+        self._pools.clear()
+        self._endpoint_pools.clear()
+        await asyncio.gather(*(p.close() for p in pools), return_exceptions=True)
+
+
+async def _stats(pool: Pool) -> dict[str, object]:
+    return pool.stats()
+
+
+_runtime: Runtime | None = None
+_runtime_lock = threading.Lock()
+
+
+def get_runtime() -> Runtime:
+    """The process's runtime, started on first use with settings read from the environment."""
+    global _runtime
+    runtime = _runtime
+    if runtime is not None:
+        return runtime
+    with _runtime_lock:
+        if _runtime is None:
+            _runtime = Runtime(Settings.from_env())
+        return _runtime
+
+
+def shutdown() -> None:
+    """Stop every worker and the runtime thread; the next call starts a fresh runtime."""
+    global _runtime
+    with _runtime_lock:
+        runtime, _runtime = _runtime, None
+    if runtime is not None:
+        runtime.close()
+
+
+def _forget_after_fork() -> None:
+    # A forked child has the runtime's objects but not its thread: start over if it calls.
+    global _runtime, _runtime_lock
+    _runtime = None
+    _runtime_lock = threading.Lock()
+
+
+atexit.register(shutdown)
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_forget_after_fork)

@@ -1,0 +1,67 @@
+"""The Backend protocol: where workers run.
+
+A pool decides when a worker starts and stops; a backend knows how. ``start_worker`` returns a
+handle with a byte stream to the worker (for the pool's frames), its identity, and the means to
+kill it and learn how it ended. Backends know nothing of frames, calls or scaling.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Protocol
+
+__all__ = ["Backend", "WorkerHandle", "WorkerSpec", "describe_exit"]
+
+
+@dataclass(frozen=True)
+class WorkerSpec:
+    """Everything a backend needs to start one worker of an endpoint."""
+
+    endpoint: str
+    python: Path
+    runtime_path: Path
+    cwd: Path
+    env: dict[str, str] = field(default_factory=dict)
+    gpu_count: int = 0
+    vcpus: int | None = None
+    max_concurrency: int = 1
+
+
+class WorkerHandle(Protocol):
+    pid: int
+    reader: asyncio.StreamReader
+    writer: asyncio.StreamWriter
+    #: The accelerators this worker holds, as the backend names them (e.g. "0", "1").
+    gpus: tuple[str, ...]
+
+    def kill(self) -> None:
+        """Kill the worker and everything it started, at once."""
+
+    async def wait(self) -> int:
+        """The exit status, as ``subprocess`` reports it (negative: killed by that signal)."""
+
+    def stderr_tail(self) -> str:
+        """The last lines the worker wrote to stderr."""
+
+
+class Backend(Protocol):
+    async def start_worker(self, spec: WorkerSpec) -> WorkerHandle: ...
+
+    async def close(self) -> None: ...
+
+
+def describe_exit(returncode: int | None) -> str:
+    """``exit code 3``, ``signal 9 (SIGKILL)``, or ``unknown status``."""
+    import signal
+
+    if returncode is None:
+        return "unknown status"
+    if returncode < 0:
+        try:
+            name = signal.Signals(-returncode).name
+        except ValueError:
+            return f"signal {-returncode}"
+        return f"signal {-returncode} ({name})"
+    return f"exit code {returncode}"

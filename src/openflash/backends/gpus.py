@@ -1,0 +1,77 @@
+"""NVIDIA GPUs on this machine: found with ``nvidia-smi -L``, handed out to workers one at a time.
+
+A worker asking for ``gpuCount`` devices gets that many that no other worker holds, as a
+``CUDA_VISIBLE_DEVICES`` value; it waits while they are all taken.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import re
+import shutil
+
+from openflash import _subprocess
+from openflash.errors import FlashError
+
+__all__ = ["GpuAllocator", "detect_gpus", "parse_nvidia_smi_list"]
+
+_LINE = re.compile(r"^GPU (\d+): (.+?)(?: \(UUID: ([^)]+)\))?\s*$")
+
+
+def parse_nvidia_smi_list(text: str) -> list[tuple[str, str]]:
+    """``[(index, name), ...]`` from the output of ``nvidia-smi -L``."""
+    found = []
+    for line in text.splitlines():
+        match = _LINE.match(line.strip())
+        if match:
+            found.append((match[1], match[2]))
+    return found
+
+
+def detect_gpus() -> tuple[str, ...]:
+    """Indexes of the NVIDIA GPUs this process may use (honouring CUDA_VISIBLE_DEVICES)."""
+    exe = shutil.which("nvidia-smi")
+    if exe is None:
+        return ()
+    done = _subprocess.run([exe, "-L"], timeout=20, check=False)
+    if not done.ok:
+        return ()
+    indexes = tuple(index for index, _ in parse_nvidia_smi_list(done.stdout))
+    visible = os.environ.get("CUDA_VISIBLE_DEVICES")
+    if visible is not None:
+        allowed = [v.strip() for v in visible.split(",") if v.strip()]
+        indexes = tuple(i for i in indexes if i in allowed)
+    return indexes
+
+
+class GpuAllocator:
+    """Hands out distinct devices; used from one event loop."""
+
+    def __init__(self, devices: tuple[str, ...]) -> None:
+        self.devices = devices
+        self._free = list(devices)
+        self._changed: asyncio.Condition | None = None
+
+    async def acquire(self, count: int, endpoint: str) -> tuple[str, ...]:
+        if count > len(self.devices):
+            raise FlashError(
+                f"endpoint {endpoint!r} asks for {count} GPUs per worker, but this machine has "
+                f"{len(self.devices)} ({', '.join(self.devices) or 'none'})",
+                hint=f"lower gpuCount to at most {len(self.devices)}",
+            )
+        if self._changed is None:
+            self._changed = asyncio.Condition()
+        async with self._changed:
+            await self._changed.wait_for(lambda: len(self._free) >= count)
+            taken, self._free = self._free[:count], self._free[count:]
+        return tuple(taken)
+
+    async def release(self, devices: tuple[str, ...]) -> None:
+        if not devices:
+            return
+        self._free.extend(d for d in devices if d not in self._free)
+        self._free.sort(key=self.devices.index)
+        if self._changed is not None:
+            async with self._changed:
+                self._changed.notify_all()

@@ -1,0 +1,233 @@
+"""Workers as subprocesses of this process, the default backend.
+
+Each worker is ``<env>/bin/python -m openflash.workers.child FD N`` in its own session (so one
+``killpg`` stops it and everything it started), talking over one end of a socketpair. Its stdout
+and stderr reach this process's stdout and stderr, each line prefixed with ``[endpoint]``; the last
+lines of stderr are kept for crash reports. The environment it sees is rebuilt from scratch:
+nothing that would point Python at the host's packages is passed on.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import contextlib
+import logging
+import os
+import signal
+import socket
+import sys
+from typing import TextIO
+
+from openflash.backends.base import WorkerSpec
+from openflash.backends.gpus import GpuAllocator, detect_gpus
+from openflash.errors import FlashError
+
+__all__ = ["LocalBackend", "LocalWorker", "worker_environ"]
+
+logger = logging.getLogger("openflash")
+
+STDERR_TAIL_LINES = 40
+PUMP_GRACE_S = 0.5
+#: Host variables that would make the worker's Python see other packages than its own.
+DROPPED_VARIABLES = frozenset(
+    {
+        "PYTHONPATH",
+        "PYTHONHOME",
+        "PYTHONSTARTUP",
+        "PYTHONUSERBASE",
+        "PYTHONEXECUTABLE",
+        "PYTHONSAFEPATH",
+        "VIRTUAL_ENV",
+        "CONDA_PREFIX",
+        "CONDA_DEFAULT_ENV",
+        "__PYVENV_LAUNCHER__",
+    }
+)
+
+
+def worker_environ(spec: WorkerSpec, gpus: tuple[str, ...], has_gpus: bool) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if k not in DROPPED_VARIABLES}
+    env_dir = spec.python.parent.parent
+    env["VIRTUAL_ENV"] = str(env_dir)
+    env["PATH"] = os.pathsep.join([str(spec.python.parent), env.get("PATH", os.defpath)])
+    env["PYTHONNOUSERSITE"] = "1"
+    env.update(spec.env)
+    user_path = spec.env.get("PYTHONPATH")
+    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(spec.runtime_path), user_path]))
+    if gpus:
+        env["CUDA_VISIBLE_DEVICES"] = ",".join(gpus)
+    elif has_gpus and spec.gpu_count == 0 and "CUDA_VISIBLE_DEVICES" not in spec.env:
+        env["CUDA_VISIBLE_DEVICES"] = ""  # a CPU endpoint does not take a GPU from the others
+    env["OPENFLASH_ENDPOINT"] = spec.endpoint
+    return env
+
+
+class LocalWorker:
+    """A running worker subprocess: its socket streams, output pumps and exit status."""
+
+    def __init__(
+        self,
+        proc: asyncio.subprocess.Process,
+        reader: asyncio.StreamReader,
+        writer: asyncio.StreamWriter,
+        gpus: tuple[str, ...],
+        endpoint: str,
+        on_exit: collections.abc.Callable[[tuple[str, ...]], collections.abc.Awaitable[None]],
+    ) -> None:
+        self.proc = proc
+        self.pid = proc.pid
+        self.reader = reader
+        self.writer = writer
+        self.gpus = gpus
+        self._stderr: collections.deque[str] = collections.deque(maxlen=STDERR_TAIL_LINES)
+        self._on_exit = on_exit
+        self._exited: asyncio.Task[int] | None = None
+        prefix = f"[{endpoint}] "
+        assert proc.stdout is not None and proc.stderr is not None
+        self._pumps = [
+            asyncio.ensure_future(_pump(proc.stdout, sys.stdout, prefix, None)),
+            asyncio.ensure_future(_pump(proc.stderr, sys.stderr, prefix, self._stderr)),
+        ]
+
+    def kill(self) -> None:
+        if self.proc.returncode is None:  # once reaped, its pid may belong to someone else
+            self._killpg()
+
+    def _killpg(self) -> None:
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.killpg(self.pid, signal.SIGKILL)
+
+    async def wait(self) -> int:
+        if self._exited is None:
+            self._exited = asyncio.ensure_future(self._wait())
+        return await asyncio.shield(self._exited)
+
+    async def _wait(self) -> int:
+        code = await self.proc.wait()
+        self._killpg()  # whatever it started goes with it
+        with contextlib.suppress(Exception):
+            self.writer.close()
+        await asyncio.wait(self._pumps, timeout=PUMP_GRACE_S)
+        await self._on_exit(self.gpus)
+        return code
+
+    def stderr_tail(self) -> str:
+        return "\n".join(self._stderr)
+
+
+async def _pump(
+    stream: asyncio.StreamReader,
+    out: TextIO,
+    prefix: str,
+    keep: collections.deque[str] | None,
+) -> None:
+    while True:
+        try:
+            raw = await stream.readline()
+        except ValueError:  # a line longer than the stream's limit
+            raw = await stream.read(1 << 16)
+        if not raw:
+            return
+        line = raw.decode(errors="replace").rstrip("\n")
+        if keep is not None:
+            keep.append(line)
+        try:
+            out.write(f"{prefix}{line}\n")
+            out.flush()
+        except (OSError, ValueError):
+            pass  # our own stdout is gone; keep draining so the worker never blocks
+
+
+class LocalBackend:
+    """Spawns workers on this machine."""
+
+    def __init__(self, *, require_gpu: bool = False, gpus: tuple[str, ...] | None = None) -> None:
+        self.require_gpu = require_gpu
+        self._gpus = gpus
+        self._allocator: GpuAllocator | None = None
+        self._warned: set[str] = set()
+        self._next_cpu = 0
+
+    def _gpu_allocator(self) -> GpuAllocator:
+        if self._allocator is None:
+            devices = self._gpus if self._gpus is not None else detect_gpus()
+            self._allocator = GpuAllocator(devices)
+        return self._allocator
+
+    async def _take_gpus(self, spec: WorkerSpec) -> tuple[str, ...]:
+        if spec.gpu_count == 0:
+            return ()
+        allocator = self._gpu_allocator()
+        if allocator.devices:
+            return await allocator.acquire(spec.gpu_count, spec.endpoint)
+        if self.require_gpu:
+            raise FlashError(
+                f"endpoint {spec.endpoint!r} asks for {spec.gpu_count} GPU(s), and this machine "
+                "has no NVIDIA GPU (nvidia-smi lists none)",
+                hint="run on a machine with an NVIDIA GPU, use a CPU config, or unset "
+                "FLASH_REQUIRE_GPU to run on the CPU with a warning",
+            )
+        if spec.endpoint not in self._warned:
+            self._warned.add(spec.endpoint)
+            logger.warning(
+                "openflash: endpoint %r asks for a GPU, but this machine has no NVIDIA GPU; its "
+                "workers run on the CPU (set FLASH_REQUIRE_GPU=1 to make this an error)",
+                spec.endpoint,
+            )
+        return ()
+
+    async def start_worker(self, spec: WorkerSpec) -> LocalWorker:
+        gpus = await self._take_gpus(spec)
+        allocator = self._gpu_allocator() if spec.gpu_count else None
+        parent_sock, child_sock = socket.socketpair()
+        try:
+            proc = await asyncio.create_subprocess_exec(
+                str(spec.python),
+                "-m",
+                "openflash.workers.child",
+                str(child_sock.fileno()),
+                str(spec.max_concurrency),
+                stdin=asyncio.subprocess.DEVNULL,
+                stdout=asyncio.subprocess.PIPE,
+                stderr=asyncio.subprocess.PIPE,
+                pass_fds=(child_sock.fileno(),),
+                cwd=str(spec.cwd),
+                env=worker_environ(spec, gpus, bool(allocator and allocator.devices)),
+                start_new_session=True,
+            )
+        except OSError as e:
+            parent_sock.close()
+            if allocator:
+                await allocator.release(gpus)
+            raise FlashError(
+                f"cannot start a worker for endpoint {spec.endpoint!r} with {spec.python}: {e}",
+                hint="the environment may have been removed; delete it from FLASH_HOME/envs "
+                "and call again to rebuild it",
+            ) from e
+        finally:
+            child_sock.close()
+        self._limit_cpus(proc.pid, spec.vcpus)
+        reader, writer = await asyncio.open_unix_connection(sock=parent_sock)
+
+        async def release(held: tuple[str, ...]) -> None:
+            if allocator:
+                await allocator.release(held)
+
+        return LocalWorker(proc, reader, writer, gpus, spec.endpoint, release)
+
+    def _limit_cpus(self, pid: int, vcpus: int | None) -> None:
+        """Pin the worker to ``vcpus`` CPUs (its instance type's), spreading workers around."""
+        if not vcpus or not hasattr(os, "sched_setaffinity"):
+            return
+        cpus = sorted(os.sched_getaffinity(0))
+        if vcpus >= len(cpus):
+            return
+        start = self._next_cpu % len(cpus)
+        self._next_cpu += vcpus
+        chosen = {cpus[(start + i) % len(cpus)] for i in range(vcpus)}
+        with contextlib.suppress(OSError):
+            os.sched_setaffinity(pid, chosen)
+
+    async def close(self) -> None:
+        return None

@@ -1,0 +1,183 @@
+"""Specs to a lock with ``uv pip compile``, for the running interpreter, cached with a TTL.
+
+A lock is the sorted text of pinned requirement lines (``name==version``, or ``name @ url``).
+Resolutions are cached per (normalised specs, Python, platform) in the store and reused for
+FLASH_RESOLVE_TTL seconds; when re-resolving fails for lack of a network, an expired resolution is
+used with a warning rather than failing the call.
+
+What uv prints is parsed by the pure functions ``parse_lock`` and ``failure_to_error``.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import re
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from openflash import _subprocess
+from openflash.envs.build import platform_tag, python_tag
+from openflash.envs.store import Store, content_key, write_atomic
+from openflash.envs.uv import uv_argv, uv_environ
+from openflash.errors import DependencyConflictError, DependencyError
+
+__all__ = ["Lock", "failure_to_error", "parse_lock", "resolve"]
+
+logger = logging.getLogger("openflash")
+
+RESOLVE_TIMEOUT_S = 300.0
+
+_NOT_FOUND = re.compile(r"Because (\S+) was not found in the package registry")
+_NO_VERSION = re.compile(
+    r"^Because there is no version of (\S+) and you require \1, we can conclude that your "
+    r"requirements are unsatisfiable\.$"
+)
+_NETWORK = re.compile(
+    r"Failed to fetch|error sending request|tcp connect error|dns error|Connection refused|"
+    r"timed out|Network is unreachable|Could not connect|network was disabled",
+    re.IGNORECASE,
+)
+
+
+@dataclass(frozen=True)
+class Lock:
+    specs: tuple[str, ...]
+    text: str
+    resolved_at: float
+
+    @property
+    def packages(self) -> dict[str, str]:
+        """Package name to its pin (``==1.2.3``, or ``@ url``)."""
+        pins = {}
+        for line in self.text.splitlines():
+            name, sep, rest = line.partition("==")
+            if not sep:
+                name, sep, rest = line.partition(" @ ")
+                rest = "@ " + rest
+            else:
+                rest = "==" + rest
+            pins[name.strip()] = rest.strip()
+        return pins
+
+
+def parse_lock(stdout: str) -> str:
+    """The pinned lines of ``uv pip compile`` output, comments and blank lines dropped, sorted."""
+    lines = []
+    for raw in stdout.splitlines():
+        line = raw.split(" #", 1)[0].strip()
+        if line and not line.startswith("#"):
+            lines.append(line)
+    return "".join(f"{line}\n" for line in sorted(lines))
+
+
+def failure_to_error(stderr: str, specs: tuple[str, ...]) -> DependencyError:
+    """The error a failed ``uv pip compile`` means, with uv's explanation."""
+    explanation = _explanation(stderr)
+    listed = ", ".join(repr(s) for s in specs)
+    missing = _NOT_FOUND.search(stderr)
+    if missing:
+        name = missing[1]
+        return DependencyError(
+            f"package {name!r} was not found on the package index (dependencies: {listed})",
+            hint=f"check the spelling of {name!r} (https://pypi.org/project/{name}/), or remove it",
+        )
+    if "No solution found" in stderr:
+        explanation = "\n".join(
+            line for line in explanation.splitlines() if not line.startswith("No solution found")
+        )
+        no_version = _NO_VERSION.match(explanation)
+        if no_version:
+            return DependencyError(
+                f"no release matches {no_version[1]!r} (dependencies: {listed})",
+                hint="check the version on the package index, or relax the pin",
+            )
+        return DependencyConflictError(
+            f"these dependencies cannot be installed together: {listed}\n{explanation}",
+        )
+    if _NETWORK.search(stderr):
+        return DependencyError(
+            f"could not reach the package index to resolve {listed}:\n{explanation}",
+            hint="check the network connection or the index settings (UV_INDEX_URL), then retry",
+        )
+    return DependencyError(
+        f"resolving {listed} failed:\n{explanation}",
+        hint="read uv's message above; fix the named requirement and call again",
+    )
+
+
+def resolve(
+    specs: tuple[str, ...], *, store: Store, uv_cache: Path, ttl: float, now: float | None = None
+) -> Lock:
+    """The lock for the normalised ``specs``: from the cache if younger than ``ttl``, else uv's."""
+    now = time.time() if now is None else now
+    if not specs:
+        return Lock(specs, "", now)
+    cache_file = (
+        store.resolutions / f"{content_key('resolve', specs, python_tag(), platform_tag())}.json"
+    )
+    cached = _read_cache(cache_file, specs)
+    if cached is not None and now - cached.resolved_at < ttl:
+        return cached
+    try:
+        lock = Lock(specs, _compile(specs, uv_cache), now)
+    except DependencyError as e:
+        if cached is not None and type(e) is DependencyError and _NETWORK.search(e.message):
+            logger.warning(
+                "openflash: re-resolving %s failed (network); using the resolution from %s",
+                ", ".join(specs),
+                time.ctime(cached.resolved_at),
+            )
+            return cached
+        raise
+    payload = {"specs": list(specs), "lock": lock.text, "resolved_at": lock.resolved_at}
+    write_atomic(cache_file, json.dumps(payload, indent=1))
+    return lock
+
+
+def _compile(specs: tuple[str, ...], uv_cache: Path) -> str:
+    argv = uv_argv(
+        "pip",
+        "compile",
+        "-",
+        "--python",
+        sys.executable,
+        "--no-header",
+        "--no-annotate",
+        cache_dir=uv_cache,
+    )
+    done = _subprocess.run(
+        argv,
+        input="".join(f"{s}\n" for s in specs),
+        env=uv_environ(),
+        timeout=RESOLVE_TIMEOUT_S,
+        check=False,
+        error=DependencyError,
+    )
+    if not done.ok:
+        raise failure_to_error(done.stderr, specs)
+    return parse_lock(done.stdout)
+
+
+def _read_cache(path: Path, specs: tuple[str, ...]) -> Lock | None:
+    try:
+        data = json.loads(path.read_text())
+        if tuple(data["specs"]) != specs:
+            return None
+        return Lock(specs, str(data["lock"]), float(data["resolved_at"]))
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+
+
+def _explanation(stderr: str) -> str:
+    """uv's error text without its ``error:``/``cause:`` labels, indentation kept."""
+    lines = []
+    for raw in stderr.splitlines():
+        line = raw.rstrip()
+        if not line.strip() or line.startswith(("Resolved ", "Using ")):
+            continue
+        line = re.sub(r"^(\s*)(?:error|cause|hint): ", r"\1", line)
+        lines.append(line.strip())
+    return "\n".join(lines)

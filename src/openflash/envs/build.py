@@ -1,0 +1,111 @@
+"""Build a virtual environment from a lock: ``uv venv`` and ``uv pip sync``, published atomically.
+
+Packages are hardlinked from uv's cache (keep FLASH_UV_CACHE_DIR on FLASH_HOME's disk) and their
+bytecode is compiled at build time: workers run with PYTHONDONTWRITEBYTECODE on this kind of
+machine, and imports without .pyc files were measured about 4x slower.
+"""
+
+from __future__ import annotations
+
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+from packaging.tags import sys_tags
+
+from openflash import _subprocess
+from openflash.envs.store import Store, content_key
+from openflash.envs.uv import uv_argv, uv_environ
+from openflash.errors import EnvironmentBuildError
+
+__all__ = ["ENV_FORMAT", "Environment", "build_environment", "environment_key", "platform_tag"]
+
+#: Bumped whenever the layout of a built environment changes.
+ENV_FORMAT = 1
+LOCK_FILE = "openflash-lock.txt"
+BUILD_TIMEOUT_S = 3600.0
+
+
+@dataclass(frozen=True)
+class Environment:
+    key: str
+    path: Path
+
+    @property
+    def python(self) -> Path:
+        return self.path / "bin" / "python"
+
+
+def python_tag() -> str:
+    impl = sys.implementation
+    return f"{impl.name}-{impl.version.major}.{impl.version.minor}.{impl.version.micro}"
+
+
+def platform_tag() -> str:
+    """The most specific wheel tag this interpreter accepts (cp311-cp311-manylinux_2_36_x86_64)."""
+    return str(next(iter(sys_tags())))
+
+
+def environment_key(lock_text: str) -> str:
+    """The identity of an environment: the lock, the Python, the platform, the env format."""
+    return content_key("env", lock_text, python_tag(), platform_tag(), ENV_FORMAT)
+
+
+def build_environment(store: Store, lock_text: str, *, uv_cache: Path) -> Environment:
+    """The environment for ``lock_text`` (pinned requirement lines), built once per key."""
+    key = environment_key(lock_text)
+
+    def build(tmp: Path) -> dict[str, object]:
+        _build_venv(tmp, lock_text, uv_cache)
+        return {
+            "python": python_tag(),
+            "platform": platform_tag(),
+            "packages": len(_lines(lock_text)),
+        }
+
+    return Environment(key, store.build_once("envs", key, build))
+
+
+def _lines(lock_text: str) -> list[str]:
+    return [line for line in lock_text.splitlines() if line.strip()]
+
+
+def _build_venv(target: Path, lock_text: str, uv_cache: Path) -> None:
+    env = uv_environ()
+    base_python = getattr(sys, "_base_executable", None) or sys.executable
+    _subprocess.run(
+        uv_argv(
+            "venv",
+            "--quiet",
+            "--relocatable",
+            "--python",
+            base_python,
+            str(target),
+            cache_dir=uv_cache,
+        ),
+        env=env,
+        timeout=120,
+        error=EnvironmentBuildError,
+    )
+    lock_file = target / LOCK_FILE
+    lock_file.write_text(lock_text)
+    if not _lines(lock_text):
+        return
+    _subprocess.run(
+        uv_argv(
+            "pip",
+            "sync",
+            str(lock_file),
+            "--python",
+            str(target / "bin" / "python"),
+            "--compile-bytecode",
+            "--link-mode",
+            "hardlink",
+            cache_dir=uv_cache,
+        ),
+        env=env,
+        timeout=BUILD_TIMEOUT_S,
+        error=EnvironmentBuildError,
+        hint="check that every pinned package has a release for this platform; "
+        "nothing was kept from this attempt",
+    )

@@ -1,0 +1,70 @@
+"""openflash's worker runtime, copied into the store once per version.
+
+Workers run in the user's environment, which has neither openflash nor its dependencies. What a
+worker needs of ours (``openflash.workers.child``, ``openflash.workers.protocol`` and cloudpickle)
+is copied into ``FLASH_HOME/runtime/<key>/``, bytecode compiled, and put on the worker's path
+behind the environment's own packages.
+"""
+
+from __future__ import annotations
+
+import compileall
+import hashlib
+import importlib.util
+import sys
+from pathlib import Path
+
+import cloudpickle
+
+from openflash.envs.build import python_tag
+from openflash.envs.store import Store, content_key
+
+__all__ = ["worker_runtime"]
+
+_PACKAGE_FILES = {
+    "openflash/__init__.py": None,
+    "openflash/workers/__init__.py": None,
+    "openflash/workers/child.py": "openflash.workers.child",
+    "openflash/workers/protocol.py": "openflash.workers.protocol",
+}
+
+
+def _module_file(name: str) -> Path:
+    # Located, not imported: the child's module adjusts sys.path when it runs.
+    spec = importlib.util.find_spec(name)
+    assert spec is not None and spec.origin is not None
+    return Path(spec.origin)
+
+
+def _sources() -> dict[str, bytes]:
+    files = {
+        name: (
+            _module_file(module).read_bytes() if module else b'"""openflash worker runtime."""\n'
+        )
+        for name, module in _PACKAGE_FILES.items()
+    }
+    cp_root = Path(cloudpickle.__file__).parent
+    for path in sorted(cp_root.rglob("*.py")):
+        files[f"cloudpickle/{path.relative_to(cp_root).as_posix()}"] = path.read_bytes()
+    return files
+
+
+def worker_runtime(store: Store) -> Path:
+    """The runtime directory to put on a worker's path, built once per content."""
+    files = _sources()
+    digest = hashlib.sha256()
+    for name in sorted(files):
+        digest.update(name.encode() + b"\0" + files[name] + b"\0")
+    key = content_key("runtime", digest.hexdigest(), python_tag())
+
+    def build(tmp: Path) -> dict[str, object]:
+        for name, data in files.items():
+            target = tmp / name
+            target.parent.mkdir(parents=True, exist_ok=True)
+            target.write_bytes(data)
+        if not compileall.compile_dir(tmp, quiet=2, workers=1):
+            raise RuntimeError(f"could not compile the worker runtime in {tmp}")
+        return {"python": sys.version.split()[0], "files": len(files)}
+
+    path = store.build_once("runtime", key, build)
+    return path

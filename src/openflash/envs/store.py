@@ -1,0 +1,140 @@
+"""The content-addressed store under FLASH_HOME.
+
+    FLASH_HOME/
+      envs/<key>/        a virtual environment        (ready once <key>/.openflash-ready exists)
+      layers/<key>/      an extracted system layer    (same rule)
+      runtime/<key>/     openflash's worker runtime   (same rule)
+      resolutions/       cached uv resolutions (JSON), written atomically
+      locks/             one file lock per (kind, key)
+      tmp/               builds in progress; published into place by rename
+      uv-cache/          uv's cache, on the same disk, so installs are hardlinks
+      store.log          one JSON line per build: what, key, pid, seconds
+
+Every artifact is built in ``tmp/``, renamed into place, and only then marked ready; a directory
+without its marker does not exist. Builders of one key take its file lock; whoever loses the race
+waits, finds the marker and reuses the winner's result. That holds across threads and processes.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import os
+import shutil
+import tempfile
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from filelock import FileLock
+
+__all__ = ["READY_MARKER", "Store", "content_key"]
+
+READY_MARKER = ".openflash-ready"
+KINDS = ("envs", "layers", "runtime")
+
+
+def content_key(*parts: object) -> str:
+    """A short, stable hash of ``parts`` (JSON-encoded); names store entries."""
+    blob = json.dumps(parts, sort_keys=True, separators=(",", ":"), default=str)
+    return hashlib.sha256(blob.encode()).hexdigest()[:24]
+
+
+@dataclass(frozen=True)
+class Store:
+    root: Path
+
+    def path(self, kind: str, key: str) -> Path:
+        if kind not in KINDS:
+            raise ValueError(f"unknown store kind {kind!r}")
+        return self.root / kind / key
+
+    def is_ready(self, kind: str, key: str) -> bool:
+        return (self.path(kind, key) / READY_MARKER).is_file()
+
+    @property
+    def resolutions(self) -> Path:
+        return self.root / "resolutions"
+
+    @contextlib.contextmanager
+    def lock(self, kind: str, key: str, timeout: float = -1) -> Iterator[None]:
+        locks = self.root / "locks"
+        locks.mkdir(parents=True, exist_ok=True)
+        with FileLock(str(locks / f"{kind}-{key}.lock"), timeout=timeout):
+            yield
+
+    def build_once(self, kind: str, key: str, build: Callable[[Path], dict[str, Any]]) -> Path:
+        """The ready directory for ``(kind, key)``, building it with ``build(tmp_dir)`` if needed.
+
+        ``build`` fills ``tmp_dir`` and returns facts to record in the marker. It runs at most
+        once per key across threads and processes; if it raises, nothing is published.
+        """
+        final = self.path(kind, key)
+        if self.is_ready(kind, key):
+            return final
+        with self.lock(kind, key):
+            if self.is_ready(kind, key):
+                return final
+            self._clear_leftovers(kind, key)
+            tmp_root = self.root / "tmp"
+            tmp_root.mkdir(parents=True, exist_ok=True)
+            tmp = Path(tempfile.mkdtemp(prefix=f"{kind}-{key}-", dir=tmp_root))
+            started = time.monotonic()
+            try:
+                info = build(tmp)
+                final.parent.mkdir(parents=True, exist_ok=True)
+                os.rename(tmp, final)
+            except BaseException:
+                shutil.rmtree(tmp, ignore_errors=True)
+                raise
+            seconds = round(time.monotonic() - started, 3)
+            marker = {"kind": kind, "key": key, "built_at": time.time(), "seconds": seconds}
+            marker.update(info)
+            write_atomic(final / READY_MARKER, json.dumps(marker, indent=1, default=str))
+            self.record(
+                {"event": "built", "kind": kind, "key": key, "pid": os.getpid(), "seconds": seconds}
+            )
+            return final
+
+    def _clear_leftovers(self, kind: str, key: str) -> None:
+        """Remove what an interrupted build of this key left (the caller holds its lock)."""
+        shutil.rmtree(self.path(kind, key), ignore_errors=True)
+        tmp_root = self.root / "tmp"
+        if tmp_root.is_dir():
+            for stale in tmp_root.glob(f"{kind}-{key}-*"):
+                shutil.rmtree(stale, ignore_errors=True)
+
+    def record(self, event: dict[str, Any]) -> None:
+        """Append one JSON line to ``store.log`` (a single write, safe across processes)."""
+        self.root.mkdir(parents=True, exist_ok=True)
+        line = json.dumps({"time": time.time(), **event}, default=str) + "\n"
+        fd = os.open(self.root / "store.log", os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
+        try:
+            os.write(fd, line.encode())
+        finally:
+            os.close(fd)
+
+    def events(self) -> list[dict[str, Any]]:
+        """Every line of ``store.log``, oldest first."""
+        try:
+            text = (self.root / "store.log").read_text()
+        except FileNotFoundError:
+            return []
+        return [json.loads(line) for line in text.splitlines() if line.strip()]
+
+
+def write_atomic(path: Path, text: str) -> None:
+    """Write ``text`` to ``path`` through a temporary file and a rename."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+    try:
+        with os.fdopen(fd, "w") as f:
+            f.write(text)
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(tmp)
+        raise

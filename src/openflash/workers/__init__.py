@@ -1,0 +1,1 @@
+"""Running user code: the wire protocol, the worker's main, and the pool that supervises workers."""

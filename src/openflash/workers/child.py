@@ -1,0 +1,218 @@
+"""The worker's main: ``python -m openflash.workers.child FD MAX_CONCURRENCY``.
+
+It runs inside the endpoint's environment, with openflash's small runtime (this package's
+``workers.child`` and ``workers.protocol``, and cloudpickle) importable from a directory placed
+*after* the environment's site-packages, so whatever the user pinned wins. It imports only the
+standard library and cloudpickle.
+
+It reads CALL frames from the socket FD, runs each call (coroutines on its event loop, plain
+functions in a thread pool of MAX_CONCURRENCY threads) and answers RESULT or ERROR. It exits when
+the parent closes the socket, so a worker never outlives its pool.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+
+
+def _isolate_path() -> None:
+    """Move the runtime directory behind site-packages, and keep it from user subprocesses."""
+    runtime_dir = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+    if runtime_dir in sys.path:
+        sys.path.remove(runtime_dir)
+        sys.path.append(runtime_dir)
+    rest = [p for p in os.environ.get("PYTHONPATH", "").split(os.pathsep) if p != runtime_dir]
+    if any(rest):
+        os.environ["PYTHONPATH"] = os.pathsep.join(rest)
+    else:
+        os.environ.pop("PYTHONPATH", None)
+
+
+if __name__ == "__main__":
+    _isolate_path()
+
+import asyncio  # noqa: E402
+import inspect  # noqa: E402
+import socket  # noqa: E402
+import traceback  # noqa: E402
+import types  # noqa: E402
+from concurrent.futures import ThreadPoolExecutor  # noqa: E402
+from typing import Any  # noqa: E402
+
+import cloudpickle  # noqa: E402
+
+from openflash.workers import protocol  # noqa: E402
+
+_THIS_FILE = os.path.abspath(__file__)
+_FLUSH_AT = 1 << 16
+
+
+class Worker:
+    def __init__(self, writer: asyncio.StreamWriter, max_concurrency: int) -> None:
+        self.writer = writer
+        self.executor = ThreadPoolExecutor(
+            max_workers=max_concurrency, thread_name_prefix="openflash-call"
+        )
+        self.functions: dict[str, Any] = {}
+        self.instances: dict[str, Any] = {}
+        self.drain_lock = asyncio.Lock()
+        self.tasks: set[asyncio.Task[None]] = set()
+
+    async def send(self, frame: bytes) -> None:
+        self.writer.write(frame)
+        if self.writer.transport.get_write_buffer_size() > _FLUSH_AT:
+            async with self.drain_lock:
+                await self.writer.drain()
+
+    def start(self, call_id: int, payload: bytes) -> None:
+        task = asyncio.get_running_loop().create_task(self.handle(call_id, payload))
+        self.tasks.add(task)
+        task.add_done_callback(self.tasks.discard)
+
+    async def handle(self, call_id: int, payload: bytes) -> None:
+        try:
+            call = protocol.decode_call(payload)
+            target = await self.target(call)
+            args, kwargs = cloudpickle.loads(call.args)
+            result = await self.invoke(target, args, kwargs)
+            data = self.dump_result(result)
+        except BaseException as e:
+            await self.send(_error_frame(call_id, e))
+            return
+        await self.send(protocol.encode(protocol.RESULT, call_id, data))
+
+    async def target(self, call: protocol.CallPayload) -> Any:
+        if call.op == protocol.OP_FUNCTION:
+            if call.blob is not None:
+                self.functions[call.target] = _load(call.blob, call.source)
+            return self.functions[call.target]
+        instance = self.instances.get(call.target)
+        if instance is None:
+            if call.blob is None or call.init_args is None:
+                raise RuntimeError(f"instance {call.target} is not on this worker")
+            cls = _load(call.blob, call.source)
+            args, kwargs = cloudpickle.loads(call.init_args)
+            instance = await self.invoke(cls, args, kwargs)
+            self.instances[call.target] = instance
+        return getattr(instance, call.method)
+
+    async def invoke(self, fn: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
+        if inspect.iscoroutinefunction(fn):
+            return await fn(*args, **kwargs)
+        loop = asyncio.get_running_loop()
+        result = await loop.run_in_executor(self.executor, lambda: fn(*args, **kwargs))
+        if inspect.isawaitable(result):
+            result = await result
+        return result
+
+    @staticmethod
+    def dump_result(result: Any) -> bytes:
+        try:
+            return cloudpickle.dumps(result)
+        except Exception as e:
+            raise TypeError(
+                f"the function returned a {type(result).__name__}, which cannot be pickled "
+                f"to send back: {e}"
+            ) from e
+
+
+def _load(blob: bytes, source: str | None) -> Any:
+    """Unpickle a function or class, giving its code back the file it came from.
+
+    cloudpickle names the file of code it sends by value ``<dynamic-code>``; restoring the real
+    name lets tracebacks show the file, and the source line where the file is readable here.
+    """
+    obj = cloudpickle.loads(blob)
+    if source:
+        for fn in _functions_of(obj):
+            fn.__code__ = _with_filename(fn.__code__, source)
+    return obj
+
+
+def _functions_of(obj: Any) -> list[types.FunctionType]:
+    if isinstance(obj, types.FunctionType):
+        return [obj]
+    found = []
+    for value in vars(obj).values() if isinstance(obj, type) else ():
+        for candidate in (
+            value,
+            getattr(value, "__func__", None),
+            getattr(value, "fget", None),
+            getattr(value, "fset", None),
+        ):
+            if isinstance(candidate, types.FunctionType):
+                found.append(candidate)
+    return found
+
+
+def _with_filename(code: types.CodeType, source: str) -> types.CodeType:
+    if code.co_filename != "<dynamic-code>":
+        return code
+    consts = tuple(
+        _with_filename(c, source) if isinstance(c, types.CodeType) else c for c in code.co_consts
+    )
+    return code.replace(co_filename=source, co_consts=consts)
+
+
+def _error_frame(call_id: int, error: BaseException) -> bytes:
+    te = traceback.TracebackException.from_exception(error)
+    te.stack = traceback.StackSummary.from_list(
+        [f for f in te.stack if os.path.abspath(f.filename) != _THIS_FILE]
+    )
+    try:
+        exception: bytes | None = cloudpickle.dumps(error)
+    except Exception:
+        exception = None
+    return protocol.encode_error(
+        call_id,
+        type_name=_qualified_name(type(error)),
+        message=str(error),
+        traceback="".join(te.format()),
+        exception=exception,
+        missing_module=error.name if isinstance(error, ModuleNotFoundError) else None,
+    )
+
+
+def _qualified_name(cls: type) -> str:
+    module = cls.__module__
+    return (
+        cls.__qualname__ if module in ("builtins", "__main__") else f"{module}.{cls.__qualname__}"
+    )
+
+
+async def serve(fd: int, max_concurrency: int) -> None:
+    sock = socket.socket(fileno=fd)
+    reader, writer = await asyncio.open_unix_connection(sock=sock)
+    worker = Worker(writer, max_concurrency)
+    ready = {"pid": os.getpid(), "python": sys.version.split()[0], "executable": sys.executable}
+    await worker.send(protocol.encode(protocol.READY, 0, protocol.dumps(ready)))
+    while True:
+        frame = await protocol.read_frame(reader)
+        if frame is None or frame.kind == protocol.SHUTDOWN:
+            return
+        if frame.kind == protocol.CALL:
+            worker.start(frame.call_id, frame.payload)
+        elif frame.kind == protocol.RELEASE:
+            worker.instances.pop(frame.payload.decode(), None)
+
+
+def main(argv: list[str]) -> None:
+    if len(argv) != 3:
+        sys.exit("usage: python -m openflash.workers.child FD MAX_CONCURRENCY")
+    if hasattr(sys.stdout, "reconfigure"):
+        sys.stdout.reconfigure(line_buffering=True)
+    code = 0
+    try:
+        asyncio.run(serve(int(argv[1]), int(argv[2])))
+    except BaseException:
+        traceback.print_exc()
+        code = 1
+    sys.stdout.flush()
+    sys.stderr.flush()
+    # Calls still running in threads end with the process: the pool has given up on them.
+    os._exit(code)
+
+
+if __name__ == "__main__":
+    main(sys.argv)

@@ -1,0 +1,425 @@
+"""The per-endpoint pool: it owns worker lives, a backend spawns them, protocol.py frames bytes.
+
+Scaling: ``workers_min`` workers start on first use; when every worker is busy (each takes up to
+``max_concurrency`` calls) and the pool is below ``workers_max``, another starts; a worker idle
+for ``idle_timeout`` seconds stops while the pool is above ``workers_min``.
+
+Nothing waits forever: a call that runs past ``execution_timeout`` fails with
+ExecutionTimeoutError and its worker is killed; a worker that dies fails its calls at once with
+WorkerCrashedError (exit code or signal, last lines of stderr) and is replaced; a worker that
+cannot start fails the calls that no other worker can take.
+
+A pool lives on one event loop; every method must be called from it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import enum
+import itertools
+import logging
+from collections import deque
+from dataclasses import dataclass, field
+from typing import NamedTuple
+
+from openflash.backends.base import Backend, WorkerHandle, WorkerSpec, describe_exit
+from openflash.errors import ExecutionTimeoutError, FlashError, WorkerCrashedError
+from openflash.workers import protocol
+
+__all__ = ["Call", "Pool", "PoolConfig", "Reply"]
+
+logger = logging.getLogger("openflash")
+
+STOP_GRACE_S = 2.0
+
+
+@dataclass(frozen=True)
+class PoolConfig:
+    name: str
+    workers_min: int = 0
+    workers_max: int = 1
+    idle_timeout: float = 60.0
+    execution_timeout: float | None = None
+    max_concurrency: int = 1
+    start_timeout: float = 120.0
+
+
+class Reply(NamedTuple):
+    """A worker's answer: ``ok`` with a pickled result, or not with an encoded error."""
+
+    ok: bool
+    payload: bytes
+
+
+@dataclass(eq=False)
+class Call:
+    op: str
+    target: str
+    blob: bytes
+    args: bytes
+    label: str
+    source: str | None = None
+    method: str = ""
+    init_args: bytes | None = None
+    future: asyncio.Future[Reply] | None = None
+    sent_blob: bool = False
+    timer: asyncio.TimerHandle | None = None
+
+
+class _State(enum.Enum):
+    STARTING = "starting"
+    READY = "ready"
+    STOPPING = "stopping"
+    DEAD = "dead"
+
+
+@dataclass(eq=False)
+class _Worker:
+    number: int
+    state: _State = _State.STARTING
+    handle: WorkerHandle | None = None
+    in_flight: dict[int, Call] = field(default_factory=dict)
+    loaded: set[str] = field(default_factory=set)
+    idle_timer: asyncio.TimerHandle | None = None
+    doom: str = ""
+    task: asyncio.Future[None] | None = None
+
+    @property
+    def pid(self) -> int | None:
+        return self.handle.pid if self.handle else None
+
+
+class Pool:
+    def __init__(self, config: PoolConfig, backend: Backend, spec: WorkerSpec) -> None:
+        self.config = config
+        self.backend = backend
+        self.spec = spec
+        self.workers: list[_Worker] = []
+        self.queue: deque[Call] = deque()
+        self.instance_home: dict[str, _Worker] = {}
+        self.closed = False
+        self._call_ids = itertools.count(1)
+        self._numbers = itertools.count(1)
+        self._started = False
+
+    # Calls.
+
+    async def submit(self, call: Call) -> Reply:
+        if self.closed:
+            raise FlashError(
+                f"endpoint {self.config.name!r} is shut down",
+                hint="the openflash runtime has stopped; start a new process",
+            )
+        call.future = asyncio.get_running_loop().create_future()
+        self.queue.append(call)
+        if not self._started:
+            self._started = True
+            self._ensure_min()
+        self._dispatch()
+        return await call.future
+
+    def release_instance(self, instance_id: str) -> None:
+        """Drop a class instance from the worker that holds it."""
+        home = self.instance_home.pop(instance_id, None)
+        if home is None or home.state is not _State.READY or home.handle is None:
+            return
+        home.loaded.discard(instance_id)
+        home.handle.writer.write(protocol.encode(protocol.RELEASE, 0, instance_id.encode()))
+        self._arm_idle(home)
+
+    def stats(self) -> dict[str, object]:
+        return {
+            "workers": len(self.workers),
+            "ready": sum(w.state is _State.READY for w in self.workers),
+            "starting": sum(w.state is _State.STARTING for w in self.workers),
+            "busy": sum(bool(w.in_flight) for w in self.workers),
+            "queued": len(self.queue),
+            "pids": [w.pid for w in self.workers if w.pid],
+        }
+
+    # Dispatch.
+
+    def _dispatch(self) -> None:
+        if self.closed:
+            return
+        waiting: deque[Call] = deque()
+        while self.queue:
+            call = self.queue.popleft()
+            assert call.future is not None
+            if call.future.done():  # the caller gave up while it waited
+                continue
+            worker = self._choose(call)
+            if worker is None:
+                waiting.append(call)
+            else:
+                self._send(worker, call)
+        self.queue = waiting
+        self._scale_up()
+
+    def _has_room(self, worker: _Worker) -> bool:
+        return worker.state is _State.READY and len(worker.in_flight) < self.config.max_concurrency
+
+    def _choose(self, call: Call) -> _Worker | None:
+        if call.op == protocol.OP_METHOD and call.target in self.instance_home:
+            home = self.instance_home[call.target]
+            return home if self._has_room(home) else None
+        free = [w for w in self.workers if self._has_room(w)]
+        if not free:
+            return None
+        return min(free, key=lambda w: (call.target not in w.loaded, len(w.in_flight)))
+
+    def _send(self, worker: _Worker, call: Call) -> None:
+        assert worker.handle is not None
+        call_id = next(self._call_ids)
+        call.sent_blob = call.target not in worker.loaded
+        payload = protocol.CallPayload(
+            op=call.op,
+            target=call.target,
+            blob=call.blob if call.sent_blob else None,
+            source=call.source if call.sent_blob else None,
+            method=call.method,
+            args=call.args,
+            init_args=call.init_args if call.sent_blob else None,
+        )
+        worker.handle.writer.write(protocol.encode_call(call_id, payload))
+        worker.loaded.add(call.target)
+        if call.op == protocol.OP_METHOD:
+            self.instance_home[call.target] = worker
+        worker.in_flight[call_id] = call
+        if worker.idle_timer is not None:
+            worker.idle_timer.cancel()
+            worker.idle_timer = None
+        if self.config.execution_timeout:
+            call.timer = asyncio.get_running_loop().call_later(
+                self.config.execution_timeout, self._on_timeout, worker, call_id
+            )
+
+    # Scaling.
+
+    def _live(self) -> list[_Worker]:
+        return [w for w in self.workers if w.state in (_State.STARTING, _State.READY)]
+
+    def _scale_up(self) -> None:
+        demand = sum(
+            1
+            for c in self.queue
+            if not (c.op == protocol.OP_METHOD and c.target in self.instance_home)
+        )
+        coming = sum(w.state is _State.STARTING for w in self.workers) * self.config.max_concurrency
+        while demand > coming and len(self._live()) < self.config.workers_max:
+            self._spawn()
+            coming += self.config.max_concurrency
+
+    def _ensure_min(self) -> None:
+        while not self.closed and len(self._live()) < self.config.workers_min:
+            self._spawn()
+
+    def _spawn(self) -> None:
+        worker = _Worker(next(self._numbers))
+        self.workers.append(worker)
+        worker.task = asyncio.ensure_future(self._start(worker))
+
+    async def _start(self, worker: _Worker) -> None:
+        try:
+            worker.handle = await self.backend.start_worker(self.spec)
+            frame = await asyncio.wait_for(
+                protocol.read_frame(worker.handle.reader), self.config.start_timeout
+            )
+        except FlashError as e:
+            self._start_failed(worker, e)
+            return
+        except (asyncio.TimeoutError, OSError):
+            frame = None
+        if frame is None or frame.kind != protocol.READY:
+            self._start_failed(worker, await self._start_crash(worker))
+            return
+        if self.closed or worker.state is not _State.STARTING:
+            self._stop(worker)
+            return
+        worker.state = _State.READY
+        worker.task = asyncio.ensure_future(self._read(worker))
+        self._arm_idle(worker)
+        self._dispatch()
+
+    async def _start_crash(self, worker: _Worker) -> WorkerCrashedError:
+        handle = worker.handle
+        if handle is None:
+            return WorkerCrashedError(f"endpoint {self.config.name!r}: worker did not start")
+        handle.kill()
+        code = await handle.wait()
+        tail = handle.stderr_tail()
+        return WorkerCrashedError(
+            f"a worker of endpoint {self.config.name!r} (pid {handle.pid}) exited before it was "
+            f"ready ({describe_exit(code)})"
+            + (f"; its last stderr lines:\n{tail}" if tail else ""),
+            hint="the environment's interpreter could not start openflash's worker runtime; "
+            "read the lines above",
+            exit_code=code if code >= 0 else None,
+            signal=-code if code < 0 else None,
+            stderr_tail=tail,
+        )
+
+    def _start_failed(self, worker: _Worker, error: BaseException) -> None:
+        worker.state = _State.DEAD
+        if worker in self.workers:
+            self.workers.remove(worker)
+        if self._live():
+            self._dispatch()
+            return
+        queued, self.queue = self.queue, deque()
+        for call in queued:
+            _fail(call, error)
+
+    def _arm_idle(self, worker: _Worker) -> None:
+        if worker.in_flight or worker.state is not _State.READY:
+            return
+        if worker.idle_timer is not None:
+            worker.idle_timer.cancel()
+        worker.idle_timer = asyncio.get_running_loop().call_later(
+            self.config.idle_timeout, self._reap_idle, worker
+        )
+
+    def _reap_idle(self, worker: _Worker) -> None:
+        worker.idle_timer = None
+        if worker.in_flight or worker.state is not _State.READY:
+            return
+        if len(self._live()) <= self.config.workers_min:
+            return
+        if worker in self.instance_home.values():
+            return  # it holds instances still in use; release_instance re-arms the timer
+        self._stop(worker)
+
+    def _stop(self, worker: _Worker, why: str = "") -> None:
+        """Ask a worker to exit; kill it if it has not after a grace period."""
+        if worker.state is _State.DEAD:
+            return
+        worker.state = _State.STOPPING
+        worker.doom = worker.doom or why
+        handle = worker.handle
+        if handle is None:
+            return
+        with contextlib.suppress(Exception):
+            handle.writer.write(protocol.encode(protocol.SHUTDOWN))
+        asyncio.get_running_loop().call_later(STOP_GRACE_S, handle.kill)
+
+    # Replies, timeouts, deaths.
+
+    async def _read(self, worker: _Worker) -> None:
+        assert worker.handle is not None
+        reader = worker.handle.reader
+        while True:
+            frame = await protocol.read_frame(reader)
+            if frame is None:
+                break
+            call = worker.in_flight.pop(frame.call_id, None)
+            if call is None:
+                continue  # it timed out already
+            if call.timer is not None:
+                call.timer.cancel()
+            if frame.kind == protocol.ERROR and call.sent_blob:
+                worker.loaded.discard(call.target)  # the worker may not have kept it
+                if self.instance_home.get(call.target) is worker:
+                    del self.instance_home[call.target]
+            assert call.future is not None
+            if not call.future.done():
+                call.future.set_result(Reply(frame.kind == protocol.RESULT, frame.payload))
+            if not worker.in_flight:
+                self._arm_idle(worker)
+            self._dispatch()
+        await self._exited(worker)
+
+    def _on_timeout(self, worker: _Worker, call_id: int) -> None:
+        call = worker.in_flight.pop(call_id, None)
+        if call is None or worker.handle is None:
+            return
+        limit = self.config.execution_timeout or 0
+        _fail(
+            call,
+            ExecutionTimeoutError(
+                f"{call.label} on endpoint {self.config.name!r} ran past its execution timeout "
+                f"({limit:g} s, executionTimeoutMs={round(limit * 1000)}); its worker "
+                f"(pid {worker.pid}) was killed"
+            ),
+        )
+        worker.doom = f"killed because {call.label} ran past the execution timeout"
+        worker.state = _State.STOPPING  # no new calls; a replacement starts if needed
+        worker.handle.kill()
+        self._dispatch()
+
+    async def _exited(self, worker: _Worker) -> None:
+        handle = worker.handle
+        assert handle is not None
+        was = worker.state
+        worker.state = _State.DEAD
+        if worker.idle_timer is not None:
+            worker.idle_timer.cancel()
+        if worker in self.workers:
+            self.workers.remove(worker)
+        for instance_id in [i for i, w in self.instance_home.items() if w is worker]:
+            del self.instance_home[instance_id]
+        handle.kill()  # a worker that closed its socket without exiting
+        code = await handle.wait()
+        if worker.in_flight:
+            tail = handle.stderr_tail()
+            why = f" ({worker.doom})" if worker.doom else ""
+            error = WorkerCrashedError(
+                f"the worker of endpoint {self.config.name!r} (pid {handle.pid}) died with "
+                f"{describe_exit(code)}{why} while running "
+                + ", ".join(c.label for c in worker.in_flight.values())
+                + (f"; its last stderr lines:\n{tail}" if tail else ""),
+                exit_code=code if code >= 0 else None,
+                signal=-code if code < 0 else None,
+                stderr_tail=tail,
+            )
+            calls, worker.in_flight = list(worker.in_flight.values()), {}
+            for call in calls:
+                _fail(call, error)
+        elif was is _State.READY and not self.closed:
+            logger.warning(
+                "openflash: a worker of endpoint %r (pid %s) exited with %s",
+                self.config.name,
+                handle.pid,
+                describe_exit(code),
+            )
+        if not self.closed:
+            self._ensure_min()
+            self._dispatch()
+
+    # Shutdown.
+
+    async def close(self) -> None:
+        """Stop every worker; calls still queued or running fail with a FlashError."""
+        if self.closed:
+            return
+        self.closed = True
+        error = FlashError(
+            f"endpoint {self.config.name!r} was shut down before the call finished",
+            hint="the openflash runtime is stopping",
+        )
+        queued, self.queue = self.queue, deque()
+        for call in queued:
+            _fail(call, error)
+        handles = []
+        for worker in list(self.workers):
+            for call in worker.in_flight.values():
+                _fail(call, error)
+            worker.in_flight.clear()
+            if worker.state is _State.STARTING and worker.task is not None:
+                worker.task.cancel()
+            if worker.handle is not None:
+                self._stop(worker, "the pool was closed")
+                handles.append(worker.handle)
+        if handles:
+            await asyncio.wait(
+                [asyncio.ensure_future(h.wait()) for h in handles], timeout=STOP_GRACE_S + 1
+            )
+        for handle in handles:
+            handle.kill()
+
+
+def _fail(call: Call, error: BaseException) -> None:
+    if call.timer is not None:
+        call.timer.cancel()
+    if call.future is not None and not call.future.done():
+        call.future.set_exception(error)

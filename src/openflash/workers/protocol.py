@@ -1,0 +1,113 @@
+"""Frames between a pool and its worker: bytes on the wire, nothing about processes.
+
+A frame is a 17-byte header (kind: u8, call id: u64, payload length: u64, network order) followed
+by the payload. The parent sends CALL, RELEASE and SHUTDOWN; the worker sends READY once, then
+RESULT or ERROR for each CALL. Payloads are pickles whose shapes are fixed by the helpers below.
+
+This module is part of the worker runtime: it imports the standard library only.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import pickle
+import struct
+from typing import Any, NamedTuple
+
+HEADER = struct.Struct("!BQQ")
+
+READY = 1
+CALL = 2
+RESULT = 3
+ERROR = 4
+RELEASE = 5
+SHUTDOWN = 6
+
+KIND_NAMES = {
+    READY: "READY",
+    CALL: "CALL",
+    RESULT: "RESULT",
+    ERROR: "ERROR",
+    RELEASE: "RELEASE",
+    SHUTDOWN: "SHUTDOWN",
+}
+
+#: A call runs a function (``target`` = the function's id) or a method of an instance
+#: (``target`` = the instance's id), creating the instance first if the worker lacks it.
+OP_FUNCTION = "fn"
+OP_METHOD = "method"
+
+
+class Frame(NamedTuple):
+    kind: int
+    call_id: int
+    payload: bytes
+
+
+class CallPayload(NamedTuple):
+    op: str
+    target: str
+    #: The pickled function or class, sent only to a worker that does not hold ``target`` yet.
+    blob: bytes | None
+    #: The method name (OP_METHOD).
+    method: str
+    #: The pickled ``(args, kwargs)``.
+    args: bytes
+    #: The pickled ``(args, kwargs)`` of the constructor (OP_METHOD).
+    init_args: bytes | None
+    #: The file the function or class was defined in, sent with ``blob``, for tracebacks.
+    source: str | None = None
+
+
+def encode(kind: int, call_id: int = 0, payload: bytes = b"") -> bytes:
+    return HEADER.pack(kind, call_id, len(payload)) + payload
+
+
+async def read_frame(reader: asyncio.StreamReader) -> Frame | None:
+    """The next frame, or None when the other side has closed the stream."""
+    try:
+        header = await reader.readexactly(HEADER.size)
+        kind, call_id, size = HEADER.unpack(header)
+        payload = await reader.readexactly(size) if size else b""
+    except (asyncio.IncompleteReadError, ConnectionError):
+        return None
+    return Frame(kind, call_id, payload)
+
+
+def dumps(value: Any) -> bytes:
+    return pickle.dumps(value, protocol=pickle.HIGHEST_PROTOCOL)
+
+
+def loads(data: bytes) -> Any:
+    return pickle.loads(data)
+
+
+def encode_call(call_id: int, call: CallPayload) -> bytes:
+    return encode(CALL, call_id, dumps(tuple(call)))
+
+
+def decode_call(payload: bytes) -> CallPayload:
+    return CallPayload(*loads(payload))
+
+
+def encode_error(
+    call_id: int,
+    *,
+    type_name: str,
+    message: str,
+    traceback: str,
+    exception: bytes | None,
+    missing_module: str | None,
+) -> bytes:
+    info = {
+        "type": type_name,
+        "message": message,
+        "traceback": traceback,
+        "exception": exception,
+        "missing_module": missing_module,
+    }
+    return encode(ERROR, call_id, dumps(info))
+
+
+def decode_error(payload: bytes) -> dict[str, Any]:
+    return loads(payload)
