@@ -184,9 +184,12 @@ class Runtime:
             self._builders,
             lambda: build_environment(self.store, lock.text, uv_cache=s.uv_cache_dir),
         )
-        if self._runtime_path is None:
+        previous = self._runtime_path
+        if previous is None or (
+            previous.done() and (previous.cancelled() or previous.exception() is not None)
+        ):
             self._runtime_path = loop.run_in_executor(self._builders, worker_runtime, self.store)
-        runtime_path = await self._runtime_path
+        runtime_path = await asyncio.shield(self._runtime_path)
         return Prepared(lock, environment, runtime_path)
 
     async def _close(self) -> None:

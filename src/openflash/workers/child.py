@@ -33,6 +33,7 @@ if __name__ == "__main__":
     _isolate_path()
 
 import asyncio  # noqa: E402
+import concurrent.futures.thread  # noqa: E402
 import inspect  # noqa: E402
 import socket  # noqa: E402
 import traceback  # noqa: E402
@@ -44,7 +45,9 @@ import cloudpickle  # noqa: E402
 
 from openflash.workers import protocol  # noqa: E402
 
-_THIS_FILE = os.path.abspath(__file__)
+_RUNTIME_FILES = frozenset(
+    os.path.abspath(f) for f in (__file__, concurrent.futures.thread.__file__)
+)
 _FLUSH_AT = 1 << 16
 
 
@@ -157,9 +160,10 @@ def _with_filename(code: types.CodeType, source: str) -> types.CodeType:
 
 def _error_frame(call_id: int, error: BaseException) -> bytes:
     te = traceback.TracebackException.from_exception(error)
-    te.stack = traceback.StackSummary.from_list(
-        [f for f in te.stack if os.path.abspath(f.filename) != _THIS_FILE]
-    )
+    frames = list(te.stack)
+    while frames and os.path.abspath(frames[0].filename) in _RUNTIME_FILES:
+        frames.pop(0)  # how the call reached user code is of no interest to the user
+    te.stack = traceback.StackSummary.from_list(frames)
     try:
         exception: bytes | None = cloudpickle.dumps(error)
     except Exception:

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import enum
 import itertools
 import logging
@@ -94,7 +95,7 @@ class Pool:
     def __init__(self, config: PoolConfig, backend: Backend, spec: WorkerSpec) -> None:
         self.config = config
         self.backend = backend
-        self.spec = spec
+        self.spec = dataclasses.replace(spec, max_concurrency=config.max_concurrency)
         self.workers: list[_Worker] = []
         self.queue: deque[Call] = deque()
         self.instance_home: dict[str, _Worker] = {}

@@ -1,0 +1,63 @@
+"""Environments built by the real uv: isolated, hardlinked, with bytecode."""
+
+from __future__ import annotations
+
+import subprocess
+from pathlib import Path
+
+from openflash.envs.build import build_environment, environment_key
+from openflash.envs.runtime import worker_runtime
+from openflash.envs.store import Store
+
+
+def test_key_depends_on_the_lock() -> None:
+    assert environment_key("six==1.16.0\n") == environment_key("six==1.16.0\n")
+    assert environment_key("six==1.16.0\n") != environment_key("six==1.17.0\n")
+
+
+def test_environment_holds_exactly_the_lock(tmp_path: Path, uv_cache: Path) -> None:
+    store = Store(tmp_path)
+    env = build_environment(store, "six==1.16.0\n", uv_cache=uv_cache)
+    assert env.path == tmp_path / "envs" / env.key
+    out = subprocess.run(
+        [str(env.python), "-c", "import six, sys; print(six.__version__); import pydantic"],
+        capture_output=True, text=True,
+    )  # fmt: skip
+    assert out.stdout.strip() == "1.16.0"
+    assert "No module named 'pydantic'" in out.stderr  # installed on the host, not here
+    site = next((env.path / "lib").glob("python*/site-packages"))
+    assert (site / "six.py").stat().st_nlink > 1, "installed by hardlink from uv's cache"
+    assert list((site / "__pycache__").glob("six.*.pyc")), "bytecode compiled at build time"
+    assert (env.path / "openflash-lock.txt").read_text() == "six==1.16.0\n"
+
+
+def test_same_lock_same_environment(tmp_path: Path, uv_cache: Path) -> None:
+    store = Store(tmp_path)
+    a = build_environment(store, "six==1.16.0\n", uv_cache=uv_cache)
+    b = build_environment(store, "six==1.16.0\n", uv_cache=uv_cache)
+    assert a == b
+    assert len(store.events()) == 1
+
+
+def test_empty_lock_gives_a_bare_environment(tmp_path: Path, uv_cache: Path) -> None:
+    env = build_environment(Store(tmp_path), "", uv_cache=uv_cache)
+    out = subprocess.run([str(env.python), "-c", "import sys; print(sys.prefix)"],
+                         capture_output=True, text=True, check=True)  # fmt: skip
+    assert out.stdout.strip() == str(env.path)
+
+
+def test_environment_is_relocatable_after_publish(tmp_path: Path, uv_cache: Path) -> None:
+    # Built in tmp/, renamed into envs/: console scripts must still run.
+    env = build_environment(Store(tmp_path), "pip==24.0\n", uv_cache=uv_cache)
+    out = subprocess.run([str(env.path / "bin" / "pip"), "--version"], capture_output=True,
+                         text=True)  # fmt: skip
+    assert out.returncode == 0, out.stderr
+    assert "pip 24.0" in out.stdout
+
+
+def test_worker_runtime_is_importable_and_compiled(tmp_path: Path) -> None:
+    path = worker_runtime(Store(tmp_path))
+    assert (path / "openflash" / "workers" / "child.py").is_file()
+    assert (path / "cloudpickle" / "__init__.py").is_file()
+    assert list((path / "openflash" / "workers" / "__pycache__").glob("child.*.pyc"))
+    assert worker_runtime(Store(tmp_path)) == path

@@ -1,0 +1,118 @@
+"""The store's publishing rules, with real threads and processes."""
+
+from __future__ import annotations
+
+import multiprocessing
+import threading
+import time
+from pathlib import Path
+
+import pytest
+
+from openflash.envs.store import READY_MARKER, Store, content_key
+
+
+def test_content_key_is_stable_and_discriminating() -> None:
+    assert content_key("a", [1, 2]) == content_key("a", [1, 2])
+    assert content_key("a", [1, 2]) != content_key("a", [2, 1])
+    assert len(content_key("x")) == 24
+
+
+def test_build_publishes_by_rename_with_a_marker(tmp_path: Path) -> None:
+    store = Store(tmp_path)
+    seen: list[Path] = []
+
+    def build(tmp: Path) -> dict[str, object]:
+        seen.append(tmp)
+        assert tmp.parent == tmp_path / "tmp"
+        assert not store.is_ready("envs", "k1")
+        (tmp / "file").write_text("content")
+        return {"note": "hello"}
+
+    path = store.build_once("envs", "k1", build)
+    assert path == tmp_path / "envs" / "k1"
+    assert (path / "file").read_text() == "content"
+    assert store.is_ready("envs", "k1")
+    assert '"note": "hello"' in (path / READY_MARKER).read_text()
+    assert not seen[0].exists()
+    [event] = store.events()
+    assert event["event"] == "built" and event["key"] == "k1"
+
+
+def test_a_ready_entry_is_not_built_again(tmp_path: Path) -> None:
+    store = Store(tmp_path)
+    store.build_once("envs", "k", lambda tmp: {})
+    store.build_once("envs", "k", lambda tmp: pytest.fail("built twice"))
+    assert len(store.events()) == 1
+
+
+def test_a_failed_build_leaves_nothing_behind(tmp_path: Path) -> None:
+    store = Store(tmp_path)
+
+    def build(tmp: Path) -> dict[str, object]:
+        (tmp / "half").write_text("partial")
+        raise RuntimeError("installer died")
+
+    with pytest.raises(RuntimeError, match="installer died"):
+        store.build_once("envs", "k", build)
+    assert not store.path("envs", "k").exists()
+    assert list((tmp_path / "tmp").iterdir()) == []
+    assert store.events() == []
+
+
+def test_leftovers_of_an_interrupted_build_are_not_used_and_are_cleared(tmp_path: Path) -> None:
+    store = Store(tmp_path)
+    # A build killed after the rename but before the marker, and one killed mid-way.
+    unmarked = store.path("envs", "k")
+    unmarked.mkdir(parents=True)
+    (unmarked / "stale").write_text("x")
+    (tmp_path / "tmp" / "envs-k-abc").mkdir(parents=True)
+    assert not store.is_ready("envs", "k")
+    path = store.build_once("envs", "k", lambda tmp: {})
+    assert not (path / "stale").exists()
+    assert not (tmp_path / "tmp" / "envs-k-abc").exists()
+
+
+def test_concurrent_threads_build_once(tmp_path: Path) -> None:
+    store = Store(tmp_path)
+    builds = []
+    start = threading.Barrier(8)
+
+    def build(tmp: Path) -> dict[str, object]:
+        builds.append(1)
+        time.sleep(0.2)
+        return {}
+
+    def worker() -> None:
+        start.wait()
+        store.build_once("envs", "shared", build)
+
+    threads = [threading.Thread(target=worker) for _ in range(8)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert len(builds) == 1
+    assert len(store.events()) == 1
+
+
+def _build_in_process(root: str, barrier: multiprocessing.synchronize.Barrier) -> None:
+    barrier.wait()
+    Store(Path(root)).build_once("envs", "shared", lambda tmp: time.sleep(0.3) or {})
+
+
+def test_concurrent_processes_build_once(tmp_path: Path) -> None:
+    ctx = multiprocessing.get_context("spawn")
+    barrier = ctx.Barrier(4)
+    procs = [ctx.Process(target=_build_in_process, args=(str(tmp_path), barrier)) for _ in range(4)]
+    for p in procs:
+        p.start()
+    for p in procs:
+        p.join(60)
+        assert p.exitcode == 0
+    assert [e["event"] for e in Store(tmp_path).events()] == ["built"]
+
+
+def test_unknown_kind_is_refused(tmp_path: Path) -> None:
+    with pytest.raises(ValueError, match="unknown store kind"):
+        Store(tmp_path).path("nope", "k")
