@@ -18,8 +18,10 @@ import pytest
 from openflash.api import runtime
 
 ROOT = Path(__file__).resolve().parent.parent
-UV_CACHE = Path(os.environ.get("OPENFLASH_TEST_UV_CACHE") or
-                Path(tempfile.gettempdir()) / "openflash-test-uv-cache")  # fmt: skip
+UV_CACHE = Path(
+    os.environ.get("OPENFLASH_TEST_UV_CACHE")
+    or Path(tempfile.gettempdir()) / "openflash-test-uv-cache"
+)
 
 sys.path.insert(0, str(Path(__file__).parent))  # so that tests can import helpers
 

@@ -17,7 +17,6 @@ cross process boundaries.
 
 from __future__ import annotations
 
-import copyreg
 from typing import Any
 
 __all__ = [
@@ -48,7 +47,7 @@ class FlashError(Exception):
         return f"{self.message}\nHint: {self.hint}" if self.hint else self.message
 
     def __reduce__(self) -> tuple[Any, ...]:
-        return (copyreg.__newobj__, (type(self), *self.args), dict(self.__dict__))
+        return (_restore, (type(self), self.args, dict(self.__dict__)))
 
 
 class ConfigError(FlashError, ValueError):
@@ -180,5 +179,11 @@ def _remote_subclass(base: type[BaseException]) -> type[RemoteError]:
 
 def _reduce_remote_subclass(self: RemoteError) -> tuple[Any, ...]:
     # Dynamic classes cannot be pickled by name: travel as a plain RemoteError.
-    state = dict(self.__dict__)
-    return (copyreg.__newobj__, (RemoteError, self.message), state)
+    return (_restore, (RemoteError, self.args, dict(self.__dict__)))
+
+
+def _restore(cls: type[FlashError], args: tuple[Any, ...], state: dict[str, Any]) -> FlashError:
+    error = cls.__new__(cls, *args)
+    error.args = args
+    error.__dict__.update(state)
+    return error

@@ -113,8 +113,9 @@ def test_local_wheel_paths_become_file_urls(tmp_path: Path) -> None:
         f"demo-pkg @ {url}",
     )
     assert normalize_dependencies([f"demo-pkg @ {url}"]) == (f"demo-pkg @ {url}",)
-    assert normalize_dependencies(["demo-pkg @ ./wheels/Demo_Pkg-1.0-py3-none-any.whl"],
-                                  base_dir=tmp_path) == (f"demo-pkg @ {url}",)  # fmt: skip
+    assert normalize_dependencies(
+        ["demo-pkg @ ./wheels/Demo_Pkg-1.0-py3-none-any.whl"], base_dir=tmp_path
+    ) == (f"demo-pkg @ {url}",)
 
 
 def test_missing_local_wheel_is_named(tmp_path: Path) -> None:
@@ -158,9 +159,25 @@ def test_system_dependencies_are_sorted_and_deduplicated() -> None:
 
 @pytest.mark.parametrize(
     "bad",
-    ["ffmpeg; rm -rf /", "$(reboot)", "`id`", "-o", "--allow-unauthenticated", "a b", "f",
-     "lib gl", "ffmpeg && ls", "../etc", "Ffmpeg", "ffmpeg=", "ffmpeg:", "", "x|y", "pkg\nother"],
-)  # fmt: skip
+    [
+        "ffmpeg; rm -rf /",
+        "$(reboot)",
+        "`id`",
+        "-o",
+        "--allow-unauthenticated",
+        "a b",
+        "f",
+        "lib gl",
+        "ffmpeg && ls",
+        "../etc",
+        "Ffmpeg",
+        "ffmpeg=",
+        "ffmpeg:",
+        "",
+        "x|y",
+        "pkg\nother",
+    ],
+)
 def test_anything_else_is_rejected_naming_the_entry(bad: str) -> None:
     with pytest.raises(SystemDependencyError) as info:
         normalize_system_dependencies(["wget", bad])

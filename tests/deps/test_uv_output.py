@@ -75,11 +75,16 @@ def test_unrecognised_failure_keeps_the_text() -> None:
         ("six==1.16.0\npillow==13.0.0\n", "pillow==13.0.0\nsix==1.16.0\n"),
         ("# header\n#    uv pip compile -\nsix==1.16.0\n    # via -r -\n", "six==1.16.0\n"),
         ("", ""),
-        ("demo @ file:///tmp/demo-1.0-py3-none-any.whl\n",
-         "demo @ file:///tmp/demo-1.0-py3-none-any.whl\n"),
-        ("six==1.16.0 ; python_version >= '3'  # comment\n", "six==1.16.0 ; python_version >= '3'\n"),
+        (
+            "demo @ file:///tmp/demo-1.0-py3-none-any.whl\n",
+            "demo @ file:///tmp/demo-1.0-py3-none-any.whl\n",
+        ),
+        (
+            "six==1.16.0 ; python_version >= '3'  # comment\n",
+            "six==1.16.0 ; python_version >= '3'\n",
+        ),
     ],
-)  # fmt: skip
+)
 def test_parse_lock_keeps_only_pins_sorted(stdout: str, expected: str) -> None:
     assert parse_lock(stdout) == expected
 

@@ -21,8 +21,9 @@ def test_environment_holds_exactly_the_lock(tmp_path: Path, uv_cache: Path) -> N
     assert env.path == tmp_path / "envs" / env.key
     out = subprocess.run(
         [str(env.python), "-c", "import six, sys; print(six.__version__); import pydantic"],
-        capture_output=True, text=True,
-    )  # fmt: skip
+        capture_output=True,
+        text=True,
+    )
     assert out.stdout.strip() == "1.16.0"
     assert "No module named 'pydantic'" in out.stderr  # installed on the host, not here
     site = next((env.path / "lib").glob("python*/site-packages"))
@@ -41,16 +42,21 @@ def test_same_lock_same_environment(tmp_path: Path, uv_cache: Path) -> None:
 
 def test_empty_lock_gives_a_bare_environment(tmp_path: Path, uv_cache: Path) -> None:
     env = build_environment(Store(tmp_path), "", uv_cache=uv_cache)
-    out = subprocess.run([str(env.python), "-c", "import sys; print(sys.prefix)"],
-                         capture_output=True, text=True, check=True)  # fmt: skip
+    out = subprocess.run(
+        [str(env.python), "-c", "import sys; print(sys.prefix)"],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
     assert out.stdout.strip() == str(env.path)
 
 
 def test_environment_is_relocatable_after_publish(tmp_path: Path, uv_cache: Path) -> None:
     # Built in tmp/, renamed into envs/: console scripts must still run.
     env = build_environment(Store(tmp_path), "pip==24.0\n", uv_cache=uv_cache)
-    out = subprocess.run([str(env.path / "bin" / "pip"), "--version"], capture_output=True,
-                         text=True)  # fmt: skip
+    out = subprocess.run(
+        [str(env.path / "bin" / "pip"), "--version"], capture_output=True, text=True
+    )
     assert out.returncode == 0, out.stderr
     assert "pip 24.0" in out.stdout
 

@@ -32,14 +32,21 @@ cloudpickle.register_pickle_by_value(sys.modules[__name__])
 def bare_spec(session_home: Path, uv_cache: Path) -> WorkerSpec:
     store = Store(session_home)
     env = build_environment(store, "", uv_cache=uv_cache)
-    return WorkerSpec(endpoint="pooltest", python=env.python, runtime_path=worker_runtime(store),
-                      cwd=Path.cwd())  # fmt: skip
+    return WorkerSpec(
+        endpoint="pooltest", python=env.python, runtime_path=worker_runtime(store), cwd=Path.cwd()
+    )
 
 
 def fn_call(fn: Callable[..., Any], *args: Any) -> Call:
     blob = cloudpickle.dumps(fn)
-    return Call(protocol.OP_FUNCTION, str(hash(blob)), blob, cloudpickle.dumps((args, {})),
-                label=f"{fn.__name__}()", source=__file__)  # fmt: skip
+    return Call(
+        protocol.OP_FUNCTION,
+        str(hash(blob)),
+        blob,
+        cloudpickle.dumps((args, {})),
+        label=f"{fn.__name__}()",
+        source=__file__,
+    )
 
 
 async def result(pool: Pool, call: Call) -> Any:
@@ -198,8 +205,9 @@ def _gone(pid: int) -> bool:
 def test_a_worker_that_cannot_start_fails_the_waiting_calls(
     bare_spec: WorkerSpec, tmp_path: Path
 ) -> None:
-    broken = WorkerSpec(endpoint="broken", python=bare_spec.python, runtime_path=tmp_path,
-                        cwd=tmp_path)  # fmt: skip
+    broken = WorkerSpec(
+        endpoint="broken", python=bare_spec.python, runtime_path=tmp_path, cwd=tmp_path
+    )
 
     async def body(pool: Pool) -> None:
         with pytest.raises(WorkerCrashedError, match="exited before it was ready") as info:
@@ -208,8 +216,9 @@ def test_a_worker_that_cannot_start_fails_the_waiting_calls(
 
     run(broken, PoolConfig("broken"), body)
 
-    missing = WorkerSpec(endpoint="gone", python=tmp_path / "no-python", runtime_path=tmp_path,
-                         cwd=tmp_path)  # fmt: skip
+    missing = WorkerSpec(
+        endpoint="gone", python=tmp_path / "no-python", runtime_path=tmp_path, cwd=tmp_path
+    )
 
     async def body2(pool: Pool) -> None:
         with pytest.raises(FlashError, match="cannot start a worker for endpoint 'gone'"):
@@ -260,9 +269,15 @@ def test_instances_stay_on_the_worker_that_made_them(bare_spec: WorkerSpec) -> N
     blob = cloudpickle.dumps(Counter)
 
     def method_call(instance: str, start: int) -> Call:
-        return Call(protocol.OP_METHOD, instance, blob, cloudpickle.dumps(((), {})),
-                    label="Counter.bump()", method="bump",
-                    init_args=cloudpickle.dumps(((start,), {})))  # fmt: skip
+        return Call(
+            protocol.OP_METHOD,
+            instance,
+            blob,
+            cloudpickle.dumps(((), {})),
+            label="Counter.bump()",
+            method="bump",
+            init_args=cloudpickle.dumps(((start,), {})),
+        )
 
     async def body(pool: Pool) -> None:
         a = [await result(pool, method_call("a", 10)) for _ in range(3)]

@@ -40,10 +40,11 @@ def test_truncated_frame_reads_as_closed() -> None:
 def test_call_and_error_payloads_round_trip() -> None:
     call = protocol.CallPayload("fn", "t1", b"blob", "", b"args", None, "/x.py")
     frame = protocol.encode_call(7, call)
-    kind, call_id, size = protocol.HEADER.unpack(frame[: protocol.HEADER.size])
+    kind, call_id, _size = protocol.HEADER.unpack(frame[: protocol.HEADER.size])
     assert (kind, call_id) == (protocol.CALL, 7)
     assert protocol.decode_call(frame[protocol.HEADER.size :]) == call
-    error = protocol.encode_error(3, type_name="ValueError", message="m", traceback="tb",
-                                  exception=None, missing_module=None)  # fmt: skip
+    error = protocol.encode_error(
+        3, type_name="ValueError", message="m", traceback="tb", exception=None, missing_module=None
+    )
     info = protocol.decode_error(error[protocol.HEADER.size :])
     assert info["type"] == "ValueError" and info["traceback"] == "tb"

@@ -141,7 +141,7 @@ class _Remote:
         return self._target, self._blob
 
     def _label(self) -> str:
-        return f"{self.__qualname__}()"
+        return f"{self.__name__}()"
 
     def __reduce__(self) -> Any:
         raise FlashError(
@@ -177,7 +177,7 @@ class RemoteClass(_Remote):
         return RemoteInstance(self, _dump_args(self, args, kwargs))
 
     def _label(self) -> str:
-        return f"{self.__qualname__}"
+        return f"{self.__name__}"
 
 
 class RemoteInstance:
@@ -195,7 +195,7 @@ class RemoteInstance:
         attr = getattr(self._cls.__wrapped__, name, None)
         if not callable(attr):
             raise AttributeError(
-                f"{self._cls.__qualname__!r} has no method {name!r}; only methods can be called "
+                f"{self._cls.__name__!r} has no method {name!r}; only methods can be called "
                 "on a remote instance"
             )
 
@@ -206,7 +206,7 @@ class RemoteInstance:
                 self._id,
                 blob,
                 _dump_args(self._cls, args, kwargs),
-                label=f"{self._cls.__qualname__}.{name}()",
+                label=f"{self._cls.__name__}.{name}()",
                 method=name,
                 init_args=self._init_args,
                 source=self._cls._source,
@@ -220,7 +220,7 @@ class RemoteInstance:
         return self._cls.__reduce__()
 
     def __repr__(self) -> str:
-        return f"<remote {self._cls.__qualname__} instance on endpoint {self._cls.endpoint.name!r}>"
+        return f"<remote {self._cls.__name__} instance on endpoint {self._cls.endpoint.name!r}>"
 
 
 async def _run(endpoint: EndpointDef, call: Call) -> Any:

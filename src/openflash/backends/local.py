@@ -179,7 +179,7 @@ class LocalBackend:
 
     async def start_worker(self, spec: WorkerSpec) -> LocalWorker:
         gpus = await self._take_gpus(spec)
-        allocator = self._gpu_allocator() if spec.gpu_count else None
+        allocator = self._gpu_allocator()
         parent_sock, child_sock = socket.socketpair()
         try:
             proc = await asyncio.create_subprocess_exec(
@@ -193,13 +193,12 @@ class LocalBackend:
                 stderr=asyncio.subprocess.PIPE,
                 pass_fds=(child_sock.fileno(),),
                 cwd=str(spec.cwd),
-                env=worker_environ(spec, gpus, bool(allocator and allocator.devices)),
+                env=worker_environ(spec, gpus, bool(allocator.devices)),
                 start_new_session=True,
             )
         except OSError as e:
             parent_sock.close()
-            if allocator:
-                await allocator.release(gpus)
+            await allocator.release(gpus)
             raise FlashError(
                 f"cannot start a worker for endpoint {spec.endpoint!r} with {spec.python}: {e}",
                 hint="the environment may have been removed; delete it from FLASH_HOME/envs "
@@ -210,11 +209,7 @@ class LocalBackend:
         self._limit_cpus(proc.pid, spec.vcpus)
         reader, writer = await asyncio.open_unix_connection(sock=parent_sock)
 
-        async def release(held: tuple[str, ...]) -> None:
-            if allocator:
-                await allocator.release(held)
-
-        return LocalWorker(proc, reader, writer, gpus, spec.endpoint, release)
+        return LocalWorker(proc, reader, writer, gpus, spec.endpoint, allocator.release)
 
     def _limit_cpus(self, pid: int, vcpus: int | None) -> None:
         """Pin the worker to ``vcpus`` CPUs (its instance type's), spreading workers around."""

@@ -1,0 +1,174 @@
+"""Decoration-time behaviour of remote and Endpoint: validation, errors, handles (no calls)."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+
+import pytest
+
+from openflash import (
+    CpuInstanceType,
+    CpuLiveServerless,
+    Endpoint,
+    GpuGroup,
+    GpuType,
+    LiveServerless,
+    remote,
+)
+from openflash.api.remote import RemoteClass, RemoteFunction
+from openflash.errors import ConfigError, DependencyError, SystemDependencyError
+
+CONFIG = CpuLiveServerless(name="deco")
+
+
+def test_unknown_keyword_suggests_the_closest_name() -> None:
+    with pytest.raises(
+        TypeError,
+        match=r"remote\(\) got unexpected keyword argument: 'dependancies' \(did you mean 'dependencies'\?\)",
+    ):
+        remote(CONFIG, dependancies=["six"])
+    with pytest.raises(
+        TypeError, match="'system_deps' \\(did you mean 'system_dependencies'\\?\\)"
+    ):
+        remote(CONFIG, system_deps=["ffmpeg"])
+    with pytest.raises(TypeError, match="arguments: 'colour', 'flavour'"):
+        remote(CONFIG, flavour=1, colour=2)
+
+
+def test_resource_config_is_required() -> None:
+    with pytest.raises(ConfigError, match="resource_config must be a resource config, got None"):
+        remote()
+    with pytest.raises(ConfigError, match="got 'gpu'"):
+        remote("gpu")  # type: ignore[arg-type]
+
+
+def test_invalid_specs_raise_at_decoration() -> None:
+    with pytest.raises(DependencyError, match=r"dependencies\[1\] 'torch=2.1'"):
+
+        @remote(CONFIG, dependencies=["six", "torch=2.1"])
+        async def f() -> None: ...
+
+    with pytest.raises(SystemDependencyError, match=r"system_dependencies\[0\] 'ffmpeg; reboot'"):
+        remote(CONFIG, system_dependencies=["ffmpeg; reboot"])
+
+
+def test_decorated_function_keeps_its_identity_and_config() -> None:
+    @remote(CONFIG, dependencies=["Six", "six"], system_dependencies=["wget"])
+    def plain(x: int) -> int:
+        """Doc."""
+        return x
+
+    assert isinstance(plain, RemoteFunction)
+    assert plain.__name__ == "plain" and plain.__doc__ == "Doc."
+    assert plain.endpoint.dependencies == ("six",)
+    assert plain.__remote_config__["system_dependencies"] == ["wget"]
+    assert "endpoint 'deco'" in repr(plain)
+
+
+def test_local_true_returns_the_object_itself() -> None:
+    @remote(CONFIG, dependencies=["six"], local=True)
+    def here(x: int) -> int:
+        return x + 1
+
+    assert here(1) == 2
+    assert here.__flash_local__ is True
+
+    @remote(CONFIG, local=True)
+    async def here_async(x: int) -> int:
+        return x * 2
+
+    assert asyncio.run(here_async(4)) == 8
+
+
+def test_classes_become_class_handles() -> None:
+    @remote(CONFIG)
+    class Model:
+        def predict(self, x: int) -> int:
+            return x
+
+    assert isinstance(Model, RemoteClass)
+    instance = Model()
+    assert callable(instance.predict)
+    with pytest.raises(AttributeError, match="'Model' has no method 'train'"):
+        instance.train  # noqa: B018
+
+
+def test_endpoint_handles_cannot_be_pickled_into_other_endpoints() -> None:
+    import pickle
+
+    @remote(CONFIG)
+    async def other() -> None: ...
+
+    with pytest.raises(
+        Exception, match="calling one endpoint from inside another is not supported"
+    ):
+        pickle.dumps(other)
+
+
+def test_endpoint_workers_forms() -> None:
+    assert (Endpoint("a").workers_min, Endpoint("a").workers_max) == (0, 1)
+    e = Endpoint("a", workers=3)
+    assert (e.workers_min, e.workers_max) == (0, 3)
+    e = Endpoint("a", workers=(1, 4))
+    assert (e.workers_min, e.workers_max) == (1, 4)
+    for bad in [0, (2, 1), (-1, 2), (1,), "3", (1, "2"), True]:
+        with pytest.raises(ConfigError, match="workers"):
+            Endpoint("a", workers=bad)  # type: ignore[arg-type]
+
+
+def test_endpoint_builds_the_matching_resource_config() -> None:
+    @Endpoint(
+        name="cpu-ep",
+        cpu=CpuInstanceType.CPU3C_1_2,
+        workers=(0, 3),
+        idle_timeout=5,
+        execution_timeout_ms=1500,
+        env={"A": "1"},
+        max_concurrency=4,
+        dependencies=["six"],
+    )
+    async def cpu_fn() -> None: ...
+
+    r = cpu_fn.endpoint.resource
+    assert isinstance(r, CpuLiveServerless)
+    assert (r.workersMin, r.workersMax, r.idleTimeout, r.executionTimeoutMs) == (0, 3, 5, 1500)
+    assert r.instanceIds == [CpuInstanceType.CPU3C_1_2] and r.env == {"A": "1"}
+    assert cpu_fn.endpoint.max_concurrency == 4
+
+    @Endpoint(gpu=GpuType.NVIDIA_L4, gpu_count=2)
+    async def gpu_fn() -> None: ...
+
+    g = gpu_fn.endpoint.resource
+    assert isinstance(g, LiveServerless)
+    assert gpu_fn.endpoint.name == "gpu_fn"  # the function's name when none is given
+    assert g.gpus == [GpuType.NVIDIA_L4] and g.gpuCount == 2
+
+    @Endpoint("default")
+    async def default_fn() -> None: ...
+
+    assert default_fn.endpoint.resource.gpus == [GpuGroup.ANY]  # neither gpu nor cpu: any GPU
+    assert Endpoint("s", cpu="cpu5c-2-4").cpu == [CpuInstanceType.CPU5C_2_4]
+
+
+def test_endpoint_errors() -> None:
+    with pytest.raises(ConfigError, match="gpu and cpu are mutually exclusive"):
+        Endpoint("a", gpu=GpuGroup.ADA_24, cpu=CpuInstanceType.CPU3C_1_2)
+    with pytest.raises(ConfigError, match="max_concurrency must be >= 1, got 0"):
+        Endpoint("a", max_concurrency=0)
+    with pytest.raises(ConfigError, match="cpu='cpu9' is not a CPU instance type"):
+        Endpoint("a", cpu="cpu9")
+    with pytest.raises(ConfigError, match="gpu must be a GpuGroup"):
+        Endpoint("a", gpu="ADA_24")  # type: ignore[arg-type]
+    with pytest.raises(ConfigError, match="idleTimeout=0"):
+        Endpoint("a", idle_timeout=0)
+    with pytest.raises(ConfigError, match="Endpoint\\(id='abc'\\) calls an endpoint deployed"):
+        Endpoint(id="abc")
+    with pytest.raises(TypeError, match="'dependecies' \\(did you mean 'dependencies'\\?\\)"):
+        Endpoint("a", dependecies=["six"])
+
+
+def test_endpoint_cloud_only_arguments_are_ignored(caplog: pytest.LogCaptureFixture) -> None:
+    with caplog.at_level(logging.DEBUG, logger="openflash"):
+        Endpoint("a", datacenter="EU-RO-1", flashboot=False, scaler_value=2)
+    assert "Endpoint(datacenter='EU-RO-1') only applies on Runpod's cloud" in caplog.text

@@ -1,0 +1,94 @@
+"""What a worker can import: its declared dependencies, never the host's packages."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from helpers import run_python, write
+
+
+@pytest.mark.usefixtures("flash_home")
+def test_two_functions_each_see_their_own_six(tmp_path: Path) -> None:
+    script = write(
+        tmp_path / "two_sixes.py",
+        """
+        import asyncio
+        from runpod_flash import CpuLiveServerless, remote
+
+        config = CpuLiveServerless(name="sixes")
+
+        @remote(resource_config=config, dependencies=["six==1.16.0"])
+        async def old_six() -> str:
+            import six
+            return six.__version__
+
+        @remote(resource_config=config, dependencies=["six==1.17.0"])
+        def new_six() -> str:
+            import six
+            return six.__version__
+
+        @remote(resource_config=config, dependencies=["six==1.17.0"])
+        def host_packages() -> list:
+            seen = []
+            for name in ("pydantic", "typer", "runpod_flash", "packaging", "uv", "filelock"):
+                try:
+                    __import__(name)
+                    seen.append(name)
+                except ImportError:
+                    pass
+            import openflash  # only the small worker runtime, not the host's package
+            if hasattr(openflash, "remote"):
+                seen.append("openflash (full)")
+            return seen
+
+        async def main():
+            print(await old_six(), await new_six(), await host_packages())
+
+        asyncio.run(main())
+    """,
+    )
+    done = run_python(script)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == "1.16.0 1.17.0 []"
+
+
+@pytest.mark.usefixtures("flash_home")
+def test_worker_output_reaches_the_terminal_prefixed_with_the_endpoint(tmp_path: Path) -> None:
+    script = write(
+        tmp_path / "talk.py",
+        """
+        import asyncio, sys
+        from openflash import CpuLiveServerless, remote
+
+        @remote(CpuLiveServerless(name="talker"))
+        def talk():
+            print("to stdout")
+            print("to stderr", file=sys.stderr)
+            return "done"
+
+        print(asyncio.run(talk()))
+    """,
+    )
+    done = run_python(script)
+    assert done.returncode == 0, done.stderr
+    assert "[talker] to stdout" in done.stdout.splitlines()
+    assert "[talker] to stderr" in done.stderr.splitlines()
+
+
+@pytest.mark.usefixtures("flash_home")
+def test_functions_of_an_imported_user_module_travel_by_value(tmp_path: Path) -> None:
+    apps = Path(__file__).resolve().parent.parent / "fixtures" / "apps"
+    script = write(
+        tmp_path / "use_module.py",
+        f"""
+        import asyncio, sys
+        sys.path.insert(0, {str(apps)!r})
+        from imported.workers import greet
+
+        print(asyncio.run(greet("ada")))
+    """,
+    )
+    done = run_python(script, cwd=tmp_path)
+    assert done.returncode == 0, done.stderr
+    assert "{'text': 'HELLO ADA!', 'six': '1.17.0'}" in done.stdout

@@ -1,0 +1,40 @@
+from pathlib import Path
+
+import pytest
+
+from openflash._settings import Settings
+from openflash.errors import ConfigError
+
+
+def test_defaults() -> None:
+    s = Settings.from_env({})
+    assert s.home.name == "openflash"
+    assert s.uv_cache_dir == s.home / "uv-cache"
+    assert s.resolve_ttl == 86400
+    assert s.require_gpu is False
+
+
+def test_values(tmp_path: Path) -> None:
+    s = Settings.from_env(
+        {
+            "FLASH_HOME": str(tmp_path),
+            "FLASH_RESOLVE_TTL": "60",
+            "FLASH_REQUIRE_GPU": "yes",
+            "FLASH_UV_CACHE_DIR": str(tmp_path / "c"),
+        }
+    )
+    assert (s.home, s.uv_cache_dir, s.resolve_ttl, s.require_gpu) == (
+        tmp_path,
+        tmp_path / "c",
+        60,
+        True,
+    )
+
+
+@pytest.mark.parametrize(
+    ("name", "value"),
+    [("FLASH_RESOLVE_TTL", "soon"), ("FLASH_RESOLVE_TTL", "-1"), ("FLASH_REQUIRE_GPU", "maybe")],
+)
+def test_bad_values_are_named(name: str, value: str) -> None:
+    with pytest.raises(ConfigError, match=f"{name}={value!r}"):
+        Settings.from_env({name: value})
