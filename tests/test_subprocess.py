@@ -31,7 +31,7 @@ def test_check_false_returns_the_failure() -> None:
 def test_missing_program_and_timeout() -> None:
     with pytest.raises(FlashError, match="program not found"):
         _subprocess.run(["openflash-no-such-program"])
-    with pytest.raises(FlashError, match="did not finish within 0.2 s"):
+    with pytest.raises(FlashError, match=r"did not finish within 0\.2 s"):
         _subprocess.run([sys.executable, "-c", "import time; time.sleep(5)"], timeout=0.2)
 
 

@@ -11,7 +11,6 @@ from typing import Any
 
 import cloudpickle
 import pytest
-from test_gpus import fake_nvidia_smi
 
 from openflash.backends.base import WorkerSpec, describe_exit
 from openflash.backends.local import LocalBackend, worker_environ
@@ -21,6 +20,8 @@ from openflash.envs.store import Store
 from openflash.errors import FlashError
 from openflash.workers import protocol
 from openflash.workers.pool import Call, Pool, PoolConfig
+
+from test_gpus import fake_nvidia_smi
 
 cloudpickle.register_pickle_by_value(sys.modules[__name__])
 

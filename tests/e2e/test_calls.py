@@ -284,7 +284,7 @@ def test_custom_images_are_refused_clearly() -> None:
     @remote(ServerlessEndpoint(name="calls-image", dockerImage="myregistry/my-image:v1.0"))
     async def in_image() -> None: ...
 
-    with pytest.raises(FlashError, match="asks for the image 'myregistry/my-image:v1.0'"):
+    with pytest.raises(FlashError, match=r"asks for the image 'myregistry/my-image:v1\.0'"):
         run(in_image())
 
 

@@ -6,9 +6,9 @@ import subprocess
 import sys
 from pathlib import Path
 
-from helpers import write
-
 from openflash.envs.store import Store
+
+from helpers import write
 
 
 def test_twenty_first_calls_from_two_processes_build_once(fresh_home: Path, tmp_path: Path) -> None:
@@ -37,7 +37,7 @@ def test_twenty_first_calls_from_two_processes_build_once(fresh_home: Path, tmp_
         for _ in range(2)
     ]
     outputs = [p.communicate(timeout=300) for p in procs]
-    for proc, (out, err) in zip(procs, outputs):
+    for proc, (out, err) in zip(procs, outputs, strict=True):
         assert proc.returncode == 0, err
         assert out.strip() == ",".join(["1.16.0"] * 10)
     builds = [e for e in Store(fresh_home).events() if e["kind"] == "envs"]

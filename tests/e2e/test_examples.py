@@ -6,6 +6,7 @@ import ast
 from pathlib import Path
 
 import pytest
+
 from helpers import run_python
 
 EXAMPLES = Path(__file__).resolve().parents[2] / "examples" / "dependencies"
