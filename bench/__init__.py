@@ -1,0 +1,1 @@
+"""openflash benchmarks: ``python -m bench`` (see bench/RESULTS.md)."""

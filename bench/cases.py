@@ -1,0 +1,125 @@
+"""The benchmark cases. Each returns a list of seconds, one per repetition.
+
+Every case runs real user programs as separate processes with a store of its own, so that what is
+timed is what a user waits for: from the call to its result.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import textwrap
+import time
+from pathlib import Path
+
+SMALL_SET = ["requests==2.32.3", "Pillow>=10.0.0", "python-dateutil<3.0.0", "httpx"]
+
+PROGRAM = textwrap.dedent(
+    """
+    import asyncio, json, sys, time
+    from openflash import CpuLiveServerless, remote
+
+    DEPS = json.loads(sys.argv[1])
+    CALLS = int(sys.argv[2])
+
+    @remote(CpuLiveServerless(name="bench"), dependencies=DEPS)
+    def trivial(x):
+        return x
+
+    async def main():
+        times = []
+        for i in range(CALLS):
+            started = time.perf_counter()
+            await trivial(i)
+            times.append(time.perf_counter() - started)
+        print(json.dumps(times))
+
+    asyncio.run(main())
+    """
+)
+
+
+class Bench:
+    """A scratch directory with the program, a shared uv cache, and stores made on demand."""
+
+    def __init__(self, root: Path | None = None) -> None:
+        self.root = Path(root or tempfile.mkdtemp(prefix="openflash-bench-"))
+        self.uv_cache = self.root / "uv-cache"
+        self.program = self.root / "program.py"
+        self.program.write_text(PROGRAM)
+
+    def run(self, home: Path, deps: list[str], calls: int) -> list[float]:
+        env = {**os.environ, "FLASH_HOME": str(home), "FLASH_UV_CACHE_DIR": str(self.uv_cache)}
+        done = subprocess.run(
+            [sys.executable, str(self.program), json.dumps(deps), str(calls)],
+            env=env, capture_output=True, text=True, timeout=900, check=False,
+        )  # fmt: skip
+        if done.returncode != 0:
+            raise RuntimeError(f"benchmark program failed:\n{done.stderr[-3000:]}")
+        return json.loads(done.stdout.strip().splitlines()[-1])
+
+    def cleanup(self) -> None:
+        shutil.rmtree(self.root, ignore_errors=True)
+
+
+def cold_start_no_dependencies(bench: Bench, reps: int) -> list[float]:
+    """A fresh process's first call; the (empty) environment exists, no worker runs."""
+    home = bench.root / "home-none"
+    bench.run(home, [], 1)  # build the environment and the worker runtime once
+    return [bench.run(home, [], 1)[0] for _ in range(reps)]
+
+
+def new_small_environment(bench: Bench, reps: int) -> list[float]:
+    """First call with an empty store and a warm package cache: resolve, build, start, call."""
+    bench.run(bench.root / "home-warmup", SMALL_SET, 1)  # warm uv's cache
+    times = []
+    for i in range(reps):
+        home = bench.root / f"home-small-{i}"
+        times.append(bench.run(home, SMALL_SET, 1)[0])
+        shutil.rmtree(home, ignore_errors=True)
+    return times
+
+
+def warm_call_round_trip(bench: Bench, reps: int) -> list[float]:
+    """Calls to a warm worker, one after another, from Python."""
+    home = bench.root / "home-none"
+    times = bench.run(home, [], reps + 50)
+    return times[50:]  # the first call starts the worker; the next ones warm the path
+
+
+_ECHO = (
+    "import socket,sys\n"
+    "s=socket.socket(fileno=int(sys.argv[1]))\n"
+    "while (d:=s.recv(64)): s.sendall(d)"
+)
+
+
+def raw_pipe_round_trip(bench: Bench, reps: int) -> list[float]:
+    """The floor: a 16-byte ping-pong over a socketpair with a bare Python process."""
+    parent, child = socket.socketpair()
+    proc = subprocess.Popen([sys.executable, "-c", _ECHO, str(child.fileno())],
+                            pass_fds=(child.fileno(),))  # fmt: skip
+    child.close()
+    times = []
+    try:
+        for _ in range(reps + 50):
+            started = time.perf_counter()
+            parent.sendall(b"x" * 16)
+            parent.recv(64)
+            times.append(time.perf_counter() - started)
+    finally:
+        parent.close()
+        proc.wait(10)
+    return times[50:]
+
+
+def summary(times: list[float]) -> dict[str, float]:
+    ordered = sorted(times)
+    p99 = ordered[min(len(ordered) - 1, round(0.99 * (len(ordered) - 1)))]
+    return {"n": len(times), "p50": statistics.median(ordered), "p99": p99, "max": ordered[-1]}
