@@ -36,11 +36,18 @@ def test_unknown_keyword_suggests_the_closest_name() -> None:
         remote(CONFIG, flavour=1, colour=2)
 
 
-def test_resource_config_is_required() -> None:
-    with pytest.raises(ConfigError, match="resource_config must be a resource config, got None"):
-        remote()
-    with pytest.raises(ConfigError, match="got 'gpu'"):
+def test_resource_config_must_be_a_config() -> None:
+    with pytest.raises(ConfigError, match="resource_config must be a resource config, got 'gpu'"):
         remote("gpu")  # type: ignore[arg-type]
+
+
+def test_without_a_config_a_function_gets_a_cpu_endpoint_of_its_name() -> None:
+    # The user guide's "Minimize dependencies" snippet: @remote(dependencies=["requests"]).
+    @remote(dependencies=["requests"])
+    async def fetch_data(url: str) -> dict: ...
+
+    assert fetch_data.endpoint.name == "fetch_data"
+    assert isinstance(fetch_data.endpoint.resource, CpuLiveServerless)
 
 
 def test_invalid_specs_raise_at_decoration() -> None:

@@ -93,3 +93,30 @@ def test_functions_of_an_imported_user_module_travel_by_value(tmp_path: Path) ->
     done = run_python(script, cwd=tmp_path)
     assert done.returncode == 0, done.stderr
     assert "{'text': 'HELLO ADA!', 'six': '1.17.0'}" in done.stdout
+
+
+@pytest.mark.usefixtures("flash_home")
+def test_a_local_wheel_path_is_installed(tmp_path: Path) -> None:
+    from helpers import make_wheel
+
+    make_wheel(
+        tmp_path / "wheels", "demo_local", "1.2.3", {"demo_local/__init__.py": "ANSWER = 42\n"}
+    )
+    script = write(
+        tmp_path / "use_wheel.py",
+        """
+        import asyncio
+        from openflash import CpuLiveServerless, remote
+
+        @remote(CpuLiveServerless(name="wheel"),
+                dependencies=["./wheels/demo_local-1.2.3-py3-none-any.whl", "six==1.17.0"])
+        def answer():
+            import demo_local, six
+            return demo_local.ANSWER, six.__version__
+
+        print(asyncio.run(answer()))
+    """,
+    )
+    done = run_python(script, cwd=tmp_path / "wheels")  # relative to the file, not the cwd
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == "(42, '1.17.0')"

@@ -67,3 +67,13 @@ def test_worker_runtime_is_importable_and_compiled(tmp_path: Path) -> None:
     assert (path / "cloudpickle" / "__init__.py").is_file()
     assert list((path / "openflash" / "workers" / "__pycache__").glob("child.*.pyc"))
     assert worker_runtime(Store(tmp_path)) == path
+
+
+def test_a_rebuilt_local_wheel_gets_a_new_key(tmp_path: Path) -> None:
+    wheel = tmp_path / "demo-1.0-py3-none-any.whl"
+    wheel.write_bytes(b"one")
+    lock = f"demo @ {wheel.as_uri()}\n"
+    first = environment_key(lock)
+    assert environment_key(lock) == first
+    wheel.write_bytes(b"two, longer")
+    assert environment_key(lock) != first

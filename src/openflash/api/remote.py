@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import copy
 import difflib
 import functools
 import hashlib
@@ -26,13 +27,13 @@ from typing import Any
 
 import cloudpickle
 
-from openflash.api.resources import ServerlessResource
+from openflash.api.resources import CpuLiveServerless, ServerlessResource
 from openflash.api.runtime import EndpointDef, get_runtime
 from openflash.deps.imports import distribution_for_module
 from openflash.deps.specs import normalize_dependencies, normalize_system_dependencies
-from openflash.errors import ConfigError, FlashError, RemoteError
+from openflash.errors import ConfigError, DependencyError, FlashError, RemoteError
 from openflash.workers import protocol
-from openflash.workers.pool import Call, Reply
+from openflash.workers.pool import Call
 
 __all__ = ["RemoteClass", "RemoteFunction", "RemoteInstance", "remote"]
 
@@ -55,6 +56,7 @@ def remote(
 ) -> Callable[[Any], Any]:
     """Run the decorated function or class on a worker with exactly these dependencies.
 
+    Without ``resource_config`` the function gets a CPU endpoint named after it.
     ``dependencies`` are PEP 508 strings (or local wheel paths), validated now; they are resolved
     with uv and installed into a cached environment at the first call. ``system_dependencies``
     are Debian package names. ``local=True`` leaves the object as it is: it runs in-process.
@@ -71,7 +73,7 @@ def _decorator(
     local: bool,
     max_concurrency: int,
 ) -> Callable[[Any], Any]:
-    if not isinstance(resource_config, ServerlessResource):
+    if resource_config is not None and not isinstance(resource_config, ServerlessResource):
         raise ConfigError(
             f"resource_config must be a resource config, got {resource_config!r}",
             hint="pass one such as LiveServerless(name='my-worker') or "
@@ -86,8 +88,11 @@ def _decorator(
                 hint="put @remote(...) directly above a def, an async def or a class",
             )
         deps = normalize_dependencies(dependencies, base_dir=_source_dir(obj))
+        # Without a config (as in the user guide's `@remote(dependencies=[...])`), the function
+        # gets a CPU endpoint of its own name.
+        resource = resource_config or CpuLiveServerless(name=obj.__name__)
         config = {
-            "resource_config": resource_config,
+            "resource_config": resource,
             "dependencies": list(deps),
             "system_dependencies": list(system),
         }
@@ -96,8 +101,8 @@ def _decorator(
             obj.__flash_local__ = True
             return obj
         endpoint = EndpointDef(
-            name=resource_config.name,
-            resource=resource_config,
+            name=resource.name,
+            resource=resource,
             dependencies=deps,
             system_dependencies=system,
             max_concurrency=max_concurrency,
@@ -224,8 +229,19 @@ class RemoteInstance:
 
 
 async def _run(endpoint: EndpointDef, call: Call) -> Any:
-    reply = await asyncio.wrap_future(get_runtime().submit(endpoint, call))
-    return _decode(endpoint, call, reply)
+    try:
+        reply = await asyncio.wrap_future(get_runtime().submit(endpoint, call))
+    except FlashError as e:
+        # The same error may reach several callers (a shared build, a crashed worker's calls):
+        # each gets its own copy, raised here rather than from deep inside the runtime.
+        error = copy.copy(e)
+        if isinstance(e, DependencyError) and not e.message.startswith("endpoint "):
+            error.message = f"endpoint {endpoint.name!r}: {e.message}"
+            error.args = (error.message,)
+        raise error from None
+    if reply.ok:
+        return _load_result(endpoint, call, reply.payload)
+    raise _remote_error(endpoint, call, protocol.decode_error(reply.payload))
 
 
 def _release(endpoint: EndpointDef, instance_id: str) -> None:
@@ -245,18 +261,16 @@ def _dump_args(owner: _Remote, args: tuple[Any, ...], kwargs: dict[str, Any]) ->
         ) from e
 
 
-def _decode(endpoint: EndpointDef, call: Call, reply: Reply) -> Any:
-    if reply.ok:
-        try:
-            return pickle.loads(reply.payload)
-        except Exception as e:
-            raise FlashError(
-                f"the result of {call.label} on endpoint {endpoint.name!r} could not be unpickled "
-                f"here: {type(e).__name__}: {e}",
-                hint="return plain Python values (dict, list, str, numbers), or install the "
-                "packages the result needs in the calling environment too",
-            ) from None
-    raise _remote_error(endpoint, call, protocol.decode_error(reply.payload)) from None
+def _load_result(endpoint: EndpointDef, call: Call, payload: bytes) -> Any:
+    try:
+        return pickle.loads(payload)
+    except Exception as e:
+        raise FlashError(
+            f"the result of {call.label} on endpoint {endpoint.name!r} could not be unpickled "
+            f"here: {type(e).__name__}: {e}",
+            hint="return plain Python values (dict, list, str, numbers), or install the "
+            "packages the result needs in the calling environment too",
+        ) from None
 
 
 def _remote_error(endpoint: EndpointDef, call: Call, info: dict[str, Any]) -> RemoteError:

@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from openflash import _subprocess
-from openflash.envs.build import platform_tag, python_tag
+from openflash.envs.build import local_files_fingerprint, platform_tag, python_tag
 from openflash.envs.store import Store, content_key, write_atomic
 from openflash.envs.uv import uv_argv, uv_environ
 from openflash.errors import DependencyConflictError, DependencyError
@@ -115,9 +115,9 @@ def resolve(
     now = time.time() if now is None else now
     if not specs:
         return Lock(specs, "", now)
-    cache_file = (
-        store.resolutions / f"{content_key('resolve', specs, python_tag(), platform_tag())}.json"
-    )
+    files = local_files_fingerprint(specs)  # a rebuilt local wheel may declare other deps
+    key = content_key("resolve", specs, files, python_tag(), platform_tag())
+    cache_file = store.resolutions / f"{key}.json"
     cached = _read_cache(cache_file, specs)
     if cached is not None and now - cached.resolved_at < ttl:
         return cached

@@ -7,9 +7,13 @@ machine, and imports without .pyc files were measured about 4x slower.
 
 from __future__ import annotations
 
+import os
 import sys
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
+from urllib.parse import urlparse
+from urllib.request import url2pathname
 
 from packaging.tags import sys_tags
 
@@ -18,7 +22,15 @@ from openflash.envs.store import Store, content_key
 from openflash.envs.uv import uv_argv, uv_environ
 from openflash.errors import EnvironmentBuildError
 
-__all__ = ["ENV_FORMAT", "Environment", "build_environment", "environment_key", "platform_tag"]
+__all__ = [
+    "ENV_FORMAT",
+    "Environment",
+    "build_environment",
+    "environment_key",
+    "local_files_fingerprint",
+    "platform_tag",
+    "python_tag",
+]
 
 #: Bumped whenever the layout of a built environment changes.
 ENV_FORMAT = 1
@@ -47,8 +59,30 @@ def platform_tag() -> str:
 
 
 def environment_key(lock_text: str) -> str:
-    """The identity of an environment: the lock, the Python, the platform, the env format."""
-    return content_key("env", lock_text, python_tag(), platform_tag(), ENV_FORMAT)
+    """The identity of an environment: the lock, the Python, the platform, the env format.
+
+    A local wheel is named by its path in the lock; its size and modification time are part of
+    the key too, so a rebuilt wheel gets a new environment.
+    """
+    files = local_files_fingerprint(lock_text.splitlines())
+    return content_key("env", lock_text, files, python_tag(), platform_tag(), ENV_FORMAT)
+
+
+def local_files_fingerprint(requirements: Iterable[str]) -> list[tuple[str, int, int]]:
+    """``(path, size, mtime_ns)`` of every ``name @ file://...`` requirement (-1s if missing)."""
+    found = []
+    for line in requirements:
+        _, sep, url = line.partition(" @ ")
+        url = url.split(";", 1)[0].strip()
+        if not sep or not url.startswith("file:"):
+            continue
+        path = url2pathname(urlparse(url).path)
+        try:
+            st = os.stat(path)
+            found.append((path, st.st_size, st.st_mtime_ns))
+        except OSError:
+            found.append((path, -1, -1))
+    return found
 
 
 def build_environment(store: Store, lock_text: str, *, uv_cache: Path) -> Environment:
