@@ -19,7 +19,8 @@ from openflash.envs.runtime import worker_runtime
 from openflash.envs.store import Store
 from openflash.errors import FlashError
 from openflash.workers import protocol
-from openflash.workers.pool import Call, Pool, PoolConfig
+from openflash.workers.calls import Call
+from openflash.workers.pool import Pool, PoolConfig
 
 from test_gpus import fake_nvidia_smi
 

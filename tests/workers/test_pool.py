@@ -22,7 +22,8 @@ from openflash.envs.runtime import worker_runtime
 from openflash.envs.store import Store
 from openflash.errors import ExecutionTimeoutError, FlashError, WorkerCrashedError
 from openflash.workers import protocol
-from openflash.workers.pool import Call, Pool, PoolConfig
+from openflash.workers.calls import Call
+from openflash.workers.pool import Pool, PoolConfig
 
 # The worker cannot import this module: send its functions by value, as the API layer does.
 cloudpickle.register_pickle_by_value(sys.modules[__name__])
@@ -289,3 +290,72 @@ def test_instances_stay_on_the_worker_that_made_them(bare_spec: WorkerSpec) -> N
         assert "a" not in pool.instance_home
 
     run(bare_spec, PoolConfig("p", workers_max=2), body)
+
+
+def test_calls_arriving_while_an_instance_is_built_wait_for_it(bare_spec: WorkerSpec) -> None:
+    class Slow:
+        def __init__(self) -> None:
+            import time
+
+            time.sleep(0.5)
+            self.made = 1
+
+        async def get(self) -> int:
+            self.made += 1
+            return self.made
+
+    blob = cloudpickle.dumps(Slow)
+
+    def call() -> Call:
+        return Call(
+            protocol.OP_METHOD,
+            "slow",
+            blob,
+            cloudpickle.dumps(((), {})),
+            label="Slow.get()",
+            method="get",
+            init_args=cloudpickle.dumps(((), {})),
+        )
+
+    async def body(pool: Pool) -> list[int]:
+        return sorted(await asyncio.gather(*(result(pool, call()) for _ in range(4))))
+
+    assert run(bare_spec, PoolConfig("p", max_concurrency=4), body) == [2, 3, 4, 5]
+
+
+def test_an_instance_lost_with_its_worker_is_created_again_with_a_warning(
+    bare_spec: WorkerSpec, caplog: pytest.LogCaptureFixture
+) -> None:
+    class Box:
+        def __init__(self) -> None:
+            self.n = 0
+
+        def bump(self) -> int:
+            self.n += 1
+            return self.n
+
+        def die(self) -> None:
+            os._exit(1)
+
+    blob = cloudpickle.dumps(Box)
+
+    def call(method: str) -> Call:
+        return Call(
+            protocol.OP_METHOD,
+            "box",
+            blob,
+            cloudpickle.dumps(((), {})),
+            label=f"Box.{method}()",
+            method=method,
+            init_args=cloudpickle.dumps(((), {})),
+        )
+
+    async def body(pool: Pool) -> list[int]:
+        values = [await result(pool, call("bump")), await result(pool, call("bump"))]
+        with pytest.raises(WorkerCrashedError):
+            await result(pool, call("die"))
+        values.append(await result(pool, call("bump")))
+        return values
+
+    assert run(bare_spec, PoolConfig("p"), body) == [1, 2, 1]
+    assert "the instance behind Box.bump() was lost with its worker" in caplog.text

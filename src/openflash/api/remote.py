@@ -33,7 +33,7 @@ from openflash.deps.imports import distribution_for_module
 from openflash.deps.specs import normalize_dependencies, normalize_system_dependencies
 from openflash.errors import ConfigError, DependencyError, FlashError, RemoteError
 from openflash.workers import protocol
-from openflash.workers.pool import Call
+from openflash.workers.calls import Call
 
 __all__ = ["RemoteClass", "RemoteFunction", "RemoteInstance", "remote"]
 

@@ -28,7 +28,8 @@ from openflash.envs.build import Environment, build_environment
 from openflash.envs.runtime import worker_runtime
 from openflash.envs.store import Store
 from openflash.errors import FlashError
-from openflash.workers.pool import Call, Pool, PoolConfig, Reply
+from openflash.workers.calls import Call, Reply
+from openflash.workers.pool import Pool, PoolConfig
 
 __all__ = ["EndpointDef", "Runtime", "get_runtime", "shutdown"]
 

@@ -58,7 +58,9 @@ class Worker:
             max_workers=max_concurrency, thread_name_prefix="openflash-call"
         )
         self.functions: dict[str, Any] = {}
-        self.instances: dict[str, Any] = {}
+        #: Instances of decorated classes, by id; a future while the constructor runs, so that
+        #: calls arriving meanwhile wait for it instead of finding nothing.
+        self.instances: dict[str, asyncio.Future[Any]] = {}
         self.drain_lock = asyncio.Lock()
         self.tasks: set[asyncio.Task[None]] = set()
 
@@ -90,15 +92,24 @@ class Worker:
             if call.blob is not None:
                 self.functions[call.target] = _load(call.blob, call.source)
             return self.functions[call.target]
-        instance = self.instances.get(call.target)
-        if instance is None:
+        future = self.instances.get(call.target)
+        if future is None:
             if call.blob is None or call.init_args is None:
                 raise RuntimeError(f"instance {call.target} is not on this worker")
-            cls = _load(call.blob, call.source)
-            args, kwargs = cloudpickle.loads(call.init_args)
-            instance = await self.invoke(cls, args, kwargs)
-            self.instances[call.target] = instance
+            future = asyncio.ensure_future(self.create(call.blob, call.source, call.init_args))
+            self.instances[call.target] = future
+        try:
+            instance = await asyncio.shield(future)
+        except BaseException:
+            if self.instances.get(call.target) is future:
+                del self.instances[call.target]  # a later call may try again
+            raise
         return getattr(instance, call.method)
+
+    async def create(self, blob: bytes, source: str | None, init_args: bytes) -> Any:
+        cls = _load(blob, source)
+        args, kwargs = cloudpickle.loads(init_args)
+        return await self.invoke(cls, args, kwargs)
 
     async def invoke(self, fn: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
         if inspect.iscoroutinefunction(fn):

@@ -22,13 +22,13 @@ import itertools
 import logging
 from collections import deque
 from dataclasses import dataclass, field
-from typing import NamedTuple
 
 from openflash.backends.base import Backend, WorkerHandle, WorkerSpec, describe_exit
 from openflash.errors import ExecutionTimeoutError, FlashError, WorkerCrashedError
 from openflash.workers import protocol
+from openflash.workers.calls import Call, Reply
 
-__all__ = ["Call", "Pool", "PoolConfig", "Reply"]
+__all__ = ["Pool", "PoolConfig"]
 
 logger = logging.getLogger("openflash")
 
@@ -44,28 +44,6 @@ class PoolConfig:
     execution_timeout: float | None = None
     max_concurrency: int = 1
     start_timeout: float = 120.0
-
-
-class Reply(NamedTuple):
-    """A worker's answer: ``ok`` with a pickled result, or not with an encoded error."""
-
-    ok: bool
-    payload: bytes
-
-
-@dataclass(eq=False)
-class Call:
-    op: str
-    target: str
-    blob: bytes
-    args: bytes
-    label: str
-    source: str | None = None
-    method: str = ""
-    init_args: bytes | None = None
-    future: asyncio.Future[Reply] | None = None
-    sent_blob: bool = False
-    timer: asyncio.TimerHandle | None = None
 
 
 class _State(enum.Enum):
@@ -99,6 +77,7 @@ class Pool:
         self.workers: list[_Worker] = []
         self.queue: deque[Call] = deque()
         self.instance_home: dict[str, _Worker] = {}
+        self._lost_instances: set[str] = set()
         self.closed = False
         self._call_ids = itertools.count(1)
         self._numbers = itertools.count(1)
@@ -122,6 +101,7 @@ class Pool:
 
     def release_instance(self, instance_id: str) -> None:
         """Drop a class instance from the worker that holds it."""
+        self._lost_instances.discard(instance_id)
         home = self.instance_home.pop(instance_id, None)
         if home is None or home.state is not _State.READY or home.handle is None:
             return
@@ -143,6 +123,9 @@ class Pool:
 
     def _dispatch(self) -> None:
         if self.closed:
+            return
+        if not any(self._has_room(w) for w in self.workers):
+            self._scale_up()  # nobody can take a call now: no need to look at the queue
             return
         waiting: deque[Call] = deque()
         while self.queue:
@@ -187,6 +170,14 @@ class Pool:
         worker.loaded.add(call.target)
         if call.op == protocol.OP_METHOD:
             self.instance_home[call.target] = worker
+            if call.target in self._lost_instances:
+                self._lost_instances.discard(call.target)
+                logger.warning(
+                    "openflash: endpoint %r: the instance behind %s was lost with its "
+                    "worker; it is created again, with its constructor's state",
+                    self.config.name,
+                    call.label,
+                )
         worker.in_flight[call_id] = call
         if worker.idle_timer is not None:
             worker.idle_timer.cancel()
@@ -359,6 +350,7 @@ class Pool:
             self.workers.remove(worker)
         for instance_id in [i for i, w in self.instance_home.items() if w is worker]:
             del self.instance_home[instance_id]
+            self._lost_instances.add(instance_id)
         handle.kill()  # a worker that closed its socket without exiting
         code = await handle.wait()
         if worker.in_flight:

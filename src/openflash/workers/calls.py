@@ -1,0 +1,39 @@
+"""What a pool carries: a call (what to run, with which arguments) and its reply."""
+
+from __future__ import annotations
+
+import asyncio
+from dataclasses import dataclass
+from typing import NamedTuple
+
+__all__ = ["Call", "Reply"]
+
+
+class Reply(NamedTuple):
+    """A worker's answer: ``ok`` with a pickled result, or not with an encoded error."""
+
+    ok: bool
+    payload: bytes
+
+
+@dataclass(eq=False)
+class Call:
+    """One call of a function or method; the pool fills in the last three fields."""
+
+    #: protocol.OP_FUNCTION or protocol.OP_METHOD
+    op: str
+    #: the function's content id, or the instance's id
+    target: str
+    #: the pickled function or class (sent to a worker only once)
+    blob: bytes
+    #: the pickled ``(args, kwargs)``
+    args: bytes
+    #: how errors name the call, e.g. ``process()`` or ``Model.predict()``
+    label: str
+    #: the file the function or class comes from, for remote tracebacks
+    source: str | None = None
+    method: str = ""
+    init_args: bytes | None = None
+    future: asyncio.Future[Reply] | None = None
+    sent_blob: bool = False
+    timer: asyncio.TimerHandle | None = None
