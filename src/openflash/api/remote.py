@@ -195,7 +195,7 @@ class RemoteInstance:
         weakref.finalize(self, _release, cls.endpoint, self._id)
 
     def __getattr__(self, name: str) -> Callable[..., Any]:
-        if name.startswith("__"):
+        if name.startswith("_"):  # private and special names are not remote methods
             raise AttributeError(name)
         attr = getattr(self._cls.__wrapped__, name, None)
         if not callable(attr):

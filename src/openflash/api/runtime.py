@@ -78,7 +78,6 @@ class Runtime:
         self._prepared: dict[tuple[str, ...], asyncio.Future[Prepared]] = {}
         self._pools: dict[tuple[str, str, str], Pool] = {}
         self._endpoint_pools: dict[EndpointDef, Pool] = {}
-        self._runtime_path: asyncio.Future[Path] | None = None
         self._warned: set[str] = set()
         self._thread = threading.Thread(target=self._run, name="openflash-runtime", daemon=True)
         self._thread.start()
@@ -174,24 +173,13 @@ class Runtime:
 
     async def _build(self, dependencies: tuple[str, ...]) -> Prepared:
         loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(self._builders, self._build_blocking, dependencies)
+
+    def _build_blocking(self, dependencies: tuple[str, ...]) -> Prepared:
         s = self.settings
-        lock = await loop.run_in_executor(
-            self._builders,
-            lambda: resolve(
-                dependencies, store=self.store, uv_cache=s.uv_cache_dir, ttl=s.resolve_ttl
-            ),
-        )
-        environment = await loop.run_in_executor(
-            self._builders,
-            lambda: build_environment(self.store, lock.text, uv_cache=s.uv_cache_dir),
-        )
-        previous = self._runtime_path
-        if previous is None or (
-            previous.done() and (previous.cancelled() or previous.exception() is not None)
-        ):
-            self._runtime_path = loop.run_in_executor(self._builders, worker_runtime, self.store)
-        runtime_path = await asyncio.shield(self._runtime_path)
-        return Prepared(lock, environment, runtime_path)
+        lock = resolve(dependencies, store=self.store, uv_cache=s.uv_cache_dir, ttl=s.resolve_ttl)
+        environment = build_environment(self.store, lock.text, uv_cache=s.uv_cache_dir)
+        return Prepared(lock, environment, worker_runtime(self.store))
 
     async def _close(self) -> None:
         pools = list(self._pools.values())

@@ -28,6 +28,7 @@ __all__ = ["LocalBackend", "LocalWorker", "worker_environ"]
 logger = logging.getLogger("openflash")
 
 STDERR_TAIL_LINES = 40
+OUTPUT_LINE_LIMIT = 1 << 20  # longer lines are passed on in pieces
 PUMP_GRACE_S = 0.5
 #: Host variables that would make the worker's Python see other packages than its own.
 DROPPED_VARIABLES = frozenset(
@@ -125,8 +126,8 @@ async def _pump(
     while True:
         try:
             raw = await stream.readline()
-        except ValueError:  # a line longer than the stream's limit
-            raw = await stream.read(1 << 16)
+        except ValueError:  # a line longer than the limit: asyncio dropped it
+            raw = b"[openflash: a line longer than 1 MiB was dropped]\n"
         if not raw:
             return
         line = raw.decode(errors="replace").rstrip("\n")
@@ -195,6 +196,7 @@ class LocalBackend:
                 cwd=str(spec.cwd),
                 env=worker_environ(spec, gpus, bool(allocator.devices)),
                 start_new_session=True,
+                limit=OUTPUT_LINE_LIMIT,
             )
         except OSError as e:
             parent_sock.close()
