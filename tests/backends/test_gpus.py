@@ -67,3 +67,14 @@ def test_allocator_hands_out_distinct_devices_and_waits_for_returns() -> None:
             await gpus.acquire(4, "e")
 
     asyncio.run(main())
+
+
+def test_waiting_for_a_gpu_ends_with_an_error_naming_the_holders() -> None:
+    async def main() -> None:
+        gpus = GpuAllocator(("0",), wait_timeout=0.2)
+        await gpus.acquire(1, "holder")
+        with pytest.raises(FlashError, match=r"'waiter' waited 0.2 s .* \(0 by 'holder'\)") as info:
+            await gpus.acquire(1, "waiter")
+        assert "workersMin" in info.value.hint
+
+    asyncio.run(main())

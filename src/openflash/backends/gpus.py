@@ -48,12 +48,15 @@ def detect_gpus() -> tuple[str, ...]:
 class GpuAllocator:
     """Hands out distinct devices; used from one event loop."""
 
-    def __init__(self, devices: tuple[str, ...]) -> None:
+    def __init__(self, devices: tuple[str, ...], wait_timeout: float = 300.0) -> None:
         self.devices = devices
+        self.wait_timeout = wait_timeout
         self._free = list(devices)
+        self._holders: dict[str, str] = {}
         self._changed: asyncio.Condition | None = None
 
     async def acquire(self, count: int, endpoint: str) -> tuple[str, ...]:
+        """``count`` devices for a worker of ``endpoint``, waiting while others hold them."""
         if count > len(self.devices):
             raise FlashError(
                 f"endpoint {endpoint!r} asks for {count} GPUs per worker, but this machine has "
@@ -63,13 +66,27 @@ class GpuAllocator:
         if self._changed is None:
             self._changed = asyncio.Condition()
         async with self._changed:
-            await self._changed.wait_for(lambda: len(self._free) >= count)
+            try:
+                await asyncio.wait_for(
+                    self._changed.wait_for(lambda: len(self._free) >= count), self.wait_timeout
+                )
+            except asyncio.TimeoutError:
+                held = ", ".join(f"{d} by {e!r}" for d, e in sorted(self._holders.items()))
+                raise FlashError(
+                    f"endpoint {endpoint!r} waited {self.wait_timeout:g} s for {count} free "
+                    f"GPU(s); all are held by running workers ({held})",
+                    hint="lower workersMin of the endpoints holding them, or their idleTimeout, "
+                    "so that idle workers give their GPUs back",
+                ) from None
             taken, self._free = self._free[:count], self._free[count:]
+        self._holders.update(dict.fromkeys(taken, endpoint))
         return tuple(taken)
 
     async def release(self, devices: tuple[str, ...]) -> None:
         if not devices:
             return
+        for device in devices:
+            self._holders.pop(device, None)
         self._free.extend(d for d in devices if d not in self._free)
         self._free.sort(key=self.devices.index)
         if self._changed is not None:
