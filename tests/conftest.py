@@ -16,6 +16,10 @@ from pathlib import Path
 import pytest
 
 from openflash.api import runtime
+from openflash.backends.base import WorkerSpec
+from openflash.envs.build import build_environment
+from openflash.envs.runtime import worker_runtime
+from openflash.envs.store import Store
 
 ROOT = Path(__file__).resolve().parent.parent
 UV_CACHE = Path(
@@ -63,3 +67,13 @@ def fresh_home(monkeypatch: pytest.MonkeyPatch, tmp_path: Path, uv_cache: Path) 
     _use_home(monkeypatch, home, uv_cache)
     yield home
     runtime.shutdown()
+
+
+@pytest.fixture(scope="session")
+def bare_spec(session_home: Path, uv_cache: Path) -> WorkerSpec:
+    """How to start a worker in an environment with no packages (for pool and backend tests)."""
+    store = Store(session_home)
+    env = build_environment(store, "", uv_cache=uv_cache)
+    return WorkerSpec(
+        endpoint="bare", python=env.python, runtime_path=worker_runtime(store), cwd=Path.cwd()
+    )

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import os
 import pickle
 import sys
@@ -14,9 +15,6 @@ import pytest
 
 from openflash.backends.base import WorkerSpec, describe_exit
 from openflash.backends.local import LocalBackend, worker_environ
-from openflash.envs.build import build_environment
-from openflash.envs.runtime import worker_runtime
-from openflash.envs.store import Store
 from openflash.errors import FlashError
 from openflash.workers import protocol
 from openflash.workers.calls import Call
@@ -27,13 +25,8 @@ from test_gpus import fake_nvidia_smi
 cloudpickle.register_pickle_by_value(sys.modules[__name__])
 
 
-@pytest.fixture(scope="session")
-def env_spec(session_home: Path, uv_cache: Path) -> WorkerSpec:
-    store = Store(session_home)
-    env = build_environment(store, "", uv_cache=uv_cache)
-    return WorkerSpec(
-        endpoint="local", python=env.python, runtime_path=worker_runtime(store), cwd=Path.cwd()
-    )
+def like(base: WorkerSpec, **changes: Any) -> WorkerSpec:
+    return dataclasses.replace(base, **changes)
 
 
 def worker_facts() -> dict[str, Any]:
@@ -79,14 +72,14 @@ def gather_facts(spec: WorkerSpec, backend: LocalBackend, workers: int) -> list[
 
 
 def test_environment_drops_host_python_variables(
-    env_spec: WorkerSpec, monkeypatch: pytest.MonkeyPatch
+    bare_spec: WorkerSpec, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setenv("PYTHONPATH", "/host/site-packages")
     monkeypatch.setenv("PYTHONHOME", "/host")
     monkeypatch.setenv("VIRTUAL_ENV", "/host/venv")
     spec = WorkerSpec(
         endpoint="e",
-        python=env_spec.python,
+        python=bare_spec.python,
         runtime_path=Path("/rt"),
         cwd=Path.cwd(),
         env={"MY_SETTING": "on"},
@@ -94,75 +87,45 @@ def test_environment_drops_host_python_variables(
     env = worker_environ(spec, (), has_gpus=False)
     assert env["PYTHONPATH"] == "/rt"
     assert "PYTHONHOME" not in env
-    assert env["VIRTUAL_ENV"] == str(env_spec.python.parent.parent)
-    assert env["PATH"].startswith(str(env_spec.python.parent) + os.pathsep)
+    assert env["VIRTUAL_ENV"] == str(bare_spec.python.parent.parent)
+    assert env["PATH"].startswith(str(bare_spec.python.parent) + os.pathsep)
     assert env["MY_SETTING"] == "on"
     assert env["PYTHONNOUSERSITE"] == "1"
 
 
 def test_worker_sees_its_endpoint_env_and_runtime_behind_site_packages(
-    env_spec: WorkerSpec, monkeypatch: pytest.MonkeyPatch
+    bare_spec: WorkerSpec, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setenv("PYTHONPATH", str(Path(__file__).parent))
-    spec = WorkerSpec(
-        endpoint="local",
-        python=env_spec.python,
-        runtime_path=env_spec.runtime_path,
-        cwd=Path.cwd(),
-        env={"MY_SETTING": "on"},
-    )
+    spec = like(bare_spec, endpoint="local", env={"MY_SETTING": "on"})
     [facts] = gather_facts(spec, LocalBackend(gpus=()), 1)
     assert facts["endpoint_var"] == "on"
     assert facts["pythonpath"] is None  # the runtime's entry is not passed to user subprocesses
     assert str(Path(__file__).parent) not in facts["path"]
     site = next(i for i, p in enumerate(facts["path"]) if p.endswith("site-packages"))
-    assert facts["path"].index(str(env_spec.runtime_path)) > site
+    assert facts["path"].index(str(bare_spec.runtime_path)) > site
 
 
 def test_gpu_workers_get_distinct_devices(
-    env_spec: WorkerSpec, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    bare_spec: WorkerSpec, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setenv("PATH", f"{fake_nvidia_smi(tmp_path)}{os.pathsep}{os.environ['PATH']}")
     monkeypatch.delenv("CUDA_VISIBLE_DEVICES", raising=False)
-    spec = WorkerSpec(
-        endpoint="gpu",
-        python=env_spec.python,
-        runtime_path=env_spec.runtime_path,
-        cwd=Path.cwd(),
-        gpu_count=1,
-    )
+    spec = like(bare_spec, endpoint="gpu", gpu_count=1)
     facts = gather_facts(spec, LocalBackend(), 3)
     assert sorted(f["cuda"] for f in facts) == ["0", "1", "2"]
-    two = WorkerSpec(
-        endpoint="gpu2",
-        python=env_spec.python,
-        runtime_path=env_spec.runtime_path,
-        cwd=Path.cwd(),
-        gpu_count=2,
-    )
+    two = like(bare_spec, endpoint="gpu2", gpu_count=2)
     [facts2] = gather_facts(two, LocalBackend(), 1)
     assert len(facts2["cuda"].split(",")) == 2
-    cpu = WorkerSpec(
-        endpoint="cpu",
-        python=env_spec.python,
-        runtime_path=env_spec.runtime_path,
-        cwd=Path.cwd(),
-        gpu_count=0,
-    )
+    cpu = like(bare_spec, endpoint="cpu", gpu_count=0)
     [facts3] = gather_facts(cpu, LocalBackend(), 1)
     assert facts3["cuda"] == ""  # a CPU endpoint takes no GPU
 
 
 def test_without_gpus_a_gpu_endpoint_warns_once_and_runs(
-    env_spec: WorkerSpec, caplog: pytest.LogCaptureFixture
+    bare_spec: WorkerSpec, caplog: pytest.LogCaptureFixture
 ) -> None:
-    spec = WorkerSpec(
-        endpoint="wants-gpu",
-        python=env_spec.python,
-        runtime_path=env_spec.runtime_path,
-        cwd=Path.cwd(),
-        gpu_count=1,
-    )
+    spec = like(bare_spec, endpoint="wants-gpu", gpu_count=1)
     facts = gather_facts(spec, LocalBackend(gpus=()), 2)
     assert len(facts) == 2
     warnings = [r for r in caplog.records if "asks for a GPU" in r.getMessage()]
@@ -170,14 +133,8 @@ def test_without_gpus_a_gpu_endpoint_warns_once_and_runs(
     assert "FLASH_REQUIRE_GPU=1" in warnings[0].getMessage()
 
 
-def test_require_gpu_makes_it_an_error(env_spec: WorkerSpec) -> None:
-    spec = WorkerSpec(
-        endpoint="wants-gpu",
-        python=env_spec.python,
-        runtime_path=env_spec.runtime_path,
-        cwd=Path.cwd(),
-        gpu_count=1,
-    )
+def test_require_gpu_makes_it_an_error(bare_spec: WorkerSpec) -> None:
+    spec = like(bare_spec, endpoint="wants-gpu", gpu_count=1)
 
     async def main() -> None:
         pool = Pool(PoolConfig("wants-gpu"), LocalBackend(require_gpu=True, gpus=()), spec)
@@ -192,14 +149,8 @@ def test_require_gpu_makes_it_an_error(env_spec: WorkerSpec) -> None:
 
 
 @pytest.mark.skipif(len(os.sched_getaffinity(0)) < 2, reason="needs two CPUs to show a cap")
-def test_cpu_instance_type_caps_the_workers_cpus(env_spec: WorkerSpec) -> None:
-    spec = WorkerSpec(
-        endpoint="small",
-        python=env_spec.python,
-        runtime_path=env_spec.runtime_path,
-        cwd=Path.cwd(),
-        vcpus=1,
-    )
+def test_cpu_instance_type_caps_the_workers_cpus(bare_spec: WorkerSpec) -> None:
+    spec = like(bare_spec, endpoint="small", vcpus=1)
     facts = gather_facts(spec, LocalBackend(gpus=()), 2)
     assert all(len(f["cpus"]) == 1 for f in facts)
     assert facts[0]["cpus"] != facts[1]["cpus"]  # spread over the machine

@@ -17,9 +17,6 @@ import pytest
 
 from openflash.backends.base import WorkerSpec
 from openflash.backends.local import LocalBackend
-from openflash.envs.build import build_environment
-from openflash.envs.runtime import worker_runtime
-from openflash.envs.store import Store
 from openflash.errors import ExecutionTimeoutError, FlashError, WorkerCrashedError
 from openflash.workers import protocol
 from openflash.workers.calls import Call
@@ -27,15 +24,6 @@ from openflash.workers.pool import Pool, PoolConfig
 
 # The worker cannot import this module: send its functions by value, as the API layer does.
 cloudpickle.register_pickle_by_value(sys.modules[__name__])
-
-
-@pytest.fixture(scope="session")
-def bare_spec(session_home: Path, uv_cache: Path) -> WorkerSpec:
-    store = Store(session_home)
-    env = build_environment(store, "", uv_cache=uv_cache)
-    return WorkerSpec(
-        endpoint="pooltest", python=env.python, runtime_path=worker_runtime(store), cwd=Path.cwd()
-    )
 
 
 def fn_call(fn: Callable[..., Any], *args: Any) -> Call:
