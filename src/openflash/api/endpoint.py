@@ -57,6 +57,8 @@ _CLOUD_ONLY = (
 
 
 class Endpoint:
+    """An endpoint: its hardware, scaling and dependencies; decorate a function or class with it."""
+
     def __init__(
         self,
         name: str | None = None,

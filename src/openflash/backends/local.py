@@ -17,6 +17,7 @@ import os
 import signal
 import socket
 import sys
+from collections.abc import Awaitable, Callable
 from typing import TextIO
 
 from openflash.backends.base import WorkerSpec
@@ -28,7 +29,7 @@ __all__ = ["LocalBackend", "LocalWorker", "worker_environ"]
 logger = logging.getLogger("openflash")
 
 STDERR_TAIL_LINES = 40
-OUTPUT_LINE_LIMIT = 1 << 20  # longer lines are passed on in pieces
+OUTPUT_LINE_LIMIT = 1 << 20  # a longer output line is replaced by a note saying so
 PUMP_GRACE_S = 0.5
 #: Host variables that would make the worker's Python see other packages than its own.
 DROPPED_VARIABLES = frozenset(
@@ -74,7 +75,7 @@ class LocalWorker:
         writer: asyncio.StreamWriter,
         gpus: tuple[str, ...],
         endpoint: str,
-        on_exit: collections.abc.Callable[[tuple[str, ...]], collections.abc.Awaitable[None]],
+        on_exit: Callable[[tuple[str, ...]], Awaitable[None]],
     ) -> None:
         self.proc = proc
         self.pid = proc.pid
