@@ -58,8 +58,12 @@ class Bench:
         env = {**os.environ, "FLASH_HOME": str(home), "FLASH_UV_CACHE_DIR": str(self.uv_cache)}
         done = subprocess.run(
             [sys.executable, str(self.program), json.dumps(deps), str(calls)],
-            env=env, capture_output=True, text=True, timeout=900, check=False,
-        )  # fmt: skip
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=900,
+            check=False,
+        )
         if done.returncode != 0:
             raise RuntimeError(f"benchmark program failed:\n{done.stderr[-3000:]}")
         return json.loads(done.stdout.strip().splitlines()[-1])
@@ -103,8 +107,9 @@ _ECHO = (
 def raw_pipe_round_trip(bench: Bench, reps: int) -> list[float]:
     """The floor: a 16-byte ping-pong over a socketpair with a bare Python process."""
     parent, child = socket.socketpair()
-    proc = subprocess.Popen([sys.executable, "-c", _ECHO, str(child.fileno())],
-                            pass_fds=(child.fileno(),))  # fmt: skip
+    proc = subprocess.Popen(
+        [sys.executable, "-c", _ECHO, str(child.fileno())], pass_fds=(child.fileno(),)
+    )
     child.close()
     times = []
     try:
