@@ -80,6 +80,6 @@ def run(
         raise error(
             f"`{shown}` failed with exit code {proc.returncode}:\n"
             f"{tail(proc.stderr or proc.stdout)}",
-            hint=hint,
+            hint=hint or error.hint or "read the command's output above",
         )
     return done
