@@ -26,9 +26,10 @@ PROGRAM = textwrap.dedent(
     from openflash import CpuLiveServerless, remote
 
     DEPS = json.loads(sys.argv[1])
-    CALLS = int(sys.argv[2])
+    SYSTEM = json.loads(sys.argv[2])
+    CALLS = int(sys.argv[3])
 
-    @remote(CpuLiveServerless(name="bench"), dependencies=DEPS)
+    @remote(CpuLiveServerless(name="bench"), dependencies=DEPS, system_dependencies=SYSTEM)
     def trivial(x):
         return x
 
@@ -51,13 +52,27 @@ class Bench:
     def __init__(self, root: Path | None = None) -> None:
         self.root = Path(root or tempfile.mkdtemp(prefix="openflash-bench-"))
         self.uv_cache = self.root / "uv-cache"
+        self.apt_dir = self.root / "apt"
         self.program = self.root / "program.py"
         self.program.write_text(PROGRAM)
 
-    def run(self, home: Path, deps: list[str], calls: int) -> list[float]:
-        env = {**os.environ, "FLASH_HOME": str(home), "FLASH_UV_CACHE_DIR": str(self.uv_cache)}
+    def run(
+        self, home: Path, deps: list[str], calls: int, system: list[str] | None = None
+    ) -> list[float]:
+        env = {
+            **os.environ,
+            "FLASH_HOME": str(home),
+            "FLASH_UV_CACHE_DIR": str(self.uv_cache),
+            "FLASH_APT_DIR": str(self.apt_dir),
+        }
         done = subprocess.run(
-            [sys.executable, str(self.program), json.dumps(deps), str(calls)],
+            [
+                sys.executable,
+                str(self.program),
+                json.dumps(deps),
+                json.dumps(system or []),
+                str(calls),
+            ],
             env=env,
             capture_output=True,
             text=True,
@@ -88,6 +103,28 @@ def new_small_environment(bench: Bench, reps: int) -> list[float]:
         times.append(bench.run(home, SMALL_SET, 1)[0])
         shutil.rmtree(home, ignore_errors=True)
     return times
+
+
+def new_ffmpeg_layer(bench: Bench, reps: int) -> list[float]:
+    """First call with ``system_dependencies=["ffmpeg"]`` and an empty layer store.
+
+    apt's index and .deb cache are warm (as uv's cache is for Python packages): what is timed is
+    resolving the closure, extracting it, fixing it up, and the call.
+    """
+    bench.run(bench.root / "home-ffmpeg-warmup", [], 1, ["ffmpeg"])  # index and .debs
+    times = []
+    for i in range(reps):
+        home = bench.root / f"home-ffmpeg-{i}"
+        times.append(bench.run(home, [], 1, ["ffmpeg"])[0])
+        shutil.rmtree(home, ignore_errors=True)
+    return times
+
+
+def cold_start_ffmpeg_layer(bench: Bench, reps: int) -> list[float]:
+    """A fresh process's first call with the ffmpeg layer built: what the layer adds to a start."""
+    home = bench.root / "home-ffmpeg-built"
+    bench.run(home, [], 1, ["ffmpeg"])
+    return [bench.run(home, [], 1, ["ffmpeg"])[0] for _ in range(reps)]
 
 
 def warm_call_round_trip(bench: Bench, reps: int) -> list[float]:

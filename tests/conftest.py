@@ -42,29 +42,53 @@ def session_home(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return tmp_path_factory.mktemp("flash-home")
 
 
-def _use_home(monkeypatch: pytest.MonkeyPatch, home: Path, uv_cache: Path) -> None:
+@pytest.fixture(scope="session")
+def apt_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """apt's private index and .deb cache, shared by the run (like the uv cache)."""
+    return tmp_path_factory.mktemp("apt")
+
+
+@pytest.fixture(scope="session", autouse=True)
+def host_packages_unchanged() -> Iterator[None]:
+    """Nothing the suite does installs or removes a package on this machine."""
+    status = Path("/var/lib/dpkg/status")
+    before = status.read_bytes() if status.exists() else b""
+    yield
+    after = status.read_bytes() if status.exists() else b""
+    assert after == before, "the host's dpkg status changed during the test run"
+
+
+def _use_home(monkeypatch: pytest.MonkeyPatch, home: Path, uv_cache: Path, apt: Path) -> None:
     runtime.shutdown()
     monkeypatch.setenv("FLASH_HOME", str(home))
     monkeypatch.setenv("FLASH_UV_CACHE_DIR", str(uv_cache))
-    monkeypatch.delenv("FLASH_REQUIRE_GPU", raising=False)
-    monkeypatch.delenv("FLASH_RESOLVE_TTL", raising=False)
+    monkeypatch.setenv("FLASH_APT_DIR", str(apt))
+    for name in (
+        "FLASH_REQUIRE_GPU",
+        "FLASH_RESOLVE_TTL",
+        "FLASH_SYSTEM_DEPS",
+        "FLASH_SYSTEM_BASE",
+    ):
+        monkeypatch.delenv(name, raising=False)
 
 
 @pytest.fixture
 def flash_home(
-    monkeypatch: pytest.MonkeyPatch, session_home: Path, uv_cache: Path
+    monkeypatch: pytest.MonkeyPatch, session_home: Path, uv_cache: Path, apt_dir: Path
 ) -> Iterator[Path]:
     """The session store, with a fresh runtime (no pools) for this test."""
-    _use_home(monkeypatch, session_home, uv_cache)
+    _use_home(monkeypatch, session_home, uv_cache, apt_dir)
     yield session_home
     runtime.shutdown()
 
 
 @pytest.fixture
-def fresh_home(monkeypatch: pytest.MonkeyPatch, tmp_path: Path, uv_cache: Path) -> Iterator[Path]:
-    """An empty store of this test's own, with a fresh runtime."""
+def fresh_home(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path, uv_cache: Path, apt_dir: Path
+) -> Iterator[Path]:
+    """An empty store of this test's own (apt's index and .debs still shared), fresh runtime."""
     home = tmp_path / "flash-home"
-    _use_home(monkeypatch, home, uv_cache)
+    _use_home(monkeypatch, home, uv_cache, apt_dir)
     yield home
     runtime.shutdown()
 

@@ -57,3 +57,41 @@ def make_wheel(directory: Path, name: str, version: str, files: dict[str, str]) 
         for path, text in contents.items():
             zf.writestr(path, text)
     return wheel
+
+
+def status_without(
+    packages: set[str], target: Path, source: Path = Path("/var/lib/dpkg/status")
+) -> Path:
+    """A dpkg status like ``source`` without ``packages`` and what depends on them.
+
+    It describes a base system that lacks those packages (as a worker image might), without
+    touching the host: the host's files stay where they are, apt just no longer counts on them.
+    """
+    import re
+
+    stanzas = [s for s in source.read_text().split("\n\n") if s.strip()]
+
+    def field(stanza: str, name: str) -> str:
+        match = re.search(rf"^{name}: (.*(?:\n .*)*)", stanza, re.M)
+        return match[1] if match else ""
+
+    depends = {}
+    for stanza in stanzas:
+        names = {
+            re.split(r"[\s(:]", d.strip())[0]
+            for d in re.split(
+                r"[,|]", field(stanza, "Depends") + "," + field(stanza, "Pre-Depends")
+            )
+            if d.strip()
+        }
+        depends[field(stanza, "Package")] = names
+    removed = set(packages)
+    while True:
+        more = {p for p, deps in depends.items() if p not in removed and deps & removed}
+        if not more:
+            break
+        removed |= more
+    kept = [s for s in stanzas if field(s, "Package") not in removed]
+    target.parent.mkdir(parents=True, exist_ok=True)
+    target.write_text("\n\n".join(kept) + "\n\n")
+    return target

@@ -5,6 +5,12 @@
   so that installs are hardlinks.
 - FLASH_RESOLVE_TTL: seconds a resolution is reused before uv is asked again; default 86400.
 - FLASH_REQUIRE_GPU: 1 makes a GPU endpoint on a machine without GPUs an error; default 0.
+- FLASH_SYSTEM_DEPS: how system_dependencies are provided: "layer" (default: downloaded and
+  extracted into a cached layer, the host untouched) or "host" (apt-get install on the host, as
+  root; for disposable machines and containers).
+- FLASH_APT_DIR: apt's private index, .deb cache and state; default $FLASH_HOME/apt.
+- FLASH_SYSTEM_BASE: the dpkg status file describing what a worker's base system already has;
+  default /var/lib/dpkg/status (this machine's).
 """
 
 from __future__ import annotations
@@ -27,6 +33,13 @@ class Settings:
     uv_cache_dir: Path
     resolve_ttl: float
     require_gpu: bool
+    system_deps_mode: str = "layer"
+    apt_dir: Path | None = None
+    system_base: Path = Path("/var/lib/dpkg/status")
+
+    @property
+    def apt_root(self) -> Path:
+        return self.apt_dir or self.home / "apt"
 
     @classmethod
     def from_env(cls, environ: dict[str, str] | None = None) -> Settings:
@@ -35,12 +48,26 @@ class Settings:
         home = Path(home_text).expanduser().absolute()
         cache_text = env.get("FLASH_UV_CACHE_DIR")
         uv_cache = Path(cache_text).expanduser().absolute() if cache_text else home / "uv-cache"
+        mode = env.get("FLASH_SYSTEM_DEPS", "").strip().lower() or "layer"
+        if mode not in ("layer", "host"):
+            raise ConfigError(
+                f"FLASH_SYSTEM_DEPS={mode!r} is not a way to provide system dependencies",
+                hint="set FLASH_SYSTEM_DEPS=layer (the default) or FLASH_SYSTEM_DEPS=host",
+            )
         return cls(
             home=home,
             uv_cache_dir=uv_cache,
             resolve_ttl=_seconds(env, "FLASH_RESOLVE_TTL", 86400.0),
             require_gpu=_flag(env, "FLASH_REQUIRE_GPU"),
+            system_deps_mode=mode,
+            apt_dir=_path(env, "FLASH_APT_DIR"),
+            system_base=_path(env, "FLASH_SYSTEM_BASE") or Path("/var/lib/dpkg/status"),
         )
+
+
+def _path(env: dict[str, str], name: str) -> Path | None:
+    text = env.get(name, "").strip()
+    return Path(text).expanduser().absolute() if text else None
 
 
 def _seconds(env: dict[str, str], name: str, default: float) -> float:

@@ -30,6 +30,7 @@ import cloudpickle
 from openflash.api.resources import CpuLiveServerless, ServerlessResource
 from openflash.api.runtime import EndpointDef, get_runtime
 from openflash.deps.imports import distribution_for_module
+from openflash.deps.libraries import missing_library, package_for_library
 from openflash.deps.specs import normalize_dependencies, normalize_system_dependencies
 from openflash.errors import ConfigError, DependencyError, FlashError, RemoteError
 from openflash.workers import protocol
@@ -287,7 +288,14 @@ def _remote_error(endpoint: EndpointDef, call: Call, info: dict[str, Any]) -> Re
         "missing_module": info.get("missing_module"),
     }
     missing = info.get("missing_module")
-    if missing:
+    library = missing_library(info["message"])
+    if library:
+        package = package_for_library(library)
+        fields["hint"] = (
+            f'{library} is in the Debian package "{package}": add it to '
+            f"system_dependencies=[...] of endpoint {endpoint.name!r}"
+        )
+    elif missing:
         dist = distribution_for_module(missing)
         fields["hint"] = (
             f'add "{dist}" to dependencies=[...] of endpoint {endpoint.name!r}'

@@ -23,7 +23,9 @@ from openflash._settings import Settings
 from openflash.api.resources import ServerlessResource
 from openflash.backends.base import Backend, WorkerSpec
 from openflash.backends.local import LocalBackend
+from openflash.deps.apt import Apt
 from openflash.deps.resolve import Lock, resolve
+from openflash.deps.system import SystemLayer, build_layer, resolve_system
 from openflash.envs.build import Environment, build_environment
 from openflash.envs.runtime import worker_runtime
 from openflash.envs.store import Store
@@ -32,6 +34,9 @@ from openflash.workers.calls import Call, Reply
 from openflash.workers.pool import Pool, PoolConfig
 
 __all__ = ["EndpointDef", "Runtime", "get_runtime", "shutdown"]
+
+#: An endpoint's dependency sets: (Python, system).
+_DepsKey = tuple[tuple[str, ...], tuple[str, ...]]
 
 logger = logging.getLogger("openflash")
 
@@ -63,6 +68,7 @@ class EndpointDef:
 class Prepared:
     lock: Lock
     environment: Environment
+    layer: SystemLayer
     runtime_path: Path
 
 
@@ -75,10 +81,10 @@ class Runtime:
         self._builders = concurrent.futures.ThreadPoolExecutor(
             max_workers=4, thread_name_prefix="openflash-build"
         )
-        self._prepared: dict[tuple[str, ...], asyncio.Future[Prepared]] = {}
+        self.apt = Apt(settings.apt_root, settings.system_base, settings.resolve_ttl)
+        self._prepared: dict[_DepsKey, asyncio.Future[Prepared]] = {}
         self._pools: dict[tuple[str, str, str], Pool] = {}
         self._endpoint_pools: dict[EndpointDef, Pool] = {}
-        self._warned: set[str] = set()
         self._thread = threading.Thread(target=self._run, name="openflash-runtime", daemon=True)
         self._thread.start()
 
@@ -133,16 +139,8 @@ class Runtime:
                 hint="drop dockerImage/imageName to run in an openflash environment built from "
                 "dependencies=[...]",
             )
-        if endpoint.system_dependencies and endpoint.name not in self._warned:
-            self._warned.add(endpoint.name)
-            logger.warning(
-                "openflash: endpoint %r: system_dependencies %s are validated but not "
-                "installed by this version; workers see the host's system packages",
-                endpoint.name,
-                list(endpoint.system_dependencies),
-            )
-        prepared = await self._prepare(endpoint.dependencies)
-        key = (endpoint.name, prepared.environment.key, "")
+        prepared = await self._prepare((endpoint.dependencies, endpoint.system_dependencies))
+        key = (endpoint.name, prepared.environment.key, prepared.layer.key)
         pool = self._pools.get(key)
         if pool is None:
             r = endpoint.resource
@@ -151,7 +149,8 @@ class Runtime:
                 python=prepared.environment.python,
                 runtime_path=prepared.runtime_path,
                 cwd=endpoint.cwd,
-                env=dict(r.env or {}),
+                env={**prepared.layer.env, **(r.env or {})},
+                paths=dict(prepared.layer.paths),
                 gpu_count=r.gpu_count,
                 vcpus=r.cpu_instance.vcpus if r.cpu_instance else None,
                 max_concurrency=endpoint.max_concurrency,
@@ -160,7 +159,7 @@ class Runtime:
         self._endpoint_pools[endpoint] = pool
         return pool
 
-    async def _prepare(self, dependencies: tuple[str, ...]) -> Prepared:
+    async def _prepare(self, dependencies: _DepsKey) -> Prepared:
         future = self._prepared.get(dependencies)
         if future is None:
             future = self._prepared[dependencies] = asyncio.ensure_future(self._build(dependencies))
@@ -171,15 +170,26 @@ class Runtime:
                 del self._prepared[dependencies]  # the next call tries again
             raise
 
-    async def _build(self, dependencies: tuple[str, ...]) -> Prepared:
+    async def _build(self, dependencies: _DepsKey) -> Prepared:
         loop = asyncio.get_running_loop()
-        return await loop.run_in_executor(self._builders, self._build_blocking, dependencies)
+        return await loop.run_in_executor(self._builders, self._build_blocking, *dependencies)
 
-    def _build_blocking(self, dependencies: tuple[str, ...]) -> Prepared:
+    def _build_blocking(self, python: tuple[str, ...], system: tuple[str, ...]) -> Prepared:
         s = self.settings
-        lock = resolve(dependencies, store=self.store, uv_cache=s.uv_cache_dir, ttl=s.resolve_ttl)
+        layer = self._system_layer(system)  # first: an unknown apt package fails fast
+        lock = resolve(python, store=self.store, uv_cache=s.uv_cache_dir, ttl=s.resolve_ttl)
         environment = build_environment(self.store, lock.text, uv_cache=s.uv_cache_dir)
-        return Prepared(lock, environment, worker_runtime(self.store))
+        return Prepared(lock, environment, layer, worker_runtime(self.store))
+
+    def _system_layer(self, names: tuple[str, ...]) -> SystemLayer:
+        if not names:
+            return SystemLayer()
+        if self.settings.system_deps_mode == "host":
+            with self.apt.locked():
+                self.apt.install_on_host(names)
+            return SystemLayer()
+        lock = resolve_system(names, store=self.store, apt=self.apt, ttl=self.settings.resolve_ttl)
+        return build_layer(self.store, lock, self.apt)
 
     async def _close(self) -> None:
         pools = list(self._pools.values())

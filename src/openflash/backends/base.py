@@ -24,6 +24,8 @@ class WorkerSpec:
     runtime_path: Path
     cwd: Path
     env: dict[str, str] = field(default_factory=dict)
+    #: Path-like variables to prefix (a system layer's PATH, LD_LIBRARY_PATH, ...).
+    paths: dict[str, tuple[str, ...]] = field(default_factory=dict)
     gpu_count: int = 0
     vcpus: int | None = None
     max_concurrency: int = 1

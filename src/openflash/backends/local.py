@@ -48,8 +48,15 @@ DROPPED_VARIABLES = frozenset(
 )
 
 
+#: What an unset path-like variable means, so that prefixing it keeps the default.
+PATH_DEFAULTS = {"PATH": os.defpath, "XDG_DATA_DIRS": "/usr/local/share:/usr/share"}
+
+
 def worker_environ(spec: WorkerSpec, gpus: tuple[str, ...], has_gpus: bool) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if k not in DROPPED_VARIABLES}
+    for name, prefixes in spec.paths.items():
+        rest = env.get(name) or PATH_DEFAULTS.get(name, "")
+        env[name] = os.pathsep.join([*prefixes, *filter(None, [rest])])
     env_dir = spec.python.parent.parent
     env["VIRTUAL_ENV"] = str(env_dir)
     env["PATH"] = os.pathsep.join([str(spec.python.parent), env.get("PATH", os.defpath)])

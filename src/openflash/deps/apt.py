@@ -1,0 +1,250 @@
+"""apt, run privately: its own package index, .deb cache and dpkg state, never the host's.
+
+    FLASH_APT_DIR/ (default FLASH_HOME/apt)
+      lists/      the private package index, refreshed by ``apt-get update`` when missing or stale
+      archives/   downloaded .debs, shared by every layer build
+      cache/      apt's binary caches
+      state/      a copy of the base system's dpkg status (apt locks this directory, not the
+                  host's /var/lib/dpkg)
+
+Nothing here changes the host: packages are only simulated and downloaded. Every call takes one
+file lock, because apt refuses (rather than waits) when its own locks are taken. What apt prints
+is parsed by the pure functions ``parse_simulation`` and ``failure_to_error``.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import re
+import shutil
+import time
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+from filelock import FileLock
+
+from openflash import _subprocess
+from openflash.errors import SystemDependencyError
+
+__all__ = ["Apt", "DebPackage", "deb_filename", "failure_to_error", "parse_simulation"]
+
+logger = logging.getLogger("openflash")
+
+APT_TIMEOUT_S = 900.0
+_REFRESHED = ".openflash-refreshed"
+#: No recommends (layers hold what is needed), and nothing the base has is upgraded because it
+#: was named: a layer adds what the base lacks.
+_INSTALL_FLAGS = ("--no-install-recommends", "--no-upgrade")
+#: After "unable to locate", an index older than this is refreshed and the question asked again.
+RECHECK_AFTER_S = 600.0
+
+_INST = re.compile(
+    r"^Inst (?P<name>[^\s:]+)(?::\S+)? (?:\[(?P<old>[^\]]+)\] )?"
+    r"\((?P<version>\S+) (?P<origin>.*?) ?\[(?P<arch>[^\]]+)\]\)"
+)
+_UNKNOWN = (
+    re.compile(r"Unable to locate package (\S+)"),
+    re.compile(r"Version '[^']*' for '([^']+)' was not found"),
+    re.compile(r"Package '?([^'\s]+)'? has no installation candidate"),
+    re.compile(r"Couldn't find any package by (?:glob|regex) '([^']+)'"),
+)
+
+
+@dataclass(frozen=True)
+class DebPackage:
+    """One package of a closure: what apt would install."""
+
+    name: str
+    version: str
+    arch: str
+
+    @property
+    def filename(self) -> str:
+        return deb_filename(self.name, self.version, self.arch)
+
+
+def deb_filename(name: str, version: str, arch: str) -> str:
+    """The file name apt gives a downloaded package (an epoch's colon becomes %3a)."""
+    return f"{name}_{version.replace(':', '%3a')}_{arch}.deb"
+
+
+def parse_simulation(stdout: str) -> list[DebPackage]:
+    """The packages an ``apt-get install -s`` would install or upgrade, in its order."""
+    found = []
+    for line in stdout.splitlines():
+        match = _INST.match(line)
+        if match:
+            found.append(DebPackage(match["name"], match["version"], match["arch"]))
+    return found
+
+
+def failure_to_error(output: str, names: Sequence[str]) -> SystemDependencyError:
+    """The error a failed apt-get means, quoting apt's ``E:`` lines."""
+    lines = output.splitlines()
+    errors = [line[3:].strip() for line in lines if line.startswith("E: ")]
+    unmet = []
+    if "The following packages have unmet dependencies:" in lines:
+        start = lines.index("The following packages have unmet dependencies:")
+        unmet = [line for line in lines[start:] if not line.startswith("E: ")]
+    quoted = "\n".join(unmet + errors) or _subprocess.tail(output, 10)
+    for pattern in _UNKNOWN:
+        for line in errors:
+            match = pattern.search(line)
+            if match:
+                name = match[1]
+                return SystemDependencyError(
+                    f"system package {name!r} is not known to apt (system_dependencies: "
+                    f"{list(names)}):\n{quoted}",
+                    hint=f"check the name and version of {name!r} with `apt-cache policy "
+                    f"{name.split('=')[0]}` or on https://packages.debian.org",
+                )
+    return SystemDependencyError(
+        f"apt cannot install system_dependencies {list(names)}:\n{quoted}",
+        hint="read apt's message above; it usually names the package to drop or pin",
+    )
+
+
+class Apt:
+    """Private apt for one FLASH_APT_DIR and one base system (a dpkg status file)."""
+
+    def __init__(self, root: Path, base_status: Path, index_ttl: float) -> None:
+        self.root = root
+        self.base_status = base_status
+        self.index_ttl = index_ttl
+
+    @property
+    def archives(self) -> Path:
+        return self.root / "archives"
+
+    def options(self) -> list[str]:
+        state = self.root / "state"
+        options = {
+            "Dir::State::Lists": self.root / "lists",
+            "Dir::State::status": state / "status",
+            "Dir::State::extended_states": state / "extended_states",
+            "Dir::Cache": self.root / "cache",
+            "Dir::Cache::archives": self.archives,
+            "Dir::Log": self.root / "log",
+            "APT::Get::List-Cleanup": "0",
+            "Acquire::Retries": "2",
+        }
+        if os.geteuid() == 0:
+            # As root apt drops to the _apt user to download, which cannot write here.
+            options["APT::Sandbox::User"] = "root"
+        return [arg for key, value in options.items() for arg in ("-o", f"{key}={value}")]
+
+    @contextmanager
+    def locked(self) -> Iterator[None]:
+        self.root.mkdir(parents=True, exist_ok=True)
+        with FileLock(str(self.root / "openflash.lock")):
+            for sub in ("lists/partial", "archives/partial", "cache", "state", "log"):
+                (self.root / sub).mkdir(parents=True, exist_ok=True)
+            self._sync_base()
+            yield
+
+    def _sync_base(self) -> None:
+        """Keep state/status a copy of the base system's status file."""
+        target = self.root / "state" / "status"
+        try:
+            src = self.base_status.stat()
+        except OSError as e:
+            raise SystemDependencyError(
+                f"cannot read the base system's package list {self.base_status}: {e}",
+                hint="system_dependencies need a Debian-based system; set FLASH_SYSTEM_BASE to "
+                "a dpkg status file if it lives elsewhere",
+            ) from e
+        try:
+            dst = target.stat()
+            if (dst.st_size, dst.st_mtime_ns) == (src.st_size, src.st_mtime_ns):
+                return
+        except OSError:
+            pass
+        shutil.copy2(self.base_status, target)
+
+    def index_age(self) -> float | None:
+        """Seconds since the private index was refreshed, or None if there is none."""
+        try:
+            return time.time() - (self.root / "lists" / _REFRESHED).stat().st_mtime
+        except OSError:
+            return None
+
+    def ensure_index(self, *, max_age: float | None = None) -> None:
+        """Refresh the private index when it is missing or older than ``max_age``."""
+        limit = self.index_ttl if max_age is None else max_age
+        age = self.index_age()
+        if age is not None and age < limit:
+            return
+        done = self._apt_get("update", check=False)
+        if not done.ok:
+            if age is None:
+                raise failure_to_error(done.stdout + done.stderr, [])
+            logger.warning("openflash: refreshing apt's package index failed; using the one from "
+                           "%.0f s ago:\n%s", age, _subprocess.tail(done.stderr, 5))  # fmt: skip
+        else:
+            # Our own mark: apt dates the index files as the server did, for If-Modified-Since.
+            (self.root / "lists" / _REFRESHED).touch()
+
+    def simulate(self, names: Sequence[str]) -> list[DebPackage]:
+        """What installing ``names`` on the base system would add (empty: it has them all)."""
+        self.ensure_index()
+        done = self._apt_get("install", "-s", *_INSTALL_FLAGS, *names, check=False)
+        if not done.ok and (self.index_age() or 0) > RECHECK_AFTER_S:
+            self.ensure_index(max_age=RECHECK_AFTER_S)  # the package may be newer than the index
+            done = self._apt_get("install", "-s", *_INSTALL_FLAGS, *names, check=False)
+        if not done.ok:
+            raise failure_to_error(done.stdout + done.stderr, names)
+        return parse_simulation(done.stdout)
+
+    def download(self, names: Sequence[str], packages: Sequence[DebPackage]) -> list[Path]:
+        """Download the .debs of a closure into the private cache; their paths, in order."""
+        missing = [p for p in packages if not (self.archives / p.filename).is_file()]
+        if missing:
+            done = self._apt_get(
+                "install", "-y", "--download-only", *_INSTALL_FLAGS, *names, check=False
+            )
+            if not done.ok:
+                raise failure_to_error(done.stdout + done.stderr, names)
+        paths = [self.archives / p.filename for p in packages]
+        absent = [p.name for p in paths if not p.is_file()]
+        if absent:
+            raise SystemDependencyError(
+                f"apt did not download {absent} for system_dependencies {list(names)}",
+                hint="the package index may have changed meanwhile; call again",
+            )
+        return paths
+
+    def install_on_host(self, names: Sequence[str]) -> None:
+        """``apt-get install`` on the host itself (FLASH_SYSTEM_DEPS=host): root only."""
+        if os.geteuid() != 0:
+            raise SystemDependencyError(
+                f"FLASH_SYSTEM_DEPS=host installs {list(names)} on this machine, which needs root",
+                hint="run as root (e.g. in a disposable container), or unset FLASH_SYSTEM_DEPS to "
+                "use cached layers, which need no root",
+            )
+        argv = ["apt-get", "install", "-y", "-q", "--no-install-recommends", *names]
+        done = _subprocess.run(argv, env=_apt_environ(), timeout=APT_TIMEOUT_S, check=False)
+        if not done.ok and "Unable to locate" in done.stdout + done.stderr:
+            _subprocess.run(["apt-get", "update", "-q"], env=_apt_environ(), timeout=APT_TIMEOUT_S,
+                            check=False)  # fmt: skip
+            done = _subprocess.run(argv, env=_apt_environ(), timeout=APT_TIMEOUT_S, check=False)
+        if not done.ok:
+            raise failure_to_error(done.stdout + done.stderr, names)
+
+    def _apt_get(self, *args: str, check: bool) -> _subprocess.Completed:
+        if shutil.which("apt-get") is None:
+            raise SystemDependencyError(
+                "system_dependencies need apt-get, which this machine does not have",
+                hint="run on a Debian or Ubuntu machine, or drop system_dependencies",
+            )
+        argv = ["apt-get", "-q", *self.options(), *args]
+        return _subprocess.run(argv, env=_apt_environ(), timeout=APT_TIMEOUT_S, check=check,
+                               error=SystemDependencyError)  # fmt: skip
+
+
+def _apt_environ() -> dict[str, str]:
+    env = dict(os.environ)
+    env.update({"LC_ALL": "C", "LANG": "C", "DEBIAN_FRONTEND": "noninteractive"})
+    return env

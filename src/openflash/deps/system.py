@@ -1,0 +1,246 @@
+"""System dependencies as layers: an apt closure, downloaded and extracted, never installed.
+
+The closure is what apt would add to the worker's base system (the host's dpkg status for the
+local backend), so a layer holds only what the base lacks. The .debs are extracted with
+``dpkg-deb -x`` into ``FLASH_HOME/layers/<key>/``, published like environments, and the layer is
+made to work without the maintainer scripts a real install would run:
+
+- every folder with shared objects goes on LD_LIBRARY_PATH (ffmpeg needs pulseaudio/, blas/...);
+- ``update-alternatives --install`` lines of postinst scripts become symlinks in the layer
+  (libblas.so.3, liblapack.so.3, ...);
+- absolute symlinks into the layer are made relative, so the layer does not point at the host;
+- graphviz gets its plugin config (``dot -c``) and GVBINDIR; fontconfig a config that adds the
+  layer's fonts; git its exec path; XDG_DATA_DIRS the layer's share/.
+
+The key is a hash of the requested names, the closure's exact versions and the distribution.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import sysconfig
+import time
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from openflash import _subprocess
+from openflash.deps.apt import Apt, DebPackage
+from openflash.envs.store import Store, content_key, write_atomic
+from openflash.errors import SystemDependencyError
+
+__all__ = ["LAYER_FORMAT", "SystemLayer", "build_layer", "load_layer", "resolve_system"]
+
+#: Bumped whenever the layout or the fixups of a layer change.
+LAYER_FORMAT = 1
+LAYER_INFO = "openflash-layer.json"
+MULTIARCH = sysconfig.get_config_var("MULTIARCH") or "x86_64-linux-gnu"
+_BIN_DIRS = ("usr/local/bin", "usr/bin", "bin", "usr/local/sbin", "usr/sbin", "sbin")
+_LIB_FIRST = (f"usr/lib/{MULTIARCH}", f"lib/{MULTIARCH}", "usr/lib", "lib")
+_SHARED_OBJECT = re.compile(r"\.so(\.\d+)*$")
+_ALTERNATIVE = re.compile(
+    r"update-alternatives\s+(?:--\S+\s+)*--install\s+(\S+)\s+(\S+)\s+(\S+)\s+(\d+)"
+)
+
+
+@dataclass(frozen=True)
+class SystemLock:
+    """The resolved closure of a set of system dependencies."""
+
+    names: tuple[str, ...]
+    packages: tuple[DebPackage, ...]
+    release: str
+    resolved_at: float
+
+    @property
+    def key(self) -> str:
+        if not self.packages:
+            return ""
+        pins = [(p.name, p.version, p.arch) for p in self.packages]
+        return content_key("layer", self.names, sorted(pins), self.release, LAYER_FORMAT)
+
+
+@dataclass(frozen=True)
+class SystemLayer:
+    """A built layer and what a worker's environment needs to use it."""
+
+    key: str = ""
+    path: Path | None = None
+    #: Variables to set, e.g. GVBINDIR.
+    env: dict[str, str] = field(default_factory=dict)
+    #: Path-like variables to prefix, e.g. PATH and LD_LIBRARY_PATH.
+    paths: dict[str, tuple[str, ...]] = field(default_factory=dict)
+
+
+def distribution_release(os_release: Path = Path("/etc/os-release")) -> str:
+    """``debian-12`` style identity of the base distribution."""
+    try:
+        text = os_release.read_text()
+    except OSError:
+        return "unknown"
+    fields = dict(
+        line.split("=", 1) for line in text.splitlines() if "=" in line and not line.startswith("#")
+    )
+    ident = fields.get("ID", "unknown").strip('"')
+    version = fields.get("VERSION_ID", fields.get("VERSION_CODENAME", "")).strip('"')
+    return f"{ident}-{version}"
+
+
+def resolve_system(names: tuple[str, ...], *, store: Store, apt: Apt, ttl: float) -> SystemLock:
+    """The closure of ``names`` relative to the base system, cached for ``ttl`` seconds."""
+    release = distribution_release()
+    if not names:
+        return SystemLock(names, (), release, time.time())
+    base = apt.base_status.stat()
+    key = content_key("system", names, release, base.st_size, base.st_mtime_ns, LAYER_FORMAT)
+    cache_file = store.resolutions / f"system-{key}.json"
+    now = time.time()
+    try:
+        data = json.loads(cache_file.read_text())
+        if now - data["resolved_at"] < ttl:
+            packages = tuple(DebPackage(*p) for p in data["packages"])
+            return SystemLock(names, packages, release, data["resolved_at"])
+    except (OSError, ValueError, KeyError, TypeError):
+        pass
+    with apt.locked():
+        packages = tuple(apt.simulate(names))
+    lock = SystemLock(names, packages, release, now)
+    payload = {"names": list(names), "packages": [[p.name, p.version, p.arch] for p in packages],
+               "release": release, "resolved_at": now}  # fmt: skip
+    write_atomic(cache_file, json.dumps(payload, indent=1))
+    return lock
+
+
+def build_layer(store: Store, lock: SystemLock, apt: Apt) -> SystemLayer:
+    """The layer for ``lock``, downloaded and extracted once per key."""
+    if not lock.packages:
+        return SystemLayer()
+    key = lock.key
+    final = store.path("layers", key)
+
+    def build(tmp: Path) -> dict[str, object]:
+        with apt.locked():
+            debs = apt.download(lock.names, lock.packages)
+        scripts = _extract(debs, tmp)
+        info = _fix_up(tmp, final, scripts)
+        write_atomic(tmp / LAYER_INFO, json.dumps(info, indent=1))
+        return {"packages": [f"{p.name}={p.version}" for p in lock.packages]}
+
+    return load_layer(store.build_once("layers", key, build), key)
+
+
+def load_layer(path: Path, key: str) -> SystemLayer:
+    """A built layer's description, with its paths made absolute."""
+    info = json.loads((path / LAYER_INFO).read_text())
+    env = {name: value.replace("{layer}", str(path)) for name, value in info["env"].items()}
+    paths = {name: tuple(str(path / rel) for rel in rels) for name, rels in info["paths"].items()}
+    return SystemLayer(key, path, env, paths)
+
+
+def _extract(debs: list[Path], target: Path) -> list[str]:
+    """Unpack every .deb into ``target`` (in parallel); their postinst scripts, in order."""
+
+    def one(deb: Path) -> str:
+        _subprocess.run(["dpkg-deb", "-x", str(deb), str(target)], timeout=600,
+                        error=SystemDependencyError)  # fmt: skip
+        script = _subprocess.run(["dpkg-deb", "--info", str(deb), "postinst"], timeout=60,
+                                 check=False)  # fmt: skip
+        return script.stdout if script.ok else ""
+
+    with ThreadPoolExecutor(max_workers=max(2, os.cpu_count() or 2)) as pool:
+        return list(pool.map(one, debs))
+
+
+def _fix_up(root: Path, final: Path, scripts: list[str]) -> dict[str, object]:
+    """Do what maintainer scripts would have done; describe the variables a worker needs."""
+    _install_alternatives(root, scripts)
+    _relative_symlinks(root)
+    lib_dirs = _library_dirs(root)
+    paths: dict[str, list[str]] = {
+        "PATH": [d for d in _BIN_DIRS if (root / d).is_dir()],
+        "LD_LIBRARY_PATH": lib_dirs,
+    }
+    env: dict[str, str] = {}
+    if (root / "usr/share").is_dir():
+        paths["XDG_DATA_DIRS"] = ["usr/share"]
+    graphviz = root / "usr/lib" / MULTIARCH / "graphviz"
+    if graphviz.is_dir():
+        _graphviz_config(root, graphviz, lib_dirs)
+        env["GVBINDIR"] = "{layer}/" + str(graphviz.relative_to(root))
+    if (root / "usr/share/fonts").is_dir() or (root / "etc/fonts").is_dir():
+        _fontconfig(root, final)
+        env["FONTCONFIG_FILE"] = "{layer}/openflash/fonts.conf"
+    if (root / "usr/lib/git-core").is_dir():
+        env["GIT_EXEC_PATH"] = "{layer}/usr/lib/git-core"
+        if (root / "usr/share/git-core/templates").is_dir():
+            env["GIT_TEMPLATE_DIR"] = "{layer}/usr/share/git-core/templates"
+    return {"env": env, "paths": {k: v for k, v in paths.items() if v}}
+
+
+def _library_dirs(root: Path) -> list[str]:
+    found: set[str] = set()
+    for dirpath, _dirnames, filenames in os.walk(root):
+        if any(_SHARED_OBJECT.search(name) for name in filenames):
+            found.add(os.path.relpath(dirpath, root))
+    first = [d for d in _LIB_FIRST if d in found]
+    return first + sorted(found - set(first))
+
+
+def _install_alternatives(root: Path, scripts: list[str]) -> None:
+    """Create the links ``update-alternatives --install`` lines would, best priority first."""
+    best: dict[str, tuple[int, str]] = {}
+    for script in scripts:
+        for link, _name, path, priority in _ALTERNATIVE.findall(script.replace("\\\n", " ")):
+            if (root / path.lstrip("/")).exists() and int(priority) > best.get(link, (-1, ""))[0]:
+                best[link] = (int(priority), path)
+    for link, (_priority, path) in best.items():
+        where = root / link.lstrip("/")
+        if where.exists() or where.is_symlink():
+            continue
+        where.parent.mkdir(parents=True, exist_ok=True)
+        where.symlink_to(os.path.relpath(root / path.lstrip("/"), where.parent))
+
+
+def _relative_symlinks(root: Path) -> None:
+    """Absolute links to files the layer has point at the layer's copy instead."""
+    for dirpath, dirnames, filenames in os.walk(root):
+        for name in dirnames + filenames:
+            link = Path(dirpath) / name
+            if not link.is_symlink():
+                continue
+            target = os.readlink(link)
+            if os.path.isabs(target) and (root / target.lstrip("/")).exists():
+                link.unlink()
+                link.symlink_to(os.path.relpath(root / target.lstrip("/"), link.parent))
+
+
+def _graphviz_config(root: Path, plugins: Path, lib_dirs: list[str]) -> None:
+    """Write graphviz's plugin config (what libgvc6's postinst runs: ``dot -c``)."""
+    tool = next((root / t for t in ("usr/bin/dot", "usr/sbin/libgvc6-config-update")
+                 if (root / t).is_file()), None)  # fmt: skip
+    if tool is None:
+        return
+    env = dict(os.environ)
+    env["GVBINDIR"] = str(plugins)
+    env["LD_LIBRARY_PATH"] = os.pathsep.join(
+        [str(root / d) for d in lib_dirs] + [env.get("LD_LIBRARY_PATH", "")]
+    )
+    _subprocess.run([str(tool), "-c"], env=env, timeout=120, error=SystemDependencyError,
+                    hint="graphviz's plugin configuration could not be written")  # fmt: skip
+
+
+def _fontconfig(root: Path, final: Path) -> None:
+    """A fontconfig file that keeps the system's config and adds the layer's fonts."""
+    conf = [
+        '<?xml version="1.0"?>',
+        '<!DOCTYPE fontconfig SYSTEM "urn:fontconfig:fonts.dtd">',
+        "<fontconfig>",
+        '  <include ignore_missing="yes">/etc/fonts/fonts.conf</include>',
+    ]
+    if (root / "etc/fonts/fonts.conf").is_file():
+        conf.append(f'  <include ignore_missing="yes">{final}/etc/fonts/fonts.conf</include>')
+    conf += [f"  <dir>{final}/usr/share/fonts</dir>", "</fontconfig>", ""]
+    (root / "openflash").mkdir(exist_ok=True)
+    (root / "openflash" / "fonts.conf").write_text("\n".join(conf))
