@@ -116,3 +116,25 @@ def test_concurrent_processes_build_once(tmp_path: Path) -> None:
 def test_unknown_kind_is_refused(tmp_path: Path) -> None:
     with pytest.raises(ValueError, match="unknown store kind"):
         Store(tmp_path).path("nope", "k")
+
+
+def test_entries_list_ready_entries_of_each_kind(tmp_path: Path) -> None:
+    store = Store(tmp_path)
+    store.build_once("envs", "e1", lambda tmp: {"packages": 3})
+    store.build_once("layers", "l1", lambda tmp: {"packages": ["ffmpeg=1"]})
+    store.path("envs", "half").mkdir(parents=True)  # no marker: not an entry
+    [env] = store.entries("envs")
+    assert (env.key, env.info["packages"]) == ("e1", 3)
+    assert [e.key for e in store.entries("layers")] == ["l1"]
+    assert store.entries("runtime") == []
+
+
+def test_remove_takes_an_entry_away_at_once(tmp_path: Path) -> None:
+    store = Store(tmp_path)
+    path = store.build_once("layers", "l1", lambda tmp: (tmp / "f").write_text("x") and {})
+    assert store.remove("layers", "l1") is True
+    assert not path.exists() and not store.is_ready("layers", "l1")
+    assert list((tmp_path / "tmp").iterdir()) == []
+    assert store.remove("layers", "l1") is False
+    assert [e["event"] for e in store.events()] == ["built", "removed"]
+    store.build_once("layers", "l1", lambda tmp: {})  # and it can be built again

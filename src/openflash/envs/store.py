@@ -31,7 +31,7 @@ from typing import Any
 
 from filelock import FileLock
 
-__all__ = ["READY_MARKER", "Store", "content_key"]
+__all__ = ["READY_MARKER", "Entry", "Store", "content_key"]
 
 READY_MARKER = ".openflash-ready"
 KINDS = ("envs", "layers", "runtime")
@@ -41,6 +41,15 @@ def content_key(*parts: object) -> str:
     """A short, stable hash of ``parts`` (JSON-encoded); names store entries."""
     blob = json.dumps(parts, sort_keys=True, separators=(",", ":"), default=str)
     return hashlib.sha256(blob.encode()).hexdigest()[:24]
+
+
+@dataclass(frozen=True)
+class Entry:
+    kind: str
+    key: str
+    path: Path
+    #: What the ready marker records: when it was built, how long it took, what it holds.
+    info: dict[str, Any]
 
 
 @dataclass(frozen=True)
@@ -98,6 +107,39 @@ class Store:
                 {"event": "built", "kind": kind, "key": key, "pid": os.getpid(), "seconds": seconds}
             )
             return final
+
+    def entries(self, kind: str) -> list[Entry]:
+        """The ready entries of ``kind`` (envs, layers, runtime), with what their markers say."""
+        if kind not in KINDS:
+            raise ValueError(f"unknown store kind {kind!r}")
+        found = []
+        base = self.root / kind
+        for path in sorted(base.iterdir()) if base.is_dir() else []:
+            if (path / READY_MARKER).is_file():
+                try:
+                    info = json.loads((path / READY_MARKER).read_text())
+                except ValueError:
+                    info = {}
+                found.append(Entry(kind, path.name, path, info))
+        return found
+
+    def remove(self, kind: str, key: str) -> bool:
+        """Remove an entry: it disappears at once (a rename), then its files are deleted.
+
+        Takes the key's lock, so it never removes what a builder is publishing. Returns whether
+        there was anything to remove.
+        """
+        path = self.path(kind, key)
+        with self.lock(kind, key):
+            if not path.exists():
+                return False
+            tmp_root = self.root / "tmp"
+            tmp_root.mkdir(parents=True, exist_ok=True)
+            doomed = Path(tempfile.mkdtemp(prefix=f"removing-{kind}-{key}-", dir=tmp_root))
+            os.rename(path, doomed / "entry")
+        shutil.rmtree(doomed, ignore_errors=True)
+        self.record({"event": "removed", "kind": kind, "key": key, "pid": os.getpid()})
+        return True
 
     def _clear_leftovers(self, kind: str, key: str) -> None:
         """Remove what an interrupted build of this key left (the caller holds its lock)."""
