@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
@@ -177,3 +178,18 @@ def test_loader_errors_name_the_library() -> None:
         == "libsndfile.so.1"
     )
     assert missing_library("ValueError: nope") is None
+
+
+def test_a_cached_closure_naming_vanished_versions_is_resolved_again(
+    tmp_path: Path, apt: Apt
+) -> None:
+    from openflash.deps.system import system_layer
+
+    store = Store(tmp_path)
+    lock = resolve_system(("libsndfile1",), store=store, apt=apt, ttl=3600)
+    [cache_file] = store.resolutions.glob("system-*.json")
+    data = json.loads(cache_file.read_text())
+    data["packages"][0][1] = "0.0-gone"  # as if a security update had replaced that version
+    cache_file.write_text(json.dumps(data))
+    layer = system_layer(("libsndfile1",), store=store, apt=apt, ttl=3600)
+    assert layer.key == lock.key and layer.path is not None

@@ -25,7 +25,7 @@ from openflash.backends.base import Backend, WorkerSpec
 from openflash.backends.local import LocalBackend
 from openflash.deps.apt import Apt
 from openflash.deps.resolve import Lock, resolve
-from openflash.deps.system import SystemLayer, build_layer, resolve_system
+from openflash.deps.system import SystemLayer, system_layer
 from openflash.envs.build import Environment, build_environment
 from openflash.envs.runtime import worker_runtime
 from openflash.envs.store import Store
@@ -188,8 +188,7 @@ class Runtime:
             with self.apt.locked():
                 self.apt.install_on_host(names)
             return SystemLayer()
-        lock = resolve_system(names, store=self.store, apt=self.apt, ttl=self.settings.resolve_ttl)
-        return build_layer(self.store, lock, self.apt)
+        return system_layer(names, store=self.store, apt=self.apt, ttl=self.settings.resolve_ttl)
 
     async def _close(self) -> None:
         pools = list(self._pools.values())

@@ -65,6 +65,15 @@ class DebPackage:
     def filename(self) -> str:
         return deb_filename(self.name, self.version, self.arch)
 
+    @property
+    def pin(self) -> str:
+        """``name:arch=version``, what apt-get install takes to get exactly this package."""
+        return (
+            f"{self.name}:{self.arch}={self.version}"
+            if self.arch != "all"
+            else (f"{self.name}={self.version}")
+        )
+
 
 def deb_filename(name: str, version: str, arch: str) -> str:
     """The file name apt gives a downloaded package (an epoch's colon becomes %3a)."""
@@ -181,8 +190,12 @@ class Apt:
         if not done.ok:
             if age is None:
                 raise failure_to_error(done.stdout + done.stderr, [])
-            logger.warning("openflash: refreshing apt's package index failed; using the one from "
-                           "%.0f s ago:\n%s", age, _subprocess.tail(done.stderr, 5))  # fmt: skip
+            logger.warning(
+                "openflash: refreshing apt's package index failed; using the one from "
+                "%.0f s ago:\n%s",
+                age,
+                _subprocess.tail(done.stderr, 5),
+            )
         else:
             # Our own mark: apt dates the index files as the server did, for If-Modified-Since.
             (self.root / "lists" / _REFRESHED).touch()
@@ -198,20 +211,21 @@ class Apt:
             raise failure_to_error(done.stdout + done.stderr, names)
         return parse_simulation(done.stdout)
 
-    def download(self, names: Sequence[str], packages: Sequence[DebPackage]) -> list[Path]:
-        """Download the .debs of a closure into the private cache; their paths, in order."""
+    def download(self, packages: Sequence[DebPackage]) -> list[Path]:
+        """Download exactly these .debs into the private cache; their paths, in order."""
         missing = [p for p in packages if not (self.archives / p.filename).is_file()]
+        pins = [p.pin for p in missing]
         if missing:
             done = self._apt_get(
-                "install", "-y", "--download-only", *_INSTALL_FLAGS, *names, check=False
+                "install", "-y", "--download-only", *_INSTALL_FLAGS, *pins, check=False
             )
             if not done.ok:
-                raise failure_to_error(done.stdout + done.stderr, names)
+                raise failure_to_error(done.stdout + done.stderr, pins)
         paths = [self.archives / p.filename for p in packages]
         absent = [p.name for p in paths if not p.is_file()]
         if absent:
             raise SystemDependencyError(
-                f"apt did not download {absent} for system_dependencies {list(names)}",
+                f"apt did not download {absent}",
                 hint="the package index may have changed meanwhile; call again",
             )
         return paths
@@ -227,8 +241,9 @@ class Apt:
         argv = ["apt-get", "install", "-y", "-q", "--no-install-recommends", *names]
         done = _subprocess.run(argv, env=_apt_environ(), timeout=APT_TIMEOUT_S, check=False)
         if not done.ok and "Unable to locate" in done.stdout + done.stderr:
-            _subprocess.run(["apt-get", "update", "-q"], env=_apt_environ(), timeout=APT_TIMEOUT_S,
-                            check=False)  # fmt: skip
+            _subprocess.run(
+                ["apt-get", "update", "-q"], env=_apt_environ(), timeout=APT_TIMEOUT_S, check=False
+            )
             done = _subprocess.run(argv, env=_apt_environ(), timeout=APT_TIMEOUT_S, check=False)
         if not done.ok:
             raise failure_to_error(done.stdout + done.stderr, names)
@@ -240,8 +255,13 @@ class Apt:
                 hint="run on a Debian or Ubuntu machine, or drop system_dependencies",
             )
         argv = ["apt-get", "-q", *self.options(), *args]
-        return _subprocess.run(argv, env=_apt_environ(), timeout=APT_TIMEOUT_S, check=check,
-                               error=SystemDependencyError)  # fmt: skip
+        return _subprocess.run(
+            argv,
+            env=_apt_environ(),
+            timeout=APT_TIMEOUT_S,
+            check=check,
+            error=SystemDependencyError,
+        )
 
 
 def _apt_environ() -> dict[str, str]:

@@ -31,7 +31,14 @@ from openflash.deps.apt import Apt, DebPackage
 from openflash.envs.store import Store, content_key, write_atomic
 from openflash.errors import SystemDependencyError
 
-__all__ = ["LAYER_FORMAT", "SystemLayer", "build_layer", "load_layer", "resolve_system"]
+__all__ = [
+    "LAYER_FORMAT",
+    "SystemLayer",
+    "build_layer",
+    "load_layer",
+    "resolve_system",
+    "system_layer",
+]
 
 #: Bumped whenever the layout or the fixups of a layer change.
 LAYER_FORMAT = 1
@@ -88,6 +95,22 @@ def distribution_release(os_release: Path = Path("/etc/os-release")) -> str:
     return f"{ident}-{version}"
 
 
+def system_layer(names: tuple[str, ...], *, store: Store, apt: Apt, ttl: float) -> SystemLayer:
+    """The layer for ``names``: resolved (or from the cache), then built once.
+
+    A cached resolution may name versions the archive no longer has (a security update replaced
+    them): then the set is resolved again and the build tried once more.
+    """
+    lock = resolve_system(names, store=store, apt=apt, ttl=ttl)
+    try:
+        return build_layer(store, lock, apt)
+    except SystemDependencyError:
+        fresh = resolve_system(names, store=store, apt=apt, ttl=0)
+        if fresh.packages == lock.packages:
+            raise
+        return build_layer(store, fresh, apt)
+
+
 def resolve_system(names: tuple[str, ...], *, store: Store, apt: Apt, ttl: float) -> SystemLock:
     """The closure of ``names`` relative to the base system, cached for ``ttl`` seconds."""
     release = distribution_release()
@@ -105,10 +128,16 @@ def resolve_system(names: tuple[str, ...], *, store: Store, apt: Apt, ttl: float
     except (OSError, ValueError, KeyError, TypeError):
         pass
     with apt.locked():
+        if ttl == 0:
+            apt.ensure_index(max_age=0)  # asked for a fresh answer: refresh the index too
         packages = tuple(apt.simulate(names))
     lock = SystemLock(names, packages, release, now)
-    payload = {"names": list(names), "packages": [[p.name, p.version, p.arch] for p in packages],
-               "release": release, "resolved_at": now}  # fmt: skip
+    payload = {
+        "names": list(names),
+        "packages": [[p.name, p.version, p.arch] for p in packages],
+        "release": release,
+        "resolved_at": now,
+    }
     write_atomic(cache_file, json.dumps(payload, indent=1))
     return lock
 
@@ -122,7 +151,7 @@ def build_layer(store: Store, lock: SystemLock, apt: Apt) -> SystemLayer:
 
     def build(tmp: Path) -> dict[str, object]:
         with apt.locked():
-            debs = apt.download(lock.names, lock.packages)
+            debs = apt.download(lock.packages)
         scripts = _extract(debs, tmp)
         info = _fix_up(tmp, final, scripts)
         write_atomic(tmp / LAYER_INFO, json.dumps(info, indent=1))
@@ -143,10 +172,12 @@ def _extract(debs: list[Path], target: Path) -> list[str]:
     """Unpack every .deb into ``target`` (in parallel); their postinst scripts, in order."""
 
     def one(deb: Path) -> str:
-        _subprocess.run(["dpkg-deb", "-x", str(deb), str(target)], timeout=600,
-                        error=SystemDependencyError)  # fmt: skip
-        script = _subprocess.run(["dpkg-deb", "--info", str(deb), "postinst"], timeout=60,
-                                 check=False)  # fmt: skip
+        _subprocess.run(
+            ["dpkg-deb", "-x", str(deb), str(target)], timeout=600, error=SystemDependencyError
+        )
+        script = _subprocess.run(
+            ["dpkg-deb", "--info", str(deb), "postinst"], timeout=60, check=False
+        )
         return script.stdout if script.ok else ""
 
     with ThreadPoolExecutor(max_workers=max(2, os.cpu_count() or 2)) as pool:
@@ -218,8 +249,14 @@ def _relative_symlinks(root: Path) -> None:
 
 def _graphviz_config(root: Path, plugins: Path, lib_dirs: list[str]) -> None:
     """Write graphviz's plugin config (what libgvc6's postinst runs: ``dot -c``)."""
-    tool = next((root / t for t in ("usr/bin/dot", "usr/sbin/libgvc6-config-update")
-                 if (root / t).is_file()), None)  # fmt: skip
+    tool = next(
+        (
+            root / t
+            for t in ("usr/bin/dot", "usr/sbin/libgvc6-config-update")
+            if (root / t).is_file()
+        ),
+        None,
+    )
     if tool is None:
         return
     env = dict(os.environ)
@@ -227,8 +264,13 @@ def _graphviz_config(root: Path, plugins: Path, lib_dirs: list[str]) -> None:
     env["LD_LIBRARY_PATH"] = os.pathsep.join(
         [str(root / d) for d in lib_dirs] + [env.get("LD_LIBRARY_PATH", "")]
     )
-    _subprocess.run([str(tool), "-c"], env=env, timeout=120, error=SystemDependencyError,
-                    hint="graphviz's plugin configuration could not be written")  # fmt: skip
+    _subprocess.run(
+        [str(tool), "-c"],
+        env=env,
+        timeout=120,
+        error=SystemDependencyError,
+        hint="graphviz's plugin configuration could not be written",
+    )
 
 
 def _fontconfig(root: Path, final: Path) -> None:
