@@ -154,20 +154,24 @@ class Apt:
             self._sync_base()
             yield
 
-    def _sync_base(self) -> None:
-        """Keep state/status a copy of the base system's status file."""
-        target = self.root / "state" / "status"
+    def base_fingerprint(self) -> tuple[int, int]:
+        """(size, mtime) of the base system's status file: it changes when a package does."""
         try:
-            src = self.base_status.stat()
+            st = self.base_status.stat()
         except OSError as e:
             raise SystemDependencyError(
                 f"cannot read the base system's package list {self.base_status}: {e}",
                 hint="system_dependencies need a Debian-based system; set FLASH_SYSTEM_BASE to "
                 "a dpkg status file if it lives elsewhere",
             ) from e
+        return st.st_size, st.st_mtime_ns
+
+    def _sync_base(self) -> None:
+        """Keep state/status a copy of the base system's status file."""
+        target = self.root / "state" / "status"
+        wanted = self.base_fingerprint()
         try:
-            dst = target.stat()
-            if (dst.st_size, dst.st_mtime_ns) == (src.st_size, src.st_mtime_ns):
+            if (target.stat().st_size, target.stat().st_mtime_ns) == wanted:
                 return
         except OSError:
             pass

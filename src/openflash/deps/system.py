@@ -105,19 +105,20 @@ def system_layer(names: tuple[str, ...], *, store: Store, apt: Apt, ttl: float) 
     try:
         return build_layer(store, lock, apt)
     except SystemDependencyError:
-        fresh = resolve_system(names, store=store, apt=apt, ttl=0)
+        fresh = resolve_system(names, store=store, apt=apt, ttl=0, refresh_index=True)
         if fresh.packages == lock.packages:
             raise
         return build_layer(store, fresh, apt)
 
 
-def resolve_system(names: tuple[str, ...], *, store: Store, apt: Apt, ttl: float) -> SystemLock:
+def resolve_system(
+    names: tuple[str, ...], *, store: Store, apt: Apt, ttl: float, refresh_index: bool = False
+) -> SystemLock:
     """The closure of ``names`` relative to the base system, cached for ``ttl`` seconds."""
     release = distribution_release()
     if not names:
         return SystemLock(names, (), release, time.time())
-    base = apt.base_status.stat()
-    key = content_key("system", names, release, base.st_size, base.st_mtime_ns, LAYER_FORMAT)
+    key = content_key("system", names, release, apt.base_fingerprint(), LAYER_FORMAT)
     cache_file = store.resolutions / f"system-{key}.json"
     now = time.time()
     try:
@@ -128,8 +129,8 @@ def resolve_system(names: tuple[str, ...], *, store: Store, apt: Apt, ttl: float
     except (OSError, ValueError, KeyError, TypeError):
         pass
     with apt.locked():
-        if ttl == 0:
-            apt.ensure_index(max_age=0)  # asked for a fresh answer: refresh the index too
+        if refresh_index:
+            apt.ensure_index(max_age=0)
         packages = tuple(apt.simulate(names))
     lock = SystemLock(names, packages, release, now)
     payload = {
