@@ -44,3 +44,23 @@ def test_arguments_are_never_interpreted_by_a_shell(tmp_path) -> None:
 
 def test_tail_keeps_the_last_non_empty_lines() -> None:
     assert _subprocess.tail("a\n\nb\nc\n", lines=2) == "b\nc"
+
+
+def test_lines_are_handed_over_as_they_come_and_still_captured() -> None:
+    seen: list[str] = []
+    code = "import sys\nprint('one', flush=True)\nprint('two', file=sys.stderr, flush=True)\nprint(sys.stdin.read())"
+    done = _subprocess.run([sys.executable, "-c", code], input="from stdin", on_line=seen.append)
+    assert sorted(seen) == ["from stdin", "one", "two"]
+    assert done.stdout == "one\nfrom stdin\n" and done.stderr == "two\n"
+    with pytest.raises(FlashError, match="did not finish"):
+        _subprocess.run([sys.executable, "-c", "import time; time.sleep(5)"], timeout=0.2, on_line=seen.append)
+
+
+def test_reporting_context_receives_command_output_and_reports() -> None:
+    seen: list[str] = []
+    with _subprocess.reporting(seen.append):
+        _subprocess.report("starting")
+        _subprocess.run([sys.executable, "-c", "print('hello')"])
+    _subprocess.run([sys.executable, "-c", "print('unseen')"])
+    _subprocess.report("unseen")
+    assert seen == ["starting", "hello"]

@@ -2,18 +2,48 @@
 
 Parsing what a tool printed is left to pure functions next to their callers, so that they can be
 tested on saved outputs.
+
+Progress: inside ``with reporting(sink):`` every line a command prints (and every ``report``ed
+line) also goes to ``sink`` as it comes, so that a build's log can be shown live without passing
+a callback through every layer.
 """
 
 from __future__ import annotations
 
+import contextlib
+import contextvars
 import os
 import subprocess
-from collections.abc import Mapping, Sequence
+import threading
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
+from typing import IO
 
 from openflash.errors import FlashError
 
 TAIL_LINES = 30
+
+_sink: contextvars.ContextVar[Callable[[str], None] | None] = contextvars.ContextVar(
+    "openflash_progress_sink", default=None
+)
+
+
+@contextlib.contextmanager
+def reporting(sink: Callable[[str], None]) -> Iterator[None]:
+    """Send the output of commands run in this context (this thread) to ``sink``."""
+    token = _sink.set(sink)
+    try:
+        yield
+    finally:
+        _sink.reset(token)
+
+
+def report(line: str) -> None:
+    """Send a line of progress to the current sink, if any."""
+    sink = _sink.get()
+    if sink is not None:
+        with contextlib.suppress(Exception):
+            sink(line)
 
 
 @dataclass(frozen=True)
@@ -44,27 +74,33 @@ def run(
     check: bool = True,
     error: type[FlashError] = FlashError,
     hint: str | None = None,
+    on_line: Callable[[str], None] | None = None,
 ) -> Completed:
     """Run ``argv`` and capture its output.
 
     With ``check`` (the default) a non-zero exit raises ``error`` naming the command and quoting
-    the tail of its stderr. A missing program or a timeout always raises ``error``.
+    the tail of its stderr. A missing program or a timeout always raises ``error``. ``on_line``
+    receives each line the command prints (stdout or stderr) as it prints it.
     """
     argv = tuple(str(a) for a in argv)
     shown = " ".join(argv[:3])
+    on_line = on_line or _sink.get()
     try:
-        proc = subprocess.run(
-            argv,
-            capture_output=True,
-            text=True,
-            errors="replace",
-            timeout=timeout,
-            env=dict(env) if env is not None else None,
-            cwd=cwd,
-            input=input,
-            stdin=None if input is not None else subprocess.DEVNULL,
-            check=False,
-        )
+        if on_line is None:
+            proc = subprocess.run(
+                argv,
+                capture_output=True,
+                text=True,
+                errors="replace",
+                timeout=timeout,
+                env=dict(env) if env is not None else None,
+                cwd=cwd,
+                input=input,
+                stdin=None if input is not None else subprocess.DEVNULL,
+                check=False,
+            )
+        else:
+            proc = _streamed(argv, timeout=timeout, env=env, cwd=cwd, input=input, on_line=on_line)
     except FileNotFoundError as e:
         raise error(
             f"cannot run {argv[0]!r}: program not found",
@@ -83,3 +119,56 @@ def run(
             hint=hint or error.hint or "read the command's output above",
         )
     return done
+
+
+def _streamed(
+    argv: tuple[str, ...],
+    *,
+    timeout: float | None,
+    env: Mapping[str, str] | None,
+    cwd: str | os.PathLike[str] | None,
+    input: str | None,
+    on_line: Callable[[str], None],
+) -> subprocess.CompletedProcess[str]:
+    """``subprocess.run`` that also hands every output line to ``on_line`` as it comes."""
+    proc = subprocess.Popen(
+        argv,
+        stdin=subprocess.PIPE if input is not None else subprocess.DEVNULL,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        errors="replace",
+        env=dict(env) if env is not None else None,
+        cwd=cwd,
+    )
+    captured: dict[str, list[str]] = {"stdout": [], "stderr": []}
+
+    def pump(name: str, stream: IO[str]) -> None:
+        for line in stream:
+            captured[name].append(line)
+            with contextlib.suppress(Exception):  # a progress display must not break a build
+                on_line(line.rstrip("\n"))
+
+    readers = [
+        threading.Thread(target=pump, args=("stdout", proc.stdout), daemon=True),
+        threading.Thread(target=pump, args=("stderr", proc.stderr), daemon=True),
+    ]
+    for reader in readers:
+        reader.start()
+    if input is not None:
+        assert proc.stdin is not None
+        with contextlib.suppress(BrokenPipeError):
+            proc.stdin.write(input)
+        proc.stdin.close()
+    try:
+        proc.wait(timeout)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()
+        raise
+    finally:
+        for reader in readers:
+            reader.join(5)
+    return subprocess.CompletedProcess(
+        argv, proc.returncode, "".join(captured["stdout"]), "".join(captured["stderr"])
+    )

@@ -1,7 +1,15 @@
-"""``Endpoint``: the newer form. Used as a decorator it is a queue-style endpoint.
+"""``Endpoint``: the newer form. Used as a decorator it is a queue-style endpoint:
 
     @Endpoint(name="data", cpu=CpuInstanceType.CPU3C_2_4, workers=(0, 3), dependencies=["pandas"])
     async def process(data: dict) -> dict: ...
+
+Used as an object it holds the routes of a load-balanced endpoint, whose handlers share its
+workers (the handlers stay plain functions in Python; ``flash run`` serves them over HTTP):
+
+    api = Endpoint(name="api", cpu=CpuInstanceType.CPU3C_1_2, workers=(1, 3))
+
+    @api.post("/summarize")
+    async def summarize(text: str) -> dict: ...
 
 ``workers=N`` means (0, N); a tuple is (min, max). ``gpu`` and ``cpu`` are exclusive; with neither
 the endpoint asks for any GPU, as in Runpod Flash.
@@ -9,22 +17,44 @@ the endpoint asks for any GPU, as in Runpod Flash.
 
 from __future__ import annotations
 
+import inspect
 import logging
-from collections.abc import Iterable, Mapping
-from typing import Any
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass
+from typing import Any, TypeVar
 
 from openflash.api.hardware import CpuInstanceType, GpuGroup, GpuType
 from openflash.api.remote import _decorator, _reject_unknown
 from openflash.api.resources import (
+    CpuLiveLoadBalancer,
     CpuLiveServerless,
+    CpuLoadBalancerSlsResource,
     CpuServerlessEndpoint,
+    LiveLoadBalancer,
     LiveServerless,
+    LoadBalancerSlsResource,
     ServerlessEndpoint,
     ServerlessResource,
 )
 from openflash.errors import ConfigError
 
-__all__ = ["Endpoint"]
+__all__ = ["RESERVED_PATHS", "Endpoint", "Route"]
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+#: Paths the serving framework keeps for itself on a load-balanced endpoint.
+RESERVED_PATHS = frozenset({"/execute", "/ping"})
+
+
+@dataclass(frozen=True)
+class Route:
+    """One handler of a load-balanced endpoint: ``method path`` runs ``handle`` on a worker."""
+
+    method: str
+    path: str
+    function: Callable[..., Any]
+    handle: Any
+
 
 logger = logging.getLogger("openflash")
 
@@ -111,6 +141,8 @@ class Endpoint:
         self.execution_timeout_ms = execution_timeout_ms
         self.max_concurrency = max_concurrency
         self.image = image
+        self.routes: list[Route] = []
+        self._decorated = False
         if name is not None:
             self._resource(name)  # invalid values fail here, not at decoration
 
@@ -118,7 +150,72 @@ class Endpoint:
     def is_cpu(self) -> bool:
         return self.cpu is not None
 
-    def _resource(self, name: str) -> ServerlessResource:
+    @property
+    def is_load_balanced(self) -> bool:
+        return bool(self.routes)
+
+    # The route form (load-balanced): @api.post("/path") on handlers of one endpoint.
+
+    def get(self, path: str) -> Callable[[F], F]:
+        return self._route("GET", path)
+
+    def post(self, path: str) -> Callable[[F], F]:
+        return self._route("POST", path)
+
+    def put(self, path: str) -> Callable[[F], F]:
+        return self._route("PUT", path)
+
+    def delete(self, path: str) -> Callable[[F], F]:
+        return self._route("DELETE", path)
+
+    def patch(self, path: str) -> Callable[[F], F]:
+        return self._route("PATCH", path)
+
+    def _route(self, method: str, path: str) -> Callable[[F], F]:
+        if self.name is None:
+            raise ConfigError(
+                f"{method.lower()}({path!r}): a load-balanced endpoint needs a name",
+                hint="create it as Endpoint(name='my-api', ...)",
+            )
+        if self._decorated:
+            raise ConfigError(
+                f"endpoint {self.name!r} was used as a direct decorator; it cannot have routes",
+                hint="use one Endpoint per style: @Endpoint(...) or api = Endpoint(...); @api.post",
+            )
+        if not isinstance(path, str) or not path.startswith("/"):
+            raise ConfigError(f"route path {path!r} must start with '/'", hint="e.g. '/process'")
+        if path.rstrip("/") in RESERVED_PATHS:
+            raise ConfigError(
+                f"route path {path!r} of endpoint {self.name!r} is reserved",
+                hint=f"reserved paths: {', '.join(sorted(RESERVED_PATHS))}; pick another",
+            )
+        for route in self.routes:
+            if (route.method, route.path) == (method, path):
+                raise ConfigError(
+                    f"duplicate route {method} {path} on endpoint {self.name!r} (already "
+                    f"{route.function.__name__})",
+                    hint="give each handler its own method and path",
+                )
+
+        def register(fn: F) -> F:
+            if inspect.isclass(fn) or not callable(fn):
+                raise ConfigError(
+                    f"@{method.lower()}({path!r}) decorates functions, not {fn!r}",
+                    hint="put it directly above a def or an async def",
+                )
+            assert self.name is not None
+            resource = self._resource(self.name, load_balanced=True)
+            handle = _decorator(
+                resource, self.dependencies, self.system_dependencies, False, self.max_concurrency
+            )(fn)
+            self.routes.append(Route(method, path, fn, handle))
+            fn.__remote_config__ = handle.__remote_config__  # type: ignore[attr-defined]
+            fn.__is_lb_route_handler__ = True  # type: ignore[attr-defined]
+            return fn
+
+        return register
+
+    def _resource(self, name: str, *, load_balanced: bool = False) -> ServerlessResource:
         fields: dict[str, Any] = {
             "name": name,
             "workersMin": self.workers_min,
@@ -129,13 +226,31 @@ class Endpoint:
         }
         if self.image:
             fields["imageName"] = self.image
+        live = not self.image
         if self.cpu is not None:
-            cls = CpuServerlessEndpoint if self.image else CpuLiveServerless
+            cls: type[ServerlessResource] = {
+                (True, True): CpuLiveLoadBalancer,
+                (True, False): CpuLiveServerless,
+                (False, True): CpuLoadBalancerSlsResource,
+                (False, False): CpuServerlessEndpoint,
+            }[(live, load_balanced)]
             return cls(instanceIds=self.cpu, **fields)
-        cls = ServerlessEndpoint if self.image else LiveServerless
+        cls = {
+            (True, True): LiveLoadBalancer,
+            (True, False): LiveServerless,
+            (False, True): LoadBalancerSlsResource,
+            (False, False): ServerlessEndpoint,
+        }[(live, load_balanced)]
         return cls(gpus=self.gpu or [GpuGroup.ANY], gpuCount=self.gpu_count, **fields)
 
     def __call__(self, obj: Any) -> Any:
+        if self.routes:
+            raise ConfigError(
+                f"endpoint {self.name!r} has routes ({self.routes[0].method} "
+                f"{self.routes[0].path}); it cannot also be used as a direct decorator",
+                hint="use one Endpoint per style: @Endpoint(...) or api = Endpoint(...); @api.post",
+            )
+        self._decorated = True
         name = self.name or getattr(obj, "__name__", None)
         if not name:
             raise ConfigError(

@@ -132,7 +132,7 @@ class _Remote:
 
     def _payload(self) -> tuple[str, bytes]:
         if self._blob is None:
-            obj = self.__wrapped__
+            obj = _shippable(self.__wrapped__)
             _register_by_value(obj)
             try:
                 blob = cloudpickle.dumps(obj)
@@ -315,6 +315,26 @@ def _dependency_names(endpoint: EndpointDef) -> set[str]:
     from packaging.utils import canonicalize_name
 
     return {canonicalize_name(Requirement(d).name) for d in endpoint.dependencies}
+
+
+#: Attributes openflash puts on user functions (route handlers); they stay out of pickles.
+_MARKERS = frozenset({"__remote_config__", "__is_lb_route_handler__", "__flash_local__"})
+
+
+def _shippable(obj: Any) -> Any:
+    """``obj`` as it should travel: a function without openflash's marker attributes."""
+    if not isinstance(obj, types.FunctionType) or not (_MARKERS & obj.__dict__.keys()):
+        return obj
+    clone = types.FunctionType(
+        obj.__code__, obj.__globals__, obj.__name__, obj.__defaults__, obj.__closure__
+    )
+    clone.__kwdefaults__ = obj.__kwdefaults__
+    clone.__qualname__ = obj.__qualname__
+    clone.__module__ = obj.__module__
+    clone.__doc__ = obj.__doc__
+    clone.__annotations__ = obj.__annotations__
+    clone.__dict__.update({k: v for k, v in obj.__dict__.items() if k not in _MARKERS})
+    return clone
 
 
 def _source_dir(obj: Any) -> Path | None:

@@ -11,14 +11,17 @@ from __future__ import annotations
 
 import asyncio
 import atexit
+import collections
 import concurrent.futures
 import contextlib
 import logging
 import os
 import threading
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from openflash import _subprocess
 from openflash._settings import Settings
 from openflash.api.resources import ServerlessResource
 from openflash.backends.base import Backend, WorkerSpec
@@ -64,6 +67,26 @@ class EndpointDef:
         )
 
 
+@dataclass
+class BuildStatus:
+    """How the preparation of one dependency set goes, for dashboards and terminals."""
+
+    state: str = "pending"  # resolving, building, ready, failed
+    error: str | None = None
+    log: collections.deque[str] = field(default_factory=lambda: collections.deque(maxlen=300))
+    started: float = 0.0
+    finished: float | None = None
+
+    def as_dict(self) -> dict[str, object]:
+        return {
+            "state": self.state,
+            "error": self.error,
+            "log": list(self.log),
+            "started": self.started,
+            "finished": self.finished,
+        }
+
+
 @dataclass(frozen=True)
 class Prepared:
     lock: Lock
@@ -83,7 +106,8 @@ class Runtime:
         )
         self.apt = Apt(settings.apt_root, settings.system_base, settings.resolve_ttl)
         self._prepared: dict[_DepsKey, asyncio.Future[Prepared]] = {}
-        self._pools: dict[tuple[str, str, str], Pool] = {}
+        self._status: dict[_DepsKey, BuildStatus] = {}
+        self._pools: dict[tuple[object, ...], Pool] = {}
         self._endpoint_pools: dict[EndpointDef, Pool] = {}
         self._thread = threading.Thread(target=self._run, name="openflash-runtime", daemon=True)
         self._thread.start()
@@ -108,7 +132,31 @@ class Runtime:
         pool = self._endpoint_pools.get(endpoint)
         if pool is None:
             return None
-        return asyncio.run_coroutine_threadsafe(_stats(pool), self.loop).result()
+        if threading.current_thread() is self._thread:
+            return pool.stats()
+        return asyncio.run_coroutine_threadsafe(_stats(pool), self.loop).result(5)
+
+    def prepare(self, endpoint: EndpointDef) -> concurrent.futures.Future[Pool]:
+        """Resolve and build what ``endpoint`` needs now, without calling it."""
+        return asyncio.run_coroutine_threadsafe(self._pool_for(endpoint), self.loop)
+
+    def refresh(self, endpoints: list[EndpointDef]) -> concurrent.futures.Future[list[str]]:
+        """Prepare ``endpoints`` in the background, then stop the pools they replace.
+
+        A pool is replaced when an endpoint of its name now has other dependencies or another
+        config; pools of unchanged endpoints keep their warm workers. Returns the names of the
+        endpoints whose pools were retired.
+        """
+        return asyncio.run_coroutine_threadsafe(self._refresh(endpoints), self.loop)
+
+    def build_status(self, endpoint: EndpointDef) -> dict[str, object]:
+        """How the preparation of ``endpoint``'s environment and layer goes."""
+        build = self._status.get(_deps_key(endpoint))
+        return build.as_dict() if build else BuildStatus().as_dict()
+
+    def status(self, endpoint: EndpointDef) -> dict[str, object]:
+        """The state of ``endpoint``'s environment and its workers."""
+        return {"build": self.build_status(endpoint), "pool": self.pool_stats(endpoint)}
 
     def close(self, timeout: float = 5.0) -> None:
         if self.loop.is_closed():
@@ -139,23 +187,34 @@ class Runtime:
                 hint="drop dockerImage/imageName to run in an openflash environment built from "
                 "dependencies=[...]",
             )
-        prepared = await self._prepare((endpoint.dependencies, endpoint.system_dependencies))
-        key = (endpoint.name, prepared.environment.key, prepared.layer.key)
+        prepared = await self._prepare(_deps_key(endpoint))
+        r = endpoint.resource
+        spec = WorkerSpec(
+            endpoint=endpoint.name,
+            python=prepared.environment.python,
+            runtime_path=prepared.runtime_path,
+            cwd=endpoint.cwd,
+            env={**prepared.layer.env, **(r.env or {})},
+            paths=dict(prepared.layer.paths),
+            gpu_count=r.gpu_count,
+            vcpus=r.cpu_instance.vcpus if r.cpu_instance else None,
+            max_concurrency=endpoint.max_concurrency,
+        )
+        config = endpoint.pool_config()
+        # One pool per endpoint name, environment and layer; a changed config is a new pool.
+        key = (
+            endpoint.name,
+            prepared.environment.key,
+            prepared.layer.key,
+            config,
+            tuple(sorted(spec.env.items())),
+            spec.gpu_count,
+            spec.vcpus,
+            str(spec.cwd),
+        )
         pool = self._pools.get(key)
         if pool is None:
-            r = endpoint.resource
-            spec = WorkerSpec(
-                endpoint=endpoint.name,
-                python=prepared.environment.python,
-                runtime_path=prepared.runtime_path,
-                cwd=endpoint.cwd,
-                env={**prepared.layer.env, **(r.env or {})},
-                paths=dict(prepared.layer.paths),
-                gpu_count=r.gpu_count,
-                vcpus=r.cpu_instance.vcpus if r.cpu_instance else None,
-                max_concurrency=endpoint.max_concurrency,
-            )
-            pool = self._pools[key] = Pool(endpoint.pool_config(), self.backend, spec)
+            pool = self._pools[key] = Pool(config, self.backend, spec)
         self._endpoint_pools[endpoint] = pool
         return pool
 
@@ -172,14 +231,28 @@ class Runtime:
 
     async def _build(self, dependencies: _DepsKey) -> Prepared:
         loop = asyncio.get_running_loop()
-        return await loop.run_in_executor(self._builders, self._build_blocking, *dependencies)
+        return await loop.run_in_executor(self._builders, self._build_blocking, dependencies)
 
-    def _build_blocking(self, python: tuple[str, ...], system: tuple[str, ...]) -> Prepared:
+    def _build_blocking(self, dependencies: _DepsKey) -> Prepared:
+        python, system = dependencies
         s = self.settings
-        layer = self._system_layer(system)  # first: an unknown apt package fails fast
-        lock = resolve(python, store=self.store, uv_cache=s.uv_cache_dir, ttl=s.resolve_ttl)
-        environment = build_environment(self.store, lock.text, uv_cache=s.uv_cache_dir)
-        return Prepared(lock, environment, layer, worker_runtime(self.store))
+        status = self._status[dependencies] = BuildStatus("resolving", started=time.time())
+        try:
+            with _subprocess.reporting(status.log.append):
+                if system:
+                    _subprocess.report(f"system dependencies: {' '.join(system)}")
+                layer = self._system_layer(system)  # first: an unknown apt package fails fast
+                if python:
+                    _subprocess.report(f"resolving with uv: {' '.join(python)}")
+                lock = resolve(python, store=self.store, uv_cache=s.uv_cache_dir, ttl=s.resolve_ttl)
+                status.state = "building"
+                environment = build_environment(self.store, lock.text, uv_cache=s.uv_cache_dir)
+                prepared = Prepared(lock, environment, layer, worker_runtime(self.store))
+        except BaseException as e:
+            status.state, status.error, status.finished = "failed", str(e), time.time()
+            raise
+        status.state, status.finished = "ready", time.time()
+        return prepared
 
     def _system_layer(self, names: tuple[str, ...]) -> SystemLayer:
         if not names:
@@ -190,6 +263,29 @@ class Runtime:
             return SystemLayer()
         return system_layer(names, store=self.store, apt=self.apt, ttl=self.settings.resolve_ttl)
 
+    async def _refresh(self, endpoints: list[EndpointDef]) -> list[str]:
+        results = await asyncio.gather(
+            *(self._pool_for(e) for e in endpoints), return_exceptions=True
+        )
+        current = {id(p) for p in results if isinstance(p, Pool)}
+        for pool in results:
+            if isinstance(pool, Pool):
+                pool.warm()  # workersMin workers run from the start, as on Runpod
+        failed = {
+            e.name for e, p in zip(endpoints, results, strict=True) if not isinstance(p, Pool)
+        }
+        names = {e.name for e in endpoints} - failed  # keep the old pool while the new one fails
+        retired = []
+        for key, pool in list(self._pools.items()):
+            if pool.config.name in names and id(pool) not in current:
+                del self._pools[key]
+                for endpoint, used in list(self._endpoint_pools.items()):
+                    if used is pool:
+                        del self._endpoint_pools[endpoint]
+                retired.append(pool.config.name)
+                await pool.close()
+        return retired
+
     async def _close(self) -> None:
         pools = list(self._pools.values())
         self._pools.clear()
@@ -199,6 +295,10 @@ class Runtime:
 
 async def _stats(pool: Pool) -> dict[str, object]:
     return pool.stats()
+
+
+def _deps_key(endpoint: EndpointDef) -> _DepsKey:
+    return endpoint.dependencies, endpoint.system_dependencies
 
 
 _runtime: Runtime | None = None

@@ -1,10 +1,11 @@
-"""``flash``: the command line. Commands arrive with their issues; this is the entry point."""
+"""``flash``: the command line."""
 
 from __future__ import annotations
 
 import typer
 
 import openflash
+from openflash.cli.run import run
 
 app = typer.Typer(
     name="flash",
@@ -33,6 +34,10 @@ def _root(
 def version() -> None:
     """Print openflash's version."""
     typer.echo(f"openflash {openflash.__version__}")
+
+
+app.command("run")(run)
+app.command("dev", help="Alias of `flash run`.")(run)
 
 
 def main() -> None:

@@ -153,6 +153,7 @@ def build_layer(store: Store, lock: SystemLock, apt: Apt) -> SystemLayer:
     def build(tmp: Path) -> dict[str, object]:
         with apt.locked():
             debs = apt.download(lock.packages)
+        _subprocess.report(f"extracting {len(debs)} packages into layer {key}")
         scripts = _extract(debs, tmp)
         info = _fix_up(tmp, final, scripts)
         write_atomic(tmp / LAYER_INFO, json.dumps(info, indent=1))

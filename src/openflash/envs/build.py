@@ -90,6 +90,7 @@ def build_environment(store: Store, lock_text: str, *, uv_cache: Path) -> Enviro
     key = environment_key(lock_text)
 
     def build(tmp: Path) -> dict[str, object]:
+        _subprocess.report(f"building environment {key} ({len(_lines(lock_text))} packages)")
         _build_venv(tmp, lock_text, uv_cache)
         return {
             "python": python_tag(),

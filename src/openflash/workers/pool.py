@@ -99,6 +99,12 @@ class Pool:
         self._dispatch()
         return await call.future
 
+    def warm(self) -> None:
+        """Start the ``workers_min`` workers now, before the first call."""
+        if not self._started and not self.closed:
+            self._started = True
+            self._ensure_min()
+
     def release_instance(self, instance_id: str) -> None:
         """Drop a class instance from the worker that holds it."""
         self._lost_instances.discard(instance_id)
@@ -117,6 +123,15 @@ class Pool:
             "busy": sum(bool(w.in_flight) for w in self.workers),
             "queued": len(self.queue),
             "pids": [w.pid for w in self.workers if w.pid],
+            "detail": [
+                {
+                    "pid": w.pid,
+                    "state": w.state.value,
+                    "calls": len(w.in_flight),
+                    "gpus": list(w.handle.gpus) if w.handle else [],
+                }
+                for w in self.workers
+            ],
         }
 
     # Dispatch.

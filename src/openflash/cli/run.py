@@ -1,0 +1,141 @@
+"""``flash run`` (alias ``flash dev``): serve a project's endpoints on this machine."""
+
+from __future__ import annotations
+
+import errno
+import ipaddress
+import os
+import socket
+from pathlib import Path
+from typing import Annotated
+
+import typer
+import uvicorn
+from dotenv import load_dotenv
+from rich.console import Console
+from rich.table import Table
+
+from openflash.server.app import create_app
+from openflash.server.security import DEFAULT_MAX_BODY
+
+__all__ = ["run"]
+
+PORT_ATTEMPTS = 20
+console = Console(stderr=True)
+
+
+def run(
+    path: Annotated[Path, typer.Argument(help="The project folder.")] = Path("."),
+    host: Annotated[
+        str, typer.Option(envvar="FLASH_HOST", help="Address to listen on.")
+    ] = "127.0.0.1",
+    port: Annotated[
+        int, typer.Option("--port", "-p", envvar="FLASH_PORT", help="Port to listen on.")
+    ] = 8888,
+    reload: Annotated[
+        bool, typer.Option("--reload/--no-reload", help="Reload routes when files change.")
+    ] = True,
+) -> None:
+    """Serve the project's endpoints over HTTP, with docs at /docs and a dashboard at /."""
+    root = path.resolve()
+    if not root.is_dir():
+        _fail(f"{path} is not a folder", "run flash run in your project folder, or pass its path")
+    os.chdir(root)  # workers start here, as they do under `python file.py`
+    load_dotenv(root / ".env", override=False)
+    api_key = os.environ.get("FLASH_API_KEY") or os.environ.get("RUNPOD_API_KEY") or None
+    if not _is_loopback(host) and not api_key:
+        _fail(
+            f"refusing to listen on {host}, which other machines can reach, without an API key",
+            "set FLASH_API_KEY (or RUNPOD_API_KEY); clients send 'Authorization: Bearer <key>'",
+        )
+    if _is_loopback(host):
+        api_key = (
+            os.environ.get("FLASH_API_KEY") or None
+        )  # a Runpod key alone does not lock localhost
+    max_body = _max_body()
+    app = create_app(root, api_key=api_key, max_body=max_body, reload=reload)
+    sock, bound = _bind(host, port)
+    if bound != port:
+        console.print(f"[yellow]port {port} is taken; using {bound}[/yellow]")
+    _print_routes(app.state.flash, host, bound, api_key is not None)
+    config = uvicorn.Config(app, log_level="warning", lifespan="on", timeout_graceful_shutdown=5)
+    uvicorn.Server(config).run(sockets=[sock])
+
+
+def _fail(message: str, hint: str) -> None:
+    console.print(f"[red]error:[/red] {message}\n[dim]hint:[/dim] {hint}")
+    raise typer.Exit(2)
+
+
+def _is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def _max_body() -> int:
+    text = os.environ.get("FLASH_MAX_BODY", "").strip()
+    if not text:
+        return DEFAULT_MAX_BODY
+    if not text.isdigit() or int(text) < 1:
+        _fail(f"FLASH_MAX_BODY={text!r} is not a number of bytes", "e.g. FLASH_MAX_BODY=10485760")
+    return int(text)
+
+
+def _bind(host: str, port: int) -> tuple[socket.socket, int]:
+    """A listening socket on ``port`` or, if it is taken, on one of the next ones."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    for candidate in range(port, port + PORT_ATTEMPTS + 1):
+        sock = socket.socket(family, socket.SOCK_STREAM)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            sock.bind((host, candidate))
+        except OSError as e:
+            sock.close()
+            if e.errno == errno.EADDRINUSE:
+                continue
+            _fail(f"cannot listen on {host}:{candidate}: {e.strerror}", "check --host")
+        sock.listen(2048)
+        sock.set_inheritable(True)
+        return sock, candidate
+    _fail(f"ports {port} to {port + PORT_ATTEMPTS} are all taken", "pass a free one with --port")
+    raise AssertionError  # unreachable
+
+
+def _print_routes(state: object, host: str, port: int, locked: bool) -> None:
+    from openflash.server.state import ServerState
+
+    assert isinstance(state, ServerState)
+    project = state.project
+    table = Table(title=f"openflash dev server  http://{host}:{port}", title_justify="left")
+    table.add_column("method")
+    table.add_column("path")
+    table.add_column("endpoint")
+    table.add_column("kind", style="dim")
+    for route in project.queue:
+        kind = "queue" + (f" ({route.method} of {route.name})" if route.method else "")
+        table.add_row("POST", f"{route.path}/runsync", route.endpoint_name, kind)
+        if route.short_path:
+            table.add_row(
+                "POST", f"{route.short_path}/runsync", route.endpoint_name, "queue (short)"
+            )
+    for lb in project.lb:
+        table.add_row(lb.method, lb.path, lb.endpoint_name, "load-balanced")
+    console.print(table)
+    if not project.queue and not project.lb:
+        console.print(
+            "[yellow]no endpoints found[/yellow]: decorate functions with "
+            "@Endpoint(...) or @remote(...)"
+        )
+    for failure in project.failures:
+        console.print(
+            f"[red]{failure.file.relative_to(project.root)} failed to import:[/red]\n"
+            f"{failure.traceback}"
+        )
+    console.print(
+        f"dashboard http://{host}:{port}/  ·  docs http://{host}:{port}/docs  ·  "
+        f"jobs also at .../run, .../status/{{id}}" + ("  ·  API key required" if locked else "")
+    )

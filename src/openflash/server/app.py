@@ -1,0 +1,188 @@
+"""The FastAPI app of ``flash run``: the project's routes, jobs, docs, health and dashboard.
+
+/health, /ping              liveness; never touches a worker
+/docs, /openapi.json        Swagger UI from a package's files (works offline)
+/                           the dashboard; /_flash/state is what it shows, as JSON
+everything else             the project's endpoints (routes.py), swapped in place on reload
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+from collections.abc import AsyncIterator
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+from fastapi import FastAPI, HTTPException, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.openapi.docs import get_swagger_ui_html
+from fastapi.responses import FileResponse, HTMLResponse, JSONResponse
+
+from openflash.api.runtime import get_runtime
+from openflash.server.jobs import FINAL, JobJournal
+from openflash.server.security import DEFAULT_MAX_BODY, SecurityMiddleware
+from openflash.server.state import ServerState
+
+__all__ = ["create_app"]
+
+DASHBOARD = Path(__file__).with_name("dashboard")
+_SWAGGER_FILES = {"swagger-ui-bundle.js", "swagger-ui.css", "favicon-32x32.png"}
+
+
+def create_app(
+    root: Path,
+    *,
+    api_key: str | None = None,
+    max_body: int = DEFAULT_MAX_BODY,
+    reload: bool = False,
+    quiet: bool = False,
+) -> FastAPI:
+    """Discover the project at ``root`` and build its app (routes are live at once)."""
+    state = ServerState(root, JobJournal(root.resolve() / ".flash" / "jobs.sqlite3"), quiet=quiet)
+    state.load()
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        state.say(f"serving {len(state.endpoints())} endpoint(s) from {state.root}")
+        recovered = state.jobs.recover()
+        if recovered:
+            state.say(f"resumed {len(recovered)} job(s) the previous server left unfinished")
+        state.prepare()
+        watcher = None
+        if reload:
+            from openflash.server.reload import watch
+
+            watcher = asyncio.get_running_loop().create_task(watch(state, app))
+        try:
+            yield
+        finally:
+            if watcher is not None:
+                watcher.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await watcher
+            await state.jobs.close()
+            state.journal.close()
+
+    app = FastAPI(
+        title=f"openflash: {state.root.name}",
+        description="The endpoints of this project, served by `flash run`.",
+        docs_url=None,
+        redoc_url=None,
+        lifespan=lifespan,
+    )
+    app.state.flash = state
+    app.add_middleware(SecurityMiddleware, api_key=api_key, max_body=max_body)
+    _add_fixed_routes(app, state)
+    state.install(app)
+    return app
+
+
+def _add_fixed_routes(app: FastAPI, state: ServerState) -> None:
+    @app.exception_handler(RequestValidationError)
+    async def invalid(request: Request, exc: RequestValidationError) -> JSONResponse:
+        errors = [{k: v for k, v in e.items() if k in ("loc", "msg", "type")} for e in exc.errors()]
+        return JSONResponse(
+            {"error": "the request does not match the function's parameters", "detail": errors},
+            status_code=422,
+        )
+
+    @app.exception_handler(Exception)
+    async def crashed(request: Request, exc: Exception) -> JSONResponse:
+        return JSONResponse({"error": f"{type(exc).__name__}: {exc}"}, status_code=500)
+
+    @app.get("/health", include_in_schema=False)
+    async def health() -> dict[str, Any]:
+        return {"status": "ok", "endpoints": len(state.endpoints())}
+
+    @app.get("/ping", include_in_schema=False)
+    async def ping() -> dict[str, str]:
+        return {"status": "healthy"}
+
+    @app.get("/docs", include_in_schema=False)
+    async def docs() -> HTMLResponse:
+        return get_swagger_ui_html(
+            openapi_url=app.openapi_url or "/openapi.json",
+            title=f"{app.title} - API",
+            swagger_js_url="/_flash/swagger/swagger-ui-bundle.js",
+            swagger_css_url="/_flash/swagger/swagger-ui.css",
+            swagger_favicon_url="/_flash/swagger/favicon-32x32.png",
+        )
+
+    @app.get("/_flash/swagger/{name}", include_in_schema=False)
+    async def swagger_asset(name: str) -> FileResponse:
+        if name not in _SWAGGER_FILES:
+            raise HTTPException(404)
+        asset = resources.files("fastapi_swagger.resources") / name
+        with resources.as_file(asset) as path:
+            return FileResponse(path)
+
+    @app.get("/", include_in_schema=False)
+    async def dashboard() -> FileResponse:
+        return FileResponse(DASHBOARD / "index.html")
+
+    @app.get("/_flash/static/{name}", include_in_schema=False)
+    async def static(name: str) -> FileResponse:
+        path = DASHBOARD / name
+        if "/" in name or not path.is_file() or name == "index.html":
+            raise HTTPException(404)
+        return FileResponse(path)
+
+    @app.get("/_flash/state", include_in_schema=False)
+    async def flash_state() -> dict[str, Any]:
+        return await asyncio.get_running_loop().run_in_executor(None, _snapshot, state)
+
+
+def _snapshot(state: ServerState) -> dict[str, Any]:
+    """Everything the dashboard shows."""
+    runtime = get_runtime()
+    endpoints = []
+    for endpoint in state.endpoints():
+        routes = [
+            f"POST {r.path}/runsync"
+            for r in state.project.queue
+            if r.endpoint_name == endpoint.name
+        ]
+        routes += [
+            f"{r.method} {r.path}" for r in state.project.lb if r.endpoint_name == endpoint.name
+        ]
+        status = runtime.status(endpoint)
+        resource = endpoint.resource
+        endpoints.append(
+            {
+                "name": endpoint.name,
+                "routes": routes,
+                "hardware": (
+                    f"cpu {resource.cpu_instance.value}"
+                    if resource.cpu_instance
+                    else f"{resource.gpu_count} GPU"
+                ),
+                "workers": [resource.workersMin, resource.workersMax],
+                "dependencies": list(endpoint.dependencies),
+                "system_dependencies": list(endpoint.system_dependencies),
+                **status,
+            }
+        )
+    recent = []
+    for call in reversed(state.recent):
+        item = dict(call)
+        if item["kind"] == "run":
+            job = state.journal.get(item["id"])
+            if job is not None:
+                item["status"] = job.status
+                if job.status in FINAL and job.finished and job.started:
+                    item["seconds"] = job.finished - job.started
+        recent.append(item)
+    return {
+        "project": str(state.root),
+        "time": time.time(),
+        "endpoints": endpoints,
+        "recent": recent[:50],
+        "failures": [
+            {"file": str(f.file.relative_to(state.root)), "traceback": f.traceback}
+            for f in state.project.failures
+        ],
+        "events": list(state.events)[-20:],
+    }

@@ -1,0 +1,205 @@
+"""Find a project's endpoints: import its .py files and collect what is decorated.
+
+Files are those under the project root that neither .gitignore nor .flashignore exclude, outside
+virtual environments, hidden folders, ``.flash/`` and caches. Each is imported under its dotted
+path from the root (``workers/gpu/endpoint.py`` is ``workers.gpu.endpoint``), with the root on
+``sys.path`` so that project modules import each other as they do under ``python file.py``. A file
+that fails to import is reported with its traceback; the others are still served.
+"""
+
+from __future__ import annotations
+
+import importlib
+import importlib.util
+import inspect
+import os
+import sys
+import traceback
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pathspec
+
+from openflash.api.endpoint import Endpoint, Route
+from openflash.api.remote import RemoteClass, RemoteFunction
+
+__all__ = ["ImportFailure", "LBRoute", "Project", "QueueRoute", "discover", "project_files"]
+
+SKIPPED_DIRS = frozenset(
+    {"__pycache__", "node_modules", "site-packages", "venv", "env", "build", "dist", "tests"}
+)
+
+
+@dataclass(frozen=True)
+class QueueRoute:
+    """A queue-style endpoint function (or a method of an endpoint class) and its URL base."""
+
+    path: str
+    module: str
+    file: Path
+    name: str
+    handle: RemoteFunction | RemoteClass
+    #: For a class endpoint: the method this route calls.
+    method: str | None = None
+    #: The short form ``/{file}`` when the file holds a single endpoint function.
+    short_path: str | None = None
+
+    @property
+    def endpoint_name(self) -> str:
+        return self.handle.endpoint.name
+
+
+@dataclass(frozen=True)
+class LBRoute:
+    """A handler of a load-balanced endpoint: ``method`` at ``path``."""
+
+    method: str
+    path: str
+    module: str
+    file: Path
+    route: Route
+
+    @property
+    def endpoint_name(self) -> str:
+        return self.route.handle.endpoint.name
+
+
+@dataclass(frozen=True)
+class ImportFailure:
+    file: Path
+    module: str
+    traceback: str
+
+
+@dataclass
+class Project:
+    root: Path
+    queue: list[QueueRoute] = field(default_factory=list)
+    lb: list[LBRoute] = field(default_factory=list)
+    failures: list[ImportFailure] = field(default_factory=list)
+    modules: dict[Path, str] = field(default_factory=dict)
+
+
+def project_files(root: Path) -> list[Path]:
+    """The project's Python files, sorted, honouring .gitignore and .flashignore."""
+    patterns: list[str] = []
+    for name in (".gitignore", ".flashignore"):
+        ignore = root / name
+        if ignore.is_file():
+            patterns += ignore.read_text(errors="replace").splitlines()
+    spec = pathspec.GitIgnoreSpec.from_lines(patterns)
+    found = []
+    for path in _walk(root):
+        relative = path.relative_to(root).as_posix()
+        if not spec.match_file(relative):
+            found.append(path)
+    return sorted(found)
+
+
+def _walk(root: Path) -> Iterator[Path]:
+    for dirpath, dirnames, filenames in os.walk(root):
+        here = Path(dirpath)
+        dirnames[:] = sorted(
+            d
+            for d in dirnames
+            if not d.startswith(".")
+            and d not in SKIPPED_DIRS
+            and not (here / d / "pyvenv.cfg").exists()
+        )
+        for name in filenames:
+            if name.endswith(".py") and not name.startswith("."):
+                yield here / name
+
+
+def module_name(root: Path, file: Path) -> str:
+    parts = list(file.relative_to(root).with_suffix("").parts)
+    if parts[-1] == "__init__":
+        parts.pop()
+    return ".".join(parts)
+
+
+def import_file(root: Path, file: Path, *, fresh: bool = False) -> Any:
+    """Import ``file`` as its dotted module name (``fresh``: execute it again)."""
+    name = module_name(root, file)
+    if str(root) not in sys.path:
+        sys.path.insert(0, str(root))
+    if fresh:
+        sys.modules.pop(name, None)
+    if all(part.isidentifier() for part in name.split(".")):
+        return importlib.import_module(name)
+    spec = importlib.util.spec_from_file_location(name, file)
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[name] = module
+    try:
+        spec.loader.exec_module(module)
+    except BaseException:
+        sys.modules.pop(name, None)
+        raise
+    return module
+
+
+def discover(root: Path, files: list[Path] | None = None, *, fresh: bool = False) -> Project:
+    """Import the project's files and collect its routes."""
+    root = root.resolve()
+    project = Project(root)
+    for file in files if files is not None else project_files(root):
+        name = module_name(root, file)
+        try:
+            module = import_file(root, file, fresh=fresh)
+        except BaseException as e:  # a broken file must not stop the others
+            if isinstance(e, KeyboardInterrupt):
+                raise
+            text = "".join(traceback.format_exception(type(e), e, e.__traceback__))
+            project.failures.append(ImportFailure(file, name, text))
+            continue
+        project.modules[file] = name
+        _collect(project, module, file)
+    return project
+
+
+def _collect(project: Project, module: Any, file: Path) -> None:
+    base = "/" + module_name(project.root, file).replace(".", "/")
+    functions: list[QueueRoute] = []
+    for attr, value in vars(module).items():
+        if isinstance(value, (RemoteFunction, RemoteClass)):
+            if getattr(value, "__module__", None) != module.__name__:
+                continue  # imported from another module: served there
+            if isinstance(value, RemoteFunction):
+                functions.append(QueueRoute(f"{base}/{attr}", module.__name__, file, attr, value))
+            else:
+                for method in _public_methods(value):
+                    project.queue.append(
+                        QueueRoute(
+                            f"{base}/{attr}/{method}",
+                            module.__name__,
+                            file,
+                            attr,
+                            value,
+                            method=method,
+                        )
+                    )
+        elif isinstance(value, Endpoint) and value.routes:
+            for route in value.routes:
+                if getattr(route.function, "__module__", None) != module.__name__:
+                    continue
+                project.lb.append(
+                    LBRoute(route.method, base + route.path, module.__name__, file, route)
+                )
+    if len(functions) == 1:
+        only = functions[0]
+        functions = [
+            QueueRoute(only.path, only.module, only.file, only.name, only.handle, short_path=base)
+        ]
+    project.queue.extend(functions)
+
+
+def _public_methods(cls: RemoteClass) -> list[str]:
+    target = cls.__wrapped__
+    return [
+        name
+        for name, value in inspect.getmembers(target)
+        if not name.startswith("_") and callable(value)
+    ]

@@ -1,0 +1,316 @@
+"""HTTP routes for a project's endpoints, in the shapes Runpod Flash's dev server uses.
+
+Queue-style (per function, and per public method of an endpoint class):
+
+    POST {base}/runsync        {"input": {<parameters by name>}} -> {"id", "status", "output"}
+    POST {base}/run            -> {"id", "status": "IN_QUEUE"}     (journaled, see jobs.py)
+    GET  {base}/status/{id}    -> {"id", "status", "output" | "error", "delayTime", ...}
+    POST {base}/cancel/{id}
+
+``base`` is ``/{file path}/{function}``, and also ``/{file path}`` when the file holds a single
+endpoint function. Load-balanced handlers are served at ``{METHOD} /{file path}{route path}``:
+their parameters come from the path, the query (GET, DELETE) or a JSON body of parameters by
+name; they answer with the function's return value.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import inspect
+import re
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+from fastapi import APIRouter, Query
+from fastapi.responses import JSONResponse
+from pydantic import BaseModel, create_model
+
+from openflash.api.remote import RemoteClass, RemoteInstance
+from openflash.errors import ExecutionTimeoutError, FlashError, RemoteError
+from openflash.server.calls import call_outcome, input_model, parameters_of, to_json
+from openflash.server.discovery import LBRoute, Project, QueueRoute
+from openflash.server.jobs import JobRunner
+
+__all__ = ["ROUTE_TAG", "RecentCalls", "build_router"]
+
+ROUTE_TAG = "openflash-project"
+_PATH_PARAM = re.compile(r"{([A-Za-z_][A-Za-z0-9_]*)(?::[^}]*)?}")
+#: User errors that mean the request was wrong, as Runpod Flash's dev server maps them.
+_CLIENT_ERRORS = (ValueError, KeyError, TypeError)
+
+RecentCalls = Callable[[dict[str, Any]], None]
+Invoke = Callable[[dict[str, Any]], Awaitable[Any]]
+JobInvoker = Callable[[dict[str, Any]], Awaitable[tuple[str, Any, "str | None"]]]
+
+
+def build_router(
+    project: Project, jobs: JobRunner, record: RecentCalls
+) -> tuple[APIRouter, dict[str, JobInvoker]]:
+    """A router with every route of ``project``, and the job invokers by queue base path."""
+    router = APIRouter(tags=["endpoints"])
+    invokers: dict[str, JobInvoker] = {}
+    instances: dict[int, RemoteInstance] = {}
+    for route in project.queue:
+        invoke = _queue_invoker(route, instances)
+        model = input_model(_target(route), f"{_ident(route.path)}_input")
+        invokers[route.path] = _job_invoker(invoke, model)
+        for base in filter(None, (route.path, route.short_path)):
+            _add_queue_routes(router, route, base, model, invoke, jobs, record)
+    for lb in project.lb:
+        _add_lb_route(router, lb, record)
+    return router, invokers
+
+
+def _ident(path: str) -> str:
+    return re.sub(r"\W", "_", path.strip("/")) or "root"
+
+
+def _target(route: QueueRoute) -> Any:
+    fn = route.handle.__wrapped__
+    return getattr(fn, route.method) if route.method else fn
+
+
+def _queue_invoker(route: QueueRoute, instances: dict[int, RemoteInstance]) -> Invoke:
+    if route.method is None:
+        handle = route.handle
+
+        async def call_function(kwargs: dict[str, Any]) -> Any:
+            return await handle(**kwargs)
+
+        return call_function
+    cls = route.handle
+    assert isinstance(cls, RemoteClass)
+    method = route.method
+
+    async def call_method(kwargs: dict[str, Any]) -> Any:
+        # One instance per class, made with no arguments, as Runpod Flash's dev server does.
+        instance = instances.get(id(cls))
+        if instance is None:
+            instance = instances[id(cls)] = cls()
+        return await getattr(instance, method)(**kwargs)
+
+    return call_method
+
+
+def _add_queue_routes(
+    router: APIRouter,
+    route: QueueRoute,
+    base: str,
+    model: type[BaseModel],
+    invoke: Invoke,
+    jobs: JobRunner,
+    record: RecentCalls,
+) -> None:
+    required = any(f.is_required() for f in model.model_fields.values())
+    request_model = create_model(
+        f"{_ident(base)}_request", input=(model, ...) if required else (model, model())
+    )
+    name = route.name + (f".{route.method}" if route.method else "")
+    summary = (inspect.getdoc(_target(route)) or name).splitlines()[0]
+
+    async def runsync(body: Any) -> JSONResponse:
+        started = asyncio.get_running_loop().time()
+        job_id = _new_id()
+        outcome = await call_outcome(invoke(body.input.model_dump()))
+        record(
+            {
+                "id": job_id,
+                "route": route.path,
+                "endpoint": route.endpoint_name,
+                "kind": "runsync",
+                "status": outcome.status,
+                "seconds": asyncio.get_running_loop().time() - started,
+            }
+        )
+        payload: dict[str, Any] = {"id": job_id, "status": outcome.status}
+        if outcome.status == "COMPLETED":
+            payload["output"] = outcome.output
+        else:
+            payload["error"] = outcome.error
+        return JSONResponse(payload, status_code=outcome.http_status)
+
+    async def run(body: Any) -> JSONResponse:
+        job = jobs.submit(route.path, body.input.model_dump(mode="json"))
+        record(
+            {
+                "id": job.id,
+                "route": route.path,
+                "endpoint": route.endpoint_name,
+                "kind": "run",
+                "status": "IN_QUEUE",
+                "seconds": None,
+            }
+        )
+        return JSONResponse({"id": job.id, "status": job.status})
+
+    async def status(job_id: str) -> JSONResponse:
+        job = jobs.journal.get(job_id)
+        if job is None or job.route != route.path:
+            return JSONResponse({"error": f"no job {job_id!r} on {base}"}, status_code=404)
+        return JSONResponse(job.to_response())
+
+    async def cancel(job_id: str) -> JSONResponse:
+        job = jobs.journal.get(job_id)
+        if job is None or job.route != route.path:
+            return JSONResponse({"error": f"no job {job_id!r} on {base}"}, status_code=404)
+        job = jobs.cancel(job_id) or job
+        return JSONResponse(job.to_response())
+
+    _typed(runsync, body=request_model)
+    _typed(run, body=request_model)
+    router.add_api_route(
+        f"{base}/runsync",
+        runsync,
+        methods=["POST"],
+        summary=f"{summary} (wait)",
+        name=f"{base}/runsync",
+    )
+    router.add_api_route(
+        f"{base}/run", run, methods=["POST"], summary=f"{summary} (job)", name=f"{base}/run"
+    )
+    router.add_api_route(
+        f"{base}/status/{{job_id}}",
+        status,
+        methods=["GET"],
+        summary=f"status of a {name} job",
+        name=f"{base}/status",
+    )
+    router.add_api_route(
+        f"{base}/cancel/{{job_id}}",
+        cancel,
+        methods=["POST"],
+        summary=f"cancel a {name} job",
+        name=f"{base}/cancel",
+    )
+
+
+def _job_invoker(invoke: Invoke, model: type[BaseModel]) -> JobInvoker:
+    """What the job runner calls: the journaled (JSON) input validated again, then the call."""
+
+    async def run_job(payload: dict[str, Any]) -> tuple[str, Any, str | None]:
+        outcome = await call_outcome(invoke(model.model_validate(payload).model_dump()))
+        return outcome.status, outcome.output, outcome.error
+
+    return run_job
+
+
+def _add_lb_route(router: APIRouter, lb: LBRoute, record: RecentCalls) -> None:
+    fn = lb.route.function
+    handle = lb.route.handle
+    path_names = set(_PATH_PARAM.findall(lb.path))
+    params = parameters_of(fn)
+    model_fields = [p for p in params if p.name not in path_names]
+    body_method = lb.method in ("POST", "PUT", "PATCH")
+    signature: list[inspect.Parameter] = []
+    hints = _hints(fn)
+    for p in params:
+        if p.name in path_names:
+            signature.append(
+                inspect.Parameter(
+                    p.name, inspect.Parameter.KEYWORD_ONLY, annotation=hints.get(p.name, str)
+                )
+            )
+        elif not body_method:
+            default = ... if p.default is inspect.Parameter.empty else p.default
+            signature.append(
+                inspect.Parameter(
+                    p.name,
+                    inspect.Parameter.KEYWORD_ONLY,
+                    annotation=hints.get(p.name, str),
+                    default=Query(default),
+                )
+            )
+    body_model = None
+    if body_method and model_fields:
+        body_model = input_model(_without(fn, path_names), f"{_ident(lb.path)}_{lb.method}_body")
+        required = any(f.is_required() for f in body_model.model_fields.values())
+        signature.append(
+            inspect.Parameter(
+                "body",
+                inspect.Parameter.KEYWORD_ONLY,
+                annotation=body_model,
+                default=... if required else None,
+            )
+        )
+
+    async def handler(**values: Any) -> JSONResponse:
+        started = asyncio.get_running_loop().time()
+        body = values.pop("body", None)
+        kwargs = dict(values)
+        if body is not None:
+            kwargs.update(body.model_dump())
+        status_code, content = await _lb_call(handle, kwargs)
+        record(
+            {
+                "id": _new_id(),
+                "route": f"{lb.method} {lb.path}",
+                "endpoint": lb.endpoint_name,
+                "kind": "route",
+                "status": "COMPLETED" if status_code == 200 else "FAILED",
+                "seconds": asyncio.get_running_loop().time() - started,
+            }
+        )
+        return JSONResponse(content, status_code=status_code)
+
+    handler.__signature__ = inspect.Signature(signature)  # type: ignore[attr-defined]
+    summary = (inspect.getdoc(fn) or fn.__name__).splitlines()[0]
+    router.add_api_route(
+        lb.path, handler, methods=[lb.method], summary=summary, name=f"{lb.method} {lb.path}"
+    )
+
+
+async def _lb_call(handle: Any, kwargs: dict[str, Any]) -> tuple[int, Any]:
+    try:
+        result = await handle(**kwargs)
+    except ExecutionTimeoutError as e:
+        return 504, {"detail": str(e)}
+    except RemoteError as e:
+        client = isinstance(e.exception, _CLIENT_ERRORS) or isinstance(e, _CLIENT_ERRORS)
+        return (422 if client else 500), {"detail": str(e)}
+    except FlashError as e:
+        return 500, {"detail": str(e)}
+    try:
+        return 200, to_json(result)
+    except Exception as e:
+        return 500, {"detail": f"the result cannot be sent as JSON: {e}"}
+
+
+def _typed(fn: Callable[..., Any], **annotations: Any) -> None:
+    fn.__signature__ = inspect.Signature(  # type: ignore[attr-defined]
+        [
+            inspect.Parameter(n, inspect.Parameter.KEYWORD_ONLY, annotation=a)
+            for n, a in annotations.items()
+        ]
+    )
+
+
+def _hints(fn: Any) -> dict[str, Any]:
+    import typing
+
+    try:
+        return typing.get_type_hints(fn)
+    except Exception:
+        return {}
+
+
+def _without(fn: Callable[..., Any], names: set[str]) -> Callable[..., Any]:
+    """A stand-in for ``fn`` whose signature lacks ``names`` (path parameters)."""
+    sig = inspect.signature(fn)
+    hints = _hints(fn)
+
+    def stand_in() -> None: ...
+
+    stand_in.__signature__ = sig.replace(  # type: ignore[attr-defined]
+        parameters=[
+            p.replace(annotation=hints.get(p.name, p.annotation))
+            for p in sig.parameters.values()
+            if p.name not in names
+        ]
+    )
+    return stand_in
+
+
+def _new_id() -> str:
+    import uuid
+
+    return uuid.uuid4().hex

@@ -1,0 +1,124 @@
+"""What every request passes before a route: the API key, JSON bodies only, a size cap.
+
+An ASGI middleware (no per-request objects beyond the body it must count):
+
+- with an API key, every path but ``/health`` needs ``Authorization: Bearer <key>``, compared
+  in constant time (401 otherwise);
+- a request body must be JSON (415 otherwise) and at most ``max_body`` bytes (413), whether or
+  not it announces its length.
+"""
+
+from __future__ import annotations
+
+import hmac
+import json
+from collections.abc import Awaitable, Callable, MutableMapping
+from typing import Any
+
+__all__ = ["DEFAULT_MAX_BODY", "SecurityMiddleware"]
+
+DEFAULT_MAX_BODY = 10 * 1024 * 1024
+OPEN_PATHS = frozenset({"/health"})
+
+Scope = MutableMapping[str, Any]
+Message = MutableMapping[str, Any]
+Receive = Callable[[], Awaitable[Message]]
+Send = Callable[[Message], Awaitable[None]]
+ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
+
+
+class SecurityMiddleware:
+    def __init__(self, app: ASGIApp, *, api_key: str | None, max_body: int = DEFAULT_MAX_BODY):
+        self.app = app
+        self.api_key = api_key.encode() if api_key else None
+        self.max_body = max_body
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        headers = {k.decode("latin-1").lower(): v for k, v in scope.get("headers", [])}
+        if self.api_key is not None and scope["path"] not in OPEN_PATHS:
+            given = headers.get("authorization", b"")
+            if not hmac.compare_digest(given, b"Bearer " + self.api_key):
+                await _reply(
+                    send,
+                    401,
+                    "a valid 'Authorization: Bearer <key>' header is required",
+                    extra=[(b"www-authenticate", b"Bearer")],
+                )
+                return
+        length = headers.get("content-length")
+        if length is not None:
+            try:
+                declared = int(length)
+            except ValueError:
+                await _reply(send, 400, f"Content-Length {length!r} is not a number")
+                return
+            if declared > self.max_body:
+                await _reply(send, 413, self._too_large())
+                return
+        if scope["method"] in ("GET", "HEAD", "OPTIONS") or length == b"0":
+            await self.app(scope, receive, send)
+            return
+        body, too_large = await _read_body(receive, self.max_body)
+        if too_large:
+            await _reply(send, 413, self._too_large())
+            return
+        content_type = headers.get("content-type", b"").split(b";")[0].strip().lower()
+        if body and not (content_type == b"application/json" or content_type.endswith(b"+json")):
+            shown = content_type.decode("latin-1") or "none"
+            message = f"request bodies must be JSON (Content-Type: application/json), not {shown}"
+            await _reply(send, 415, message)
+            return
+        await self.app(scope, _replay(body, receive), send)
+
+    def _too_large(self) -> str:
+        return (
+            f"request body is larger than {self.max_body} bytes (FLASH_MAX_BODY); send less "
+            "data, or raise FLASH_MAX_BODY"
+        )
+
+
+async def _read_body(receive: Receive, limit: int) -> tuple[bytes, bool]:
+    chunks: list[bytes] = []
+    size = 0
+    while True:
+        message = await receive()
+        if message["type"] == "http.disconnect":
+            break
+        chunk = message.get("body", b"")
+        size += len(chunk)
+        if size > limit:
+            return b"", True
+        chunks.append(chunk)
+        if not message.get("more_body", False):
+            break
+    return b"".join(chunks), False
+
+
+def _replay(body: bytes, receive: Receive) -> Receive:
+    sent = False
+
+    async def replay() -> Message:
+        nonlocal sent
+        if not sent:
+            sent = True
+            return {"type": "http.request", "body": body, "more_body": False}
+        return await receive()
+
+    return replay
+
+
+async def _reply(
+    send: Send, status: int, error: str, extra: list[tuple[bytes, bytes]] | None = None
+) -> None:
+    payload = json.dumps({"error": error}).encode()
+    headers = [
+        (b"content-type", b"application/json"),
+        (b"content-length", str(len(payload)).encode()),
+    ]
+    await send(
+        {"type": "http.response.start", "status": status, "headers": headers + (extra or [])}
+    )
+    await send({"type": "http.response.body", "body": payload})

@@ -1,0 +1,138 @@
+"""What a running dev server knows: the project, its routes, jobs, recent calls and events.
+
+``load`` discovers the project and builds its routes; ``reload`` does it again after a file
+changed, swapping the routes in place. Endpoints are prepared in the background as soon as they
+are known (a dependency conflict shows in the terminal and on the dashboard before any call), and
+the pools of endpoints whose dependencies or config changed are replaced; the others keep their
+warm workers.
+"""
+
+from __future__ import annotations
+
+import collections
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from fastapi import APIRouter, FastAPI
+
+from openflash.api.runtime import EndpointDef, get_runtime
+from openflash.server.discovery import Project, discover
+from openflash.server.jobs import JobJournal, JobRunner
+from openflash.server.routes import JobInvoker, build_router
+
+__all__ = ["ServerState"]
+
+
+@dataclass
+class ServerState:
+    root: Path
+    journal: JobJournal
+    project: Project = field(init=False)
+    router: APIRouter = field(default_factory=APIRouter)
+    invokers: dict[str, JobInvoker] = field(default_factory=dict)
+    recent: collections.deque[dict[str, Any]] = field(
+        default_factory=lambda: collections.deque(maxlen=200)
+    )
+    events: collections.deque[dict[str, Any]] = field(
+        default_factory=lambda: collections.deque(maxlen=100)
+    )
+    jobs: JobRunner = field(init=False)
+    quiet: bool = False
+
+    def __post_init__(self) -> None:
+        self.root = self.root.resolve()
+        self.project = Project(self.root)
+        self.jobs = JobRunner(self.journal, self.invokers.get)
+
+    def say(self, message: str, level: str = "info") -> None:
+        """Tell the terminal and the dashboard."""
+        self.events.append({"time": time.time(), "level": level, "message": message})
+        if not self.quiet:
+            print(f"flash: {message}", file=sys.stderr, flush=True)
+
+    def record(self, call: dict[str, Any]) -> None:
+        self.recent.append({"time": time.time(), **call})
+
+    def load(self) -> Project:
+        """Discover the project (again) and build its routes."""
+        for name in self.project.modules.values():
+            sys.modules.pop(name, None)  # import the project afresh, as it is on disk now
+        project = discover(self.root)
+        for failure in project.failures:
+            self.say(
+                f"{failure.file.relative_to(self.root)} failed to import; its endpoints are "
+                f"not served:\n{failure.traceback.rstrip()}",
+                "error",
+            )
+        router, invokers = build_router(project, self.jobs, self.record)
+        self.project, self.router = project, router
+        self.invokers.clear()
+        self.invokers.update(invokers)
+        return project
+
+    def install(self, app: FastAPI, previous: APIRouter | None = None) -> None:
+        """Put the current routes in ``app`` (in place of ``previous``'s)."""
+        if previous is not None:
+            stale = {id(r) for r in previous.routes}
+            app.router.routes[:] = [r for r in app.router.routes if id(r) not in stale]
+        app.router.routes.extend(self.router.routes)
+        app.openapi_schema = None
+
+    def reload(self, app: FastAPI) -> None:
+        previous_router = self.router
+        before = {e.name: _fingerprint(e) for e in self.endpoints()}
+        self.load()
+        self.install(app, previous_router)
+        after = {e.name: _fingerprint(e) for e in self.endpoints()}
+        changed = sorted(n for n, f in after.items() if n in before and before[n] != f)
+        added = sorted(set(after) - set(before))
+        self.say(
+            f"reloaded: {len(self.project.queue)} queue and {len(self.project.lb)} "
+            f"load-balanced routes"
+            + (f"; new: {', '.join(added)}" if added else "")
+            + (f"; changed dependencies or config: {', '.join(changed)}" if changed else "")
+        )
+        self.prepare()
+
+    def endpoints(self) -> list[EndpointDef]:
+        """One definition per endpoint name (the first route's)."""
+        seen: dict[str, EndpointDef] = {}
+        for route in self.project.queue:
+            seen.setdefault(route.endpoint_name, route.handle.endpoint)
+        for lb in self.project.lb:
+            seen.setdefault(lb.endpoint_name, lb.route.handle.endpoint)
+        return list(seen.values())
+
+    def prepare(self) -> None:
+        """Build every endpoint's environment in the background; retire replaced pools."""
+        endpoints = self.endpoints()
+        if not endpoints:
+            return
+        future = get_runtime().refresh(endpoints)
+
+        def done(f: Any) -> None:
+            try:
+                retired = f.result()
+            except Exception as e:  # reported per endpoint below
+                self.say(f"preparing endpoints failed: {e}", "error")
+                return
+            for endpoint in endpoints:
+                build = get_runtime().build_status(endpoint)
+                if build["state"] == "failed":
+                    self.say(f"endpoint {endpoint.name!r} cannot start:\n{build['error']}", "error")
+            if retired:
+                self.say(f"replaced the workers of {', '.join(sorted(set(retired)))}")
+
+        future.add_done_callback(done)
+
+
+def _fingerprint(endpoint: EndpointDef) -> tuple[object, ...]:
+    return (
+        endpoint.dependencies,
+        endpoint.system_dependencies,
+        endpoint.pool_config(),
+        tuple(sorted((endpoint.resource.env or {}).items())),
+    )
