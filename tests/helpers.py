@@ -95,3 +95,141 @@ def status_without(
     target.parent.mkdir(parents=True, exist_ok=True)
     target.write_text("\n\n".join(kept) + "\n\n")
     return target
+
+
+def free_port() -> int:
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+class FlashServer:
+    """``flash run`` on a project folder, as a real process with a real uvicorn server."""
+
+    def __init__(
+        self, project: Path, *args: str, port: int | None = None, env: dict[str, str] | None = None
+    ) -> None:
+        self.project = project
+        self.port = port or free_port()  # where it answers
+        self.requested_port = self.port  # what it is asked for
+        self.args = args
+        self.env = {**os.environ, **(env or {})}
+        self.proc: subprocess.Popen[str] | None = None
+        self.log = project / ".flash-test-server.log"
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def start(self, timeout: float = 120) -> FlashServer:
+        import time
+
+        import httpx
+
+        log = self.log.open("a")
+        self.proc = subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "openflash",
+                "run",
+                str(self.project),
+                "--port",
+                str(self.requested_port),
+                *self.args,
+            ],
+            cwd=self.project,
+            env=self.env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            text=True,
+            start_new_session=True,
+        )
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise RuntimeError(
+                    f"flash run exited with {self.proc.returncode}:\n{self.output()}"
+                )
+            try:
+                headers = (
+                    {"Authorization": f"Bearer {self.env['FLASH_API_KEY']}"}
+                    if "FLASH_API_KEY" in self.env
+                    else {}
+                )
+                if httpx.get(f"{self.url}/health", timeout=1, headers=headers).status_code == 200:
+                    return self
+            except httpx.HTTPError:
+                pass
+            time.sleep(0.1)
+        raise RuntimeError(f"flash run did not answer within {timeout} s:\n{self.output()}")
+
+    def output(self) -> str:
+        return self.log.read_text() if self.log.exists() else ""
+
+    def stop(self) -> None:
+        import signal
+
+        if self.proc is not None and self.proc.poll() is None:
+            os.killpg(self.proc.pid, signal.SIGTERM)
+            try:
+                self.proc.wait(15)
+            except subprocess.TimeoutExpired:
+                os.killpg(self.proc.pid, signal.SIGKILL)
+                self.proc.wait()
+
+    def kill(self) -> None:
+        """SIGKILL the server and everything it started, as a crash would."""
+        import signal
+
+        assert self.proc is not None
+        os.killpg(self.proc.pid, signal.SIGKILL)
+        self.proc.wait()
+
+    def __enter__(self) -> FlashServer:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+
+CHROMIUM_FLAGS = (
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-dev-shm-usage",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    # Nothing but this machine: pages must work offline.
+    "--host-resolver-rules=MAP * ~NOTFOUND , EXCLUDE 127.0.0.1",
+)
+
+
+def chromium(url: str, profile: Path, *args: str, budget_ms: int = 5000) -> str:
+    """Load ``url`` in headless Chromium, let its scripts run, and return what it printed."""
+    import shutil
+
+    browser = shutil.which("chromium") or shutil.which("chromium-browser")
+    if browser is None:
+        import pytest
+
+        pytest.skip("Chromium is not installed (.ci/run installs Debian's chromium)")
+    done = subprocess.run(
+        [
+            browser,
+            *CHROMIUM_FLAGS,
+            f"--user-data-dir={profile}",
+            f"--virtual-time-budget={budget_ms}",
+            *args,
+            url,
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert done.returncode == 0, done.stderr[-2000:]
+    return done.stdout

@@ -7,7 +7,7 @@ import runpod_flash
 def test_all_exports_are_exactly_the_public_names() -> None:
     public = {name for name in dir(openflash) if not name.startswith("_")}
     # Subpackages are importable as attributes once loaded; they are not part of the API.
-    subpackages = {"api", "backends", "cli", "deps", "envs", "errors", "workers"}
+    subpackages = {"api", "backends", "cli", "deps", "envs", "errors", "server", "workers"}
     assert public - subpackages == set(openflash.__all__) - {"__version__"}
     for name in openflash.__all__:
         assert getattr(openflash, name) is not None

@@ -53,7 +53,9 @@ def test_lines_are_handed_over_as_they_come_and_still_captured() -> None:
     assert sorted(seen) == ["from stdin", "one", "two"]
     assert done.stdout == "one\nfrom stdin\n" and done.stderr == "two\n"
     with pytest.raises(FlashError, match="did not finish"):
-        _subprocess.run([sys.executable, "-c", "import time; time.sleep(5)"], timeout=0.2, on_line=seen.append)
+        _subprocess.run(
+            [sys.executable, "-c", "import time; time.sleep(5)"], timeout=0.2, on_line=seen.append
+        )
 
 
 def test_reporting_context_receives_command_output_and_reports() -> None:

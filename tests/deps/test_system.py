@@ -197,6 +197,8 @@ def test_a_cached_closure_naming_vanished_versions_is_resolved_again(
 
 def test_a_missing_base_status_is_explained(tmp_path: Path, apt_dir: Path) -> None:
     apt = Apt(apt_dir, tmp_path / "no-status", index_ttl=86400)
-    with pytest.raises(SystemDependencyError, match="cannot read the base system's package list") as info:
+    with pytest.raises(
+        SystemDependencyError, match="cannot read the base system's package list"
+    ) as info:
         resolve_system(("wget",), store=Store(tmp_path), apt=apt, ttl=60)
     assert "FLASH_SYSTEM_BASE" in info.value.hint

@@ -125,8 +125,9 @@ def import_file(root: Path, file: Path, *, fresh: bool = False) -> Any:
     name = module_name(root, file)
     if str(root) not in sys.path:
         sys.path.insert(0, str(root))
-    if fresh:
-        sys.modules.pop(name, None)
+    loaded = sys.modules.get(name)
+    if loaded is not None and (fresh or getattr(loaded, "__file__", None) != str(file)):
+        sys.modules.pop(name, None)  # re-run it, or it is another file of the same name
     if all(part.isidentifier() for part in name.split(".")):
         return importlib.import_module(name)
     spec = importlib.util.spec_from_file_location(name, file)

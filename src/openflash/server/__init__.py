@@ -1,0 +1,1 @@
+"""`flash run`: the local dev server (FastAPI). Only the CLI imports it."""

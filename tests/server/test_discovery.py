@@ -1,0 +1,75 @@
+"""Discovery of a project's endpoints, on the served test project."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import pytest
+
+from openflash.server.discovery import discover, project_files
+
+FIXTURE = Path(__file__).resolve().parents[1] / "fixtures" / "apps" / "served"
+
+
+@pytest.fixture
+def project(tmp_path: Path) -> Path:
+    root = tmp_path / "served"
+    shutil.copytree(FIXTURE, root)
+    return root
+
+
+def test_files_honour_gitignore_and_skip_virtualenvs(project: Path) -> None:
+    names = {p.relative_to(project).as_posix() for p in project_files(project)}
+    assert names == {
+        "broken.py",
+        "cpu_worker.py",
+        "lb_api.py",
+        "models.py",
+        "single.py",
+        "workers/gpu/endpoint.py",
+    }
+
+
+def test_routes_by_file_path_function_and_short_form(project: Path) -> None:
+    found = discover(project)
+    paths = {r.path: r for r in found.queue}
+    assert {
+        "/cpu_worker/process",
+        "/cpu_worker/add",
+        "/cpu_worker/boom",
+        "/cpu_worker/nap",
+        "/cpu_worker/long_job",
+    } <= set(paths)
+    assert paths["/cpu_worker/process"].short_path is None  # several functions in the file
+    assert paths["/single/shout"].short_path == "/single"  # the only one: short form too
+    assert paths["/workers/gpu/endpoint/infer"].short_path == "/workers/gpu/endpoint"
+    assert {r.path: r.method for r in found.queue if r.method} == {
+        "/models/Tally/bump": "bump",
+        "/models/Tally/total": "total",
+    }
+    assert {(r.method, r.path) for r in found.lb} == {
+        ("POST", "/lb_api/compute"),
+        ("GET", "/lb_api/items/{item_id}"),
+        ("PUT", "/lb_api/items/{item_id}"),
+        ("DELETE", "/lb_api/items/{item_id}"),
+        ("PATCH", "/lb_api/items/{item_id}"),
+        ("POST", "/lb_api/fail"),
+    }
+    assert all(r.endpoint_name == "served-lb" for r in found.lb)
+
+
+def test_a_broken_module_is_reported_and_the_rest_found(project: Path) -> None:
+    found = discover(project)
+    [failure] = found.failures
+    assert failure.file.name == "broken.py"
+    assert (
+        "ModuleNotFoundError: No module named 'a_module_that_does_not_exist'" in failure.traceback
+    )
+    assert found.queue and found.lb
+
+
+def test_imported_endpoints_are_served_where_they_are_defined(project: Path) -> None:
+    (project / "reexport.py").write_text("from single import shout  # noqa: F401\n")
+    found = discover(project)
+    assert [r.path for r in found.queue if r.name == "shout"] == ["/single/shout"]
