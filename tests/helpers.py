@@ -217,6 +217,8 @@ def chromium(url: str, profile: Path, *args: str, budget_ms: int = 5000) -> str:
     if browser is None:
         import pytest
 
+        if os.environ.get("OPENFLASH_REQUIRE_BROWSER"):
+            pytest.fail("Chromium is required here (OPENFLASH_REQUIRE_BROWSER) but not installed")
         pytest.skip("Chromium is not installed (.ci/run installs Debian's chromium)")
     done = subprocess.run(
         [
