@@ -18,7 +18,7 @@ from pathlib import Path
 import uv
 
 import openflash
-from bench import cases
+from bench import cases, http
 
 CASES: dict[str, tuple[str, Callable[[cases.Bench, int], list[float]], int, float | None]] = {
     # name: (row label, function, default repetitions, target for the p50 in seconds)
@@ -61,6 +61,9 @@ LAYER_OVERHEAD_TARGET = 0.2
 #: Cold start times the user guide publishes for Runpod Flash, for comparison.
 PUBLISHED = {"cold": "~5-10 s (no dependencies)", "small": "~15-30 s (1-2 packages)"}
 
+#: The dev server's throughput on a trivial queue route, as a share of a bare FastAPI app's.
+HTTP_RATIO_TARGET = 0.5
+
 RESULTS = Path(__file__).with_name("RESULTS.md")
 
 
@@ -75,20 +78,26 @@ def main(argv: list[str] | None = None) -> None:
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.add_argument(
-        "--cases", default=",".join(CASES), help="comma-separated: " + ", ".join(CASES)
+        "--cases",
+        default=",".join([*CASES, "http"]),
+        help="comma-separated: " + ", ".join([*CASES, "http"]),
     )
     parser.add_argument("--reps", type=int, default=None, help="repetitions per case")
     parser.add_argument("--no-write", action="store_true", help="do not rewrite bench/RESULTS.md")
     args = parser.parse_args(argv)
     chosen = [c.strip() for c in args.cases.split(",") if c.strip()]
-    unknown = [c for c in chosen if c not in CASES]
+    unknown = [c for c in chosen if c not in CASES and c != "http"]
     if unknown:
         parser.error(f"unknown case(s) {unknown}; choose from {list(CASES)}")
 
     bench = cases.Bench()
     rows = []
+    http_results = None
     try:
-        for name in chosen:
+        if "http" in chosen:
+            print("running http: flash run against a bare FastAPI app ...", file=sys.stderr)
+            http_results = http.compare(bench.root, bench.environ(bench.root / "home-http"))
+        for name in [c for c in chosen if c != "http"]:
             label, run, reps, target = CASES[name]
             print(f"running {name}: {label} ...", file=sys.stderr, flush=True)
             stats = cases.summary(run(bench, args.reps or reps))
@@ -116,10 +125,27 @@ def main(argv: list[str] | None = None) -> None:
             f"The ffmpeg layer adds {_ms(extra)} to a cold start (p50 against p50; target "
             f"<= {_ms(LAYER_OVERHEAD_TARGET)}: {verdict}).",
         ]
+    if http_results is not None:
+        table += _http_table(http_results)
     print("\n".join(table))
     if not args.no_write:
         RESULTS.write_text(_report(table, chosen))
         print(f"wrote {RESULTS}", file=sys.stderr)
+
+
+def _http_table(results: dict[str, dict[str, float]]) -> list[str]:
+    lines = [
+        "",
+        "| HTTP `POST /echo/runsync`, 32 concurrent clients, 5 s | requests/s | p50 | p99 |",
+        "| --- | --- | --- | --- |",
+    ]
+    for name, r in results.items():
+        lines.append(f"| {name} | {r['rps']:.0f} | {_ms(r['p50'])} | {_ms(r['p99'])} |")
+    ratio = results["openflash"]["rps"] / results["bare FastAPI"]["rps"]
+    verdict = "meets" if ratio >= HTTP_RATIO_TARGET else "misses"
+    lines += ["", f"`flash run` serves {ratio:.2f} of the bare app's throughput (target >= "
+              f"{HTTP_RATIO_TARGET}: {verdict})."]  # fmt: skip
+    return lines
 
 
 def _report(table: list[str], chosen: list[str]) -> str:
@@ -151,6 +177,9 @@ def _report(table: list[str], chosen: list[str]) -> str:
             "- *ffmpeg, layer built*: as the no-dependency cold start, with the layer's variables.",
             "- *warm call*: a trivial call to a running worker, awaited from Python.",
             "- *raw socketpair*: 16 bytes there and back to a bare Python process; the floor.",
+            "- *HTTP*: `flash run` serving a trivial async function (one worker, max_concurrency",
+            "  32) against a bare FastAPI app answering the same JSON in its handler, both under",
+            "  uvicorn, driven in turn by one client process with 32 keep-alive connections.",
             "",
             "Reproduce: `pip install -e . && python -m bench` (about a minute).",
             "",

@@ -56,15 +56,18 @@ class Bench:
         self.program = self.root / "program.py"
         self.program.write_text(PROGRAM)
 
-    def run(
-        self, home: Path, deps: list[str], calls: int, system: list[str] | None = None
-    ) -> list[float]:
-        env = {
+    def environ(self, home: Path) -> dict[str, str]:
+        return {
             **os.environ,
             "FLASH_HOME": str(home),
             "FLASH_UV_CACHE_DIR": str(self.uv_cache),
             "FLASH_APT_DIR": str(self.apt_dir),
         }
+
+    def run(
+        self, home: Path, deps: list[str], calls: int, system: list[str] | None = None
+    ) -> list[float]:
+        env = self.environ(home)
         done = subprocess.run(
             [
                 sys.executable,

@@ -194,23 +194,23 @@ def test_a_missing_shared_library_names_the_package_to_add(tmp_path: Path) -> No
     def load() -> None:
         import ctypes
 
-        ctypes.CDLL("libsndfile.so.1")  # the host lacks libsndfile1
+        ctypes.CDLL("libcdt.so.5")  # the host lacks libcdt5 (a graphviz library)
 
     with pytest.raises(OSError) as info:
         run(load())
     assert isinstance(info.value, RemoteError)
     assert info.value.hint == (
-        'libsndfile.so.1 is in the Debian package "libsndfile1": add it to '
+        'libcdt.so.5 is in the Debian package "libcdt5": add it to '
         "system_dependencies=[...] of endpoint 'sys-missing-lib'"
     )
 
-    @remote(CpuLiveServerless(name="sys-with-lib"), system_dependencies=["libsndfile1"])
+    @remote(CpuLiveServerless(name="sys-with-lib"), system_dependencies=["libcdt5"])
     def load_with_layer() -> str:
         import ctypes
 
-        ctypes.CDLL("libsndfile.so.1")
+        ctypes.CDLL("libcdt.so.5")
         maps = __import__("pathlib").Path("/proc/self/maps").read_text()
-        return next(line.split()[-1] for line in maps.splitlines() if "libsndfile.so" in line)
+        return next(line.split()[-1] for line in maps.splitlines() if "libcdt.so" in line)
 
     assert "/layers/" in run(load_with_layer())
 

@@ -7,7 +7,6 @@ method calls run on one worker that holds the instance.
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import copy
 import difflib
@@ -231,7 +230,7 @@ class RemoteInstance:
 
 async def _run(endpoint: EndpointDef, call: Call) -> Any:
     try:
-        reply = await asyncio.wrap_future(get_runtime().submit(endpoint, call))
+        reply = await get_runtime().call(endpoint, call)
     except FlashError as e:
         # The same error may reach several callers (a shared build, a crashed worker's calls):
         # each gets its own copy, raised here rather than from deep inside the runtime.

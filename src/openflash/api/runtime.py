@@ -36,7 +36,14 @@ from openflash.errors import FlashError
 from openflash.workers.calls import Call, Reply
 from openflash.workers.pool import Pool, PoolConfig
 
-__all__ = ["EndpointDef", "Runtime", "get_runtime", "shutdown"]
+__all__ = [
+    "EndpointDef",
+    "Runtime",
+    "get_runtime",
+    "run_on_current_loop",
+    "shutdown",
+    "shutdown_current_loop",
+]
 
 #: An endpoint's dependency sets: (Python, system).
 _DepsKey = tuple[tuple[str, ...], tuple[str, ...]]
@@ -96,11 +103,24 @@ class Prepared:
 
 
 class Runtime:
-    def __init__(self, settings: Settings, backend: Backend | None = None) -> None:
+    """Pools and preparations on one event loop: a thread of its own, or a loop it is given.
+
+    A server that already runs an event loop (``flash run``) gives it its own loop, so that its
+    requests reach pools without crossing threads.
+    """
+
+    def __init__(
+        self,
+        settings: Settings,
+        backend: Backend | None = None,
+        *,
+        loop: asyncio.AbstractEventLoop | None = None,
+    ) -> None:
         self.settings = settings
         self.store = Store(settings.home)
         self.backend = backend or LocalBackend(require_gpu=settings.require_gpu)
-        self.loop = asyncio.new_event_loop()
+        self._owns_loop = loop is None
+        self.loop = loop or asyncio.new_event_loop()
         self._builders = concurrent.futures.ThreadPoolExecutor(
             max_workers=4, thread_name_prefix="openflash-build"
         )
@@ -109,8 +129,11 @@ class Runtime:
         self._status: dict[_DepsKey, BuildStatus] = {}
         self._pools: dict[tuple[object, ...], Pool] = {}
         self._endpoint_pools: dict[EndpointDef, Pool] = {}
-        self._thread = threading.Thread(target=self._run, name="openflash-runtime", daemon=True)
-        self._thread.start()
+        if self._owns_loop:
+            self._thread = threading.Thread(target=self._run, name="openflash-runtime", daemon=True)
+            self._thread.start()
+        else:
+            self._thread = threading.current_thread()
 
     def _run(self) -> None:
         asyncio.set_event_loop(self.loop)
@@ -120,6 +143,12 @@ class Runtime:
 
     def submit(self, endpoint: EndpointDef, call: Call) -> concurrent.futures.Future[Reply]:
         return asyncio.run_coroutine_threadsafe(self._submit(endpoint, call), self.loop)
+
+    async def call(self, endpoint: EndpointDef, call: Call) -> Reply:
+        """Run ``call`` from whichever event loop awaits it."""
+        if asyncio.get_running_loop() is self.loop:
+            return await self._submit(endpoint, call)
+        return await asyncio.wrap_future(self.submit(endpoint, call))
 
     def release_instance(self, endpoint: EndpointDef, instance_id: str) -> None:
         if self.loop.is_closed():
@@ -161,6 +190,13 @@ class Runtime:
     def close(self, timeout: float = 5.0) -> None:
         if self.loop.is_closed():
             return
+        if not self._owns_loop:
+            if self.loop.is_running() and threading.current_thread() is not self._thread:
+                future = asyncio.run_coroutine_threadsafe(self._close(), self.loop)
+                with contextlib.suppress(concurrent.futures.TimeoutError, RuntimeError):
+                    future.result(timeout)
+            self._builders.shutdown(wait=False, cancel_futures=True)
+            return
         if self._thread.is_alive():
             future = asyncio.run_coroutine_threadsafe(self._close(), self.loop)
             with contextlib.suppress(concurrent.futures.TimeoutError, RuntimeError):
@@ -169,6 +205,11 @@ class Runtime:
             self._thread.join(timeout)
         if not self._thread.is_alive():
             self.loop.close()
+        self._builders.shutdown(wait=False, cancel_futures=True)
+
+    async def aclose(self) -> None:
+        """Stop every pool, from the runtime's own loop."""
+        await self._close()
         self._builders.shutdown(wait=False, cancel_futures=True)
 
     # On the runtime loop.
@@ -315,6 +356,24 @@ def get_runtime() -> Runtime:
         if _runtime is None:
             _runtime = Runtime(Settings.from_env())
         return _runtime
+
+
+def run_on_current_loop() -> Runtime:
+    """Make the process's runtime live on the running event loop (a server's), and return it."""
+    global _runtime
+    shutdown()
+    with _runtime_lock:
+        _runtime = Runtime(Settings.from_env(), loop=asyncio.get_running_loop())
+        return _runtime
+
+
+async def shutdown_current_loop() -> None:
+    """Stop the runtime ``run_on_current_loop`` made, from that loop."""
+    global _runtime
+    with _runtime_lock:
+        runtime, _runtime = _runtime, None
+    if runtime is not None:
+        await runtime.aclose()
 
 
 def shutdown() -> None:

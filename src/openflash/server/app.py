@@ -21,7 +21,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.openapi.docs import get_swagger_ui_html
 from fastapi.responses import FileResponse, HTMLResponse, JSONResponse
 
-from openflash.api.runtime import get_runtime
+from openflash.api.runtime import get_runtime, run_on_current_loop, shutdown_current_loop
 from openflash.server.jobs import FINAL, JobJournal
 from openflash.server.security import DEFAULT_MAX_BODY, SecurityMiddleware
 from openflash.server.state import ServerState
@@ -46,6 +46,7 @@ def create_app(
 
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        run_on_current_loop()  # pools on the server's loop: requests reach them directly
         state.say(f"serving {len(state.endpoints())} endpoint(s) from {state.root}")
         recovered = state.jobs.recover()
         if recovered:
@@ -65,6 +66,7 @@ def create_app(
                     await watcher
             await state.jobs.close()
             state.journal.close()
+            await shutdown_current_loop()
 
     app = FastAPI(
         title=f"openflash: {state.root.name}",
