@@ -179,3 +179,52 @@ def test_endpoint_cloud_only_arguments_are_ignored(caplog: pytest.LogCaptureFixt
     with caplog.at_level(logging.DEBUG, logger="openflash"):
         Endpoint("a", datacenter="EU-RO-1", flashboot=False, scaler_value=2)
     assert "Endpoint(datacenter='EU-RO-1') only applies on Runpod's cloud" in caplog.text
+
+
+def test_route_form_registers_handlers_and_keeps_them_plain_functions() -> None:
+    api = Endpoint(name="routes", cpu=CpuInstanceType.CPU3C_1_2, workers=(1, 3))
+
+    @api.post("/sum")
+    def total(values: list[int]) -> int:
+        return sum(values)
+
+    @api.get("/items/{item_id}")
+    async def item(item_id: int) -> dict: ...
+
+    assert total([1, 2]) == 3  # still callable in-process
+    assert api.is_load_balanced
+    assert [(r.method, r.path) for r in api.routes] == [
+        ("POST", "/sum"),
+        ("GET", "/items/{item_id}"),
+    ]
+    assert api.routes[0].handle.endpoint.name == "routes"
+    assert type(api.routes[0].handle.endpoint.resource).__name__ == "CpuLiveLoadBalancer"
+
+
+@pytest.mark.parametrize("path", ["/execute", "/ping", "/ping/"])
+def test_reserved_route_paths_are_refused(path: str) -> None:
+    api = Endpoint(name="routes")
+    with pytest.raises(ConfigError, match="is reserved"):
+        api.post(path)
+
+
+def test_route_form_errors() -> None:
+    api = Endpoint(name="routes")
+
+    @api.post("/a")
+    def a() -> None: ...
+
+    with pytest.raises(ConfigError, match="duplicate route POST /a"):
+        api.post("/a")
+    with pytest.raises(ConfigError, match="must start with '/'"):
+        api.get("nope")
+    with pytest.raises(ConfigError, match="cannot also be used as a direct decorator"):
+        api(lambda: None)
+    with pytest.raises(ConfigError, match="needs a name"):
+        Endpoint().get("/x")
+    used = Endpoint(name="queue")
+    used(lambda: None)
+    with pytest.raises(ConfigError, match="cannot have routes"):
+        used.get("/x")
+    with pytest.raises(ConfigError, match="decorates functions"):
+        Endpoint(name="r").post("/c")(type("C", (), {}))

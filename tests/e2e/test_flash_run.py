@@ -176,6 +176,13 @@ def test_load_balanced_routes(server: FlashServer) -> None:
     assert r.status_code == 500 and "RuntimeError: broken" in r.json()["detail"]
 
 
+def test_an_endpoint_that_cannot_be_built_fails_its_calls_clearly(server: FlashServer) -> None:
+    r = post(server, "/conflict/runsync", {"input": {}})
+    assert r.status_code == 500 and r.json()["status"] == "FAILED"
+    assert "cannot be installed together" in r.json()["error"]
+    assert "endpoint 'served-conflict' cannot start" in server.output()  # told at start-up
+
+
 def test_health_and_ping_do_not_touch_workers(server: FlashServer) -> None:
     assert httpx.get(f"{server.url}/health").json()["status"] == "ok"
     assert httpx.get(f"{server.url}/ping").json() == {"status": "healthy"}
@@ -203,6 +210,12 @@ def test_dashboard_renders_in_chromium(server: FlashServer, tmp_path: Path) -> N
     assert re.search(r'class="worker (idle|busy)" data-pid="\d+"', dom)  # served-lb keeps 1 warm
     assert "/single/shout" in dom and "COMPLETED" in dom  # the recent call
     assert "broken.py failed to import" in dom
+    # An endpoint whose dependencies conflict shows as failed, with uv's explanation.
+    assert re.search(
+        r'data-endpoint="served-conflict">.*?badge failed.*?requests==2\.32\.3 depends on urllib3',
+        dom,
+        re.S,
+    )
     shot = tmp_path / "dashboard.png"
     chromium(
         f"{server.url}/", tmp_path / "profile2", f"--screenshot={shot}", "--window-size=1280,900"
