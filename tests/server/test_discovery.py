@@ -23,6 +23,7 @@ def test_files_honour_gitignore_and_skip_virtualenvs(project: Path) -> None:
     names = {p.relative_to(project).as_posix() for p in project_files(project)}
     assert names == {
         "broken.py",
+        "conflict.py",
         "cpu_worker.py",
         "lb_api.py",
         "models.py",
