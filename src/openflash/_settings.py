@@ -6,8 +6,11 @@
 - FLASH_RESOLVE_TTL: seconds a resolution is reused before uv is asked again; default 86400.
 - FLASH_REQUIRE_GPU: 1 makes a GPU endpoint on a machine without GPUs an error; default 0.
 - FLASH_SYSTEM_DEPS: how system_dependencies are provided: "layer" (default: downloaded and
-  extracted into a cached layer, the host untouched) or "host" (apt-get install on the host, as
-  root; for disposable machines and containers).
+  extracted into a cached layer, the host untouched), "host" (apt-get install on the host, as
+  root; for disposable machines and containers) or "none" (the image already has them: what
+  `flash build`'s images set).
+- FLASH_PREBUILT_ENV: a virtual environment to run every endpoint in, instead of resolving and
+  building (what `flash build`'s images set, one endpoint per image).
 - FLASH_APT_DIR: apt's private index, .deb cache and state; default $FLASH_HOME/apt.
 - FLASH_SYSTEM_BASE: the dpkg status file describing what a worker's base system already has;
   default /var/lib/dpkg/status (this machine's).
@@ -36,6 +39,7 @@ class Settings:
     system_deps_mode: str = "layer"
     apt_dir: Path | None = None
     system_base: Path = Path("/var/lib/dpkg/status")
+    prebuilt_env: Path | None = None
 
     @property
     def apt_root(self) -> Path:
@@ -49,10 +53,10 @@ class Settings:
         cache_text = env.get("FLASH_UV_CACHE_DIR")
         uv_cache = Path(cache_text).expanduser().absolute() if cache_text else home / "uv-cache"
         mode = env.get("FLASH_SYSTEM_DEPS", "").strip().lower() or "layer"
-        if mode not in ("layer", "host"):
+        if mode not in ("layer", "host", "none"):
             raise ConfigError(
                 f"FLASH_SYSTEM_DEPS={mode!r} is not a way to provide system dependencies",
-                hint="set FLASH_SYSTEM_DEPS=layer (the default) or FLASH_SYSTEM_DEPS=host",
+                hint="set FLASH_SYSTEM_DEPS to layer (the default), host or none",
             )
         return cls(
             home=home,
@@ -62,6 +66,7 @@ class Settings:
             system_deps_mode=mode,
             apt_dir=_path(env, "FLASH_APT_DIR"),
             system_base=_path(env, "FLASH_SYSTEM_BASE") or Path("/var/lib/dpkg/status"),
+            prebuilt_env=_path(env, "FLASH_PREBUILT_ENV"),
         )
 
 

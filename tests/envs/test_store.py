@@ -138,3 +138,50 @@ def test_remove_takes_an_entry_away_at_once(tmp_path: Path) -> None:
     assert store.remove("layers", "l1") is False
     assert [e["event"] for e in store.events()] == ["built", "removed"]
     store.build_once("layers", "l1", lambda tmp: {})  # and it can be built again
+
+
+def test_disk_usage_counts_shared_hardlinks_once_like_du(tmp_path: Path) -> None:
+    import os
+    import subprocess
+
+    store = Store(tmp_path)
+
+    def build(tmp: Path) -> dict[str, object]:
+        (tmp / "own.bin").write_bytes(os.urandom(50_000))
+        return {}
+
+    a = store.build_once("envs", "a", build)
+    b = store.build_once("envs", "b", build)
+    shared = tmp_path / "shared.bin"
+    shared.write_bytes(os.urandom(300_000))
+    os.link(shared, a / "shared.bin")
+    os.link(shared, b / "shared.bin")
+    os.symlink("own.bin", b / "link")
+    entries = store.entries("envs")
+    sizes = store.disk_usage(entries)
+    du = subprocess.run(["du", "-sB1", str(a), str(b)], capture_output=True, text=True, check=True)
+    expected = {
+        f"envs/{Path(line.split()[1]).name}": int(line.split()[0])
+        for line in du.stdout.splitlines()
+    }
+    assert sizes == expected
+    assert sizes["envs/a"] > sizes["envs/b"] > 0  # the shared file counts for the first only
+
+
+def test_entries_in_use_are_busy_and_not_removed(tmp_path: Path) -> None:
+    store = Store(tmp_path)
+    store.build_once("envs", "e", lambda tmp: {})
+    assert not store.busy("envs", "e")
+    held = store.hold("envs", "e")
+    try:
+        assert store.busy("envs", "e")
+        with pytest.raises(OSError, match="in use by a running openflash process"):
+            store.remove("envs", "e")
+    finally:
+        held.close()
+    assert not store.busy("envs", "e")
+    store.record_use("envs", "e", "ep1")
+    store.record_use("envs", "e", "ep2")
+    [entry] = store.entries("envs")
+    assert store.usage(entry)["endpoints"] == ["ep1", "ep2"]
+    assert store.remove("envs", "e")

@@ -106,6 +106,7 @@ def _decorator(
             dependencies=deps,
             system_dependencies=system,
             max_concurrency=max_concurrency,
+            source_dir=_source_dir(obj),
         )
         handle = (
             RemoteClass(obj, endpoint) if inspect.isclass(obj) else RemoteFunction(obj, endpoint)

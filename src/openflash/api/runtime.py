@@ -20,6 +20,7 @@ import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import IO
 
 from openflash import _subprocess
 from openflash._settings import Settings
@@ -27,8 +28,15 @@ from openflash.api.resources import ServerlessResource
 from openflash.backends.base import Backend, WorkerSpec
 from openflash.backends.local import LocalBackend
 from openflash.deps.apt import Apt
+from openflash.deps.lockfile import LockEntry, LockFile, find_lockfile
 from openflash.deps.resolve import Lock, resolve
-from openflash.deps.system import SystemLayer, system_layer
+from openflash.deps.system import (
+    SystemLayer,
+    SystemLock,
+    build_layer,
+    distribution_release,
+    system_layer,
+)
 from openflash.envs.build import Environment, build_environment
 from openflash.envs.runtime import worker_runtime
 from openflash.envs.store import Store
@@ -45,8 +53,8 @@ __all__ = [
     "shutdown_current_loop",
 ]
 
-#: An endpoint's dependency sets: (Python, system).
-_DepsKey = tuple[tuple[str, ...], tuple[str, ...]]
+#: An endpoint's dependency sets (Python, system) and the flash.lock that may pin them.
+_DepsKey = tuple[tuple[str, ...], tuple[str, ...], "Path | None"]
 
 logger = logging.getLogger("openflash")
 
@@ -61,6 +69,12 @@ class EndpointDef:
     system_dependencies: tuple[str, ...] = ()
     max_concurrency: int = 1
     cwd: Path = field(default_factory=Path.cwd)
+    #: The folder of the decorated function's file: where its project's flash.lock is looked for.
+    source_dir: Path | None = None
+
+    @property
+    def lockfile(self) -> Path | None:
+        return find_lockfile(self.source_dir or self.cwd)
 
     def pool_config(self) -> PoolConfig:
         r = self.resource
@@ -127,6 +141,8 @@ class Runtime:
         self.apt = Apt(settings.apt_root, settings.system_base, settings.resolve_ttl)
         self._prepared: dict[_DepsKey, asyncio.Future[Prepared]] = {}
         self._status: dict[_DepsKey, BuildStatus] = {}
+        self._stale_warned: set[str] = set()
+        self._holds: list[IO[bytes]] = []
         self._pools: dict[tuple[object, ...], Pool] = {}
         self._endpoint_pools: dict[EndpointDef, Pool] = {}
         if self._owns_loop:
@@ -168,6 +184,13 @@ class Runtime:
     def prepare(self, endpoint: EndpointDef) -> concurrent.futures.Future[Pool]:
         """Resolve and build what ``endpoint`` needs now, without calling it."""
         return asyncio.run_coroutine_threadsafe(self._pool_for(endpoint), self.loop)
+
+    def build(self, endpoint: EndpointDef) -> Prepared:
+        """Resolve and build ``endpoint``'s environment and layer in this thread (no workers).
+
+        Progress lines go to this thread's ``_subprocess.reporting`` sink.
+        """
+        return self._build_blocking(_deps_key(endpoint))
 
     def refresh(self, endpoints: list[EndpointDef]) -> concurrent.futures.Future[list[str]]:
         """Prepare ``endpoints`` in the background, then stop the pools they replace.
@@ -228,7 +251,20 @@ class Runtime:
                 hint="drop dockerImage/imageName to run in an openflash environment built from "
                 "dependencies=[...]",
             )
-        prepared = await self._prepare(_deps_key(endpoint))
+        key = _deps_key(endpoint)
+        if key[2] is not None and endpoint.name not in self._stale_warned:
+            stale = LockFile.read(key[2]).stale(endpoint.name, key[0], key[1])
+            if stale is not None:
+                self._stale_warned.add(endpoint.name)
+                logger.warning(
+                    "openflash: endpoint %r no longer matches %s (locked %s, now %s); it is "
+                    "resolved afresh. Run `flash lock` to lock it again.",
+                    endpoint.name,
+                    key[2],
+                    list(stale.dependencies),
+                    list(key[0]),
+                )
+        prepared = await self._prepare(key)
         r = endpoint.resource
         spec = WorkerSpec(
             endpoint=endpoint.name,
@@ -256,6 +292,9 @@ class Runtime:
         pool = self._pools.get(key)
         if pool is None:
             pool = self._pools[key] = Pool(config, self.backend, spec)
+            self.store.record_use("envs", prepared.environment.key, endpoint.name)
+            if prepared.layer.key:
+                self.store.record_use("layers", prepared.layer.key, endpoint.name)
         self._endpoint_pools[endpoint] = pool
         return pool
 
@@ -275,34 +314,67 @@ class Runtime:
         return await loop.run_in_executor(self._builders, self._build_blocking, dependencies)
 
     def _build_blocking(self, dependencies: _DepsKey) -> Prepared:
-        python, system = dependencies
+        python, system, lockfile = dependencies
         s = self.settings
         status = self._status[dependencies] = BuildStatus("resolving", started=time.time())
+        if s.prebuilt_env is not None:  # an image made by `flash build`: all is installed
+            environment = Environment("prebuilt", s.prebuilt_env)
+            status.state, status.finished = "ready", time.time()
+            return Prepared(
+                Lock(python, "", time.time()),
+                environment,
+                SystemLayer(),
+                worker_runtime(self.store),
+            )
         try:
             with _subprocess.reporting(status.log.append):
+                entry = self._locked(lockfile, python, system)
                 if system:
                     _subprocess.report(f"system dependencies: {' '.join(system)}")
-                layer = self._system_layer(system)  # first: an unknown apt package fails fast
-                if python:
-                    _subprocess.report(f"resolving with uv: {' '.join(python)}")
-                lock = resolve(python, store=self.store, uv_cache=s.uv_cache_dir, ttl=s.resolve_ttl)
+                layer = self._system_layer(system, entry)  # first: unknown apt packages fail fast
+                if entry is not None:
+                    _subprocess.report(f"installing the versions locked in {lockfile}")
+                    lock = Lock(python, entry.lock_text(), time.time())
+                else:
+                    if python:
+                        _subprocess.report(f"resolving with uv: {' '.join(python)}")
+                    lock = resolve(
+                        python, store=self.store, uv_cache=s.uv_cache_dir, ttl=s.resolve_ttl
+                    )
                 status.state = "building"
                 environment = build_environment(self.store, lock.text, uv_cache=s.uv_cache_dir)
                 prepared = Prepared(lock, environment, layer, worker_runtime(self.store))
+                # In use while this process runs: `flash env prune` leaves them alone.
+                self._holds.append(self.store.hold("envs", environment.key))
+                if layer.key:
+                    self._holds.append(self.store.hold("layers", layer.key))
         except BaseException as e:
             status.state, status.error, status.finished = "failed", str(e), time.time()
             raise
         status.state, status.finished = "ready", time.time()
         return prepared
 
-    def _system_layer(self, names: tuple[str, ...]) -> SystemLayer:
-        if not names:
+    def _system_layer(self, names: tuple[str, ...], entry: LockEntry | None) -> SystemLayer:
+        if not names or self.settings.system_deps_mode == "none":
             return SystemLayer()
         if self.settings.system_deps_mode == "host":
             with self.apt.locked():
                 self.apt.install_on_host(names)
             return SystemLayer()
+        if entry is not None:
+            locked = SystemLock(
+                names, tuple(entry.system_packages), distribution_release(), time.time()
+            )
+            return build_layer(self.store, locked, self.apt)
         return system_layer(names, store=self.store, apt=self.apt, ttl=self.settings.resolve_ttl)
+
+    def _locked(
+        self, path: Path | None, python: tuple[str, ...], system: tuple[str, ...]
+    ) -> LockEntry | None:
+        """The flash.lock entry pinning these sets, if the project has one."""
+        if path is None:
+            return None
+        return LockFile.read(path).find(python, system)
 
     async def _refresh(self, endpoints: list[EndpointDef]) -> list[str]:
         results = await asyncio.gather(
@@ -332,6 +404,9 @@ class Runtime:
         self._pools.clear()
         self._endpoint_pools.clear()
         await asyncio.gather(*(p.close() for p in pools), return_exceptions=True)
+        holds, self._holds = self._holds, []
+        for handle in holds:
+            handle.close()
 
 
 async def _stats(pool: Pool) -> dict[str, object]:
@@ -339,7 +414,7 @@ async def _stats(pool: Pool) -> dict[str, object]:
 
 
 def _deps_key(endpoint: EndpointDef) -> _DepsKey:
-    return endpoint.dependencies, endpoint.system_dependencies
+    return endpoint.dependencies, endpoint.system_dependencies, endpoint.lockfile
 
 
 _runtime: Runtime | None = None

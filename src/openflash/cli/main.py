@@ -5,6 +5,11 @@ from __future__ import annotations
 import typer
 
 import openflash
+from openflash.cli.build import build
+from openflash.cli.check import check
+from openflash.cli.env import app as env_app
+from openflash.cli.init import init
+from openflash.cli.lock import lock
 from openflash.cli.run import run
 
 app = typer.Typer(
@@ -38,6 +43,11 @@ def version() -> None:
 
 app.command("run")(run)
 app.command("dev", help="Alias of `flash run`.")(run)
+app.command("init")(init)
+app.command("check")(check)
+app.command("lock")(lock)
+app.add_typer(env_app, name="env")
+app.command("build")(build)
 
 
 def main() -> None:

@@ -35,8 +35,15 @@ def run(
     reload: Annotated[
         bool, typer.Option("--reload/--no-reload", help="Reload routes when files change.")
     ] = True,
+    only: Annotated[
+        list[str] | None,
+        typer.Option("--only", envvar="FLASH_ENDPOINTS", help="Serve only this endpoint (repeat)."),
+    ] = None,
 ) -> None:
-    """Serve the project's endpoints over HTTP, with docs at /docs and a dashboard at /."""
+    """Serve the project's endpoints over HTTP, with docs at /docs and a dashboard at /.
+
+    Example: flash run --port 8888
+    """
     root = path.resolve()
     if not root.is_dir():
         _fail(f"{path} is not a folder", "run flash run in your project folder, or pass its path")
@@ -53,7 +60,10 @@ def run(
             os.environ.get("FLASH_API_KEY") or None
         )  # a Runpod key alone does not lock localhost
     max_body = _max_body()
-    app = create_app(root, api_key=api_key, max_body=max_body, reload=reload)
+    names = frozenset(n.strip() for item in only or [] for n in item.split(",") if n.strip())
+    app = create_app(root, api_key=api_key, max_body=max_body, reload=reload, only=names or None)
+    if names and not app.state.flash.endpoints():
+        _fail(f"no endpoint named {', '.join(sorted(names))} in {root}", "check --only's names")
     sock, bound = _bind(host, port)
     if bound != port:
         console.print(f"[yellow]port {port} is taken; using {bound}[/yellow]")

@@ -14,17 +14,20 @@ import json
 import logging
 import re
 import sys
+import tempfile
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 from openflash import _subprocess
+from openflash.deps.lockfile import LockedPackage, parse_hashed
 from openflash.envs.build import local_files_fingerprint, platform_tag, python_tag
 from openflash.envs.store import Store, content_key, write_atomic
 from openflash.envs.uv import uv_argv, uv_environ
 from openflash.errors import DependencyConflictError, DependencyError
 
-__all__ = ["Lock", "failure_to_error", "parse_lock", "resolve"]
+__all__ = ["Lock", "failure_to_error", "parse_lock", "resolve", "resolve_pinned"]
 
 logger = logging.getLogger("openflash")
 
@@ -135,6 +138,59 @@ def resolve(
     payload = {"specs": list(specs), "lock": lock.text, "resolved_at": lock.resolved_at}
     write_atomic(cache_file, json.dumps(payload, indent=1))
     return lock
+
+
+def resolve_pinned(
+    specs: tuple[str, ...],
+    *,
+    uv_cache: Path,
+    previous: list[LockedPackage] | None = None,
+    upgrade: bool | Sequence[str] = False,
+) -> list[LockedPackage]:
+    """Resolve for ``flash lock``: with hashes, keeping ``previous`` versions where they fit.
+
+    ``upgrade=True`` ignores the previous versions; a list of names lets only those move.
+    """
+    if not specs:
+        return []
+    with tempfile.TemporaryDirectory(prefix="openflash-lock-") as tmp:
+        output = Path(tmp) / "lock.txt"
+        if previous and upgrade is not True:
+            # uv prefers the versions already in its output file: the lock stays put.
+            output.write_text(
+                "".join(f"{p.name}=={p.version}\n" for p in previous if "://" not in p.version)
+            )
+        extra = (
+            []
+            if isinstance(upgrade, bool)
+            else [a for n in upgrade for a in ("--upgrade-package", n)]
+        )
+        argv = uv_argv(
+            "pip",
+            "compile",
+            "-",
+            "-o",
+            str(output),
+            "--python",
+            sys.executable,
+            "--generate-hashes",
+            "--no-header",
+            "--no-annotate",
+            "--quiet",
+            *extra,
+            cache_dir=uv_cache,
+        )
+        done = _subprocess.run(
+            argv,
+            input="".join(f"{s}\n" for s in specs),
+            env=uv_environ(),
+            timeout=RESOLVE_TIMEOUT_S,
+            check=False,
+            error=DependencyError,
+        )
+        if not done.ok:
+            raise failure_to_error(done.stderr, specs)
+        return parse_hashed(output.read_text())
 
 
 def _compile(specs: tuple[str, ...], uv_cache: Path) -> str:

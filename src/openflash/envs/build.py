@@ -64,8 +64,17 @@ def environment_key(lock_text: str) -> str:
     A local wheel is named by its path in the lock; its size and modification time are part of
     the key too, so a rebuilt wheel gets a new environment.
     """
-    files = local_files_fingerprint(lock_text.splitlines())
-    return content_key("env", lock_text, files, python_tag(), platform_tag(), ENV_FORMAT)
+    pins = "".join(f"{line}\n" for line in sorted(_without_hashes(lock_text)))
+    files = local_files_fingerprint(pins.splitlines())
+    return content_key("env", pins, files, python_tag(), platform_tag(), ENV_FORMAT)
+
+
+def _without_hashes(lock_text: str) -> list[str]:
+    """The pins of a lock; hashes (``flash.lock``'s) do not change what is installed."""
+    return [
+        " ".join(t for t in line.split() if not t.startswith("--hash="))
+        for line in _lines(lock_text)
+    ]
 
 
 def local_files_fingerprint(requirements: Iterable[str]) -> list[tuple[str, int, int]]:

@@ -18,6 +18,7 @@ waits, finds the marker and reuses the winner's result. That holds across thread
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import hashlib
 import json
 import os
@@ -27,13 +28,15 @@ import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
 from filelock import FileLock
 
 __all__ = ["READY_MARKER", "Entry", "Store", "content_key"]
 
 READY_MARKER = ".openflash-ready"
+USAGE_FILE = ".openflash-used.json"
+IN_USE_FILE = ".openflash-in-use"
 KINDS = ("envs", "layers", "runtime")
 
 
@@ -123,6 +126,70 @@ class Store:
                 found.append(Entry(kind, path.name, path, info))
         return found
 
+    # Usage: what uses an entry, and since when, for `flash env ls` and garbage collection.
+
+    def record_use(self, kind: str, key: str, endpoint: str) -> None:
+        """Note that ``endpoint`` uses this entry now."""
+        path = self.path(kind, key) / USAGE_FILE
+        try:
+            usage = json.loads(path.read_text())
+        except (OSError, ValueError):
+            usage = {"endpoints": []}
+        usage["last_used"] = time.time()
+        usage["endpoints"] = sorted(set(usage.get("endpoints", [])) | {endpoint})
+        with contextlib.suppress(OSError):
+            write_atomic(path, json.dumps(usage))
+
+    def usage(self, entry: Entry) -> dict[str, Any]:
+        try:
+            return json.loads((entry.path / USAGE_FILE).read_text())
+        except (OSError, ValueError):
+            return {"endpoints": [], "last_used": entry.info.get("built_at", 0.0)}
+
+    def hold(self, kind: str, key: str) -> IO[bytes]:
+        """A shared lock that marks the entry in use for as long as the returned file is open."""
+        handle = open(self.path(kind, key) / IN_USE_FILE, "ab")  # noqa: SIM115 - held on purpose
+        fcntl.flock(handle, fcntl.LOCK_SH)
+        return handle
+
+    def busy(self, kind: str, key: str) -> bool:
+        """Whether a process holds the entry (a runtime that has it prepared)."""
+        try:
+            with open(self.path(kind, key) / IN_USE_FILE, "ab") as probe:
+                try:
+                    fcntl.flock(probe, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                except BlockingIOError:
+                    return True
+                fcntl.flock(probe, fcntl.LOCK_UN)
+                return False
+        except OSError:
+            return False
+
+    def disk_usage(self, entries: list[Entry]) -> dict[str, int]:
+        """Bytes of disk each entry uses, in order, a file with several links counted once.
+
+        As ``du -sB1`` does with several arguments: a hardlink shared by two entries (or with
+        uv's cache, outside them) counts for the first entry that has it.
+        """
+        seen: set[tuple[int, int]] = set()
+        sizes = {}
+        for entry in entries:
+            total = 0
+            for dirpath, dirnames, filenames in os.walk(entry.path):
+                paths = [dirpath, *(os.path.join(dirpath, n) for n in filenames)]
+                # Links to folders are listed with the folders and not walked into.
+                paths += [p for d in dirnames if os.path.islink(p := os.path.join(dirpath, d))]
+                for path in paths:
+                    try:
+                        st = os.lstat(path)
+                    except OSError:
+                        continue
+                    if (st.st_dev, st.st_ino) not in seen:
+                        seen.add((st.st_dev, st.st_ino))
+                        total += st.st_blocks * 512
+            sizes[f"{entry.kind}/{entry.key}"] = total
+        return sizes
+
     def remove(self, kind: str, key: str) -> bool:
         """Remove an entry: it disappears at once (a rename), then its files are deleted.
 
@@ -133,6 +200,8 @@ class Store:
         with self.lock(kind, key):
             if not path.exists():
                 return False
+            if self.busy(kind, key):
+                raise OSError(f"{kind}/{key} is in use by a running openflash process")
             tmp_root = self.root / "tmp"
             tmp_root.mkdir(parents=True, exist_ok=True)
             doomed = Path(tempfile.mkdtemp(prefix=f"removing-{kind}-{key}-", dir=tmp_root))

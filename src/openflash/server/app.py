@@ -39,9 +39,11 @@ def create_app(
     max_body: int = DEFAULT_MAX_BODY,
     reload: bool = False,
     quiet: bool = False,
+    only: frozenset[str] | None = None,
 ) -> FastAPI:
     """Discover the project at ``root`` and build its app (routes are live at once)."""
-    state = ServerState(root, JobJournal(root.resolve() / ".flash" / "jobs.sqlite3"), quiet=quiet)
+    journal = JobJournal(root.resolve() / ".flash" / "jobs.sqlite3")
+    state = ServerState(root, journal, quiet=quiet, only=only)
     state.load()
 
     @contextlib.asynccontextmanager

@@ -41,6 +41,8 @@ class ServerState:
     )
     jobs: JobRunner = field(init=False)
     quiet: bool = False
+    #: Serve only these endpoints (an image made by `flash build` serves one).
+    only: frozenset[str] | None = None
 
     def __post_init__(self) -> None:
         self.root = self.root.resolve()
@@ -61,6 +63,9 @@ class ServerState:
         for name in self.project.modules.values():
             sys.modules.pop(name, None)  # import the project afresh, as it is on disk now
         project = discover(self.root)
+        if self.only is not None:
+            project.queue = [r for r in project.queue if r.endpoint_name in self.only]
+            project.lb = [r for r in project.lb if r.endpoint_name in self.only]
         for failure in project.failures:
             self.say(
                 f"{failure.file.relative_to(self.root)} failed to import; its endpoints are "

@@ -1,0 +1,383 @@
+"""``flash build``: a deployable artifact in ``.flash/build/``.
+
+    manifest.json              endpoints, functions, resource configs, locks, system packages
+    locks/<endpoint>.txt       the pinned requirements (hashes included) each image installs
+    dockerfiles/<endpoint>     one Dockerfile per endpoint
+    app/                       the project's code
+    openflash/                 openflash itself, to run the endpoint's server in the image
+    wheelhouse/                with --wheelhouse: every wheel, so that images build offline
+    <project>.tar.gz           all of the above
+
+An image is the endpoint's base (python:X.Y-slim for CPU, a CUDA runtime for GPU, or its own
+dockerImage), its system packages from apt, its lock synced with uv into /opt/flash/env, and
+``flash run --only <endpoint>`` as the entry point, using that environment as it is.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import shutil
+import sys
+import tarfile
+from dataclasses import dataclass
+from importlib import metadata
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+
+import openflash
+from openflash import _subprocess
+from openflash._settings import Settings
+from openflash.api.runtime import EndpointDef
+from openflash.cli.common import (
+    Quiet,
+    Reporter,
+    Verbose,
+    console,
+    endpoint_defs,
+    fail,
+    load_project,
+)
+from openflash.deps.apt import Apt
+from openflash.deps.lockfile import LockEntry, LockFile, find_lockfile
+from openflash.deps.resolve import resolve_pinned
+from openflash.deps.system import distribution_release, resolve_system
+from openflash.envs.store import Store
+from openflash.server.discovery import Project, project_files
+
+__all__ = ["build", "check_dockerfile", "dockerfile"]
+
+CUDA_BASE = "nvidia/cuda:12.4.1-cudnn-runtime-ubuntu22.04"
+PORT = 8000
+
+
+@dataclass(frozen=True)
+class Image:
+    endpoint: EndpointDef
+    entry: LockEntry
+    base: str
+    debian_pins: bool  # whether the base is the distribution the system packages were locked on
+
+
+def build(
+    path: Annotated[Path, typer.Argument(help="The project folder.")] = Path("."),
+    wheelhouse: Annotated[
+        bool, typer.Option(help="Download every wheel into the artifact, for offline image builds.")
+    ] = False,
+    check: Annotated[
+        bool,
+        typer.Option("--check", help="Fail if a Dockerfile installs anything not in the lock."),
+    ] = False,
+    quiet: Quiet = False,
+    verbose: Verbose = False,
+) -> None:
+    """Write .flash/build/: a manifest, a Dockerfile per endpoint, the code, and a tarball.
+
+    Example: flash build --wheelhouse
+    """
+    project = load_project(path)
+    out = project.root / ".flash" / "build"
+    if check:
+        problems = _check_existing(out)
+        for problem in problems:
+            console.print(f"[red]error:[/red] {problem}")
+        if not problems and not quiet:
+            console.print("[green]every Dockerfile installs exactly its lock[/green]")
+        raise typer.Exit(1 if problems else 0)
+    reporter = Reporter(quiet=quiet, verbose=verbose)
+    images = _locked_images(project, reporter)
+    if out.exists():
+        shutil.rmtree(out)
+    (out / "locks").mkdir(parents=True)
+    (out / "dockerfiles").mkdir()
+    _copy_project(project, out / "app")
+    _copy_openflash(out / "openflash")
+    for image in images:
+        (out / "locks" / f"{image.endpoint.name}.txt").write_text(image.entry.lock_text())
+        (out / "dockerfiles" / image.endpoint.name).write_text(
+            dockerfile(image, wheelhouse=wheelhouse)
+        )
+    if wheelhouse:
+        reporter.run([("wheelhouse", lambda: _wheelhouse(out, images))], parallel=1)
+    manifest = _manifest(project, images)
+    (out / "manifest.json").write_text(json.dumps(manifest, indent=2, default=str))
+    tarball = out / f"{project.root.name}.tar.gz"
+    with tarfile.open(tarball, "w:gz") as tar:
+        for item in sorted(out.iterdir()):
+            if item != tarball:
+                tar.add(item, arcname=item.name)
+    reporter.say(f"wrote {out}: {len(images)} Dockerfile(s), {tarball.name}")
+
+
+def _locked_images(project: Project, reporter: Reporter) -> list[Image]:
+    """Every endpoint with its lock: flash.lock's where it matches, else resolved now."""
+    settings = Settings.from_env()
+    lock_path = find_lockfile(project.root)
+    lockfile = LockFile.read(lock_path) if lock_path else None
+    apt = Apt(settings.apt_root, settings.system_base, settings.resolve_ttl)
+    store = Store(settings.home)
+    defs = endpoint_defs(project)
+
+    def lock_for(endpoint: EndpointDef) -> LockEntry:
+        found = (
+            lockfile.find(endpoint.dependencies, endpoint.system_dependencies) if lockfile else None
+        )
+        if found is not None:
+            return found
+        packages = resolve_pinned(endpoint.dependencies, uv_cache=settings.uv_cache_dir)
+        system = resolve_system(
+            endpoint.system_dependencies, store=store, apt=apt, ttl=settings.resolve_ttl
+        )
+        return LockEntry(
+            [endpoint.name],
+            endpoint.dependencies,
+            endpoint.system_dependencies,
+            packages,
+            list(system.packages),
+        )
+
+    results = reporter.run([(d.name, (lambda d=d: lock_for(d))) for d in defs])
+    images = []
+    for endpoint, result in zip(defs, results, strict=True):
+        if isinstance(result, BaseException):
+            fail(f"endpoint {endpoint.name!r} cannot be locked: {result}", "run `flash check`", 1)
+        assert isinstance(result, LockEntry)
+        images.append(_image(endpoint, result))
+    return images
+
+
+def _image(endpoint: EndpointDef, entry: LockEntry) -> Image:
+    python = f"{sys.version_info.major}.{sys.version_info.minor}"
+    resource = endpoint.resource
+    if resource.image:
+        return Image(endpoint, entry, resource.image, debian_pins=False)
+    if resource.gpu_count:
+        return Image(endpoint, entry, CUDA_BASE, debian_pins=False)
+    slim = f"python:{python}-slim"
+    # python:X.Y-slim is Debian; pin apt versions when it is the release they were locked on.
+    return Image(endpoint, entry, slim, debian_pins=distribution_release().startswith("debian-"))
+
+
+def dockerfile(image: Image, *, wheelhouse: bool = False) -> str:
+    """The Dockerfile of one endpoint: base, apt packages, its lock, the code, the server."""
+    name = image.endpoint.name
+    python = f"{sys.version_info.major}.{sys.version_info.minor}"
+    offline = " --offline --find-links /build/wheelhouse" if wheelhouse else ""
+    lines = [
+        f"# Endpoint {name!r}, written by `flash build` (openflash {openflash.__version__}).",
+        "# It installs exactly locks/" + f"{name}.txt and the system packages below.",
+        f"FROM {image.base}",
+        "ENV PYTHONUNBUFFERED=1 DEBIAN_FRONTEND=noninteractive FLASH_HOME=/opt/flash",
+    ]
+    apt_packages = [
+        p.name + (f"={p.version}" if image.debian_pins else "") for p in image.entry.system_packages
+    ]
+    if image.entry.system_dependencies and not apt_packages:
+        apt_packages = list(image.entry.system_dependencies)
+    needs_python = image.base == CUDA_BASE
+    apt_all = (["python3", "python3-pip", "python3-venv"] if needs_python else []) + apt_packages
+    if apt_all:
+        lines.append(
+            "RUN apt-get update && apt-get install -y --no-install-recommends "
+            + " ".join(apt_all)
+            + " && rm -rf /var/lib/apt/lists/*"
+        )
+    if wheelhouse:
+        lines.append("COPY wheelhouse /build/wheelhouse")
+    pip = "python3 -m pip" if needs_python else "pip"
+    pip_offline = " --no-index --find-links /build/wheelhouse" if wheelhouse else ""
+    lines += [
+        f"RUN {pip} install --no-cache-dir{pip_offline} uv=={_uv_version()}",
+        "COPY openflash /build/openflash",
+        f"RUN uv venv --python {python} /opt/openflash && uv pip install --python "
+        f"/opt/openflash/bin/python{offline} /build/openflash",
+        f"COPY locks/{name}.txt /build/requirements.txt",
+        f"RUN uv venv --python {python} /opt/flash/env && uv pip sync --python "
+        f"/opt/flash/env/bin/python --compile-bytecode --allow-empty-requirements{offline} "
+        "/build/requirements.txt",
+        "COPY app /app",
+        "WORKDIR /app",
+        f'ENV FLASH_PREBUILT_ENV=/opt/flash/env FLASH_SYSTEM_DEPS=none FLASH_ENDPOINTS="{name}"',
+        f"EXPOSE {PORT}",
+        "# Set FLASH_API_KEY when running it: the server listens beyond loopback.",
+        f'CMD ["/opt/openflash/bin/flash", "run", "/app", "--host", "0.0.0.0", "--port", "{PORT}", '
+        '"--no-reload"]',
+    ]
+    return "\n".join(lines) + "\n"
+
+
+def check_dockerfile(text: str, lock_text: str, entry: LockEntry) -> list[str]:
+    """What a Dockerfile installs beyond its lock: packages, requirement files, apt packages."""
+    problems = []
+    apt_allowed = {p.name for p in entry.system_packages} | set(entry.system_dependencies)
+    apt_allowed |= {"python3", "python3-pip", "python3-venv"}
+    for line in text.splitlines():
+        if not line.startswith("RUN "):
+            continue
+        for command in re.split(r"&&|;", line[4:]):
+            words = command.split()
+            if words[:2] == ["apt-get", "install"]:
+                for package in (w for w in words[2:] if not w.startswith("-")):
+                    if package.split("=")[0].split(":")[0] not in apt_allowed:
+                        problems.append(f"apt-get installs {package}, which is not locked")
+            elif "pip" in words and "install" in words:
+                index = words.index("install")
+                for package in (w for w in words[index + 1 :] if not w.startswith("-")):
+                    if not (
+                        package.startswith(("uv==", "/opt/", "/build/wheelhouse"))
+                        or package == "/build/openflash"
+                    ):
+                        problems.append(f"pip installs {package}, which is not in the lock")
+            elif "sync" in words and words[-1] != "/build/requirements.txt":
+                problems.append(f"uv pip sync installs {words[-1]} instead of the lock")
+    copied = [line.split()[1] for line in text.splitlines() if line.startswith("COPY locks/")]
+    if len(copied) != 1:
+        problems.append("the Dockerfile must copy exactly one lock")
+    if lock_text != entry.lock_text():
+        problems.append("its lock file differs from flash.lock")
+    return problems
+
+
+def _check_existing(out: Path) -> list[str]:
+    manifest_path = out / "manifest.json"
+    if not manifest_path.is_file():
+        fail(f"{out} holds no build", "run `flash build` first, then `flash build --check`")
+    manifest = json.loads(manifest_path.read_text())
+    problems = []
+    for item in manifest["endpoints"]:
+        entry = LockEntry(
+            [item["name"]],
+            tuple(item["dependencies"]),
+            tuple(item["system_dependencies"]),
+            [_locked(p) for p in item["packages"]],
+            [_deb(p) for p in item["system_packages"]],
+        )
+        text = (out / item["dockerfile"]).read_text()
+        lock_text = (out / item["lock"]).read_text()
+        problems += [f"{item['name']}: {p}" for p in check_dockerfile(text, lock_text, entry)]
+    return problems
+
+
+def _locked(item: dict[str, Any]) -> Any:
+    from openflash.deps.lockfile import LockedPackage
+
+    return LockedPackage(item["name"], item["version"], tuple(item["hashes"]))
+
+
+def _deb(item: dict[str, Any]) -> Any:
+    from openflash.deps.apt import DebPackage
+
+    return DebPackage(item["name"], item["version"], item["arch"])
+
+
+def _manifest(project: Project, images: list[Image]) -> dict[str, Any]:
+    endpoints = []
+    for image in images:
+        e = image.endpoint
+        functions = [r.path for r in project.queue if r.endpoint_name == e.name]
+        functions += [f"{r.method} {r.path}" for r in project.lb if r.endpoint_name == e.name]
+        endpoints.append(
+            {
+                "name": e.name,
+                "routes": functions,
+                "resource": {
+                    "class": type(e.resource).__name__,
+                    **e.resource.model_dump(mode="json", exclude_none=True),
+                },
+                "max_concurrency": e.max_concurrency,
+                "dependencies": list(e.dependencies),
+                "system_dependencies": list(e.system_dependencies),
+                "packages": [
+                    {"name": p.name, "version": p.version, "hashes": list(p.hashes)}
+                    for p in image.entry.packages
+                ],
+                "system_packages": [
+                    {"name": p.name, "version": p.version, "arch": p.arch}
+                    for p in image.entry.system_packages
+                ],
+                "base": image.base,
+                "lock": f"locks/{e.name}.txt",
+                "dockerfile": f"dockerfiles/{e.name}",
+            }
+        )
+    return {
+        "openflash": openflash.__version__,
+        "python": f"{sys.version_info.major}.{sys.version_info.minor}",
+        "project": project.root.name,
+        "endpoints": endpoints,
+    }
+
+
+def _copy_project(project: Project, target: Path) -> None:
+    for file in project_files(project.root):
+        dest = target / file.relative_to(project.root)
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy2(file, dest)
+    for extra in ("flash.lock", "pyproject.toml"):
+        if (project.root / extra).is_file():
+            shutil.copy2(project.root / extra, target / extra)
+
+
+def _copy_openflash(target: Path) -> None:
+    """openflash's own packages and a pyproject naming its dependencies, installable with uv."""
+    for package in ("openflash", "runpod_flash"):
+        source = Path(__import__(package).__file__).parent
+        shutil.copytree(
+            source, target / "src" / package, ignore=shutil.ignore_patterns("__pycache__", "*.pyc")
+        )
+    requires = [r for r in metadata.requires("openflash") or [] if "extra ==" not in r]
+    (target / "pyproject.toml").write_text(
+        '[build-system]\nrequires = ["hatchling"]\nbuild-backend = "hatchling.build"\n\n'
+        f'[project]\nname = "openflash"\nversion = "{openflash.__version__}"\n'
+        f"dependencies = {json.dumps(requires)}\n\n"
+        '[project.scripts]\nflash = "openflash.cli:main"\n\n'
+        '[tool.hatch.build.targets.wheel]\npackages = ["src/openflash", "src/runpod_flash"]\n'
+    )
+
+
+def _wheelhouse(out: Path, images: list[Image]) -> None:
+    """Every wheel the images install (the locks, openflash's dependencies, uv, hatchling)."""
+    house = out / "wheelhouse"
+    house.mkdir(exist_ok=True)
+    for image in images:
+        _subprocess.report(f"downloading the wheels of {image.endpoint.name}")
+        _subprocess.run(
+            [
+                sys.executable,
+                "-m",
+                "pip",
+                "download",
+                "--no-deps",
+                "--only-binary",
+                ":all:",
+                "--require-hashes",
+                "-d",
+                str(house),
+                "-r",
+                str(out / "locks" / f"{image.endpoint.name}.txt"),
+            ],
+            timeout=3600,
+        )
+    requires = [r for r in metadata.requires("openflash") or [] if "extra ==" not in r]
+    _subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "pip",
+            "download",
+            "--only-binary",
+            ":all:",
+            "-d",
+            str(house),
+            f"uv=={_uv_version()}",
+            "hatchling",
+            *requires,
+        ],
+        timeout=3600,
+    )
+
+
+def _uv_version() -> str:
+    return metadata.version("uv")

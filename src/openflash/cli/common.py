@@ -1,0 +1,195 @@
+"""What the commands share: the console, loading a project, and showing progress.
+
+Progress: on a terminal, a rich progress display with one line per task (an endpoint's
+resolution, an environment's build) showing the last thing its tools printed; elsewhere (CI),
+plain lines: one when a task starts and one when it ends, and with ``-v`` every line of output.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import threading
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Annotated, Any, TypeVar
+
+import typer
+from dotenv import load_dotenv
+from rich.console import Console
+from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
+
+from openflash import _subprocess
+from openflash.api.runtime import EndpointDef
+from openflash.server.discovery import Project, discover
+
+__all__ = [
+    "Quiet",
+    "Reporter",
+    "Verbose",
+    "console",
+    "dependency_sets",
+    "fail",
+    "load_project",
+]
+
+console = Console(stderr=True, highlight=False)
+T = TypeVar("T")
+
+Quiet = Annotated[bool, typer.Option("--quiet", "-q", help="Print only results and errors.")]
+Verbose = Annotated[bool, typer.Option("--verbose", "-v", help="Print every line tools print.")]
+
+
+def fail(message: str, hint: str | None = None, code: int = 2) -> None:
+    """Print a one-line error (and a hint) and exit."""
+    console.print(f"[red]error:[/red] {message}" + (f"\n[dim]hint:[/dim] {hint}" if hint else ""))
+    raise typer.Exit(code)
+
+
+def load_project(path: Path, *, need_endpoints: bool = True) -> Project:
+    """Discover the project at ``path`` as ``flash run`` does (working folder, .env)."""
+    root = path.resolve()
+    if not root.is_dir():
+        fail(f"{path} is not a folder", "pass your project's folder, or run the command in it")
+    os.chdir(root)
+    load_dotenv(root / ".env", override=False)
+    project = discover(root)
+    for failure in project.failures:
+        console.print(
+            f"[yellow]warning:[/yellow] {failure.file.relative_to(root)} failed to "
+            f"import; its endpoints are left out:\n{failure.traceback}"
+        )
+    if need_endpoints and not project.queue and not project.lb:
+        fail(
+            f"no endpoints found in {root}",
+            "decorate functions with @Endpoint(...) or @remote(...), or run `flash init`",
+        )
+    return project
+
+
+@dataclass
+class DependencySet:
+    """Endpoints that need the same Python and system dependencies."""
+
+    dependencies: tuple[str, ...]
+    system_dependencies: tuple[str, ...]
+    endpoints: list[EndpointDef] = field(default_factory=list)
+
+    @property
+    def names(self) -> list[str]:
+        return sorted({e.name for e in self.endpoints})
+
+    @property
+    def label(self) -> str:
+        return ", ".join(self.names)
+
+
+def endpoint_defs(project: Project) -> list[EndpointDef]:
+    """One definition per (endpoint, dependency sets) of the project."""
+    found: dict[tuple[object, ...], EndpointDef] = {}
+    handles = [r.handle for r in project.queue] + [r.route.handle for r in project.lb]
+    for handle in handles:
+        e = handle.endpoint
+        found.setdefault((e.name, e.dependencies, e.system_dependencies), e)
+    return list(found.values())
+
+
+def dependency_sets(project: Project) -> list[DependencySet]:
+    sets: dict[tuple[tuple[str, ...], tuple[str, ...]], DependencySet] = {}
+    for endpoint in endpoint_defs(project):
+        key = (endpoint.dependencies, endpoint.system_dependencies)
+        sets.setdefault(key, DependencySet(*key)).endpoints.append(endpoint)
+    return list(sets.values())
+
+
+class Reporter:
+    """Runs tasks in parallel threads and shows their progress."""
+
+    def __init__(self, *, quiet: bool = False, verbose: bool = False) -> None:
+        self.quiet = quiet
+        self.verbose = verbose
+        self.live = console.is_terminal and not quiet
+
+    def say(self, message: str) -> None:
+        if not self.quiet:
+            console.print(message)
+
+    def run(
+        self, tasks: list[tuple[str, Callable[[], T]]], *, parallel: int = 4
+    ) -> list[T | BaseException]:
+        """Run ``(label, fn)`` tasks; each result, or the exception it raised, in order."""
+        results: list[T | BaseException] = [None] * len(tasks)  # type: ignore[list-item]
+        with self._display() as (start, line, finish):
+            semaphore = threading.Semaphore(parallel)
+
+            def one(index: int, label: str, fn: Callable[[], T]) -> None:
+                with semaphore:
+                    start(index, label)
+                    with _subprocess.reporting(lambda text: line(index, label, text)):
+                        try:
+                            results[index] = fn()
+                            finish(index, label, None)
+                        except BaseException as e:  # reported by the caller
+                            results[index] = e
+                            finish(index, label, e)
+
+            threads = [
+                threading.Thread(target=one, args=(i, label, fn), daemon=True)
+                for i, (label, fn) in enumerate(tasks)
+            ]
+            for thread in threads:
+                thread.start()
+            for thread in threads:
+                thread.join()
+        return results
+
+    @contextlib.contextmanager
+    def _display(
+        self,
+    ) -> Iterator[tuple[Callable[..., None], Callable[..., None], Callable[..., None]]]:
+        if self.live:
+            progress = Progress(
+                SpinnerColumn(),
+                TextColumn("[bold]{task.fields[label]}"),
+                TextColumn("{task.description}"),
+                TimeElapsedColumn(),
+                console=console,
+                transient=False,
+            )
+            ids: dict[int, Any] = {}
+            lock = threading.Lock()
+
+            def start(index: int, label: str) -> None:
+                with lock:
+                    ids[index] = progress.add_task("starting", label=label, total=None)
+
+            def line(index: int, label: str, text: str) -> None:
+                if index in ids and text.strip():
+                    progress.update(ids[index], description=text.strip()[:80])
+
+            def finish(index: int, label: str, error: BaseException | None) -> None:
+                status = "[green]done[/green]" if error is None else "[red]failed[/red]"
+                progress.update(ids[index], description=status, total=1, completed=1)
+
+            with progress:
+                yield start, line, finish
+            return
+        started: dict[int, float] = {}
+
+        def plain_start(index: int, label: str) -> None:
+            started[index] = time.monotonic()
+            if not self.quiet:
+                console.print(f"{label}: started")
+
+        def plain_line(index: int, label: str, text: str) -> None:
+            if self.verbose and text.strip():
+                console.print(f"{label}: {text}")
+
+        def plain_finish(index: int, label: str, error: BaseException | None) -> None:
+            took = time.monotonic() - started.get(index, time.monotonic())
+            if not self.quiet or error is not None:
+                console.print(f"{label}: {'done' if error is None else 'failed'} ({took:.1f} s)")
+
+        yield plain_start, plain_line, plain_finish

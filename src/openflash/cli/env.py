@@ -1,0 +1,231 @@
+"""``flash env``: the environments and system layers in the store.
+
+    flash env ls                          what is there, its real size, last use, users
+    flash env build [PATH] [ENDPOINT...]  build ahead of time
+    flash env prune --older-than 7d --max-size 20G
+    flash env rm KEY...
+
+Sizes count a file with several links once (environments share files with uv's cache and with
+each other). Nothing in use by a running openflash process is ever removed.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import time
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.table import Table
+
+from openflash._settings import Settings
+from openflash.api.runtime import get_runtime
+from openflash.cli.common import (
+    Quiet,
+    Reporter,
+    Verbose,
+    console,
+    endpoint_defs,
+    fail,
+    load_project,
+)
+from openflash.envs.store import Entry, Store
+
+__all__ = ["app"]
+
+app = typer.Typer(
+    help="Environments and system layers: list, build, prune, remove.", no_args_is_help=True
+)
+KINDS = ("envs", "layers")
+_SIZE = re.compile(r"^(\d+(?:\.\d+)?)\s*([KMGT]?)i?B?$", re.I)
+_AGE = re.compile(r"^(\d+(?:\.\d+)?)\s*([smhdw])$")
+
+
+def _store() -> Store:
+    return Store(Settings.from_env().home)
+
+
+def _rows(store: Store) -> list[dict[str, object]]:
+    entries = [e for kind in KINDS for e in store.entries(kind)]
+    usage = {f"{e.kind}/{e.key}": store.usage(e) for e in entries}
+    # Most recently used first: a shared file counts for the entry that uses it most.
+    entries.sort(key=lambda e: -float(usage[f"{e.kind}/{e.key}"].get("last_used", 0)))
+    sizes = store.disk_usage(entries)
+    rows = []
+    for e in entries:
+        ident = f"{e.kind}/{e.key}"
+        rows.append(
+            {
+                "kind": "environment" if e.kind == "envs" else "layer",
+                "key": e.key,
+                "bytes": sizes[ident],
+                "last_used": usage[ident].get("last_used"),
+                "endpoints": usage[ident].get("endpoints", []),
+                "busy": store.busy(e.kind, e.key),
+                "packages": e.info.get("packages"),
+            }
+        )
+    return rows
+
+
+@app.command("ls")
+def ls(as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False) -> None:
+    """List environments and layers with their disk use. Example: flash env ls"""
+    rows = _rows(_store())
+    if as_json:
+        typer.echo(json.dumps(rows, indent=2))
+        return
+    table = Table(title=f"{_store().root}", title_justify="left")
+    for column in ("kind", "key", "size", "last used", "endpoints", "in use"):
+        table.add_column(column)
+    for r in rows:
+        table.add_row(
+            str(r["kind"]),
+            str(r["key"]),
+            _human(int(r["bytes"])),
+            _ago(r["last_used"]),
+            ", ".join(r["endpoints"]) or "-",
+            "yes" if r["busy"] else "",
+        )  # type: ignore[arg-type]
+    console.print(table)
+    console.print(f"total {_human(sum(int(r['bytes']) for r in rows))}")
+
+
+@app.command("build")
+def build(
+    path: Annotated[Path, typer.Argument(help="The project folder.")] = Path("."),
+    endpoints: Annotated[
+        list[str] | None, typer.Argument(help="Endpoint names (default: all).")
+    ] = None,
+    quiet: Quiet = False,
+    verbose: Verbose = False,
+) -> None:
+    """Build endpoints' environments and layers now. Example: flash env build . my-endpoint"""
+    project = load_project(path)
+    defs = endpoint_defs(project)
+    wanted = set(endpoints or [])
+    unknown = wanted - {d.name for d in defs}
+    if unknown:
+        fail(
+            f"no endpoint named {sorted(unknown)[0]!r} in {project.root}",
+            f"endpoints: {', '.join(sorted({d.name for d in defs}))}",
+        )
+    chosen = [d for d in defs if not wanted or d.name in wanted]
+    runtime = get_runtime()
+    reporter = Reporter(quiet=quiet, verbose=verbose)
+    results = reporter.run([(d.name, (lambda d=d: runtime.build(d))) for d in chosen])
+    failed = [(d, r) for d, r in zip(chosen, results, strict=True) if isinstance(r, BaseException)]
+    for endpoint, error in failed:
+        console.print(f"[red]error:[/red] [bold]{endpoint.name}[/bold]: {error}")
+    raise typer.Exit(1 if failed else 0)
+
+
+@app.command("prune")
+def prune(
+    older_than: Annotated[
+        str | None, typer.Option(help="Remove what was last used longer ago, e.g. 7d.")
+    ] = None,
+    max_size: Annotated[
+        str | None,
+        typer.Option(
+            help="Then remove the least recently used until the store is this small, e.g. 20G."
+        ),
+    ] = None,
+    dry_run: Annotated[bool, typer.Option(help="Say what would be removed.")] = False,
+    quiet: Quiet = False,
+) -> None:
+    """Remove unused environments and layers, least recently used first.
+
+    Example: flash env prune --older-than 7d --max-size 20G
+    """
+    if older_than is None and max_size is None:
+        fail("say what to prune", "pass --older-than (e.g. 7d) and/or --max-size (e.g. 20G)")
+    age = _parse_age(older_than) if older_than else None
+    limit = _parse_size(max_size) if max_size else None
+    store = _store()
+    rows = _rows(store)
+    total = sum(int(r["bytes"]) for r in rows)
+    doomed = []
+    for r in reversed(rows):  # least recently used first
+        if r["busy"]:
+            continue
+        old = age is not None and time.time() - float(r["last_used"] or 0) > age  # type: ignore[arg-type]
+        big = limit is not None and total > limit
+        if old or big:
+            doomed.append(r)
+            total -= int(r["bytes"])
+    for r in doomed:
+        kind = "envs" if r["kind"] == "environment" else "layers"
+        if not dry_run:
+            try:
+                store.remove(kind, str(r["key"]))
+            except OSError as e:  # it became busy meanwhile
+                console.print(f"[yellow]kept {r['key']}: {e}[/yellow]")
+                continue
+        if not quiet:
+            console.print(
+                f"{'would remove' if dry_run else 'removed'} {r['kind']} {r['key']} "
+                f"({_human(int(r['bytes']))})"
+            )
+    if not quiet:
+        console.print(f"{len(doomed)} removed; the store now holds {_human(total)}")
+
+
+@app.command("rm")
+def rm(
+    keys: Annotated[list[str], typer.Argument(help="Keys (or unique prefixes) to remove.")],
+) -> None:
+    """Remove environments or layers by key. Example: flash env rm 3f2a9c"""
+    store = _store()
+    entries = [e for kind in KINDS for e in store.entries(kind)]
+    for key in keys:
+        matches = [e for e in entries if e.key.startswith(key)]
+        if len(matches) != 1:
+            fail(
+                f"{key!r} matches {len(matches)} entries" if matches else f"no entry {key!r}",
+                "see `flash env ls` for keys",
+            )
+        entry: Entry = matches[0]
+        try:
+            store.remove(entry.kind, entry.key)
+        except OSError as e:
+            fail(str(e), "stop the process using it first (a running flash run or script)", code=1)
+        console.print(f"removed {entry.kind}/{entry.key}")
+
+
+def _parse_size(text: str) -> int:
+    match = _SIZE.match(text.strip())
+    if not match:
+        fail(f"size {text!r} is not understood", "use a number with K, M, G or T, e.g. 20G")
+        raise AssertionError
+    scale = {"": 1, "K": 1 << 10, "M": 1 << 20, "G": 1 << 30, "T": 1 << 40}[match[2].upper()]
+    return int(float(match[1]) * scale)
+
+
+def _parse_age(text: str) -> float:
+    match = _AGE.match(text.strip())
+    if not match:
+        fail(f"age {text!r} is not understood", "use a number with s, m, h, d or w, e.g. 7d")
+        raise AssertionError
+    return float(match[1]) * {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}[match[2]]
+
+
+def _human(size: int) -> str:
+    value = float(size)
+    for unit in ("B", "KiB", "MiB", "GiB"):
+        if value < 1024:
+            return f"{value:.0f} {unit}" if unit == "B" else f"{value:.1f} {unit}"
+        value /= 1024
+    return f"{value:.1f} TiB"
+
+
+def _ago(when: object) -> str:
+    if not when:
+        return "never"
+    seconds = time.time() - float(when)  # type: ignore[arg-type]
+    for unit, size in (("d", 86400), ("h", 3600), ("m", 60)):
+        if seconds >= size:
+            return f"{seconds / size:.0f}{unit} ago"
+    return "just now"

@@ -1,0 +1,56 @@
+"""``flash init``: a project skeleton that ``flash run`` serves at once."""
+
+from __future__ import annotations
+
+import re
+from importlib import resources
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from openflash.cli.common import console, fail
+
+__all__ = ["init"]
+
+#: Template file -> the file it becomes.
+FILES = {
+    "cpu_worker.py.tmpl": "cpu_worker.py",
+    "gpu_worker.py.tmpl": "gpu_worker.py",
+    "lb_worker.py.tmpl": "lb_worker.py",
+    "pyproject.toml.tmpl": "pyproject.toml",
+    "README.md.tmpl": "README.md",
+    "gitignore.tmpl": ".gitignore",
+    "env.example.tmpl": ".env.example",
+}
+
+
+def init(
+    name: Annotated[str, typer.Argument(help="A new folder's name, or '.' for this folder.")] = ".",
+    force: Annotated[bool, typer.Option(help="Overwrite files that exist.")] = False,
+) -> None:
+    """Create a project: a CPU, a GPU and a load-balanced worker, ready for `flash run`.
+
+    Example: flash init my-project && cd my-project && flash run
+    """
+    target = Path(name)
+    if target.exists() and not target.is_dir():
+        fail(f"{name} exists and is not a folder", "pick another name")
+    project = re.sub(r"[^A-Za-z0-9_-]+", "-", target.resolve().name).strip("-").lower() or "project"
+    existing = [dest for dest in FILES.values() if (target / dest).exists()]
+    if existing and not force:
+        fail(
+            f"{target / existing[0]} already exists",
+            "pass --force to overwrite the skeleton's files",
+        )
+    target.mkdir(parents=True, exist_ok=True)
+    templates = resources.files("openflash.cli") / "templates"
+    for template, dest in FILES.items():
+        text = (templates / template).read_text().replace("{name}", project)
+        (target / dest).write_text(text)
+    console.print(f"created {project} in {target.resolve()}: {', '.join(FILES.values())}")
+    console.print(
+        f"next: cd {name} && flash check && flash run"
+        if name != "."
+        else "next: flash check && flash run"
+    )

@@ -1,0 +1,112 @@
+"""``flash lock``: pin every endpoint's dependencies, with hashes, in ``flash.lock``.
+
+Sets already in the lock keep their versions (uv is given them as preferences) unless
+``--upgrade`` lets everything move, or ``--upgrade-package NAME`` lets one package move.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from openflash._settings import Settings
+from openflash.cli.common import (
+    Quiet,
+    Reporter,
+    Verbose,
+    console,
+    dependency_sets,
+    fail,
+    load_project,
+)
+from openflash.deps.apt import Apt
+from openflash.deps.lockfile import LOCK_NAME, LockEntry, LockFile
+from openflash.deps.resolve import resolve_pinned
+from openflash.deps.system import resolve_system
+from openflash.envs.build import platform_tag, python_tag
+from openflash.envs.store import Store
+
+__all__ = ["lock"]
+
+
+def lock(
+    targets: Annotated[
+        list[str] | None,
+        typer.Argument(help="The project folder (default: here), then packages to upgrade."),
+    ] = None,
+    upgrade: Annotated[
+        bool, typer.Option(help="Let locked versions move (all, or the named packages).")
+    ] = False,
+    upgrade_package: Annotated[
+        list[str] | None, typer.Option("--upgrade-package", "-P", help="Let this package move.")
+    ] = None,
+    quiet: Quiet = False,
+    verbose: Verbose = False,
+) -> None:
+    """Write flash.lock: every endpoint's packages, pinned with hashes, and its system packages.
+
+    Examples: flash lock · flash lock --upgrade · flash lock --upgrade numpy
+    """
+    path, packages = _split_targets(targets or [])
+    packages += list(upgrade_package or [])
+    if packages and not upgrade and not upgrade_package:
+        fail(f"{packages[0]!r} is not a folder", "to upgrade packages: flash lock --upgrade NAME")
+    project = load_project(path)
+    settings = Settings.from_env()
+    store = Store(settings.home)
+    apt = Apt(settings.apt_root, settings.system_base, settings.resolve_ttl)
+    target = project.root / LOCK_NAME
+    previous = LockFile.read(target) if target.is_file() else None
+    sets = dependency_sets(project)
+    moving: bool | list[str] = packages if packages else upgrade
+
+    def lock_set(index: int) -> LockEntry:
+        dep_set = sets[index]
+        old = previous.find(dep_set.dependencies, dep_set.system_dependencies) if previous else None
+        pinned = resolve_pinned(
+            dep_set.dependencies,
+            uv_cache=settings.uv_cache_dir,
+            previous=old.packages if old else None,
+            upgrade=moving,
+        )
+        system = resolve_system(
+            dep_set.system_dependencies,
+            store=store,
+            apt=apt,
+            ttl=0 if moving else settings.resolve_ttl,
+        )
+        return LockEntry(
+            dep_set.names,
+            dep_set.dependencies,
+            dep_set.system_dependencies,
+            pinned,
+            list(system.packages),
+        )
+
+    reporter = Reporter(quiet=quiet, verbose=verbose)
+    results = reporter.run([(s.label, (lambda i=i: lock_set(i))) for i, s in enumerate(sets)])
+    failed = [(s, r) for s, r in zip(sets, results, strict=True) if isinstance(r, BaseException)]
+    for dep_set, error in failed:
+        console.print(f"[red]error:[/red] [bold]{dep_set.label}[/bold]: {error}")
+    if failed:
+        raise typer.Exit(1)
+    lockfile = LockFile(
+        target, python_tag(), platform_tag(), [r for r in results if isinstance(r, LockEntry)]
+    )
+    lockfile.write()
+    count = sum(len(e.packages) for e in lockfile.entries)
+    reporter.say(f"wrote {target} ({len(lockfile.entries)} environment(s), {count} packages)")
+
+
+def _split_targets(targets: list[str]) -> tuple[Path, list[str]]:
+    """The project folder (the first argument that is one) and the rest: package names."""
+    path = Path(".")
+    rest = []
+    for target in targets:
+        if path == Path(".") and Path(target).is_dir():
+            path = Path(target)
+        else:
+            rest.append(target)
+    return path, rest
