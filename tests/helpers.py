@@ -235,3 +235,17 @@ def chromium(url: str, profile: Path, *args: str, budget_ms: int = 5000) -> str:
     )
     assert done.returncode == 0, done.stderr[-2000:]
     return done.stdout
+
+
+def run_flash(
+    *args: str, cwd: Path, env: dict[str, str] | None = None, timeout: float = 600
+) -> subprocess.CompletedProcess[str]:
+    """The ``flash`` command, as a user runs it."""
+    return subprocess.run(
+        [sys.executable, "-m", "openflash", *args],
+        cwd=cwd,
+        env={**os.environ, **(env or {})},
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )

@@ -1,44 +1,30 @@
-"""The process-wide runtime: endpoints to environments to pools, on one background event loop.
+"""The process-wide runtime: endpoints to prepared environments to pools, on one event loop.
 
 User code calls from whatever event loop it runs (often a fresh ``asyncio.run`` per call); pools
 and worker streams must live on one loop, so they live on the runtime's own thread and callers
-hop to it. Preparing an endpoint (resolve with uv, build the environment) runs in a thread pool,
-once per dependency set however many calls arrive at once; the store's file locks make it once
-per machine.
+hop to it (a server gives the runtime its own loop instead). Preparing an endpoint (prepare.py)
+runs in a thread pool, once per dependency set however many calls arrive at once; the store's
+file locks make it once per machine.
 """
 
 from __future__ import annotations
 
 import asyncio
 import atexit
-import collections
 import concurrent.futures
 import contextlib
 import logging
 import os
 import threading
-import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import IO
 
-from openflash import _subprocess
 from openflash._settings import Settings
+from openflash.api.prepare import DepsKey, Prepared, Preparer
 from openflash.api.resources import ServerlessResource
 from openflash.backends.base import Backend, WorkerSpec
 from openflash.backends.local import LocalBackend
-from openflash.deps.apt import Apt
-from openflash.deps.lockfile import LockEntry, LockFile, find_lockfile
-from openflash.deps.resolve import Lock, resolve
-from openflash.deps.system import (
-    SystemLayer,
-    SystemLock,
-    build_layer,
-    distribution_release,
-    system_layer,
-)
-from openflash.envs.build import Environment, build_environment
-from openflash.envs.runtime import worker_runtime
+from openflash.deps.lockfile import LockFile, find_lockfile
 from openflash.envs.store import Store
 from openflash.errors import FlashError
 from openflash.workers.calls import Call, Reply
@@ -53,8 +39,6 @@ __all__ = [
     "shutdown_current_loop",
 ]
 
-#: An endpoint's dependency sets (Python, system) and the flash.lock that may pin them.
-_DepsKey = tuple[tuple[str, ...], tuple[str, ...], "Path | None"]
 
 logger = logging.getLogger("openflash")
 
@@ -88,34 +72,6 @@ class EndpointDef:
         )
 
 
-@dataclass
-class BuildStatus:
-    """How the preparation of one dependency set goes, for dashboards and terminals."""
-
-    state: str = "pending"  # resolving, building, ready, failed
-    error: str | None = None
-    log: collections.deque[str] = field(default_factory=lambda: collections.deque(maxlen=300))
-    started: float = 0.0
-    finished: float | None = None
-
-    def as_dict(self) -> dict[str, object]:
-        return {
-            "state": self.state,
-            "error": self.error,
-            "log": list(self.log),
-            "started": self.started,
-            "finished": self.finished,
-        }
-
-
-@dataclass(frozen=True)
-class Prepared:
-    lock: Lock
-    environment: Environment
-    layer: SystemLayer
-    runtime_path: Path
-
-
 class Runtime:
     """Pools and preparations on one event loop: a thread of its own, or a loop it is given.
 
@@ -138,11 +94,9 @@ class Runtime:
         self._builders = concurrent.futures.ThreadPoolExecutor(
             max_workers=4, thread_name_prefix="openflash-build"
         )
-        self.apt = Apt(settings.apt_root, settings.system_base, settings.resolve_ttl)
-        self._prepared: dict[_DepsKey, asyncio.Future[Prepared]] = {}
-        self._status: dict[_DepsKey, BuildStatus] = {}
+        self.preparer = Preparer(settings, self.store)
+        self._prepared: dict[DepsKey, asyncio.Future[Prepared]] = {}
         self._stale_warned: set[str] = set()
-        self._holds: list[IO[bytes]] = []
         self._pools: dict[tuple[object, ...], Pool] = {}
         self._endpoint_pools: dict[EndpointDef, Pool] = {}
         if self._owns_loop:
@@ -190,7 +144,15 @@ class Runtime:
 
         Progress lines go to this thread's ``_subprocess.reporting`` sink.
         """
-        return self._build_blocking(_deps_key(endpoint))
+        prepared = self.preparer.build(_deps_key(endpoint))
+        self._record_use(endpoint, prepared)
+        return prepared
+
+    def _record_use(self, endpoint: EndpointDef, prepared: Prepared) -> None:
+        if prepared.environment.key != "prebuilt":
+            self.store.record_use("envs", prepared.environment.key, endpoint.name)
+        if prepared.layer.key:
+            self.store.record_use("layers", prepared.layer.key, endpoint.name)
 
     def refresh(self, endpoints: list[EndpointDef]) -> concurrent.futures.Future[list[str]]:
         """Prepare ``endpoints`` in the background, then stop the pools they replace.
@@ -203,8 +165,7 @@ class Runtime:
 
     def build_status(self, endpoint: EndpointDef) -> dict[str, object]:
         """How the preparation of ``endpoint``'s environment and layer goes."""
-        build = self._status.get(_deps_key(endpoint))
-        return build.as_dict() if build else BuildStatus().as_dict()
+        return self.preparer.status(_deps_key(endpoint)).as_dict()
 
     def status(self, endpoint: EndpointDef) -> dict[str, object]:
         """The state of ``endpoint``'s environment and its workers."""
@@ -292,13 +253,11 @@ class Runtime:
         pool = self._pools.get(key)
         if pool is None:
             pool = self._pools[key] = Pool(config, self.backend, spec)
-            self.store.record_use("envs", prepared.environment.key, endpoint.name)
-            if prepared.layer.key:
-                self.store.record_use("layers", prepared.layer.key, endpoint.name)
+            self._record_use(endpoint, prepared)
         self._endpoint_pools[endpoint] = pool
         return pool
 
-    async def _prepare(self, dependencies: _DepsKey) -> Prepared:
+    async def _prepare(self, dependencies: DepsKey) -> Prepared:
         future = self._prepared.get(dependencies)
         if future is None:
             future = self._prepared[dependencies] = asyncio.ensure_future(self._build(dependencies))
@@ -309,72 +268,9 @@ class Runtime:
                 del self._prepared[dependencies]  # the next call tries again
             raise
 
-    async def _build(self, dependencies: _DepsKey) -> Prepared:
+    async def _build(self, dependencies: DepsKey) -> Prepared:
         loop = asyncio.get_running_loop()
-        return await loop.run_in_executor(self._builders, self._build_blocking, dependencies)
-
-    def _build_blocking(self, dependencies: _DepsKey) -> Prepared:
-        python, system, lockfile = dependencies
-        s = self.settings
-        status = self._status[dependencies] = BuildStatus("resolving", started=time.time())
-        if s.prebuilt_env is not None:  # an image made by `flash build`: all is installed
-            environment = Environment("prebuilt", s.prebuilt_env)
-            status.state, status.finished = "ready", time.time()
-            return Prepared(
-                Lock(python, "", time.time()),
-                environment,
-                SystemLayer(),
-                worker_runtime(self.store),
-            )
-        try:
-            with _subprocess.reporting(status.log.append):
-                entry = self._locked(lockfile, python, system)
-                if system:
-                    _subprocess.report(f"system dependencies: {' '.join(system)}")
-                layer = self._system_layer(system, entry)  # first: unknown apt packages fail fast
-                if entry is not None:
-                    _subprocess.report(f"installing the versions locked in {lockfile}")
-                    lock = Lock(python, entry.lock_text(), time.time())
-                else:
-                    if python:
-                        _subprocess.report(f"resolving with uv: {' '.join(python)}")
-                    lock = resolve(
-                        python, store=self.store, uv_cache=s.uv_cache_dir, ttl=s.resolve_ttl
-                    )
-                status.state = "building"
-                environment = build_environment(self.store, lock.text, uv_cache=s.uv_cache_dir)
-                prepared = Prepared(lock, environment, layer, worker_runtime(self.store))
-                # In use while this process runs: `flash env prune` leaves them alone.
-                self._holds.append(self.store.hold("envs", environment.key))
-                if layer.key:
-                    self._holds.append(self.store.hold("layers", layer.key))
-        except BaseException as e:
-            status.state, status.error, status.finished = "failed", str(e), time.time()
-            raise
-        status.state, status.finished = "ready", time.time()
-        return prepared
-
-    def _system_layer(self, names: tuple[str, ...], entry: LockEntry | None) -> SystemLayer:
-        if not names or self.settings.system_deps_mode == "none":
-            return SystemLayer()
-        if self.settings.system_deps_mode == "host":
-            with self.apt.locked():
-                self.apt.install_on_host(names)
-            return SystemLayer()
-        if entry is not None:
-            locked = SystemLock(
-                names, tuple(entry.system_packages), distribution_release(), time.time()
-            )
-            return build_layer(self.store, locked, self.apt)
-        return system_layer(names, store=self.store, apt=self.apt, ttl=self.settings.resolve_ttl)
-
-    def _locked(
-        self, path: Path | None, python: tuple[str, ...], system: tuple[str, ...]
-    ) -> LockEntry | None:
-        """The flash.lock entry pinning these sets, if the project has one."""
-        if path is None:
-            return None
-        return LockFile.read(path).find(python, system)
+        return await loop.run_in_executor(self._builders, self.preparer.build, dependencies)
 
     async def _refresh(self, endpoints: list[EndpointDef]) -> list[str]:
         results = await asyncio.gather(
@@ -404,16 +300,14 @@ class Runtime:
         self._pools.clear()
         self._endpoint_pools.clear()
         await asyncio.gather(*(p.close() for p in pools), return_exceptions=True)
-        holds, self._holds = self._holds, []
-        for handle in holds:
-            handle.close()
+        self.preparer.release()
 
 
 async def _stats(pool: Pool) -> dict[str, object]:
     return pool.stats()
 
 
-def _deps_key(endpoint: EndpointDef) -> _DepsKey:
+def _deps_key(endpoint: EndpointDef) -> DepsKey:
     return endpoint.dependencies, endpoint.system_dependencies, endpoint.lockfile
 
 

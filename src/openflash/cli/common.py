@@ -35,7 +35,7 @@ __all__ = [
     "load_project",
 ]
 
-console = Console(stderr=True, highlight=False)
+console = Console(stderr=True, highlight=False, soft_wrap=True)
 T = TypeVar("T")
 
 Quiet = Annotated[bool, typer.Option("--quiet", "-q", help="Print only results and errors.")]

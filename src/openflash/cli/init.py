@@ -9,7 +9,7 @@ from typing import Annotated
 
 import typer
 
-from openflash.cli.common import console, fail
+from openflash.cli.common import Quiet, console, fail
 
 __all__ = ["init"]
 
@@ -28,6 +28,7 @@ FILES = {
 def init(
     name: Annotated[str, typer.Argument(help="A new folder's name, or '.' for this folder.")] = ".",
     force: Annotated[bool, typer.Option(help="Overwrite files that exist.")] = False,
+    quiet: Quiet = False,
 ) -> None:
     """Create a project: a CPU, a GPU and a load-balanced worker, ready for `flash run`.
 
@@ -48,6 +49,8 @@ def init(
     for template, dest in FILES.items():
         text = (templates / template).read_text().replace("{name}", project)
         (target / dest).write_text(text)
+    if quiet:
+        return
     console.print(f"created {project} in {target.resolve()}: {', '.join(FILES.values())}")
     console.print(
         f"next: cd {name} && flash check && flash run"

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import errno
 import ipaddress
+import logging
 import os
 import socket
 from pathlib import Path
@@ -12,16 +13,15 @@ from typing import Annotated
 import typer
 import uvicorn
 from dotenv import load_dotenv
-from rich.console import Console
 from rich.table import Table
 
+from openflash.cli.common import Quiet, Verbose, console
 from openflash.server.app import create_app
 from openflash.server.security import DEFAULT_MAX_BODY
 
 __all__ = ["run"]
 
 PORT_ATTEMPTS = 20
-console = Console(stderr=True)
 
 
 def run(
@@ -39,6 +39,8 @@ def run(
         list[str] | None,
         typer.Option("--only", envvar="FLASH_ENDPOINTS", help="Serve only this endpoint (repeat)."),
     ] = None,
+    quiet: Quiet = False,
+    verbose: Verbose = False,
 ) -> None:
     """Serve the project's endpoints over HTTP, with docs at /docs and a dashboard at /.
 
@@ -61,13 +63,19 @@ def run(
         )  # a Runpod key alone does not lock localhost
     max_body = _max_body()
     names = frozenset(n.strip() for item in only or [] for n in item.split(",") if n.strip())
-    app = create_app(root, api_key=api_key, max_body=max_body, reload=reload, only=names or None)
+    if verbose:
+        logging.basicConfig(format="%(name)s: %(message)s")
+        logging.getLogger("openflash").setLevel(logging.DEBUG)
+    app = create_app(
+        root, api_key=api_key, max_body=max_body, reload=reload, only=names or None, quiet=quiet
+    )
     if names and not app.state.flash.endpoints():
         _fail(f"no endpoint named {', '.join(sorted(names))} in {root}", "check --only's names")
     sock, bound = _bind(host, port)
     if bound != port:
         console.print(f"[yellow]port {port} is taken; using {bound}[/yellow]")
-    _print_routes(app.state.flash, host, bound, api_key is not None)
+    if not quiet:
+        _print_routes(app.state.flash, host, bound, api_key is not None)
     config = uvicorn.Config(app, log_level="warning", lifespan="on", timeout_graceful_shutdown=5)
     uvicorn.Server(config).run(sockets=[sock])
 

@@ -1,0 +1,151 @@
+"""Preparing an endpoint: from its dependency sets to an environment, a layer and the runtime.
+
+flash.lock wins where it pins the sets; otherwise uv resolves (cached for FLASH_RESOLVE_TTL) and
+apt works out the system layer. Each set's progress (state, log lines, error) is kept for
+dashboards and terminals. What a process prepares it holds in use, so that `flash env prune`
+leaves it alone.
+"""
+
+from __future__ import annotations
+
+import collections
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import IO
+
+from openflash import _subprocess
+from openflash._settings import Settings
+from openflash.deps.apt import Apt
+from openflash.deps.lockfile import LockEntry, LockFile
+from openflash.deps.resolve import Lock, resolve
+from openflash.deps.system import (
+    SystemLayer,
+    SystemLock,
+    build_layer,
+    distribution_release,
+    system_layer,
+)
+from openflash.envs.build import Environment, build_environment
+from openflash.envs.runtime import worker_runtime
+from openflash.envs.store import Store
+
+__all__ = ["BuildStatus", "DepsKey", "Prepared", "Preparer"]
+
+#: An endpoint's dependency sets (Python, system) and the flash.lock that may pin them.
+DepsKey = tuple[tuple[str, ...], tuple[str, ...], "Path | None"]
+
+
+@dataclass
+class BuildStatus:
+    """How the preparation of one dependency set goes, for dashboards and terminals."""
+
+    state: str = "pending"  # resolving, building, ready, failed
+    error: str | None = None
+    log: collections.deque[str] = field(default_factory=lambda: collections.deque(maxlen=300))
+    started: float = 0.0
+    finished: float | None = None
+
+    def as_dict(self) -> dict[str, object]:
+        return {
+            "state": self.state,
+            "error": self.error,
+            "log": list(self.log),
+            "started": self.started,
+            "finished": self.finished,
+        }
+
+
+@dataclass(frozen=True)
+class Prepared:
+    lock: Lock
+    environment: Environment
+    layer: SystemLayer
+    runtime_path: Path
+
+
+class Preparer:
+    """Builds what dependency sets need, in the calling thread."""
+
+    def __init__(self, settings: Settings, store: Store) -> None:
+        self.settings = settings
+        self.store = store
+        self.apt = Apt(settings.apt_root, settings.system_base, settings.resolve_ttl)
+        self._status: dict[DepsKey, BuildStatus] = {}
+        self._holds: list[IO[bytes]] = []
+        self._lock = threading.Lock()
+
+    def status(self, key: DepsKey) -> BuildStatus:
+        return self._status.get(key) or BuildStatus()
+
+    def release(self) -> None:
+        """Stop holding what was prepared (the process is done with it)."""
+        with self._lock:
+            holds, self._holds = self._holds, []
+        for handle in holds:
+            handle.close()
+
+    def build(self, dependencies: DepsKey) -> Prepared:
+        python, system, lockfile = dependencies
+        s = self.settings
+        status = self._status[dependencies] = BuildStatus("resolving", started=time.time())
+        if s.prebuilt_env is not None:  # an image made by `flash build`: all is installed
+            environment = Environment("prebuilt", s.prebuilt_env)
+            status.state, status.finished = "ready", time.time()
+            return Prepared(
+                Lock(python, "", time.time()),
+                environment,
+                SystemLayer(),
+                worker_runtime(self.store),
+            )
+        try:
+            with _subprocess.reporting(status.log.append):
+                entry = self._locked(lockfile, python, system)
+                if system:
+                    _subprocess.report(f"system dependencies: {' '.join(system)}")
+                layer = self._system_layer(system, entry)  # first: unknown apt packages fail fast
+                if entry is not None:
+                    _subprocess.report(f"installing the versions locked in {lockfile}")
+                    lock = Lock(python, entry.lock_text(), time.time())
+                else:
+                    if python:
+                        _subprocess.report(f"resolving with uv: {' '.join(python)}")
+                    lock = resolve(
+                        python, store=self.store, uv_cache=s.uv_cache_dir, ttl=s.resolve_ttl
+                    )
+                status.state = "building"
+                environment = build_environment(self.store, lock.text, uv_cache=s.uv_cache_dir)
+                prepared = Prepared(lock, environment, layer, worker_runtime(self.store))
+                # In use while this process runs: `flash env prune` leaves them alone.
+                with self._lock:
+                    self._holds.append(self.store.hold("envs", environment.key))
+                    if layer.key:
+                        self._holds.append(self.store.hold("layers", layer.key))
+        except BaseException as e:
+            status.state, status.error, status.finished = "failed", str(e), time.time()
+            raise
+        status.state, status.finished = "ready", time.time()
+        return prepared
+
+    def _system_layer(self, names: tuple[str, ...], entry: LockEntry | None) -> SystemLayer:
+        if not names or self.settings.system_deps_mode == "none":
+            return SystemLayer()
+        if self.settings.system_deps_mode == "host":
+            with self.apt.locked():
+                self.apt.install_on_host(names)
+            return SystemLayer()
+        if entry is not None:
+            locked = SystemLock(
+                names, tuple(entry.system_packages), distribution_release(), time.time()
+            )
+            return build_layer(self.store, locked, self.apt)
+        return system_layer(names, store=self.store, apt=self.apt, ttl=self.settings.resolve_ttl)
+
+    def _locked(
+        self, path: Path | None, python: tuple[str, ...], system: tuple[str, ...]
+    ) -> LockEntry | None:
+        """The flash.lock entry pinning these sets, if the project has one."""
+        if path is None:
+            return None
+        return LockFile.read(path).find(python, system)

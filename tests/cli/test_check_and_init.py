@@ -1,0 +1,141 @@
+"""`flash init` and `flash check` through the command line, in temporary projects."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from helpers import run_flash, write
+
+
+@pytest.fixture
+def env(flash_home: Path, uv_cache: Path, apt_dir: Path) -> dict[str, str]:
+    return {
+        "FLASH_HOME": str(flash_home),
+        "FLASH_UV_CACHE_DIR": str(uv_cache),
+        "FLASH_APT_DIR": str(apt_dir),
+    }
+
+
+def test_init_then_check_passes(tmp_path: Path, env: dict[str, str]) -> None:
+    done = run_flash("init", "demo", cwd=tmp_path, env=env)
+    assert done.returncode == 0, done.stderr
+    project = tmp_path / "demo"
+    assert {p.name for p in project.iterdir()} == {
+        "cpu_worker.py",
+        "gpu_worker.py",
+        "lb_worker.py",
+        "pyproject.toml",
+        "README.md",
+        ".gitignore",
+        ".env.example",
+    }
+    checked = run_flash("check", "--strict", cwd=project, env=env)
+    assert checked.returncode == 0, checked.stderr
+    again = run_flash("init", "demo", cwd=tmp_path, env=env)
+    assert again.returncode == 2 and "already exists" in again.stderr and "--force" in again.stderr
+    assert run_flash("init", "demo", "--force", cwd=tmp_path, env=env).returncode == 0
+
+
+def test_conflicts_exit_1_with_uvs_explanation(tmp_path: Path, env: dict[str, str]) -> None:
+    write(
+        tmp_path / "app.py",
+        """
+        from runpod_flash import CpuLiveServerless, remote
+
+        @remote(CpuLiveServerless(name="clash"), dependencies=["requests==2.32.3", "urllib3<1.21"])
+        def f(): ...
+
+        @remote(CpuLiveServerless(name="fine"), dependencies=["six==1.17.0"])
+        def g(): ...
+    """,
+    )
+    done = run_flash("check", cwd=tmp_path, env=env)
+    assert done.returncode == 1
+    assert "error: clash:" in done.stderr
+    assert "requests==2.32.3 depends on urllib3" in done.stderr
+    assert "fine" not in done.stderr.split("error:")[1]
+
+
+def test_unknown_apt_package_exits_1(tmp_path: Path, env: dict[str, str]) -> None:
+    write(
+        tmp_path / "app.py",
+        """
+        from runpod_flash import CpuLiveServerless, remote
+
+        @remote(CpuLiveServerless(name="apt"), system_dependencies=["openflash-no-such-deb"])
+        def f(): ...
+    """,
+    )
+    done = run_flash("check", "--json", cwd=tmp_path, env=env)
+    assert done.returncode == 1
+    report = json.loads(done.stdout)
+    assert report["ok"] is False
+    [issue] = [i for i in report["issues"] if i["level"] == "error"]
+    assert (
+        issue["endpoints"] == ["apt"]
+        and "'openflash-no-such-deb' is not known to apt" in issue["message"]
+    )
+
+
+def test_warnings_suggestions_and_strict(tmp_path: Path, env: dict[str, str]) -> None:
+    write(
+        tmp_path / "app.py",
+        """
+        from runpod_flash import CpuLiveServerless, remote
+
+        @remote(CpuLiveServerless(name="loose"), dependencies=["six", "idna==3.10"])
+        def a(): ...
+
+        @remote(CpuLiveServerless(name="close"), dependencies=["idna==3.10", "six==1.17.0"])
+        def b(): ...
+
+        @remote(CpuLiveServerless(name="sdist"), dependencies=["pyyaml==5.4.1"])
+        def c(): ...
+    """,
+    )
+    done = run_flash("check", "--json", cwd=tmp_path, env=env)
+    assert done.returncode == 0, done.stderr  # warnings only
+    issues = json.loads(done.stdout)["issues"]
+    kinds = {(i["level"], i["kind"], tuple(i["endpoints"])) for i in issues}
+    assert ("warning", "unpinned", ("loose",)) in kinds
+    assert ("warning", "no-wheel", ("sdist",)) in kinds
+    no_wheel = next(i for i in issues if i["kind"] == "no-wheel")
+    assert "pyyaml has no wheel for this platform" in no_wheel["message"]
+    near = [i for i in issues if i["kind"] == "near-duplicate"]
+    assert near and "differ only in" in near[0]["message"]
+    assert run_flash("check", "--strict", cwd=tmp_path, env=env).returncode == 1
+
+
+def test_wrong_path_and_empty_project_say_so_in_one_line(
+    tmp_path: Path, env: dict[str, str]
+) -> None:
+    done = run_flash("check", str(tmp_path / "nope"), cwd=tmp_path, env=env)
+    assert done.returncode == 2 and "is not a folder" in done.stderr
+    (tmp_path / "empty").mkdir()
+    write(tmp_path / "empty" / "plain.py", "x = 1\n")
+    done = run_flash("check", "empty", cwd=tmp_path, env=env)
+    assert done.returncode == 2 and "no endpoints found" in done.stderr
+    assert done.stderr.count("\n") <= 3
+
+
+@pytest.mark.parametrize(
+    "command",
+    [
+        ["run"],
+        ["init"],
+        ["check"],
+        ["lock"],
+        ["env", "ls"],
+        ["env", "build"],
+        ["env", "prune"],
+        ["env", "rm"],
+        ["build"],
+    ],
+)
+def test_every_command_has_help_with_an_example(command: list[str], tmp_path: Path) -> None:
+    done = run_flash(*command, "--help", cwd=tmp_path)
+    assert done.returncode == 0
+    assert "Example" in done.stdout or "example" in done.stdout.lower()
