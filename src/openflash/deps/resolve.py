@@ -165,35 +165,16 @@ def resolve_pinned(
             if isinstance(upgrade, bool)
             else [a for n in upgrade for a in ("--upgrade-package", n)]
         )
-        argv = uv_argv(
-            "pip",
-            "compile",
-            "-",
-            "-o",
-            str(output),
-            "--python",
-            sys.executable,
-            "--generate-hashes",
-            "--no-header",
-            "--no-annotate",
-            "--quiet",
-            *extra,
-            cache_dir=uv_cache,
-        )
-        done = _subprocess.run(
-            argv,
-            input="".join(f"{s}\n" for s in specs),
-            env=uv_environ(),
-            timeout=RESOLVE_TIMEOUT_S,
-            check=False,
-            error=DependencyError,
-        )
-        if not done.ok:
-            raise failure_to_error(done.stderr, specs)
+        _uv_compile(specs, uv_cache, "-o", str(output), "--generate-hashes", "--quiet", *extra)
         return parse_hashed(output.read_text())
 
 
 def _compile(specs: tuple[str, ...], uv_cache: Path) -> str:
+    return parse_lock(_uv_compile(specs, uv_cache).stdout)
+
+
+def _uv_compile(specs: tuple[str, ...], uv_cache: Path, *args: str) -> _subprocess.Completed:
+    """``uv pip compile`` of ``specs`` for this interpreter; uv's failure as our error."""
     argv = uv_argv(
         "pip",
         "compile",
@@ -202,6 +183,7 @@ def _compile(specs: tuple[str, ...], uv_cache: Path) -> str:
         sys.executable,
         "--no-header",
         "--no-annotate",
+        *args,
         cache_dir=uv_cache,
     )
     done = _subprocess.run(
@@ -214,7 +196,7 @@ def _compile(specs: tuple[str, ...], uv_cache: Path) -> str:
     )
     if not done.ok:
         raise failure_to_error(done.stderr, specs)
-    return parse_lock(done.stdout)
+    return done
 
 
 def _read_cache(path: Path, specs: tuple[str, ...]) -> Lock | None:
