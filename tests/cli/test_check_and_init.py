@@ -5,9 +5,10 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import httpx
 import pytest
 
-from helpers import run_flash, write
+from helpers import FlashServer, run_flash, write
 
 
 @pytest.fixture
@@ -34,6 +35,16 @@ def test_init_then_check_passes(tmp_path: Path, env: dict[str, str]) -> None:
     }
     checked = run_flash("check", "--strict", cwd=project, env=env)
     assert checked.returncode == 0, checked.stderr
+    with FlashServer(project, "--no-reload", env=env) as server:  # served at once
+        r = httpx.post(
+            f"{server.url}/cpu_worker/runsync", json={"input": {"text": "2026-11-24"}}, timeout=120
+        )
+        assert r.json()["output"]["weekday"] == "Tuesday"
+        assert httpx.get(f"{server.url}/lb_worker/health-check", timeout=60).json() == {"ok": True}
+        echoed = httpx.post(
+            f"{server.url}/lb_worker/echo", json={"message": "hi", "times": 2}, timeout=60
+        )
+        assert echoed.json() == {"echo": "hi hi"}
     again = run_flash("init", "demo", cwd=tmp_path, env=env)
     assert again.returncode == 2 and "already exists" in again.stderr and "--force" in again.stderr
     assert run_flash("init", "demo", "--force", cwd=tmp_path, env=env).returncode == 0

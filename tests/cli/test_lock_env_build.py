@@ -227,6 +227,13 @@ def test_build_writes_dockerfiles_that_match_the_locks(tmp_path: Path, env: dict
     assert (out / "app" / "app.py").is_file() and (out / "openflash" / "pyproject.toml").is_file()
     assert (out / f"{project.name}.tar.gz").is_file()
     assert run_flash("build", "--check", cwd=project, env=env).returncode == 0
+    offline = run_flash("build", "--wheelhouse", cwd=project, env=env)
+    assert offline.returncode == 0, offline.stderr
+    wheels = {w.name.split("-")[0].lower() for w in (out / "wheelhouse").glob("*.whl")}
+    assert {"six", "uv", "fastapi", "hatchling"} <= wheels  # the locks, openflash's needs, uv
+    text = (out / by_name["plot"]["dockerfile"]).read_text()
+    assert "--offline --find-links /build/wheelhouse /build/requirements.txt" in text
+    assert run_flash("build", "--check", cwd=project, env=env).returncode == 0
     tampered = out / by_name["api"]["dockerfile"]
     tampered.write_text(tampered.read_text() + "RUN pip install requests\n")
     checked = run_flash("build", "--check", cwd=project, env=env)
