@@ -35,6 +35,7 @@ from openflash.api.resources import (
     PodTemplate,
     ServerlessEndpoint,
 )
+from openflash.api.runtime import configure
 from openflash.errors import (
     ConfigError,
     DependencyConflictError,
@@ -80,5 +81,6 @@ __all__ = [
     "SystemDependencyError",
     "WorkerCrashedError",
     "__version__",
+    "configure",
     "remote",
 ]

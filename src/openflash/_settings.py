@@ -11,6 +11,8 @@
   `flash build`'s images set).
 - FLASH_PREBUILT_ENV: a virtual environment to run every endpoint in, instead of resolving and
   building (what `flash build`'s images set, one endpoint per image).
+- FLASH_BACKEND: where workers run: "local" (default: processes on this machine) or "ray" (actors
+  on the Ray cluster at RAY_ADDRESS; needs `pip install 'openflash[ray]'`).
 - FLASH_APT_DIR: apt's private index, .deb cache and state; default $FLASH_HOME/apt.
 - FLASH_SYSTEM_BASE: the dpkg status file describing what a worker's base system already has;
   default /var/lib/dpkg/status (this machine's).
@@ -26,6 +28,12 @@ import platformdirs
 
 from openflash.errors import ConfigError
 
+#: Backends by name, imported only when chosen (Ray is an optional extra).
+BACKENDS = {
+    "local": "openflash.backends.local:LocalBackend",
+    "ray": "openflash.backends.ray:RayBackend",
+}
+
 TRUE_WORDS = frozenset({"1", "true", "yes", "on"})
 FALSE_WORDS = frozenset({"", "0", "false", "no", "off"})
 
@@ -40,6 +48,8 @@ class Settings:
     apt_dir: Path | None = None
     system_base: Path = Path("/var/lib/dpkg/status")
     prebuilt_env: Path | None = None
+    backend: str = "local"
+    ray_address: str | None = None
 
     @property
     def apt_root(self) -> Path:
@@ -58,6 +68,12 @@ class Settings:
                 f"FLASH_SYSTEM_DEPS={mode!r} is not a way to provide system dependencies",
                 hint="set FLASH_SYSTEM_DEPS to layer (the default), host or none",
             )
+        backend = env.get("FLASH_BACKEND", "").strip().lower() or "local"
+        if backend not in BACKENDS:
+            raise ConfigError(
+                f"FLASH_BACKEND={backend!r} is not a backend",
+                hint=f"set FLASH_BACKEND to one of: {', '.join(BACKENDS)}",
+            )
         return cls(
             home=home,
             uv_cache_dir=uv_cache,
@@ -67,6 +83,8 @@ class Settings:
             apt_dir=_path(env, "FLASH_APT_DIR"),
             system_base=_path(env, "FLASH_SYSTEM_BASE") or Path("/var/lib/dpkg/status"),
             prebuilt_env=_path(env, "FLASH_PREBUILT_ENV"),
+            backend=backend,
+            ray_address=env.get("RAY_ADDRESS") or None,
         )
 
 

@@ -25,9 +25,10 @@ from openflash.deps.system import (
     SystemLock,
     build_layer,
     distribution_release,
+    resolve_system,
     system_layer,
 )
-from openflash.envs.build import Environment, build_environment
+from openflash.envs.build import Environment, build_environment, environment_key
 from openflash.envs.runtime import worker_runtime
 from openflash.envs.store import Store
 
@@ -59,10 +60,15 @@ class BuildStatus:
 
 @dataclass(frozen=True)
 class Prepared:
+    """What workers of a dependency set need. Built here for local workers; for workers on
+    other machines (Ray) only resolved here, and built there from ``lock`` and ``system_lock``."""
+
     lock: Lock
-    environment: Environment
-    layer: SystemLayer
-    runtime_path: Path
+    env_key: str
+    environment: Environment | None = None
+    layer: SystemLayer = field(default_factory=SystemLayer)
+    runtime_path: Path | None = None
+    system_lock: SystemLock | None = None
 
 
 class Preparer:
@@ -86,47 +92,72 @@ class Preparer:
         for handle in holds:
             handle.close()
 
-    def build(self, dependencies: DepsKey) -> Prepared:
+    def build(self, dependencies: DepsKey, *, local: bool = True) -> Prepared:
+        """Resolve ``dependencies`` (or take them from flash.lock) and, if ``local``, build."""
         python, system, lockfile = dependencies
         s = self.settings
         status = self._status[dependencies] = BuildStatus("resolving", started=time.time())
         if s.prebuilt_env is not None:  # an image made by `flash build`: all is installed
-            environment = Environment("prebuilt", s.prebuilt_env)
             status.state, status.finished = "ready", time.time()
             return Prepared(
                 Lock(python, "", time.time()),
-                environment,
-                SystemLayer(),
-                worker_runtime(self.store),
+                "prebuilt",
+                Environment("prebuilt", s.prebuilt_env),
+                runtime_path=worker_runtime(self.store),
             )
         try:
             with _subprocess.reporting(status.log.append):
-                entry = self._locked(lockfile, python, system)
-                if system:
-                    _subprocess.report(f"system dependencies: {' '.join(system)}")
-                layer = self._system_layer(system, entry)  # first: unknown apt packages fail fast
-                if entry is not None:
-                    _subprocess.report(f"installing the versions locked in {lockfile}")
-                    lock = Lock(python, entry.lock_text(), time.time())
-                else:
-                    if python:
-                        _subprocess.report(f"resolving with uv: {' '.join(python)}")
-                    lock = resolve(
-                        python, store=self.store, uv_cache=s.uv_cache_dir, ttl=s.resolve_ttl
-                    )
-                status.state = "building"
-                environment = build_environment(self.store, lock.text, uv_cache=s.uv_cache_dir)
-                prepared = Prepared(lock, environment, layer, worker_runtime(self.store))
-                # In use while this process runs: `flash env prune` leaves them alone.
-                with self._lock:
-                    self._holds.append(self.store.hold("envs", environment.key))
-                    if layer.key:
-                        self._holds.append(self.store.hold("layers", layer.key))
+                prepared = self._prepare(python, system, lockfile, status, local)
         except BaseException as e:
             status.state, status.error, status.finished = "failed", str(e), time.time()
             raise
         status.state, status.finished = "ready", time.time()
         return prepared
+
+    def _prepare(
+        self,
+        python: tuple[str, ...],
+        system: tuple[str, ...],
+        lockfile: Path | None,
+        status: BuildStatus,
+        local: bool,
+    ) -> Prepared:
+        s = self.settings
+        entry = self._locked(lockfile, python, system)
+        if system:
+            _subprocess.report(f"system dependencies: {' '.join(system)}")
+        # System packages first: an unknown apt package fails before anything is built.
+        if local:
+            layer, system_lock = self._system_layer(system, entry), None
+        else:
+            layer, system_lock = SystemLayer(), self._system_lock(system, entry)
+        if entry is not None:
+            _subprocess.report(f"installing the versions locked in {lockfile}")
+            lock = Lock(python, entry.lock_text(), time.time())
+        else:
+            if python:
+                _subprocess.report(f"resolving with uv: {' '.join(python)}")
+            lock = resolve(python, store=self.store, uv_cache=s.uv_cache_dir, ttl=s.resolve_ttl)
+        if not local:
+            return Prepared(lock, environment_key(lock.text), system_lock=system_lock)
+        status.state = "building"
+        environment = build_environment(self.store, lock.text, uv_cache=s.uv_cache_dir)
+        # In use while this process runs: `flash env prune` leaves them alone.
+        with self._lock:
+            self._holds.append(self.store.hold("envs", environment.key))
+            if layer.key:
+                self._holds.append(self.store.hold("layers", layer.key))
+        return Prepared(lock, environment.key, environment, layer, worker_runtime(self.store))
+
+    def _system_lock(self, names: tuple[str, ...], entry: LockEntry | None) -> SystemLock | None:
+        """The closure to build a layer from elsewhere (resolved here, built on the nodes)."""
+        if not names or self.settings.system_deps_mode != "layer":
+            return None
+        if entry is not None:
+            return SystemLock(
+                names, tuple(entry.system_packages), distribution_release(), time.time()
+            )
+        return resolve_system(names, store=self.store, apt=self.apt, ttl=self.settings.resolve_ttl)
 
     def _system_layer(self, names: tuple[str, ...], entry: LockEntry | None) -> SystemLayer:
         if not names or self.settings.system_deps_mode == "none":
@@ -136,10 +167,7 @@ class Preparer:
                 self.apt.install_on_host(names)
             return SystemLayer()
         if entry is not None:
-            locked = SystemLock(
-                names, tuple(entry.system_packages), distribution_release(), time.time()
-            )
-            return build_layer(self.store, locked, self.apt)
+            return build_layer(self.store, self._system_lock(names, entry), self.apt)  # type: ignore[arg-type]
         return system_layer(names, store=self.store, apt=self.apt, ttl=self.settings.resolve_ttl)
 
     def _locked(

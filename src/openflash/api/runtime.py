@@ -13,26 +13,28 @@ import asyncio
 import atexit
 import concurrent.futures
 import contextlib
+import dataclasses
 import logging
 import os
 import threading
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from openflash._settings import Settings
+from openflash._settings import BACKENDS, Settings
 from openflash.api.prepare import DepsKey, Prepared, Preparer
 from openflash.api.resources import ServerlessResource
+from openflash.backends import load_backend
 from openflash.backends.base import Backend, WorkerSpec
-from openflash.backends.local import LocalBackend
 from openflash.deps.lockfile import LockFile, find_lockfile
 from openflash.envs.store import Store
-from openflash.errors import FlashError
+from openflash.errors import ConfigError, FlashError
 from openflash.workers.calls import Call, Reply
 from openflash.workers.pool import Pool, PoolConfig
 
 __all__ = [
     "EndpointDef",
     "Runtime",
+    "configure",
     "get_runtime",
     "run_on_current_loop",
     "shutdown",
@@ -88,7 +90,7 @@ class Runtime:
     ) -> None:
         self.settings = settings
         self.store = Store(settings.home)
-        self.backend = backend or LocalBackend(require_gpu=settings.require_gpu)
+        self.backend = backend or load_backend(settings)
         self._owns_loop = loop is None
         self.loop = loop or asyncio.new_event_loop()
         self._builders = concurrent.futures.ThreadPoolExecutor(
@@ -149,7 +151,7 @@ class Runtime:
         return prepared
 
     def _record_use(self, endpoint: EndpointDef, prepared: Prepared) -> None:
-        if prepared.environment.key != "prebuilt":
+        if prepared.environment is not None and prepared.env_key != "prebuilt":
             self.store.record_use("envs", prepared.environment.key, endpoint.name)
         if prepared.layer.key:
             self.store.record_use("layers", prepared.layer.key, endpoint.name)
@@ -229,7 +231,7 @@ class Runtime:
         r = endpoint.resource
         spec = WorkerSpec(
             endpoint=endpoint.name,
-            python=prepared.environment.python,
+            python=prepared.environment.python if prepared.environment else None,
             runtime_path=prepared.runtime_path,
             cwd=endpoint.cwd,
             env={**prepared.layer.env, **(r.env or {})},
@@ -237,13 +239,16 @@ class Runtime:
             gpu_count=r.gpu_count,
             vcpus=r.cpu_instance.vcpus if r.cpu_instance else None,
             max_concurrency=endpoint.max_concurrency,
+            lock_text=prepared.lock.text,
+            env_key=prepared.env_key,
+            system_lock=prepared.system_lock,
         )
         config = endpoint.pool_config()
         # One pool per endpoint name, environment and layer; a changed config is a new pool.
         key = (
             endpoint.name,
-            prepared.environment.key,
-            prepared.layer.key,
+            prepared.env_key,
+            prepared.layer.key or (prepared.system_lock.key if prepared.system_lock else ""),
             config,
             tuple(sorted(spec.env.items())),
             spec.gpu_count,
@@ -270,7 +275,10 @@ class Runtime:
 
     async def _build(self, dependencies: DepsKey) -> Prepared:
         loop = asyncio.get_running_loop()
-        return await loop.run_in_executor(self._builders, self.preparer.build, dependencies)
+        local = self.backend.builds_locally
+        return await loop.run_in_executor(
+            self._builders, lambda: self.preparer.build(dependencies, local=local)
+        )
 
     async def _refresh(self, endpoints: list[EndpointDef]) -> list[str]:
         results = await asyncio.gather(
@@ -313,6 +321,31 @@ def _deps_key(endpoint: EndpointDef) -> DepsKey:
 
 _runtime: Runtime | None = None
 _runtime_lock = threading.Lock()
+#: What `configure` changed, on top of the settings read from the environment.
+_overrides: dict[str, object] = {}
+
+
+def configure(*, backend: str | None = None, address: str | None = None) -> None:
+    """Choose where this process's workers run, instead of FLASH_BACKEND and RAY_ADDRESS.
+
+        openflash.configure(backend="ray", address="10.0.0.5:6379")
+
+    Workers already running stop; the next call starts on the chosen backend.
+    """
+    if backend is not None:
+        if backend not in BACKENDS:
+            raise ConfigError(
+                f"backend={backend!r} is not a backend",
+                hint=f"use one of: {', '.join(repr(b) for b in BACKENDS)}",
+            )
+        _overrides["backend"] = backend
+    if address is not None:
+        _overrides["ray_address"] = address
+    shutdown()
+
+
+def _settings() -> Settings:
+    return dataclasses.replace(Settings.from_env(), **_overrides)  # type: ignore[arg-type]
 
 
 def get_runtime() -> Runtime:
@@ -323,7 +356,7 @@ def get_runtime() -> Runtime:
         return runtime
     with _runtime_lock:
         if _runtime is None:
-            _runtime = Runtime(Settings.from_env())
+            _runtime = Runtime(_settings())
         return _runtime
 
 
@@ -332,7 +365,7 @@ def run_on_current_loop() -> Runtime:
     global _runtime
     shutdown()
     with _runtime_lock:
-        _runtime = Runtime(Settings.from_env(), loop=asyncio.get_running_loop())
+        _runtime = Runtime(_settings(), loop=asyncio.get_running_loop())
         return _runtime
 
 

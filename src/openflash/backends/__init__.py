@@ -1,0 +1,24 @@
+"""Where workers run: ``local`` processes (the default) or ``ray`` actors, chosen by name."""
+
+from __future__ import annotations
+
+import importlib
+
+from openflash._settings import BACKENDS, Settings
+from openflash.backends.base import Backend
+from openflash.errors import ConfigError
+
+__all__ = ["load_backend"]
+
+
+def load_backend(settings: Settings) -> Backend:
+    """The backend ``settings`` name, imported only now (Ray's only when asked for)."""
+    module_name, _, class_name = BACKENDS[settings.backend].partition(":")
+    try:
+        module = importlib.import_module(module_name)
+    except ImportError as e:
+        raise ConfigError(
+            f"the {settings.backend!r} backend cannot be loaded: {e}",
+            hint=f"install it with: pip install 'openflash[{settings.backend}]'",
+        ) from e
+    return getattr(module, class_name).from_settings(settings)

@@ -10,18 +10,23 @@ from __future__ import annotations
 import asyncio
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Protocol
+from typing import Any, Protocol
 
 __all__ = ["Backend", "WorkerHandle", "WorkerSpec", "describe_exit"]
 
 
 @dataclass(frozen=True)
 class WorkerSpec:
-    """Everything a backend needs to start one worker of an endpoint."""
+    """Everything a backend needs to start one worker of an endpoint.
+
+    A backend that builds environments where this process runs (local) uses ``python`` and
+    ``runtime_path``; one whose workers run on other machines (Ray) builds there, from
+    ``lock_text`` and ``system_lock``, the same versions everywhere.
+    """
 
     endpoint: str
-    python: Path
-    runtime_path: Path
+    python: Path | None
+    runtime_path: Path | None
     cwd: Path
     env: dict[str, str] = field(default_factory=dict)
     #: Path-like variables to prefix (a system layer's PATH, LD_LIBRARY_PATH, ...).
@@ -29,10 +34,17 @@ class WorkerSpec:
     gpu_count: int = 0
     vcpus: int | None = None
     max_concurrency: int = 1
+    #: The pinned requirements the environment holds, and its content key.
+    lock_text: str = ""
+    env_key: str = ""
+    #: The resolved system layer (a deps.system.SystemLock), or None.
+    system_lock: Any = None
 
 
 class WorkerHandle(Protocol):
     pid: int
+    #: Where it runs, as its backend names the machine.
+    node: str
     reader: asyncio.StreamReader
     writer: asyncio.StreamWriter
     #: The accelerators this worker holds, as the backend names them (e.g. "0", "1").
@@ -49,6 +61,9 @@ class WorkerHandle(Protocol):
 
 
 class Backend(Protocol):
+    #: Whether workers use environments built by this process (else they build their own).
+    builds_locally: bool
+
     async def start_worker(self, spec: WorkerSpec) -> WorkerHandle: ...
 
     async def close(self) -> None: ...

@@ -20,6 +20,7 @@ import sys
 from collections.abc import Awaitable, Callable
 from typing import TextIO
 
+from openflash._settings import Settings
 from openflash.backends.base import WorkerSpec
 from openflash.backends.gpus import GpuAllocator, detect_gpus
 from openflash.errors import FlashError
@@ -86,6 +87,7 @@ class LocalWorker:
     ) -> None:
         self.proc = proc
         self.pid = proc.pid
+        self.node = "local"
         self.reader = reader
         self.writer = writer
         self.gpus = gpus
@@ -151,6 +153,13 @@ async def _pump(
 class LocalBackend:
     """Spawns workers on this machine."""
 
+    #: Environments are built where this process runs.
+    builds_locally = True
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> LocalBackend:
+        return cls(require_gpu=settings.require_gpu)
+
     def __init__(self, *, require_gpu: bool = False, gpus: tuple[str, ...] | None = None) -> None:
         self.require_gpu = require_gpu
         self._gpus = gpus
@@ -187,6 +196,11 @@ class LocalBackend:
         return ()
 
     async def start_worker(self, spec: WorkerSpec) -> LocalWorker:
+        if spec.python is None or spec.runtime_path is None:
+            raise FlashError(
+                f"endpoint {spec.endpoint!r} has no environment on this machine",
+                hint="this is a bug in openflash: please report it",
+            )
         gpus = await self._take_gpus(spec)
         allocator = self._gpu_allocator()
         parent_sock, child_sock = socket.socketpair()

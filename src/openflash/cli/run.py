@@ -39,6 +39,13 @@ def run(
         list[str] | None,
         typer.Option("--only", envvar="FLASH_ENDPOINTS", help="Serve only this endpoint (repeat)."),
     ] = None,
+    backend: Annotated[
+        str | None,
+        typer.Option(envvar="FLASH_BACKEND", help="Where workers run: local or ray."),
+    ] = None,
+    address: Annotated[
+        str | None, typer.Option(envvar="RAY_ADDRESS", help="The Ray cluster (with --backend ray).")
+    ] = None,
     quiet: Quiet = False,
     verbose: Verbose = False,
 ) -> None:
@@ -51,6 +58,10 @@ def run(
         _fail(f"{path} is not a folder", "run flash run in your project folder, or pass its path")
     os.chdir(root)  # workers start here, as they do under `python file.py`
     load_dotenv(root / ".env", override=False)
+    if backend:
+        os.environ["FLASH_BACKEND"] = backend  # read when the server's runtime starts
+    if address:
+        os.environ["RAY_ADDRESS"] = address
     api_key = os.environ.get("FLASH_API_KEY") or os.environ.get("RUNPOD_API_KEY") or None
     if not _is_loopback(host) and not api_key:
         _fail(

@@ -19,14 +19,34 @@ import cloudpickle
 from openflash.envs.build import python_tag
 from openflash.envs.store import Store, content_key
 
-__all__ = ["worker_runtime"]
+__all__ = ["RAY_SHIM", "worker_runtime"]
 
 _PACKAGE_FILES = {
     "openflash/__init__.py": None,
     "openflash/workers/__init__.py": None,
     "openflash/workers/child.py": "openflash.workers.child",
     "openflash/workers/protocol.py": "openflash.workers.protocol",
+    "openflash/workers/ray_worker.py": "openflash.workers.ray_worker",
 }
+
+#: Where a Ray actor's PYTHONPATH points: a sitecustomize that moves what the actor needs beyond
+#: the environment (this runtime, Ray) behind the environment's own packages.
+RAY_SHIM = "ray-shim"
+_SHIM = b'''"""openflash: put OPENFLASH_PATH_AFTER behind the environment's site-packages."""
+import os
+import sys
+
+_here = os.path.dirname(os.path.abspath(__file__))
+sys.path[:] = [p for p in sys.path if os.path.abspath(p or ".") != _here]
+for _p in os.environ.pop("OPENFLASH_PATH_AFTER", "").split(os.pathsep):
+    if _p and _p not in sys.path:
+        sys.path.append(_p)
+_rest = [p for p in os.environ.get("PYTHONPATH", "").split(os.pathsep) if p and p != _here]
+if _rest:
+    os.environ["PYTHONPATH"] = os.pathsep.join(_rest)
+else:
+    os.environ.pop("PYTHONPATH", None)
+'''
 
 
 def _module_file(name: str) -> Path:
@@ -43,6 +63,7 @@ def _sources() -> dict[str, bytes]:
         )
         for name, module in _PACKAGE_FILES.items()
     }
+    files[f"{RAY_SHIM}/sitecustomize.py"] = _SHIM
     cp_root = Path(cloudpickle.__file__).parent
     for path in sorted(cp_root.rglob("*.py")):
         files[f"cloudpickle/{path.relative_to(cp_root).as_posix()}"] = path.read_bytes()

@@ -51,9 +51,14 @@ _RUNTIME_FILES = frozenset(
 _FLUSH_AT = 1 << 16
 
 
-class Worker:
-    def __init__(self, writer: asyncio.StreamWriter, max_concurrency: int) -> None:
-        self.writer = writer
+class Executor:
+    """Runs calls: functions and classes kept by id, coroutines on this loop, the rest in threads.
+
+    Transport-free: ``reply`` turns a CALL payload into the RESULT or ERROR frame to send back.
+    The socket server below uses it, and so does the Ray actor (ray_worker.py).
+    """
+
+    def __init__(self, max_concurrency: int) -> None:
         self.executor = ThreadPoolExecutor(
             max_workers=max_concurrency, thread_name_prefix="openflash-call"
         )
@@ -61,31 +66,20 @@ class Worker:
         #: Instances of decorated classes, by id; a future while the constructor runs, so that
         #: calls arriving meanwhile wait for it instead of finding nothing.
         self.instances: dict[str, asyncio.Future[Any]] = {}
-        self.drain_lock = asyncio.Lock()
-        self.tasks: set[asyncio.Task[None]] = set()
 
-    async def send(self, frame: bytes) -> None:
-        self.writer.write(frame)
-        if self.writer.transport.get_write_buffer_size() > _FLUSH_AT:
-            async with self.drain_lock:
-                await self.writer.drain()
-
-    def start(self, call_id: int, payload: bytes) -> None:
-        task = asyncio.get_running_loop().create_task(self.handle(call_id, payload))
-        self.tasks.add(task)
-        task.add_done_callback(self.tasks.discard)
-
-    async def handle(self, call_id: int, payload: bytes) -> None:
+    async def reply(self, call_id: int, payload: bytes) -> bytes:
         try:
             call = protocol.decode_call(payload)
             target = await self.target(call)
             args, kwargs = cloudpickle.loads(call.args)
             result = await self.invoke(target, args, kwargs)
             data = self.dump_result(result)
-        except BaseException as e:
-            await self.send(_error_frame(call_id, e))
-            return
-        await self.send(protocol.encode(protocol.RESULT, call_id, data))
+        except BaseException as e:  # everything goes back to the caller
+            return _error_frame(call_id, e)
+        return protocol.encode(protocol.RESULT, call_id, data)
+
+    def release(self, instance_id: str) -> None:
+        self.instances.pop(instance_id, None)
 
     async def target(self, call: protocol.CallPayload) -> Any:
         if call.op == protocol.OP_FUNCTION:
@@ -129,6 +123,30 @@ class Worker:
                 f"the function returned a {type(result).__name__}, which cannot be pickled "
                 f"to send back: {e}"
             ) from e
+
+
+class Worker:
+    """Serves an Executor over the socket a pool gave this process."""
+
+    def __init__(self, writer: asyncio.StreamWriter, executor: Executor) -> None:
+        self.writer = writer
+        self.executor = executor
+        self.drain_lock = asyncio.Lock()
+        self.tasks: set[asyncio.Task[None]] = set()
+
+    async def send(self, frame: bytes) -> None:
+        self.writer.write(frame)
+        if self.writer.transport.get_write_buffer_size() > _FLUSH_AT:
+            async with self.drain_lock:
+                await self.writer.drain()
+
+    def start(self, call_id: int, payload: bytes) -> None:
+        task = asyncio.get_running_loop().create_task(self.handle(call_id, payload))
+        self.tasks.add(task)
+        task.add_done_callback(self.tasks.discard)
+
+    async def handle(self, call_id: int, payload: bytes) -> None:
+        await self.send(await self.executor.reply(call_id, payload))
 
 
 def _load(blob: bytes, source: str | None) -> Any:
@@ -199,7 +217,7 @@ def _qualified_name(cls: type) -> str:
 async def serve(fd: int, max_concurrency: int) -> None:
     sock = socket.socket(fileno=fd)
     reader, writer = await asyncio.open_unix_connection(sock=sock)
-    worker = Worker(writer, max_concurrency)
+    worker = Worker(writer, Executor(max_concurrency))
     ready = {"pid": os.getpid(), "python": sys.version.split()[0], "executable": sys.executable}
     await worker.send(protocol.encode(protocol.READY, 0, protocol.dumps(ready)))
     while True:
@@ -209,7 +227,7 @@ async def serve(fd: int, max_concurrency: int) -> None:
         if frame.kind == protocol.CALL:
             worker.start(frame.call_id, frame.payload)
         elif frame.kind == protocol.RELEASE:
-            worker.instances.pop(frame.payload.decode(), None)
+            worker.executor.release(frame.payload.decode())
 
 
 def main(argv: list[str]) -> None:

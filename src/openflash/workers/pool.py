@@ -129,6 +129,7 @@ class Pool:
                     "state": w.state.value,
                     "calls": len(w.in_flight),
                     "gpus": list(w.handle.gpus) if w.handle else [],
+                    "node": getattr(w.handle, "node", None),
                 }
                 for w in self.workers
             ],
@@ -383,7 +384,9 @@ class Pool:
             calls, worker.in_flight = list(worker.in_flight.values()), {}
             for call in calls:
                 _fail(call, error)
-        elif was is _State.READY and not self.closed:
+        elif (
+            was is _State.READY and not self.closed and not getattr(handle, "expected_exit", False)
+        ):
             logger.warning(
                 "openflash: a worker of endpoint %r (pid %s) exited with %s",
                 self.config.name,

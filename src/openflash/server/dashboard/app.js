@@ -29,7 +29,8 @@ function endpointCard(ep) {
     el("span", { class: `worker ${w.calls > 0 ? "busy" : w.state === "ready" ? "idle" : ""}`,
                  "data-pid": String(w.pid || "") },
        `pid ${w.pid ?? "…"} · ${w.calls > 0 ? "busy" : w.state === "ready" ? "idle" : w.state}`
-       + (w.gpus && w.gpus.length ? ` · GPU ${w.gpus.join(",")}` : "")));
+       + (w.gpus && w.gpus.length ? ` · GPU ${w.gpus.join(",")}` : "")
+       + (w.node && w.node !== "local" ? ` · node ${w.node}` : "")));
   const log = build.log && build.log.length && build.state !== "ready"
     ? el("pre", { class: "log" }, build.log.slice(-40).join("\n")) : null;
   const error = build.error ? el("pre", { class: "log error" }, build.error) : null;

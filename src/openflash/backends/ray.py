@@ -1,0 +1,344 @@
+"""Workers as Ray actors, on the cluster at RAY_ADDRESS (``pip install 'openflash[ray]'``).
+
+Ray places, schedules and carries; openflash keeps its own environments. For each worker the
+backend picks a node, has that node build the environment and system layer in its own store
+from the lock resolved here (once per node per key, shared by every actor there; a task on the
+node does it), then starts the actor with that environment's interpreter as ``py_executable``.
+Ray and openflash's small runtime are put behind the environment's packages (ray_shim), so the
+user's pins win. The pool speaks its usual frames; this module turns them into actor calls.
+
+Mapping: ``gpuCount`` -> ``num_gpus``, the CPU instance type's vCPUs -> ``num_cpus``,
+``max_concurrency`` -> the actor's concurrency. A dead actor (killed, out of memory, its node
+lost) ends the worker: its calls fail with WorkerCrashedError naming the node.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import atexit
+import collections
+import contextlib
+import logging
+import os
+from pathlib import Path
+from typing import Any
+
+import ray
+from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
+
+from openflash._settings import Settings
+from openflash.backends.base import WorkerSpec
+from openflash.errors import FlashError
+from openflash.workers import protocol
+
+__all__ = ["RayBackend", "RayWorkerHandle"]
+
+logger = logging.getLogger("openflash")
+
+#: Ray's own dependencies, resolved once here and installed into every node's store.
+_RAY_SPEC = f"ray=={ray.__version__}"
+
+
+@ray.remote(num_cpus=0)
+def _prepare_node(spec: WorkerSpec, ray_lock: str) -> dict[str, Any]:
+    """On the node: its store's environment, layer, runtime and Ray overlay for ``spec``."""
+    from openflash.deps.apt import Apt
+    from openflash.deps.system import build_layer
+    from openflash.envs.build import build_environment
+    from openflash.envs.runtime import RAY_SHIM, worker_runtime
+    from openflash.envs.store import Store
+
+    settings = Settings.from_env()  # the node's own FLASH_HOME and caches
+    store = Store(settings.home)
+    environment = build_environment(store, spec.lock_text, uv_cache=settings.uv_cache_dir)
+    layer_env: dict[str, str] = {}
+    layer_paths: dict[str, tuple[str, ...]] = {}
+    if spec.system_lock is not None:
+        apt = Apt(settings.apt_root, settings.system_base, settings.resolve_ttl)
+        layer = build_layer(store, spec.system_lock, apt)
+        layer_env, layer_paths = layer.env, layer.paths
+    runtime = worker_runtime(store)
+    overlay = build_environment(store, ray_lock, uv_cache=settings.uv_cache_dir)
+    overlay_site = next((overlay.path / "lib").glob("python*/site-packages"))
+    for kind, key in (("envs", environment.key), ("envs", overlay.key)):
+        store.record_use(kind, key, spec.endpoint)
+    return {
+        "python": str(environment.python),
+        "bin": str(environment.python.parent),
+        "shim": str(runtime / RAY_SHIM),
+        "after": os.pathsep.join([str(runtime), str(overlay_site)]),
+        "layer_env": layer_env,
+        "layer_paths": layer_paths,
+        "ip": ray.util.get_node_ip_address(),
+    }
+
+
+class RayBackend:
+    """Starts workers as actors on a Ray cluster."""
+
+    builds_locally = False
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> RayBackend:
+        return cls(settings)
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self.address = settings.ray_address
+        self._ray_lock: str | None = None
+        self._prepared: dict[tuple[str, str, str], asyncio.Future[dict[str, Any]]] = {}
+        self._per_node: collections.Counter[str] = collections.Counter()
+        self._warned: set[str] = set()
+        self._live: set[RayWorkerHandle] = set()
+
+    def _connect(self) -> None:
+        if not ray.is_initialized():
+            quiet = logging.getLogger("ray._private.worker")
+            level = quiet.level
+            quiet.setLevel(logging.ERROR)  # not its "no SIGTERM handler in a thread" warning
+            try:
+                ray.init(
+                    address=self.address or "auto",
+                    ignore_reinit_error=True,
+                    logging_level=logging.WARNING,
+                    log_to_driver=True,
+                )
+            finally:
+                quiet.setLevel(level)
+            # Registered after ray.init's own, so it runs first: actors go while Ray is up.
+            atexit.register(self._kill_all)
+        if self._ray_lock is None:
+            from openflash.deps.resolve import resolve
+            from openflash.envs.store import Store
+
+            lock = resolve(
+                (_RAY_SPEC,),
+                store=Store(self.settings.home),
+                uv_cache=self.settings.uv_cache_dir,
+                ttl=self.settings.resolve_ttl,
+            )
+            self._ray_lock = lock.text
+
+    async def start_worker(self, spec: WorkerSpec) -> RayWorkerHandle:
+        loop = asyncio.get_running_loop()
+        try:
+            await loop.run_in_executor(None, self._connect)
+        except Exception as e:
+            raise FlashError(
+                f"cannot reach the Ray cluster at {self.address or 'auto'}: {e}",
+                hint="start one with `ray start --head`, or set RAY_ADDRESS to its address",
+            ) from e
+        gpus = self._gpus_for(spec)
+        cpus = float(spec.vcpus or 1)
+        node = self._choose_node(spec, cpus, gpus)
+        info = await self._node_ready(node, spec)
+        env_vars = {
+            "PYTHONPATH": info["shim"],
+            "OPENFLASH_PATH_AFTER": info["after"],
+            "OPENFLASH_ENDPOINT": spec.endpoint,
+            "VIRTUAL_ENV": str(Path(info["bin"]).parent),
+            "PYTHONNOUSERSITE": "1",
+            **info["layer_env"],
+            **spec.env,
+        }
+        paths = {name: list(prefixes) for name, prefixes in info["layer_paths"].items()}
+        paths.setdefault("PATH", []).insert(0, info["bin"])
+        for name, prefixes in paths.items():
+            env_vars[name] = os.pathsep.join([*prefixes, f"${{{name}}}"])  # Ray expands ${X}
+        from openflash.workers.ray_worker import RayWorker
+
+        actor = (
+            ray.remote(RayWorker)
+            .options(
+                num_cpus=cpus,
+                num_gpus=gpus,
+                max_concurrency=max(spec.max_concurrency, 1),
+                scheduling_strategy=NodeAffinitySchedulingStrategy(node, soft=False),
+                runtime_env={"py_executable": info["python"], "env_vars": env_vars},
+            )
+            .remote(spec.max_concurrency, str(spec.cwd))
+        )
+        self._per_node[node] += 1
+
+        def ended(handle: RayWorkerHandle) -> None:
+            self._per_node[node] -= 1
+            self._live.discard(handle)
+
+        handle = RayWorkerHandle(actor, info["ip"], on_exit=ended)
+        self._live.add(handle)
+        await handle.start()
+        return handle
+
+    def _kill_all(self) -> None:
+        for handle in list(self._live):
+            handle.expected_exit = True  # the process is exiting: no warning for this
+            handle.kill()
+
+    def _gpus_for(self, spec: WorkerSpec) -> int:
+        if not spec.gpu_count:
+            return 0
+        if ray.cluster_resources().get("GPU", 0) >= spec.gpu_count:
+            return spec.gpu_count
+        if self.settings.require_gpu:
+            raise FlashError(
+                f"endpoint {spec.endpoint!r} asks for {spec.gpu_count} GPU(s) per worker, and the "
+                "Ray cluster has none that many",
+                hint="add GPU nodes, use a CPU config, or unset FLASH_REQUIRE_GPU",
+            )
+        if spec.endpoint not in self._warned:
+            self._warned.add(spec.endpoint)
+            logger.warning(
+                "openflash: endpoint %r asks for a GPU, but the Ray cluster has none; "
+                "its workers run on CPUs (set FLASH_REQUIRE_GPU=1 to make this an "
+                "error)",
+                spec.endpoint,
+            )
+        return 0
+
+    def _choose_node(self, spec: WorkerSpec, cpus: float, gpus: int) -> str:
+        """An alive node that can hold the worker: one that has the environment, else the least
+        busy (by openflash workers), so that workers spread."""
+        fitting = [
+            n
+            for n in ray.nodes()
+            if n["Alive"]
+            and n["Resources"].get("CPU", 0) >= cpus
+            and n["Resources"].get("GPU", 0) >= gpus
+        ]
+        if not fitting:
+            raise FlashError(
+                f"no node of the Ray cluster offers {cpus:g} CPU(s) and {gpus} GPU(s), which "
+                f"endpoint {spec.endpoint!r} asks for each worker",
+                hint="use a smaller CPU instance type, or add a larger node",
+            )
+        prepared = {node for node, key, _ in self._prepared if key == spec.env_key}
+        return min(
+            (n["NodeID"] for n in fitting),
+            key=lambda node: (self._per_node[node], node not in prepared),
+        )
+
+    async def _node_ready(self, node: str, spec: WorkerSpec) -> dict[str, Any]:
+        layer = spec.system_lock.key if spec.system_lock is not None else ""
+        key = (node, spec.env_key, layer)
+        future = self._prepared.get(key)
+        if future is None or (future.done() and future.exception() is not None):
+            ref = _prepare_node.options(
+                scheduling_strategy=NodeAffinitySchedulingStrategy(node, soft=False)
+            ).remote(spec, self._ray_lock)
+            future = self._prepared[key] = asyncio.ensure_future(_await(ref))
+        try:
+            return await asyncio.shield(future)
+        except ray.exceptions.RayError as e:
+            raise FlashError(
+                f"building the environment of endpoint {spec.endpoint!r} on Ray node {node} "
+                f"failed:\n{_cause(e)}",
+                hint="read the node's error above; fix the dependencies and call again",
+            ) from None
+
+    async def close(self) -> None:
+        return None
+
+
+async def _await(ref: Any) -> Any:
+    return await ref
+
+
+def _cause(error: BaseException) -> str:
+    """The text of what went wrong on a node, without Ray's wrapping."""
+    cause = getattr(error, "cause", None)
+    return str(cause) if cause is not None else str(error)
+
+
+class _FrameWriter:
+    """The pool's writer: frames written to it become actor calls."""
+
+    def __init__(self, handle: RayWorkerHandle) -> None:
+        self.handle = handle
+        self.buffer = bytearray()
+
+    def write(self, data: bytes) -> None:
+        self.buffer += data
+        while len(self.buffer) >= protocol.HEADER.size:
+            kind, call_id, size = protocol.HEADER.unpack_from(self.buffer)
+            end = protocol.HEADER.size + size
+            if len(self.buffer) < end:
+                return
+            payload = bytes(self.buffer[protocol.HEADER.size : end])
+            del self.buffer[:end]
+            self.handle.frame(kind, call_id, payload)
+
+    def close(self) -> None:
+        return None
+
+
+class RayWorkerHandle:
+    """A worker that is a Ray actor, seen through the pool's byte streams."""
+
+    def __init__(self, actor: Any, node: str, on_exit: Any = None) -> None:
+        self.actor = actor
+        self.node = node
+        self.pid = 0
+        self.gpus: tuple[str, ...] = ()
+        self.reader = asyncio.StreamReader()
+        self.writer = _FrameWriter(self)
+        self._ended: asyncio.Future[int] = asyncio.get_running_loop().create_future()
+        self._why = ""
+        self._tasks: set[asyncio.Task[None]] = set()
+        self._on_exit = on_exit
+        self.expected_exit = False
+
+    async def start(self) -> None:
+        """Wait for the actor, then tell the pool it is ready (a READY frame)."""
+        try:
+            info = await self.actor.ready.remote()
+        except ray.exceptions.RayError as e:
+            self._end(f"the Ray actor could not start on node {self.node}: {_cause(e)}", 1)
+            return
+        self.pid = int(info["pid"])
+        self.node = str(info["ip"])
+        self.gpus = tuple(g for g in str(info["gpus"]).split(",") if g)
+        self.reader.feed_data(protocol.encode(protocol.READY, 0, protocol.dumps(info)))
+
+    def frame(self, kind: int, call_id: int, payload: bytes) -> None:
+        if self._ended.done():
+            return
+        if kind == protocol.CALL:
+            task = asyncio.ensure_future(self._call(call_id, payload))
+            self._tasks.add(task)
+            task.add_done_callback(self._tasks.discard)
+        elif kind == protocol.RELEASE:
+            self.actor.release.remote(payload.decode())
+        elif kind == protocol.SHUTDOWN:
+            self.kill()
+
+    async def _call(self, call_id: int, payload: bytes) -> None:
+        try:
+            reply = await self.actor.call.remote(call_id, payload)
+        except ray.exceptions.RayError as e:
+            self._end(f"the Ray actor on node {self.node} died: {_cause(e)}", -9)
+            return
+        if not self._ended.done():
+            self.reader.feed_data(reply)
+
+    def kill(self) -> None:
+        if self._ended.done():
+            return
+        if ray.is_initialized():  # after ray.shutdown, ray.kill would start a new local Ray
+            with contextlib.suppress(ray.exceptions.RayError, ValueError):
+                ray.kill(self.actor, no_restart=True)
+        self._end(f"stopped (its actor on node {self.node} was killed)", -9)
+
+    def _end(self, why: str, code: int) -> None:
+        if self._ended.done():
+            return
+        self._why = why
+        self._ended.set_result(code)
+        self.reader.feed_eof()
+        if self._on_exit is not None:
+            self._on_exit(self)
+
+    async def wait(self) -> int:
+        return await asyncio.shield(self._ended)
+
+    def stderr_tail(self) -> str:
+        return self._why
