@@ -77,3 +77,13 @@ def test_a_rebuilt_local_wheel_gets_a_new_key(tmp_path: Path) -> None:
     assert environment_key(lock) == first
     wheel.write_bytes(b"two, longer")
     assert environment_key(lock) != first
+
+
+def test_a_failed_build_leads_with_uvs_own_lines() -> None:
+    from openflash.envs.build import summarize_uv_failure
+
+    text = (Path(__file__).parent / "data" / "uv-sync-build-failure.txt").read_text()
+    summary = summarize_uv_failure(text)
+    assert summary.splitlines()[0] == "error: Failed to build `pyyaml==5.4.1`"
+    assert "AttributeError: 'build_ext' object has no attribute 'cython_sources'" in summary
+    assert len(summary.splitlines()) < 25

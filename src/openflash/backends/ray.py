@@ -20,6 +20,7 @@ import collections
 import contextlib
 import logging
 import os
+import threading
 from pathlib import Path
 from typing import Any
 
@@ -60,8 +61,6 @@ def _prepare_node(spec: WorkerSpec, ray_lock: str) -> dict[str, Any]:
     runtime = worker_runtime(store)
     overlay = build_environment(store, ray_lock, uv_cache=settings.uv_cache_dir)
     overlay_site = next((overlay.path / "lib").glob("python*/site-packages"))
-    for kind, key in (("envs", environment.key), ("envs", overlay.key)):
-        store.record_use(kind, key, spec.endpoint)
     return {
         "python": str(environment.python),
         "bin": str(environment.python.parent),
@@ -71,6 +70,17 @@ def _prepare_node(spec: WorkerSpec, ray_lock: str) -> dict[str, Any]:
         "layer_paths": layer_paths,
         "ip": ray.util.get_node_ip_address(),
     }
+
+
+@ray.remote(num_cpus=0)
+def _record_use(endpoint: str, keys: list[tuple[str, str]]) -> None:
+    """On the node: note in its store that ``endpoint`` uses these entries."""
+    from openflash.envs.store import Store
+
+    store = Store(Settings.from_env().home)
+    for kind, key in keys:
+        if key:
+            store.record_use(kind, key, endpoint)
 
 
 class RayBackend:
@@ -90,8 +100,14 @@ class RayBackend:
         self._per_node: collections.Counter[str] = collections.Counter()
         self._warned: set[str] = set()
         self._live: set[RayWorkerHandle] = set()
+        self._addresses: dict[str, str] = {}
+        self._connecting = threading.Lock()
 
     def _connect(self) -> None:
+        with self._connecting:  # workers start in parallel; Ray is joined once
+            self._join()
+
+    def _join(self) -> None:
         if not ray.is_initialized():
             quiet = logging.getLogger("ray._private.worker")
             level = quiet.level
@@ -131,7 +147,12 @@ class RayBackend:
         gpus = self._gpus_for(spec)
         cpus = float(spec.vcpus or 1)
         node = self._choose_node(spec, cpus, gpus)
-        info = await self._node_ready(node, spec)
+        self._per_node[node] += 1  # counted now, so that workers starting together spread
+        try:
+            info = await self._node_ready(node, spec)
+        except BaseException:
+            self._per_node[node] -= 1
+            raise
         env_vars = {
             "PYTHONPATH": info["shim"],
             "OPENFLASH_PATH_AFTER": info["after"],
@@ -158,13 +179,12 @@ class RayBackend:
             )
             .remote(spec.max_concurrency, str(spec.cwd))
         )
-        self._per_node[node] += 1
 
         def ended(handle: RayWorkerHandle) -> None:
             self._per_node[node] -= 1
             self._live.discard(handle)
 
-        handle = RayWorkerHandle(actor, info["ip"], on_exit=ended)
+        handle = RayWorkerHandle(actor, self._addresses.get(node, info["ip"]), on_exit=ended)
         self._live.add(handle)
         await handle.start()
         return handle
@@ -198,9 +218,11 @@ class RayBackend:
     def _choose_node(self, spec: WorkerSpec, cpus: float, gpus: int) -> str:
         """An alive node that can hold the worker: one that has the environment, else the least
         busy (by openflash workers), so that workers spread."""
+        nodes = ray.nodes()
+        self._addresses.update({n["NodeID"]: n["NodeManagerAddress"] for n in nodes})
         fitting = [
             n
-            for n in ray.nodes()
+            for n in nodes
             if n["Alive"]
             and n["Resources"].get("CPU", 0) >= cpus
             and n["Resources"].get("GPU", 0) >= gpus
@@ -227,13 +249,17 @@ class RayBackend:
             ).remote(spec, self._ray_lock)
             future = self._prepared[key] = asyncio.ensure_future(_await(ref))
         try:
-            return await asyncio.shield(future)
+            info = await asyncio.shield(future)
         except ray.exceptions.RayError as e:
             raise FlashError(
-                f"building the environment of endpoint {spec.endpoint!r} on Ray node {node} "
-                f"failed:\n{_cause(e)}",
+                f"building the environment of endpoint {spec.endpoint!r} on Ray node "
+                f"{self._addresses.get(node, node)} failed:\n{_cause(e)}",
                 hint="read the node's error above; fix the dependencies and call again",
             ) from None
+        _record_use.options(
+            scheduling_strategy=NodeAffinitySchedulingStrategy(node, soft=False)
+        ).remote(spec.endpoint, [("envs", spec.env_key), ("layers", layer)])
+        return info
 
     async def close(self) -> None:
         return None
@@ -295,7 +321,6 @@ class RayWorkerHandle:
             self._end(f"the Ray actor could not start on node {self.node}: {_cause(e)}", 1)
             return
         self.pid = int(info["pid"])
-        self.node = str(info["ip"])
         self.gpus = tuple(g for g in str(info["gpus"]).split(",") if g)
         self.reader.feed_data(protocol.encode(protocol.READY, 0, protocol.dumps(info)))
 

@@ -220,6 +220,7 @@ class Apt:
         missing = [p for p in packages if not (self.archives / p.filename).is_file()]
         pins = [p.pin for p in missing]
         if missing:
+            self.ensure_index()  # another machine may have resolved them: this one needs an index
             done = self._apt_get(
                 "install", "-y", "--download-only", *_INSTALL_FLAGS, *pins, check=False
             )

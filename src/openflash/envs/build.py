@@ -8,6 +8,7 @@ machine, and imports without .pyc files were measured about 4x slower.
 from __future__ import annotations
 
 import os
+import re
 import sys
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -110,6 +111,18 @@ def build_environment(store: Store, lock_text: str, *, uv_cache: Path) -> Enviro
     return Environment(key, store.build_once("envs", key, build))
 
 
+def summarize_uv_failure(stderr: str, tail: int = 12) -> str:
+    """uv's own lines (``error:``, ``cause:``, ``hint:``) first, then the last lines of output.
+
+    A failed build prints a long traceback from the package's build; what failed is in uv's
+    lines at the top.
+    """
+    lines = stderr.splitlines()
+    own = [line.strip() for line in lines if re.match(r"^\s*(error|cause|hint|help):", line)]
+    rest = [line for line in lines[-tail:] if line.strip() and line.strip() not in own]
+    return "\n".join([*own[:8], *(["..."] if rest else []), *rest])
+
+
 def _lines(lock_text: str) -> list[str]:
     return [line for line in lock_text.splitlines() if line.strip()]
 
@@ -135,7 +148,7 @@ def _build_venv(target: Path, lock_text: str, uv_cache: Path) -> None:
     lock_file.write_text(lock_text)
     if not _lines(lock_text):
         return
-    _subprocess.run(
+    done = _subprocess.run(
         uv_argv(
             "pip",
             "sync",
@@ -150,6 +163,11 @@ def _build_venv(target: Path, lock_text: str, uv_cache: Path) -> None:
         env=env,
         timeout=BUILD_TIMEOUT_S,
         error=EnvironmentBuildError,
-        hint="check that every pinned package has a release for this platform; "
-        "nothing was kept from this attempt",
+        check=False,
     )
+    if not done.ok:
+        raise EnvironmentBuildError(
+            f"installing the environment's packages failed:\n{summarize_uv_failure(done.stderr)}",
+            hint="check that every pinned package has a release for this platform (a wheel); "
+            "nothing was kept from this attempt",
+        )

@@ -1,0 +1,279 @@
+"""The Ray backend on a real local Ray cluster: a head and a second node, each with a store.
+
+Skipped where Ray is not installed or cannot start, except when OPENFLASH_REQUIRE_RAY is set
+(.ci/run sets it), where that is a failure.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+import openflash
+from openflash import CpuInstanceType, Endpoint, ExecutionTimeoutError, WorkerCrashedError, remote
+from openflash.api import runtime
+from openflash.envs.store import Store
+
+from helpers import free_port, run_python, write
+
+pytestmark = pytest.mark.ray
+
+
+def _unavailable(reason: str) -> None:
+    if os.environ.get("OPENFLASH_REQUIRE_RAY"):
+        pytest.fail(f"Ray is required here (OPENFLASH_REQUIRE_RAY): {reason}")
+    pytest.skip(reason)
+
+
+@dataclass(frozen=True)
+class Cluster:
+    address: str
+    homes: dict[str, Path]
+
+
+def _ray_cli() -> list[str]:
+    found = shutil.which("ray")
+    return [found] if found else [sys.executable, "-m", "ray.scripts.scripts"]
+
+
+@pytest.fixture(scope="session")
+def ray_cluster(
+    tmp_path_factory: pytest.TempPathFactory, uv_cache: Path, apt_dir: Path
+) -> Iterator[Cluster]:
+    try:
+        import ray  # noqa: F401
+    except ImportError:
+        _unavailable("Ray is not installed (pip install 'openflash[ray]')")
+    # A cluster of this test run only, on loopback: no token authentication to set up.
+    os.environ["RAY_AUTH_MODE"] = "disabled"
+    root = tmp_path_factory.mktemp("ray")
+    port = free_port()
+    address = f"127.0.0.1:{port}"
+    homes = {"head": root / "head-home", "node2": root / "node2-home"}
+    common = ["--node-ip-address=127.0.0.1", "--disable-usage-stats", "--num-cpus=2"]
+    starts = [
+        (
+            "head",
+            [
+                "start",
+                "--head",
+                f"--port={port}",
+                "--include-dashboard=false",
+                f"--temp-dir={root / 'tmp'}",
+                *common,
+            ],
+        ),
+        ("node2", ["start", f"--address={address}", *common]),
+    ]
+    for name, args in starts:
+        env = {
+            **os.environ,
+            "FLASH_HOME": str(homes[name]),
+            "FLASH_UV_CACHE_DIR": str(uv_cache),
+            "FLASH_APT_DIR": str(apt_dir),
+        }
+        done = subprocess.run(
+            [*_ray_cli(), *args], env=env, capture_output=True, text=True, timeout=180
+        )
+        if done.returncode != 0:
+            subprocess.run([*_ray_cli(), "stop", "--force"], capture_output=True, timeout=120)
+            _unavailable(f"`ray start` failed for {name}:\n{done.stderr[-2000:]}")
+    try:
+        yield Cluster(address, homes)
+    finally:
+        runtime.shutdown()
+        subprocess.run([*_ray_cli(), "stop", "--force"], capture_output=True, timeout=120)
+
+
+@pytest.fixture
+def on_ray(ray_cluster: Cluster, flash_home: Path) -> Iterator[Cluster]:
+    openflash.configure(backend="ray", address=ray_cluster.address)
+    try:
+        yield ray_cluster
+    finally:
+        runtime._overrides.clear()
+        runtime.shutdown()
+
+
+def run(coro):
+    return asyncio.run(coro)
+
+
+def test_the_seeds_endpoints_run_on_the_cluster(on_ray: Cluster) -> None:
+    @Endpoint(name="ray-none", cpu=CpuInstanceType.CPU3C_1_2)
+    async def words(text: str) -> dict:
+        import sys
+
+        return {"words": len(text.split()), "prefix": sys.prefix}
+
+    @Endpoint(
+        name="ray-pinned",
+        cpu=CpuInstanceType.CPU3C_1_2,
+        dependencies=["python-dateutil==2.9.0.post0", "six==1.16.0"],
+    )
+    def weekday(text: str) -> str:
+        from dateutil import parser
+
+        return parser.parse(text).strftime("%A")
+
+    @Endpoint(name="ray-system", cpu=CpuInstanceType.CPU3C_1_2, system_dependencies=["graphviz"])
+    def render(source: str) -> bytes:
+        import subprocess
+
+        return subprocess.run(
+            ["dot", "-Tpng"], input=source.encode(), capture_output=True, check=True
+        ).stdout
+
+    async def scenario() -> None:
+        plain, day, png = await asyncio.gather(
+            words("a b c"), weekday("24 November 2026"), render("digraph { a -> b }")
+        )
+        assert plain["words"] == 3
+        assert any(plain["prefix"].startswith(str(h)) for h in on_ray.homes.values())
+        assert day == "Tuesday"
+        assert png.startswith(b"\x89PNG\r\n\x1a\n")
+
+    run(scenario())
+    import ray
+
+    stats = runtime.get_runtime().pool_stats(words.endpoint)
+    addresses = {n["NodeManagerAddress"] for n in ray.nodes()}
+    assert stats is not None and stats["detail"][0]["node"] in addresses, stats  # shown per worker
+
+
+def test_conflicting_versions_run_at_once(on_ray: Cluster) -> None:
+    def six_version() -> str:
+        import six
+
+        return six.__version__
+
+    old = remote(
+        openflash.CpuLiveServerless(name="ray-six-old", instanceIds=["cpu3c-1-2"]),
+        dependencies=["six==1.16.0"],
+    )(six_version)
+    new = remote(
+        openflash.CpuLiveServerless(name="ray-six-new", instanceIds=["cpu3c-1-2"]),
+        dependencies=["six==1.17.0"],
+    )(six_version)
+
+    async def both() -> list[str]:
+        return list(await asyncio.gather(old(), new(), old(), new()))
+
+    assert run(both()) == ["1.16.0", "1.17.0", "1.16.0", "1.17.0"]
+
+
+def test_a_killed_actor_fails_its_call_naming_the_node_and_is_replaced(on_ray: Cluster) -> None:
+    @Endpoint(name="ray-kill", cpu=CpuInstanceType.CPU3C_1_2, execution_timeout_ms=20_000)
+    async def nap(seconds: float) -> int:
+        import asyncio
+        import os
+
+        await asyncio.sleep(seconds)
+        return os.getpid()
+
+    async def scenario() -> None:
+        first = await nap(0)
+        pending = asyncio.ensure_future(nap(30))
+        await asyncio.sleep(1.0)
+        os.kill(first, signal.SIGKILL)  # the actor process, on a node of this machine
+        started = time.monotonic()
+        with pytest.raises(WorkerCrashedError, match=r"actor on node \S+ died") as info:
+            await pending
+        assert time.monotonic() - started < 10
+        assert await nap(0) != first  # a new actor took its place
+
+    run(scenario())
+
+
+def test_execution_timeouts_hold_on_ray(on_ray: Cluster) -> None:
+    @Endpoint(name="ray-timeout", cpu=CpuInstanceType.CPU3C_1_2, execution_timeout_ms=1000)
+    async def hang() -> None:
+        import asyncio
+
+        await asyncio.sleep(60)
+
+    with pytest.raises(ExecutionTimeoutError, match="executionTimeoutMs=1000"):
+        run(hang())
+
+
+def test_an_environment_used_twice_on_a_node_is_built_once(on_ray: Cluster) -> None:
+    def idna_version() -> str:
+        import idna
+
+        return idna.__version__
+
+    handles = [
+        remote(
+            openflash.CpuLiveServerless(name=f"ray-share-{i}", instanceIds=["cpu3c-1-2"]),
+            dependencies=["idna==3.10"],
+        )(idna_version)
+        for i in range(3)
+    ]
+
+    async def scenario() -> list[str]:
+        return list(await asyncio.gather(*(h() for h in handles)))
+
+    assert run(scenario()) == ["3.10"] * 3
+    # Three workers on two nodes: one node holds two of them, and built the environment once.
+    key = None
+    per_node = {}
+    for name, home in on_ray.homes.items():
+        built = [e for e in Store(home).events() if e["kind"] == "envs"]
+        per_node[name] = built
+        for event in built:
+            env_dir = home / "envs" / event["key"]
+            if "idna==3.10" in (env_dir / "openflash-lock.txt").read_text():
+                key = event["key"]
+    assert key is not None
+    for name, built in per_node.items():
+        assert [e["key"] for e in built].count(key) <= 1, f"{name} built {key} twice"
+    used = {
+        name: json.loads((h / "envs" / key / ".openflash-used.json").read_text())["endpoints"]
+        for name, h in on_ray.homes.items()
+        if (h / "envs" / key).exists()
+    }
+    assert sum(len(v) for v in used.values()) == 3 and max(len(v) for v in used.values()) >= 2
+
+
+def test_a_build_failure_on_a_node_reaches_the_caller(on_ray: Cluster) -> None:
+    @Endpoint(
+        name="ray-broken-build", cpu=CpuInstanceType.CPU3C_1_2, dependencies=["pyyaml==5.4.1"]
+    )  # no wheel for this Python: builds from source, fails
+    def f() -> None: ...
+
+    with pytest.raises(openflash.FlashError, match=r"on Ray node .* failed") as info:
+        run(f())
+    assert "pyyaml" in str(info.value).lower()
+
+
+def test_without_ray_installed_the_error_says_what_to_install(tmp_path: Path) -> None:
+    script = write(
+        tmp_path / "no_ray.py",
+        """
+        import sys
+        sys.modules["ray"] = None  # as if Ray were not installed
+        import asyncio
+        from openflash import CpuLiveServerless, remote
+
+        @remote(CpuLiveServerless(name="x"))
+        def f(): ...
+
+        try:
+            asyncio.run(f())
+        except Exception as e:
+            print(type(e).__name__, str(e).splitlines()[-1])
+    """,
+    )
+    done = run_python(script, env={"FLASH_BACKEND": "ray"})
+    assert "pip install 'openflash[ray]'" in done.stdout, done.stderr
