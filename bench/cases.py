@@ -164,6 +164,12 @@ def raw_pipe_round_trip(bench: Bench, reps: int) -> list[float]:
     return times[50:]
 
 
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
 def summary(times: list[float]) -> dict[str, float]:
     ordered = sorted(times)
     p99 = ordered[min(len(ordered) - 1, round(0.99 * (len(ordered) - 1)))]

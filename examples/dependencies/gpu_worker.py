@@ -11,7 +11,9 @@ import asyncio
 
 from runpod_flash import GpuGroup, LiveServerless, remote
 
-gpu_config = LiveServerless(name="deps_ml", gpus=[GpuGroup.ADA_24, GpuGroup.AMPERE_80], workersMax=2)
+gpu_config = LiveServerless(
+    name="deps_ml", gpus=[GpuGroup.ADA_24, GpuGroup.AMPERE_80], workersMax=2
+)
 
 
 @remote(
@@ -34,7 +36,11 @@ async def tensor_report(data: dict) -> dict:
         "device": device,
         "gpu": torch.cuda.get_device_name(0) if device == "cuda" else None,
         "sum_of_squares": float((x * x).sum()),
-        "versions": {"torch": torch.__version__, "Pillow": PIL.__version__, "numpy": np.__version__},
+        "versions": {
+            "torch": torch.__version__,
+            "Pillow": PIL.__version__,
+            "numpy": np.__version__,
+        },
     }
 
 

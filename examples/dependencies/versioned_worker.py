@@ -1,6 +1,6 @@
 """Every version constraint form of the user guide, with the original ``@remote`` decorator.
 
-    python examples/dependencies/versioned_worker.py
+python examples/dependencies/versioned_worker.py
 """
 
 import asyncio

@@ -188,7 +188,7 @@ def test_a_killed_actor_fails_its_call_naming_the_node_and_is_replaced(on_ray: C
         await asyncio.sleep(1.0)
         os.kill(first, signal.SIGKILL)  # the actor process, on a node of this machine
         started = time.monotonic()
-        with pytest.raises(WorkerCrashedError, match=r"actor on node \S+ died") as info:
+        with pytest.raises(WorkerCrashedError, match=r"actor on node \S+ died"):
             await pending
         assert time.monotonic() - started < 10
         assert await nap(0) != first  # a new actor took its place
