@@ -148,17 +148,24 @@ def compare(bench: cases.Bench, reps: int) -> dict[str, object]:
     }
 
 
+def _is_small_set(text: str) -> bool:
+    """Whether a lock or a cached resolution is the small set's (not Ray's overlay, which also
+    pins requests)."""
+    lowered = text.lower()
+    return "pillow" in lowered and "ray==" not in lowered
+
+
 def _forget_resolutions(home: Path) -> None:
     """The driver resolves the set again, as it would for a new environment."""
     for cached in (home / "resolutions").glob("*.json"):
-        if "requests" in cached.read_text():
+        if _is_small_set(cached.read_text()):
             cached.unlink()
 
 
 def _small_set_environment(home: Path) -> Path:
     for env in (home / "envs").iterdir():
         lock = env / "openflash-lock.txt"
-        if lock.is_file() and "requests==" in lock.read_text():
+        if lock.is_file() and _is_small_set(lock.read_text()):
             return env
     raise RuntimeError("the small set's environment was not built on the node")
 
@@ -170,7 +177,7 @@ def _forget_environments(home: Path) -> None:
     store = Store(home)
     deadline = time.monotonic() + 30
     for entry in store.entries("envs"):
-        if "requests==" in (entry.path / "openflash-lock.txt").read_text():
+        if _is_small_set((entry.path / "openflash-lock.txt").read_text()):
             while True:  # the previous driver's actor may still be on its way out
                 try:
                     store.remove("envs", entry.key)

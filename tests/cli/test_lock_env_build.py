@@ -169,6 +169,9 @@ def test_env_ls_sizes_agree_with_du_and_prune_spares_busy(
         assert pruned.returncode == 0, pruned.stderr
         left = json.loads(run_flash("env", "ls", "--json", cwd=project, env=env).stdout)
         assert [r["key"] for r in left] == [busy[0]["key"]]  # only the busy one stays
+        bytecode = Path(env["FLASH_HOME"]) / "bytecode"
+        assert all(p.stat().st_nlink > 1 for p in bytecode.rglob("*.pyc"))  # the kept env's
+        assert list(bytecode.rglob("*.pyc"))
         refused = run_flash("env", "rm", busy[0]["key"][:8], cwd=project, env=env)
         assert refused.returncode == 1 and "in use" in refused.stderr
     finally:
@@ -177,6 +180,7 @@ def test_env_ls_sizes_agree_with_du_and_prune_spares_busy(
     time.sleep(0.2)
     assert run_flash("env", "rm", busy[0]["key"][:8], cwd=project, env=env).returncode == 0
     assert json.loads(run_flash("env", "ls", "--json", cwd=project, env=env).stdout) == []
+    assert not list(bytecode.rglob("*.pyc")), "bytecode nothing links to is removed with it"
     assert run_flash("env", "prune", "--older-than", "soon", cwd=project, env=env).returncode == 2
 
 

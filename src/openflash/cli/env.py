@@ -31,6 +31,7 @@ from openflash.cli.common import (
     fail,
     load_project,
 )
+from openflash.envs.bytecode import prune as prune_bytecode
 from openflash.envs.store import Entry, Store
 
 __all__ = ["app"]
@@ -156,6 +157,7 @@ def prune(
         if old or big:
             doomed.append(r)
             total -= int(r["bytes"])
+    removed = False
     for r in doomed:
         kind = "envs" if r["kind"] == "environment" else "layers"
         if not dry_run:
@@ -164,11 +166,14 @@ def prune(
             except OSError as e:  # it became busy meanwhile
                 console.print(f"[yellow]kept {r['key']}: {e}[/yellow]")
                 continue
+            removed = True
         if not quiet:
             console.print(
                 f"{'would remove' if dry_run else 'removed'} {r['kind']} {r['key']} "
                 f"({_human(int(r['bytes']))})"
             )
+    if removed:
+        prune_bytecode(store.bytecode)  # what only the removed environments used
     if not quiet:
         console.print(f"{len(doomed)} removed; the store now holds {_human(total)}")
 
@@ -193,6 +198,7 @@ def rm(
         except OSError as e:
             fail(str(e), "stop the process using it first (a running flash run or script)", code=1)
         console.print(f"removed {entry.kind}/{entry.key}")
+    prune_bytecode(store.bytecode)
 
 
 def _parse_size(text: str) -> int:

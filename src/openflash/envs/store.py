@@ -4,6 +4,7 @@
       envs/<key>/        a virtual environment        (ready once <key>/.openflash-ready exists)
       layers/<key>/      an extracted system layer    (same rule)
       runtime/<key>/     openflash's worker runtime   (same rule)
+      bytecode/          compiled .py files by source hash, hardlinked into envs
       resolutions/       cached uv resolutions (JSON), written atomically
       locks/             one file lock per (kind, key)
       tmp/               builds in progress; published into place by rename
@@ -66,6 +67,10 @@ class Store:
 
     def is_ready(self, kind: str, key: str) -> bool:
         return (self.path(kind, key) / READY_MARKER).is_file()
+
+    @property
+    def bytecode(self) -> Path:
+        return self.root / "bytecode"
 
     @property
     def resolutions(self) -> Path:

@@ -1,0 +1,115 @@
+"""Bytecode for environments: compiled once per source file, hardlinked into every environment.
+
+An environment's package files are hardlinks into uv's cache; its bytecode would be the one thing
+each environment holds alone (about a fifth of its disk) and most of its build time. So bytecode
+is checked-hash (PEP 552): it names the hash of its source instead of a modification time, which
+makes one compiled file right for every copy of that source. Compiled files live in
+``FLASH_HOME/bytecode/<cache tag>/`` under the SHA-256 of their source. A build links each
+``.py``'s bytecode from there, compiles only what is missing (at once, with the environment's
+interpreter), and adds that for the next build. Python checks the hash on import, so a linked
+file never goes stale; a file nothing links to any more is removed by :func:`prune`.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import importlib.util
+import os
+import sys
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+from openflash import _subprocess
+
+__all__ = ["link_bytecode", "prune"]
+
+COMPILE_TIMEOUT_S = 3600.0
+#: Fewer files than this to compile are not worth another process.
+_FILES_PER_PROCESS = 100
+
+
+def link_bytecode(site_packages: Path, python: Path, store_dir: Path) -> dict[str, int]:
+    """Give every ``.py`` under ``site_packages`` its bytecode; returns how many were linked
+    from ``store_dir`` and how many compiled.
+
+    ``python`` is the environment's interpreter, of the same version as this one (the store is
+    per cache tag, e.g. ``cpython-311``).
+    """
+    blobs = store_dir / sys.implementation.cache_tag
+    missing: list[tuple[Path, Path, Path]] = []  # (source, its bytecode, the stored copy)
+    linked = 0
+    for source in _sources(site_packages):
+        try:
+            digest = hashlib.sha256(source.read_bytes()).hexdigest()
+        except OSError:
+            continue
+        blob = blobs / digest[:2] / f"{digest}.pyc"
+        pyc = Path(importlib.util.cache_from_source(str(source)))
+        if _link(blob, pyc):
+            linked += 1
+        else:
+            missing.append((source, pyc, blob))
+    if missing:
+        _compile(python, [source for source, _, _ in missing])
+        for _, pyc, blob in missing:
+            if pyc.is_file():  # a file that does not compile (old syntax, a template) has none
+                blob.parent.mkdir(parents=True, exist_ok=True)
+                with contextlib.suppress(FileExistsError):  # another build stored it first
+                    os.link(pyc, blob)
+    return {"linked": linked, "compiled": len(missing)}
+
+
+def prune(store_dir: Path) -> int:
+    """Remove stored bytecode no environment links to; returns the bytes freed."""
+    freed = 0
+    for dirpath, _, filenames in os.walk(store_dir):
+        for name in filenames:
+            path = os.path.join(dirpath, name)
+            with contextlib.suppress(OSError):
+                st = os.stat(path)
+                if st.st_nlink == 1:
+                    os.unlink(path)
+                    freed += st.st_blocks * 512
+    return freed
+
+
+def _sources(root: Path) -> list[Path]:
+    found = []
+    for dirpath, dirnames, filenames in os.walk(root):
+        dirnames[:] = [d for d in dirnames if d != "__pycache__"]
+        found += [Path(dirpath, name) for name in filenames if name.endswith(".py")]
+    return found
+
+
+def _link(blob: Path, pyc: Path) -> bool:
+    try:
+        pyc.parent.mkdir(exist_ok=True)
+        os.link(blob, pyc)
+    except FileExistsError:
+        return True
+    except OSError:  # not stored yet (or removed by a prune meanwhile)
+        return False
+    return True
+
+
+def _compile(python: Path, sources: list[Path]) -> None:
+    """Compile ``sources`` to checked-hash bytecode beside them, with the environment's Python,
+    one process per CPU (compileall compiles a list of files one by one).
+
+    A file that does not compile is left without bytecode, as installers do.
+    """
+    cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    parts = max(1, min(cpus or 1, len(sources) // _FILES_PER_PROCESS))
+    argv = [python, "-m", "compileall", "-qq", "--invalidation-mode", "checked-hash", "-i", "-"]
+
+    def compile_part(part: list[Path]) -> None:
+        _subprocess.run(
+            argv,
+            input="".join(f"{source}\n" for source in part),
+            timeout=COMPILE_TIMEOUT_S,
+            check=False,
+        )
+
+    with ThreadPoolExecutor(parts) as pool:
+        list(pool.map(compile_part, [sources[i::parts] for i in range(parts)]))

@@ -1,0 +1,100 @@
+"""Bytecode compiled once per source and hardlinked into environments, checked on import."""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+from openflash.envs.build import build_environment
+from openflash.envs.bytecode import link_bytecode, prune
+from openflash.envs.store import Store
+
+from helpers import write
+
+
+def _pyc(source: Path) -> Path:
+    return Path(importlib.util.cache_from_source(str(source)))
+
+
+def _loaded_from_bytecode(python: Path, module: str, cwd: Path | None = None) -> bool:
+    """Whether ``python`` imports ``module`` from its .pyc (``-v`` names the file it used)."""
+    done = subprocess.run(
+        [str(python), "-v", "-c", f"import {module}"],
+        capture_output=True,
+        text=True,
+        cwd=cwd,
+        env={**os.environ, "PYTHONDONTWRITEBYTECODE": "1"},
+        check=True,
+    )
+    return any(
+        line.startswith("# code object from ") and f"{module}.cpython" in line
+        for line in done.stderr.splitlines()
+    )
+
+
+def test_environments_share_one_compiled_copy(tmp_path: Path, uv_cache: Path) -> None:
+    store = Store(tmp_path)
+    first = build_environment(store, "six==1.16.0\n", uv_cache=uv_cache)
+    second = build_environment(store, "idna==3.7\nsix==1.16.0\n", uv_cache=uv_cache)
+    one = _pyc(next((first.path / "lib").glob("python*/site-packages")) / "six.py")
+    two = _pyc(next((second.path / "lib").glob("python*/site-packages")) / "six.py")
+    assert os.path.samefile(one, two), "the second environment links the first one's bytecode"
+    assert one.stat().st_nlink == 3  # both environments and the store
+    info = {e.key: e.info["bytecode"] for e in store.entries("envs")}
+    assert info[first.key]["compiled"] >= 1
+    assert info[second.key]["linked"] >= 1  # six, and the venv's own module
+    assert _loaded_from_bytecode(second.python, "six")
+
+
+def test_changed_source_is_not_served_stale_bytecode(tmp_path: Path) -> None:
+    site = tmp_path / "site"
+    module = write(site / "mod.py", "VALUE = 1\n")
+    link_bytecode(site, Path(sys.executable), tmp_path / "bytecode")
+    assert _pyc(module).is_file()
+    assert _loaded_from_bytecode(Path(sys.executable), "mod", cwd=site)
+    module.write_text("VALUE = 2\n")  # the source hash no longer matches: Python recompiles
+    done = subprocess.run(
+        [sys.executable, "-c", "import mod; print(mod.VALUE)"],
+        capture_output=True,
+        text=True,
+        cwd=site,
+        env={**os.environ, "PYTHONDONTWRITEBYTECODE": "1"},
+        check=True,
+    )
+    assert done.stdout.strip() == "2"
+
+
+def test_same_source_elsewhere_is_linked_not_compiled(tmp_path: Path) -> None:
+    store = tmp_path / "bytecode"
+    a = write(tmp_path / "a" / "mod.py", "VALUE = 1\n")
+    b = write(tmp_path / "b" / "mod.py", "VALUE = 1\n")
+    os.utime(b, (0, 0))  # another copy, another modification time: the same bytecode
+    assert link_bytecode(a.parent, Path(sys.executable), store) == {"linked": 0, "compiled": 1}
+    assert link_bytecode(b.parent, Path(sys.executable), store) == {"linked": 1, "compiled": 0}
+    assert os.path.samefile(_pyc(a), _pyc(b))
+    assert _loaded_from_bytecode(Path(sys.executable), "mod", cwd=b.parent)
+
+
+def test_a_file_that_does_not_compile_is_left_without_bytecode(tmp_path: Path) -> None:
+    site = tmp_path / "site"
+    bad = write(site / "old.py", "print 'python 2'\n")
+    good = write(site / "pkg" / "__init__.py", "X = 1\n")
+    result = link_bytecode(site, Path(sys.executable), tmp_path / "bytecode")
+    assert result == {"linked": 0, "compiled": 2}
+    assert not _pyc(bad).exists()
+    assert _pyc(good).is_file()
+
+
+def test_prune_removes_only_what_nothing_links_to(tmp_path: Path) -> None:
+    store = tmp_path / "bytecode"
+    kept = write(tmp_path / "kept" / "a.py", "A = 1\n")
+    gone = write(tmp_path / "gone" / "b.py", "B = 2\n")
+    link_bytecode(kept.parent, Path(sys.executable), store)
+    link_bytecode(gone.parent, Path(sys.executable), store)
+    _pyc(gone).unlink()  # its environment was removed
+    assert prune(store) > 0
+    assert len(list(store.rglob("*.pyc"))) == 1
+    assert os.path.samefile(next(store.rglob("*.pyc")), _pyc(kept))
