@@ -8,8 +8,9 @@ that needs the small set of packages, in an environment that does not exist yet:
 - Ray: each repetition asks for the same packages under a spelling Ray has not seen (so its
   runtime-env cache misses), e.g. ``httpx>=0.1`` then ``httpx>=0.2``.
 
-Disk per extra environment: the blocks an environment adds beyond uv's cache (openflash
-hardlinks from it), against the size of Ray's per-environment folder.
+Disk per extra environment: the blocks an environment adds beyond the node's shared caches (uv's
+and the store's bytecode, which openflash hardlinks from), against the size of Ray's
+per-environment folder (Ray installs with ``uv pip install --no-cache`` by default: copies).
 """
 
 from __future__ import annotations
@@ -57,6 +58,24 @@ RAY_PROGRAM = textwrap.dedent(
 
     started = time.perf_counter()
     ray.get(touch.remote())
+    print(json.dumps(time.perf_counter() - started))
+    """
+)
+
+#: What any worker with a runtime environment of its own costs Ray to start (no packages): the
+#: floor under both systems' figures.
+FLOOR_PROGRAM = textwrap.dedent(
+    """
+    import json, sys, time, ray
+    ray.init(address=sys.argv[1], logging_level="ERROR")
+
+    @ray.remote(num_cpus=1, runtime_env={"env_vars": {"BENCH": sys.argv[2]}})
+    class Empty:
+        def ready(self):
+            return 1
+
+    started = time.perf_counter()
+    ray.get(Empty.remote().ready.remote())
     print(json.dumps(time.perf_counter() - started))
     """
 )
@@ -117,6 +136,8 @@ def compare(bench: cases.Bench, reps: int) -> dict[str, object]:
     ours.write_text(OPENFLASH_PROGRAM)
     theirs = root / "ray_program.py"
     theirs.write_text(RAY_PROGRAM)
+    floor = root / "floor_program.py"
+    floor.write_text(FLOOR_PROGRAM)
     try:
         driver_home = root / "driver-home"
         driver_env = {
@@ -127,15 +148,17 @@ def compare(bench: cases.Bench, reps: int) -> dict[str, object]:
         }
         specs = json.dumps(cases.SMALL_SET)
         _run(ours, [specs], driver_env)  # the node's Ray overlay, uv's cache
-        ours_times, ray_times = [], []
+        ours_times, ray_times, floor_times = [], [], []
         for i in range(reps):
             _forget_environments(node_home)
             _forget_resolutions(driver_home)
             ours_times.append(_run(ours, [specs], driver_env))
             spelling = [*cases.SMALL_SET[:-1], f"httpx>=0.{i + 1}"]
             ray_times.append(_run(theirs, [json.dumps(spelling), address], node_env))
+            floor_times.append(_run(floor, [address, str(i)], node_env))
         env_dir = _small_set_environment(node_home)
-        ours_disk = _blocks(bench.uv_cache, env_dir) - _blocks(bench.uv_cache)
+        shared = (bench.uv_cache, node_home / "bytecode")
+        ours_disk = _blocks(*shared, env_dir) - _blocks(*shared)
         ray_dirs = sorted((root / "tmp" / "session_latest" / "runtime_resources" / "uv").iterdir())
         ray_disk = _blocks(ray_dirs[-1])
     finally:
@@ -143,6 +166,7 @@ def compare(bench: cases.Bench, reps: int) -> dict[str, object]:
     return {
         "openflash": ours_times,
         "ray": ray_times,
+        "floor": floor_times,
         "openflash_disk": ours_disk,
         "ray_disk": ray_disk,
     }

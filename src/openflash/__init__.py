@@ -10,6 +10,7 @@
 Everything public is importable from here; the modules beneath are private.
 """
 
+from openflash._version import __version__
 from openflash.api.endpoint import Endpoint
 from openflash.api.hardware import (
     CpuInstanceType,
@@ -47,8 +48,6 @@ from openflash.errors import (
     SystemDependencyError,
     WorkerCrashedError,
 )
-
-__version__ = "0.1.0"
 
 __all__ = [
     "DEFAULT_WORKERS_MAX",

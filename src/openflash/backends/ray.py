@@ -28,6 +28,7 @@ import ray
 from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
 from openflash._settings import Settings
+from openflash._version import __version__
 from openflash.backends.base import WorkerSpec
 from openflash.errors import FlashError
 from openflash.workers import protocol
@@ -40,47 +41,50 @@ logger = logging.getLogger("openflash")
 _RAY_SPEC = f"ray=={ray.__version__}"
 
 
-@ray.remote(num_cpus=0)
-def _prepare_node(spec: WorkerSpec, ray_lock: str) -> dict[str, Any]:
-    """On the node: its store's environment, layer, runtime and Ray overlay for ``spec``."""
-    from openflash.deps.apt import Apt
-    from openflash.deps.system import build_layer
-    from openflash.envs.build import build_environment
-    from openflash.envs.runtime import RAY_SHIM, worker_runtime
-    from openflash.envs.store import Store
+@ray.remote(num_cpus=0, max_concurrency=16, max_restarts=-1)
+class NodeAgent:
+    """openflash on one node: builds in the node's store (its own FLASH_HOME and caches) and
+    notes what uses what. One per node and openflash version, named, and kept between runs, so
+    that a new driver finds it started."""
 
-    settings = Settings.from_env()  # the node's own FLASH_HOME and caches
-    store = Store(settings.home)
-    environment = build_environment(store, spec.lock_text, uv_cache=settings.uv_cache_dir)
-    layer_env: dict[str, str] = {}
-    layer_paths: dict[str, tuple[str, ...]] = {}
-    if spec.system_lock is not None:
-        apt = Apt(settings.apt_root, settings.system_base, settings.resolve_ttl)
-        layer = build_layer(store, spec.system_lock, apt)
-        layer_env, layer_paths = layer.env, layer.paths
-    runtime = worker_runtime(store)
-    overlay = build_environment(store, ray_lock, uv_cache=settings.uv_cache_dir)
-    overlay_site = next((overlay.path / "lib").glob("python*/site-packages"))
-    return {
-        "python": str(environment.python),
-        "bin": str(environment.python.parent),
-        "shim": str(runtime / RAY_SHIM),
-        "after": os.pathsep.join([str(runtime), str(overlay_site)]),
-        "layer_env": layer_env,
-        "layer_paths": layer_paths,
-        "ip": ray.util.get_node_ip_address(),
-    }
+    def prepare(self, spec: WorkerSpec, ray_lock: str) -> dict[str, Any]:
+        """The environment, layer, runtime and Ray overlay for ``spec``, built once per key."""
+        from openflash.deps.apt import Apt
+        from openflash.deps.system import build_layer
+        from openflash.envs.build import build_environment
+        from openflash.envs.runtime import RAY_SHIM, worker_runtime
+        from openflash.envs.store import Store
 
+        settings = Settings.from_env()
+        store = Store(settings.home)
+        environment = build_environment(store, spec.lock_text, uv_cache=settings.uv_cache_dir)
+        layer_env: dict[str, str] = {}
+        layer_paths: dict[str, tuple[str, ...]] = {}
+        if spec.system_lock is not None:
+            apt = Apt(settings.apt_root, settings.system_base, settings.resolve_ttl)
+            layer = build_layer(store, spec.system_lock, apt)
+            layer_env, layer_paths = layer.env, layer.paths
+        runtime = worker_runtime(store)
+        overlay = build_environment(store, ray_lock, uv_cache=settings.uv_cache_dir)
+        overlay_site = next((overlay.path / "lib").glob("python*/site-packages"))
+        return {
+            "python": str(environment.python),
+            "bin": str(environment.python.parent),
+            "shim": str(runtime / RAY_SHIM),
+            "after": os.pathsep.join([str(runtime), str(overlay_site)]),
+            "layer_env": layer_env,
+            "layer_paths": layer_paths,
+            "ip": ray.util.get_node_ip_address(),
+        }
 
-@ray.remote(num_cpus=0)
-def _record_use(endpoint: str, keys: list[tuple[str, str]]) -> None:
-    """On the node: note in its store that ``endpoint`` uses these entries."""
-    from openflash.envs.store import Store
+    def record_use(self, endpoint: str, keys: list[tuple[str, str]]) -> None:
+        """Note in the node's store that ``endpoint`` uses these entries."""
+        from openflash.envs.store import Store
 
-    store = Store(Settings.from_env().home)
-    for kind, key in keys:
-        if key:
-            store.record_use(kind, key, endpoint)
+        store = Store(Settings.from_env().home)
+        for kind, key in keys:
+            if key:
+                store.record_use(kind, key, endpoint)
 
 
 class RayBackend:
@@ -97,6 +101,7 @@ class RayBackend:
         self.address = settings.ray_address
         self._ray_lock: str | None = None
         self._prepared: dict[tuple[str, str, str], asyncio.Future[dict[str, Any]]] = {}
+        self._agents: dict[str, Any] = {}
         self._per_node: collections.Counter[str] = collections.Counter()
         self._warned: set[str] = set()
         self._live: set[RayWorkerHandle] = set()
@@ -244,10 +249,7 @@ class RayBackend:
         key = (node, spec.env_key, layer)
         future = self._prepared.get(key)
         if future is None or (future.done() and future.exception() is not None):
-            ref = _prepare_node.options(
-                scheduling_strategy=NodeAffinitySchedulingStrategy(node, soft=False)
-            ).remote(spec, self._ray_lock)
-            future = self._prepared[key] = asyncio.ensure_future(_await(ref))
+            future = self._prepared[key] = asyncio.ensure_future(self._prepare(node, spec))
         try:
             info = await asyncio.shield(future)
         except ray.exceptions.RayError as e:
@@ -256,17 +258,34 @@ class RayBackend:
                 f"{self._addresses.get(node, node)} failed:\n{_cause(e)}",
                 hint="read the node's error above; fix the dependencies and call again",
             ) from None
-        _record_use.options(
-            scheduling_strategy=NodeAffinitySchedulingStrategy(node, soft=False)
-        ).remote(spec.endpoint, [("envs", spec.env_key), ("layers", layer)])
+        agent = await self._agent(node)
+        agent.record_use.remote(spec.endpoint, [("envs", spec.env_key), ("layers", layer)])
         return info
+
+    async def _prepare(self, node: str, spec: WorkerSpec) -> dict[str, Any]:
+        try:
+            return await (await self._agent(node)).prepare.remote(spec, self._ray_lock)
+        except ray.exceptions.RayActorError:  # the agent was lost (restarting): once more
+            self._agents.pop(node, None)
+            return await (await self._agent(node)).prepare.remote(spec, self._ray_lock)
+
+    async def _agent(self, node: str) -> Any:
+        """The node's agent, started by the first driver that needs it."""
+        agent = self._agents.get(node)
+        if agent is None:
+            options = NodeAgent.options(
+                name=f"openflash-{__version__}-{node}",
+                namespace="openflash",
+                lifetime="detached",
+                get_if_exists=True,
+                scheduling_strategy=NodeAffinitySchedulingStrategy(node, soft=False),
+            )
+            loop = asyncio.get_running_loop()
+            agent = self._agents[node] = await loop.run_in_executor(None, options.remote)
+        return agent
 
     async def close(self) -> None:
         return None
-
-
-async def _await(ref: Any) -> Any:
-    return await ref
 
 
 def _cause(error: BaseException) -> str:
