@@ -2,8 +2,10 @@
 
 Ray places, schedules and carries; openflash keeps its own environments. For each worker the
 backend picks a node, has that node build the environment and system layer in its own store
-from the lock resolved here (once per node per key, shared by every actor there; a task on the
-node does it), then starts the actor with that environment's interpreter as ``py_executable``.
+from the lock resolved here (once per node per key, shared by every actor there), then starts
+the actor with that environment's interpreter as ``py_executable``. The node's builds are done
+by its NodeAgent: a named, detached actor (no CPU) started by the first driver that needs the
+node and kept until ``ray stop``, so that a new driver does not wait for a Ray worker to start.
 Ray and openflash's small runtime are put behind the environment's packages (ray_shim), so the
 user's pins win. The pool speaks its usual frames; this module turns them into actor calls.
 
