@@ -222,7 +222,7 @@ def _report(table: list[str], chosen: list[str]) -> str:
             "  32) against a bare FastAPI app answering the same JSON in its handler, both under",
             "  uvicorn, driven in turn by one client process with 32 keep-alive connections.",
             "",
-            "Reproduce: `pip install -e . && python -m bench` (about a minute).",
+            "Reproduce: `pip install -e '.[bench]' && python -m bench` (about five minutes).",
             "",
         ]
     )
