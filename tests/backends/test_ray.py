@@ -25,7 +25,7 @@ from openflash import CpuInstanceType, Endpoint, ExecutionTimeoutError, WorkerCr
 from openflash.api import runtime
 from openflash.envs.store import Store
 
-from helpers import free_port, run_python, write
+from helpers import FlashServer, free_port, run_python, write
 
 pytestmark = pytest.mark.ray
 
@@ -246,6 +246,32 @@ def test_an_environment_used_twice_on_a_node_is_built_once(on_ray: Cluster) -> N
     assert sum(len(v) for v in used.values()) == 3 and max(len(v) for v in used.values()) >= 2
 
 
+def test_node_agents_outlive_a_kill(on_ray: Cluster) -> None:
+    import ray
+
+    @Endpoint(name="ray-agent-a", cpu=CpuInstanceType.CPU3C_1_2, dependencies=["idna==3.7"])
+    def first() -> str:
+        import idna
+
+        return idna.__version__
+
+    assert run(first()) == "3.7"
+    agents = [
+        a for a in ray.util.list_named_actors(all_namespaces=True) if a["namespace"] == "openflash"
+    ]
+    assert agents and all(a["name"].startswith("openflash-") for a in agents)
+    for agent in agents:  # Ray restarts them; the backend asks again
+        ray.kill(ray.get_actor(agent["name"], namespace="openflash"), no_restart=False)
+
+    @Endpoint(name="ray-agent-b", cpu=CpuInstanceType.CPU3C_1_2, dependencies=["idna==3.6"])
+    def second() -> str:
+        import idna
+
+        return idna.__version__
+
+    assert run(second()) == "3.6"
+
+
 def test_a_build_failure_on_a_node_reaches_the_caller(on_ray: Cluster) -> None:
     @Endpoint(
         name="ray-broken-build", cpu=CpuInstanceType.CPU3C_1_2, dependencies=["pyyaml==5.4.1"]
@@ -255,6 +281,57 @@ def test_a_build_failure_on_a_node_reaches_the_caller(on_ray: Cluster) -> None:
     with pytest.raises(openflash.FlashError, match=r"on Ray node .* failed") as info:
         run(f())
     assert "pyyaml" in str(info.value).lower()
+
+
+def test_flash_run_serves_on_the_cluster_and_shows_each_workers_node(
+    ray_cluster: Cluster, tmp_path: Path
+) -> None:
+    import httpx
+
+    project = tmp_path / "project"
+    write(
+        project / "hello.py",
+        """
+        import os
+        from openflash import CpuInstanceType, Endpoint
+
+        @Endpoint(name="ray-served", cpu=CpuInstanceType.CPU3C_1_2, dependencies=["six==1.16.0"])
+        def hello(name: str) -> dict:
+            import six
+            return {"hello": name, "six": six.__version__, "home": os.environ["FLASH_HOME"]}
+        """,
+    )
+    args = ("--backend", "ray", "--address", ray_cluster.address)
+    with FlashServer(project, *args, env={"FLASH_HOME": str(tmp_path / "driver-home")}) as server:
+        reply = httpx.post(
+            f"{server.url}/hello/runsync", json={"input": {"name": "ray"}}, timeout=120
+        )
+        assert reply.status_code == 200, reply.text
+        output = reply.json()["output"]
+        assert output["six"] == "1.16.0"
+        assert output["home"] in {str(h) for h in ray_cluster.homes.values()}  # a node's store
+        state = httpx.get(f"{server.url}/_flash/state", timeout=30).json()
+    (endpoint,) = state["endpoints"]
+    (worker,) = endpoint["pool"]["detail"]
+    assert worker["node"] in _node_addresses(ray_cluster), endpoint
+
+
+def _node_addresses(cluster: Cluster) -> set[str]:
+    """The addresses Ray gives the cluster's nodes, asked from a driver of its own."""
+    done = subprocess.run(
+        [
+            sys.executable,
+            "-c",
+            "import json, sys, ray; ray.init(address=sys.argv[1], logging_level='ERROR'); "
+            "print(json.dumps([n['NodeManagerAddress'] for n in ray.nodes()]))",
+            cluster.address,
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=True,
+    )
+    return set(json.loads(done.stdout.strip().splitlines()[-1]))
 
 
 def test_without_ray_installed_the_error_says_what_to_install(tmp_path: Path) -> None:
