@@ -158,30 +158,16 @@ def _add_queue_routes(
 
     _typed(runsync, body=request_model)
     _typed(run, body=request_model)
-    router.add_api_route(
-        f"{base}/runsync",
-        runsync,
-        methods=["POST"],
-        summary=f"{summary} (wait)",
-        name=f"{base}/runsync",
-    )
-    router.add_api_route(
-        f"{base}/run", run, methods=["POST"], summary=f"{summary} (job)", name=f"{base}/run"
-    )
-    router.add_api_route(
-        f"{base}/status/{{job_id}}",
-        status,
-        methods=["GET"],
-        summary=f"status of a {name} job",
-        name=f"{base}/status",
-    )
-    router.add_api_route(
-        f"{base}/cancel/{{job_id}}",
-        cancel,
-        methods=["POST"],
-        summary=f"cancel a {name} job",
-        name=f"{base}/cancel",
-    )
+    for path, handler, method, what in (
+        ("runsync", runsync, "POST", f"{summary} (wait)"),
+        ("run", run, "POST", f"{summary} (job)"),
+        ("status/{job_id}", status, "GET", f"status of a {name} job"),
+        ("cancel/{job_id}", cancel, "POST", f"cancel a {name} job"),
+    ):
+        route_name = f"{base}/{path.split('/')[0]}"
+        router.add_api_route(
+            f"{base}/{path}", handler, methods=[method], summary=what, name=route_name
+        )
 
 
 def _job_invoker(invoke: Invoke, model: type[BaseModel]) -> JobInvoker:
