@@ -82,3 +82,65 @@ def test_unknown_package_raises_naming_it(tmp_path: Path, uv_cache: Path) -> Non
         resolve(
             ("openflash-no-such-package-3141",), store=Store(tmp_path), uv_cache=uv_cache, ttl=60
         )
+
+
+def _cut_the_network(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Every request uv sends now fails (a proxy nobody listens on); uv's cache stays usable."""
+    for name in ("HTTPS_PROXY", "HTTP_PROXY", "ALL_PROXY"):
+        monkeypatch.setenv(name, "http://127.0.0.1:9")
+    monkeypatch.delenv("NO_PROXY", raising=False)
+    monkeypatch.setenv("UV_HTTP_RETRIES", "0")
+
+
+def test_a_new_set_of_recently_seen_packages_resolves_from_uvs_cache(
+    tmp_path: Path, uv_cache: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    store = Store(tmp_path)
+    both = resolve(("requests==2.32.3", "six"), store=store, uv_cache=uv_cache, ttl=100, now=1e3)
+    _cut_the_network(monkeypatch)
+    alone = resolve(("requests==2.32.3",), store=store, uv_cache=uv_cache, ttl=100, now=1050.0)
+    expected = {k: v for k, v in both.packages.items() if k != "six"}
+    assert alone.packages == expected
+    assert alone.resolved_at == 1000.0  # as fresh as its oldest sighting, not as the call
+    # ... and cached like any resolution, until that sighting is older than the TTL:
+    [cached] = [
+        json.loads(f.read_text())
+        for f in store.resolutions.glob("*.json")
+        if json.loads(f.read_text())["specs"] == ["requests==2.32.3"]
+    ]
+    assert cached["resolved_at"] == 1000.0
+
+
+def test_packages_seen_longer_ago_than_the_ttl_are_asked_about_again(
+    tmp_path: Path, uv_cache: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    store = Store(tmp_path)
+    resolve(("requests==2.32.3", "six"), store=store, uv_cache=uv_cache, ttl=100, now=1000.0)
+    _cut_the_network(monkeypatch)
+    with pytest.raises(DependencyError, match="could not reach the package index"):
+        resolve(("requests==2.32.3",), store=store, uv_cache=uv_cache, ttl=100, now=1100.0)
+
+
+def test_a_locked_package_never_seen_on_the_index_sends_the_set_to_the_index(
+    tmp_path: Path, uv_cache: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    store = Store(tmp_path)
+    resolve(("requests==2.32.3", "six"), store=store, uv_cache=uv_cache, ttl=100, now=1000.0)
+    seen = json.loads(store.index_seen.read_text())
+    assert {"requests", "six", "idna", "urllib3", "certifi"} <= set(seen)
+    del seen["idna"]  # a dependency of requests: known to uv's cache, not seen by openflash
+    store.index_seen.write_text(json.dumps(seen))
+    _cut_the_network(monkeypatch)
+    with pytest.raises(DependencyError, match="could not reach the package index"):
+        resolve(("requests==2.32.3",), store=store, uv_cache=uv_cache, ttl=100, now=1050.0)
+
+
+def test_an_unreadable_record_of_sightings_only_costs_the_shortcut(
+    tmp_path: Path, uv_cache: Path
+) -> None:
+    store = Store(tmp_path)
+    store.index_seen.parent.mkdir(parents=True, exist_ok=True)
+    store.index_seen.write_text("{not json")
+    lock = resolve(("six",), store=store, uv_cache=uv_cache, ttl=100, now=1000.0)
+    assert "six" in lock.packages
+    assert json.loads(store.index_seen.read_text())["six"] == 1000.0

@@ -5,13 +5,22 @@ Resolutions are cached per (normalised specs, Python, platform) in the store and
 FLASH_RESOLVE_TTL seconds; when re-resolving fails for lack of a network, an expired resolution is
 used with a warning rather than failing the call.
 
+The same TTL bounds what openflash asks the index about a package: every resolution that went to
+the index records, per package of its lock, when (``index-seen.json``). A set not resolved yet is
+first resolved from uv's cache alone (``--offline``, about a third of the time); that lock is
+used when every package in it was seen on the index within the TTL, else uv asks the index. So a
+new combination of recently used packages (an endpoint gaining one dependency) resolves as fresh
+as a cached resolution would be, without the round trips.
+
 What uv prints is parsed by the pure functions ``parse_lock`` and ``failure_to_error``.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
+import math
 import re
 import sys
 import tempfile
@@ -19,6 +28,9 @@ import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
+
+from packaging.requirements import InvalidRequirement, Requirement
+from packaging.utils import canonicalize_name
 
 from openflash import _subprocess
 from openflash.deps.lockfile import LockedPackage, parse_hashed
@@ -125,7 +137,10 @@ def resolve(
     if cached is not None and now - cached.resolved_at < ttl:
         return cached
     try:
-        lock = Lock(specs, _compile(specs, uv_cache), now)
+        lock = _from_seen_packages(specs, store.index_seen, uv_cache, ttl, now)
+        if lock is None:
+            lock = Lock(specs, _compile(specs, uv_cache), now)
+            _record_seen(store.index_seen, lock)
     except DependencyError as e:
         if cached is not None and type(e) is DependencyError and _NETWORK.search(e.message):
             logger.warning(
@@ -169,8 +184,58 @@ def resolve_pinned(
         return parse_hashed(output.read_text())
 
 
-def _compile(specs: tuple[str, ...], uv_cache: Path) -> str:
-    return parse_lock(_uv_compile(specs, uv_cache).stdout)
+def _compile(specs: tuple[str, ...], uv_cache: Path, *args: str) -> str:
+    return parse_lock(_uv_compile(specs, uv_cache, *args).stdout)
+
+
+def _from_seen_packages(
+    specs: tuple[str, ...], seen_file: Path, uv_cache: Path, ttl: float, now: float
+) -> Lock | None:
+    """The lock uv makes from its cache alone, if every package in it was seen on the index
+    within ``ttl``; its time is the oldest of those sightings. None otherwise."""
+    seen = _read_seen(seen_file)
+
+    def fresh(name: str) -> bool:
+        return now - seen.get(canonicalize_name(name), -math.inf) < ttl
+
+    if not all(fresh(_name(spec)) for spec in specs):  # not worth an offline attempt
+        return None
+    try:
+        text = _compile(specs, uv_cache, "--offline")
+    except DependencyError:
+        return None
+    names = list(Lock(specs, text, now).packages)
+    if not all(fresh(name) for name in names):
+        return None
+    return Lock(specs, text, min(seen[canonicalize_name(name)] for name in names))
+
+
+def _name(spec: str) -> str:
+    try:
+        return Requirement(spec).name
+    except InvalidRequirement:
+        return ""  # never seen: resolve with the index
+
+
+def _read_seen(path: Path) -> dict[str, float]:
+    try:
+        data = json.loads(path.read_text())
+        return {str(k): float(v) for k, v in data.items()}
+    except (OSError, ValueError, TypeError, AttributeError):
+        return {}
+
+
+def _record_seen(path: Path, lock: Lock) -> None:
+    """Note that uv asked the index about every package of ``lock`` at ``lock.resolved_at``.
+
+    Concurrent writers may drop each other's entries: that only costs a later resolution its
+    shortcut.
+    """
+    seen = _read_seen(path)
+    for name in lock.packages:
+        seen[canonicalize_name(name)] = lock.resolved_at
+    with contextlib.suppress(OSError):
+        write_atomic(path, json.dumps(seen, indent=0, sort_keys=True))
 
 
 def _uv_compile(specs: tuple[str, ...], uv_cache: Path, *args: str) -> _subprocess.Completed:

@@ -6,6 +6,7 @@
       runtime/<key>/     openflash's worker runtime   (same rule)
       bytecode/          compiled .py files by source hash, hardlinked into envs
       resolutions/       cached uv resolutions (JSON), written atomically
+      index-seen.json    when uv last asked the index about each package (deps.resolve)
       locks/             one file lock per (kind, key)
       tmp/               builds in progress; published into place by rename
       uv-cache/          uv's cache, on the same disk, so installs are hardlinks
@@ -75,6 +76,10 @@ class Store:
     @property
     def resolutions(self) -> Path:
         return self.root / "resolutions"
+
+    @property
+    def index_seen(self) -> Path:
+        return self.root / "index-seen.json"
 
     @contextlib.contextmanager
     def lock(self, kind: str, key: str, timeout: float = -1) -> Iterator[None]:
