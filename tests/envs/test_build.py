@@ -5,9 +5,12 @@ from __future__ import annotations
 import subprocess
 from pathlib import Path
 
+import pytest
+
 from openflash.envs.build import build_environment, environment_key
 from openflash.envs.runtime import worker_runtime
 from openflash.envs.store import Store
+from openflash.errors import EnvironmentBuildError
 
 
 def test_key_depends_on_the_lock() -> None:
@@ -38,6 +41,22 @@ def test_same_lock_same_environment(tmp_path: Path, uv_cache: Path) -> None:
     b = build_environment(store, "six==1.16.0\n", uv_cache=uv_cache)
     assert a == b
     assert len(store.events()) == 1
+
+
+def test_a_lock_uvs_cache_holds_installs_without_the_index(
+    tmp_path: Path, uv_cache: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    build_environment(Store(tmp_path / "a"), "six==1.16.0\n", uv_cache=uv_cache)
+    for name in ("HTTPS_PROXY", "HTTP_PROXY", "ALL_PROXY"):  # every request now fails
+        monkeypatch.setenv(name, "http://127.0.0.1:9")
+    monkeypatch.delenv("NO_PROXY", raising=False)
+    monkeypatch.setenv("UV_HTTP_RETRIES", "0")
+    env = build_environment(Store(tmp_path / "b"), "six==1.16.0\n", uv_cache=uv_cache)
+    assert list(next((env.path / "lib").glob("python*/site-packages")).glob("six.py"))
+    # ... and a pin the cache lacks goes to the index (here: fails, saying why).
+    with pytest.raises(EnvironmentBuildError, match="installing the environment's packages failed"):
+        build_environment(Store(tmp_path / "c"), "six==1.10.0\n", uv_cache=uv_cache)
+    assert not list((tmp_path / "c" / "envs").glob("*"))
 
 
 def test_empty_lock_gives_a_bare_environment(tmp_path: Path, uv_cache: Path) -> None:

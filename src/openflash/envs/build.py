@@ -155,22 +155,31 @@ def _build_venv(target: Path, lock_text: str, uv_cache: Path) -> None:
     lock_file.write_text(lock_text)
     if not _lines(lock_text):
         return
-    done = _subprocess.run(
-        uv_argv(
-            "pip",
-            "sync",
-            str(lock_file),
-            "--python",
-            str(target / "bin" / "python"),
-            "--link-mode",
-            "hardlink",
-            cache_dir=uv_cache,
-        ),
-        env=env,
-        timeout=BUILD_TIMEOUT_S,
-        error=EnvironmentBuildError,
-        check=False,
-    )
+
+    def sync(*args: str) -> _subprocess.Completed:
+        return _subprocess.run(
+            uv_argv(
+                "pip",
+                "sync",
+                str(lock_file),
+                "--python",
+                str(target / "bin" / "python"),
+                "--link-mode",
+                "hardlink",
+                *args,
+                cache_dir=uv_cache,
+            ),
+            env=env,
+            timeout=BUILD_TIMEOUT_S,
+            error=EnvironmentBuildError,
+            check=False,
+        )
+
+    # Every package is pinned: what uv's cache holds for a pin is what the index would serve, so
+    # try without asking the index first (it revalidates every page otherwise); fetch on a miss.
+    done = sync("--offline")
+    if not done.ok:
+        done = sync()
     if not done.ok:
         raise EnvironmentBuildError(
             f"installing the environment's packages failed:\n{summarize_uv_failure(done.stderr)}",
