@@ -6,6 +6,7 @@ timed is what a user waits for: from the call to its result.
 
 from __future__ import annotations
 
+import glob
 import json
 import os
 import shutil
@@ -16,9 +17,47 @@ import sys
 import tempfile
 import textwrap
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 SMALL_SET = ["requests==2.32.3", "Pillow>=10.0.0", "python-dateutil<3.0.0", "httpx"]
+
+
+@dataclass(frozen=True)
+class PackageSet:
+    """One row of the user guide's cold start table: what a function declares and imports."""
+
+    name: str
+    specs: list[str]
+    imports: list[str]
+    published: str  # the cold start the user guide publishes for Runpod Flash
+
+
+def _torch() -> str | None:
+    """The CPU build of torch: ``BENCH_TORCH``, else a wheel file in /opt/wheels (this machine
+    has one), else None (the large set is skipped: PyPI's torch is the CUDA build, gigabytes)."""
+    if os.environ.get("BENCH_TORCH"):
+        return os.environ["BENCH_TORCH"]
+    found = sorted(glob.glob("/opt/wheels/torch-*+cpu-*.whl"))
+    return found[-1] if found else None
+
+
+def package_sets() -> dict[str, PackageSet]:
+    sets = [
+        PackageSet("none", [], [], "~5-10 s"),
+        PackageSet("small", SMALL_SET, ["requests", "PIL", "dateutil", "httpx"], "~15-30 s"),
+        PackageSet(
+            "medium",
+            ["pandas", "numpy", "scipy>=1.11.0", "matplotlib"],
+            ["pandas", "numpy", "scipy", "matplotlib"],
+            "~30-60 s",
+        ),
+    ]
+    torch = _torch()
+    if torch:
+        sets.append(PackageSet("large", [torch], ["torch"], "~60-120 s"))
+    return {s.name: s for s in sets}
+
 
 PROGRAM = textwrap.dedent(
     """
@@ -28,18 +67,22 @@ PROGRAM = textwrap.dedent(
     DEPS = json.loads(sys.argv[1])
     SYSTEM = json.loads(sys.argv[2])
     CALLS = int(sys.argv[3])
+    IMPORTS = json.loads(sys.argv[4]) if len(sys.argv) > 4 else []
 
     @remote(CpuLiveServerless(name="bench"), dependencies=DEPS, system_dependencies=SYSTEM)
-    def trivial(x):
-        return x
+    def trivial(x, modules):
+        import importlib, sys
+        for name in modules:
+            importlib.import_module(name)
+        return sys.executable
 
     async def main():
         times = []
         for i in range(CALLS):
             started = time.perf_counter()
-            await trivial(i)
+            python = await trivial(i, IMPORTS)
             times.append(time.perf_counter() - started)
-        print(json.dumps(times))
+        print(json.dumps({"times": times, "python": python}))
 
     asyncio.run(main())
     """
@@ -65,8 +108,25 @@ class Bench:
         }
 
     def run(
-        self, home: Path, deps: list[str], calls: int, system: list[str] | None = None
+        self,
+        home: Path,
+        deps: list[str],
+        calls: int,
+        system: list[str] | None = None,
+        imports: list[str] | None = None,
     ) -> list[float]:
+        """Run the program: ``calls`` calls, one after another; the seconds each took."""
+        return self.run_program(home, deps, calls, system, imports)["times"]
+
+    def run_program(
+        self,
+        home: Path,
+        deps: list[str],
+        calls: int,
+        system: list[str] | None = None,
+        imports: list[str] | None = None,
+    ) -> dict:
+        """As :meth:`run`, with the worker's interpreter (``python``) beside the ``times``."""
         env = self.environ(home)
         done = subprocess.run(
             [
@@ -75,6 +135,7 @@ class Bench:
                 json.dumps(deps),
                 json.dumps(system or []),
                 str(calls),
+                json.dumps(imports or []),
             ],
             env=env,
             capture_output=True,
@@ -86,26 +147,14 @@ class Bench:
             raise RuntimeError(f"benchmark program failed:\n{done.stderr[-3000:]}")
         return json.loads(done.stdout.strip().splitlines()[-1])
 
+    def forget_environments(self, home: Path) -> None:
+        """Empty the store's environments and cached resolutions; keep the package caches (uv's,
+        and the store's bytecode, both keyed by package content) and the worker runtime."""
+        for part in ("envs", "resolutions"):
+            shutil.rmtree(home / part, ignore_errors=True)
+
     def cleanup(self) -> None:
         shutil.rmtree(self.root, ignore_errors=True)
-
-
-def cold_start_no_dependencies(bench: Bench, reps: int) -> list[float]:
-    """A fresh process's first call; the (empty) environment exists, no worker runs."""
-    home = bench.root / "home-none"
-    bench.run(home, [], 1)  # build the environment and the worker runtime once
-    return [bench.run(home, [], 1)[0] for _ in range(reps)]
-
-
-def new_small_environment(bench: Bench, reps: int) -> list[float]:
-    """First call with an empty store and a warm package cache: resolve, build, start, call."""
-    bench.run(bench.root / "home-warmup", SMALL_SET, 1)  # warm uv's cache
-    times = []
-    for i in range(reps):
-        home = bench.root / f"home-small-{i}"
-        times.append(bench.run(home, SMALL_SET, 1)[0])
-        shutil.rmtree(home, ignore_errors=True)
-    return times
 
 
 def new_ffmpeg_layer(bench: Bench, reps: int) -> list[float]:
@@ -135,6 +184,20 @@ def warm_call_round_trip(bench: Bench, reps: int) -> list[float]:
     home = bench.root / "home-none"
     times = bench.run(home, [], reps + 50)
     return times[50:]  # the first call starts the worker; the next ones warm the path
+
+
+def _trivial(x: int) -> int:
+    return x
+
+
+def in_process_call(bench: Bench, reps: int) -> list[float]:
+    """The floor of a warm call: a plain function called in this process."""
+    times = []
+    for i in range(reps + 50):
+        started = time.perf_counter()
+        _trivial(i)
+        times.append(time.perf_counter() - started)
+    return times[50:]
 
 
 _ECHO = (

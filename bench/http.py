@@ -1,9 +1,10 @@
 """HTTP throughput of ``flash run`` against a bare FastAPI app, in the same run.
 
 Both servers are separate uvicorn processes on this machine; one client process drives each in
-turn with 32 concurrent keep-alive connections (raw HTTP/1.1 over asyncio, so that the client
-costs little), posting the same runsync body. The openflash route runs a trivial function on a
-worker; the bare app returns the same JSON from the handler.
+turn with 32 concurrent keep-alive connections, then with one (a single caller's round trip),
+in raw HTTP/1.1 over asyncio so that the client costs little, posting the same runsync body.
+The openflash route runs a trivial function on a worker; the bare app returns the same JSON from
+the handler.
 """
 
 from __future__ import annotations
@@ -167,6 +168,8 @@ def compare(
         try:
             _wait(port)
             results[name] = drive(port, seconds=seconds)
+            single = drive(port, clients=1, seconds=seconds / 2)
+            results[name].update(single_p50=single["p50"], single_p99=single["p99"])
         finally:
             os.killpg(proc.pid, signal.SIGTERM)
             proc.wait(30)

@@ -17,14 +17,14 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import subprocess
 import sys
 import textwrap
 import time
 from pathlib import Path
 
-from bench import cases
+from bench import cases, raycluster
+from bench.disk import blocks
 
 OPENFLASH_PROGRAM = textwrap.dedent(
     """
@@ -81,13 +81,6 @@ FLOOR_PROGRAM = textwrap.dedent(
 )
 
 
-def _blocks(*paths: Path) -> int:
-    done = subprocess.run(
-        ["du", "-sB1", "--total", *map(str, paths)], capture_output=True, text=True, check=True
-    )
-    return int(done.stdout.splitlines()[-1].split()[0])
-
-
 def _run(program: Path, args: list[str], env: dict[str, str]) -> float:
     done = subprocess.run(
         [sys.executable, str(program), *args], env=env, capture_output=True, text=True, timeout=900
@@ -98,47 +91,25 @@ def _run(program: Path, args: list[str], env: dict[str, str]) -> float:
 
 
 def compare(bench: cases.Bench, reps: int) -> dict[str, object]:
-    try:
-        import ray  # noqa: F401
-        import virtualenv  # noqa: F401  (Ray's uv runtime env needs it)
-    except ImportError as e:
-        raise RuntimeError(
-            f"the ray case needs Ray and virtualenv: pip install -e '.[bench]' ({e})"
-        ) from e
+    why = raycluster.available()
+    if why:
+        raise RuntimeError(f"the ray case {why}")
     root = bench.root / "ray"
     node_home = root / "node-home"
-    port = cases.free_port()
-    address = f"127.0.0.1:{port}"
-    ray_cli = [shutil.which("ray") or "ray"]
     node_env = {
         **os.environ,
         "FLASH_HOME": str(node_home),
         "FLASH_UV_CACHE_DIR": str(bench.uv_cache),
         "RAY_AUTH_MODE": "disabled",
     }
-    subprocess.run(
-        [
-            *ray_cli,
-            "start",
-            "--head",
-            f"--port={port}",
-            "--node-ip-address=127.0.0.1",
-            "--num-cpus=2",
-            "--include-dashboard=false",
-            "--disable-usage-stats",
-            f"--temp-dir={root / 'tmp'}",
-        ],
-        env=node_env,
-        check=True,
-        capture_output=True,
-    )
+    root.mkdir(parents=True, exist_ok=True)
     ours = root / "openflash_program.py"
     ours.write_text(OPENFLASH_PROGRAM)
     theirs = root / "ray_program.py"
     theirs.write_text(RAY_PROGRAM)
     floor = root / "floor_program.py"
     floor.write_text(FLOOR_PROGRAM)
-    try:
+    with raycluster.local_cluster(root / "tmp", node_env) as address:
         driver_home = root / "driver-home"
         driver_env = {
             **node_env,
@@ -158,11 +129,9 @@ def compare(bench: cases.Bench, reps: int) -> dict[str, object]:
             floor_times.append(_run(floor, [address, str(i)], node_env))
         env_dir = _small_set_environment(node_home)
         shared = (bench.uv_cache, node_home / "bytecode")
-        ours_disk = _blocks(*shared, env_dir) - _blocks(*shared)
+        ours_disk = blocks(*shared, env_dir) - blocks(*shared)
         ray_dirs = sorted((root / "tmp" / "session_latest" / "runtime_resources" / "uv").iterdir())
-        ray_disk = _blocks(ray_dirs[-1])
-    finally:
-        subprocess.run([*ray_cli, "stop", "--force"], capture_output=True)
+        ray_disk = blocks(ray_dirs[-1])
     return {
         "openflash": ours_times,
         "ray": ray_times,
