@@ -181,7 +181,8 @@ def test_system_dependencies_are_sorted_and_deduplicated() -> None:
 def test_anything_else_is_rejected_naming_the_entry(bad: str) -> None:
     with pytest.raises(SystemDependencyError) as info:
         normalize_system_dependencies(["wget", bad])
-    assert f"system_dependencies[1] {bad!r} is not a Debian package name" in str(info.value)
+    reason = "contains the control" if "\n" in bad else "is not a Debian package name"
+    assert f"system_dependencies[1] {bad!r} {reason}" in str(info.value)
 
 
 def test_system_dependency_hints() -> None:

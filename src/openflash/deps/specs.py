@@ -3,20 +3,36 @@
 Python dependencies are PEP 508 strings (parsed by ``packaging``), or a path to a local wheel.
 System dependencies are Debian package names, optionally ``:arch`` and ``=version``. Both come out
 sorted and de-duplicated, so that equal sets compare (and hash) equal.
+
+Before parsing, a string is checked for what PEP 508 parsers tolerate but a user never means:
+more than ``MAX_LENGTH`` characters, control characters, and characters outside ASCII (look-alikes
+such as a Cyrillic ``е`` in ``rеquests``) anywhere but in a local file's path. A URL must be
+``https://`` or ``file://``.
 """
 
 from __future__ import annotations
 
 import re
+import unicodedata
 from collections.abc import Iterable
 from pathlib import Path
+from urllib.parse import urlsplit
 
 from packaging.requirements import InvalidRequirement, Requirement
 from packaging.utils import InvalidWheelFilename, canonicalize_name, parse_wheel_filename
 
 from openflash.errors import DependencyError, SystemDependencyError
 
-__all__ = ["normalize_dependencies", "normalize_system_dependencies"]
+__all__ = ["MAX_LENGTH", "normalize_dependencies", "normalize_system_dependencies"]
+
+#: The longest dependency string accepted (a long URL or marker fits; a pasted file does not).
+MAX_LENGTH = 1000
+#: The longest system dependency accepted (Debian's longest names are under 100 characters).
+SYSTEM_MAX_LENGTH = 200
+#: What may surround a dependency string (str.strip() would also eat control characters).
+_BLANKS = " \t\r\n"
+_URL_SCHEMES = ("https", "file")
+_CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f\u200b-\u200f\u2028-\u202e\u2060-\u2064\ufeff]")
 
 _SINGLE_EQUALS = re.compile(r"^\s*([A-Za-z0-9][A-Za-z0-9._-]*)\s*=\s*([0-9][^=<>!~,;\s]*)\s*$")
 _DEBIAN = re.compile(
@@ -61,7 +77,10 @@ def normalize_system_dependencies(values: Iterable[object] | None) -> tuple[str,
             raise SystemDependencyError(
                 f"system_dependencies[{index}] is {value!r} ({type(value).__name__}), not a string"
             )
-        text = value.strip()
+        text = value.strip(_BLANKS)  # a trailing newline (a line read from a file) is harmless
+        _check_characters(
+            f"system_dependencies[{index}]", text, SystemDependencyError, SYSTEM_MAX_LENGTH
+        )
         if not _DEBIAN.match(text):
             raise SystemDependencyError(
                 f"system_dependencies[{index}] {value!r} is not a Debian package name",
@@ -97,7 +116,8 @@ def _parse_one(index: int, value: object, base_dir: Path | None) -> Requirement:
             f"{where} is {value!r} ({type(value).__name__}), not a string",
             hint="write each dependency as a string, e.g. 'numpy==1.26.2'",
         )
-    text = value.strip()
+    text = value.strip(_BLANKS)  # a trailing newline (a line read from a file) is harmless
+    _check_characters(where, text, DependencyError, MAX_LENGTH)
     if not text:
         raise DependencyError(
             f"{where} is an empty string",
@@ -105,6 +125,10 @@ def _parse_one(index: int, value: object, base_dir: Path | None) -> Requirement:
         )
     if text.lower().endswith(".whl") and "@" not in text:
         return _wheel_requirement(where, value, text, base_dir)
+    name_part, at, location = text.partition("@")
+    _check_ascii(where, value, name_part, "package names, versions and markers")
+    if at and not _is_local(location.strip()):
+        _check_ascii(where, value, location, "URLs (write the host in punycode)")
     try:
         req = Requirement(text)
     except InvalidRequirement as e:
@@ -112,11 +136,66 @@ def _parse_one(index: int, value: object, base_dir: Path | None) -> Requirement:
             f"{where} {value!r} is not a valid requirement: {e}",
             hint=_requirement_hint(text),
         ) from e
+    empty = next((spec for spec in req.specifier if not spec.version), None)
+    if empty is not None:
+        raise DependencyError(
+            f"{where} {value!r} has the operator {empty.operator!r} without a version",
+            hint=f"write a version after it, e.g. '{req.name}{empty.operator}1.0'",
+        )
     req.name = canonicalize_name(req.name)
     req.extras = {canonicalize_name(x) for x in req.extras}
     if req.url is not None and "://" not in req.url:
         req.url = _local_file(where, value, req.url, base_dir).as_uri()
+    elif req.url is not None:
+        scheme = urlsplit(req.url).scheme.lower()
+        if scheme not in _URL_SCHEMES:
+            raise DependencyError(
+                f"{where} {value!r} uses the URL scheme {scheme!r}; only https:// and file:// "
+                "are accepted",
+                hint="point at a wheel over https://, or download it and give its local path",
+            )
+        if scheme == "file":
+            req.url = _local_file(where, value, req.url, base_dir).as_uri()
     return req
+
+
+def _check_characters(
+    where: str, value: str, error: type[DependencyError], max_length: int
+) -> None:
+    """Refuse over-long strings and control or invisible characters, naming the first."""
+    if len(value) > max_length:
+        raise error(
+            f"{where} is {len(value)} characters long, over the limit of {max_length}: "
+            f"{value[:40]!r}...",
+            hint="write one requirement per string; a long list belongs in several strings",
+        )
+    found = _CONTROL.search(value)
+    if found:
+        raise error(
+            f"{where} {value!r} contains the control or invisible character "
+            f"{_describe(found.group())} at position {found.start()}",
+            hint="retype the string: it may have been pasted with hidden characters",
+        )
+
+
+def _check_ascii(where: str, value: str, part: str, what: str) -> None:
+    odd = next((ch for ch in part if not ch.isascii()), None)
+    if odd is not None:
+        raise DependencyError(
+            f"{where} {value!r} contains the non-ASCII character {_describe(odd)}; {what} are "
+            "ASCII",
+            hint="retype it in plain ASCII: it may be a look-alike of a Latin letter or digit",
+        )
+
+
+def _describe(ch: str) -> str:
+    name = unicodedata.name(ch, "") or ("control" if unicodedata.category(ch) == "Cc" else "")
+    return f"{ch!r} (U+{ord(ch):04X} {name or 'unnamed'})"
+
+
+def _is_local(location: str) -> bool:
+    """Whether the part after ``@`` names a local file (a path, or a file: URL)."""
+    return location.lower().startswith("file:") or "://" not in location
 
 
 def _wheel_requirement(where: str, value: str, text: str, base_dir: Path | None) -> Requirement:
