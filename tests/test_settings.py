@@ -33,8 +33,32 @@ def test_values(tmp_path: Path) -> None:
 
 @pytest.mark.parametrize(
     ("name", "value"),
-    [("FLASH_RESOLVE_TTL", "soon"), ("FLASH_RESOLVE_TTL", "-1"), ("FLASH_REQUIRE_GPU", "maybe")],
+    [
+        ("FLASH_RESOLVE_TTL", "soon"),
+        ("FLASH_RESOLVE_TTL", "-1"),
+        ("FLASH_REQUIRE_GPU", "maybe"),
+        ("FLASH_WORKER_MAX_RSS", "lots"),
+        ("FLASH_WORKER_MAX_RSS", "-5M"),
+        ("FLASH_WORKER_MAX_RSS", "5X"),
+    ],
 )
 def test_bad_values_are_named(name: str, value: str) -> None:
     with pytest.raises(ConfigError, match=f"{name}={value!r}"):
         Settings.from_env({name: value})
+
+
+@pytest.mark.parametrize(
+    ("text", "size"),
+    [
+        ("", None),
+        ("0", None),
+        ("1048576", 1 << 20),
+        ("512M", 512 << 20),
+        ("512m", 512 << 20),
+        ("2G", 2 << 30),
+        ("1.5GiB", 3 << 29),
+        ("64 KB", 64 << 10),
+    ],
+)
+def test_worker_memory_cap_sizes(text: str, size: int | None) -> None:
+    assert Settings.from_env({"FLASH_WORKER_MAX_RSS": text}).worker_max_rss == size

@@ -3,8 +3,14 @@
 - FLASH_HOME: the store (environments, layers, locks, uv cache); default: the user cache dir.
 - FLASH_UV_CACHE_DIR: uv's cache; default $FLASH_HOME/uv-cache. Keep it on FLASH_HOME's disk,
   so that installs are hardlinks.
-- FLASH_RESOLVE_TTL: seconds a resolution is reused before uv is asked again; default 86400.
+- FLASH_RESOLVE_TTL: seconds a resolution is reused before uv asks the index again (and how recently
+  every package of a new set must have been seen there for it to resolve from uv's cache alone);
+  default 86400.
 - FLASH_REQUIRE_GPU: 1 makes a GPU endpoint on a machine without GPUs an error; default 0.
+- FLASH_WORKER_MAX_RSS: a memory cap for each local worker (bytes, or with K, M, G: ``512M``),
+  enforced as RLIMIT_DATA (the worker's private writable memory: heap, thread stacks); a call
+  going past it fails with a MemoryError that names the cap, and the worker is replaced. Unset or
+  0: no cap.
 - FLASH_SYSTEM_DEPS: how system_dependencies are provided: "layer" (default: downloaded and
   extracted into a cached layer, the host untouched), "host" (apt-get install on the host, as
   root; for disposable machines and containers) or "none" (the image already has them: what
@@ -21,6 +27,7 @@
 from __future__ import annotations
 
 import os
+import re
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -50,6 +57,7 @@ class Settings:
     prebuilt_env: Path | None = None
     backend: str = "local"
     ray_address: str | None = None
+    worker_max_rss: int | None = None
 
     @property
     def apt_root(self) -> Path:
@@ -85,6 +93,7 @@ class Settings:
             prebuilt_env=_path(env, "FLASH_PREBUILT_ENV"),
             backend=backend,
             ray_address=env.get("RAY_ADDRESS") or None,
+            worker_max_rss=_size(env, "FLASH_WORKER_MAX_RSS"),
         )
 
 
@@ -107,6 +116,24 @@ def _seconds(env: dict[str, str], name: str, default: float) -> float:
             hint=f"set {name} to a non-negative number, e.g. {name}={int(default)}",
         )
     return value
+
+
+_SIZE = re.compile(r"^(\d+(?:\.\d+)?)\s*([KMGT]?)(?:I?B)?$")
+_UNITS = {"": 1, "K": 1 << 10, "M": 1 << 20, "G": 1 << 30, "T": 1 << 40}
+
+
+def _size(env: dict[str, str], name: str) -> int | None:
+    """Bytes from ``1048576``, ``512M``, ``2G``, ``1.5GiB`` (powers of 1024); None for unset/0."""
+    text = env.get(name, "").strip()
+    match = _SIZE.match(text.upper())
+    if not text:
+        return None
+    if match is None:
+        raise ConfigError(
+            f"{name}={text!r} is not a size",
+            hint=f"set {name} to bytes or a size with K, M or G, e.g. {name}=2G (0 for no cap)",
+        )
+    return int(float(match[1]) * _UNITS[match[2]]) or None
 
 
 def _flag(env: dict[str, str], name: str) -> bool:

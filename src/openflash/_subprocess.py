@@ -1,7 +1,8 @@
 """The one helper that runs a command: an argv list (never a shell), output captured.
 
 Parsing what a tool printed is left to pure functions next to their callers, so that they can be
-tested on saved outputs.
+tested on saved outputs. The tools it runs (uv, apt, compileall) write the store: they run with
+umask 022, so that nothing they create is group- or world-writable.
 
 Progress: inside ``with reporting(sink):`` every line a command prints (and every ``report``ed
 line) also goes to ``sink`` as it comes, so that a build's log can be shown live without passing
@@ -22,6 +23,8 @@ from typing import IO
 from openflash.errors import FlashError
 
 TAIL_LINES = 30
+#: The umask of every command run here.
+TOOL_UMASK = 0o022
 
 _sink: contextvars.ContextVar[Callable[[str], None] | None] = contextvars.ContextVar(
     "openflash_progress_sink", default=None
@@ -98,6 +101,7 @@ def run(
                 input=input,
                 stdin=None if input is not None else subprocess.DEVNULL,
                 check=False,
+                umask=TOOL_UMASK,
             )
         else:
             proc = _streamed(argv, timeout=timeout, env=env, cwd=cwd, input=input, on_line=on_line)
@@ -138,6 +142,7 @@ def _streamed(
         stderr=subprocess.PIPE,
         text=True,
         errors="replace",
+        umask=TOOL_UMASK,
         env=dict(env) if env is not None else None,
         cwd=cwd,
     )

@@ -6,6 +6,8 @@
      │    ├── DependencyConflictError   the specs cannot be satisfied together (uv's explanation)
      │    └── SystemDependencyError     a system (apt) package name is invalid or unknown
      ├── EnvironmentBuildError      building an environment failed (uv's output)
+     │    └── StoreFullError            ... because FLASH_HOME's disk is full (also an OSError)
+     ├── StorePermissionError       a store file belongs to another user (also a PermissionError)
      ├── WorkerCrashedError         the worker died: exit code or signal, last lines of stderr
      ├── ExecutionTimeoutError      a call ran past executionTimeoutMs (TimeoutError)
      └── RemoteError                user code raised in the worker (remote traceback); it is also
@@ -17,6 +19,8 @@ cross process boundaries.
 
 from __future__ import annotations
 
+import errno
+import os
 from typing import Any
 
 __all__ = [
@@ -27,6 +31,8 @@ __all__ = [
     "ExecutionTimeoutError",
     "FlashError",
     "RemoteError",
+    "StoreFullError",
+    "StorePermissionError",
     "SystemDependencyError",
     "WorkerCrashedError",
 ]
@@ -78,6 +84,30 @@ class EnvironmentBuildError(FlashError):
     """Building an environment (venv, packages) failed."""
 
     hint = "read the installer output above; a retry builds from scratch, nothing partial is kept"
+
+
+class StoreFullError(EnvironmentBuildError, OSError):
+    """The disk holding FLASH_HOME filled up during a build; nothing partial was kept."""
+
+    hint = (
+        "free some space (`flash env prune` removes environments no endpoint uses) or point "
+        "FLASH_HOME at a bigger disk, then call again; nothing partial was kept"
+    )
+
+    def __init__(self, message: str, *, hint: str | None = None, path: str = "") -> None:
+        super().__init__(message, hint=hint)
+        self.errno = errno.ENOSPC
+        self.strerror = os.strerror(errno.ENOSPC)
+        self.filename = path or None
+
+
+class StorePermissionError(FlashError, PermissionError):
+    """A file or directory of the store belongs to another user: openflash will not use it."""
+
+    hint = (
+        "remove it (openflash rebuilds what it needs on the next call), or give this user a "
+        "FLASH_HOME of its own"
+    )
 
 
 class WorkerCrashedError(FlashError):

@@ -54,7 +54,8 @@ def test_runsync_in_every_route_shape(server: FlashServer) -> None:
     body = r.json()
     assert body["status"] == "COMPLETED" and re.fullmatch(r"[0-9a-f]{32}", body["id"])
     assert body["output"]["words"] == 3
-    assert body["output"]["greeting"] == "hello from .env"  # the project's .env was loaded
+    # The project's .env was loaded, and the endpoint's env passed GREETING on to its workers.
+    assert body["output"]["greeting"] == "hello from .env"
     assert post(server, "/cpu_worker/add/runsync", {"input": {"a": 2}}).json()["output"] == 3
     assert post(server, "/single/runsync", {"input": {"text": "hi"}}).json()["output"] == "HI"
     assert post(server, "/single/shout/runsync", {"input": {"text": "yo"}}).json()["output"] == "YO"

@@ -242,6 +242,7 @@ class Runtime:
             lock_text=prepared.lock.text,
             env_key=prepared.env_key,
             system_lock=prepared.system_lock,
+            max_rss=self.settings.worker_max_rss,
         )
         config = endpoint.pool_config()
         # One pool per endpoint name, environment and layer; a changed config is a new pool.

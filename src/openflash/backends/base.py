@@ -39,6 +39,8 @@ class WorkerSpec:
     env_key: str = ""
     #: The resolved system layer (a deps.system.SystemLock), or None.
     system_lock: Any = None
+    #: A cap on the worker's memory in bytes (FLASH_WORKER_MAX_RSS), or None.
+    max_rss: int | None = None
 
 
 class WorkerHandle(Protocol):

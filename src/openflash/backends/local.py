@@ -4,7 +4,9 @@ Each worker is ``<env>/bin/python -m openflash.workers.child FD N`` in its own s
 ``killpg`` stops it and everything it started), talking over one end of a socketpair. Its stdout
 and stderr reach this process's stdout and stderr, each line prefixed with ``[endpoint]``; the last
 lines of stderr are kept for crash reports. The environment it sees is rebuilt from scratch:
-nothing that would point Python at the host's packages is passed on.
+of this process's variables only those that say where and how it runs (``PASSED_VARIABLES``:
+path, home, locale, proxies, CA files) are passed on, never API keys, tokens or other tools'
+settings; the endpoint's ``env`` adds what its functions need.
 """
 
 from __future__ import annotations
@@ -25,28 +27,57 @@ from openflash.backends.base import WorkerSpec
 from openflash.backends.gpus import GpuAllocator, detect_gpus
 from openflash.errors import FlashError
 
-__all__ = ["LocalBackend", "LocalWorker", "worker_environ"]
+__all__ = ["PASSED_VARIABLES", "LocalBackend", "LocalWorker", "worker_environ"]
 
 logger = logging.getLogger("openflash")
 
 STDERR_TAIL_LINES = 40
 OUTPUT_LINE_LIMIT = 1 << 20  # a longer output line is replaced by a note saying so
 PUMP_GRACE_S = 0.5
-#: Host variables that would make the worker's Python see other packages than its own.
-DROPPED_VARIABLES = frozenset(
+#: The host variables a worker sees (besides its endpoint's ``env``): where and how it runs.
+PASSED_VARIABLES = frozenset(
     {
-        "PYTHONPATH",
-        "PYTHONHOME",
-        "PYTHONSTARTUP",
-        "PYTHONUSERBASE",
-        "PYTHONEXECUTABLE",
-        "PYTHONSAFEPATH",
-        "VIRTUAL_ENV",
-        "CONDA_PREFIX",
-        "CONDA_DEFAULT_ENV",
-        "__PYVENV_LAUNCHER__",
+        "PATH",
+        "HOME",
+        "USER",
+        "LOGNAME",
+        "SHELL",
+        "LANG",
+        "LANGUAGE",
+        "TZ",
+        "TMPDIR",
+        "TERM",
+        "LD_LIBRARY_PATH",
+        "XDG_DATA_DIRS",
+        "XDG_CACHE_HOME",
+        "XDG_CONFIG_HOME",
+        "XDG_RUNTIME_DIR",
+        "SSL_CERT_FILE",
+        "SSL_CERT_DIR",
+        "REQUESTS_CA_BUNDLE",
+        "CURL_CA_BUNDLE",
+        "HTTP_PROXY",
+        "HTTPS_PROXY",
+        "ALL_PROXY",
+        "NO_PROXY",
+        "http_proxy",
+        "https_proxy",
+        "all_proxy",
+        "no_proxy",
+        "CUDA_VISIBLE_DEVICES",
+        "NVIDIA_VISIBLE_DEVICES",
+        "NVIDIA_DRIVER_CAPABILITIES",
+        "PYTHONDONTWRITEBYTECODE",
+        "PYTHONUNBUFFERED",
+        "PYTHONIOENCODING",
+        "PYTHONUTF8",
+        "PYTHONFAULTHANDLER",
+        "PYTHONWARNINGS",
     }
 )
+PASSED_PREFIXES = ("LC_",)
+#: The memory cap the worker applies to itself (workers.child.MAX_RSS_VARIABLE).
+MAX_RSS_VARIABLE = "OPENFLASH_MAX_RSS"
 
 
 #: What an unset path-like variable means, so that prefixing it keeps the default.
@@ -54,7 +85,11 @@ PATH_DEFAULTS = {"PATH": os.defpath, "XDG_DATA_DIRS": "/usr/local/share:/usr/sha
 
 
 def worker_environ(spec: WorkerSpec, gpus: tuple[str, ...], has_gpus: bool) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if k not in DROPPED_VARIABLES}
+    env = {
+        k: v
+        for k, v in os.environ.items()
+        if k in PASSED_VARIABLES or k.startswith(PASSED_PREFIXES)
+    }
     for name, prefixes in spec.paths.items():
         rest = env.get(name) or PATH_DEFAULTS.get(name, "")
         env[name] = os.pathsep.join([*prefixes, *filter(None, [rest])])
@@ -70,6 +105,8 @@ def worker_environ(spec: WorkerSpec, gpus: tuple[str, ...], has_gpus: bool) -> d
     elif has_gpus and spec.gpu_count == 0 and "CUDA_VISIBLE_DEVICES" not in spec.env:
         env["CUDA_VISIBLE_DEVICES"] = ""  # a CPU endpoint does not take a GPU from the others
     env["OPENFLASH_ENDPOINT"] = spec.endpoint
+    if spec.max_rss:
+        env[MAX_RSS_VARIABLE] = str(spec.max_rss)
     return env
 
 

@@ -27,6 +27,7 @@ from pathlib import Path
 from filelock import FileLock
 
 from openflash import _subprocess
+from openflash.envs.store import make_dirs
 from openflash.errors import SystemDependencyError
 
 __all__ = ["Apt", "DebPackage", "deb_filename", "failure_to_error", "parse_simulation"]
@@ -147,10 +148,10 @@ class Apt:
 
     @contextmanager
     def locked(self) -> Iterator[None]:
-        self.root.mkdir(parents=True, exist_ok=True)
-        with FileLock(str(self.root / "openflash.lock")):
+        make_dirs(self.root)
+        with FileLock(str(self.root / "openflash.lock"), mode=0o644):
             for sub in ("lists/partial", "archives/partial", "cache", "state", "log"):
-                (self.root / sub).mkdir(parents=True, exist_ok=True)
+                make_dirs(self.root / sub)
             self._sync_base()
             yield
 

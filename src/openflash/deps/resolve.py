@@ -36,7 +36,7 @@ from openflash import _subprocess
 from openflash.deps.lockfile import LockedPackage, parse_hashed
 from openflash.envs.build import local_files_fingerprint, platform_tag, python_tag
 from openflash.envs.store import Store, content_key, write_atomic
-from openflash.envs.uv import uv_argv, uv_environ
+from openflash.envs.uv import tighten_lock_files, uv_argv, uv_environ
 from openflash.errors import DependencyConflictError, DependencyError
 
 __all__ = ["Lock", "failure_to_error", "parse_lock", "resolve", "resolve_pinned"]
@@ -251,14 +251,17 @@ def _uv_compile(specs: tuple[str, ...], uv_cache: Path, *args: str) -> _subproce
         *args,
         cache_dir=uv_cache,
     )
-    done = _subprocess.run(
-        argv,
-        input="".join(f"{s}\n" for s in specs),
-        env=uv_environ(),
-        timeout=RESOLVE_TIMEOUT_S,
-        check=False,
-        error=DependencyError,
-    )
+    try:
+        done = _subprocess.run(
+            argv,
+            input="".join(f"{s}\n" for s in specs),
+            env=uv_environ(),
+            timeout=RESOLVE_TIMEOUT_S,
+            check=False,
+            error=DependencyError,
+        )
+    finally:
+        tighten_lock_files(uv_cache)
     if not done.ok:
         raise failure_to_error(done.stderr, specs)
     return done

@@ -22,7 +22,7 @@ from packaging.tags import sys_tags
 from openflash import _subprocess
 from openflash.envs.bytecode import link_bytecode
 from openflash.envs.store import Store, content_key
-from openflash.envs.uv import uv_argv, uv_environ
+from openflash.envs.uv import tighten_lock_files, uv_argv, uv_environ
 from openflash.errors import EnvironmentBuildError
 
 __all__ = [
@@ -103,7 +103,10 @@ def build_environment(store: Store, lock_text: str, *, uv_cache: Path) -> Enviro
 
     def build(tmp: Path) -> dict[str, object]:
         _subprocess.report(f"building environment {key} ({len(_lines(lock_text))} packages)")
-        _build_venv(tmp, lock_text, uv_cache)
+        try:
+            _build_venv(tmp, lock_text, uv_cache)
+        finally:
+            tighten_lock_files(uv_cache)
         bytecode = {}
         if _lines(lock_text):
             site_packages = next((tmp / "lib").glob("python*/site-packages"))

@@ -21,6 +21,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 from openflash import _subprocess
+from openflash.envs.store import make_dirs
 
 __all__ = ["link_bytecode", "prune"]
 
@@ -54,7 +55,7 @@ def link_bytecode(site_packages: Path, python: Path, store_dir: Path) -> dict[st
         _compile(python, [source for source, _, _ in missing])
         for _, pyc, blob in missing:
             if pyc.is_file():  # a file that does not compile (old syntax, a template) has none
-                blob.parent.mkdir(parents=True, exist_ok=True)
+                make_dirs(blob.parent)
                 with contextlib.suppress(FileExistsError):  # another build stored it first
                     os.link(pyc, blob)
     return {"linked": linked, "compiled": len(missing)}
@@ -84,7 +85,7 @@ def _sources(root: Path) -> list[Path]:
 
 def _link(blob: Path, pyc: Path) -> bool:
     try:
-        pyc.parent.mkdir(exist_ok=True)
+        pyc.parent.mkdir(mode=0o755, exist_ok=True)
         os.link(blob, pyc)
     except FileExistsError:
         return True

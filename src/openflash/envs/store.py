@@ -15,16 +15,22 @@
 Every artifact is built in ``tmp/``, renamed into place, and only then marked ready; a directory
 without its marker does not exist. Builders of one key take its file lock; whoever loses the race
 waits, finds the marker and reuses the winner's result. That holds across threads and processes.
+
+Nothing in the store is group- or world-writable (whatever the umask), and an entry or lock file
+that belongs to another user is refused, not used: another user could have changed what this one
+would run. A build that fills the disk raises StoreFullError and keeps nothing.
 """
 
 from __future__ import annotations
 
 import contextlib
+import errno
 import fcntl
 import hashlib
 import json
 import os
 import shutil
+import stat
 import tempfile
 import time
 from collections.abc import Callable, Iterator
@@ -33,6 +39,8 @@ from pathlib import Path
 from typing import IO, Any
 
 from filelock import FileLock
+
+from openflash.errors import EnvironmentBuildError, StoreFullError, StorePermissionError
 
 __all__ = ["READY_MARKER", "Entry", "Store", "content_key"]
 
@@ -84,8 +92,10 @@ class Store:
     @contextlib.contextmanager
     def lock(self, kind: str, key: str, timeout: float = -1) -> Iterator[None]:
         locks = self.root / "locks"
-        locks.mkdir(parents=True, exist_ok=True)
-        with FileLock(str(locks / f"{kind}-{key}.lock"), timeout=timeout):
+        make_dirs(locks)
+        path = locks / f"{kind}-{key}.lock"
+        with FileLock(str(path), timeout=timeout, mode=0o644):
+            check_owner(path)
             yield
 
     def build_once(self, kind: str, key: str, build: Callable[[Path], dict[str, Any]]) -> Path:
@@ -96,26 +106,40 @@ class Store:
         """
         final = self.path(kind, key)
         if self.is_ready(kind, key):
+            check_owner(final, final / READY_MARKER)
             return final
         with self.lock(kind, key):
             if self.is_ready(kind, key):
+                check_owner(final, final / READY_MARKER)
                 return final
             self._clear_leftovers(kind, key)
             tmp_root = self.root / "tmp"
-            tmp_root.mkdir(parents=True, exist_ok=True)
-            tmp = Path(tempfile.mkdtemp(prefix=f"{kind}-{key}-", dir=tmp_root))
             started = time.monotonic()
+            tmp = None
             try:
+                make_dirs(tmp_root)
+                tmp = Path(tempfile.mkdtemp(prefix=f"{kind}-{key}-", dir=tmp_root))
                 info = build(tmp)
-                final.parent.mkdir(parents=True, exist_ok=True)
+                if _umask() & 0o022 != 0o022:
+                    _drop_shared_write(tmp)
+                make_dirs(final.parent)
                 os.rename(tmp, final)
-            except BaseException:
-                shutil.rmtree(tmp, ignore_errors=True)
+                tmp = None
+                seconds = round(time.monotonic() - started, 3)
+                marker = {"kind": kind, "key": key, "built_at": time.time(), "seconds": seconds}
+                marker.update(info)
+                write_atomic(final / READY_MARKER, json.dumps(marker, indent=1, default=str))
+            except BaseException as e:
+                if tmp is not None:
+                    shutil.rmtree(tmp, ignore_errors=True)
+                if _disk_full(e):
+                    shutil.rmtree(final, ignore_errors=True)  # renamed, not marked: not there
+                    raise StoreFullError(
+                        f"no space left on the device holding the store {self.root} while "
+                        f"building {kind}/{key} ({_free(self.root)} free): {e}",
+                        path=str(self.root),
+                    ) from e
                 raise
-            seconds = round(time.monotonic() - started, 3)
-            marker = {"kind": kind, "key": key, "built_at": time.time(), "seconds": seconds}
-            marker.update(info)
-            write_atomic(final / READY_MARKER, json.dumps(marker, indent=1, default=str))
             self.record(
                 {"event": "built", "kind": kind, "key": key, "pid": os.getpid(), "seconds": seconds}
             )
@@ -158,14 +182,16 @@ class Store:
 
     def hold(self, kind: str, key: str) -> IO[bytes]:
         """A shared lock that marks the entry in use for as long as the returned file is open."""
-        handle = open(self.path(kind, key) / IN_USE_FILE, "ab")  # noqa: SIM115 - held on purpose
+        fd = os.open(self.path(kind, key) / IN_USE_FILE, os.O_WRONLY | os.O_CREAT, 0o644)
+        handle = os.fdopen(fd, "ab")
         fcntl.flock(handle, fcntl.LOCK_SH)
         return handle
 
     def busy(self, kind: str, key: str) -> bool:
         """Whether a process holds the entry (a runtime that has it prepared)."""
         try:
-            with open(self.path(kind, key) / IN_USE_FILE, "ab") as probe:
+            fd = os.open(self.path(kind, key) / IN_USE_FILE, os.O_WRONLY | os.O_CREAT, 0o644)
+            with os.fdopen(fd, "ab") as probe:
                 try:
                     fcntl.flock(probe, fcntl.LOCK_EX | fcntl.LOCK_NB)
                 except BlockingIOError:
@@ -213,7 +239,7 @@ class Store:
             if self.busy(kind, key):
                 raise OSError(f"{kind}/{key} is in use by a running openflash process")
             tmp_root = self.root / "tmp"
-            tmp_root.mkdir(parents=True, exist_ok=True)
+            make_dirs(tmp_root)
             doomed = Path(tempfile.mkdtemp(prefix=f"removing-{kind}-{key}-", dir=tmp_root))
             os.rename(path, doomed / "entry")
         shutil.rmtree(doomed, ignore_errors=True)
@@ -230,7 +256,7 @@ class Store:
 
     def record(self, event: dict[str, Any]) -> None:
         """Append one JSON line to ``store.log`` (a single write, safe across processes)."""
-        self.root.mkdir(parents=True, exist_ok=True)
+        make_dirs(self.root)
         line = json.dumps({"time": time.time(), **event}, default=str) + "\n"
         fd = os.open(self.root / "store.log", os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
         try:
@@ -249,7 +275,7 @@ class Store:
 
 def write_atomic(path: Path, text: str) -> None:
     """Write ``text`` to ``path`` through a temporary file and a rename."""
-    path.parent.mkdir(parents=True, exist_ok=True)
+    make_dirs(path.parent)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
     try:
         with os.fdopen(fd, "w") as f:
@@ -259,3 +285,80 @@ def write_atomic(path: Path, text: str) -> None:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(tmp)
         raise
+
+
+def make_dirs(path: Path) -> None:
+    """``mkdir -p`` where every directory made is 0755 whatever the umask (``Path.mkdir`` gives
+    the parents it makes the umask's permissions)."""
+    missing = []
+    while not path.is_dir():
+        missing.append(path)
+        if path.parent == path:
+            break
+        path = path.parent
+    for directory in reversed(missing):
+        with contextlib.suppress(FileExistsError):
+            os.mkdir(directory, 0o755)
+
+
+def check_owner(*paths: Path) -> None:
+    """Refuse store files another user owns: they could have changed what this user runs."""
+    me = os.geteuid()
+    for path in paths:
+        try:
+            owner = os.lstat(path).st_uid
+        except FileNotFoundError:
+            continue
+        if owner != me:
+            raise StorePermissionError(
+                f"{path} belongs to {_user(owner)}, not to {_user(me)} who runs this; "
+                "openflash does not use store files another user could have changed"
+            )
+
+
+def _user(uid: int) -> str:
+    import pwd
+
+    try:
+        return f"user {pwd.getpwuid(uid).pw_name!r} (uid {uid})"
+    except KeyError:
+        return f"uid {uid}"
+
+
+def _umask() -> int:
+    """This process's umask, read without changing it (Linux); 0o022 where it cannot be read."""
+    try:
+        with open("/proc/self/status") as f:
+            for line in f:
+                if line.startswith("Umask:"):
+                    return int(line.split()[1], 8)
+    except (OSError, ValueError):
+        pass
+    return 0o022
+
+
+def _drop_shared_write(root: Path) -> None:
+    """Clear group and world write on everything under ``root`` (a build under a lax umask)."""
+    for dirpath, dirnames, filenames in os.walk(root):
+        for name in [".", *dirnames, *filenames]:
+            path = os.path.join(dirpath, name)
+            st = os.lstat(path)
+            if st.st_mode & 0o022 and not stat.S_ISLNK(st.st_mode):
+                os.chmod(path, stat.S_IMODE(st.st_mode) & ~0o022)
+
+
+def _disk_full(error: BaseException) -> bool:
+    if isinstance(error, OSError) and error.errno in (errno.ENOSPC, errno.EDQUOT):
+        return True
+    text = str(error)
+    return isinstance(error, EnvironmentBuildError) and (
+        "No space left on device" in text or "os error 28" in text
+    )
+
+
+def _free(path: Path) -> str:
+    try:
+        st = os.statvfs(path)
+    except OSError:
+        return "unknown"
+    return f"{st.f_bavail * st.f_frsize / 2**20:.1f} MiB"

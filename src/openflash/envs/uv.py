@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import os
+import stat
 from pathlib import Path
 
-__all__ = ["uv_argv", "uv_environ"]
+__all__ = ["tighten_lock_files", "uv_argv", "uv_environ"]
 
 # Variables that would point uv at another environment or project than the one we name.
 _DROPPED = ("VIRTUAL_ENV", "CONDA_PREFIX", "UV_PYTHON", "UV_SYSTEM_PYTHON", "UV_CACHE_DIR")
@@ -30,3 +32,24 @@ def uv_environ() -> dict[str, str]:
     env["UV_NO_PROGRESS"] = "1"
     env["NO_COLOR"] = "1"
     return env
+
+
+def tighten_lock_files(cache_dir: Path) -> None:
+    """Take group and world write off uv's lock files in ``cache_dir``.
+
+    uv creates its flock files 0666 whatever the umask, so that users can share a cache
+    (astral-sh/uv#16845); a store of openflash's is one user's and writable by nobody else. They
+    sit at the top of the cache and beside built wheels, never among unpacked archives, so the
+    walk skips those (the bulk of a cache).
+    """
+    if not cache_dir.is_dir():
+        return
+    for dirpath, dirnames, filenames in os.walk(cache_dir):
+        dirnames[:] = [d for d in dirnames if not d.startswith(("archive-v", "interpreter-v"))]
+        for name in filenames:
+            if name.endswith(".lock"):
+                path = os.path.join(dirpath, name)
+                with contextlib.suppress(OSError):
+                    st = os.lstat(path)
+                    if st.st_mode & 0o022 and stat.S_ISREG(st.st_mode):
+                        os.chmod(path, stat.S_IMODE(st.st_mode) & ~0o022)

@@ -8,6 +8,10 @@ standard library and cloudpickle.
 It reads CALL frames from the socket FD, runs each call (coroutines on its event loop, plain
 functions in a thread pool of MAX_CONCURRENCY threads) and answers RESULT or ERROR. It exits when
 the parent closes the socket, so a worker never outlives its pool.
+
+With ``OPENFLASH_MAX_RSS`` set (FLASH_WORKER_MAX_RSS), it caps its own private memory with
+RLIMIT_DATA before anything else; a call that runs out answers a MemoryError naming the cap, and
+the worker then exits, so that the next call starts from a fresh process.
 """
 
 from __future__ import annotations
@@ -45,6 +49,8 @@ import cloudpickle  # noqa: E402
 
 from openflash.workers import protocol  # noqa: E402
 
+MAX_RSS_VARIABLE = "OPENFLASH_MAX_RSS"
+
 _RUNTIME_FILES = frozenset(
     os.path.abspath(f) for f in (__file__, concurrent.futures.thread.__file__)
 )
@@ -63,6 +69,9 @@ class Executor:
             max_workers=max_concurrency, thread_name_prefix="openflash-call"
         )
         self.functions: dict[str, Any] = {}
+        #: The memory cap in bytes, if any; set once a call has run out of memory under it.
+        self.max_rss: int | None = None
+        self.exhausted = False
         #: Instances of decorated classes, by id; a future while the constructor runs, so that
         #: calls arriving meanwhile wait for it instead of finding nothing.
         self.instances: dict[str, asyncio.Future[Any]] = {}
@@ -74,6 +83,11 @@ class Executor:
             args, kwargs = cloudpickle.loads(call.args)
             result = await self.invoke(target, args, kwargs)
             data = self.dump_result(result)
+        except MemoryError as e:
+            if self.max_rss is None:
+                return _error_frame(call_id, e)
+            self.exhausted = True
+            return _error_frame(call_id, _over_cap(e, self.max_rss))
         except BaseException as e:  # everything goes back to the caller
             return _error_frame(call_id, e)
         return protocol.encode(protocol.RESULT, call_id, data)
@@ -146,7 +160,38 @@ class Worker:
         task.add_done_callback(self.tasks.discard)
 
     async def handle(self, call_id: int, payload: bytes) -> None:
-        await self.send(await self.executor.reply(call_id, payload))
+        reply = await self.executor.reply(call_id, payload)
+        if not self.executor.exhausted:
+            await self.send(reply)
+            return
+        # Its memory may be fragmented or half-freed: say so before the reply (so that the pool
+        # sends nothing more), then exit and let the pool start a fresh worker.
+        self.writer.write(protocol.encode(protocol.RETIRE) + reply)
+        await self.writer.drain()
+        sys.stderr.write("openflash: the worker ran out of memory under its cap; exiting\n")
+        sys.stderr.flush()
+        os._exit(0)
+
+
+def _over_cap(error: MemoryError, cap: int) -> MemoryError:
+    replaced = MemoryError(
+        f"the worker ran out of memory under its cap, FLASH_WORKER_MAX_RSS={cap} bytes "
+        f"({cap / 2**20:.0f} MiB){': ' + str(error) if str(error) else ''}; the worker is "
+        "replaced for the next call. Raise FLASH_WORKER_MAX_RSS, or use less memory"
+    )
+    replaced.__traceback__ = error.__traceback__
+    return replaced
+
+
+def _apply_memory_cap(executor: Executor) -> None:
+    text = os.environ.pop(MAX_RSS_VARIABLE, "")
+    if not text:
+        return
+    import resource
+
+    cap = int(text)
+    resource.setrlimit(resource.RLIMIT_DATA, (cap, cap))
+    executor.max_rss = cap
 
 
 def _load(blob: bytes, source: str | None) -> Any:
@@ -217,7 +262,9 @@ def _qualified_name(cls: type) -> str:
 async def serve(fd: int, max_concurrency: int) -> None:
     sock = socket.socket(fileno=fd)
     reader, writer = await asyncio.open_unix_connection(sock=sock)
-    worker = Worker(writer, Executor(max_concurrency))
+    executor = Executor(max_concurrency)
+    _apply_memory_cap(executor)
+    worker = Worker(writer, executor)
     ready = {"pid": os.getpid(), "python": sys.version.split()[0], "executable": sys.executable}
     await worker.send(protocol.encode(protocol.READY, 0, protocol.dumps(ready)))
     while True:

@@ -320,6 +320,10 @@ class Pool:
             frame = await protocol.read_frame(reader)
             if frame is None:
                 break
+            if frame.kind == protocol.RETIRE:
+                worker.state = _State.STOPPING  # no new calls; a replacement starts if needed
+                worker.doom = "it ran out of memory under FLASH_WORKER_MAX_RSS"
+                continue
             call = worker.in_flight.pop(frame.call_id, None)
             if call is None:
                 continue  # it timed out already

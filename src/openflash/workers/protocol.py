@@ -22,6 +22,8 @@ RESULT = 3
 ERROR = 4
 RELEASE = 5
 SHUTDOWN = 6
+#: From a worker: it is about to exit (e.g. out of memory under its cap); send it nothing more.
+RETIRE = 7
 
 KIND_NAMES = {
     READY: "READY",
@@ -30,6 +32,7 @@ KIND_NAMES = {
     ERROR: "ERROR",
     RELEASE: "RELEASE",
     SHUTDOWN: "SHUTDOWN",
+    RETIRE: "RETIRE",
 }
 
 #: A call runs a function (``target`` = the function's id) or a method of an instance
