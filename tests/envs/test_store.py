@@ -185,3 +185,25 @@ def test_entries_in_use_are_busy_and_not_removed(tmp_path: Path) -> None:
     [entry] = store.entries("envs")
     assert store.usage(entry)["endpoints"] == ["ep1", "ep2"]
     assert store.remove("envs", "e")
+
+
+def test_a_build_that_fills_the_disk_raises_store_full_and_keeps_nothing(tmp_path: Path) -> None:
+    import errno
+
+    from openflash.errors import EnvironmentBuildError, StoreFullError
+
+    store = Store(tmp_path)
+
+    def build(tmp: Path) -> dict:
+        (tmp / "half-written").write_text("x")
+        raise OSError(errno.ENOSPC, "No space left on device", str(tmp / "half-written"))
+
+    with pytest.raises(StoreFullError) as info:
+        store.build_once("envs", "k", build)
+    error = info.value
+    assert isinstance(error, OSError) and error.errno == errno.ENOSPC
+    assert isinstance(error, EnvironmentBuildError)
+    assert f"the store {tmp_path} while building envs/k" in str(error)
+    assert "flash env prune" in error.hint
+    assert not store.is_ready("envs", "k")
+    assert not list((tmp_path / "tmp").iterdir())

@@ -136,7 +136,8 @@ class Store:
                     shutil.rmtree(final, ignore_errors=True)  # renamed, not marked: not there
                     raise StoreFullError(
                         f"no space left on the device holding the store {self.root} while "
-                        f"building {kind}/{key} ({_free(self.root)} free): {e}",
+                        f"building {kind}/{key} ({_free(self.root)} free): "
+                        f"{getattr(e, 'message', None) or e}",
                         path=str(self.root),
                     ) from e
                 raise
