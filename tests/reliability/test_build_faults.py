@@ -165,7 +165,8 @@ def test_builds_killed_while_downloading_installing_and_before_publishing(
     assert linked, "the install was never caught in progress"
     _assert_nothing_half_built(home)
     took = _rerun_cleanly(program, env, home)
-    points.append((f"while uv links numpy in ({linked} entries in place)", 1, took))
+    entries = f"{linked} entr{'y' if linked == 1 else 'ies'}"
+    points.append((f"while uv links numpy in ({entries} of numpy's in place)", 1, took))
 
     # 3. Before publishing: installed, bytecode compiling (a store with no bytecode yet).
     home = tmp_path / "home-publish"

@@ -19,10 +19,11 @@ from typing import Any
 from fastapi import FastAPI, HTTPException, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.openapi.docs import get_swagger_ui_html
-from fastapi.responses import FileResponse, HTMLResponse, JSONResponse
+from fastapi.responses import FileResponse, HTMLResponse
 
 from openflash.api.runtime import get_runtime, run_on_current_loop, shutdown_current_loop
 from openflash.server.jobs import FINAL, JobJournal
+from openflash.server.responses import JSONResponse
 from openflash.server.security import DEFAULT_MAX_BODY, SecurityMiddleware
 from openflash.server.state import ServerState
 
@@ -76,6 +77,7 @@ def create_app(
         docs_url=None,
         redoc_url=None,
         lifespan=lifespan,
+        default_response_class=JSONResponse,
     )
     app.state.flash = state
     app.add_middleware(SecurityMiddleware, api_key=api_key, max_body=max_body)

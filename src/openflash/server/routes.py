@@ -22,7 +22,6 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 from fastapi import APIRouter, Query
-from fastapi.responses import JSONResponse
 from pydantic import BaseModel, create_model
 
 from openflash.api.remote import RemoteClass, RemoteInstance
@@ -30,6 +29,7 @@ from openflash.errors import ExecutionTimeoutError, FlashError, RemoteError
 from openflash.server.calls import call_outcome, input_model, parameters_of, to_json
 from openflash.server.discovery import LBRoute, Project, QueueRoute
 from openflash.server.jobs import JobRunner
+from openflash.server.responses import JSONResponse
 
 __all__ = ["ROUTE_TAG", "RecentCalls", "build_router"]
 

@@ -1,0 +1,38 @@
+"""The JSON response of every route: one that can always be sent.
+
+A function's output may hold what JSON text in UTF-8 cannot: a string with a lone surrogate (a
+file name decoded with ``surrogateescape``, or an input echoed back), or NaN and Infinity (pandas
+data). Rendering those would fail after the call succeeded; instead, lone surrogates go out as
+``\\udXXX`` escapes (valid JSON, as ``json.dumps`` writes them by default) and NaN and Infinity as
+``null`` (as pandas' ``to_json`` writes them).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from typing import Any
+
+from starlette.responses import JSONResponse as _StarletteJSON
+
+__all__ = ["JSONResponse"]
+
+
+class JSONResponse(_StarletteJSON):
+    def render(self, content: Any) -> bytes:
+        try:
+            return super().render(content)
+        except (UnicodeEncodeError, ValueError):
+            return json.dumps(
+                _finite(content), ensure_ascii=True, allow_nan=False, separators=(",", ":")
+            ).encode("ascii")
+
+
+def _finite(value: Any) -> Any:
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    if isinstance(value, dict):
+        return {k: _finite(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_finite(v) for v in value]
+    return value
