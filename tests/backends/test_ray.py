@@ -21,7 +21,14 @@ from pathlib import Path
 import pytest
 
 import openflash
-from openflash import CpuInstanceType, Endpoint, ExecutionTimeoutError, WorkerCrashedError, remote
+from openflash import (
+    CpuInstanceType,
+    CpuLiveServerless,
+    Endpoint,
+    ExecutionTimeoutError,
+    WorkerCrashedError,
+    remote,
+)
 from openflash.api import runtime
 from openflash.envs.store import Store
 
@@ -205,6 +212,20 @@ def test_execution_timeouts_hold_on_ray(on_ray: Cluster) -> None:
 
     with pytest.raises(ExecutionTimeoutError, match="executionTimeoutMs=1000"):
         run(hang())
+
+
+def test_closing_the_runtime_leaves_the_cluster(on_ray: Cluster) -> None:
+    import ray
+
+    @remote(CpuLiveServerless(name="ray-leave"))
+    def one() -> int:
+        return 1
+
+    assert run(one()) == 1
+    assert ray.is_initialized()
+    runtime.shutdown()
+    # A driver left connected to a cluster that then stops is ended by Ray a minute later.
+    assert not ray.is_initialized()
 
 
 def test_an_environment_used_twice_on_a_node_is_built_once(on_ray: Cluster) -> None:

@@ -310,6 +310,7 @@ class Runtime:
         self._endpoint_pools.clear()
         await asyncio.gather(*(p.close() for p in pools), return_exceptions=True)
         self.preparer.release()
+        await self.backend.close()
 
 
 async def _stats(pool: Pool) -> dict[str, object]:

@@ -109,6 +109,8 @@ class RayBackend:
         self._live: set[RayWorkerHandle] = set()
         self._addresses: dict[str, str] = {}
         self._connecting = threading.Lock()
+        #: Whether this backend called ray.init (and so leaves with ray.shutdown when closed).
+        self._joined = False
 
     def _connect(self) -> None:
         with self._connecting:  # workers start in parallel; Ray is joined once
@@ -116,6 +118,7 @@ class RayBackend:
 
     def _join(self) -> None:
         if not ray.is_initialized():
+            self._joined = True
             quiet = logging.getLogger("ray._private.worker")
             level = quiet.level
             quiet.setLevel(logging.ERROR)  # not its "no SIGTERM handler in a thread" warning
@@ -287,7 +290,12 @@ class RayBackend:
         return agent
 
     async def close(self) -> None:
-        return None
+        """Leave the cluster if this backend joined it (a driver left connected to a cluster that
+        then stops is ended by Ray itself, exit code 1, a minute later)."""
+        if self._joined and ray.is_initialized():
+            self._kill_all()
+            await asyncio.get_running_loop().run_in_executor(None, ray.shutdown)
+        self._joined = False
 
 
 def _cause(error: BaseException) -> str:
