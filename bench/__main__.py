@@ -22,7 +22,7 @@ from pathlib import Path
 import uv
 
 import openflash
-from bench import cases, coldstart, footprint, http, ray_compare, raycluster, scale
+from bench import cases, coldstart, footprint, http, ray_compare, raycluster, scale, templates
 
 #: Case name -> what it measures (for --help and the report).
 CASES = {
@@ -31,6 +31,7 @@ CASES = {
     "ffmpeg": "system_dependencies=['ffmpeg']: a new layer, and a cold start with it built",
     "imports": "import time and disk of a built environment, against a pip venv",
     "scale": "twenty endpoints with twenty different small sets, called at once",
+    "templates": "a scaled-up worker's first result and a burst of eight, spawned vs forked",
     "http": "flash run against a bare FastAPI app: throughput and single-caller round trip",
     "ray": "the Ray backend against Ray's own runtime_env uv",
 }
@@ -151,6 +152,10 @@ def main(argv: list[str] | None = None) -> None:
         if "imports" in chosen and "medium" in available:
             found = step("imports", lambda: footprint.run(bench, available["medium"], reps(10)))
             sections += _footprint_table(found)  # type: ignore[arg-type]
+        if "templates" in chosen:
+            chosen_sets = [available[n] for n in ("medium", "large") if n in available]
+            found = step("templates", lambda: templates.run(bench, chosen_sets, reps(3)))
+            sections += _templates_table(found)  # type: ignore[arg-type]
         if "scale" in chosen:
             sections += _scale_table(step("scale", lambda: scale.run(bench, reps(3))))  # type: ignore[arg-type]
         if "http" in chosen:
@@ -312,6 +317,45 @@ def _footprint_table(found: dict[str, object]) -> list[str]:
         f"and the openflash environment's files, were they copies, "
         f"{_mib(float(found['first_env_alone_bytes']))}.",  # type: ignore[arg-type]
     ]
+
+
+#: A forked worker's first result, once its template exists (torch), and the PSS comparison.
+FORK_FIRST_RESULT_TARGET = 0.1
+
+
+def _templates_table(found: dict[str, dict]) -> list[str]:
+    lines = [
+        "",
+        "## Worker templates: spawned against forked workers",
+        "",
+        "A pool with one busy worker gets a call: the time to its result is a new worker's cold",
+        "start (the environment exists; with fork, its template too). Then eight calls at once",
+        "(each holding its worker 1 s) scale the pool to eight workers: how long the burst took",
+        "beyond that second, and the eight workers' PSS summed.",
+        "",
+        "| set | new worker's first result: spawn | fork | burst of 8: spawn | fork | "
+        "PSS of 8 workers: spawn | fork |",
+        "| --- | --- | --- | --- | --- | --- | --- |",
+    ]
+    for name, cell in found.items():
+        spawn, fork = cell["spawn"], cell["fork"]
+        lines.append(
+            f"| {name} | {_cell(spawn['scale_up'])} | {_cell(fork['scale_up'])} | "
+            f"{_cell(spawn['burst'])} | {_cell(fork['burst'])} | "
+            f"{_mib(_p50(spawn['pss']))} | {_mib(_p50(fork['pss']))} |"
+        )
+    if "large" in found:
+        fork, spawn = found["large"]["fork"], found["large"]["spawn"]
+        first = _p50(fork["scale_up"])
+        lines += [
+            "",
+            f"With torch, a forked worker's first result: {_ms(first)} p50 (target <= "
+            f"{_ms(FORK_FIRST_RESULT_TARGET)}: {_verdict(first <= FORK_FIRST_RESULT_TARGET)}; "
+            f"spawned: {_ms(_p50(spawn['scale_up']))}). PSS of eight forked workers "
+            f"{_mib(_p50(fork['pss']))} against {_mib(_p50(spawn['pss']))} spawned "
+            f"({_verdict(_p50(fork['pss']) < _p50(spawn['pss']))} the target: lower).",
+        ]
+    return lines
 
 
 def _scale_table(found: dict[str, list[float]]) -> list[str]:

@@ -11,6 +11,8 @@
   enforced as RLIMIT_DATA (the worker's private writable memory: heap, thread stacks); a call
   going past it fails with a MemoryError that names the cap, and the worker is replaced. Unset or
   0: no cap.
+- FLASH_FORK: 0 starts every local worker as a new interpreter; default 1: workers are forked from
+  a template process per environment that has already imported what the endpoint imports.
 - FLASH_SYSTEM_DEPS: how system_dependencies are provided: "layer" (default: downloaded and
   extracted into a cached layer, the host untouched), "host" (apt-get install on the host, as
   root; for disposable machines and containers) or "none" (the image already has them: what
@@ -58,6 +60,7 @@ class Settings:
     backend: str = "local"
     ray_address: str | None = None
     worker_max_rss: int | None = None
+    fork: bool = True
 
     @property
     def apt_root(self) -> Path:
@@ -94,6 +97,7 @@ class Settings:
             backend=backend,
             ray_address=env.get("RAY_ADDRESS") or None,
             worker_max_rss=_size(env, "FLASH_WORKER_MAX_RSS"),
+            fork=_flag(env, "FLASH_FORK") if env.get("FLASH_FORK", "").strip() else True,
         )
 
 

@@ -24,6 +24,7 @@ from dataclasses import dataclass
 from typing import Any, TypeVar
 
 from openflash.api.hardware import CpuInstanceType, GpuGroup, GpuType
+from openflash.api.preload import normalize_preload
 from openflash.api.remote import _decorator, _reject_unknown
 from openflash.api.resources import (
     CpuLiveLoadBalancer,
@@ -71,6 +72,7 @@ _PARAMETERS = (
     "execution_timeout_ms",
     "max_concurrency",
     "image",
+    "preload",
 )
 #: Runpod Flash arguments that only mean something on Runpod's cloud: accepted, ignored.
 _CLOUD_ONLY = (
@@ -105,6 +107,7 @@ class Endpoint:
         max_concurrency: int = 1,
         image: str | None = None,
         id: str | None = None,
+        preload: Iterable[str] | None = None,
         **extra: Any,
     ) -> None:
         cloud = {k: extra.pop(k) for k in list(extra) if k in _CLOUD_ONLY}
@@ -141,6 +144,7 @@ class Endpoint:
         self.execution_timeout_ms = execution_timeout_ms
         self.max_concurrency = max_concurrency
         self.image = image
+        self.preload = normalize_preload(preload)
         self.routes: list[Route] = []
         self._decorated = False
         if name is not None:
@@ -206,7 +210,12 @@ class Endpoint:
             assert self.name is not None
             resource = self._resource(self.name, load_balanced=True)
             handle = _decorator(
-                resource, self.dependencies, self.system_dependencies, False, self.max_concurrency
+                resource,
+                self.dependencies,
+                self.system_dependencies,
+                False,
+                self.max_concurrency,
+                self.preload,
             )(fn)
             self.routes.append(Route(method, path, fn, handle))
             fn.__remote_config__ = handle.__remote_config__  # type: ignore[attr-defined]
@@ -262,6 +271,7 @@ class Endpoint:
             self.system_dependencies,
             False,
             self.max_concurrency,
+            self.preload,
         )
         return decorate(obj)
 

@@ -26,6 +26,7 @@ from typing import Any
 
 import cloudpickle
 
+from openflash.api.preload import imported_modules, normalize_preload
 from openflash.api.resources import CpuLiveServerless, ServerlessResource
 from openflash.api.runtime import EndpointDef, get_runtime
 from openflash.deps.imports import distribution_for_module
@@ -43,6 +44,7 @@ _REMOTE_PARAMETERS = (
     "system_dependencies",
     "accelerate_downloads",
     "local",
+    "preload",
 )
 
 
@@ -52,6 +54,7 @@ def remote(
     system_dependencies: Iterable[str] | None = None,
     accelerate_downloads: bool = True,
     local: bool = False,
+    preload: Iterable[str] | None = None,
     **unknown: Any,
 ) -> Callable[[Any], Any]:
     """Run the decorated function or class on a worker with exactly these dependencies.
@@ -61,9 +64,11 @@ def remote(
     with uv and installed into a cached environment at the first call. ``system_dependencies``
     are Debian package names. ``local=True`` leaves the object as it is: it runs in-process.
     ``accelerate_downloads`` is accepted for compatibility (downloads are always cached here).
+    ``preload`` names modules for the endpoint's worker template to import before it forks
+    workers, beyond those the function's code imports (found by reading it).
     """
     _reject_unknown("remote", unknown, _REMOTE_PARAMETERS)
-    return _decorator(resource_config, dependencies, system_dependencies, local, 1)
+    return _decorator(resource_config, dependencies, system_dependencies, local, 1, preload)
 
 
 def _decorator(
@@ -72,6 +77,7 @@ def _decorator(
     system_dependencies: Iterable[str] | None,
     local: bool,
     max_concurrency: int,
+    preload: Iterable[str] | None = None,
 ) -> Callable[[Any], Any]:
     if resource_config is not None and not isinstance(resource_config, ServerlessResource):
         raise ConfigError(
@@ -80,6 +86,7 @@ def _decorator(
             "CpuLiveServerless(name='my-worker')",
         )
     system = normalize_system_dependencies(system_dependencies)
+    explicit = normalize_preload(preload)
 
     def decorate(obj: Any) -> Any:
         if not (inspect.isclass(obj) or callable(obj)):
@@ -107,6 +114,7 @@ def _decorator(
             system_dependencies=system,
             max_concurrency=max_concurrency,
             source_dir=_source_dir(obj),
+            preload=tuple(dict.fromkeys([*explicit, *imported_modules(obj)])),
         )
         handle = (
             RemoteClass(obj, endpoint) if inspect.isclass(obj) else RemoteFunction(obj, endpoint)

@@ -57,6 +57,8 @@ class EndpointDef:
     cwd: Path = field(default_factory=Path.cwd)
     #: The folder of the decorated function's file: where its project's flash.lock is looked for.
     source_dir: Path | None = None
+    #: What a worker template imports before forking workers (workers/template.py).
+    preload: tuple[str, ...] = ()
 
     @property
     def lockfile(self) -> Path | None:
@@ -169,6 +171,11 @@ class Runtime:
         """How the preparation of ``endpoint``'s environment and layer goes."""
         return self.preparer.status(_deps_key(endpoint)).as_dict()
 
+    def templates(self) -> list[dict[str, object]]:
+        """The backend's worker templates: what each preloaded, its memory, its forks."""
+        describe = getattr(self.backend, "templates", None)
+        return list(describe()) if describe is not None else []
+
     def status(self, endpoint: EndpointDef) -> dict[str, object]:
         """The state of ``endpoint``'s environment and its workers."""
         return {"build": self.build_status(endpoint), "pool": self.pool_stats(endpoint)}
@@ -243,6 +250,7 @@ class Runtime:
             env_key=prepared.env_key,
             system_lock=prepared.system_lock,
             max_rss=self.settings.worker_max_rss,
+            preload=endpoint.preload,
         )
         config = endpoint.pool_config()
         # One pool per endpoint name, environment and layer; a changed config is a new pool.

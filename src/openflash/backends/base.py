@@ -41,6 +41,8 @@ class WorkerSpec:
     system_lock: Any = None
     #: A cap on the worker's memory in bytes (FLASH_WORKER_MAX_RSS), or None.
     max_rss: int | None = None
+    #: Modules a template imports before forking this endpoint's workers.
+    preload: tuple[str, ...] = ()
 
 
 class WorkerHandle(Protocol):

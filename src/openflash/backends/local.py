@@ -20,11 +20,13 @@ import signal
 import socket
 import sys
 from collections.abc import Awaitable, Callable
+from pathlib import Path
 from typing import TextIO
 
 from openflash._settings import Settings
 from openflash.backends.base import WorkerSpec
 from openflash.backends.gpus import GpuAllocator, detect_gpus
+from openflash.backends.templates import ForkedProcess, Template, TemplateUnsafe
 from openflash.errors import FlashError
 
 __all__ = ["PASSED_VARIABLES", "LocalBackend", "LocalWorker", "worker_environ"]
@@ -115,7 +117,7 @@ class LocalWorker:
 
     def __init__(
         self,
-        proc: asyncio.subprocess.Process,
+        proc: asyncio.subprocess.Process | ForkedProcess,
         reader: asyncio.StreamReader,
         writer: asyncio.StreamWriter,
         gpus: tuple[str, ...],
@@ -130,7 +132,7 @@ class LocalWorker:
         self.gpus = gpus
         self._stderr: collections.deque[str] = collections.deque(maxlen=STDERR_TAIL_LINES)
         self._on_exit = on_exit
-        self._exited: asyncio.Task[int] | None = None
+        self._exited: asyncio.Task[int | None] | None = None
         prefix = f"[{endpoint}] "
         assert proc.stdout is not None and proc.stderr is not None
         self._pumps = [
@@ -146,12 +148,12 @@ class LocalWorker:
         with contextlib.suppress(ProcessLookupError, PermissionError):
             os.killpg(self.pid, signal.SIGKILL)
 
-    async def wait(self) -> int:
+    async def wait(self) -> int | None:
         if self._exited is None:
             self._exited = asyncio.ensure_future(self._wait())
         return await asyncio.shield(self._exited)
 
-    async def _wait(self) -> int:
+    async def _wait(self) -> int | None:
         code = await self.proc.wait()
         self._killpg()  # whatever it started goes with it
         with contextlib.suppress(Exception):
@@ -195,14 +197,31 @@ class LocalBackend:
 
     @classmethod
     def from_settings(cls, settings: Settings) -> LocalBackend:
-        return cls(require_gpu=settings.require_gpu)
+        return cls(
+            require_gpu=settings.require_gpu,
+            fork=settings.fork,
+            registry=settings.home / "templates",
+        )
 
-    def __init__(self, *, require_gpu: bool = False, gpus: tuple[str, ...] | None = None) -> None:
+    def __init__(
+        self,
+        *,
+        require_gpu: bool = False,
+        gpus: tuple[str, ...] | None = None,
+        fork: bool = False,
+        registry: Path | None = None,
+    ) -> None:
         self.require_gpu = require_gpu
         self._gpus = gpus
         self._allocator: GpuAllocator | None = None
         self._warned: set[str] = set()
         self._next_cpu = 0
+        #: Fork workers from templates (FLASH_FORK), where the platform can.
+        self.fork = fork and hasattr(os, "fork") and hasattr(socket, "send_fds")
+        self._templates: dict[tuple[object, ...], Template] = {}
+        self._registry = registry
+        #: Templates that cannot fork, and why (their workers are spawned).
+        self._unsafe: dict[tuple[object, ...], str] = {}
 
     def _gpu_allocator(self) -> GpuAllocator:
         if self._allocator is None:
@@ -240,9 +259,10 @@ class LocalBackend:
             )
         gpus = await self._take_gpus(spec)
         allocator = self._gpu_allocator()
+        env = worker_environ(spec, gpus, bool(allocator.devices))
         parent_sock, child_sock = socket.socketpair()
         try:
-            proc = await asyncio.create_subprocess_exec(
+            proc = await self._fork(spec, env, child_sock) or await asyncio.create_subprocess_exec(
                 str(spec.python),
                 "-m",
                 "openflash.workers.child",
@@ -253,7 +273,7 @@ class LocalBackend:
                 stderr=asyncio.subprocess.PIPE,
                 pass_fds=(child_sock.fileno(),),
                 cwd=str(spec.cwd),
-                env=worker_environ(spec, gpus, bool(allocator.devices)),
+                env=env,
                 start_new_session=True,
                 limit=OUTPUT_LINE_LIMIT,
             )
@@ -285,5 +305,36 @@ class LocalBackend:
         with contextlib.suppress(OSError):
             os.sched_setaffinity(pid, chosen)
 
+    async def _fork(
+        self, spec: WorkerSpec, env: dict[str, str], sock: socket.socket
+    ) -> ForkedProcess | None:
+        """A worker forked from the spec's template; None where forking is off or unsafe."""
+        if not self.fork:
+            return None
+        assert spec.python is not None
+        base = worker_environ(spec, (), bool(self._gpu_allocator().devices))
+        key = (spec.python, spec.runtime_path, spec.cwd, spec.preload, tuple(sorted(base.items())))
+        if key in self._unsafe:
+            return None
+        template = self._templates.get(key)
+        if template is None:
+            template = self._templates[key] = Template(
+                spec.python, base, spec.cwd, spec.preload, self._registry
+            )
+        try:
+            return await template.fork(env, spec.max_concurrency, sock.fileno())
+        except TemplateUnsafe as e:
+            self._unsafe[key] = str(e)
+            self._templates.pop(key, None)
+            logger.debug(
+                "openflash: endpoint %r: workers are spawned, not forked: %s", spec.endpoint, e
+            )
+            return None
+
+    def templates(self) -> list[dict[str, object]]:
+        """What each template preloaded, its memory and forks (for the dashboard)."""
+        return [t.describe() for t in self._templates.values()]
+
     async def close(self) -> None:
-        return None
+        templates, self._templates = list(self._templates.values()), {}
+        await asyncio.gather(*(t.close() for t in templates), return_exceptions=True)

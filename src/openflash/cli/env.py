@@ -71,10 +71,35 @@ def _rows(store: Store) -> list[dict[str, object]]:
     return rows
 
 
+def _templates(store: Store) -> list[dict[str, object]]:
+    """The worker templates running on this store, from the notes they leave (stale ones go)."""
+    found = []
+    for note in sorted((store.root / "templates").glob("*.json")):
+        try:
+            info = json.loads(note.read_text())
+            pid = int(info["pid"])
+            cmdline = Path(f"/proc/{pid}/cmdline").read_bytes()
+            if b"openflash.workers.template" not in cmdline:
+                raise ProcessLookupError(pid)
+            rss = next(
+                int(line.split()[1]) * 1024
+                for line in Path(f"/proc/{pid}/status").read_text().splitlines()
+                if line.startswith("VmRSS:")
+            )
+        except (OSError, ValueError, KeyError, StopIteration, ProcessLookupError):
+            note.unlink(missing_ok=True)
+            continue
+        info.pop("forks", None)  # as it was when the note was written: not worth showing
+        found.append({"kind": "template", **info, "rss": rss})
+    return found
+
+
 @app.command("ls")
 def ls(as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False) -> None:
-    """List environments and layers with their disk use. Example: flash env ls"""
+    """List environments and layers with their disk use (and, as a table, running worker
+    templates). Example: flash env ls"""
     rows = _rows(_store())
+    templates = _templates(_store())
     if as_json:
         typer.echo(json.dumps(rows, indent=2))
         return
@@ -92,6 +117,18 @@ def ls(as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = Fa
         )  # type: ignore[arg-type]
     console.print(table)
     console.print(f"total {_human(sum(int(r['bytes']) for r in rows))}")
+    if templates:
+        running = Table(title="worker templates", title_justify="left")
+        for column in ("pid", "environment", "preloaded", "memory"):
+            running.add_column(column)
+        for t in templates:
+            running.add_row(
+                str(t["pid"]),
+                str(t["environment"]),
+                ", ".join(t.get("preloaded") or []) or "-",  # type: ignore[arg-type]
+                _human(int(t["rss"])),  # type: ignore[call-overload]
+            )
+        console.print(running)
 
 
 @app.command("build")

@@ -27,6 +27,7 @@ _PACKAGE_FILES = {
     "openflash/workers/child.py": "openflash.workers.child",
     "openflash/workers/protocol.py": "openflash.workers.protocol",
     "openflash/workers/ray_worker.py": "openflash.workers.ray_worker",
+    "openflash/workers/template.py": "openflash.workers.template",
 }
 
 #: Where a Ray actor's PYTHONPATH points: a sitecustomize that moves what the actor needs beyond

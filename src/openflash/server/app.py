@@ -191,4 +191,5 @@ def _snapshot(state: ServerState) -> dict[str, Any]:
             for f in state.project.failures
         ],
         "events": list(state.events)[-20:],
+        "templates": runtime.templates(),
     }

@@ -263,8 +263,8 @@ class Pool:
             + (f"; its last stderr lines:\n{tail}" if tail else ""),
             hint="the environment's interpreter could not start openflash's worker runtime; "
             "read the lines above",
-            exit_code=code if code >= 0 else None,
-            signal=-code if code < 0 else None,
+            exit_code=code if code is not None and code >= 0 else None,
+            signal=-code if code is not None and code < 0 else None,
             stderr_tail=tail,
         )
 
@@ -381,8 +381,8 @@ class Pool:
                 f"{describe_exit(code)}{why} while running "
                 + ", ".join(c.label for c in worker.in_flight.values())
                 + (f"; its last stderr lines:\n{tail}" if tail else ""),
-                exit_code=code if code >= 0 else None,
-                signal=-code if code < 0 else None,
+                exit_code=code if code is not None and code >= 0 else None,
+                signal=-code if code is not None and code < 0 else None,
                 stderr_tail=tail,
             )
             calls, worker.in_flight = list(worker.in_flight.values()), {}

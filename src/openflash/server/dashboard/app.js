@@ -61,6 +61,16 @@ function render(state) {
        el("td", {}, seconds(call.seconds))));
   $("recent").tBodies[0].replaceChildren(
     ...(rows.length ? rows : [el("tr", {}, el("td", { colspan: "5", class: "dim" }, "no calls yet"))]));
+  const templates = (state.templates || []).map((t) =>
+    el("tr", { class: "template" },
+       el("td", {}, String(t.pid ?? "stopped")),
+       el("td", {}, t.environment || ""),
+       el("td", {}, (t.preloaded || []).join(", ") || "-"),
+       el("td", {}, t.rss ? `${(t.rss / 2 ** 20).toFixed(0)} MiB` : ""),
+       el("td", {}, String(t.forks))));
+  $("templates").tBodies[0].replaceChildren(
+    ...(templates.length ? templates
+      : [el("tr", {}, el("td", { colspan: "5", class: "dim" }, "no templates (workers are spawned)"))]));
   $("events").replaceChildren(...state.events.slice().reverse().map((e) =>
     el("li", { class: e.level }, `${new Date(e.time * 1000).toLocaleTimeString()}  ${e.message}`)));
   const problems = $("problems");

@@ -1,0 +1,294 @@
+"""Worker templates: one process per environment that has done the endpoint's imports, forking
+each new worker in milliseconds (the process side is workers/template.py).
+
+``Template`` starts and talks to one template; ``ForkedProcess`` gives a forked worker the face of
+an ``asyncio.subprocess.Process`` (pid, stdout, stderr, wait, returncode), so that the local
+backend's worker handle serves both kinds alike. The template is the forked workers' parent: it
+reports their exit status. If it dies, its workers run on (calls in flight are unaffected), and a
+worker that later ends has an unknown status; the next fork starts a new template.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import os
+import socket
+from pathlib import Path
+from typing import Any
+
+__all__ = ["ForkedProcess", "Template", "TemplateUnsafe"]
+
+logger = logging.getLogger("openflash")
+
+#: How long a template may take to import its modules.
+READY_TIMEOUT_S = 600.0
+_MESSAGE_MAX = 1 << 20
+
+
+class TemplateUnsafe(Exception):
+    """The template cannot fork safely (or could not start): spawn workers instead."""
+
+
+class ForkedProcess:
+    """A worker forked by a template, as the local backend sees a process."""
+
+    def __init__(
+        self,
+        pid: int,
+        stdout: asyncio.StreamReader,
+        stderr: asyncio.StreamReader,
+        exit_code: asyncio.Future[int | None],
+    ) -> None:
+        self.pid = pid
+        self.stdout = stdout
+        self.stderr = stderr
+        self._exit = exit_code
+        self._pidfd: int | None = None
+        loop = asyncio.get_running_loop()
+        try:
+            self._pidfd = os.pidfd_open(pid)
+        except (OSError, AttributeError):  # already gone, or no pidfd here
+            loop.call_later(0.5, self._unknown)
+        else:
+            loop.add_reader(self._pidfd, self._gone)
+        exit_code.add_done_callback(lambda _: self._close_pidfd())
+
+    @property
+    def returncode(self) -> int | None:
+        return self._exit.result() if self._exit.done() else None
+
+    def _gone(self) -> None:
+        """The process ended; its status comes from its template, unless the template is gone."""
+        self._close_pidfd()
+        asyncio.get_running_loop().call_later(0.5, self._unknown)
+
+    def _unknown(self) -> None:
+        if not self._exit.done():
+            self._exit.set_result(None)
+
+    def _close_pidfd(self) -> None:
+        if self._pidfd is not None:
+            asyncio.get_running_loop().remove_reader(self._pidfd)
+            os.close(self._pidfd)
+            self._pidfd = None
+
+    async def wait(self) -> int | None:
+        return await asyncio.shield(self._exit)
+
+
+class Template:
+    """One template process for an environment, its imports and its worker environment."""
+
+    def __init__(
+        self,
+        python: Path,
+        env: dict[str, str],
+        cwd: Path,
+        preload: tuple[str, ...],
+        registry: Path | None = None,
+    ) -> None:
+        self.python = python
+        #: A folder where a running template leaves a note (``flash env ls`` lists them).
+        self.registry = registry
+        self.env = env
+        self.cwd = cwd
+        self.preload = preload
+        self.pid: int | None = None
+        self.preloaded: list[str] = []
+        self.failed: dict[str, str] = {}
+        self.forks = 0
+        self._proc: asyncio.subprocess.Process | None = None
+        self._sock: socket.socket | None = None
+        self._started: asyncio.Task[None] | None = None
+        self._lock = asyncio.Lock()
+        self._next_id = 0
+        #: Fork requests waiting for their answer: the pid, and its exit status to come.
+        self._waiting: dict[int, asyncio.Future[tuple[int, asyncio.Future[int | None]]]] = {}
+        #: The exit status of each forked worker, as the template reports it.
+        self._exits: dict[int, asyncio.Future[int | None]] = {}
+        self._reader: asyncio.Task[None] | None = None
+
+    @property
+    def alive(self) -> bool:
+        return self._proc is not None and self._proc.returncode is None
+
+    async def ensure_started(self) -> None:
+        """Start the template (again, if it died); raise TemplateUnsafe if it cannot fork."""
+        if self._started is None or (self._started.done() and not self.alive):
+            self._started = asyncio.ensure_future(self._start())
+        await asyncio.shield(self._started)
+
+    async def _start(self) -> None:
+        ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+        env = {**self.env, "OPENFLASH_PRELOAD": json.dumps(list(self.preload))}
+        try:
+            self._proc = await asyncio.create_subprocess_exec(
+                str(self.python),
+                "-m",
+                "openflash.workers.template",
+                str(theirs.fileno()),
+                stdin=asyncio.subprocess.DEVNULL,
+                pass_fds=(theirs.fileno(),),
+                cwd=str(self.cwd),
+                env=env,
+                start_new_session=True,
+            )
+        except OSError as e:
+            ours.close()
+            raise TemplateUnsafe(f"the template could not start: {e}") from e
+        finally:
+            theirs.close()
+        ours.setblocking(False)
+        self._sock = ours
+        loop = asyncio.get_running_loop()
+        try:
+            raw = await asyncio.wait_for(loop.sock_recv(ours, _MESSAGE_MAX), READY_TIMEOUT_S)
+        except (TimeoutError, OSError) as e:
+            self._kill()
+            raise TemplateUnsafe(f"the template did not get ready: {e}") from e
+        if not raw:
+            self._kill()
+            raise TemplateUnsafe("the template exited before it was ready")
+        ready = json.loads(raw)
+        if ready.get("unsafe"):
+            self._kill()
+            raise TemplateUnsafe(str(ready["unsafe"]))
+        self.pid = int(ready["pid"])
+        self.preloaded = list(ready.get("preloaded", []))
+        self.failed = dict(ready.get("failed", {}))
+        self._reader = asyncio.ensure_future(self._read())
+        self._register()
+
+    async def fork(self, env: dict[str, str], max_concurrency: int, sock_fd: int) -> ForkedProcess:
+        """A new worker with ``sock_fd`` as its socket to the pool."""
+        await self.ensure_started()
+        loop = asyncio.get_running_loop()
+        out_r, out_w = os.pipe()
+        err_r, err_w = os.pipe()
+        try:
+            async with self._lock:
+                assert self._sock is not None
+                self._next_id += 1
+                request_id = self._next_id
+                waiting = self._waiting[request_id] = loop.create_future()
+                message = {
+                    "op": "fork",
+                    "id": request_id,
+                    "max_concurrency": max_concurrency,
+                    "env": env,
+                }
+                await loop.run_in_executor(
+                    None,
+                    socket.send_fds,
+                    self._sock,
+                    [json.dumps(message).encode()],
+                    [sock_fd, out_w, err_w],
+                )
+            pid, exit_code = await waiting
+        except BaseException:
+            for fd in (out_r, err_r):
+                os.close(fd)
+            raise
+        finally:
+            os.close(out_w)
+            os.close(err_w)
+        self.forks += 1
+        stdout = await _reader_for(out_r)
+        stderr = await _reader_for(err_r)
+        return ForkedProcess(pid, stdout, stderr, exit_code)
+
+    async def _read(self) -> None:
+        loop = asyncio.get_running_loop()
+        assert self._sock is not None
+        while True:
+            try:
+                raw = await loop.sock_recv(self._sock, _MESSAGE_MAX)
+            except OSError:
+                raw = b""
+            if not raw:
+                break
+            message = json.loads(raw)
+            if message["op"] == "forked":
+                pid = int(message["pid"])
+                exit_code = self._exits[pid] = loop.create_future()
+                waiting = self._waiting.pop(message["id"], None)
+                if waiting is not None and not waiting.done():
+                    waiting.set_result((pid, exit_code))
+            elif message["op"] == "exited":
+                code = self._exits.pop(int(message["pid"]), None)
+                if code is not None and not code.done():
+                    code.set_result(int(message["code"]))
+        for waiting in self._waiting.values():
+            if not waiting.done():
+                waiting.set_exception(TemplateUnsafe("the template died during a fork"))
+        self._waiting.clear()
+        logger.debug("openflash: template %s (%s) ended", self.pid, self.python)
+
+    def memory(self) -> int | None:
+        """The template's resident memory in bytes, or None when it is not running."""
+        if not self.alive or self.pid is None:
+            return None
+        try:
+            with open(f"/proc/{self.pid}/status") as f:
+                for line in f:
+                    if line.startswith("VmRSS:"):
+                        return int(line.split()[1]) * 1024
+        except OSError:
+            return None
+        return None
+
+    def describe(self) -> dict[str, Any]:
+        return {
+            "pid": self.pid if self.alive else None,
+            "python": str(self.python),
+            "environment": self.python.parent.parent.name,
+            "preloaded": self.preloaded,
+            "failed": self.failed,
+            "forks": self.forks,
+            "rss": self.memory(),
+        }
+
+    def _note(self) -> Path | None:
+        return self.registry / f"{self.pid}.json" if self.registry and self.pid else None
+
+    def _register(self) -> None:
+        note = self._note()
+        if note is None:
+            return
+        with contextlib.suppress(OSError):
+            note.parent.mkdir(mode=0o755, parents=True, exist_ok=True)
+            tmp = note.with_suffix(".tmp")
+            tmp.write_text(json.dumps({k: v for k, v in self.describe().items() if k != "rss"}))
+            os.replace(tmp, note)
+
+    def _kill(self) -> None:
+        note = self._note()
+        if note is not None:
+            with contextlib.suppress(OSError):
+                note.unlink()
+        if self._proc is not None and self._proc.returncode is None:
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.killpg(self._proc.pid, 9)
+        if self._sock is not None:
+            self._sock.close()
+            self._sock = None
+
+    async def close(self) -> None:
+        self._kill()
+        if self._proc is not None:
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(self._proc.wait(), 5)
+        if self._reader is not None:
+            self._reader.cancel()
+
+
+async def _reader_for(fd: int) -> asyncio.StreamReader:
+    loop = asyncio.get_running_loop()
+    reader = asyncio.StreamReader(limit=1 << 20)
+    await loop.connect_read_pipe(
+        lambda: asyncio.StreamReaderProtocol(reader), os.fdopen(fd, "rb", buffering=0)
+    )
+    return reader

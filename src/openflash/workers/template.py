@@ -1,0 +1,149 @@
+"""A template: ``python -m openflash.workers.template FD``, forking workers with imports done.
+
+It runs in an endpoint's environment like a worker (the runtime behind site-packages), imports the
+modules in ``OPENFLASH_PRELOAD`` (a JSON list), and answers on the SOCK_SEQPACKET socket FD:
+
+- first ``{"op": "ready", "pid", "preloaded", "failed", "unsafe"}``; ``unsafe`` says why forking
+  would not be safe (threads running after the imports, CUDA initialised), and the template then
+  exits: the pool spawns workers instead;
+- to ``{"op": "fork", "id", "max_concurrency", "env"}`` with three descriptors (the worker's socket,
+  its stdout and its stderr), ``{"op": "forked", "id", "pid"}``: the child starts a session of
+  its own, takes those descriptors and that environment, and serves as ``workers.child`` does,
+  with a fresh event loop;
+- ``{"op": "exited", "pid", "code"}`` when a child ends (``code`` as subprocess reports it:
+  negative for a signal).
+
+It exits when the pool closes the socket. Only the standard library is imported here.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+
+if __name__ == "__main__":
+    from openflash.workers.child import _isolate_path
+
+    _isolate_path()
+
+import importlib
+import json
+import select
+import signal
+import socket
+import threading
+
+from openflash.workers import child
+
+PRELOAD_VARIABLE = "OPENFLASH_PRELOAD"
+_MESSAGE_MAX = 1 << 20
+
+
+def _send(sock: socket.socket, message: dict[str, object]) -> None:
+    sock.send(json.dumps(message).encode())
+
+
+def _preload(names: list[str]) -> tuple[list[str], dict[str, str]]:
+    done, failed = [], {}
+    for name in names:
+        try:
+            importlib.import_module(name)
+            done.append(name)
+        except BaseException as e:  # a module that cannot import here is the worker's problem
+            failed[name] = f"{type(e).__name__}: {e}"
+    return done, failed
+
+
+def unsafe_reason() -> str | None:
+    """Why forking this process would not be safe, or None."""
+    threads = [t.name for t in threading.enumerate() if t is not threading.main_thread()]
+    if threads:
+        return f"threads were started by the imports ({', '.join(threads[:5])})"
+    torch = sys.modules.get("torch")
+    cuda = getattr(torch, "cuda", None)
+    try:
+        if cuda is not None and cuda.is_initialized():
+            return "CUDA was initialised by the imports"
+    except Exception:  # an odd torch: not our concern here
+        pass
+    return None
+
+
+def _become_worker(request: dict, fds: list[int], control: socket.socket, wakeup: int) -> None:
+    """In the forked child: a session of its own, its descriptors, its environment; then serve."""
+    try:
+        os.setsid()
+        control.close()
+        signal.set_wakeup_fd(-1)
+        os.close(wakeup)
+        signal.signal(signal.SIGCHLD, signal.SIG_DFL)
+        sock_fd, out_fd, err_fd = fds
+        os.dup2(out_fd, 1)
+        os.dup2(err_fd, 2)
+        os.close(out_fd)
+        os.close(err_fd)
+        os.environ.clear()
+        os.environ.update(request["env"])
+        # The same argv as a spawned worker's (`-m openflash.workers.child FD N`).
+        sys.argv[:] = [child.__file__, str(sock_fd), str(request["max_concurrency"])]
+        child.main(sys.argv)
+    finally:
+        os._exit(70)  # child.main exits itself; this is only reached if it could not start
+
+
+def serve(fd: int) -> None:
+    control = socket.socket(fileno=fd)
+    names = json.loads(os.environ.pop(PRELOAD_VARIABLE, "[]"))
+    preloaded, failed = _preload(names)
+    unsafe = unsafe_reason()
+    _send(
+        control,
+        {
+            "op": "ready",
+            "pid": os.getpid(),
+            "preloaded": preloaded,
+            "failed": failed,
+            "unsafe": unsafe,
+        },
+    )
+    if unsafe:
+        return
+    read_end, write_end = os.pipe()
+    os.set_blocking(write_end, False)
+    signal.set_wakeup_fd(write_end)
+    signal.signal(signal.SIGCHLD, lambda *_: None)
+    while True:
+        readable, _, _ = select.select([control, read_end], [], [])
+        if read_end in readable:
+            os.read(read_end, 4096)
+            _reap(control)
+        if control not in readable:
+            continue
+        message, fds, _, _ = socket.recv_fds(control, _MESSAGE_MAX, 3)
+        if not message:
+            return  # the pool is gone
+        request = json.loads(message)
+        sys.stdout.flush()
+        sys.stderr.flush()
+        pid = os.fork()
+        if pid == 0:
+            _become_worker(request, fds, control, read_end)
+        for descriptor in fds:
+            os.close(descriptor)
+        _send(control, {"op": "forked", "id": request["id"], "pid": pid})
+
+
+def _reap(control: socket.socket) -> None:
+    while True:
+        try:
+            pid, status = os.waitpid(-1, os.WNOHANG)
+        except ChildProcessError:
+            return
+        if pid == 0:
+            return
+        code = -os.WTERMSIG(status) if os.WIFSIGNALED(status) else os.WEXITSTATUS(status)
+        _send(control, {"op": "exited", "pid": pid, "code": code})
+
+
+if __name__ == "__main__":
+    serve(int(sys.argv[1]))

@@ -1,0 +1,188 @@
+"""Workers forked from templates: correct, isolated, replaced when the template dies, spawned
+instead where forking is unsafe, and fast with torch imported."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import signal
+import time
+from pathlib import Path
+
+import pytest
+
+from openflash import CpuLiveServerless, remote
+from openflash.api import runtime
+
+from helpers import make_wheel
+
+
+def run(coro):
+    return asyncio.run(coro)
+
+
+@remote(CpuLiveServerless(name="forked", workersMax=3), preload=["json"])
+async def mark(value: int, hold: float = 0.0) -> dict:
+    import asyncio
+    import json
+    import os
+
+    seen = getattr(json, "_openflash_mark", None)
+    json._openflash_mark = value  # module state of this worker only
+    await asyncio.sleep(hold)
+    return {"pid": os.getpid(), "parent": os.getppid(), "seen": seen}
+
+
+@pytest.mark.usefixtures("flash_home")
+def test_forked_workers_answer_and_share_no_state() -> None:
+    async def main() -> list[dict]:
+        return list(await asyncio.gather(*(mark(i, 0.5) for i in range(3))))
+
+    answers = run(main())
+    pids = {a["pid"] for a in answers}
+    parents = {a["parent"] for a in answers}
+    assert len(pids) == 3, answers  # three workers
+    assert parents != {os.getpid()} and len(parents) == 1, "forked from one template"
+    assert all(a["seen"] is None for a in answers), "no worker saw another's module state"
+    again = run(mark(99))
+    assert again["pid"] in pids and again["seen"] is not None  # its own state stays its own
+
+
+@pytest.mark.usefixtures("flash_home")
+def test_a_killed_template_is_replaced_and_calls_in_flight_finish() -> None:
+    first = run(mark(1))
+    template = first["parent"]
+
+    async def main() -> tuple[dict, list[dict]]:
+        in_flight = asyncio.ensure_future(mark(2, 1.0))
+        await asyncio.sleep(0.3)
+        os.kill(template, signal.SIGKILL)
+        await asyncio.sleep(0.2)
+        burst = await asyncio.gather(*(mark(i, 0.5) for i in range(3)))
+        return await in_flight, list(burst)
+
+    finished, burst = run(main())
+    assert finished["pid"] == first["pid"]  # the worker outlived its template
+    new_parents = {a["parent"] for a in burst if a["pid"] != first["pid"]}
+    assert new_parents and template not in new_parents, burst
+    assert all(p != os.getpid() for p in new_parents), "forked again, from a new template"
+
+
+def test_a_module_that_starts_a_thread_makes_its_template_spawn(
+    flash_home: Path, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    wheel = make_wheel(
+        tmp_path / "wheels",
+        "threader",
+        "1.0",
+        {"threader.py": "import threading, time\n"
+         "threading.Thread(target=time.sleep, args=(3600,), daemon=True, name='busy').start()\n"},
+    )  # fmt: skip
+
+    @remote(CpuLiveServerless(name="threaded"), dependencies=[str(wheel)])
+    def parent() -> int:
+        import os
+
+        import threader  # noqa: F401
+
+        return os.getppid()
+
+    with caplog.at_level(logging.DEBUG, logger="openflash"):
+        assert run(parent()) == os.getpid(), "spawned by this process, not forked"
+    assert "spawned, not forked: threads were started by the imports (busy)" in caplog.text
+
+
+def test_flash_fork_0_spawns(flash_home: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("FLASH_FORK", "0")
+    runtime.shutdown()
+    assert run(mark(5))["parent"] == os.getpid()
+
+
+def _torch_wheel() -> str | None:
+    found = sorted(Path("/opt/wheels").glob("torch-*+cpu-*.whl"))
+    return os.environ.get("BENCH_TORCH") or (str(found[-1]) if found else None)
+
+
+@pytest.mark.skipif(_torch_wheel() is None, reason="needs a CPU torch wheel in /opt/wheels")
+@pytest.mark.usefixtures("flash_home")
+def test_a_worker_forked_from_a_torch_template_computes() -> None:
+    @remote(CpuLiveServerless(name="torch-forked", workersMax=2), dependencies=[_torch_wheel()])
+    async def matmul(n: int, hold: float = 0.0) -> dict:
+        import asyncio
+        import os
+
+        import torch
+
+        await asyncio.sleep(hold)
+        x = torch.ones(n, n) @ torch.ones(n, n)
+        return {"sum": float(x.sum()), "parent": os.getppid(), "pid": os.getpid()}
+
+    first = run(matmul(8))
+    assert first["sum"] == 8.0 * 8 * 8 and first["parent"] != os.getpid()
+
+    async def second_worker() -> tuple[dict, float]:
+        busy = asyncio.ensure_future(matmul(8, 1.0))  # keeps the first worker busy
+        await asyncio.sleep(0.1)
+        started = time.monotonic()
+        answer = await matmul(16)
+        took = time.monotonic() - started
+        await busy
+        return answer, took
+
+    answer, _took = run(second_worker())
+    assert answer["sum"] == 16.0 * 16 * 16
+    assert answer["pid"] != first["pid"] and answer["parent"] == first["parent"]
+
+
+def test_templates_show_on_the_dashboard_and_in_env_ls(
+    tmp_path: Path, session_home: Path, uv_cache: Path
+) -> None:
+    import httpx
+
+    from helpers import FlashServer, write
+
+    project = tmp_path / "project"
+    write(
+        project / "stats.py",
+        """
+        import statistics
+
+        from openflash import Endpoint
+
+        @Endpoint(name="templated", workers=(1, 2), preload=["fractions"])
+        async def mean(values: list[float]) -> float:
+            return statistics.mean(values)
+        """,
+    )
+    env = {"FLASH_HOME": str(session_home), "FLASH_UV_CACHE_DIR": str(uv_cache)}
+    with FlashServer(project, "--no-reload", env=env) as server:
+        r = httpx.post(
+            f"{server.url}/stats/runsync", json={"input": {"values": [1, 2, 3]}}, timeout=60
+        )
+        assert r.json()["output"] == 2
+        state = httpx.get(f"{server.url}/_flash/state", timeout=30).json()
+        [template] = [t for t in state["templates"] if "statistics" in t["preloaded"]]
+        assert "fractions" in template["preloaded"] and template["rss"] > 0
+        assert template["forks"] >= 1
+        listed = _env_ls(env)
+        assert "worker templates" in listed
+        [line] = [line for line in listed.splitlines() if f"│ {template['pid']} " in line]
+        assert "statistics" in line and template["environment"][:8] in line
+    # The server stopped: its template is gone from the list.
+    assert f"│ {template['pid']} " not in _env_ls(env)
+
+
+def _env_ls(env: dict[str, str]) -> str:
+    import subprocess
+    import sys
+
+    done = subprocess.run(
+        [sys.executable, "-m", "openflash", "env", "ls"],
+        env={**os.environ, **env, "COLUMNS": "250"},
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert done.returncode == 0, done.stderr
+    return done.stdout + done.stderr  # the CLI prints its tables on stderr
