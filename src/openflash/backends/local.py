@@ -318,18 +318,29 @@ class LocalBackend:
             return None
         template = self._templates.get(key)
         if template is None:
+            # The endpoint's first worker is spawned while its template starts beside it: a
+            # cold start costs what it did, and the workers after it are forked.
             template = self._templates[key] = Template(
                 spec.python, base, spec.cwd, spec.preload, self._registry
             )
+            started = asyncio.ensure_future(template.ensure_started())
+            started.add_done_callback(lambda done: self._started(key, spec.endpoint, done))
+            return None
         try:
             return await template.fork(env, spec.max_concurrency, sock.fileno())
         except TemplateUnsafe as e:
-            self._unsafe[key] = str(e)
-            self._templates.pop(key, None)
-            logger.debug(
-                "openflash: endpoint %r: workers are spawned, not forked: %s", spec.endpoint, e
-            )
+            self._give_up(key, spec.endpoint, e)
             return None
+
+    def _started(self, key: tuple[object, ...], endpoint: str, done: asyncio.Future[None]) -> None:
+        error = None if done.cancelled() else done.exception()
+        if isinstance(error, TemplateUnsafe):
+            self._give_up(key, endpoint, error)
+
+    def _give_up(self, key: tuple[object, ...], endpoint: str, error: TemplateUnsafe) -> None:
+        self._unsafe[key] = str(error)
+        self._templates.pop(key, None)
+        logger.debug("openflash: endpoint %r: workers are spawned, not forked: %s", endpoint, error)
 
     def templates(self) -> list[dict[str, object]]:
         """What each template preloaded, its memory and forks (for the dashboard)."""
