@@ -86,17 +86,30 @@ def test_a_module_that_starts_a_thread_makes_its_template_spawn(
          "threading.Thread(target=time.sleep, args=(3600,), daemon=True, name='busy').start()\n"},
     )  # fmt: skip
 
-    @remote(CpuLiveServerless(name="threaded"), dependencies=[str(wheel)])
-    def parent() -> int:
+    @remote(CpuLiveServerless(name="threaded", workersMax=2), dependencies=[str(wheel)])
+    def parent(hold: float = 0.0) -> int:
         import os
+        import time
 
         import threader  # noqa: F401
 
+        time.sleep(hold)
         return os.getppid()
 
+    async def second_worker() -> int:
+        busy = asyncio.ensure_future(parent(1.0))  # keeps the first worker busy
+        await asyncio.sleep(0.2)
+        answer = await parent()
+        await busy
+        return answer
+
     with caplog.at_level(logging.DEBUG, logger="openflash"):
-        assert run(parent()) == os.getpid(), "spawned by this process, not forked"
-    assert "spawned, not forked: threads were started by the imports (busy)" in caplog.text
+        assert run(parent()) == os.getpid()  # an endpoint's first worker is always spawned
+        deadline = time.monotonic() + 60  # its template imports threader beside it
+        while "spawned, not forked" not in caplog.text and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert "spawned, not forked: threads were started by the imports (busy)" in caplog.text
+        assert run(second_worker()) == os.getpid(), "the next worker is spawned too, not forked"
 
 
 def test_flash_fork_0_spawns(flash_home: Path, monkeypatch: pytest.MonkeyPatch) -> None:
