@@ -4,13 +4,13 @@ and an explicit ``preload=[...]``."""
 from __future__ import annotations
 
 import dis
-import inspect
 import re
 import types
 from collections.abc import Iterable
 from typing import Any
 
 from openflash.errors import ConfigError
+from openflash.workers.child import functions_of
 
 __all__ = ["imported_modules", "normalize_preload"]
 
@@ -43,7 +43,7 @@ def imported_modules(obj: Any) -> tuple[str, ...]:
     """The top-level modules ``obj``'s code imports, in its body or through module globals it
     uses (``import numpy as np`` at the top of the file, ``np`` in the function)."""
     found: dict[str, None] = {}
-    for function in _functions(obj):
+    for function in functions_of(obj):
         code = function.__code__
         for sub in _codes(code):
             for instruction in dis.get_instructions(sub):
@@ -54,19 +54,6 @@ def imported_modules(obj: Any) -> tuple[str, ...]:
                 if isinstance(value, types.ModuleType):
                     found[value.__name__.split(".")[0]] = None
     return tuple(name for name in found if name and name not in _SKIPPED)
-
-
-def _functions(obj: Any) -> list[types.FunctionType]:
-    if isinstance(obj, types.FunctionType):
-        return [obj]
-    if not inspect.isclass(obj):
-        return []
-    functions = []
-    for value in vars(obj).values():
-        for candidate in (value, getattr(value, "__func__", None), getattr(value, "fget", None)):
-            if isinstance(candidate, types.FunctionType):
-                functions.append(candidate)
-    return functions
 
 
 def _codes(code: types.CodeType) -> list[types.CodeType]:

@@ -202,12 +202,14 @@ def _load(blob: bytes, source: str | None) -> Any:
     """
     obj = cloudpickle.loads(blob)
     if source:
-        for fn in _functions_of(obj):
+        for fn in functions_of(obj):
             fn.__code__ = _with_filename(fn.__code__, source)
     return obj
 
 
-def _functions_of(obj: Any) -> list[types.FunctionType]:
+def functions_of(obj: Any) -> list[types.FunctionType]:
+    """The functions of a decorated function or class (methods, static/class methods, property
+    accessors)."""
     if isinstance(obj, types.FunctionType):
         return [obj]
     found = []
