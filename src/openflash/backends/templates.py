@@ -180,13 +180,8 @@ class Template:
                     "max_concurrency": max_concurrency,
                     "env": env,
                 }
-                await loop.run_in_executor(
-                    None,
-                    socket.send_fds,
-                    self._sock,
-                    [json.dumps(message).encode()],
-                    [sock_fd, out_w, err_w],
-                )
+                # One small datagram: the socket's buffer takes it without blocking.
+                socket.send_fds(self._sock, [json.dumps(message).encode()], [sock_fd, out_w, err_w])
             pid, exit_code = await waiting
         except BaseException:
             for fd in (out_r, err_r):
