@@ -142,6 +142,7 @@ def resolve(
             lock = Lock(specs, _compile(specs, uv_cache), now)
             _record_seen(store.index_seen, lock)
     except DependencyError as e:
+        tighten_lock_files(uv_cache, store.root)
         if cached is not None and type(e) is DependencyError and _NETWORK.search(e.message):
             logger.warning(
                 "openflash: re-resolving %s failed (network); using the resolution from %s",
@@ -150,6 +151,7 @@ def resolve(
             )
             return cached
         raise
+    tighten_lock_files(uv_cache, store.root)  # once, whether uv ran once or twice
     payload = {"specs": list(specs), "lock": lock.text, "resolved_at": lock.resolved_at}
     write_atomic(cache_file, json.dumps(payload, indent=1))
     return lock
@@ -251,17 +253,14 @@ def _uv_compile(specs: tuple[str, ...], uv_cache: Path, *args: str) -> _subproce
         *args,
         cache_dir=uv_cache,
     )
-    try:
-        done = _subprocess.run(
-            argv,
-            input="".join(f"{s}\n" for s in specs),
-            env=uv_environ(),
-            timeout=RESOLVE_TIMEOUT_S,
-            check=False,
-            error=DependencyError,
-        )
-    finally:
-        tighten_lock_files(uv_cache)
+    done = _subprocess.run(
+        argv,
+        input="".join(f"{s}\n" for s in specs),
+        env=uv_environ(),
+        timeout=RESOLVE_TIMEOUT_S,
+        check=False,
+        error=DependencyError,
+    )
     if not done.ok:
         raise failure_to_error(done.stderr, specs)
     return done

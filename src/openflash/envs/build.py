@@ -106,7 +106,7 @@ def build_environment(store: Store, lock_text: str, *, uv_cache: Path) -> Enviro
         try:
             _build_venv(tmp, lock_text, uv_cache)
         finally:
-            tighten_lock_files(uv_cache)
+            tighten_lock_files(uv_cache, store.root)
         bytecode = {}
         if _lines(lock_text):
             site_packages = next((tmp / "lib").glob("python*/site-packages"))

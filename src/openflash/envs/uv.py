@@ -34,14 +34,17 @@ def uv_environ() -> dict[str, str]:
     return env
 
 
-def tighten_lock_files(cache_dir: Path) -> None:
-    """Take group and world write off uv's lock files in ``cache_dir``.
+def tighten_lock_files(cache_dir: Path, store_root: Path) -> None:
+    """Take group and world write off uv's lock files in ``cache_dir``, if it is the store's.
 
     uv creates its flock files 0666 whatever the umask, so that users can share a cache
-    (astral-sh/uv#16845); a store of openflash's is one user's and writable by nobody else. They
+    (astral-sh/uv#16845); a cache inside a store of openflash's (the default) is one user's and
+    writable by nobody else. A cache elsewhere (FLASH_UV_CACHE_DIR) keeps uv's choice. Lock files
     sit at the top of the cache and beside built wheels, never among unpacked archives, so the
     walk skips those (the bulk of a cache).
     """
+    if not cache_dir.is_relative_to(store_root):
+        return
     if not cache_dir.is_dir():
         return
     for dirpath, dirnames, filenames in os.walk(cache_dir):
