@@ -10,6 +10,8 @@
      ├── StorePermissionError       a store file belongs to another user (also a PermissionError)
      ├── WorkerCrashedError         the worker died: exit code or signal, last lines of stderr
      ├── ExecutionTimeoutError      a call ran past executionTimeoutMs (TimeoutError)
+     ├── DeadlockError              a nested call could never run: its pool is full of calls
+     │                              that wait on nested calls (RuntimeError)
      └── RemoteError                user code raised in the worker (remote traceback); it is also
                                     an instance of the original exception's class where possible
 
@@ -25,6 +27,7 @@ from typing import Any
 
 __all__ = [
     "ConfigError",
+    "DeadlockError",
     "DependencyConflictError",
     "DependencyError",
     "EnvironmentBuildError",
@@ -134,6 +137,15 @@ class ExecutionTimeoutError(FlashError, TimeoutError):
     """A call ran past its endpoint's executionTimeoutMs; its worker was killed."""
 
     hint = "raise executionTimeoutMs (0 means no limit), or make the function faster"
+
+
+class DeadlockError(FlashError, RuntimeError):
+    """A nested call was failed: every worker its endpoint may run waits on nested calls."""
+
+    hint = (
+        "raise workersMax (or max_concurrency) of the endpoint named above, or make the call "
+        "from the caller instead of from inside the endpoint"
+    )
 
 
 class RemoteError(FlashError):

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 
 import pytest
 
@@ -101,16 +102,29 @@ def test_classes_become_class_handles() -> None:
         instance.train  # noqa: B018
 
 
-def test_endpoint_handles_cannot_be_pickled_into_other_endpoints() -> None:
+def test_endpoint_handles_pickle_to_light_client_references() -> None:
     import pickle
+
+    from openflash.workers import client
 
     @remote(CONFIG)
     async def other() -> None: ...
 
-    with pytest.raises(
-        Exception, match="calling one endpoint from inside another is not supported"
-    ):
-        pickle.dumps(other)
+    # Inside a worker, the same pickle gives the light client's handle, which calls back
+    # through the parent under this (file, qualified name).
+    copy = pickle.loads(pickle.dumps(other))
+    assert isinstance(copy, client.RemoteFunction)
+    assert (copy._file, copy._qualname) == (os.path.realpath(__file__), other.__qualname__)
+
+    @remote(CONFIG)
+    class Model:
+        def predict(self) -> int:
+            return 1
+
+    assert isinstance(pickle.loads(pickle.dumps(Model)), client.RemoteClass)
+    instance = Model()
+    light = pickle.loads(pickle.dumps(instance))
+    assert isinstance(light, client.RemoteInstance) and light._id == instance._id
 
 
 def test_endpoint_workers_forms() -> None:
@@ -181,7 +195,7 @@ def test_endpoint_cloud_only_arguments_are_ignored(caplog: pytest.LogCaptureFixt
     assert "Endpoint(datacenter='EU-RO-1') only applies on Runpod's cloud" in caplog.text
 
 
-def test_route_form_registers_handlers_and_keeps_them_plain_functions() -> None:
+def test_route_form_registers_handlers_as_remote_handles() -> None:
     api = Endpoint(name="routes", cpu=CpuInstanceType.CPU3C_1_2, workers=(1, 3))
 
     @api.post("/sum")
@@ -191,7 +205,10 @@ def test_route_form_registers_handlers_and_keeps_them_plain_functions() -> None:
     @api.get("/items/{item_id}")
     async def item(item_id: int) -> dict: ...
 
-    assert total([1, 2]) == 3  # still callable in-process
+    # Awaiting a handler runs it on the endpoint's workers (tests/e2e/test_nested.py); the
+    # function itself stays reachable, and its route's handle is the same object.
+    assert isinstance(total, RemoteFunction) and total.__wrapped__([1, 2]) == 3
+    assert api.routes[0].handle is total and api.routes[0].function is total.__wrapped__
     assert api.is_load_balanced
     assert [(r.method, r.path) for r in api.routes] == [
         ("POST", "/sum"),

@@ -74,3 +74,18 @@ def test_imported_endpoints_are_served_where_they_are_defined(project: Path) -> 
     (project / "reexport.py").write_text("from single import shout  # noqa: F401\n")
     found = discover(project)
     assert [r.path for r in found.queue if r.name == "shout"] == ["/single/shout"]
+
+
+PIPELINE = Path(__file__).resolve().parents[1] / "fixtures" / "apps" / "pipeline"
+
+
+def test_route_handlers_are_not_queue_functions_and_keep_their_paths(tmp_path: Path) -> None:
+    # pipeline.py holds one queue-style function (recurse) beside a route POST /run: the file's
+    # short form would put recurse's job submission at /pipeline/run too, so it is not used.
+    root = tmp_path / "pipeline"
+    shutil.copytree(PIPELINE, root)
+    found = discover(root, fresh=True)
+    queue = {r.path: r for r in found.queue if r.module == "pipeline"}
+    assert list(queue) == ["/pipeline/recurse"]
+    assert queue["/pipeline/recurse"].short_path is None
+    assert [(lb.method, lb.path) for lb in found.lb] == [("POST", "/pipeline/run")]

@@ -4,7 +4,7 @@
     async def process(data: dict) -> dict: ...
 
 Used as an object it holds the routes of a load-balanced endpoint, whose handlers share its
-workers (the handlers stay plain functions in Python; ``flash run`` serves them over HTTP):
+workers (``flash run`` serves them over HTTP; awaiting one in Python runs it on those workers):
 
     api = Endpoint(name="api", cpu=CpuInstanceType.CPU3C_1_2, workers=(1, 3))
 
@@ -220,7 +220,10 @@ class Endpoint:
             self.routes.append(Route(method, path, fn, handle))
             fn.__remote_config__ = handle.__remote_config__  # type: ignore[attr-defined]
             fn.__is_lb_route_handler__ = True  # type: ignore[attr-defined]
-            return fn
+            # Awaiting the handler (from a script, or from another endpoint's function) runs it
+            # on this endpoint's workers, as a queue-style function's call does.
+            handle.__is_lb_route_handler__ = True
+            return handle  # type: ignore[no-any-return]
 
         return register
 

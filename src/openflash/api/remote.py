@@ -26,14 +26,14 @@ from typing import Any
 
 import cloudpickle
 
+from openflash.api import nested
+from openflash.api.failures import remote_error
 from openflash.api.preload import imported_modules, normalize_preload
 from openflash.api.resources import CpuLiveServerless, ServerlessResource
 from openflash.api.runtime import EndpointDef, get_runtime
-from openflash.deps.imports import distribution_for_module
-from openflash.deps.libraries import missing_library, package_for_library
 from openflash.deps.specs import normalize_dependencies, normalize_system_dependencies
-from openflash.errors import ConfigError, DependencyError, FlashError, RemoteError
-from openflash.workers import protocol
+from openflash.errors import ConfigError, DependencyError, FlashError
+from openflash.workers import client, protocol
 from openflash.workers.calls import Call
 
 __all__ = ["RemoteClass", "RemoteFunction", "RemoteInstance", "remote"]
@@ -137,6 +137,11 @@ class _Remote:
             self._source: str | None = inspect.getsourcefile(obj)
         except TypeError:
             self._source = None
+        # Workers name it by file and qualified name: when they import its module (their light
+        # client decorates it there), and when it reaches them pickled.
+        self._file = nested.source_file(obj)
+        if self._file:
+            nested.register(self._file, obj.__qualname__, self)
 
     def _payload(self) -> tuple[str, bytes]:
         if self._blob is None:
@@ -158,11 +163,15 @@ class _Remote:
         return f"{self.__name__}()"
 
     def __reduce__(self) -> Any:
-        raise FlashError(
-            f"{self._label()} is an openflash endpoint and cannot be sent to a worker; calling "
-            "one endpoint from inside another is not supported yet",
-            hint="call both from the caller, or move the shared code into a plain function",
-        )
+        # Inside a worker, a handle is the light client's: calling it goes through the parent.
+        if not self._file:
+            raise FlashError(
+                f"{self._label()} is an openflash endpoint defined without a source file, and "
+                "cannot be sent to a worker",
+                hint="define it in a module or a script, not in an interactive session",
+            )
+        kind = "RemoteClass" if inspect.isclass(self.__wrapped__) else "RemoteFunction"
+        return (client.reference, (self._file, self.__qualname__, self._label(), kind))
 
     def __repr__(self) -> str:
         return f"<remote {self.__qualname__} on endpoint {self.endpoint.name!r}>"
@@ -231,7 +240,11 @@ class RemoteInstance:
         return method
 
     def __reduce__(self) -> Any:
-        return self._cls.__reduce__()
+        # Inside a worker, the same instance: its method calls go through the parent to the
+        # worker that holds it.
+        cls = self._cls
+        cls.__reduce__()  # the same checks as for the class
+        return (client.instance_reference, (cls._file, cls.__qualname__, self._init_args, self._id))
 
     def __repr__(self) -> str:
         return f"<remote {self._cls.__name__} instance on endpoint {self._cls.endpoint.name!r}>"
@@ -250,7 +263,7 @@ async def _run(endpoint: EndpointDef, call: Call) -> Any:
         raise error from None
     if reply.ok:
         return _load_result(endpoint, call, reply.payload)
-    raise _remote_error(endpoint, call, protocol.decode_error(reply.payload))
+    raise remote_error(endpoint, call, protocol.decode_error(reply.payload))
 
 
 def _release(endpoint: EndpointDef, instance_id: str) -> None:
@@ -280,49 +293,6 @@ def _load_result(endpoint: EndpointDef, call: Call, payload: bytes) -> Any:
             hint="return plain Python values (dict, list, str, numbers), or install the "
             "packages the result needs in the calling environment too",
         ) from None
-
-
-def _remote_error(endpoint: EndpointDef, call: Call, info: dict[str, Any]) -> RemoteError:
-    original = None
-    if info.get("exception"):
-        try:
-            original = pickle.loads(info["exception"])
-        except Exception:
-            original = None
-    message = f"{info['type']}: {info['message']}" if info["message"] else info["type"]
-    fields: dict[str, Any] = {
-        "exc_type": info["type"],
-        "remote_traceback": info["traceback"],
-        "missing_module": info.get("missing_module"),
-    }
-    missing = info.get("missing_module")
-    library = missing_library(info["message"])
-    if library:
-        package = package_for_library(library)
-        fields["hint"] = (
-            f'{library} is in the Debian package "{package}": add it to '
-            f"system_dependencies=[...] of endpoint {endpoint.name!r}"
-        )
-    elif missing:
-        dist = distribution_for_module(missing)
-        fields["hint"] = (
-            f'add "{dist}" to dependencies=[...] of endpoint {endpoint.name!r}'
-            if dist not in _dependency_names(endpoint)
-            else f"{dist!r} is in dependencies=[...], but it does not provide {missing!r}: "
-            "check its version and extras"
-        )
-    return RemoteError.wrap(
-        original if isinstance(original, BaseException) else None,
-        f"{message}\n(raised by {call.label} on endpoint {endpoint.name!r})",
-        **fields,
-    )
-
-
-def _dependency_names(endpoint: EndpointDef) -> set[str]:
-    from packaging.requirements import Requirement
-    from packaging.utils import canonicalize_name
-
-    return {canonicalize_name(Requirement(d).name) for d in endpoint.dependencies}
 
 
 #: Attributes openflash puts on user functions (route handlers); they stay out of pickles.

@@ -21,6 +21,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from openflash._settings import BACKENDS, Settings
+from openflash.api.nested import NestedCalls, project_root
 from openflash.api.prepare import DepsKey, Prepared, Preparer
 from openflash.api.resources import ServerlessResource
 from openflash.backends import load_backend
@@ -30,6 +31,7 @@ from openflash.envs.store import Store
 from openflash.errors import ConfigError, FlashError
 from openflash.workers.calls import Call, Reply
 from openflash.workers.pool import Pool, PoolConfig
+from openflash.workers.waits import Waits
 
 __all__ = [
     "EndpointDef",
@@ -63,6 +65,11 @@ class EndpointDef:
     @property
     def lockfile(self) -> Path | None:
         return find_lockfile(self.source_dir or self.cwd)
+
+    @property
+    def project(self) -> Path | None:
+        """The folder its project's modules import from (on its workers' path)."""
+        return project_root(self.source_dir) if self.source_dir else None
 
     def pool_config(self) -> PoolConfig:
         r = self.resource
@@ -103,6 +110,8 @@ class Runtime:
         self._stale_warned: set[str] = set()
         self._pools: dict[tuple[object, ...], Pool] = {}
         self._endpoint_pools: dict[EndpointDef, Pool] = {}
+        self.nested = NestedCalls(self)
+        self.waits = Waits()
         if self._owns_loop:
             self._thread = threading.Thread(target=self._run, name="openflash-runtime", daemon=True)
             self._thread.start()
@@ -251,6 +260,7 @@ class Runtime:
             system_lock=prepared.system_lock,
             max_rss=self.settings.worker_max_rss,
             preload=endpoint.preload,
+            project=endpoint.project,
         )
         config = endpoint.pool_config()
         # One pool per endpoint name, environment and layer; a changed config is a new pool.
@@ -263,10 +273,13 @@ class Runtime:
             spec.gpu_count,
             spec.vcpus,
             str(spec.cwd),
+            str(spec.project),
         )
         pool = self._pools.get(key)
         if pool is None:
-            pool = self._pools[key] = Pool(config, self.backend, spec)
+            pool = self._pools[key] = Pool(
+                config, self.backend, spec, nested=self.nested, waits=self.waits
+            )
             self._record_use(endpoint, prepared)
         self._endpoint_pools[endpoint] = pool
         return pool

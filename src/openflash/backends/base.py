@@ -43,6 +43,8 @@ class WorkerSpec:
     max_rss: int | None = None
     #: Modules a template imports before forking this endpoint's workers.
     preload: tuple[str, ...] = ()
+    #: The folder the project's modules import from (put on the worker's path), or None.
+    project: Path | None = None
 
 
 class WorkerHandle(Protocol):

@@ -101,7 +101,11 @@ def worker_environ(spec: WorkerSpec, gpus: tuple[str, ...], has_gpus: bool) -> d
     env["PYTHONNOUSERSITE"] = "1"
     env.update(spec.env)
     user_path = spec.env.get("PYTHONPATH")
-    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(spec.runtime_path), user_path]))
+    # The runtime goes behind site-packages when the worker starts (workers.child); the project
+    # stays in front of it, where a script's own folder is, so its modules import as they do
+    # for the caller.
+    project = str(spec.project) if spec.project else None
+    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(spec.runtime_path), project, user_path]))
     if gpus:
         env["CUDA_VISIBLE_DEVICES"] = ",".join(gpus)
     elif has_gpus and spec.gpu_count == 0 and "CUDA_VISIBLE_DEVICES" not in spec.env:

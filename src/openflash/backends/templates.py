@@ -272,6 +272,9 @@ class Template:
             self._sock = None
 
     async def close(self) -> None:
+        if self._started is not None and not self._started.done():
+            self._started.cancel()  # still starting: it must not outlive the loop
+            await asyncio.gather(self._started, return_exceptions=True)
         self._kill()
         if self._proc is not None:
             with contextlib.suppress(Exception):

@@ -4,6 +4,11 @@ Workers run in the user's environment, which has neither openflash nor its depen
 worker needs of ours (``openflash.workers.child``, ``openflash.workers.protocol`` and cloudpickle)
 is copied into ``FLASH_HOME/runtime/<key>/``, bytecode compiled, and put on the worker's path
 behind the environment's own packages.
+
+It also holds the light client, for project modules a worker imports that decorate functions:
+its ``openflash`` and ``runpod_flash`` packages resolve the public names on first use, the
+decorators and configs to ``openflash.workers.client``, the enums and errors to copies of
+openflash's own (standard-library-only) modules. Importing the worker's main loads none of it.
 """
 
 from __future__ import annotations
@@ -16,10 +21,11 @@ from pathlib import Path
 
 import cloudpickle
 
+from openflash._version import __version__
 from openflash.envs.build import python_tag
 from openflash.envs.store import Store, content_key
 
-__all__ = ["RAY_SHIM", "worker_runtime"]
+__all__ = ["LIGHT_NAMES", "RAY_SHIM", "worker_runtime"]
 
 _PACKAGE_FILES = {
     "openflash/__init__.py": None,
@@ -28,7 +34,91 @@ _PACKAGE_FILES = {
     "openflash/workers/protocol.py": "openflash.workers.protocol",
     "openflash/workers/ray_worker.py": "openflash.workers.ray_worker",
     "openflash/workers/template.py": "openflash.workers.template",
+    "openflash/workers/nested.py": "openflash.workers.nested",
+    "openflash/workers/client.py": "openflash.workers.client",
+    "openflash/errors.py": "openflash.errors",
+    "openflash/api/__init__.py": None,
+    "openflash/api/hardware.py": "openflash.api.hardware",
 }
+
+#: Where each public name of openflash comes from inside a worker.
+LIGHT_NAMES = {
+    **dict.fromkeys(
+        [
+            "CpuInstanceType",
+            "CudaVersion",
+            "DataCenter",
+            "GpuGroup",
+            "GpuType",
+            "ServerlessScalerType",
+            "ServerlessType",
+        ],
+        "openflash.api.hardware",
+    ),
+    **dict.fromkeys(
+        [
+            "ConfigError",
+            "DependencyConflictError",
+            "DependencyError",
+            "EnvironmentBuildError",
+            "ExecutionTimeoutError",
+            "FlashError",
+            "RemoteError",
+            "SystemDependencyError",
+            "WorkerCrashedError",
+        ],
+        "openflash.errors",
+    ),
+    **dict.fromkeys(
+        [
+            "DEFAULT_WORKERS_MAX",
+            "DEFAULT_WORKERS_MIN",
+            "CpuLiveLoadBalancer",
+            "CpuLiveServerless",
+            "CpuLoadBalancerSlsResource",
+            "CpuServerlessEndpoint",
+            "Endpoint",
+            "LiveLoadBalancer",
+            "LiveServerless",
+            "LoadBalancerSlsResource",
+            "NetworkVolume",
+            "PodTemplate",
+            "ServerlessEndpoint",
+            "configure",
+            "remote",
+        ],
+        "openflash.workers.client",
+    ),
+}
+
+_LIGHT_INIT = """\
+\"\"\"openflash inside a worker: the light client, its names resolved on first use.\"\"\"
+
+import importlib
+
+__version__ = {version!r}
+_NAMES = {names!r}
+__all__ = sorted([*_NAMES, "__version__"])
+
+
+def __getattr__(name):
+    module = _NAMES.get(name)
+    if module is None:
+        raise AttributeError(f"module 'openflash' has no attribute {{name!r}}")
+    return getattr(importlib.import_module(module), name)
+"""
+
+_COMPAT_INIT = b'''"""runpod_flash inside a worker: openflash's light client."""
+
+import openflash
+
+__version__ = openflash.__version__
+__all__ = list(openflash.__all__)
+
+
+def __getattr__(name):
+    return getattr(openflash, name)
+'''
 
 #: Where a Ray actor's PYTHONPATH points: a sitecustomize that moves what the actor needs beyond
 #: the environment (this runtime, Ray) behind the environment's own packages.
@@ -64,6 +154,10 @@ def _sources() -> dict[str, bytes]:
         )
         for name, module in _PACKAGE_FILES.items()
     }
+    files["openflash/__init__.py"] = _LIGHT_INIT.format(
+        version=__version__, names=dict(sorted(LIGHT_NAMES.items()))
+    ).encode()
+    files["runpod_flash/__init__.py"] = _COMPAT_INIT
     files[f"{RAY_SHIM}/sitecustomize.py"] = _SHIM
     cp_root = Path(cloudpickle.__file__).parent
     for path in sorted(cp_root.rglob("*.py")):

@@ -166,6 +166,8 @@ def _collect(project: Project, module: Any, file: Path) -> None:
     functions: list[QueueRoute] = []
     for attr, value in vars(module).items():
         if isinstance(value, (RemoteFunction, RemoteClass)):
+            if getattr(value, "__is_lb_route_handler__", False):
+                continue  # a route's handler: served at its route
             if getattr(value, "__module__", None) != module.__name__:
                 continue  # imported from another module: served there
             if isinstance(value, RemoteFunction):
@@ -189,12 +191,22 @@ def _collect(project: Project, module: Any, file: Path) -> None:
                 project.lb.append(
                     LBRoute(route.method, base + route.path, module.__name__, file, route)
                 )
-    if len(functions) == 1:
+    taken = {lb.path for lb in project.lb if lb.module == module.__name__}
+    if len(functions) == 1 and not _short_form_taken(base, taken):
         only = functions[0]
         functions = [
             QueueRoute(only.path, only.module, only.file, only.name, only.handle, short_path=base)
         ]
     project.queue.extend(functions)
+
+
+def _short_form_taken(base: str, lb_paths: set[str]) -> bool:
+    """Whether a route of the file's load-balanced endpoint uses a path of the short form."""
+    return any(
+        path in (f"{base}/run", f"{base}/runsync")
+        or path.startswith((f"{base}/status/", f"{base}/cancel/"))
+        for path in lb_paths
+    )
 
 
 def _public_methods(cls: RemoteClass) -> list[str]:

@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import asyncio
-from dataclasses import dataclass
-from typing import NamedTuple
+from dataclasses import dataclass, field
+from typing import Any, NamedTuple
 
 __all__ = ["Call", "Reply"]
 
@@ -18,7 +18,7 @@ class Reply(NamedTuple):
 
 @dataclass(eq=False)
 class Call:
-    """One call of a function or method; the pool fills in the last three fields."""
+    """One call of a function or method; the pool fills in the fields from ``future`` on."""
 
     #: protocol.OP_FUNCTION or protocol.OP_METHOD
     op: str
@@ -37,3 +37,10 @@ class Call:
     future: asyncio.Future[Reply] | None = None
     sent_blob: bool = False
     timer: asyncio.TimerHandle | None = None
+    #: The pool it was submitted to, and whether a worker runs it (else it is queued).
+    pool: Any = None
+    running: bool = False
+    #: For a call made by another call's function (a nested call): that call.
+    parent: Call | None = None
+    #: The nested calls this call's function is waiting on.
+    children: set[Call] = field(default_factory=set)

@@ -38,6 +38,7 @@ if __name__ == "__main__":
 
 import asyncio  # noqa: E402
 import concurrent.futures.thread  # noqa: E402
+import contextvars  # noqa: E402
 import inspect  # noqa: E402
 import socket  # noqa: E402
 import traceback  # noqa: E402
@@ -47,12 +48,16 @@ from typing import Any  # noqa: E402
 
 import cloudpickle  # noqa: E402
 
-from openflash.workers import protocol  # noqa: E402
+from openflash.workers import nested, protocol  # noqa: E402
 
 MAX_RSS_VARIABLE = "OPENFLASH_MAX_RSS"
 
 _RUNTIME_FILES = frozenset(
     os.path.abspath(f) for f in (__file__, concurrent.futures.thread.__file__)
+)
+#: The light client's own frames, at the end of a nested call's traceback.
+_CLIENT_FILES = frozenset(
+    os.path.join(os.path.dirname(os.path.abspath(__file__)), f) for f in ("client.py", "nested.py")
 )
 _FLUSH_AT = 1 << 16
 
@@ -77,6 +82,7 @@ class Executor:
         self.instances: dict[str, asyncio.Future[Any]] = {}
 
     async def reply(self, call_id: int, payload: bytes) -> bytes:
+        nested.current_call.set(call_id)  # nested calls name the call they are made for
         try:
             call = protocol.decode_call(payload)
             target = await self.target(call)
@@ -123,7 +129,8 @@ class Executor:
         if inspect.iscoroutinefunction(fn):
             return await fn(*args, **kwargs)
         loop = asyncio.get_running_loop()
-        result = await loop.run_in_executor(self.executor, lambda: fn(*args, **kwargs))
+        context = contextvars.copy_context()
+        result = await loop.run_in_executor(self.executor, lambda: context.run(fn, *args, **kwargs))
         if inspect.isawaitable(result):
             result = await result
         return result
@@ -239,6 +246,8 @@ def _error_frame(call_id: int, error: BaseException) -> bytes:
     frames = list(te.stack)
     while frames and os.path.abspath(frames[0].filename) in _RUNTIME_FILES:
         frames.pop(0)  # how the call reached user code is of no interest to the user
+    while len(frames) > 1 and os.path.abspath(frames[-1].filename) in _CLIENT_FILES:
+        frames.pop()  # nor how a nested call's error was raised
     te.stack = traceback.StackSummary.from_list(frames)
     try:
         exception: bytes | None = cloudpickle.dumps(error)
@@ -267,6 +276,7 @@ async def serve(fd: int, max_concurrency: int) -> None:
     executor = Executor(max_concurrency)
     _apply_memory_cap(executor)
     worker = Worker(writer, executor)
+    channel = nested.open_channel(worker.send)
     ready = {"pid": os.getpid(), "python": sys.version.split()[0], "executable": sys.executable}
     await worker.send(protocol.encode(protocol.READY, 0, protocol.dumps(ready)))
     while True:
@@ -275,6 +285,8 @@ async def serve(fd: int, max_concurrency: int) -> None:
             return
         if frame.kind == protocol.CALL:
             worker.start(frame.call_id, frame.payload)
+        elif frame.kind == protocol.NESTED_REPLY:
+            channel.resolve(frame.call_id, frame.payload)
         elif frame.kind == protocol.RELEASE:
             worker.executor.release(frame.payload.decode())
 

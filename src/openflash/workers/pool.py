@@ -9,6 +9,11 @@ ExecutionTimeoutError and its worker is killed; a worker that dies fails its cal
 WorkerCrashedError (exit code or signal, last lines of stderr) and is replaced; a worker that
 cannot start fails the calls that no other worker can take.
 
+A function on a worker may call another endpoint: relay.py passes such nested calls to the
+runtime. A nested call that could never run (its pool is full of calls waiting on nested calls,
+waits.py) fails at once with DeadlockError instead of waiting forever; the pool never grows past
+``workers_max`` for it, since that limit may stand for GPUs the machine does not have.
+
 A pool lives on one event loop; every method must be called from it.
 """
 
@@ -24,9 +29,11 @@ from collections import deque
 from dataclasses import dataclass, field
 
 from openflash.backends.base import Backend, WorkerHandle, WorkerSpec, describe_exit
-from openflash.errors import ExecutionTimeoutError, FlashError, WorkerCrashedError
+from openflash.errors import DeadlockError, ExecutionTimeoutError, FlashError, WorkerCrashedError
 from openflash.workers import protocol
 from openflash.workers.calls import Call, Reply
+from openflash.workers.relay import NestedHandler, Relay
+from openflash.workers.waits import Waits
 
 __all__ = ["Pool", "PoolConfig"]
 
@@ -70,7 +77,15 @@ class _Worker:
 
 
 class Pool:
-    def __init__(self, config: PoolConfig, backend: Backend, spec: WorkerSpec) -> None:
+    def __init__(
+        self,
+        config: PoolConfig,
+        backend: Backend,
+        spec: WorkerSpec,
+        *,
+        nested: NestedHandler | None = None,
+        waits: Waits | None = None,
+    ) -> None:
         self.config = config
         self.backend = backend
         self.spec = dataclasses.replace(spec, max_concurrency=config.max_concurrency)
@@ -82,6 +97,10 @@ class Pool:
         self._call_ids = itertools.count(1)
         self._numbers = itertools.count(1)
         self._started = False
+        self.relay = Relay(config.name, nested)
+        self.waits = waits
+        if waits is not None:
+            waits.add(self)
 
     # Calls.
 
@@ -92,12 +111,46 @@ class Pool:
                 hint="the openflash runtime has stopped; start a new process",
             )
         call.future = asyncio.get_running_loop().create_future()
+        call.pool = self
         self.queue.append(call)
         if not self._started:
             self._started = True
             self._ensure_min()
         self._dispatch()
+        if call.parent is not None and not call.running and self._deadlocked():
+            self.queue.remove(call)
+            raise self._deadlock(call)
         return await call.future
+
+    # Nested calls and deadlocks (waits.py).
+
+    def saturated(self) -> bool:
+        live = self._live()
+        return (
+            len(live) >= self.config.workers_max
+            and not any(w.state is _State.STARTING for w in live)
+            and not any(self._has_room(w) for w in live)
+        )
+
+    def running(self) -> list[Call]:
+        return [c for w in self.workers for c in w.in_flight.values()]
+
+    def has_queue(self) -> bool:
+        return bool(self.queue)
+
+    def _deadlocked(self) -> bool:
+        return self.waits is not None and self.saturated() and self.waits.stuck(self)
+
+    def _deadlock(self, call: Call) -> DeadlockError:
+        assert call.parent is not None
+        waiting = sorted({c.label for c in self.running()})
+        return DeadlockError(
+            f"the nested call {call.label} on endpoint {self.config.name!r} was failed: it "
+            f"could never run. All {self.config.workers_max} worker(s) the endpoint may run "
+            f"(workersMax={self.config.workers_max}, max_concurrency="
+            f"{self.config.max_concurrency}) are busy with calls ({', '.join(waiting)}) that "
+            f"wait on nested calls, this one made by {call.parent.label} among them"
+        )
 
     def warm(self) -> None:
         """Start the ``workers_min`` workers now, before the first call."""
@@ -183,6 +236,7 @@ class Pool:
             init_args=call.init_args if call.sent_blob else None,
         )
         worker.handle.writer.write(protocol.encode_call(call_id, payload))
+        call.running = True
         worker.loaded.add(call.target)
         if call.op == protocol.OP_METHOD:
             self.instance_home[call.target] = worker
@@ -320,6 +374,9 @@ class Pool:
             frame = await protocol.read_frame(reader)
             if frame is None:
                 break
+            if frame.kind in (protocol.NESTED, protocol.RELEASE):
+                self.relay.receive(worker, frame, worker.in_flight, worker.handle.writer.write)
+                continue
             if frame.kind == protocol.RETIRE:
                 worker.state = _State.STOPPING  # no new calls; a replacement starts if needed
                 worker.doom = "it ran out of memory under FLASH_WORKER_MAX_RSS"
@@ -364,6 +421,7 @@ class Pool:
         assert handle is not None
         was = worker.state
         worker.state = _State.DEAD
+        self.relay.forget(worker)
         if worker.idle_timer is not None:
             worker.idle_timer.cancel()
         if worker in self.workers:

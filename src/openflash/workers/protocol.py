@@ -2,7 +2,10 @@
 
 A frame is a 17-byte header (kind: u8, call id: u64, payload length: u64, network order) followed
 by the payload. The parent sends CALL, RELEASE and SHUTDOWN; the worker sends READY once, then
-RESULT or ERROR for each CALL. Payloads are pickles whose shapes are fixed by the helpers below.
+RESULT or ERROR for each CALL. A function running in a worker may call another endpoint: the worker
+sends NESTED (its own numbering of such calls in the call id field) and the parent answers
+NESTED_REPLY with that id; a worker drops a class instance it made that way with RELEASE.
+Payloads are pickles whose shapes are fixed by the helpers below.
 
 This module is part of the worker runtime: it imports the standard library only.
 """
@@ -24,6 +27,9 @@ RELEASE = 5
 SHUTDOWN = 6
 #: From a worker: it is about to exit (e.g. out of memory under its cap); send it nothing more.
 RETIRE = 7
+#: From a worker: call another endpoint (a NestedRequest); the parent answers NESTED_REPLY.
+NESTED = 8
+NESTED_REPLY = 9
 
 KIND_NAMES = {
     READY: "READY",
@@ -33,6 +39,8 @@ KIND_NAMES = {
     RELEASE: "RELEASE",
     SHUTDOWN: "SHUTDOWN",
     RETIRE: "RETIRE",
+    NESTED: "NESTED",
+    NESTED_REPLY: "NESTED_REPLY",
 }
 
 #: A call runs a function (``target`` = the function's id) or a method of an instance
@@ -60,6 +68,34 @@ class CallPayload(NamedTuple):
     init_args: bytes | None
     #: The file the function or class was defined in, sent with ``blob``, for tracebacks.
     source: str | None = None
+
+
+class NestedRequest(NamedTuple):
+    """A call a worker makes to a decorated function or class of its project."""
+
+    #: The file the decorated object is defined in (resolved), and its qualified name.
+    file: str
+    qualname: str
+    #: The id of the CALL during which it was made (0: none known).
+    outer: int
+    op: str
+    #: The pickled ``(args, kwargs)``, passed on as they are.
+    args: bytes
+    #: OP_METHOD: the instance's id, the method, the constructor's pickled ``(args, kwargs)``.
+    instance: str = ""
+    method: str = ""
+    init_args: bytes | None = None
+
+
+class NestedReply(NamedTuple):
+    """The parent's answer: a pickled result, or an error (``error`` says how it is encoded)."""
+
+    ok: bool
+    #: The result as the target worker pickled it (ok), else the encoded error.
+    payload: bytes
+    #: "remote": an ``encode_error`` dict plus the parent's ``message`` and ``hint``;
+    #: "flash": a pickled FlashError (timeouts, crashes, deadlocks, build errors).
+    error: str = ""
 
 
 def encode(kind: int, call_id: int = 0, payload: bytes = b"") -> bytes:
@@ -114,3 +150,19 @@ def encode_error(
 
 def decode_error(payload: bytes) -> dict[str, Any]:
     return loads(payload)
+
+
+def encode_nested(nested_id: int, request: NestedRequest) -> bytes:
+    return encode(NESTED, nested_id, dumps(tuple(request)))
+
+
+def decode_nested(payload: bytes) -> NestedRequest:
+    return NestedRequest(*loads(payload))
+
+
+def encode_nested_reply(nested_id: int, reply: NestedReply) -> bytes:
+    return encode(NESTED_REPLY, nested_id, dumps(tuple(reply)))
+
+
+def decode_nested_reply(payload: bytes) -> NestedReply:
+    return NestedReply(*loads(payload))

@@ -1,0 +1,60 @@
+"""What a worker's ERROR reply becomes for the caller: a RemoteError with a hint that says what
+to add (a Python package the code imports, or the Debian package of a missing library)."""
+
+from __future__ import annotations
+
+import pickle
+from typing import TYPE_CHECKING, Any
+
+from openflash.deps.imports import distribution_for_module
+from openflash.deps.libraries import missing_library, package_for_library
+from openflash.errors import RemoteError
+from openflash.workers.calls import Call
+
+if TYPE_CHECKING:
+    from openflash.api.runtime import EndpointDef
+
+__all__ = ["remote_error"]
+
+
+def remote_error(endpoint: EndpointDef, call: Call, info: dict[str, Any]) -> RemoteError:
+    original = None
+    if info.get("exception"):
+        try:
+            original = pickle.loads(info["exception"])
+        except Exception:
+            original = None
+    message = f"{info['type']}: {info['message']}" if info["message"] else info["type"]
+    fields: dict[str, Any] = {
+        "exc_type": info["type"],
+        "remote_traceback": info["traceback"],
+        "missing_module": info.get("missing_module"),
+    }
+    missing = info.get("missing_module")
+    library = missing_library(info["message"])
+    if library:
+        package = package_for_library(library)
+        fields["hint"] = (
+            f'{library} is in the Debian package "{package}": add it to '
+            f"system_dependencies=[...] of endpoint {endpoint.name!r}"
+        )
+    elif missing:
+        dist = distribution_for_module(missing)
+        fields["hint"] = (
+            f'add "{dist}" to dependencies=[...] of endpoint {endpoint.name!r}'
+            if dist not in _dependency_names(endpoint)
+            else f"{dist!r} is in dependencies=[...], but it does not provide {missing!r}: "
+            "check its version and extras"
+        )
+    return RemoteError.wrap(
+        original if isinstance(original, BaseException) else None,
+        f"{message}\n(raised by {call.label} on endpoint {endpoint.name!r})",
+        **fields,
+    )
+
+
+def _dependency_names(endpoint: EndpointDef) -> set[str]:
+    from packaging.requirements import Requirement
+    from packaging.utils import canonicalize_name
+
+    return {canonicalize_name(Requirement(d).name) for d in endpoint.dependencies}

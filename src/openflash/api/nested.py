@@ -1,0 +1,188 @@
+"""Nested calls, on the side that owns the pools: a worker's call to another decorated object.
+
+Every decorated function and class registers here by the file it is defined in and its
+qualified name: that pair is what a worker sends (its light client names what it decorated the
+same way, and the handles this process pickles travel as that pair). A nested call runs with
+this process's definition (validated, with its endpoint's dependencies) on the target
+endpoint's pool, like a call made here; the pool checks that it can ever run (waits.py).
+
+A name not registered yet is a module of the project this process has not imported (a worker
+imported it inside a function): it is imported here, by its module name under the project's
+folder, and only from the folders of the project's registered endpoints.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import importlib
+import inspect
+import logging
+import os
+import sys
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Protocol
+
+from openflash.api.failures import remote_error
+from openflash.errors import FlashError
+from openflash.workers import protocol
+from openflash.workers.calls import Call
+
+if TYPE_CHECKING:
+    from openflash.api.runtime import EndpointDef, Runtime
+
+__all__ = ["Handle", "NestedCalls", "lookup", "project_root", "register", "source_file"]
+
+logger = logging.getLogger("openflash")
+
+
+class Handle(Protocol):
+    """What remote.py's handles offer (RemoteFunction and RemoteClass)."""
+
+    endpoint: EndpointDef
+    __name__: str
+
+    def _payload(self) -> tuple[str, bytes]: ...
+
+    def _label(self) -> str: ...
+
+    _source: str | None
+
+
+_handles: dict[tuple[str, str], Handle] = {}
+
+
+def register(file: str, qualname: str, handle: Handle) -> None:
+    _handles[(file, qualname)] = handle
+
+
+def project_root(folder: Path) -> Path:
+    """The folder a module in ``folder`` imports from: above its packages (``__init__.py``)."""
+    while (folder / "__init__.py").is_file() and folder.parent != folder:
+        folder = folder.parent
+    return folder
+
+
+def lookup(file: str, qualname: str) -> Handle:
+    """The decorated object defined at ``qualname`` in ``file``, importing its module if needed."""
+    handle = _handles.get((file, qualname))
+    if handle is not None:
+        return handle
+    path = Path(file)
+    roots = {h.endpoint.project for h in list(_handles.values()) if h.endpoint.project}
+    root = project_root(path.parent)
+    if path.suffix != ".py" or root not in roots:
+        raise FlashError(
+            f"a worker called {qualname}() of {file}, which is not a decorated function of "
+            "this project",
+            hint="call functions decorated with @remote or @Endpoint in the project's own files",
+        )
+    parts = path.relative_to(root).with_suffix("").parts
+    name = ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
+    if str(root) not in sys.path:
+        sys.path.append(str(root))
+    try:
+        importlib.import_module(name)
+    except BaseException as e:
+        raise FlashError(
+            f"a worker called {qualname}() of {file}, and importing its module {name!r} here "
+            f"failed: {type(e).__name__}: {e}",
+            hint="the module must import in the process that runs the project, as it does "
+            "in the worker",
+        ) from None
+    handle = _handles.get((file, qualname))
+    if handle is None:
+        raise FlashError(
+            f"a worker called {qualname}() of {file}, and the module {name!r} has no decorated "
+            f"function or class {qualname!r}",
+            hint="decorate it with @remote or @Endpoint at its module's top level",
+        )
+    return handle
+
+
+class NestedCalls:
+    """The pools' NestedHandler: runs a worker's nested calls on the runtime."""
+
+    def __init__(self, runtime: Runtime) -> None:
+        self.runtime = runtime
+
+    async def call(
+        self, outer: Call | None, request: protocol.NestedRequest
+    ) -> protocol.NestedReply:
+        try:
+            handle = lookup(request.file, request.qualname)
+            call = _call(handle, request)
+        except FlashError as e:
+            return _flash_reply(e)
+        call.parent = outer
+        if outer is not None:
+            outer.children.add(call)
+        try:
+            reply = await self.runtime._submit(handle.endpoint, call)
+        except FlashError as e:
+            return _flash_reply(e)
+        except asyncio.CancelledError:
+            raise
+        except Exception as e:  # not ours to crash on: the caller gets it
+            return _flash_reply(FlashError(f"{call.label} failed: {type(e).__name__}: {e}"))
+        finally:
+            if outer is not None:
+                outer.children.discard(call)
+        if reply.ok:
+            return protocol.NestedReply(True, reply.payload)
+        info = protocol.decode_error(reply.payload)
+        error = remote_error(handle.endpoint, call, info)
+        fields: dict[str, Any] = {
+            "exc_type": error.exc_type,
+            "remote_traceback": error.remote_traceback,
+            "missing_module": error.missing_module,
+            "hint": error.hint,
+        }
+        payload = {"message": error.message, "fields": fields, "exception": info.get("exception")}
+        return protocol.NestedReply(False, protocol.dumps(payload), "remote")
+
+    def release(self, file: str, qualname: str, instance_id: str) -> None:
+        handle = _handles.get((file, qualname))
+        if handle is not None:
+            self.runtime.release_instance(handle.endpoint, instance_id)
+
+
+def _call(handle: Handle, request: protocol.NestedRequest) -> Call:
+    is_class = inspect.isclass(getattr(handle, "__wrapped__", None))
+    if is_class != (request.op == protocol.OP_METHOD) or (is_class and request.init_args is None):
+        raise FlashError(
+            f"a worker called {request.qualname} as a {'class' if not is_class else 'function'}"
+            f", and it is a decorated {'class' if is_class else 'function'} here",
+            hint="the worker and this process must import the same source of the project",
+        )
+    target, blob = handle._payload()
+    if request.op == protocol.OP_METHOD:
+        return Call(
+            protocol.OP_METHOD,
+            request.instance,
+            blob,
+            request.args,
+            label=f"{handle.__name__}.{request.method}()",
+            method=request.method,
+            init_args=request.init_args,
+            source=handle._source,
+        )
+    label = handle._label()
+    return Call(
+        protocol.OP_FUNCTION, target, blob, request.args, label=label, source=handle._source
+    )
+
+
+def _flash_reply(error: FlashError) -> protocol.NestedReply:
+    try:
+        return protocol.NestedReply(False, protocol.dumps(error), "flash")
+    except Exception:  # state that does not pickle: the text still goes
+        plain = FlashError(error.message, hint=error.hint)
+        return protocol.NestedReply(False, protocol.dumps(plain), "flash")
+
+
+def source_file(obj: Any) -> str | None:
+    """The resolved file ``obj`` is defined in, as a worker's light client names it."""
+    try:
+        return os.path.realpath(inspect.getsourcefile(obj) or inspect.getfile(obj))
+    except (TypeError, OSError):
+        return None

@@ -1,0 +1,318 @@
+"""The light client: ``from runpod_flash import Endpoint, remote`` inside a worker.
+
+A worker imports the modules of its project (``from cpu_worker import preprocess``), and those
+modules decorate functions with ``remote`` or ``Endpoint`` at their top. Inside a worker, neither
+openflash nor its dependencies are installed, and nothing is added to the user's environment:
+the worker runtime's ``openflash`` and ``runpod_flash`` packages resolve the public names lazily,
+decorators and configs to this module, the hardware enums and errors to copies of openflash's own
+modules.
+
+Decorating here validates nothing and builds nothing: a decorated object is a handle naming the
+file and qualified name it was defined at. Calling it sends that name and the pickled arguments
+back to the parent (nested.py), which runs the call with its own definition of the object (the
+same file, validated when the parent imported it) on the target endpoint's workers. Handles the
+parent pickles (a decorated function used by another one) arrive here as the same kind of handle.
+
+This module is part of the worker runtime: it imports the standard library, cloudpickle and
+openflash.errors only.
+"""
+
+from __future__ import annotations
+
+import functools
+import inspect
+import os
+import pickle
+import uuid
+import weakref
+from collections.abc import Callable
+from typing import Any
+
+import cloudpickle
+
+from openflash.errors import FlashError, RemoteError
+from openflash.workers import protocol
+from openflash.workers.nested import current_call, get_channel
+
+__all__ = [
+    "DEFAULT_WORKERS_MAX",
+    "DEFAULT_WORKERS_MIN",
+    "CpuLiveLoadBalancer",
+    "CpuLiveServerless",
+    "CpuLoadBalancerSlsResource",
+    "CpuServerlessEndpoint",
+    "Endpoint",
+    "LiveLoadBalancer",
+    "LiveServerless",
+    "LoadBalancerSlsResource",
+    "NetworkVolume",
+    "PodTemplate",
+    "RemoteClass",
+    "RemoteFunction",
+    "ServerlessEndpoint",
+    "configure",
+    "instance_reference",
+    "reference",
+    "remote",
+]
+
+DEFAULT_WORKERS_MIN = 0
+DEFAULT_WORKERS_MAX = 1
+
+
+class _Config:
+    """A resource config as written in the project; the parent's copy is the validated one."""
+
+    def __init__(self, **fields: Any) -> None:
+        self.__dict__.update(fields)
+
+    def __repr__(self) -> str:
+        fields = ", ".join(f"{k}={v!r}" for k, v in self.__dict__.items())
+        return f"{type(self).__name__}({fields})"
+
+
+class LiveServerless(_Config):
+    pass
+
+
+class ServerlessEndpoint(_Config):
+    pass
+
+
+class CpuLiveServerless(_Config):
+    pass
+
+
+class CpuServerlessEndpoint(_Config):
+    pass
+
+
+class LiveLoadBalancer(_Config):
+    pass
+
+
+class CpuLiveLoadBalancer(_Config):
+    pass
+
+
+class LoadBalancerSlsResource(_Config):
+    pass
+
+
+class CpuLoadBalancerSlsResource(_Config):
+    pass
+
+
+class NetworkVolume(_Config):
+    pass
+
+
+class PodTemplate(_Config):
+    pass
+
+
+def configure(*, backend: str | None = None, address: str | None = None) -> None:
+    """Inside a worker, the parent decides where nested calls run: nothing to configure."""
+
+
+class _Handle:
+    """A decorated object of the project, named by its file and qualified name."""
+
+    def __init__(self, file: str, qualname: str, label: str) -> None:
+        self._file = file
+        self._qualname = qualname
+        self._label = label
+
+    def __reduce__(self) -> Any:
+        return (reference, (self._file, self._qualname, self._label, type(self).__name__))
+
+    def __repr__(self) -> str:
+        return f"<remote {self._qualname} (called through the parent)>"
+
+
+class RemoteFunction(_Handle):
+    """Calling it returns an awaitable of the result, computed on the target's workers."""
+
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        args_blob = _dump(args, kwargs)
+        request = protocol.NestedRequest(
+            self._file, self._qualname, current_call.get(), protocol.OP_FUNCTION, args_blob
+        )
+        return _call(request, self._label)
+
+
+class RemoteClass(_Handle):
+    """Instantiating it returns a handle whose methods run on one worker of the target."""
+
+    def __call__(self, *args: Any, **kwargs: Any) -> RemoteInstance:
+        return RemoteInstance(self, _dump(args, kwargs))
+
+
+class RemoteInstance:
+    """An instance of a decorated class, created on a worker of its endpoint at the first call."""
+
+    def __init__(self, cls: RemoteClass, init_args: bytes, instance_id: str = "") -> None:
+        self._cls = cls
+        self._init_args = init_args
+        self._id = instance_id or uuid.uuid4().hex
+        if not instance_id:  # made here: dropped when no longer used here
+            weakref.finalize(self, _release, cls._file, cls._qualname, self._id)
+
+    def __reduce__(self) -> Any:
+        cls = self._cls
+        return (instance_reference, (cls._file, cls._qualname, self._init_args, self._id))
+
+    def __getattr__(self, name: str) -> Callable[..., Any]:
+        if name.startswith("_"):
+            raise AttributeError(name)
+        cls = self._cls
+
+        def method(*args: Any, **kwargs: Any) -> Any:
+            request = protocol.NestedRequest(
+                cls._file,
+                cls._qualname,
+                current_call.get(),
+                protocol.OP_METHOD,
+                _dump(args, kwargs),
+                instance=self._id,
+                method=name,
+                init_args=self._init_args,
+            )
+            return _call(request, f"{cls._qualname}.{name}()")
+
+        method.__name__ = name
+        return method
+
+
+def reference(file: str, qualname: str, label: str, kind: str = "RemoteFunction") -> _Handle:
+    """A handle from a pickle (the parent's handles pickle to this)."""
+    cls = RemoteClass if kind == "RemoteClass" else RemoteFunction
+    return cls(file, qualname, label)
+
+
+def instance_reference(
+    file: str, qualname: str, init_args: bytes, instance_id: str
+) -> RemoteInstance:
+    """An instance from a pickle: the one its maker holds (the maker drops it, not this copy)."""
+    return RemoteInstance(RemoteClass(file, qualname, qualname), init_args, instance_id)
+
+
+def _decorate(obj: Any) -> Any:
+    try:
+        file = os.path.realpath(inspect.getsourcefile(obj) or inspect.getfile(obj))
+    except (TypeError, OSError):
+        file = ""
+    if inspect.isclass(obj):
+        handle: _Handle = RemoteClass(file, obj.__qualname__, obj.__qualname__)
+    else:
+        handle = RemoteFunction(file, obj.__qualname__, f"{obj.__qualname__}()")
+    with_wrapper = functools.update_wrapper(handle, obj, updated=())
+    return with_wrapper
+
+
+def remote(
+    resource_config: Any = None,
+    dependencies: Any = None,
+    system_dependencies: Any = None,
+    accelerate_downloads: bool = True,
+    local: bool = False,
+    **options: Any,
+) -> Callable[[Any], Any]:
+    """The decorator, inside a worker: a handle that calls through the parent."""
+    return (lambda obj: obj) if local else _decorate
+
+
+class Endpoint:
+    """``Endpoint`` inside a worker: a decorator, or a holder of routes, whose handles call
+    through the parent."""
+
+    def __init__(self, name: str | None = None, **config: Any) -> None:
+        self.name = name
+        self.config = config
+        self.routes: list[tuple[str, str, Any]] = []
+
+    def __call__(self, obj: Any) -> Any:
+        return _decorate(obj)
+
+    def _route(self, method: str, path: str) -> Callable[[Any], Any]:
+        def register(fn: Any) -> Any:
+            handle = _decorate(fn)
+            self.routes.append((method, path, handle))
+            return handle
+
+        return register
+
+    def get(self, path: str) -> Callable[[Any], Any]:
+        return self._route("GET", path)
+
+    def post(self, path: str) -> Callable[[Any], Any]:
+        return self._route("POST", path)
+
+    def put(self, path: str) -> Callable[[Any], Any]:
+        return self._route("PUT", path)
+
+    def delete(self, path: str) -> Callable[[Any], Any]:
+        return self._route("DELETE", path)
+
+    def patch(self, path: str) -> Callable[[Any], Any]:
+        return self._route("PATCH", path)
+
+
+def _dump(args: tuple[Any, ...], kwargs: dict[str, Any]) -> bytes:
+    try:
+        return cloudpickle.dumps((args, kwargs))
+    except Exception as e:
+        raise FlashError(
+            f"the arguments of a nested call cannot be pickled: {e}",
+            hint="pass picklable values (numbers, strings, lists, dicts, dataclasses, arrays)",
+        ) from e
+
+
+async def _call(request: protocol.NestedRequest, label: str) -> Any:
+    channel = get_channel()
+    if channel is None:
+        raise FlashError(
+            f"{label} was called inside a worker that cannot reach the process that owns the "
+            "pools (a Ray actor, or a process the function started)",
+            hint="nested calls run on the local backend; call both functions from the caller "
+            "on Ray",
+        )
+    reply = await channel.request(request)
+    if reply.ok:
+        try:
+            return pickle.loads(reply.payload)
+        except Exception as e:
+            raise FlashError(
+                f"the result of {label} could not be unpickled in this worker: "
+                f"{type(e).__name__}: {e}",
+                hint="return plain Python values, or add the packages the result needs to this "
+                "endpoint's dependencies too",
+            ) from None
+    raise _error(reply, label)
+
+
+def _error(reply: protocol.NestedReply, label: str) -> BaseException:
+    if reply.error == "remote":
+        info = protocol.loads(reply.payload)
+        original = None
+        if info.get("exception"):
+            try:
+                original = pickle.loads(info["exception"])
+            except Exception:
+                original = None
+        return RemoteError.wrap(
+            original if isinstance(original, BaseException) else None,
+            info["message"],
+            **info["fields"],
+        )
+    try:
+        error = pickle.loads(reply.payload)
+    except Exception as e:
+        return FlashError(f"{label} failed, and its error could not be read here: {e}")
+    return error if isinstance(error, BaseException) else FlashError(f"{label} failed: {error!r}")
+
+
+def _release(file: str, qualname: str, instance_id: str) -> None:
+    channel = get_channel()
+    if channel is not None:
+        channel.release(file, qualname, instance_id)
