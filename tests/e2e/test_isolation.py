@@ -32,15 +32,18 @@ def test_two_functions_each_see_their_own_six(tmp_path: Path) -> None:
         @remote(resource_config=config, dependencies=["six==1.17.0"])
         def host_packages() -> list:
             seen = []
-            for name in ("pydantic", "typer", "runpod_flash", "packaging", "uv", "filelock"):
+            for name in ("pydantic", "typer", "packaging", "uv", "filelock", "httpx"):
                 try:
                     __import__(name)
                     seen.append(name)
                 except ImportError:
                     pass
-            import openflash  # only the small worker runtime, not the host's package
-            if hasattr(openflash, "remote"):
+            # Only the worker runtime's light client, not the host's package.
+            import openflash, runpod_flash
+            if openflash.remote.__module__ != "openflash.workers.client":
                 seen.append("openflash (full)")
+            if "/runtime/" not in runpod_flash.__file__:
+                seen.append(runpod_flash.__file__)
             return seen
 
         async def main():

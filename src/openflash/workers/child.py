@@ -249,17 +249,54 @@ def _error_frame(call_id: int, error: BaseException) -> bytes:
     while len(frames) > 1 and os.path.abspath(frames[-1].filename) in _CLIENT_FILES:
         frames.pop()  # nor how a nested call's error was raised
     te.stack = traceback.StackSummary.from_list(frames)
-    try:
-        exception: bytes | None = cloudpickle.dumps(error)
-    except Exception:
-        exception = None
+    if _is_nested_failure(error):
+        return _nested_error_frame(call_id, error, te.stack)
     return protocol.encode_error(
         call_id,
         type_name=_qualified_name(type(error)),
         message=str(error),
         traceback="".join(te.format()),
-        exception=exception,
+        exception=_pickled(error),
         missing_module=error.name if isinstance(error, ModuleNotFoundError) else None,
+    )
+
+
+def _pickled(error: BaseException | None) -> bytes | None:
+    try:
+        return cloudpickle.dumps(error) if error is not None else None
+    except Exception:
+        return None
+
+
+def _is_nested_failure(error: BaseException) -> bool:
+    """A RemoteError from a nested call (the light client raises openflash.errors')."""
+    return isinstance(getattr(error, "remote_traceback", None), str) and isinstance(
+        getattr(error, "exc_type", None), str
+    )
+
+
+def _nested_error_frame(call_id: int, error: Any, stack: traceback.StackSummary) -> bytes:
+    """An inner function's exception that went through this one: reported as the original
+    exception (its type and text, where each call raised it), with both tracebacks."""
+    exc_type: str = error.exc_type
+    message: str = error.message
+    if message.startswith(f"{exc_type}: "):
+        message = message[len(exc_type) + 2 :]
+    inner = error.remote_traceback.rstrip()
+    if error.hint and error.hint != type(error).hint:
+        inner += f"\nHint: {error.hint}"
+    text = (
+        f"{inner}\n\nThe nested call above failed here:\nTraceback (most recent call last):\n"
+        + "".join(stack.format())
+        + f"{exc_type}: {message}\n"
+    )
+    return protocol.encode_error(
+        call_id,
+        type_name=exc_type,
+        message=message,
+        traceback=text,
+        exception=_pickled(getattr(error, "exception", None)),
+        missing_module=None,
     )
 
 
