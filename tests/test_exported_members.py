@@ -30,3 +30,16 @@ def test_the_names_user_guides_import_exist() -> None:
         ServerlessEndpoint,
         remote,
     )
+
+
+def test_the_light_client_inside_workers_offers_every_public_name() -> None:
+    import importlib
+
+    from openflash.envs.runtime import LIGHT_NAMES
+
+    # A worker's `from runpod_flash import X` resolves X through this map (envs/runtime.py).
+    assert set(LIGHT_NAMES) == set(openflash.__all__) - {"__version__"}
+    for name, module in LIGHT_NAMES.items():
+        light = getattr(importlib.import_module(module), name)
+        if module != "openflash.workers.client":  # enums and errors: openflash's own
+            assert light is getattr(openflash, name)

@@ -110,6 +110,7 @@ class Runtime:
         self._stale_warned: set[str] = set()
         self._pools: dict[tuple[object, ...], Pool] = {}
         self._endpoint_pools: dict[EndpointDef, Pool] = {}
+        self._closing = False
         self.nested = NestedCalls(self)
         self.waits = Waits()
         if self._owns_loop:
@@ -217,6 +218,11 @@ class Runtime:
     # On the runtime loop.
 
     async def _submit(self, endpoint: EndpointDef, call: Call) -> Reply:
+        if self._closing:  # e.g. a nested call from a worker that is being stopped
+            raise FlashError(
+                f"endpoint {endpoint.name!r}: {call.label} arrived while openflash was stopping",
+                hint="the openflash runtime is stopping; start a new process",
+            )
         pool = self._endpoint_pools.get(endpoint)
         if pool is None:
             pool = await self._pool_for(endpoint)
@@ -326,6 +332,7 @@ class Runtime:
         return retired
 
     async def _close(self) -> None:
+        self._closing = True
         pools = list(self._pools.values())
         self._pools.clear()
         self._endpoint_pools.clear()

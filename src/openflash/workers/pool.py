@@ -29,11 +29,11 @@ from collections import deque
 from dataclasses import dataclass, field
 
 from openflash.backends.base import Backend, WorkerHandle, WorkerSpec, describe_exit
-from openflash.errors import DeadlockError, ExecutionTimeoutError, FlashError, WorkerCrashedError
+from openflash.errors import ExecutionTimeoutError, FlashError, WorkerCrashedError
 from openflash.workers import protocol
 from openflash.workers.calls import Call, Reply
 from openflash.workers.relay import NestedHandler, Relay
-from openflash.workers.waits import Waits
+from openflash.workers.waits import Waits, deadlock_error
 
 __all__ = ["Pool", "PoolConfig"]
 
@@ -119,7 +119,7 @@ class Pool:
         self._dispatch()
         if call.parent is not None and not call.running and self._deadlocked():
             self.queue.remove(call)
-            raise self._deadlock(call)
+            raise deadlock_error(self.config, call, self.running())
         return await call.future
 
     # Nested calls and deadlocks (waits.py).
@@ -140,17 +140,6 @@ class Pool:
 
     def _deadlocked(self) -> bool:
         return self.waits is not None and self.saturated() and self.waits.stuck(self)
-
-    def _deadlock(self, call: Call) -> DeadlockError:
-        assert call.parent is not None
-        waiting = sorted({c.label for c in self.running()})
-        return DeadlockError(
-            f"the nested call {call.label} on endpoint {self.config.name!r} was failed: it "
-            f"could never run. All {self.config.workers_max} worker(s) the endpoint may run "
-            f"(workersMax={self.config.workers_max}, max_concurrency="
-            f"{self.config.max_concurrency}) are busy with calls ({', '.join(waiting)}) that "
-            f"wait on nested calls, this one made by {call.parent.label} among them"
-        )
 
     def warm(self) -> None:
         """Start the ``workers_min`` workers now, before the first call."""

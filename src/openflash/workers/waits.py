@@ -15,11 +15,12 @@ from __future__ import annotations
 
 import weakref
 from collections.abc import Iterable
-from typing import Protocol
+from typing import Any, Protocol
 
+from openflash.errors import DeadlockError
 from openflash.workers.calls import Call
 
-__all__ = ["WaitingPool", "Waits", "stuck_pools"]
+__all__ = ["WaitingPool", "Waits", "deadlock_error", "stuck_pools"]
 
 
 class WaitingPool(Protocol):
@@ -59,3 +60,15 @@ class Waits:
 
     def stuck(self, pool: WaitingPool) -> bool:
         return pool in stuck_pools(list(self._pools))
+
+
+def deadlock_error(config: Any, call: Call, running: list[Call]) -> DeadlockError:
+    """What the nested ``call`` fails with when its pool (of PoolConfig ``config``) is stuck."""
+    assert call.parent is not None
+    waiting = ", ".join(sorted({c.label for c in running}))
+    return DeadlockError(
+        f"the nested call {call.label} on endpoint {config.name!r} was failed: it could never "
+        f"run. All {config.workers_max} worker(s) the endpoint may run (workersMax="
+        f"{config.workers_max}, max_concurrency={config.max_concurrency}) are busy with calls "
+        f"({waiting}) that wait on nested calls, this one made by {call.parent.label} among them"
+    )
