@@ -245,3 +245,26 @@ def test_route_form_errors() -> None:
         used.get("/x")
     with pytest.raises(ConfigError, match="decorates functions"):
         Endpoint(name="r").post("/c")(type("C", (), {}))
+
+
+def test_preload_lists_what_the_code_imports_and_the_modules_of_what_it_uses() -> None:
+    from openflash.api.preload import imported_modules
+
+    namespace: dict[str, object] = {"__name__": "user_module"}
+    source = """
+from json import dumps
+import logging
+
+def uses():
+    import email.message
+    dumps({})
+    logging.getLogger()
+    return helper()
+
+def helper():
+    return 1
+"""
+    exec(compile(source, "user_module.py", "exec"), namespace)
+    # email (imported inside), json (a function used from it), logging (a module used); not
+    # the function's own module.
+    assert imported_modules(namespace["uses"]) == ("email", "json", "logging")

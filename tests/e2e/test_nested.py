@@ -238,3 +238,35 @@ def test_inner_timeouts_crashes_instances_and_threads(
     assert seen["thread"] == 49
     assert seen["enum"] == "ADA_24"
     assert Path(seen["client"]).is_relative_to(session_home / "runtime")
+
+
+def test_flash_run_reload_restarts_workers_that_import_a_changed_project_file(
+    tmp_path: Path, session_home: Path, uv_cache: Path, apt_dir: Path
+) -> None:
+    project = tmp_path / "reloading"
+    write(project / "helpers.py", 'def tag() -> str:\n    return "v1"\n')
+    write(
+        project / "app.py",
+        """
+        from runpod_flash import CpuLiveServerless, remote
+
+        from helpers import tag
+
+
+        @remote(CpuLiveServerless(name="nested-reload"))
+        def tagged() -> dict:
+            import os
+
+            return {"tag": tag(), "pid": os.getpid()}
+        """,
+    )
+    with FlashServer(project, env=store_env(session_home, uv_cache, apt_dir)) as server:
+        first = post(server, "/app/runsync", {"input": {}}).json()["output"]
+        assert first["tag"] == "v1"
+        # The worker imported helpers from the project's folder; a warm worker would keep v1.
+        (project / "helpers.py").write_text('def tag() -> str:\n    return "v2"\n')
+        deadline = time.monotonic() + 30
+        while (now := post(server, "/app/runsync", {"input": {}}).json()["output"])["tag"] != "v2":
+            assert time.monotonic() < deadline, server.output()
+            time.sleep(0.3)
+        assert now["pid"] != first["pid"]

@@ -14,11 +14,13 @@ folder, and only from the folders of the project's registered endpoints.
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import importlib
 import inspect
 import logging
 import os
 import sys
+from collections.abc import Iterable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 
@@ -30,7 +32,20 @@ from openflash.workers.calls import Call
 if TYPE_CHECKING:
     from openflash.api.runtime import EndpointDef, Runtime
 
-__all__ = ["Handle", "NestedCalls", "lookup", "project_root", "register", "source_file"]
+__all__ = [
+    "Handle",
+    "NestedCalls",
+    "lookup",
+    "project_digest",
+    "project_root",
+    "register",
+    "source_file",
+]
+
+#: Folders of a project whose files a worker never imports as the project's own.
+_NOT_PROJECT = frozenset({"__pycache__", "node_modules", "site-packages"})
+#: Past this many files, a project is not fingerprinted (its pools do not restart on edits).
+_DIGEST_LIMIT = 5000
 
 logger = logging.getLogger("openflash")
 
@@ -60,6 +75,39 @@ def project_root(folder: Path) -> Path:
     while (folder / "__init__.py").is_file() and folder.parent != folder:
         folder = folder.parent
     return folder
+
+
+def project_digest(root: Path, modules: Iterable[str]) -> str:
+    """A fingerprint of the project's Python files (names, sizes, times) when ``modules`` (what
+    a function imports) include one of the project's own; else "".
+
+    A worker keeps what it has imported: its pool is keyed by this, so that a changed project
+    file gives the function's endpoint fresh workers (a reload under ``flash run``).
+    """
+    tops = {m.split(".")[0] for m in modules}
+    if not any((root / f"{m}.py").is_file() or (root / m / "__init__.py").is_file() for m in tops):
+        return ""
+    digest = hashlib.sha256()
+    count = 0
+    for folder, dirs, files in os.walk(root):
+        dirs[:] = sorted(
+            d
+            for d in dirs
+            if not d.startswith(".")
+            and d not in _NOT_PROJECT
+            and not os.path.exists(os.path.join(folder, d, "pyvenv.cfg"))
+        )
+        for name in sorted(f for f in files if f.endswith(".py")):
+            path = os.path.join(folder, name)
+            try:
+                stat = os.stat(path)
+            except OSError:
+                continue
+            count += 1
+            if count > _DIGEST_LIMIT:
+                return ""
+            digest.update(f"{path}\0{stat.st_size}\0{stat.st_mtime_ns}\0".encode())
+    return digest.hexdigest()[:16]
 
 
 def lookup(file: str, qualname: str) -> Handle:

@@ -41,7 +41,8 @@ def normalize_preload(values: Iterable[str] | None) -> tuple[str, ...]:
 
 def imported_modules(obj: Any) -> tuple[str, ...]:
     """The top-level modules ``obj``'s code imports, in its body or through module globals it
-    uses (``import numpy as np`` at the top of the file, ``np`` in the function)."""
+    uses (``import numpy as np`` at the top of the file, ``np`` in the function; a function or
+    class imported from another module)."""
     found: dict[str, None] = {}
     for function in functions_of(obj):
         code = function.__code__
@@ -53,6 +54,11 @@ def imported_modules(obj: Any) -> tuple[str, ...]:
                 value = function.__globals__.get(name)
                 if isinstance(value, types.ModuleType):
                     found[value.__name__.split(".")[0]] = None
+                elif isinstance(value, (types.FunctionType, type)):
+                    # `from helpers import tag`: the worker imports helpers to unpickle it.
+                    module = getattr(value, "__module__", None) or ""
+                    if module not in ("builtins", "__main__", function.__module__):
+                        found[module.split(".")[0]] = None
     return tuple(name for name in found if name and name not in _SKIPPED)
 
 

@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from openflash._settings import BACKENDS, Settings
-from openflash.api.nested import NestedCalls, project_root
+from openflash.api.nested import NestedCalls, project_digest, project_root
 from openflash.api.prepare import DepsKey, Prepared, Preparer
 from openflash.api.resources import ServerlessResource
 from openflash.backends import load_backend
@@ -267,6 +267,9 @@ class Runtime:
             max_rss=self.settings.worker_max_rss,
             preload=endpoint.preload,
             project=endpoint.project,
+            project_digest=(
+                project_digest(endpoint.project, endpoint.preload) if endpoint.project else ""
+            ),
         )
         config = endpoint.pool_config()
         # One pool per endpoint name, environment and layer; a changed config is a new pool.
@@ -280,6 +283,7 @@ class Runtime:
             spec.vcpus,
             str(spec.cwd),
             str(spec.project),
+            spec.project_digest,
         )
         pool = self._pools.get(key)
         if pool is None:

@@ -45,6 +45,9 @@ class WorkerSpec:
     preload: tuple[str, ...] = ()
     #: The folder the project's modules import from (put on the worker's path), or None.
     project: Path | None = None
+    #: A fingerprint of the project's files when the functions import them (else ""): workers
+    #: (and templates) of another fingerprint hold other versions of those modules.
+    project_digest: str = ""
 
 
 class WorkerHandle(Protocol):

@@ -226,6 +226,8 @@ class LocalBackend:
         self._registry = registry
         #: Templates that cannot fork, and why (their workers are spawned).
         self._unsafe: dict[tuple[object, ...], str] = {}
+        #: Templates of older project versions, being stopped.
+        self._retiring: set[asyncio.Future[None]] = set()
 
     def _gpu_allocator(self) -> GpuAllocator:
         if self._allocator is None:
@@ -317,11 +319,23 @@ class LocalBackend:
             return None
         assert spec.python is not None
         base = worker_environ(spec, (), bool(self._gpu_allocator().devices))
-        key = (spec.python, spec.runtime_path, spec.cwd, spec.preload, tuple(sorted(base.items())))
+        family = (
+            spec.python,
+            spec.runtime_path,
+            spec.cwd,
+            spec.preload,
+            tuple(sorted(base.items())),
+        )
+        key = (*family, spec.project_digest)
         if key in self._unsafe:
             return None
         template = self._templates.get(key)
         if template is None:
+            # A template that preloaded an older version of the project's files forks no more.
+            for old in [k for k in self._templates if k[:-1] == family]:
+                closing = asyncio.ensure_future(self._templates.pop(old).close())
+                self._retiring.add(closing)
+                closing.add_done_callback(self._retiring.discard)
             # The endpoint's first worker is spawned while its template starts beside it: a
             # cold start costs what it did, and the workers after it are forked.
             template = self._templates[key] = Template(
@@ -351,5 +365,6 @@ class LocalBackend:
         return [t.describe() for t in self._templates.values()]
 
     async def close(self) -> None:
+        await asyncio.gather(*self._retiring, return_exceptions=True)
         templates, self._templates = list(self._templates.values()), {}
         await asyncio.gather(*(t.close() for t in templates), return_exceptions=True)
