@@ -24,6 +24,8 @@
 - FLASH_APT_DIR: apt's private index, .deb cache and state; default $FLASH_HOME/apt.
 - FLASH_SYSTEM_BASE: the dpkg status file describing what a worker's base system already has;
   default /var/lib/dpkg/status (this machine's).
+- FLASH_CONTAINER_ENGINE: the container engine that runs endpoints with a ``dockerImage``:
+  "podman", "docker", or a path to either; default: podman, else docker, whichever answers.
 """
 
 from __future__ import annotations
@@ -61,6 +63,7 @@ class Settings:
     ray_address: str | None = None
     worker_max_rss: int | None = None
     fork: bool = True
+    container_engine: str | None = None
 
     @property
     def apt_root(self) -> Path:
@@ -98,6 +101,7 @@ class Settings:
             ray_address=env.get("RAY_ADDRESS") or None,
             worker_max_rss=_size(env, "FLASH_WORKER_MAX_RSS"),
             fork=_flag(env, "FLASH_FORK") if env.get("FLASH_FORK", "").strip() else True,
+            container_engine=env.get("FLASH_CONTAINER_ENGINE", "").strip() or None,
         )
 
 

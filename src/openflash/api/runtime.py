@@ -21,6 +21,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from openflash._settings import BACKENDS, Settings
+from openflash.api.images import PreparedImage, prepare_image_endpoint
 from openflash.api.nested import NestedCalls, project_digest, project_root
 from openflash.api.prepare import DepsKey, Prepared, Preparer
 from openflash.api.resources import ServerlessResource
@@ -107,6 +108,7 @@ class Runtime:
         )
         self.preparer = Preparer(settings, self.store)
         self._prepared: dict[DepsKey, asyncio.Future[Prepared]] = {}
+        self._images: dict[tuple[object, ...], asyncio.Future[PreparedImage]] = {}
         self._stale_warned: set[str] = set()
         self._pools: dict[tuple[object, ...], Pool] = {}
         self._endpoint_pools: dict[EndpointDef, Pool] = {}
@@ -230,12 +232,7 @@ class Runtime:
 
     async def _pool_for(self, endpoint: EndpointDef) -> Pool:
         if endpoint.resource.image:
-            raise FlashError(
-                f"endpoint {endpoint.name!r} asks for the image {endpoint.resource.image!r}; "
-                "running workers inside container images is not supported by this version",
-                hint="drop dockerImage/imageName to run in an openflash environment built from "
-                "dependencies=[...]",
-            )
+            return await self._image_pool(endpoint)
         key = _deps_key(endpoint)
         if key[2] is not None and endpoint.name not in self._stale_warned:
             stale = LockFile.read(key[2]).stale(endpoint.name, key[0], key[1])
@@ -291,6 +288,57 @@ class Runtime:
                 config, self.backend, spec, nested=self.nested, waits=self.waits
             )
             self._record_use(endpoint, prepared)
+        self._endpoint_pools[endpoint] = pool
+        return pool
+
+    async def _image_pool(self, endpoint: EndpointDef) -> Pool:
+        """A pool of containers of the endpoint's image (derived with its dependencies)."""
+        if not self.backend.builds_locally:
+            raise FlashError(
+                f"endpoint {endpoint.name!r} runs in the image {endpoint.resource.image!r}, "
+                "and images run on the local backend only",
+                hint="run it with FLASH_BACKEND=local, or drop dockerImage to run it on Ray",
+            )
+        key = ("image", endpoint.resource.image, *_deps_key(endpoint))
+        future = self._images.get(key)
+        if future is None:
+            loop = asyncio.get_running_loop()
+            future = loop.run_in_executor(
+                self._builders,
+                lambda: prepare_image_endpoint(endpoint, self.settings, self.preparer, self.store),
+            )
+            self._images[key] = future
+        try:
+            ready = await asyncio.shield(future)
+        except BaseException:
+            if self._images.get(key) is future and future.done():
+                del self._images[key]  # the next call tries again
+            raise
+        r = endpoint.resource
+        spec = WorkerSpec(
+            endpoint=endpoint.name,
+            python=None,
+            runtime_path=ready.runtime_path,
+            cwd=endpoint.cwd,
+            env=dict(r.env or {}),
+            gpu_count=r.gpu_count,
+            vcpus=r.cpu_instance.vcpus if r.cpu_instance else None,
+            max_concurrency=endpoint.max_concurrency,
+            lock_text=ready.prepared.lock.text,
+            env_key=ready.prepared.env_key,
+            max_rss=self.settings.worker_max_rss,
+            project=endpoint.project,
+            image=ready.image.image,
+            image_python=ready.image.python,
+            memory_gib=r.cpu_instance.memory_gib if r.cpu_instance else None,
+        )
+        config = endpoint.pool_config()
+        pool_key = ("image", endpoint.name, ready.image.image, config, str(spec.cwd), spec.project)
+        pool = self._pools.get(pool_key)
+        if pool is None:
+            pool = self._pools[pool_key] = Pool(
+                config, self.backend, spec, nested=self.nested, waits=self.waits
+            )
         self._endpoint_pools[endpoint] = pool
         return pool
 

@@ -48,6 +48,12 @@ class WorkerSpec:
     #: A fingerprint of the project's files when the functions import them (else ""): workers
     #: (and templates) of another fingerprint hold other versions of those modules.
     project_digest: str = ""
+    #: An image to run each worker in, as a container (its ``dockerImage``, or the image
+    #: derived from it with the endpoint's dependencies), and the Python to run there.
+    image: str | None = None
+    image_python: str = "python3"
+    #: The instance type's memory, in GiB (containers are capped to it).
+    memory_gib: int | None = None
 
 
 class WorkerHandle(Protocol):

@@ -21,11 +21,13 @@ import socket
 import sys
 from collections.abc import Awaitable, Callable
 from pathlib import Path
-from typing import TextIO
 
 from openflash._settings import Settings
 from openflash.backends.base import WorkerSpec
+from openflash.backends.containers import ContainerWorker, start_container
+from openflash.backends.engine import find_engine
 from openflash.backends.gpus import GpuAllocator, detect_gpus
+from openflash.backends.output import OUTPUT_LINE_LIMIT, PUMP_GRACE_S, STDERR_TAIL_LINES, pump
 from openflash.backends.templates import ForkedProcess, Template, TemplateUnsafe
 from openflash.errors import FlashError
 
@@ -33,9 +35,6 @@ __all__ = ["PASSED_VARIABLES", "LocalBackend", "LocalWorker", "worker_environ"]
 
 logger = logging.getLogger("openflash")
 
-STDERR_TAIL_LINES = 40
-OUTPUT_LINE_LIMIT = 1 << 20  # a longer output line is replaced by a note saying so
-PUMP_GRACE_S = 0.5
 #: The host variables a worker sees (besides its endpoint's ``env``): where and how it runs.
 PASSED_VARIABLES = frozenset(
     {
@@ -140,8 +139,8 @@ class LocalWorker:
         prefix = f"[{endpoint}] "
         assert proc.stdout is not None and proc.stderr is not None
         self._pumps = [
-            asyncio.ensure_future(_pump(proc.stdout, sys.stdout, prefix, None)),
-            asyncio.ensure_future(_pump(proc.stderr, sys.stderr, prefix, self._stderr)),
+            asyncio.ensure_future(pump(proc.stdout, sys.stdout, prefix, None)),
+            asyncio.ensure_future(pump(proc.stderr, sys.stderr, prefix, self._stderr)),
         ]
 
     def kill(self) -> None:
@@ -170,29 +169,6 @@ class LocalWorker:
         return "\n".join(self._stderr)
 
 
-async def _pump(
-    stream: asyncio.StreamReader,
-    out: TextIO,
-    prefix: str,
-    keep: collections.deque[str] | None,
-) -> None:
-    while True:
-        try:
-            raw = await stream.readline()
-        except ValueError:  # a line longer than the limit: asyncio dropped it
-            raw = b"[openflash: a line longer than 1 MiB was dropped]\n"
-        if not raw:
-            return
-        line = raw.decode(errors="replace").rstrip("\n")
-        if keep is not None:
-            keep.append(line)
-        try:
-            out.write(f"{prefix}{line}\n")
-            out.flush()
-        except (OSError, ValueError):
-            pass  # our own stdout is gone; keep draining so the worker never blocks
-
-
 class LocalBackend:
     """Spawns workers on this machine."""
 
@@ -205,6 +181,7 @@ class LocalBackend:
             require_gpu=settings.require_gpu,
             fork=settings.fork,
             registry=settings.home / "templates",
+            container_engine=settings.container_engine,
         )
 
     def __init__(
@@ -214,7 +191,10 @@ class LocalBackend:
         gpus: tuple[str, ...] | None = None,
         fork: bool = False,
         registry: Path | None = None,
+        container_engine: str | None = None,
     ) -> None:
+        #: FLASH_CONTAINER_ENGINE, for endpoints with an image.
+        self.container_engine = container_engine
         self.require_gpu = require_gpu
         self._gpus = gpus
         self._allocator: GpuAllocator | None = None
@@ -257,7 +237,11 @@ class LocalBackend:
             )
         return ()
 
-    async def start_worker(self, spec: WorkerSpec) -> LocalWorker:
+    async def start_worker(self, spec: WorkerSpec) -> LocalWorker | ContainerWorker:
+        if spec.image is not None:
+            gpus = await self._take_gpus(spec)
+            engine = find_engine(self.container_engine)
+            return await start_container(engine, spec, gpus, self._gpu_allocator().release)
         if spec.python is None or spec.runtime_path is None:
             raise FlashError(
                 f"endpoint {spec.endpoint!r} has no environment on this machine",

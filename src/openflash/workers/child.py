@@ -1,13 +1,14 @@
-"""The worker's main: ``python -m openflash.workers.child FD MAX_CONCURRENCY``.
+"""The worker's main: ``python -m openflash.workers.child FD|stdio MAX_CONCURRENCY``.
 
 It runs inside the endpoint's environment, with openflash's small runtime (this package's
 ``workers.child`` and ``workers.protocol``, and cloudpickle) importable from a directory placed
 *after* the environment's site-packages, so whatever the user pinned wins. It imports only the
 standard library and cloudpickle.
 
-It reads CALL frames from the socket FD, runs each call (coroutines on its event loop, plain
-functions in a thread pool of MAX_CONCURRENCY threads) and answers RESULT or ERROR. It exits when
-the parent closes the socket, so a worker never outlives its pool.
+It reads CALL frames from the socket FD (or from stdin, answering on stdout, with ``stdio``: a
+worker in a container, whose own prints then go to stderr), runs each call (coroutines on its
+event loop, plain functions in a thread pool of MAX_CONCURRENCY threads) and answers RESULT or
+ERROR. It exits when the parent closes the socket, so a worker never outlives its pool.
 
 With ``OPENFLASH_MAX_RSS`` set (FLASH_WORKER_MAX_RSS), it caps its own private memory with
 RLIMIT_DATA before anything else; a call that runs out answers a MemoryError naming the cap, and
@@ -307,9 +308,30 @@ def _qualified_name(cls: type) -> str:
     )
 
 
-async def serve(fd: int, max_concurrency: int) -> None:
-    sock = socket.socket(fileno=fd)
-    reader, writer = await asyncio.open_unix_connection(sock=sock)
+async def _stdio_streams() -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
+    """Frames over stdin and stdout (a worker in a container); the user's prints go to stderr."""
+    fd_in, fd_out = os.dup(0), os.dup(1)
+    devnull = os.open(os.devnull, os.O_RDONLY)
+    os.dup2(devnull, 0)
+    os.close(devnull)
+    os.dup2(2, 1)
+    loop = asyncio.get_running_loop()
+    reader = asyncio.StreamReader(limit=1 << 20)
+    await loop.connect_read_pipe(
+        lambda: asyncio.StreamReaderProtocol(reader), os.fdopen(fd_in, "rb", buffering=0)
+    )
+    transport, flow = await loop.connect_write_pipe(
+        asyncio.streams.FlowControlMixin, os.fdopen(fd_out, "wb", buffering=0)
+    )
+    return reader, asyncio.StreamWriter(transport, flow, reader, loop)
+
+
+async def serve(fd: int | None, max_concurrency: int) -> None:
+    """Serve calls on the socket ``fd``, or on stdin and stdout when ``fd`` is None."""
+    if fd is None:
+        reader, writer = await _stdio_streams()
+    else:
+        reader, writer = await asyncio.open_unix_connection(sock=socket.socket(fileno=fd))
     executor = Executor(max_concurrency)
     _apply_memory_cap(executor)
     worker = Worker(writer, executor)
@@ -330,12 +352,12 @@ async def serve(fd: int, max_concurrency: int) -> None:
 
 def main(argv: list[str]) -> None:
     if len(argv) != 3:
-        sys.exit("usage: python -m openflash.workers.child FD MAX_CONCURRENCY")
+        sys.exit("usage: python -m openflash.workers.child FD|stdio MAX_CONCURRENCY")
     if hasattr(sys.stdout, "reconfigure"):
         sys.stdout.reconfigure(line_buffering=True)
     code = 0
     try:
-        asyncio.run(serve(int(argv[1]), int(argv[2])))
+        asyncio.run(serve(None if argv[1] == "stdio" else int(argv[1]), int(argv[2])))
     except BaseException:
         traceback.print_exc()
         code = 1

@@ -1,0 +1,65 @@
+"""Preparing an endpoint with a ``dockerImage``: its lock, the engine, and the image to run.
+
+Its Python dependencies are resolved here as for any endpoint (flash.lock wins); its system
+dependencies go to apt inside the derived image, not to a layer of this machine's. Everything
+here runs in the runtime's build threads.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from openflash._settings import Settings
+from openflash.api.prepare import Prepared, Preparer
+from openflash.backends.engine import NoEngineError, find_engine
+from openflash.envs.images import ImageFor, prepare_image
+from openflash.envs.runtime import worker_runtime
+from openflash.envs.store import Store
+from openflash.errors import FlashError
+
+if TYPE_CHECKING:
+    from openflash.api.runtime import EndpointDef
+
+__all__ = ["PreparedImage", "prepare_image_endpoint"]
+
+
+@dataclass(frozen=True)
+class PreparedImage:
+    prepared: Prepared
+    image: ImageFor
+    runtime_path: Path
+
+
+def prepare_image_endpoint(
+    endpoint: EndpointDef, settings: Settings, preparer: Preparer, store: Store
+) -> PreparedImage:
+    image = endpoint.resource.image
+    assert image is not None
+    try:
+        engine = find_engine(settings.container_engine)
+    except NoEngineError as e:
+        named = f" ({settings.container_engine})" if settings.container_engine else ""
+        raise FlashError(
+            f"endpoint {endpoint.name!r} runs in the image {image!r}, and no container "
+            f"engine{named} was found: {e.message}",
+            hint="install podman (apt-get install podman) or docker, or set "
+            "FLASH_CONTAINER_ENGINE to one; or drop dockerImage/imageName to run in a local "
+            "environment built from dependencies=[...]",
+        ) from None
+    prepared = preparer.build((endpoint.dependencies, (), endpoint.lockfile), local=False)
+    try:
+        chosen = prepare_image(
+            store,
+            engine,
+            image,
+            prepared.lock.text,
+            endpoint.system_dependencies,
+            uv_cache=settings.uv_cache_dir,
+        )
+    except FlashError as e:
+        e.message = f"endpoint {endpoint.name!r} (image {image!r}): {e.message}"
+        e.args = (e.message,)
+        raise
+    return PreparedImage(prepared, chosen, worker_runtime(store))

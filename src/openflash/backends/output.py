@@ -1,0 +1,36 @@
+"""A worker's output: each line to this process's stdout or stderr, prefixed with its endpoint."""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+from typing import TextIO
+
+__all__ = ["OUTPUT_LINE_LIMIT", "PUMP_GRACE_S", "STDERR_TAIL_LINES", "pump"]
+
+STDERR_TAIL_LINES = 40
+OUTPUT_LINE_LIMIT = 1 << 20  # a longer output line is replaced by a note saying so
+PUMP_GRACE_S = 0.5
+
+
+async def pump(
+    stream: asyncio.StreamReader,
+    out: TextIO,
+    prefix: str,
+    keep: collections.deque[str] | None,
+) -> None:
+    while True:
+        try:
+            raw = await stream.readline()
+        except ValueError:  # a line longer than the limit: asyncio dropped it
+            raw = b"[openflash: a line longer than 1 MiB was dropped]\n"
+        if not raw:
+            return
+        line = raw.decode(errors="replace").rstrip("\n")
+        if keep is not None:
+            keep.append(line)
+        try:
+            out.write(f"{prefix}{line}\n")
+            out.flush()
+        except (OSError, ValueError):
+            pass  # our own stdout is gone; keep draining so the worker never blocks

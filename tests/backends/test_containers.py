@@ -1,0 +1,220 @@
+"""Endpoints with a dockerImage: workers as podman containers of a locally built image.
+
+No image registry is reachable here, so the images are built from Debian's packages with
+mmdebstrap and imported into podman: one with python3 (and a marker file, to prove where a
+function ran), one without. Skipped where podman or mmdebstrap is missing, except when
+OPENFLASH_REQUIRE_PODMAN is set (CI installs both).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from helpers import run_python, write
+
+IMAGE = "localhost/openflash-test:python3"
+BARE = "localhost/openflash-test:no-python"
+MARKER = "built by the openflash tests"
+
+
+def _missing() -> str | None:
+    for tool in ("podman", "mmdebstrap"):
+        if shutil.which(tool) is None:
+            return f"{tool} is not installed"
+    if subprocess.run(["podman", "info"], capture_output=True).returncode != 0:
+        return "podman info fails"
+    return None
+
+
+@pytest.fixture(scope="session")
+def images(tmp_path_factory: pytest.TempPathFactory) -> None:
+    reason = _missing()
+    if reason:
+        if os.environ.get("OPENFLASH_REQUIRE_PODMAN"):
+            pytest.fail(f"podman is required here (OPENFLASH_REQUIRE_PODMAN): {reason}")
+        pytest.skip(reason)
+    for tag, include in ((IMAGE, ["--include=python3"]), (BARE, [])):
+        if subprocess.run(["podman", "image", "exists", tag]).returncode == 0:
+            continue
+        tar = tmp_path_factory.mktemp("rootfs") / "rootfs.tar"
+        subprocess.run(
+            [
+                "mmdebstrap",
+                "--variant=essential",
+                *include,
+                "--quiet",
+                f"--customize-hook=echo '{MARKER}' > \"$1/etc/openflash-test\"",
+                "bookworm",
+                str(tar),
+            ],
+            check=True,
+            timeout=600,
+        )
+        subprocess.run(["podman", "import", "--quiet", str(tar), tag], check=True, timeout=300)
+
+
+def containers(endpoint: str) -> list[str]:
+    done = subprocess.run(
+        ["podman", "ps", "--all", "--filter", f"label=openflash.endpoint={endpoint}", "-q"],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    return done.stdout.split()
+
+
+PROGRAM = f'''
+import asyncio
+import json
+import os
+import signal
+import sys
+
+from runpod_flash import CpuServerlessEndpoint, remote
+
+plain = CpuServerlessEndpoint(
+    name="image-plain", dockerImage="{IMAGE}", env={{"GREETING": "hello"}}
+)
+
+
+@remote(plain)
+def where() -> dict:
+    return {{
+        "marker": open("/etc/openflash-test").read().strip(),
+        "release": open("/etc/os-release").read().splitlines()[0],
+        "python": sys.executable,
+        "greeting": os.environ.get("GREETING"),
+        "cwd": os.getcwd(),
+    }}
+
+
+@remote(plain)
+def die() -> None:
+    os.kill(os.getpid(), signal.SIGKILL)
+
+
+@remote(
+    CpuServerlessEndpoint(name="image-six", dockerImage="{IMAGE}"),
+    dependencies=["six==1.16.0"],
+)
+def six_version() -> dict:
+    import six
+
+    print("printed inside the container")
+    return {{"six": six.__version__, "prefix": sys.prefix}}
+
+
+async def main() -> dict:
+    seen = {{"where": await where(), "six": await six_version()}}
+    try:
+        await die()
+    except Exception as e:
+        seen["died"] = [type(e).__name__, getattr(e, "signal", None)]
+    seen["after"] = (await where())["marker"]
+    return seen
+
+
+print(json.dumps(asyncio.run(main())))
+'''
+
+
+@pytest.mark.usefixtures("images", "flash_home")
+def test_functions_run_in_the_image_with_their_dependencies(tmp_path: Path) -> None:
+    script = write(tmp_path / "in_image.py", PROGRAM)
+    done = run_python(script, timeout=600)
+    assert done.returncode == 0, done.stderr
+    seen = json.loads(done.stdout.splitlines()[-1])
+    # The function ran in the image: its marker file, its OS, its own python3, the endpoint's env.
+    assert seen["where"] == {
+        "marker": MARKER,
+        "release": 'PRETTY_NAME="Debian GNU/Linux 12 (bookworm)"',
+        "python": "/usr/bin/python3",
+        "greeting": "hello",
+        "cwd": str(tmp_path),
+    }
+    # dependencies=[...] on an image: a derived image holding the lock, the image's Python.
+    assert seen["six"] == {"six": "1.16.0", "prefix": "/opt/flash/env"}
+    assert "[image-six] printed inside the container" in done.stderr
+    # A worker killed inside its container is reported like a crashed worker, and replaced.
+    assert seen["died"] == ["WorkerCrashedError", 9]
+    assert seen["after"] == MARKER
+    # No container outlives the program.
+    assert containers("image-plain") == [] and containers("image-six") == []
+    derived = subprocess.run(
+        ["podman", "images", "--format", "{{.Repository}}:{{.Tag}}"],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout.split()
+    before = [d for d in derived if d.startswith("localhost/openflash-derived:")]
+    assert before
+    # The derived image is cached by (image, lock): a second run builds nothing.
+    again = run_python(script, timeout=600)
+    assert again.returncode == 0, again.stderr
+    after = subprocess.run(
+        ["podman", "images", "--format", "{{.Repository}}:{{.Tag}}"],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout.split()
+    assert sorted(d for d in after if d.startswith("localhost/openflash-derived:")) == sorted(
+        before
+    )
+
+
+ONE_CALL = """
+import asyncio
+
+from runpod_flash import CpuServerlessEndpoint, remote
+
+
+@remote(CpuServerlessEndpoint(name="{name}", dockerImage="{image}"))
+def f() -> int:
+    return 1
+
+
+asyncio.run(f())
+"""
+
+
+@pytest.mark.usefixtures("flash_home")
+def test_no_engine_on_path_is_a_clear_error(tmp_path: Path) -> None:
+    script = write(tmp_path / "no_engine.py", ONE_CALL.format(name="no-engine", image=IMAGE))
+    empty = tmp_path / "bin"
+    empty.mkdir()
+    done = run_python(script, env={"PATH": str(empty), "FLASH_CONTAINER_ENGINE": ""})
+    assert done.returncode == 1
+    assert (
+        f"endpoint 'no-engine' runs in the image '{IMAGE}', and no container engine was found: "
+        "podman: not found; docker: not found"
+    ) in done.stderr
+    assert "Hint: install podman (apt-get install podman) or docker" in done.stderr
+    assert "drop dockerImage/imageName" in done.stderr
+
+
+@pytest.mark.usefixtures("images", "flash_home")
+def test_an_image_without_python_is_a_clear_error(tmp_path: Path) -> None:
+    script = write(tmp_path / "bare.py", ONE_CALL.format(name="bare", image=BARE))
+    done = run_python(script, timeout=300)
+    assert done.returncode == 1
+    assert (
+        f"endpoint 'bare' (image '{BARE}'): the image '{BARE}' has no python3 on its PATH"
+    ) in done.stderr
+    assert "Hint: use an image whose python3 is this Python's version" in done.stderr
+
+
+@pytest.mark.usefixtures("images", "flash_home")
+def test_an_image_that_cannot_be_pulled_quotes_the_engine(tmp_path: Path) -> None:
+    image = "localhost/openflash-test:missing"
+    script = write(tmp_path / "missing.py", ONE_CALL.format(name="missing", image=image))
+    done = run_python(script, timeout=300)
+    assert done.returncode == 1
+    assert f"endpoint 'missing' (image '{image}'): `" in done.stderr
+    assert "pull" in done.stderr and "failed with exit code" in done.stderr
+    assert "Hint: check the image's name and that its registry is reachable" in done.stderr
