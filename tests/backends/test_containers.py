@@ -2,7 +2,7 @@
 
 No image registry is reachable here, so the images are built from Debian's packages with
 mmdebstrap and imported into podman: one with python3 (and a marker file, to prove where a
-function ran), one without. Skipped where podman or mmdebstrap is missing, except when
+function ran, and apt for system dependencies), one without. Skipped where podman or mmdebstrap is missing, except when
 OPENFLASH_REQUIRE_PODMAN is set (CI installs both).
 """
 
@@ -18,7 +18,7 @@ import pytest
 
 from helpers import run_python, write
 
-IMAGE = "localhost/openflash-test:python3"
+IMAGE = "localhost/openflash-test:python3-apt"
 BARE = "localhost/openflash-test:no-python"
 MARKER = "built by the openflash tests"
 
@@ -39,7 +39,7 @@ def images(tmp_path_factory: pytest.TempPathFactory) -> None:
         if os.environ.get("OPENFLASH_REQUIRE_PODMAN"):
             pytest.fail(f"podman is required here (OPENFLASH_REQUIRE_PODMAN): {reason}")
         pytest.skip(reason)
-    for tag, include in ((IMAGE, ["--include=python3"]), (BARE, [])):
+    for tag, options in ((IMAGE, ["--variant=apt", "--include=python3"]), (BARE, [])):
         if subprocess.run(["podman", "image", "exists", tag]).returncode == 0:
             continue
         tar = tmp_path_factory.mktemp("rootfs") / "rootfs.tar"
@@ -47,7 +47,7 @@ def images(tmp_path_factory: pytest.TempPathFactory) -> None:
             [
                 "mmdebstrap",
                 "--variant=essential",
-                *include,
+                *options,
                 "--quiet",
                 f"--customize-hook=echo '{MARKER}' > \"$1/etc/openflash-test\"",
                 "bookworm",
@@ -102,12 +102,16 @@ def die() -> None:
 @remote(
     CpuServerlessEndpoint(name="image-six", dockerImage="{IMAGE}"),
     dependencies=["six==1.16.0"],
+    system_dependencies=["tree"],
 )
 def six_version() -> dict:
+    import subprocess
+
     import six
 
     print("printed inside the container")
-    return {{"six": six.__version__, "prefix": sys.prefix}}
+    tree = subprocess.run(["tree", "--version"], capture_output=True, text=True).stdout
+    return {{"six": six.__version__, "prefix": sys.prefix, "tree": tree.split()[:2]}}
 
 
 async def main() -> dict:
@@ -138,8 +142,9 @@ def test_functions_run_in_the_image_with_their_dependencies(tmp_path: Path) -> N
         "greeting": "hello",
         "cwd": str(tmp_path),
     }
-    # dependencies=[...] on an image: a derived image holding the lock, the image's Python.
-    assert seen["six"] == {"six": "1.16.0", "prefix": "/opt/flash/env"}
+    # dependencies=[...] on an image: a derived image holding the lock, on the image's Python,
+    # and system_dependencies=[...] installed in it with apt.
+    assert seen["six"] == {"six": "1.16.0", "prefix": "/opt/flash/env", "tree": ["tree", "v2.1.0"]}
     assert "[image-six] printed inside the container" in done.stderr
     # A worker killed inside its container is reported like a crashed worker, and replaced.
     assert seen["died"] == ["WorkerCrashedError", 9]

@@ -104,7 +104,7 @@ class Engine:
         _subprocess.run(
             [self.path, "build", *self.run_options(), "--tag", tag, str(context)],
             timeout=PULL_TIMEOUT_S,
-            hint="read the build's output above: the Dockerfile is in the message's folder",
+            hint="read the build's output above",
         )
 
 

@@ -146,5 +146,15 @@ def _build(
                     f"installing the dependencies for the image {image!r} failed:\n"
                     f"{_subprocess.tail(done.stderr, 12)}"
                 )
-        (context / "Dockerfile").write_text(derived_dockerfile(base_id, system, source=image))
-        engine.build(context, tag)
+        dockerfile = derived_dockerfile(base_id, system, source=image)
+        (context / "Dockerfile").write_text(dockerfile)
+        try:
+            engine.build(context, tag)
+        except FlashError as e:
+            raise EnvironmentBuildError(
+                f"building the image derived from {image!r} failed: {e.message}\n"
+                f"The Dockerfile:\n{dockerfile}",
+                hint="system_dependencies are installed with apt-get inside the image: it needs "
+                "apt and a reachable Debian or Ubuntu mirror; or install them in the image "
+                "itself",
+            ) from None
