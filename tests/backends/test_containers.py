@@ -12,11 +12,15 @@ import json
 import os
 import shutil
 import subprocess
+import time
 from pathlib import Path
 
+import httpx
 import pytest
 
-from helpers import run_python, write
+from openflash.envs.images import derived_dockerfile
+
+from helpers import free_port, run_flash, run_python, write
 
 IMAGE = "localhost/openflash-test:python3-apt"
 BARE = "localhost/openflash-test:no-python"
@@ -223,3 +227,113 @@ def test_an_image_that_cannot_be_pulled_quotes_the_engine(tmp_path: Path) -> Non
     assert f"endpoint 'missing' (image '{image}'): `" in done.stderr
     assert "pull" in done.stderr and "failed with exit code" in done.stderr
     assert "Hint: check the image's name and that its registry is reachable" in done.stderr
+
+
+BUILT = f'''
+from runpod_flash import CpuServerlessEndpoint, remote
+
+
+@remote(
+    CpuServerlessEndpoint(name="built-image", dockerImage="{IMAGE}"),
+    dependencies=["six==1.17.0"],
+    system_dependencies=["tree"],
+)
+def inside() -> dict:
+    import subprocess
+    import sys
+
+    import six
+
+    tree = subprocess.run(["tree", "--version"], capture_output=True, text=True).stdout
+    return {{
+        "marker": open("/etc/openflash-test").read().strip(),
+        "six": six.__version__,
+        "prefix": sys.prefix,
+        "tree": tree.split()[:2],
+    }}
+'''
+
+
+@pytest.mark.usefixtures("images", "flash_home")
+def test_flash_build_starts_from_the_image_with_the_lines_local_workers_use(
+    tmp_path: Path,
+) -> None:
+
+    project = tmp_path / "built"
+    write(project / "app.py", BUILT)
+    built = run_flash("build", cwd=project, timeout=600)
+    assert built.returncode == 0, built.stderr
+    out = project / ".flash" / "build"
+    text = (out / "dockerfiles" / "built-image").read_text()
+    lock = (out / "locks" / "built-image.txt").read_text()
+    # The lines local workers' derived image is built from, as they are, FROM the image (the
+    # runtime's lock of the same set has no hashes, and names the same staged folder).
+    assert "--hash=" in lock and derived_dockerfile(IMAGE, ("tree",), "six==1.17.0\n") in text
+    assert text.splitlines()[2] == f"FROM {IMAGE}"
+    assert run_flash("build", "--check", cwd=project).returncode == 0
+    tag = "localhost/openflash-test-built:latest"
+    subprocess.run(
+        [
+            "podman",
+            "build",
+            "--ulimit",
+            "nofile=1024:1024",
+            "--ulimit",
+            "nproc=4096:4096",
+            "--quiet",
+            "--file",
+            str(out / "dockerfiles" / "built-image"),
+            "--tag",
+            tag,
+            str(out),
+        ],
+        check=True,
+        capture_output=True,
+        timeout=600,
+    )
+    port = free_port()
+    name = f"openflash-test-built-{port}"
+    subprocess.run(
+        [
+            "podman",
+            "run",
+            "--detach",
+            "--name",
+            name,
+            "--publish",
+            f"127.0.0.1:{port}:8000",
+            "--ulimit",
+            "nofile=1024:1024",
+            "--ulimit",
+            "nproc=4096:4096",
+            "--env",
+            "FLASH_API_KEY=test-key",
+            tag,
+        ],
+        check=True,
+        capture_output=True,
+        timeout=120,
+    )
+    try:
+        answer = None
+        for _ in range(120):
+            try:
+                answer = httpx.post(
+                    f"http://127.0.0.1:{port}/app/runsync",
+                    json={"input": {}},
+                    headers={"Authorization": "Bearer test-key"},
+                    timeout=30,
+                )
+                break
+            except httpx.TransportError:
+                time.sleep(0.5)
+        assert answer is not None and answer.status_code == 200, answer and answer.text
+        # The same image, lock and system packages as the local workers ran with.
+        assert answer.json()["output"] == {
+            "marker": MARKER,
+            "six": "1.17.0",
+            "prefix": "/opt/flash/env",
+            "tree": ["tree", "v2.1.0"],
+        }
+    finally:
+        subprocess.run(["podman", "rm", "--force", name], capture_output=True, timeout=120)

@@ -81,13 +81,17 @@ def test_the_python_rule_is_the_same_major_minor() -> None:
 
 
 def test_the_derived_dockerfile_installs_exactly_the_lock_and_the_system_packages() -> None:
-    text = derived_dockerfile("sha256:abc", ("ffmpeg", "libgl1"), source="my/img:1")
+    from openflash.envs.images import deps_dir
+
+    lock = "six==1.17.0 --hash=sha256:abc\n"
+    text = derived_dockerfile("my/img:1", ("ffmpeg", "libgl1"), lock)
     minor = f"{sys.version_info.major}.{sys.version_info.minor}"
-    assert text.splitlines()[1:] == [
-        "FROM sha256:abc",
+    assert deps_dir(lock).startswith("deps/") and deps_dir(lock) != deps_dir("six==1.16.0\n")
+    assert text.splitlines() == [
+        "FROM my/img:1",
         "RUN apt-get update && DEBIAN_FRONTEND=noninteractive apt-get install -y "
         "--no-install-recommends ffmpeg libgl1 && rm -rf /var/lib/apt/lists/*",
         "RUN python3 -m venv --without-pip --system-site-packages /opt/flash/env",
-        f"COPY site-packages /opt/flash/env/lib/python{minor}/site-packages/",
+        f"COPY {deps_dir(lock)} /opt/flash/env/lib/python{minor}/site-packages/",
     ]
-    assert "apt-get" not in derived_dockerfile("img", ())
+    assert "apt-get" not in derived_dockerfile("img", (), lock)

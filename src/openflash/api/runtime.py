@@ -231,7 +231,8 @@ class Runtime:
         return await pool.submit(call)
 
     async def _pool_for(self, endpoint: EndpointDef) -> Pool:
-        if endpoint.resource.image:
+        # Inside an image `flash build` made (FLASH_PREBUILT_ENV), the image is already here.
+        if endpoint.resource.image and self.settings.prebuilt_env is None:
             return await self._image_pool(endpoint)
         key = _deps_key(endpoint)
         if key[2] is not None and endpoint.name not in self._stale_warned:

@@ -6,11 +6,15 @@
     app/                       the project's code
     openflash/                 openflash itself, to run the endpoint's server in the image
     wheelhouse/                with --wheelhouse: every wheel, so that images build offline
+    deps/                      for endpoints with a dockerImage: each lock, and openflash, staged
+                               by uv (their images need neither pip nor an index)
     <project>.tar.gz           all of the above
 
-An image is the endpoint's base (python:X.Y-slim for CPU, a CUDA runtime for GPU, or its own
-dockerImage), its system packages from apt, its lock synced with uv into /opt/flash/env, and
-``flash run --only <endpoint>`` as the entry point, using that environment as it is.
+An image is the endpoint's base (python:X.Y-slim for CPU, a CUDA runtime for GPU), its system
+packages from apt, its lock synced with uv into /opt/flash/env, and ``flash run --only
+<endpoint>`` as the entry point, using that environment as it is. An endpoint with its own
+dockerImage starts FROM it, with the lines its local workers' derived image is built from
+(image_build.py; its lock and openflash staged in ``deps/``).
 """
 
 from __future__ import annotations
@@ -40,10 +44,17 @@ from openflash.cli.common import (
     fail,
     load_project,
 )
+from openflash.cli.image_build import (
+    OPENFLASH_DEPS,
+    image_dockerfile,
+    stage_image_endpoint,
+    stage_openflash,
+)
 from openflash.deps.apt import Apt
 from openflash.deps.lockfile import LockEntry, LockFile, find_lockfile
 from openflash.deps.resolve import resolve_pinned
 from openflash.deps.system import distribution_release, resolve_system
+from openflash.envs.images import deps_dir
 from openflash.envs.store import Store
 from openflash.server.discovery import Project, project_files
 
@@ -94,10 +105,32 @@ def build(
     (out / "dockerfiles").mkdir()
     _copy_project(project, out / "app")
     _copy_openflash(out / "openflash")
+    in_images = [i for i in images if i.endpoint.resource.image]
     for image in images:
         (out / "locks" / f"{image.endpoint.name}.txt").write_text(image.entry.lock_text())
         (out / "dockerfiles" / image.endpoint.name).write_text(
-            dockerfile(image, wheelhouse=wheelhouse)
+            image_dockerfile(
+                image.endpoint.name,
+                image.base,
+                tuple(image.entry.system_dependencies),
+                image.entry.lock_text(),
+                PORT,
+            )
+            if image in in_images
+            else dockerfile(image, wheelhouse=wheelhouse)
+        )
+    if in_images:
+        uv_cache = Settings.from_env().uv_cache_dir
+        reporter.run(
+            [
+                (
+                    f"{i.endpoint.name}: its lock for {i.base}",
+                    lambda i=i: stage_image_endpoint(out, i.entry.lock_text(), uv_cache),
+                )
+                for i in in_images
+            ]
+            + [("openflash for the image endpoints", lambda: stage_openflash(out, uv_cache))],
+            parallel=1,
         )
     if wheelhouse:
         reporter.run([("wheelhouse", lambda: _wheelhouse(out, images))], parallel=1)
@@ -233,7 +266,11 @@ def check_dockerfile(text: str, lock_text: str, entry: LockEntry) -> list[str]:
             elif "sync" in words and words[-1] != "/build/requirements.txt":
                 problems.append(f"uv pip sync installs {words[-1]} instead of the lock")
     copied = [line.split()[1] for line in text.splitlines() if line.startswith("COPY locks/")]
-    if len(copied) != 1:
+    staged = [line.split()[1] for line in text.splitlines() if line.startswith("COPY deps/")]
+    if staged:  # an image endpoint's: its lock comes staged in deps/<lock key>
+        if [s for s in staged if s != OPENFLASH_DEPS] != [deps_dir(lock_text)]:
+            problems.append(f"the Dockerfile must copy exactly {deps_dir(lock_text)} (its lock)")
+    elif len(copied) != 1:
         problems.append("the Dockerfile must copy exactly one lock")
     if lock_text != entry.lock_text():
         problems.append("its lock file differs from flash.lock")

@@ -52,3 +52,7 @@ app.command("build")(build)
 
 def main() -> None:
     app()
+
+
+if __name__ == "__main__":
+    main()

@@ -4,16 +4,18 @@ An image endpoint's workers run the image's own ``python3``. It must have the ca
 major.minor (``engine.python_rule``); that is checked once per image id. With
 ``dependencies=[...]`` or ``system_dependencies=[...]`` the workers run a derived image instead:
 
-    FROM <the image's id>
+    FROM <the image>
     RUN apt-get update && apt-get install -y --no-install-recommends <system dependencies> ...
     RUN python3 -m venv --without-pip --system-site-packages /opt/flash/env
-    COPY site-packages /opt/flash/env/lib/pythonX.Y/site-packages/
+    COPY deps/<lock key> /opt/flash/env/lib/pythonX.Y/site-packages/
 
-The site-packages are the endpoint's lock, installed here by uv (from its cache, offline first,
+``deps/<lock key>`` is the endpoint's lock, installed here by uv (from its cache, offline first,
 as environments are) for this Python and platform: no index, pip or uv is needed in the image,
-and what the image already has stays importable behind the endpoint's pins. The derived image is
-tagged ``localhost/openflash-derived:<key>``, the key a hash of (the image's id, the lock, the
-system packages), and built once per key across processes.
+and what the image already has stays importable behind the endpoint's pins. ``flash build``
+writes the same lines at the top of such an endpoint's Dockerfile, so that the images it
+describes hold what local workers ran with. The derived image is tagged
+``localhost/openflash-derived:<key>``, the key a hash of (the image's id, the lock, the system
+packages), and built once per key across processes.
 """
 
 from __future__ import annotations
@@ -26,11 +28,12 @@ from pathlib import Path
 from openflash import _subprocess
 from openflash._version import __version__
 from openflash.backends.engine import Engine, python_rule
+from openflash.envs.build import environment_key
 from openflash.envs.store import Store, content_key
 from openflash.envs.uv import uv_argv, uv_environ
 from openflash.errors import EnvironmentBuildError, FlashError
 
-__all__ = ["ImageFor", "derived_dockerfile", "prepare_image"]
+__all__ = ["ImageFor", "deps_dir", "derived_dockerfile", "prepare_image", "stage_lock"]
 
 ENV_PYTHON = "/opt/flash/env/bin/python"
 _checked: dict[str, str | None] = {}
@@ -45,13 +48,16 @@ class ImageFor:
     base_id: str
 
 
-def derived_dockerfile(base: str, system: tuple[str, ...], *, source: str = "") -> str:
-    """The Dockerfile of a derived image (the context holds ``site-packages/``)."""
+def deps_dir(lock_text: str) -> str:
+    """Where a lock's packages sit in a build context: named by its environment key (the pins,
+    hashes or not, for this Python and platform), as local and ``flash build`` locks agree."""
+    return f"deps/{environment_key(lock_text)[:16]}"
+
+
+def derived_dockerfile(image: str, system: tuple[str, ...], lock_text: str) -> str:
+    """The lines that derive ``image`` with a lock (staged at ``deps_dir``) and apt packages."""
     version = f"{sys.version_info.major}.{sys.version_info.minor}"
-    lines = [
-        f"# {source or base} with an endpoint's dependencies, written by openflash {__version__}.",
-        f"FROM {base}",
-    ]
+    lines = [f"FROM {image}"]
     if system:
         lines.append(
             "RUN apt-get update && DEBIAN_FRONTEND=noninteractive apt-get install -y "
@@ -59,9 +65,50 @@ def derived_dockerfile(base: str, system: tuple[str, ...], *, source: str = "") 
         )
     lines += [
         "RUN python3 -m venv --without-pip --system-site-packages /opt/flash/env",
-        f"COPY site-packages /opt/flash/env/lib/python{version}/site-packages/",
+        f"COPY {deps_dir(lock_text)} /opt/flash/env/lib/python{version}/site-packages/",
     ]
     return "\n".join(lines) + "\n"
+
+
+def stage_lock(lock_text: str, target: Path, *, uv_cache: Path) -> None:
+    """Install ``lock_text``'s packages into ``target`` (a site-packages folder) with uv."""
+    target.mkdir(parents=True, exist_ok=True)
+    requirements = target.parent / f"{target.name}.requirements.txt"
+    requirements.write_text(lock_text)
+    if not any(line.strip() for line in lock_text.splitlines()):
+        return
+
+    def install(*args: str) -> _subprocess.Completed:
+        return _subprocess.run(
+            uv_argv(
+                "pip",
+                "install",
+                "--target",
+                str(target),
+                "--python",
+                sys.executable,
+                "--no-deps",
+                "--link-mode",
+                "copy",
+                "--requirement",
+                str(requirements),
+                *args,
+                cache_dir=uv_cache,
+            ),
+            env=uv_environ(),
+            timeout=3600,
+            check=False,
+            error=EnvironmentBuildError,
+        )
+
+    done = install("--offline")
+    if not done.ok:
+        done = install()
+    if not done.ok:
+        raise EnvironmentBuildError(
+            f"installing the lock's packages failed:\n{_subprocess.tail(done.stderr, 12)}",
+            hint="check that every pinned package has a wheel for this platform",
+        )
 
 
 def prepare_image(
@@ -90,18 +137,17 @@ def prepare_image(
     requirements = [line for line in lock_text.splitlines() if line.strip()]
     if not requirements and not system:
         return ImageFor(base_id, "python3", base_id)
-    key = content_key("derived-image", base_id, lock_text, system, __version__)
+    key = content_key("derived-image", base_id, environment_key(lock_text), system, __version__)
     tag = f"localhost/openflash-derived:{key}"
     with store.lock("images", key):
         if engine.image_id(tag, pull=False) is None:
-            _build(engine, tag, base_id, image, lock_text, system, uv_cache)
+            _build(engine, tag, image, lock_text, system, uv_cache)
     return ImageFor(tag, ENV_PYTHON, base_id)
 
 
 def _build(
     engine: Engine,
     tag: str,
-    base_id: str,
     image: str,
     lock_text: str,
     system: tuple[str, ...],
@@ -110,50 +156,23 @@ def _build(
     _subprocess.report(f"deriving {image} with the endpoint's dependencies")
     with tempfile.TemporaryDirectory(prefix="openflash-image-") as tmp:
         context = Path(tmp)
-        (context / "requirements.txt").write_text(lock_text)
-        site = context / "site-packages"
-        site.mkdir()
-
-        def install(*args: str) -> _subprocess.Completed:
-            return _subprocess.run(
-                uv_argv(
-                    "pip",
-                    "install",
-                    "--target",
-                    str(site),
-                    "--python",
-                    sys.executable,
-                    "--no-deps",
-                    "--link-mode",
-                    "copy",
-                    "--requirement",
-                    str(context / "requirements.txt"),
-                    *args,
-                    cache_dir=uv_cache,
-                ),
-                env=uv_environ(),
-                timeout=3600,
-                check=False,
-                error=EnvironmentBuildError,
-            )
-
-        if any(line.strip() for line in lock_text.splitlines()):
-            done = install("--offline")
-            if not done.ok:
-                done = install()
-            if not done.ok:
-                raise EnvironmentBuildError(
-                    f"installing the dependencies for the image {image!r} failed:\n"
-                    f"{_subprocess.tail(done.stderr, 12)}"
-                )
-        dockerfile = derived_dockerfile(base_id, system, source=image)
-        (context / "Dockerfile").write_text(dockerfile)
+        try:
+            stage_lock(lock_text, context / deps_dir(lock_text), uv_cache=uv_cache)
+        except EnvironmentBuildError as e:
+            e.message = f"deriving the image {image!r}: {e.message}"
+            e.args = (e.message,)
+            raise
+        text = derived_dockerfile(image, system, lock_text)
+        (context / "Dockerfile").write_text(
+            f"# {image} with an endpoint's dependencies, written by openflash {__version__}.\n"
+            + text
+        )
         try:
             engine.build(context, tag)
         except FlashError as e:
             raise EnvironmentBuildError(
                 f"building the image derived from {image!r} failed: {e.message}\n"
-                f"The Dockerfile:\n{dockerfile}",
+                f"The Dockerfile:\n{text}",
                 hint="system_dependencies are installed with apt-get inside the image: it needs "
                 "apt and a reachable Debian or Ubuntu mirror; or install them in the image "
                 "itself",
