@@ -103,6 +103,17 @@ def die() -> None:
     os.kill(os.getpid(), signal.SIGKILL)
 
 
+@remote(CpuServerlessEndpoint(name="image-local-square"))
+def square(x: int) -> int:
+    return x * x
+
+
+@remote(plain)
+async def calls_out(x: int) -> int:
+    # A nested call from inside the container, over its stdin and stdout, to a local endpoint.
+    return await square(x) + 1
+
+
 @remote(
     CpuServerlessEndpoint(name="image-six", dockerImage="{IMAGE}"),
     dependencies=["six==1.16.0"],
@@ -125,6 +136,7 @@ async def main() -> dict:
     except Exception as e:
         seen["died"] = [type(e).__name__, getattr(e, "signal", None)]
     seen["after"] = (await where())["marker"]
+    seen["nested"] = await calls_out(6)
     return seen
 
 
@@ -153,6 +165,7 @@ def test_functions_run_in_the_image_with_their_dependencies(tmp_path: Path) -> N
     # A worker killed inside its container is reported like a crashed worker, and replaced.
     assert seen["died"] == ["WorkerCrashedError", 9]
     assert seen["after"] == MARKER
+    assert seen["nested"] == 37
     # No container outlives the program.
     assert containers("image-plain") == [] and containers("image-six") == []
     derived = subprocess.run(
