@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING
 
 from openflash._settings import Settings
 from openflash.api.prepare import Prepared, Preparer
+from openflash.backends.base import WorkerSpec
 from openflash.backends.engine import NoEngineError, find_engine
 from openflash.envs.images import ImageFor, prepare_image
 from openflash.envs.runtime import worker_runtime
@@ -22,7 +23,7 @@ from openflash.errors import FlashError
 if TYPE_CHECKING:
     from openflash.api.runtime import EndpointDef
 
-__all__ = ["PreparedImage", "prepare_image_endpoint"]
+__all__ = ["PreparedImage", "image_spec", "prepare_image_endpoint"]
 
 
 @dataclass(frozen=True)
@@ -63,3 +64,25 @@ def prepare_image_endpoint(
         e.args = (e.message,)
         raise
     return PreparedImage(prepared, chosen, worker_runtime(store))
+
+
+def image_spec(endpoint: EndpointDef, ready: PreparedImage, settings: Settings) -> WorkerSpec:
+    """How to start a worker of ``endpoint`` in its (derived) image."""
+    r = endpoint.resource
+    return WorkerSpec(
+        endpoint=endpoint.name,
+        python=None,
+        runtime_path=ready.runtime_path,
+        cwd=endpoint.cwd,
+        env=dict(r.env or {}),
+        gpu_count=r.gpu_count,
+        vcpus=r.cpu_instance.vcpus if r.cpu_instance else None,
+        max_concurrency=endpoint.max_concurrency,
+        lock_text=ready.prepared.lock.text,
+        env_key=ready.prepared.env_key,
+        max_rss=settings.worker_max_rss,
+        project=endpoint.project,
+        image=ready.image.image,
+        image_python=ready.image.python,
+        memory_gib=r.cpu_instance.memory_gib if r.cpu_instance else None,
+    )

@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from openflash._settings import BACKENDS, Settings
-from openflash.api.images import PreparedImage, prepare_image_endpoint
+from openflash.api.images import PreparedImage, image_spec, prepare_image_endpoint
 from openflash.api.nested import NestedCalls, project_digest, project_root
 from openflash.api.prepare import DepsKey, Prepared, Preparer
 from openflash.api.resources import ServerlessResource
@@ -315,26 +315,18 @@ class Runtime:
             if self._images.get(key) is future and future.done():
                 del self._images[key]  # the next call tries again
             raise
-        r = endpoint.resource
-        spec = WorkerSpec(
-            endpoint=endpoint.name,
-            python=None,
-            runtime_path=ready.runtime_path,
-            cwd=endpoint.cwd,
-            env=dict(r.env or {}),
-            gpu_count=r.gpu_count,
-            vcpus=r.cpu_instance.vcpus if r.cpu_instance else None,
-            max_concurrency=endpoint.max_concurrency,
-            lock_text=ready.prepared.lock.text,
-            env_key=ready.prepared.env_key,
-            max_rss=self.settings.worker_max_rss,
-            project=endpoint.project,
-            image=ready.image.image,
-            image_python=ready.image.python,
-            memory_gib=r.cpu_instance.memory_gib if r.cpu_instance else None,
-        )
+        spec = image_spec(endpoint, ready, self.settings)
         config = endpoint.pool_config()
-        pool_key = ("image", endpoint.name, ready.image.image, config, str(spec.cwd), spec.project)
+        pool_key = (
+            "image",
+            endpoint.name,
+            spec.image,
+            config,
+            tuple(sorted(spec.env.items())),
+            spec.gpu_count,
+            str(spec.cwd),
+            spec.project,
+        )
         pool = self._pools.get(pool_key)
         if pool is None:
             pool = self._pools[pool_key] = Pool(
