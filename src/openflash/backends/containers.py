@@ -18,6 +18,7 @@ import asyncio
 import collections
 import contextlib
 import os
+import signal
 import sys
 import uuid
 from collections.abc import Awaitable, Callable
@@ -128,7 +129,10 @@ class ContainerWorker:
             return
         if self._removal is None:
             self._removal = asyncio.ensure_future(self._remove())
-        self.proc.kill()
+        # Not proc.kill(): Popen.send_signal polls first, and may reap the client before
+        # asyncio's watcher does, which then reports exit status 255 instead of the real one.
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.killpg(self.pid, signal.SIGKILL)
 
     async def _remove(self) -> None:
         with contextlib.suppress(OSError):
