@@ -13,10 +13,7 @@ import sys
 from pathlib import Path
 
 import openflash
-from openflash import _subprocess
-from openflash.envs.images import deps_dir, derived_dockerfile, stage_lock
-from openflash.envs.uv import uv_argv, uv_environ
-from openflash.errors import EnvironmentBuildError
+from openflash.envs.images import deps_dir, derived_dockerfile, install_into, stage_lock
 
 __all__ = ["OPENFLASH_DEPS", "image_dockerfile", "stage_image_endpoint", "stage_openflash"]
 
@@ -61,26 +58,4 @@ def stage_image_endpoint(out: Path, lock_text: str, uv_cache: Path) -> None:
 
 def stage_openflash(out: Path, uv_cache: Path) -> None:
     """openflash (copied to ``out/openflash``) and its dependencies, for the image's python3."""
-    target = out / OPENFLASH_DEPS
-    done = _subprocess.run(
-        uv_argv(
-            "pip",
-            "install",
-            "--target",
-            str(target),
-            "--python",
-            sys.executable,
-            "--link-mode",
-            "copy",
-            str(out / "openflash"),
-            cache_dir=uv_cache,
-        ),
-        env=uv_environ(),
-        timeout=3600,
-        check=False,
-        error=EnvironmentBuildError,
-    )
-    if not done.ok:
-        raise EnvironmentBuildError(
-            f"staging openflash for the image endpoints failed:\n{_subprocess.tail(done.stderr)}"
-        )
+    install_into(out / OPENFLASH_DEPS, [str(out / "openflash")], uv_cache=uv_cache, no_deps=False)

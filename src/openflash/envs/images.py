@@ -33,7 +33,14 @@ from openflash.envs.store import Store, content_key
 from openflash.envs.uv import uv_argv, uv_environ
 from openflash.errors import EnvironmentBuildError, FlashError
 
-__all__ = ["ImageFor", "deps_dir", "derived_dockerfile", "prepare_image", "stage_lock"]
+__all__ = [
+    "ImageFor",
+    "deps_dir",
+    "derived_dockerfile",
+    "install_into",
+    "prepare_image",
+    "stage_lock",
+]
 
 ENV_PYTHON = "/opt/flash/env/bin/python"
 _checked: dict[str, str | None] = {}
@@ -45,7 +52,6 @@ class ImageFor:
 
     image: str
     python: str
-    base_id: str
 
 
 def deps_dir(lock_text: str) -> str:
@@ -70,13 +76,10 @@ def derived_dockerfile(image: str, system: tuple[str, ...], lock_text: str) -> s
     return "\n".join(lines) + "\n"
 
 
-def stage_lock(lock_text: str, target: Path, *, uv_cache: Path) -> None:
-    """Install ``lock_text``'s packages into ``target`` (a site-packages folder) with uv."""
+def install_into(target: Path, sources: list[str], *, uv_cache: Path, no_deps: bool = True) -> None:
+    """``uv pip install --target`` for this Python and platform: from uv's cache when it has
+    everything (pins), else from the index."""
     target.mkdir(parents=True, exist_ok=True)
-    requirements = target.parent / f"{target.name}.requirements.txt"
-    requirements.write_text(lock_text)
-    if not any(line.strip() for line in lock_text.splitlines()):
-        return
 
     def install(*args: str) -> _subprocess.Completed:
         return _subprocess.run(
@@ -87,11 +90,10 @@ def stage_lock(lock_text: str, target: Path, *, uv_cache: Path) -> None:
                 str(target),
                 "--python",
                 sys.executable,
-                "--no-deps",
                 "--link-mode",
                 "copy",
-                "--requirement",
-                str(requirements),
+                *(["--no-deps"] if no_deps else []),
+                *sources,
                 *args,
                 cache_dir=uv_cache,
             ),
@@ -106,9 +108,18 @@ def stage_lock(lock_text: str, target: Path, *, uv_cache: Path) -> None:
         done = install()
     if not done.ok:
         raise EnvironmentBuildError(
-            f"installing the lock's packages failed:\n{_subprocess.tail(done.stderr, 12)}",
+            f"installing {' '.join(sources)} failed:\n{_subprocess.tail(done.stderr, 12)}",
             hint="check that every pinned package has a wheel for this platform",
         )
+
+
+def stage_lock(lock_text: str, target: Path, *, uv_cache: Path) -> None:
+    """Install ``lock_text``'s packages into ``target`` (a site-packages folder)."""
+    target.mkdir(parents=True, exist_ok=True)
+    requirements = target.parent / f"{target.name}.requirements.txt"
+    requirements.write_text(lock_text)
+    if any(line.strip() for line in lock_text.splitlines()):
+        install_into(target, ["--requirement", str(requirements)], uv_cache=uv_cache)
 
 
 def prepare_image(
@@ -136,13 +147,13 @@ def prepare_image(
         )
     requirements = [line for line in lock_text.splitlines() if line.strip()]
     if not requirements and not system:
-        return ImageFor(base_id, "python3", base_id)
+        return ImageFor(base_id, "python3")
     key = content_key("derived-image", base_id, environment_key(lock_text), system, __version__)
     tag = f"localhost/openflash-derived:{key}"
     with store.lock("images", key):
         if engine.image_id(tag, pull=False) is None:
             _build(engine, tag, image, lock_text, system, uv_cache)
-    return ImageFor(tag, ENV_PYTHON, base_id)
+    return ImageFor(tag, ENV_PYTHON)
 
 
 def _build(
