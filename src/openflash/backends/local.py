@@ -239,8 +239,8 @@ class LocalBackend:
 
     async def start_worker(self, spec: WorkerSpec) -> LocalWorker | ContainerWorker:
         if spec.image is not None:
-            gpus = await self._take_gpus(spec)
             engine = find_engine(self.container_engine)
+            gpus = await self._take_gpus(spec)
             return await start_container(engine, spec, gpus, self._gpu_allocator().release)
         if spec.python is None or spec.runtime_path is None:
             raise FlashError(
