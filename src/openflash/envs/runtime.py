@@ -24,6 +24,7 @@ import cloudpickle
 from openflash._version import __version__
 from openflash.envs.build import python_tag
 from openflash.envs.store import Store, content_key
+from openflash.workers import client
 
 __all__ = ["LIGHT_NAMES", "RAY_SHIM", "worker_runtime"]
 
@@ -69,26 +70,7 @@ LIGHT_NAMES = {
         ],
         "openflash.errors",
     ),
-    **dict.fromkeys(
-        [
-            "DEFAULT_WORKERS_MAX",
-            "DEFAULT_WORKERS_MIN",
-            "CpuLiveLoadBalancer",
-            "CpuLiveServerless",
-            "CpuLoadBalancerSlsResource",
-            "CpuServerlessEndpoint",
-            "Endpoint",
-            "LiveLoadBalancer",
-            "LiveServerless",
-            "LoadBalancerSlsResource",
-            "NetworkVolume",
-            "PodTemplate",
-            "ServerlessEndpoint",
-            "configure",
-            "remote",
-        ],
-        "openflash.workers.client",
-    ),
+    **dict.fromkeys(client.PUBLIC, "openflash.workers.client"),
 }
 
 _LIGHT_INIT = """\

@@ -34,7 +34,9 @@ from openflash.errors import FlashError, RemoteError
 from openflash.workers import protocol
 from openflash.workers.nested import current_call, get_channel
 
-__all__ = [
+#: The names of openflash's public API this module provides inside a worker (the runtime's
+#: ``openflash`` package resolves them here; the enums and errors come from their own modules).
+PUBLIC = (
     "DEFAULT_WORKERS_MAX",
     "DEFAULT_WORKERS_MIN",
     "CpuLiveLoadBalancer",
@@ -47,13 +49,17 @@ __all__ = [
     "LoadBalancerSlsResource",
     "NetworkVolume",
     "PodTemplate",
-    "RemoteClass",
-    "RemoteFunction",
     "ServerlessEndpoint",
     "configure",
+    "remote",
+)
+__all__ = [
+    *PUBLIC,
+    "RemoteClass",
+    "RemoteFunction",
+    "RemoteInstance",
     "instance_reference",
     "reference",
-    "remote",
 ]
 
 DEFAULT_WORKERS_MIN = 0
