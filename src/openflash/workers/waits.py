@@ -8,7 +8,9 @@ of them can ever finish: a deadlock. ``Waits.stuck`` finds those pools (the grea
 under that rule); the pool then fails the nested call instead of letting it wait forever.
 
 A call that waits on nothing is assumed to make progress (it may run for a long time, but its
-execution timeout bounds it).
+execution timeout bounds it). Only a nested call joining a queue can make a pool stuck: a worker
+that starts, a call that finishes and a worker that dies all add room or replace a worker, so the
+pool checks when it queues a nested call (Pool.submit), and fails that call if it is stuck.
 """
 
 from __future__ import annotations
