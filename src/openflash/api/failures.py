@@ -3,12 +3,12 @@ to add (a Python package the code imports, or the Debian package of a missing li
 
 from __future__ import annotations
 
-import pickle
 from typing import TYPE_CHECKING, Any
 
 from openflash.deps.imports import distribution_for_module
 from openflash.deps.libraries import missing_library, package_for_library
 from openflash.errors import RemoteError
+from openflash.workers import protocol
 from openflash.workers.calls import Call
 
 if TYPE_CHECKING:
@@ -18,12 +18,7 @@ __all__ = ["remote_error"]
 
 
 def remote_error(endpoint: EndpointDef, call: Call, info: dict[str, Any]) -> RemoteError:
-    original = None
-    if info.get("exception"):
-        try:
-            original = pickle.loads(info["exception"])
-        except Exception:
-            original = None
+    original = protocol.load_exception(info.get("exception"))
     message = f"{info['type']}: {info['message']}" if info["message"] else info["type"]
     fields: dict[str, Any] = {
         "exc_type": info["type"],
@@ -47,7 +42,7 @@ def remote_error(endpoint: EndpointDef, call: Call, info: dict[str, Any]) -> Rem
             "check its version and extras"
         )
     return RemoteError.wrap(
-        original if isinstance(original, BaseException) else None,
+        original,
         f"{message}\n(raised by {call.label} on endpoint {endpoint.name!r})",
         **fields,
     )

@@ -171,7 +171,12 @@ class NestedCalls:
         except asyncio.CancelledError:
             raise
         except Exception as e:  # not ours to crash on: the caller gets it
-            return _flash_reply(FlashError(f"{call.label} failed: {type(e).__name__}: {e}"))
+            return _flash_reply(
+                FlashError(
+                    f"{call.label} failed before it reached a worker: {type(e).__name__}: {e}",
+                    hint="this is a bug in openflash: please report it with this message",
+                )
+            )
         finally:
             if outer is not None:
                 outer.children.discard(call)

@@ -22,7 +22,7 @@ from packaging.tags import sys_tags
 from openflash import _subprocess
 from openflash.envs.bytecode import link_bytecode
 from openflash.envs.store import Store, content_key
-from openflash.envs.uv import tighten_lock_files, uv_argv, uv_environ
+from openflash.envs.uv import run_pinned, tighten_lock_files, uv_argv, uv_environ
 from openflash.errors import EnvironmentBuildError
 
 __all__ = [
@@ -159,30 +159,17 @@ def _build_venv(target: Path, lock_text: str, uv_cache: Path) -> None:
     if not _lines(lock_text):
         return
 
-    def sync(*args: str) -> _subprocess.Completed:
-        return _subprocess.run(
-            uv_argv(
-                "pip",
-                "sync",
-                str(lock_file),
-                "--python",
-                str(target / "bin" / "python"),
-                "--link-mode",
-                "hardlink",
-                *args,
-                cache_dir=uv_cache,
-            ),
-            env=env,
-            timeout=BUILD_TIMEOUT_S,
-            error=EnvironmentBuildError,
-            check=False,
-        )
-
-    # Every package is pinned: what uv's cache holds for a pin is what the index would serve, so
-    # try without asking the index first (it revalidates every page otherwise); fetch on a miss.
-    done = sync("--offline")
-    if not done.ok:
-        done = sync()
+    done = run_pinned(
+        "pip",
+        "sync",
+        str(lock_file),
+        "--python",
+        str(target / "bin" / "python"),
+        "--link-mode",
+        "hardlink",
+        cache_dir=uv_cache,
+        timeout=BUILD_TIMEOUT_S,
+    )
     if not done.ok:
         raise EnvironmentBuildError(
             f"installing the environment's packages failed:\n{summarize_uv_failure(done.stderr)}",

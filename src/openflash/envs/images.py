@@ -28,9 +28,9 @@ from pathlib import Path
 from openflash import _subprocess
 from openflash._version import __version__
 from openflash.backends.engine import Engine, python_rule
-from openflash.envs.build import environment_key
+from openflash.envs.build import environment_key, summarize_uv_failure
 from openflash.envs.store import Store, content_key
-from openflash.envs.uv import uv_argv, uv_environ
+from openflash.envs.uv import run_pinned
 from openflash.errors import EnvironmentBuildError, FlashError
 
 __all__ = [
@@ -81,34 +81,23 @@ def install_into(target: Path, sources: list[str], *, uv_cache: Path, no_deps: b
     everything (pins), else from the index."""
     target.mkdir(parents=True, exist_ok=True)
 
-    def install(*args: str) -> _subprocess.Completed:
-        return _subprocess.run(
-            uv_argv(
-                "pip",
-                "install",
-                "--target",
-                str(target),
-                "--python",
-                sys.executable,
-                "--link-mode",
-                "copy",
-                *(["--no-deps"] if no_deps else []),
-                *sources,
-                *args,
-                cache_dir=uv_cache,
-            ),
-            env=uv_environ(),
-            timeout=3600,
-            check=False,
-            error=EnvironmentBuildError,
-        )
-
-    done = install("--offline")
-    if not done.ok:
-        done = install()
+    done = run_pinned(
+        "pip",
+        "install",
+        "--target",
+        str(target),
+        "--python",
+        sys.executable,
+        "--link-mode",
+        "copy",
+        *(["--no-deps"] if no_deps else []),
+        *sources,
+        cache_dir=uv_cache,
+        timeout=3600,
+    )
     if not done.ok:
         raise EnvironmentBuildError(
-            f"installing {' '.join(sources)} failed:\n{_subprocess.tail(done.stderr, 12)}",
+            f"installing {' '.join(sources)} failed:\n{summarize_uv_failure(done.stderr)}",
             hint="check that every pinned package has a wheel for this platform",
         )
 
@@ -134,7 +123,10 @@ def prepare_image(
     """Check ``image`` (pulling it if needed) and derive it with the dependencies, once."""
     base_id = engine.image_id(image)
     if base_id is None:
-        raise FlashError(f"the engine has no image {image!r} after pulling it")
+        raise FlashError(
+            f"the engine has no image {image!r} after pulling it",
+            hint=f"check with `{engine.kind} images` that the pull stored it, then call again",
+        )
     if base_id not in _checked:
         _checked[base_id] = python_rule(image, engine.python_version(base_id))
     problem = _checked[base_id]

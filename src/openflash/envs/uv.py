@@ -8,7 +8,10 @@ import os
 import stat
 from pathlib import Path
 
-__all__ = ["tighten_lock_files", "uv_argv", "uv_environ"]
+from openflash import _subprocess
+from openflash.errors import EnvironmentBuildError
+
+__all__ = ["run_pinned", "tighten_lock_files", "uv_argv", "uv_environ"]
 
 # Variables that would point uv at another environment or project than the one we name.
 _DROPPED = ("VIRTUAL_ENV", "CONDA_PREFIX", "UV_PYTHON", "UV_SYSTEM_PYTHON", "UV_CACHE_DIR")
@@ -32,6 +35,27 @@ def uv_environ() -> dict[str, str]:
     env["UV_NO_PROGRESS"] = "1"
     env["NO_COLOR"] = "1"
     return env
+
+
+def run_pinned(*args: str, cache_dir: Path, timeout: float) -> _subprocess.Completed:
+    """``uv <args>`` for pinned requirements: from the cache alone first, from the index on a miss.
+
+    Every package is pinned, so what uv's cache holds for a pin is what the index would serve;
+    asking the index first costs a revalidation of every page. Returns the last attempt (not
+    checked: the caller words the failure).
+    """
+
+    def attempt(*extra: str) -> _subprocess.Completed:
+        return _subprocess.run(
+            uv_argv(*args, *extra, cache_dir=cache_dir),
+            env=uv_environ(),
+            timeout=timeout,
+            check=False,
+            error=EnvironmentBuildError,
+        )
+
+    done = attempt("--offline")
+    return done if done.ok else attempt()
 
 
 def tighten_lock_files(cache_dir: Path, store_root: Path) -> None:

@@ -300,22 +300,16 @@ async def _call(request: protocol.NestedRequest, label: str) -> Any:
 def _error(reply: protocol.NestedReply, label: str) -> BaseException:
     if reply.error == "remote":
         info = protocol.loads(reply.payload)
-        original = None
-        if info.get("exception"):
-            try:
-                original = pickle.loads(info["exception"])
-            except Exception:
-                original = None
-        return RemoteError.wrap(
-            original if isinstance(original, BaseException) else None,
-            info["message"],
-            **info["fields"],
+        original = protocol.load_exception(info.get("exception"))
+        return RemoteError.wrap(original, info["message"], **info["fields"])
+    error = protocol.load_exception(reply.payload)
+    if error is None:
+        return FlashError(
+            f"{label} failed in the process that owns the pools, and its error does not "
+            "unpickle in this worker",
+            hint="the error is in that process's output (its terminal or flash run's log)",
         )
-    try:
-        error = pickle.loads(reply.payload)
-    except Exception as e:
-        return FlashError(f"{label} failed, and its error could not be read here: {e}")
-    return error if isinstance(error, BaseException) else FlashError(f"{label} failed: {error!r}")
+    return error
 
 
 def _release(file: str, qualname: str, instance_id: str) -> None:

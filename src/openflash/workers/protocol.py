@@ -121,6 +121,17 @@ def loads(data: bytes) -> Any:
     return pickle.loads(data)
 
 
+def load_exception(data: bytes | None) -> BaseException | None:
+    """The pickled exception of an ERROR (or nested error) reply, where it unpickles here."""
+    if not data:
+        return None
+    try:
+        error = pickle.loads(data)
+    except Exception:  # its class is not importable here, or its state does not unpickle
+        return None
+    return error if isinstance(error, BaseException) else None
+
+
 def encode_call(call_id: int, call: CallPayload) -> bytes:
     return encode(CALL, call_id, dumps(tuple(call)))
 
