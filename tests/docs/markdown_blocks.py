@@ -11,6 +11,8 @@ A fence's info string says what a block is:
                                (`...` inside a line stands for anything)
     ```python expect=fail      a program that must fail (its output is then checked)
     ```bash skip="why"         not run here, for the reason given (a GPU, a second machine)
+    ```bash needs="podman"     run where these programs are installed; elsewhere skipped with
+                               the output block after it (an error with OPENFLASH_REQUIRE_PODMAN)
     ```bash cleanup            run after the page, even when a block failed (`ray stop`)
 
 Any other fence (toml, json, text without `output`) is shown, not run. Every block of a page shares
@@ -23,6 +25,7 @@ from __future__ import annotations
 import os
 import re
 import shlex
+import shutil
 import signal
 import socket
 import subprocess
@@ -104,7 +107,18 @@ def run_page(page: Path, folder: Path, env: dict[str, str]) -> PageRun:
                     assert block.attrs["skip"], f"{page.name} {block.where}: skip needs a reason"
                     result.skipped.append((block.line, block.attrs["skip"]))
                 continue
+            missing = [t for t in block.attrs.get("needs", "").split() if not shutil.which(t)]
+            if missing and block.lang in RUNNABLE:
+                assert not os.environ.get("OPENFLASH_REQUIRE_PODMAN"), (
+                    f"{page.name} {block.where}: {', '.join(missing)} missing "
+                    "(OPENFLASH_REQUIRE_PODMAN is set)"
+                )
+                result.skipped.append((block.line, f"{', '.join(missing)} not installed"))
+                last_output, last_block = None, block
+                continue
             if block.lang == "text" and "output" in block.attrs:
+                if last_output is None and last_block is not None and "needs" in last_block.attrs:
+                    continue  # the output of a block skipped for want of its programs
                 assert last_output is not None, f"{page.name} {block.where}: output of nothing"
                 missing = _matches(block.code, last_output)
                 assert missing is None, (
