@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from openflash.api import runtime
+from openflash.api import process
 from openflash.backends.base import WorkerSpec
 from openflash.envs.build import build_environment
 from openflash.envs.runtime import worker_runtime
@@ -59,7 +59,7 @@ def host_packages_unchanged() -> Iterator[None]:
 
 
 def _use_home(monkeypatch: pytest.MonkeyPatch, home: Path, uv_cache: Path, apt: Path) -> None:
-    runtime.shutdown()
+    process.shutdown()
     monkeypatch.setenv("FLASH_HOME", str(home))
     monkeypatch.setenv("FLASH_UV_CACHE_DIR", str(uv_cache))
     monkeypatch.setenv("FLASH_APT_DIR", str(apt))
@@ -79,7 +79,7 @@ def flash_home(
     """The session store, with a fresh runtime (no pools) for this test."""
     _use_home(monkeypatch, session_home, uv_cache, apt_dir)
     yield session_home
-    runtime.shutdown()
+    process.shutdown()
 
 
 @pytest.fixture
@@ -90,7 +90,7 @@ def fresh_home(
     home = tmp_path / "flash-home"
     _use_home(monkeypatch, home, uv_cache, apt_dir)
     yield home
-    runtime.shutdown()
+    process.shutdown()
 
 
 @pytest.fixture(scope="session")

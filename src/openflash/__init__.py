@@ -21,6 +21,7 @@ from openflash.api.hardware import (
     ServerlessScalerType,
     ServerlessType,
 )
+from openflash.api.process import configure
 from openflash.api.remote import remote
 from openflash.api.resources import (
     DEFAULT_WORKERS_MAX,
@@ -36,7 +37,6 @@ from openflash.api.resources import (
     PodTemplate,
     ServerlessEndpoint,
 )
-from openflash.api.runtime import configure
 from openflash.errors import (
     ConfigError,
     DependencyConflictError,

@@ -29,7 +29,7 @@ from openflash import (
     WorkerCrashedError,
     remote,
 )
-from openflash.api import runtime
+from openflash.api import process
 from openflash.envs.store import Store
 
 from helpers import FlashServer, free_port, run_python, write
@@ -99,7 +99,7 @@ def ray_cluster(
     try:
         yield Cluster(address, homes)
     finally:
-        runtime.shutdown()
+        process.shutdown()
         subprocess.run([*_ray_cli(), "stop", "--force"], capture_output=True, timeout=120)
 
 
@@ -109,8 +109,8 @@ def on_ray(ray_cluster: Cluster, flash_home: Path) -> Iterator[Cluster]:
     try:
         yield ray_cluster
     finally:
-        runtime._overrides.clear()
-        runtime.shutdown()
+        process._overrides.clear()
+        process.shutdown()
 
 
 def run(coro):
@@ -154,7 +154,7 @@ def test_the_seeds_endpoints_run_on_the_cluster(on_ray: Cluster) -> None:
     run(scenario())
     import ray
 
-    stats = runtime.get_runtime().pool_stats(words.endpoint)
+    stats = process.get_runtime().pool_stats(words.endpoint)
     addresses = {n["NodeManagerAddress"] for n in ray.nodes()}
     assert stats is not None and stats["detail"][0]["node"] in addresses, stats  # shown per worker
 
@@ -223,7 +223,7 @@ def test_closing_the_runtime_leaves_the_cluster(on_ray: Cluster) -> None:
 
     assert run(one()) == 1
     assert ray.is_initialized()
-    runtime.shutdown()
+    process.shutdown()
     # A driver left connected to a cluster that then stops is ended by Ray a minute later.
     assert not ray.is_initialized()
 

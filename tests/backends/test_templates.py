@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from openflash import CpuLiveServerless, remote
-from openflash.api import runtime
+from openflash.api import process
 
 from helpers import make_wheel
 
@@ -114,7 +114,7 @@ def test_a_module_that_starts_a_thread_makes_its_template_spawn(
 
 def test_flash_fork_0_spawns(flash_home: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("FLASH_FORK", "0")
-    runtime.shutdown()
+    process.shutdown()
     assert run(mark(5))["parent"] == os.getpid()
 
 

@@ -26,7 +26,7 @@ from openflash import (
     WorkerCrashedError,
     remote,
 )
-from openflash.api.runtime import get_runtime
+from openflash.api.process import get_runtime
 
 
 def run(coro):  # a fresh event loop per call, as scripts using asyncio.run do

@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 
 from openflash import CpuLiveServerless, remote
-from openflash.api import runtime
+from openflash.api import process
 from openflash.envs.store import Store
 from openflash.errors import StorePermissionError
 
@@ -37,7 +37,7 @@ def test_workers_see_no_variable_of_the_parent_but_those_named(
 ) -> None:
     for name, value in SECRETS.items():
         monkeypatch.setenv(name, value)
-    runtime.shutdown()
+    process.shutdown()
 
     @remote(CpuLiveServerless(name="env-minimal", env={"GITHUB_TOKEN": "named-on-purpose"}))
     def environment() -> dict:
@@ -152,14 +152,14 @@ def test_store_files_of_another_user_are_refused(flash_home: Path, report: Repor
         if "six==1.16.0" in (e.path / "openflash-lock.txt").read_text()
     ]
     os.chown(env.path, 54321, 54321)
-    runtime.shutdown()
+    process.shutdown()
     with pytest.raises(StorePermissionError) as info:
         asyncio.run(version())
     assert str(env.path) in str(info.value) and "uid 54321" in str(info.value)
     assert "remove it" in info.value.hint
     os.chown(env.path, 0, 0)
 
-    runtime.shutdown()
+    process.shutdown()
     locks = flash_home / "locks"
     lock = next(locks.glob(f"envs-{env.key}.lock"))
     Store(flash_home).remove("envs", env.key)
@@ -167,7 +167,7 @@ def test_store_files_of_another_user_are_refused(flash_home: Path, report: Repor
     with pytest.raises(StorePermissionError, match="uid 54321"):
         asyncio.run(version())
     os.chown(lock, 0, 0)
-    runtime.shutdown()
+    process.shutdown()
     assert asyncio.run(version()) == "1.16.0"
     report(
         "security",

@@ -18,7 +18,7 @@ from openflash import (
     WorkerCrashedError,
     remote,
 )
-from openflash.api import runtime
+from openflash.api import process
 
 Report = Callable[[str, str, str], None]
 
@@ -134,7 +134,7 @@ def test_a_worker_that_segfaults(report: Report) -> None:
 @pytest.mark.usefixtures("flash_home")
 def test_a_worker_over_its_memory_cap(monkeypatch: pytest.MonkeyPatch, report: Report) -> None:
     monkeypatch.setenv("FLASH_WORKER_MAX_RSS", "256M")
-    runtime.shutdown()  # the next call starts a runtime that reads the cap
+    process.shutdown()  # the next call starts a runtime that reads the cap
     first, _ = _timed("ok")
     assert isinstance(first, int)
     small, _ = _timed("allocate", str(32 << 20))

@@ -29,8 +29,9 @@ import cloudpickle
 from openflash.api import nested
 from openflash.api.failures import remote_error
 from openflash.api.preload import imported_modules, normalize_preload
+from openflash.api.process import get_runtime
 from openflash.api.resources import CpuLiveServerless, ServerlessResource
-from openflash.api.runtime import EndpointDef, get_runtime
+from openflash.api.runtime import EndpointDef
 from openflash.deps.specs import normalize_dependencies, normalize_system_dependencies
 from openflash.errors import ConfigError, DependencyError, FlashError
 from openflash.workers import client, protocol
@@ -267,10 +268,10 @@ async def _run(endpoint: EndpointDef, call: Call) -> Any:
 
 
 def _release(endpoint: EndpointDef, instance_id: str) -> None:
-    from openflash.api import runtime
+    from openflash.api import process
 
-    if runtime._runtime is not None:
-        runtime._runtime.release_instance(endpoint, instance_id)
+    if process._runtime is not None:
+        process._runtime.release_instance(endpoint, instance_id)
 
 
 def _dump_args(owner: _Remote, args: tuple[Any, ...], kwargs: dict[str, Any]) -> bytes:

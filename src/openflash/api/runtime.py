@@ -10,17 +10,14 @@ file locks make it once per machine.
 from __future__ import annotations
 
 import asyncio
-import atexit
 import concurrent.futures
 import contextlib
-import dataclasses
 import logging
-import os
 import threading
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from openflash._settings import BACKENDS, Settings
+from openflash._settings import Settings
 from openflash.api.images import PreparedImage, image_spec, prepare_image_endpoint
 from openflash.api.nested import NestedCalls, project_digest, project_root
 from openflash.api.prepare import DepsKey, Prepared, Preparer
@@ -29,20 +26,12 @@ from openflash.backends import load_backend
 from openflash.backends.base import Backend, WorkerSpec
 from openflash.deps.lockfile import LockFile, find_lockfile
 from openflash.envs.store import Store
-from openflash.errors import ConfigError, FlashError
+from openflash.errors import FlashError
 from openflash.workers.calls import Call, Reply
 from openflash.workers.pool import Pool, PoolConfig
 from openflash.workers.waits import Waits
 
-__all__ = [
-    "EndpointDef",
-    "Runtime",
-    "configure",
-    "get_runtime",
-    "run_on_current_loop",
-    "shutdown",
-    "shutdown_current_loop",
-]
+__all__ = ["EndpointDef", "Runtime"]
 
 
 logger = logging.getLogger("openflash")
@@ -392,83 +381,3 @@ async def _stats(pool: Pool) -> dict[str, object]:
 
 def _deps_key(endpoint: EndpointDef) -> DepsKey:
     return endpoint.dependencies, endpoint.system_dependencies, endpoint.lockfile
-
-
-_runtime: Runtime | None = None
-_runtime_lock = threading.Lock()
-#: What `configure` changed, on top of the settings read from the environment.
-_overrides: dict[str, object] = {}
-
-
-def configure(*, backend: str | None = None, address: str | None = None) -> None:
-    """Choose where this process's workers run, instead of FLASH_BACKEND and RAY_ADDRESS.
-
-        openflash.configure(backend="ray", address="10.0.0.5:6379")
-
-    Workers already running stop; the next call starts on the chosen backend.
-    """
-    if backend is not None:
-        if backend not in BACKENDS:
-            raise ConfigError(
-                f"backend={backend!r} is not a backend",
-                hint=f"use one of: {', '.join(repr(b) for b in BACKENDS)}",
-            )
-        _overrides["backend"] = backend
-    if address is not None:
-        _overrides["ray_address"] = address
-    shutdown()
-
-
-def _settings() -> Settings:
-    return dataclasses.replace(Settings.from_env(), **_overrides)  # type: ignore[arg-type]
-
-
-def get_runtime() -> Runtime:
-    """The process's runtime, started on first use with settings read from the environment."""
-    global _runtime
-    runtime = _runtime
-    if runtime is not None:
-        return runtime
-    with _runtime_lock:
-        if _runtime is None:
-            _runtime = Runtime(_settings())
-        return _runtime
-
-
-def run_on_current_loop() -> Runtime:
-    """Make the process's runtime live on the running event loop (a server's), and return it."""
-    global _runtime
-    shutdown()
-    with _runtime_lock:
-        _runtime = Runtime(_settings(), loop=asyncio.get_running_loop())
-        return _runtime
-
-
-async def shutdown_current_loop() -> None:
-    """Stop the runtime ``run_on_current_loop`` made, from that loop."""
-    global _runtime
-    with _runtime_lock:
-        runtime, _runtime = _runtime, None
-    if runtime is not None:
-        await runtime.aclose()
-
-
-def shutdown() -> None:
-    """Stop every worker and the runtime thread; the next call starts a fresh runtime."""
-    global _runtime
-    with _runtime_lock:
-        runtime, _runtime = _runtime, None
-    if runtime is not None:
-        runtime.close()
-
-
-def _forget_after_fork() -> None:
-    # A forked child has the runtime's objects but not its thread: start over if it calls.
-    global _runtime, _runtime_lock
-    _runtime = None
-    _runtime_lock = threading.Lock()
-
-
-atexit.register(shutdown)
-if hasattr(os, "register_at_fork"):
-    os.register_at_fork(after_in_child=_forget_after_fork)

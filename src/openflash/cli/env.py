@@ -21,7 +21,7 @@ import typer
 from rich.table import Table
 
 from openflash._settings import Settings
-from openflash.api.runtime import get_runtime
+from openflash.api.process import get_runtime
 from openflash.cli.common import (
     Quiet,
     Reporter,

@@ -18,7 +18,8 @@ from typing import Any
 
 from fastapi import APIRouter, FastAPI
 
-from openflash.api.runtime import EndpointDef, get_runtime
+from openflash.api.process import get_runtime
+from openflash.api.runtime import EndpointDef
 from openflash.server.discovery import Project, discover
 from openflash.server.jobs import JobJournal, JobRunner
 from openflash.server.routes import JobInvoker, build_router

@@ -32,6 +32,7 @@ from openflash.backends.base import Backend, WorkerHandle, WorkerSpec, describe_
 from openflash.errors import ExecutionTimeoutError, FlashError, WorkerCrashedError
 from openflash.workers import protocol
 from openflash.workers.calls import Call, Reply
+from openflash.workers.crashes import died, died_starting
 from openflash.workers.relay import NestedHandler, Relay
 from openflash.workers.waits import Waits, deadlock_error
 
@@ -298,18 +299,7 @@ class Pool:
         if handle is None:
             return WorkerCrashedError(f"endpoint {self.config.name!r}: worker did not start")
         handle.kill()
-        code = await handle.wait()
-        tail = handle.stderr_tail()
-        return WorkerCrashedError(
-            f"a worker of endpoint {self.config.name!r} (pid {handle.pid}) exited before it was "
-            f"ready ({describe_exit(code)})"
-            + (f"; its last stderr lines:\n{tail}" if tail else ""),
-            hint="the environment's interpreter could not start openflash's worker runtime; "
-            "read the lines above",
-            exit_code=code if code is not None and code >= 0 else None,
-            signal=-code if code is not None and code < 0 else None,
-            stderr_tail=tail,
-        )
+        return died_starting(self.config.name, handle, await handle.wait())
 
     def _start_failed(self, worker: _Worker, error: BaseException) -> None:
         worker.state = _State.DEAD
@@ -421,17 +411,8 @@ class Pool:
         handle.kill()  # a worker that closed its socket without exiting
         code = await handle.wait()
         if worker.in_flight:
-            tail = handle.stderr_tail()
-            why = f" ({worker.doom})" if worker.doom else ""
-            error = WorkerCrashedError(
-                f"the worker of endpoint {self.config.name!r} (pid {handle.pid}) died with "
-                f"{describe_exit(code)}{why} while running "
-                + ", ".join(c.label for c in worker.in_flight.values())
-                + (f"; its last stderr lines:\n{tail}" if tail else ""),
-                exit_code=code if code is not None and code >= 0 else None,
-                signal=-code if code is not None and code < 0 else None,
-                stderr_tail=tail,
-            )
+            labels = [c.label for c in worker.in_flight.values()]
+            error = died(self.config.name, handle, code, worker.doom, labels)
             calls, worker.in_flight = list(worker.in_flight.values()), {}
             for call in calls:
                 _fail(call, error)
