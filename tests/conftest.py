@@ -15,11 +15,11 @@ from pathlib import Path
 
 import pytest
 
-from openflash.api import process
-from openflash.backends.base import WorkerSpec
-from openflash.envs.build import build_environment
-from openflash.envs.runtime import worker_runtime
+from openflash.envs.bundle import worker_runtime
+from openflash.envs.environment import build_environment
 from openflash.envs.store import Store
+from openflash.runtime import process
+from openflash.workers.port import WorkerSpec
 
 ROOT = Path(__file__).resolve().parent.parent
 UV_CACHE = Path(

@@ -7,7 +7,20 @@ import runpod_flash
 def test_all_exports_are_exactly_the_public_names() -> None:
     public = {name for name in dir(openflash) if not name.startswith("_")}
     # Subpackages are importable as attributes once loaded; they are not part of the API.
-    subpackages = {"api", "backends", "cli", "deps", "envs", "errors", "server", "workers"}
+    subpackages = {
+        "api",
+        "backends",
+        "cli",
+        "config",
+        "deps",
+        "envs",
+        "errors",
+        "prepare",
+        "project",
+        "runtime",
+        "server",
+        "workers",
+    }
     assert public - subpackages == set(openflash.__all__) - {"__version__"}
     for name in openflash.__all__:
         assert getattr(openflash, name) is not None
@@ -35,9 +48,9 @@ def test_the_names_user_guides_import_exist() -> None:
 def test_the_light_client_inside_workers_offers_every_public_name() -> None:
     import importlib
 
-    from openflash.envs.runtime import LIGHT_NAMES
+    from openflash.envs.bundle import LIGHT_NAMES
 
-    # A worker's `from runpod_flash import X` resolves X through this map (envs/runtime.py).
+    # A worker's `from runpod_flash import X` resolves X through this map (envs/bundle.py).
     assert set(LIGHT_NAMES) == set(openflash.__all__) - {"__version__"}
     for name, module in LIGHT_NAMES.items():
         light = getattr(importlib.import_module(module), name)

@@ -12,7 +12,8 @@ Everything public is importable from here; the modules beneath are private.
 
 from openflash._version import __version__
 from openflash.api.endpoint import Endpoint
-from openflash.api.hardware import (
+from openflash.api.remote import remote
+from openflash.config.hardware import (
     CpuInstanceType,
     CudaVersion,
     DataCenter,
@@ -21,9 +22,7 @@ from openflash.api.hardware import (
     ServerlessScalerType,
     ServerlessType,
 )
-from openflash.api.process import configure
-from openflash.api.remote import remote
-from openflash.api.resources import (
+from openflash.config.resources import (
     DEFAULT_WORKERS_MAX,
     DEFAULT_WORKERS_MIN,
     CpuLiveLoadBalancer,
@@ -48,6 +47,7 @@ from openflash.errors import (
     SystemDependencyError,
     WorkerCrashedError,
 )
+from openflash.runtime.process import configure
 
 __all__ = [
     "DEFAULT_WORKERS_MAX",

@@ -248,7 +248,7 @@ def test_route_form_errors() -> None:
 
 
 def test_preload_lists_what_the_code_imports_and_the_modules_of_what_it_uses() -> None:
-    from openflash.api.preload import imported_modules
+    from openflash.runtime.preload import imported_modules
 
     namespace: dict[str, object] = {"__name__": "user_module"}
     source = """

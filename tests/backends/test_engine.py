@@ -7,10 +7,10 @@ from pathlib import Path
 
 import pytest
 
-from openflash.backends.base import WorkerSpec
 from openflash.backends.containers import container_argv
-from openflash.backends.engine import Engine, parse_version, python_rule
+from openflash.envs.engine import Engine, parse_version, python_rule
 from openflash.envs.images import derived_dockerfile
+from openflash.workers.port import WorkerSpec
 
 
 def spec(**fields: object) -> WorkerSpec:

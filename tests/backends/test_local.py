@@ -13,12 +13,12 @@ from typing import Any
 import cloudpickle
 import pytest
 
-from openflash.backends.base import WorkerSpec, describe_exit
 from openflash.backends.local import LocalBackend, worker_environ
 from openflash.errors import FlashError
 from openflash.workers import protocol
 from openflash.workers.calls import Call
 from openflash.workers.pool import Pool, PoolConfig
+from openflash.workers.port import WorkerSpec, describe_exit
 
 from test_gpus import fake_nvidia_smi
 

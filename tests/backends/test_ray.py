@@ -29,8 +29,8 @@ from openflash import (
     WorkerCrashedError,
     remote,
 )
-from openflash.api import process
 from openflash.envs.store import Store
+from openflash.runtime import process
 
 from helpers import FlashServer, free_port, run_python, write
 

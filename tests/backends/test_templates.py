@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from openflash import CpuLiveServerless, remote
-from openflash.api import process
+from openflash.runtime import process
 
 from helpers import make_wheel
 

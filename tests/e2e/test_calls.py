@@ -26,7 +26,7 @@ from openflash import (
     WorkerCrashedError,
     remote,
 )
-from openflash.api.process import get_runtime
+from openflash.runtime.process import get_runtime
 
 
 def run(coro):  # a fresh event loop per call, as scripts using asyncio.run do

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from openflash import CpuLiveServerless, RemoteError, SystemDependencyError, remote
-from openflash.api.process import get_runtime
+from openflash.runtime.process import get_runtime
 
 from helpers import status_without
 

@@ -8,8 +8,8 @@ import subprocess
 import sys
 from pathlib import Path
 
-from openflash.envs.build import build_environment
 from openflash.envs.bytecode import link_bytecode, prune
+from openflash.envs.environment import build_environment
 from openflash.envs.store import Store
 
 from helpers import write

@@ -14,9 +14,9 @@ from pathlib import Path
 import pytest
 
 from openflash import CpuLiveServerless, remote
-from openflash.api import process
 from openflash.envs.store import Store
 from openflash.errors import StorePermissionError
+from openflash.runtime import process
 
 from helpers import FlashServer, write
 

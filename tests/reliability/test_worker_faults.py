@@ -18,7 +18,7 @@ from openflash import (
     WorkerCrashedError,
     remote,
 )
-from openflash.api import process
+from openflash.runtime import process
 
 Report = Callable[[str, str, str], None]
 

@@ -8,7 +8,8 @@ import os
 import pytest
 
 from openflash.errors import FlashError
-from openflash.workers import client, nested, protocol
+from openflash.workers import channel as nested
+from openflash.workers import client, protocol
 
 
 def test_decorating_names_the_file_and_qualified_name() -> None:

@@ -15,12 +15,12 @@ from typing import Any
 import cloudpickle
 import pytest
 
-from openflash.backends.base import WorkerSpec
 from openflash.backends.local import LocalBackend
 from openflash.errors import ExecutionTimeoutError, FlashError, WorkerCrashedError
 from openflash.workers import protocol
 from openflash.workers.calls import Call
 from openflash.workers.pool import Pool, PoolConfig
+from openflash.workers.port import WorkerSpec
 
 # The worker cannot import this module: send its functions by value, as the API layer does.
 cloudpickle.register_pickle_by_value(sys.modules[__name__])

@@ -23,10 +23,9 @@ from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
-from openflash.api.hardware import CpuInstanceType, GpuGroup, GpuType
-from openflash.api.preload import normalize_preload
 from openflash.api.remote import _decorator, _reject_unknown
-from openflash.api.resources import (
+from openflash.config.hardware import CpuInstanceType, GpuGroup, GpuType
+from openflash.config.resources import (
     CpuLiveLoadBalancer,
     CpuLiveServerless,
     CpuLoadBalancerSlsResource,
@@ -38,6 +37,7 @@ from openflash.api.resources import (
     ServerlessResource,
 )
 from openflash.errors import ConfigError
+from openflash.runtime.preload import normalize_preload
 
 __all__ = ["RESERVED_PATHS", "Endpoint", "Route"]
 

@@ -26,14 +26,14 @@ from typing import Any
 
 import cloudpickle
 
-from openflash.api import nested
-from openflash.api.failures import remote_error
-from openflash.api.preload import imported_modules, normalize_preload
-from openflash.api.process import get_runtime
-from openflash.api.resources import CpuLiveServerless, ServerlessResource
-from openflash.api.runtime import EndpointDef
+from openflash.config.resources import CpuLiveServerless, ServerlessResource
 from openflash.deps.specs import normalize_dependencies, normalize_system_dependencies
 from openflash.errors import ConfigError, DependencyError, FlashError
+from openflash.runtime import nested_calls as nested
+from openflash.runtime.core import EndpointDef
+from openflash.runtime.failures import remote_error
+from openflash.runtime.preload import imported_modules, normalize_preload
+from openflash.runtime.process import get_runtime
 from openflash.workers import client, protocol
 from openflash.workers.calls import Call
 
@@ -268,7 +268,7 @@ async def _run(endpoint: EndpointDef, call: Call) -> Any:
 
 
 def _release(endpoint: EndpointDef, instance_id: str) -> None:
-    from openflash.api import process
+    from openflash.runtime import process
 
     if process._runtime is not None:
         process._runtime.release_instance(endpoint, instance_id)

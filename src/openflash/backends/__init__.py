@@ -5,8 +5,8 @@ from __future__ import annotations
 import importlib
 
 from openflash._settings import BACKENDS, Settings
-from openflash.backends.base import Backend
 from openflash.errors import ConfigError
+from openflash.workers.port import Backend
 
 __all__ = ["load_backend"]
 

@@ -23,10 +23,10 @@ import sys
 import uuid
 from collections.abc import Awaitable, Callable
 
-from openflash.backends.base import WorkerSpec
-from openflash.backends.engine import Engine
 from openflash.backends.output import OUTPUT_LINE_LIMIT, PUMP_GRACE_S, STDERR_TAIL_LINES, pump
+from openflash.envs.engine import Engine
 from openflash.errors import FlashError
+from openflash.workers.port import WorkerSpec
 
 __all__ = ["ContainerWorker", "container_argv", "start_container"]
 

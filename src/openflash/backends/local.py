@@ -23,13 +23,13 @@ from collections.abc import Awaitable, Callable
 from pathlib import Path
 
 from openflash._settings import Settings
-from openflash.backends.base import WorkerSpec
 from openflash.backends.containers import ContainerWorker, start_container
-from openflash.backends.engine import find_engine
 from openflash.backends.gpus import GpuAllocator, detect_gpus
 from openflash.backends.output import OUTPUT_LINE_LIMIT, PUMP_GRACE_S, STDERR_TAIL_LINES, pump
 from openflash.backends.templates import ForkedProcess, Template, TemplateUnsafe
+from openflash.envs.engine import find_engine
 from openflash.errors import FlashError
+from openflash.workers.port import WorkerSpec
 
 __all__ = ["PASSED_VARIABLES", "LocalBackend", "LocalWorker", "worker_environ"]
 

@@ -31,9 +31,9 @@ from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
 from openflash._settings import Settings
 from openflash._version import __version__
-from openflash.backends.base import WorkerSpec
 from openflash.errors import FlashError
 from openflash.workers import protocol
+from openflash.workers.port import WorkerSpec
 
 __all__ = ["RayBackend", "RayWorkerHandle"]
 
@@ -53,8 +53,8 @@ class NodeAgent:
         """The environment, layer, runtime and Ray overlay for ``spec``, built once per key."""
         from openflash.deps.apt import Apt
         from openflash.deps.system import build_layer
-        from openflash.envs.build import build_environment
-        from openflash.envs.runtime import RAY_SHIM, worker_runtime
+        from openflash.envs.bundle import RAY_SHIM, worker_runtime
+        from openflash.envs.environment import build_environment
         from openflash.envs.store import Store
 
         settings = Settings.from_env()

@@ -1,5 +1,5 @@
 """Worker templates: one process per environment that has done the endpoint's imports, forking
-each new worker in milliseconds (the process side is workers/template.py).
+each new worker in milliseconds (the process side is workers/forkserver.py).
 
 ``Template`` starts and talks to one template; ``ForkedProcess`` gives a forked worker the face of
 an ``asyncio.subprocess.Process`` (pid, stdout, stderr, wait, returncode), so that the local
@@ -128,7 +128,7 @@ class Template:
             self._proc = await asyncio.create_subprocess_exec(
                 str(self.python),
                 "-m",
-                "openflash.workers.template",
+                "openflash.workers.forkserver",
                 str(theirs.fileno()),
                 stdin=asyncio.subprocess.DEVNULL,
                 pass_fds=(theirs.fileno(),),

@@ -34,7 +34,6 @@ import typer
 import openflash
 from openflash import _subprocess
 from openflash._settings import Settings
-from openflash.api.runtime import EndpointDef
 from openflash.cli.common import (
     Quiet,
     Reporter,
@@ -56,7 +55,8 @@ from openflash.deps.resolve import resolve_pinned
 from openflash.deps.system import distribution_release, resolve_system
 from openflash.envs.images import deps_dir
 from openflash.envs.store import Store
-from openflash.server.discovery import Project, project_files
+from openflash.project import Project, project_files
+from openflash.runtime.core import EndpointDef
 
 __all__ = ["build", "check_dockerfile", "dockerfile"]
 

@@ -76,7 +76,7 @@ def check(
 
 
 def run_checks(project: object, reporter: Reporter) -> list[Issue]:
-    from openflash.server.discovery import Project
+    from openflash.project import Project
 
     assert isinstance(project, Project)
     settings = Settings.from_env()

@@ -22,8 +22,8 @@ from rich.console import Console
 from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 
 from openflash import _subprocess
-from openflash.api.runtime import EndpointDef
-from openflash.server.discovery import Project, discover
+from openflash.project import Project, discover
+from openflash.runtime.core import EndpointDef
 
 __all__ = [
     "Quiet",

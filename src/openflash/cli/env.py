@@ -21,7 +21,6 @@ import typer
 from rich.table import Table
 
 from openflash._settings import Settings
-from openflash.api.process import get_runtime
 from openflash.cli.common import (
     Quiet,
     Reporter,
@@ -33,6 +32,7 @@ from openflash.cli.common import (
 )
 from openflash.envs.bytecode import prune as prune_bytecode
 from openflash.envs.store import Entry, Store
+from openflash.runtime.process import get_runtime
 
 __all__ = ["app"]
 
@@ -79,7 +79,7 @@ def _templates(store: Store) -> list[dict[str, object]]:
             info = json.loads(note.read_text())
             pid = int(info["pid"])
             cmdline = Path(f"/proc/{pid}/cmdline").read_bytes()
-            if b"openflash.workers.template" not in cmdline:
+            if b"openflash.workers.forkserver" not in cmdline:
                 raise ProcessLookupError(pid)
             rss = next(
                 int(line.split()[1]) * 1024

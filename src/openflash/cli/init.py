@@ -45,7 +45,7 @@ def init(
             "pass --force to overwrite the skeleton's files",
         )
     target.mkdir(parents=True, exist_ok=True)
-    templates = resources.files("openflash.cli") / "templates"
+    templates = resources.files("openflash.cli") / "scaffold"
     for template, dest in FILES.items():
         text = (templates / template).read_text().replace("{name}", project)
         (target / dest).write_text(text)

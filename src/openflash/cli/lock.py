@@ -25,7 +25,7 @@ from openflash.deps.apt import Apt
 from openflash.deps.lockfile import LOCK_NAME, LockEntry, LockFile
 from openflash.deps.resolve import resolve_pinned
 from openflash.deps.system import resolve_system
-from openflash.envs.build import platform_tag, python_tag
+from openflash.envs.environment import platform_tag, python_tag
 from openflash.envs.store import Store
 
 __all__ = ["lock"]

@@ -34,7 +34,7 @@ from packaging.utils import canonicalize_name
 
 from openflash import _subprocess
 from openflash.deps.lockfile import LockedPackage, parse_hashed
-from openflash.envs.build import local_files_fingerprint, platform_tag, python_tag
+from openflash.envs.environment import local_files_fingerprint, platform_tag, python_tag
 from openflash.envs.store import Store, content_key, write_atomic
 from openflash.envs.uv import tighten_lock_files, uv_argv, uv_environ
 from openflash.errors import DependencyConflictError, DependencyError

@@ -27,8 +27,8 @@ from pathlib import Path
 
 from openflash import _subprocess
 from openflash._version import __version__
-from openflash.backends.engine import Engine, python_rule
-from openflash.envs.build import environment_key, summarize_uv_failure
+from openflash.envs.engine import Engine, python_rule
+from openflash.envs.environment import environment_key, summarize_uv_failure
 from openflash.envs.store import Store, content_key
 from openflash.envs.uv import run_pinned
 from openflash.errors import EnvironmentBuildError, FlashError

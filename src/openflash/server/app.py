@@ -21,7 +21,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.openapi.docs import get_swagger_ui_html
 from fastapi.responses import FileResponse, HTMLResponse
 
-from openflash.api.process import get_runtime, run_on_current_loop, shutdown_current_loop
+from openflash.runtime.process import get_runtime, run_on_current_loop, shutdown_current_loop
 from openflash.server.jobs import FINAL, JobJournal
 from openflash.server.responses import JSONResponse
 from openflash.server.security import DEFAULT_MAX_BODY, SecurityMiddleware

@@ -12,7 +12,7 @@ from pathlib import Path
 import watchfiles
 from fastapi import FastAPI
 
-from openflash.server.discovery import project_files
+from openflash.project import project_files
 from openflash.server.state import ServerState
 
 __all__ = ["watch"]

@@ -26,8 +26,8 @@ from pydantic import BaseModel, create_model
 
 from openflash.api.remote import RemoteClass, RemoteInstance
 from openflash.errors import ExecutionTimeoutError, FlashError, RemoteError
-from openflash.server.calls import call_outcome, input_model, parameters_of, to_json
-from openflash.server.discovery import LBRoute, Project, QueueRoute
+from openflash.project import LBRoute, Project, QueueRoute
+from openflash.server.invocation import call_outcome, input_model, parameters_of, to_json
 from openflash.server.jobs import JobRunner
 from openflash.server.responses import JSONResponse
 

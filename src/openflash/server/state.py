@@ -18,9 +18,9 @@ from typing import Any
 
 from fastapi import APIRouter, FastAPI
 
-from openflash.api.process import get_runtime
-from openflash.api.runtime import EndpointDef
-from openflash.server.discovery import Project, discover
+from openflash.project import Project, discover
+from openflash.runtime.core import EndpointDef
+from openflash.runtime.process import get_runtime
 from openflash.server.jobs import JobJournal, JobRunner
 from openflash.server.routes import JobInvoker, build_router
 

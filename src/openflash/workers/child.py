@@ -49,7 +49,7 @@ from typing import Any  # noqa: E402
 
 import cloudpickle  # noqa: E402
 
-from openflash.workers import nested, protocol  # noqa: E402
+from openflash.workers import channel, protocol  # noqa: E402
 
 MAX_RSS_VARIABLE = "OPENFLASH_MAX_RSS"
 
@@ -58,7 +58,7 @@ _RUNTIME_FILES = frozenset(
 )
 #: The light client's own frames, at the end of a nested call's traceback.
 _CLIENT_FILES = frozenset(
-    os.path.join(os.path.dirname(os.path.abspath(__file__)), f) for f in ("client.py", "nested.py")
+    os.path.join(os.path.dirname(os.path.abspath(__file__)), f) for f in ("client.py", "channel.py")
 )
 _FLUSH_AT = 1 << 16
 
@@ -83,7 +83,7 @@ class Executor:
         self.instances: dict[str, asyncio.Future[Any]] = {}
 
     async def reply(self, call_id: int, payload: bytes) -> bytes:
-        nested.current_call.set(call_id)  # nested calls name the call they are made for
+        channel.current_call.set(call_id)  # nested calls name the call they are made for
         try:
             call = protocol.decode_call(payload)
             target = await self.target(call)
@@ -335,7 +335,7 @@ async def serve(fd: int | None, max_concurrency: int) -> None:
     executor = Executor(max_concurrency)
     _apply_memory_cap(executor)
     worker = Worker(writer, executor)
-    channel = nested.open_channel(worker.send)
+    nested_channel = channel.open_channel(worker.send)
     ready = {"pid": os.getpid(), "python": sys.version.split()[0], "executable": sys.executable}
     await worker.send(protocol.encode(protocol.READY, 0, protocol.dumps(ready)))
     while True:
@@ -345,7 +345,7 @@ async def serve(fd: int | None, max_concurrency: int) -> None:
         if frame.kind == protocol.CALL:
             worker.start(frame.call_id, frame.payload)
         elif frame.kind == protocol.NESTED_REPLY:
-            channel.resolve(frame.call_id, frame.payload)
+            nested_channel.resolve(frame.call_id, frame.payload)
         elif frame.kind == protocol.RELEASE:
             worker.executor.release(frame.payload.decode())
 

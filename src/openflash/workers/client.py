@@ -9,9 +9,10 @@ modules.
 
 Decorating here validates nothing and builds nothing: a decorated object is a handle naming the
 file and qualified name it was defined at. Calling it sends that name and the pickled arguments
-back to the parent (nested.py), which runs the call with its own definition of the object (the
-same file, validated when the parent imported it) on the target endpoint's workers. Handles the
-parent pickles (a decorated function used by another one) arrive here as the same kind of handle.
+back to the parent (runtime/nested_calls.py), which runs the call with its own definition of the
+object (the same file, validated when the parent imported it) on the target endpoint's workers.
+Handles the parent pickles (a decorated function used by another one) arrive here as the same
+kind of handle.
 
 This module is part of the worker runtime: it imports the standard library, cloudpickle and
 openflash.errors only.
@@ -32,7 +33,7 @@ import cloudpickle
 
 from openflash.errors import FlashError, RemoteError
 from openflash.workers import protocol
-from openflash.workers.nested import current_call, get_channel
+from openflash.workers.channel import current_call, get_channel
 
 #: The names of openflash's public API this module provides inside a worker (the runtime's
 #: ``openflash`` package resolves them here; the enums and errors come from their own modules).

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 
-from openflash.backends.base import WorkerHandle, describe_exit
 from openflash.errors import WorkerCrashedError
+from openflash.workers.port import WorkerHandle, describe_exit
 
 __all__ = ["died", "died_starting"]
 

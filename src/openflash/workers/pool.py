@@ -28,11 +28,11 @@ import logging
 from collections import deque
 from dataclasses import dataclass, field
 
-from openflash.backends.base import Backend, WorkerHandle, WorkerSpec, describe_exit
 from openflash.errors import ExecutionTimeoutError, FlashError, WorkerCrashedError
 from openflash.workers import protocol
 from openflash.workers.calls import Call, Reply
 from openflash.workers.crashes import died, died_starting
+from openflash.workers.port import Backend, WorkerHandle, WorkerSpec, describe_exit
 from openflash.workers.relay import NestedHandler, Relay
 from openflash.workers.waits import Waits, deadlock_error
 

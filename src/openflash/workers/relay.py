@@ -1,6 +1,6 @@
 """The pool's side of nested calls: a worker's NESTED frames relayed to whoever owns the pools.
 
-A function running on a worker calls another endpoint; its worker sends NESTED (nested.py on the
+A function running on a worker calls another endpoint; its worker sends NESTED (channel.py on the
 worker's side). The pool hands each such frame to a Relay, which runs it through the
 ``NestedHandler`` the runtime gave the pool (it finds the target endpoint and submits the call
 to that endpoint's pool) and writes the answer back as NESTED_REPLY. A nested call is linked to

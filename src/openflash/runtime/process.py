@@ -13,8 +13,8 @@ import os
 import threading
 
 from openflash._settings import BACKENDS, Settings
-from openflash.api.runtime import Runtime
 from openflash.errors import ConfigError
+from openflash.runtime.core import Runtime
 
 __all__ = [
     "configure",

@@ -12,16 +12,16 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from openflash._settings import Settings
-from openflash.api.prepare import Prepared, Preparer
-from openflash.backends.base import WorkerSpec
-from openflash.backends.engine import NoEngineError, find_engine
+from openflash.envs.bundle import worker_runtime
+from openflash.envs.engine import NoEngineError, find_engine
 from openflash.envs.images import ImageFor, prepare_image
-from openflash.envs.runtime import worker_runtime
 from openflash.envs.store import Store
 from openflash.errors import FlashError
+from openflash.prepare import Prepared, Preparer
+from openflash.workers.port import WorkerSpec
 
 if TYPE_CHECKING:
-    from openflash.api.runtime import EndpointDef
+    from openflash.runtime.core import EndpointDef
 
 __all__ = ["PreparedImage", "image_spec", "prepare_image_endpoint"]
 

@@ -24,13 +24,13 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 
-from openflash.api.failures import remote_error
 from openflash.errors import FlashError
+from openflash.runtime.failures import remote_error
 from openflash.workers import protocol
 from openflash.workers.calls import Call
 
 if TYPE_CHECKING:
-    from openflash.api.runtime import EndpointDef, Runtime
+    from openflash.runtime.core import EndpointDef, Runtime
 
 __all__ = [
     "Handle",

@@ -22,7 +22,7 @@ from pathlib import Path
 import cloudpickle
 
 from openflash._version import __version__
-from openflash.envs.build import python_tag
+from openflash.envs.environment import python_tag
 from openflash.envs.store import Store, content_key
 from openflash.workers import client
 
@@ -34,12 +34,12 @@ _PACKAGE_FILES = {
     "openflash/workers/child.py": "openflash.workers.child",
     "openflash/workers/protocol.py": "openflash.workers.protocol",
     "openflash/workers/ray_worker.py": "openflash.workers.ray_worker",
-    "openflash/workers/template.py": "openflash.workers.template",
-    "openflash/workers/nested.py": "openflash.workers.nested",
+    "openflash/workers/forkserver.py": "openflash.workers.forkserver",
+    "openflash/workers/channel.py": "openflash.workers.channel",
     "openflash/workers/client.py": "openflash.workers.client",
     "openflash/errors.py": "openflash.errors",
-    "openflash/api/__init__.py": None,
-    "openflash/api/hardware.py": "openflash.api.hardware",
+    "openflash/config/__init__.py": None,
+    "openflash/config/hardware.py": "openflash.config.hardware",
 }
 
 #: Where each public name of openflash comes from inside a worker.
@@ -54,7 +54,7 @@ LIGHT_NAMES = {
             "ServerlessScalerType",
             "ServerlessType",
         ],
-        "openflash.api.hardware",
+        "openflash.config.hardware",
     ),
     **dict.fromkeys(
         [

@@ -18,17 +18,17 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from openflash._settings import Settings
-from openflash.api.images import PreparedImage, image_spec, prepare_image_endpoint
-from openflash.api.nested import NestedCalls, project_digest, project_root
-from openflash.api.prepare import DepsKey, Prepared, Preparer
-from openflash.api.resources import ServerlessResource
 from openflash.backends import load_backend
-from openflash.backends.base import Backend, WorkerSpec
+from openflash.config.resources import ServerlessResource
 from openflash.deps.lockfile import LockFile, find_lockfile
 from openflash.envs.store import Store
 from openflash.errors import FlashError
+from openflash.prepare import DepsKey, Prepared, Preparer
+from openflash.runtime.image_pools import PreparedImage, image_spec, prepare_image_endpoint
+from openflash.runtime.nested_calls import NestedCalls, project_digest, project_root
 from openflash.workers.calls import Call, Reply
 from openflash.workers.pool import Pool, PoolConfig
+from openflash.workers.port import Backend, WorkerSpec
 from openflash.workers.waits import Waits
 
 __all__ = ["EndpointDef", "Runtime"]
@@ -49,7 +49,7 @@ class EndpointDef:
     cwd: Path = field(default_factory=Path.cwd)
     #: The folder of the decorated function's file: where its project's flash.lock is looked for.
     source_dir: Path | None = None
-    #: What a worker template imports before forking workers (workers/template.py).
+    #: What a worker template imports before forking workers (workers/forkserver.py).
     preload: tuple[str, ...] = ()
 
     @property

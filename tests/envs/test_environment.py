@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from openflash.envs.build import build_environment, environment_key
-from openflash.envs.runtime import worker_runtime
+from openflash.envs.bundle import worker_runtime
+from openflash.envs.environment import build_environment, environment_key
 from openflash.envs.store import Store
 from openflash.errors import EnvironmentBuildError
 
@@ -99,7 +99,7 @@ def test_a_rebuilt_local_wheel_gets_a_new_key(tmp_path: Path) -> None:
 
 
 def test_a_failed_build_leads_with_uvs_own_lines() -> None:
-    from openflash.envs.build import summarize_uv_failure
+    from openflash.envs.environment import summarize_uv_failure
 
     text = (Path(__file__).parent / "data" / "uv-sync-build-failure.txt").read_text()
     summary = summarize_uv_failure(text)

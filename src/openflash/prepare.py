@@ -28,8 +28,8 @@ from openflash.deps.system import (
     resolve_system,
     system_layer,
 )
-from openflash.envs.build import Environment, build_environment, environment_key
-from openflash.envs.runtime import worker_runtime
+from openflash.envs.bundle import worker_runtime
+from openflash.envs.environment import Environment, build_environment, environment_key
 from openflash.envs.store import Store
 
 __all__ = ["BuildStatus", "DepsKey", "Prepared", "Preparer"]

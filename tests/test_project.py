@@ -7,9 +7,9 @@ from pathlib import Path
 
 import pytest
 
-from openflash.server.discovery import discover, project_files
+from openflash.project import discover, project_files
 
-FIXTURE = Path(__file__).resolve().parents[1] / "fixtures" / "apps" / "served"
+FIXTURE = Path(__file__).resolve().parent / "fixtures" / "apps" / "served"
 
 
 @pytest.fixture
@@ -76,7 +76,7 @@ def test_imported_endpoints_are_served_where_they_are_defined(project: Path) -> 
     assert [r.path for r in found.queue if r.name == "shout"] == ["/single/shout"]
 
 
-PIPELINE = Path(__file__).resolve().parents[1] / "fixtures" / "apps" / "pipeline"
+PIPELINE = Path(__file__).resolve().parent / "fixtures" / "apps" / "pipeline"
 
 
 def test_route_handlers_are_not_queue_functions_and_keep_their_paths(tmp_path: Path) -> None:

@@ -15,7 +15,7 @@ from typing import Any, ClassVar
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-from openflash.api.hardware import CpuInstanceType, GpuGroup, GpuType
+from openflash.config.hardware import CpuInstanceType, GpuGroup, GpuType
 from openflash.errors import ConfigError
 
 __all__ = [

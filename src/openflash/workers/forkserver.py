@@ -1,4 +1,4 @@
-"""A template: ``python -m openflash.workers.template FD``, forking workers with imports done.
+"""A template: ``python -m openflash.workers.forkserver FD``, forking workers with imports done.
 
 It runs in an endpoint's environment like a worker (the runtime behind site-packages), imports the
 modules in ``OPENFLASH_PRELOAD`` (a JSON list), and answers on the SOCK_SEQPACKET socket FD:

@@ -1,0 +1,1 @@
+"""Resource configs (Runpod's field names) and the hardware enums."""

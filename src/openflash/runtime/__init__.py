@@ -1,0 +1,1 @@
+"""The process-wide runtime: endpoints to pools, preparation on demand, nested calls."""
