@@ -32,10 +32,21 @@ from openflash.envs.bundle import worker_runtime
 from openflash.envs.environment import Environment, build_environment, environment_key
 from openflash.envs.store import Store
 
-__all__ = ["BuildStatus", "DepsKey", "Prepared", "Preparer"]
+__all__ = ["BuildStatus", "DependencyKey", "Prepared", "Preparer"]
 
-#: An endpoint's dependency sets (Python, system) and the flash.lock that may pin them.
-DepsKey = tuple[tuple[str, ...], tuple[str, ...], "Path | None"]
+
+@dataclass(frozen=True, slots=True)
+class DependencyKey:
+    """An endpoint's dependency sets and the flash.lock that may pin them.
+
+    ``python`` holds PEP 508 requirement strings and ``system`` Debian package names, both as
+    validated at decoration (deps/specs.py); ``lockfile`` is the project's flash.lock, or None.
+    Endpoints with equal keys share one preparation, and so one environment and layer.
+    """
+
+    python: tuple[str, ...]
+    system: tuple[str, ...]
+    lockfile: Path | None = None
 
 
 @dataclass
@@ -78,11 +89,11 @@ class Preparer:
         self.settings = settings
         self.store = store
         self.apt = Apt(settings.apt_root, settings.system_base, settings.resolve_ttl)
-        self._status: dict[DepsKey, BuildStatus] = {}
+        self._status: dict[DependencyKey, BuildStatus] = {}
         self._holds: list[IO[bytes]] = []
         self._lock = threading.Lock()
 
-    def status(self, key: DepsKey) -> BuildStatus:
+    def status(self, key: DependencyKey) -> BuildStatus:
         return self._status.get(key) or BuildStatus()
 
     def release(self) -> None:
@@ -92,9 +103,9 @@ class Preparer:
         for handle in holds:
             handle.close()
 
-    def build(self, dependencies: DepsKey, *, local: bool = True) -> Prepared:
+    def build(self, dependencies: DependencyKey, *, local: bool = True) -> Prepared:
         """Resolve ``dependencies`` (or take them from flash.lock) and, if ``local``, build."""
-        python, system, lockfile = dependencies
+        python, system, lockfile = dependencies.python, dependencies.system, dependencies.lockfile
         s = self.settings
         status = self._status[dependencies] = BuildStatus("resolving", started=time.time())
         if s.prebuilt_env is not None:  # an image made by `flash build`: all is installed

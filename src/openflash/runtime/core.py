@@ -23,7 +23,7 @@ from openflash.config.resources import ServerlessResource
 from openflash.deps.lockfile import LockFile, find_lockfile
 from openflash.envs.store import Store
 from openflash.errors import FlashError
-from openflash.prepare import DepsKey, Prepared, Preparer
+from openflash.prepare import DependencyKey, Prepared, Preparer
 from openflash.runtime.image_pools import PreparedImage, image_spec, prepare_image_endpoint
 from openflash.runtime.nested_calls import NestedCalls, project_digest, project_root
 from openflash.workers.calls import Call, Reply
@@ -96,8 +96,8 @@ class Runtime:
             max_workers=4, thread_name_prefix="openflash-build"
         )
         self.preparer = Preparer(settings, self.store)
-        self._prepared: dict[DepsKey, asyncio.Future[Prepared]] = {}
-        self._images: dict[tuple[object, ...], asyncio.Future[PreparedImage]] = {}
+        self._prepared: dict[DependencyKey, asyncio.Future[Prepared]] = {}
+        self._images: dict[tuple[str | None, DependencyKey], asyncio.Future[PreparedImage]] = {}
         self._stale_warned: set[str] = set()
         self._pools: dict[tuple[object, ...], Pool] = {}
         self._endpoint_pools: dict[EndpointDef, Pool] = {}
@@ -224,17 +224,17 @@ class Runtime:
         if endpoint.resource.image and self.settings.prebuilt_env is None:
             return await self._image_pool(endpoint)
         key = _deps_key(endpoint)
-        if key[2] is not None and endpoint.name not in self._stale_warned:
-            stale = LockFile.read(key[2]).stale(endpoint.name, key[0], key[1])
+        if key.lockfile is not None and endpoint.name not in self._stale_warned:
+            stale = LockFile.read(key.lockfile).stale(endpoint.name, key.python, key.system)
             if stale is not None:
                 self._stale_warned.add(endpoint.name)
                 logger.warning(
                     "openflash: endpoint %r no longer matches %s (locked %s, now %s); it is "
                     "resolved afresh. Run `flash lock` to lock it again.",
                     endpoint.name,
-                    key[2],
+                    key.lockfile,
                     list(stale.dependencies),
-                    list(key[0]),
+                    list(key.python),
                 )
         prepared = await self._prepare(key)
         r = endpoint.resource
@@ -289,7 +289,7 @@ class Runtime:
                 "and images run on the local backend only",
                 hint="run it with FLASH_BACKEND=local, or drop dockerImage to run it on Ray",
             )
-        key = ("image", endpoint.resource.image, *_deps_key(endpoint))
+        key = (endpoint.resource.image, _deps_key(endpoint))
         future = self._images.get(key)
         if future is None:
             loop = asyncio.get_running_loop()
@@ -324,7 +324,7 @@ class Runtime:
         self._endpoint_pools[endpoint] = pool
         return pool
 
-    async def _prepare(self, dependencies: DepsKey) -> Prepared:
+    async def _prepare(self, dependencies: DependencyKey) -> Prepared:
         future = self._prepared.get(dependencies)
         if future is None:
             future = self._prepared[dependencies] = asyncio.ensure_future(self._build(dependencies))
@@ -335,7 +335,7 @@ class Runtime:
                 del self._prepared[dependencies]  # the next call tries again
             raise
 
-    async def _build(self, dependencies: DepsKey) -> Prepared:
+    async def _build(self, dependencies: DependencyKey) -> Prepared:
         loop = asyncio.get_running_loop()
         local = self.backend.builds_locally
         return await loop.run_in_executor(
@@ -379,5 +379,5 @@ async def _stats(pool: Pool) -> dict[str, object]:
     return pool.stats()
 
 
-def _deps_key(endpoint: EndpointDef) -> DepsKey:
-    return endpoint.dependencies, endpoint.system_dependencies, endpoint.lockfile
+def _deps_key(endpoint: EndpointDef) -> DependencyKey:
+    return DependencyKey(endpoint.dependencies, endpoint.system_dependencies, endpoint.lockfile)

@@ -17,7 +17,7 @@ from openflash.envs.engine import NoEngineError, find_engine
 from openflash.envs.images import ImageFor, prepare_image
 from openflash.envs.store import Store
 from openflash.errors import FlashError
-from openflash.prepare import Prepared, Preparer
+from openflash.prepare import DependencyKey, Prepared, Preparer
 from openflash.workers.port import WorkerSpec
 
 if TYPE_CHECKING:
@@ -49,7 +49,9 @@ def prepare_image_endpoint(
             "FLASH_CONTAINER_ENGINE to one; or drop dockerImage/imageName to run in a local "
             "environment built from dependencies=[...]",
         ) from None
-    prepared = preparer.build((endpoint.dependencies, (), endpoint.lockfile), local=False)
+    prepared = preparer.build(
+        DependencyKey(endpoint.dependencies, (), endpoint.lockfile), local=False
+    )
     try:
         chosen = prepare_image(
             store,

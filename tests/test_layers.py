@@ -1,0 +1,55 @@
+"""The tree is the architecture: DESIGN.md's layers, small modules, and types that check.
+
+- The layers contract lives in pyproject.toml (``[tool.importlinter]``) and is checked here with
+  import-linter, on the real import graph (function-level imports included).
+- Modules stay small (DESIGN.md: about 400 lines at most); one past that is split by concept.
+- mypy runs strictly over src/openflash (``[tool.mypy]``) with zero errors.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+SOURCE = ROOT / "src" / "openflash"
+MODULE_LINES_MAX = 400
+
+
+def test_imports_follow_the_layers(capsys: pytest.CaptureFixture[str]) -> None:
+    from importlinter.cli import lint_imports
+
+    code = lint_imports(config_filename=str(ROOT / "pyproject.toml"), no_cache=True)
+    out = capsys.readouterr().out
+    assert code == 0, out
+    assert "1 kept, 0 broken" in out, out
+
+
+def test_modules_stay_small() -> None:
+    long = {
+        str(path.relative_to(SOURCE)): n
+        for path in SOURCE.rglob("*.py")
+        if (n := len(path.read_text().splitlines())) > MODULE_LINES_MAX
+    }
+    assert not long, f"split these by concept (at most {MODULE_LINES_MAX} lines): {long}"
+
+
+def test_no_basename_names_two_modules() -> None:
+    seen: dict[str, Path] = {}
+    twice = []
+    for path in sorted(SOURCE.rglob("*.py")):
+        if path.name in ("__init__.py", "__main__.py"):
+            continue
+        if path.name in seen:
+            twice.append((seen[path.name], path))
+        seen[path.name] = path
+    assert not twice, twice
+
+
+@pytest.mark.timeout(600)
+def test_mypy_is_clean() -> None:
+    from mypy import api
+
+    stdout, stderr, code = api.run(["--config-file", str(ROOT / "pyproject.toml")])
+    assert code == 0, stdout + stderr
