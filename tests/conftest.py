@@ -15,6 +15,7 @@ from pathlib import Path
 
 import pytest
 
+from openflash.backends.targets import LocalTarget
 from openflash.envs.bundle import worker_runtime
 from openflash.envs.environment import build_environment
 from openflash.envs.store import Store
@@ -98,6 +99,5 @@ def bare_spec(session_home: Path, uv_cache: Path) -> WorkerSpec:
     """How to start a worker in an environment with no packages (for pool and backend tests)."""
     store = Store(session_home)
     env = build_environment(store, "", uv_cache=uv_cache)
-    return WorkerSpec(
-        endpoint="bare", python=env.python, runtime_path=worker_runtime(store), cwd=Path.cwd()
-    )
+    target = LocalTarget(env.python, worker_runtime(store))
+    return WorkerSpec(endpoint="bare", target=target, cwd=Path.cwd())

@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 
 from openflash.backends.containers import container_argv
+from openflash.backends.targets import ContainerTarget
 from openflash.envs.engine import Engine, parse_version, python_rule
 from openflash.envs.images import derived_dockerfile
 from openflash.workers.port import WorkerSpec
@@ -16,11 +17,9 @@ from openflash.workers.port import WorkerSpec
 def spec(**fields: object) -> WorkerSpec:
     base: dict[str, object] = {
         "endpoint": "gpu endpoint",
-        "python": None,
-        "runtime_path": Path("/store/runtime/abc"),
+        "target": ContainerTarget("localhost/img:1", "python3", Path("/store/runtime/abc")),
         "cwd": Path("/work/project"),
         "project": Path("/work/project"),
-        "image": "localhost/img:1",
         "env": {"API_TOKEN": "s3cret"},
     }
     return WorkerSpec(**{**base, **fields})  # type: ignore[arg-type]

@@ -14,6 +14,7 @@ import cloudpickle
 import pytest
 
 from openflash.backends.local import LocalBackend, worker_environ
+from openflash.backends.targets import LocalTarget
 from openflash.errors import FlashError
 from openflash.workers import protocol
 from openflash.workers.calls import Call
@@ -77,18 +78,14 @@ def test_environment_drops_host_python_variables(
     monkeypatch.setenv("PYTHONPATH", "/host/site-packages")
     monkeypatch.setenv("PYTHONHOME", "/host")
     monkeypatch.setenv("VIRTUAL_ENV", "/host/venv")
-    spec = WorkerSpec(
-        endpoint="e",
-        python=bare_spec.python,
-        runtime_path=Path("/rt"),
-        cwd=Path.cwd(),
-        env={"MY_SETTING": "on"},
-    )
-    env = worker_environ(spec, (), has_gpus=False)
+    python = bare_spec.target.python
+    target = LocalTarget(python, Path("/rt"))
+    spec = WorkerSpec(endpoint="e", target=target, cwd=Path.cwd(), env={"MY_SETTING": "on"})
+    env = worker_environ(spec, target, (), has_gpus=False)
     assert env["PYTHONPATH"] == "/rt"
     assert "PYTHONHOME" not in env
-    assert env["VIRTUAL_ENV"] == str(bare_spec.python.parent.parent)
-    assert env["PATH"].startswith(str(bare_spec.python.parent) + os.pathsep)
+    assert env["VIRTUAL_ENV"] == str(python.parent.parent)
+    assert env["PATH"].startswith(str(python.parent) + os.pathsep)
     assert env["MY_SETTING"] == "on"
     assert env["PYTHONNOUSERSITE"] == "1"
 
@@ -103,7 +100,7 @@ def test_worker_sees_its_endpoint_env_and_runtime_behind_site_packages(
     assert facts["pythonpath"] is None  # the runtime's entry is not passed to user subprocesses
     assert str(Path(__file__).parent) not in facts["path"]
     site = next(i for i, p in enumerate(facts["path"]) if p.endswith("site-packages"))
-    assert facts["path"].index(str(bare_spec.runtime_path)) > site
+    assert facts["path"].index(str(bare_spec.target.runtime_path)) > site
 
 
 def test_gpu_workers_get_distinct_devices(

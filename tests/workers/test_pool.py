@@ -16,6 +16,7 @@ import cloudpickle
 import pytest
 
 from openflash.backends.local import LocalBackend
+from openflash.backends.targets import LocalTarget
 from openflash.errors import ExecutionTimeoutError, FlashError, WorkerCrashedError
 from openflash.workers import protocol
 from openflash.workers.calls import Call
@@ -78,7 +79,7 @@ def test_a_call_runs_in_a_worker_of_the_environment(bare_spec: WorkerSpec) -> No
 
     pid, prefix = run(bare_spec, PoolConfig("p"), lambda pool: result(pool, fn_call(where)))
     assert pid != os.getpid()
-    assert prefix == str(bare_spec.python.parent.parent)
+    assert prefix == str(bare_spec.target.python.parent.parent)
 
 
 def test_grows_to_workers_max_under_load_and_no_further(bare_spec: WorkerSpec) -> None:
@@ -195,7 +196,7 @@ def test_a_worker_that_cannot_start_fails_the_waiting_calls(
     bare_spec: WorkerSpec, tmp_path: Path
 ) -> None:
     broken = WorkerSpec(
-        endpoint="broken", python=bare_spec.python, runtime_path=tmp_path, cwd=tmp_path
+        endpoint="broken", target=LocalTarget(bare_spec.target.python, tmp_path), cwd=tmp_path
     )
 
     async def body(pool: Pool) -> None:
@@ -206,7 +207,7 @@ def test_a_worker_that_cannot_start_fails_the_waiting_calls(
     run(broken, PoolConfig("broken"), body)
 
     missing = WorkerSpec(
-        endpoint="gone", python=tmp_path / "no-python", runtime_path=tmp_path, cwd=tmp_path
+        endpoint="gone", target=LocalTarget(tmp_path / "no-python", tmp_path), cwd=tmp_path
     )
 
     async def body2(pool: Pool) -> None:

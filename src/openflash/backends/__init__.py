@@ -21,4 +21,5 @@ def load_backend(settings: Settings) -> Backend:
             f"the {settings.backend!r} backend cannot be loaded: {e}",
             hint=f"install it with: pip install 'openflash[{settings.backend}]'",
         ) from e
-    return getattr(module, class_name).from_settings(settings)
+    backend: Backend = getattr(module, class_name).from_settings(settings)
+    return backend

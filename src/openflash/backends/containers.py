@@ -24,6 +24,7 @@ import uuid
 from collections.abc import Awaitable, Callable
 
 from openflash.backends.output import OUTPUT_LINE_LIMIT, PUMP_GRACE_S, STDERR_TAIL_LINES, pump
+from openflash.backends.targets import ContainerTarget
 from openflash.envs.engine import Engine
 from openflash.errors import FlashError
 from openflash.workers.port import WorkerSpec
@@ -37,9 +38,10 @@ _PASSED = ("TZ", "LANG", "HTTP_PROXY", "HTTPS_PROXY", "NO_PROXY", "http_proxy", 
 def container_argv(
     engine: Engine, spec: WorkerSpec, name: str, gpus: tuple[str, ...]
 ) -> tuple[list[str], dict[str, str]]:
-    """The ``run`` command of one worker, and the environment the engine runs with."""
-    assert spec.image is not None and spec.runtime_path is not None
-    runtime = str(spec.runtime_path)
+    """The ``run`` command of one worker (``spec.target`` a ContainerTarget), and the environment
+    the engine runs with."""
+    target = _target(spec)
+    runtime = str(target.runtime_path)
     mounts = [runtime]
     paths = [runtime]
     if spec.project is not None:
@@ -80,8 +82,8 @@ def container_argv(
         argv.append(f"--memory={spec.memory_gib}g")
     argv += [
         "--entrypoint",
-        spec.image_python,
-        spec.image,
+        target.python,
+        target.image,
         "-m",
         "openflash.workers.child",
         "stdio",
@@ -92,6 +94,12 @@ def container_argv(
         if key in os.environ:
             environ.setdefault(key, os.environ[key])
     return argv, environ
+
+
+def _target(spec: WorkerSpec) -> ContainerTarget:
+    target = spec.target
+    assert isinstance(target, ContainerTarget), target  # the local backend chose us by it
+    return target
 
 
 class ContainerWorker:
@@ -171,6 +179,7 @@ async def start_container(
     gpus: tuple[str, ...],
     on_exit: Callable[[tuple[str, ...]], Awaitable[None]],
 ) -> ContainerWorker:
+    """Run a worker of ``spec`` (its target a ContainerTarget) in a container."""
     safe = "".join(c if c.isalnum() or c in "_.-" else "-" for c in spec.endpoint)
     name = f"openflash-{safe}-{uuid.uuid4().hex[:12]}"
     argv, environ = container_argv(engine, spec, name, gpus)
@@ -187,7 +196,8 @@ async def start_container(
     except OSError as e:
         await on_exit(gpus)
         raise FlashError(
-            f"cannot start a container of {spec.image} for endpoint {spec.endpoint!r}: {e}",
+            f"cannot start a container of {_target(spec).image} for endpoint "
+            f"{spec.endpoint!r}: {e}",
             hint=f"check that {engine.path} runs",
         ) from e
     return ContainerWorker(engine, name, proc, gpus, spec.endpoint, on_exit)

@@ -26,7 +26,8 @@ from openflash._settings import Settings
 from openflash.backends.containers import ContainerWorker, start_container
 from openflash.backends.gpus import GpuAllocator, detect_gpus
 from openflash.backends.output import OUTPUT_LINE_LIMIT, PUMP_GRACE_S, STDERR_TAIL_LINES, pump
-from openflash.backends.templates import ForkedProcess, Template, TemplateUnsafe
+from openflash.backends.targets import ContainerTarget, LocalTarget
+from openflash.backends.templates import ForkedProcess, Template, TemplateKey, TemplateUnsafe
 from openflash.envs.engine import find_engine
 from openflash.errors import FlashError
 from openflash.workers.port import WorkerSpec
@@ -85,7 +86,10 @@ MAX_RSS_VARIABLE = "OPENFLASH_MAX_RSS"
 PATH_DEFAULTS = {"PATH": os.defpath, "XDG_DATA_DIRS": "/usr/local/share:/usr/share"}
 
 
-def worker_environ(spec: WorkerSpec, gpus: tuple[str, ...], has_gpus: bool) -> dict[str, str]:
+def worker_environ(
+    spec: WorkerSpec, target: LocalTarget, gpus: tuple[str, ...], has_gpus: bool
+) -> dict[str, str]:
+    """The variables of a worker of ``spec`` (run as ``target``) holding ``gpus``."""
     env = {
         k: v
         for k, v in os.environ.items()
@@ -94,9 +98,9 @@ def worker_environ(spec: WorkerSpec, gpus: tuple[str, ...], has_gpus: bool) -> d
     for name, prefixes in spec.paths.items():
         rest = env.get(name) or PATH_DEFAULTS.get(name, "")
         env[name] = os.pathsep.join([*prefixes, *filter(None, [rest])])
-    env_dir = spec.python.parent.parent
+    env_dir = target.python.parent.parent
     env["VIRTUAL_ENV"] = str(env_dir)
-    env["PATH"] = os.pathsep.join([str(spec.python.parent), env.get("PATH", os.defpath)])
+    env["PATH"] = os.pathsep.join([str(target.python.parent), env.get("PATH", os.defpath)])
     env["PYTHONNOUSERSITE"] = "1"
     env.update(spec.env)
     user_path = spec.env.get("PYTHONPATH")
@@ -104,7 +108,8 @@ def worker_environ(spec: WorkerSpec, gpus: tuple[str, ...], has_gpus: bool) -> d
     # stays in front of it, where a script's own folder is, so its modules import as they do
     # for the caller.
     project = str(spec.project) if spec.project else None
-    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(spec.runtime_path), project, user_path]))
+    entries = [str(target.runtime_path), project, user_path]
+    env["PYTHONPATH"] = os.pathsep.join(filter(None, entries))
     if gpus:
         env["CUDA_VISIBLE_DEVICES"] = ",".join(gpus)
     elif has_gpus and spec.gpu_count == 0 and "CUDA_VISIBLE_DEVICES" not in spec.env:
@@ -202,10 +207,10 @@ class LocalBackend:
         self._next_cpu = 0
         #: Fork workers from templates (FLASH_FORK), where the platform can.
         self.fork = fork and hasattr(os, "fork") and hasattr(socket, "send_fds")
-        self._templates: dict[tuple[object, ...], Template] = {}
+        self._templates: dict[TemplateKey, Template] = {}
         self._registry = registry
         #: Templates that cannot fork, and why (their workers are spawned).
-        self._unsafe: dict[tuple[object, ...], str] = {}
+        self._unsafe: dict[TemplateKey, str] = {}
         #: Templates of older project versions, being stopped.
         self._retiring: set[asyncio.Future[None]] = set()
 
@@ -238,22 +243,26 @@ class LocalBackend:
         return ()
 
     async def start_worker(self, spec: WorkerSpec) -> LocalWorker | ContainerWorker:
-        if spec.image is not None:
+        """A worker process (LocalTarget) or container (ContainerTarget) of ``spec``."""
+        target = spec.target
+        if isinstance(target, ContainerTarget):
             engine = find_engine(self.container_engine)
             gpus = await self._take_gpus(spec)
             return await start_container(engine, spec, gpus, self._gpu_allocator().release)
-        if spec.python is None or spec.runtime_path is None:
+        if not isinstance(target, LocalTarget):
             raise FlashError(
                 f"endpoint {spec.endpoint!r} has no environment on this machine",
                 hint="this is a bug in openflash: please report it",
             )
         gpus = await self._take_gpus(spec)
         allocator = self._gpu_allocator()
-        env = worker_environ(spec, gpus, bool(allocator.devices))
+        env = worker_environ(spec, target, gpus, bool(allocator.devices))
         parent_sock, child_sock = socket.socketpair()
         try:
-            proc = await self._fork(spec, env, child_sock) or await asyncio.create_subprocess_exec(
-                str(spec.python),
+            proc = await self._fork(
+                spec, target, env, child_sock
+            ) or await asyncio.create_subprocess_exec(
+                str(target.python),
                 "-m",
                 "openflash.workers.child",
                 str(child_sock.fileno()),
@@ -271,7 +280,7 @@ class LocalBackend:
             parent_sock.close()
             await allocator.release(gpus)
             raise FlashError(
-                f"cannot start a worker for endpoint {spec.endpoint!r} with {spec.python}: {e}",
+                f"cannot start a worker for endpoint {spec.endpoint!r} with {target.python}: {e}",
                 hint="the environment may have been removed; delete it from FLASH_HOME/envs "
                 "and call again to rebuild it",
             ) from e
@@ -296,34 +305,26 @@ class LocalBackend:
             os.sched_setaffinity(pid, chosen)
 
     async def _fork(
-        self, spec: WorkerSpec, env: dict[str, str], sock: socket.socket
+        self, spec: WorkerSpec, target: LocalTarget, env: dict[str, str], sock: socket.socket
     ) -> ForkedProcess | None:
         """A worker forked from the spec's template; None where forking is off or unsafe."""
         if not self.fork:
             return None
-        assert spec.python is not None
-        base = worker_environ(spec, (), bool(self._gpu_allocator().devices))
-        family = (
-            spec.python,
-            spec.runtime_path,
-            spec.cwd,
-            spec.preload,
-            tuple(sorted(base.items())),
-        )
-        key = (*family, spec.project_digest)
+        base = worker_environ(spec, target, (), bool(self._gpu_allocator().devices))
+        key = TemplateKey.of(spec, target, base)
         if key in self._unsafe:
             return None
         template = self._templates.get(key)
         if template is None:
             # A template that preloaded an older version of the project's files forks no more.
-            for old in [k for k in self._templates if k[:-1] == family]:
+            for old in [k for k in self._templates if k.family == key.family]:
                 closing = asyncio.ensure_future(self._templates.pop(old).close())
                 self._retiring.add(closing)
                 closing.add_done_callback(self._retiring.discard)
             # The endpoint's first worker is spawned while its template starts beside it: a
             # cold start costs what it did, and the workers after it are forked.
             template = self._templates[key] = Template(
-                spec.python, base, spec.cwd, spec.preload, self._registry
+                target.python, base, spec.cwd, spec.preload, self._registry
             )
             started = asyncio.ensure_future(template.ensure_started())
             started.add_done_callback(lambda done: self._started(key, spec.endpoint, done))
@@ -334,12 +335,12 @@ class LocalBackend:
             self._give_up(key, spec.endpoint, e)
             return None
 
-    def _started(self, key: tuple[object, ...], endpoint: str, done: asyncio.Future[None]) -> None:
+    def _started(self, key: TemplateKey, endpoint: str, done: asyncio.Future[None]) -> None:
         error = None if done.cancelled() else done.exception()
         if isinstance(error, TemplateUnsafe):
             self._give_up(key, endpoint, error)
 
-    def _give_up(self, key: tuple[object, ...], endpoint: str, error: TemplateUnsafe) -> None:
+    def _give_up(self, key: TemplateKey, endpoint: str, error: TemplateUnsafe) -> None:
         self._unsafe[key] = str(error)
         self._templates.pop(key, None)
         logger.debug("openflash: endpoint %r: workers are spawned, not forked: %s", endpoint, error)

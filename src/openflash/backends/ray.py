@@ -24,13 +24,15 @@ import logging
 import os
 import threading
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import ray
+from ray.actor import ActorClass
 from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
 from openflash._settings import Settings
 from openflash._version import __version__
+from openflash.backends.targets import RayTarget
 from openflash.errors import FlashError
 from openflash.workers import protocol
 from openflash.workers.port import WorkerSpec
@@ -43,13 +45,14 @@ logger = logging.getLogger("openflash")
 _RAY_SPEC = f"ray=={ray.__version__}"
 
 
-@ray.remote(num_cpus=0, max_concurrency=16, max_restarts=-1)
+# Ray's stubs for ray.remote omit the actor options (max_concurrency, max_restarts).
+@ray.remote(num_cpus=0, max_concurrency=16, max_restarts=-1)  # type: ignore[call-overload]
 class NodeAgent:
     """openflash on one node: builds in the node's store (its own FLASH_HOME and caches) and
     notes what uses what. One per node and openflash version, named, and kept between runs, so
     that a new driver finds it started."""
 
-    def prepare(self, spec: WorkerSpec, ray_lock: str) -> dict[str, Any]:
+    def prepare(self, spec: RayTarget, ray_lock: str) -> dict[str, Any]:
         """The environment, layer, runtime and Ray overlay for ``spec``, built once per key."""
         from openflash.deps.apt import Apt
         from openflash.deps.system import build_layer
@@ -76,7 +79,7 @@ class NodeAgent:
             "after": os.pathsep.join([str(runtime), str(overlay_site)]),
             "layer_env": layer_env,
             "layer_paths": layer_paths,
-            "ip": ray.util.get_node_ip_address(),
+            "ip": ray.util.get_node_ip_address(),  # type: ignore[no-untyped-call]  # unannotated
         }
 
     def record_use(self, endpoint: str, keys: list[tuple[str, str]]) -> None:
@@ -146,6 +149,14 @@ class RayBackend:
             self._ray_lock = lock.text
 
     async def start_worker(self, spec: WorkerSpec) -> RayWorkerHandle:
+        """An actor for ``spec`` (its target a RayTarget) on a node that has built its
+        environment."""
+        target = spec.target
+        if not isinstance(target, RayTarget):
+            raise FlashError(
+                f"endpoint {spec.endpoint!r} was prepared for another backend than Ray",
+                hint="this is a bug in openflash: please report it",
+            )
         loop = asyncio.get_running_loop()
         try:
             await loop.run_in_executor(None, self._connect)
@@ -156,10 +167,10 @@ class RayBackend:
             ) from e
         gpus = self._gpus_for(spec)
         cpus = float(spec.vcpus or 1)
-        node = self._choose_node(spec, cpus, gpus)
+        node = self._choose_node(spec, target, cpus, gpus)
         self._per_node[node] += 1  # counted now, so that workers starting together spread
         try:
-            info = await self._node_ready(node, spec)
+            info = await self._node_ready(node, spec.endpoint, target)
         except BaseException:
             self._per_node[node] -= 1
             raise
@@ -207,7 +218,8 @@ class RayBackend:
     def _gpus_for(self, spec: WorkerSpec) -> int:
         if not spec.gpu_count:
             return 0
-        if ray.cluster_resources().get("GPU", 0) >= spec.gpu_count:
+        resources = ray.cluster_resources()  # type: ignore[no-untyped-call]  # Ray: unannotated
+        if resources.get("GPU", 0) >= spec.gpu_count:
             return spec.gpu_count
         if self.settings.require_gpu:
             raise FlashError(
@@ -225,10 +237,10 @@ class RayBackend:
             )
         return 0
 
-    def _choose_node(self, spec: WorkerSpec, cpus: float, gpus: int) -> str:
+    def _choose_node(self, spec: WorkerSpec, target: RayTarget, cpus: float, gpus: int) -> str:
         """An alive node that can hold the worker: one that has the environment, else the least
         busy (by openflash workers), so that workers spread."""
-        nodes = ray.nodes()
+        nodes: list[dict[str, Any]] = ray.nodes()  # type: ignore[no-untyped-call]  # unannotated
         self._addresses.update({n["NodeID"]: n["NodeManagerAddress"] for n in nodes})
         fitting = [
             n
@@ -243,42 +255,45 @@ class RayBackend:
                 f"endpoint {spec.endpoint!r} asks for each worker",
                 hint="use a smaller CPU instance type, or add a larger node",
             )
-        prepared = {node for node, key, _ in self._prepared if key == spec.env_key}
-        return min(
-            (n["NodeID"] for n in fitting),
-            key=lambda node: (self._per_node[node], node not in prepared),
-        )
+        prepared = {node for node, key, _ in self._prepared if key == target.env_key}
+        ids: list[str] = [n["NodeID"] for n in fitting]
+        return min(ids, key=lambda node: (self._per_node[node], node not in prepared))
 
-    async def _node_ready(self, node: str, spec: WorkerSpec) -> dict[str, Any]:
-        layer = spec.system_lock.key if spec.system_lock is not None else ""
-        key = (node, spec.env_key, layer)
+    async def _node_ready(self, node: str, endpoint: str, target: RayTarget) -> dict[str, Any]:
+        """What ``node`` built for ``target`` (once per node, environment and layer)."""
+        layer = target.layer_key
+        key = (node, target.env_key, layer)
         future = self._prepared.get(key)
         if future is None or (future.done() and future.exception() is not None):
-            future = self._prepared[key] = asyncio.ensure_future(self._prepare(node, spec))
+            future = self._prepared[key] = asyncio.ensure_future(self._prepare(node, target))
         try:
             info = await asyncio.shield(future)
         except ray.exceptions.RayError as e:
             raise FlashError(
-                f"building the environment of endpoint {spec.endpoint!r} on Ray node "
+                f"building the environment of endpoint {endpoint!r} on Ray node "
                 f"{self._addresses.get(node, node)} failed:\n{_cause(e)}",
                 hint="read the node's error above; fix the dependencies and call again",
             ) from None
         agent = await self._agent(node)
-        agent.record_use.remote(spec.endpoint, [("envs", spec.env_key), ("layers", layer)])
+        agent.record_use.remote(endpoint, [("envs", target.env_key), ("layers", layer)])
         return info
 
-    async def _prepare(self, node: str, spec: WorkerSpec) -> dict[str, Any]:
+    async def _prepare(self, node: str, target: RayTarget) -> dict[str, Any]:
+        info: dict[str, Any]
         try:
-            return await (await self._agent(node)).prepare.remote(spec, self._ray_lock)
+            info = await (await self._agent(node)).prepare.remote(target, self._ray_lock)
         except ray.exceptions.RayActorError:  # the agent was lost (restarting): once more
             self._agents.pop(node, None)
-            return await (await self._agent(node)).prepare.remote(spec, self._ray_lock)
+            info = await (await self._agent(node)).prepare.remote(target, self._ray_lock)
+        return info
 
     async def _agent(self, node: str) -> Any:
         """The node's agent, started by the first driver that needs it."""
         agent = self._agents.get(node)
         if agent is None:
-            options = NodeAgent.options(
+            # ray.remote made NodeAgent an actor class (its stubs, ignored above, do not say so).
+            agents = cast(ActorClass[NodeAgent], NodeAgent)
+            options = agents.options(
                 name=f"openflash-{__version__}-{node}",
                 namespace="openflash",
                 lifetime="detached",

@@ -16,16 +16,55 @@ import json
 import logging
 import os
 import socket
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
-__all__ = ["ForkedProcess", "Template", "TemplateUnsafe"]
+from openflash.backends.targets import LocalTarget
+from openflash.workers.port import WorkerSpec
+
+__all__ = ["ForkedProcess", "Template", "TemplateKey", "TemplateUnsafe"]
 
 logger = logging.getLogger("openflash")
 
 #: How long a template may take to import its modules.
 READY_TIMEOUT_S = 600.0
 _MESSAGE_MAX = 1 << 20
+
+
+@dataclass(frozen=True, slots=True)
+class TemplateKey:
+    """Which template forks a worker: what its process was started with and imported.
+
+    Workers of equal keys fork from one template. Keys of one ``family`` differ only in the
+    project's fingerprint: a template of the family with another fingerprint preloaded an older
+    version of the project's files, and forks no more.
+    """
+
+    python: Path
+    runtime_path: Path
+    cwd: Path
+    preload: tuple[str, ...]
+    #: The template's variables (a worker's, less its GPUs), as sorted items.
+    environ: tuple[tuple[str, str], ...]
+    project_digest: str = ""
+
+    @classmethod
+    def of(cls, spec: WorkerSpec, target: LocalTarget, environ: dict[str, str]) -> TemplateKey:
+        """The key of ``spec``'s workers (``target`` its target), ``environ`` their variables."""
+        return cls(
+            target.python,
+            target.runtime_path,
+            spec.cwd,
+            spec.preload,
+            tuple(sorted(environ.items())),
+            spec.project_digest,
+        )
+
+    @property
+    def family(self) -> TemplateKey:
+        """The key less the project's fingerprint."""
+        return replace(self, project_digest="")
 
 
 class TemplateUnsafe(Exception):

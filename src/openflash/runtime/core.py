@@ -19,6 +19,7 @@ from pathlib import Path
 
 from openflash._settings import Settings
 from openflash.backends import load_backend
+from openflash.backends.targets import LocalTarget, RayTarget
 from openflash.config.resources import ServerlessResource
 from openflash.deps.lockfile import LockFile, find_lockfile
 from openflash.envs.store import Store
@@ -26,6 +27,7 @@ from openflash.errors import FlashError
 from openflash.prepare import DependencyKey, Prepared, Preparer
 from openflash.runtime.image_pools import PreparedImage, image_spec, prepare_image_endpoint
 from openflash.runtime.nested_calls import NestedCalls, project_digest, project_root
+from openflash.runtime.pool_keys import PoolKey
 from openflash.workers.calls import Call, Reply
 from openflash.workers.pool import Pool, PoolConfig
 from openflash.workers.port import Backend, WorkerSpec
@@ -99,7 +101,7 @@ class Runtime:
         self._prepared: dict[DependencyKey, asyncio.Future[Prepared]] = {}
         self._images: dict[tuple[str | None, DependencyKey], asyncio.Future[PreparedImage]] = {}
         self._stale_warned: set[str] = set()
-        self._pools: dict[tuple[object, ...], Pool] = {}
+        self._pools: dict[PoolKey, Pool] = {}
         self._endpoint_pools: dict[EndpointDef, Pool] = {}
         self._closing = False
         self.nested = NestedCalls(self)
@@ -240,17 +242,13 @@ class Runtime:
         r = endpoint.resource
         spec = WorkerSpec(
             endpoint=endpoint.name,
-            python=prepared.environment.python if prepared.environment else None,
-            runtime_path=prepared.runtime_path,
+            target=self._target(endpoint, prepared),
             cwd=endpoint.cwd,
             env={**prepared.layer.env, **(r.env or {})},
             paths=dict(prepared.layer.paths),
             gpu_count=r.gpu_count,
             vcpus=r.cpu_instance.vcpus if r.cpu_instance else None,
             max_concurrency=endpoint.max_concurrency,
-            lock_text=prepared.lock.text,
-            env_key=prepared.env_key,
-            system_lock=prepared.system_lock,
             max_rss=self.settings.worker_max_rss,
             preload=endpoint.preload,
             project=endpoint.project,
@@ -260,26 +258,28 @@ class Runtime:
         )
         config = endpoint.pool_config()
         # One pool per endpoint name, environment and layer; a changed config is a new pool.
-        key = (
-            endpoint.name,
-            prepared.env_key,
-            prepared.layer.key or (prepared.system_lock.key if prepared.system_lock else ""),
-            config,
-            tuple(sorted(spec.env.items())),
-            spec.gpu_count,
-            spec.vcpus,
-            str(spec.cwd),
-            str(spec.project),
-            spec.project_digest,
-        )
-        pool = self._pools.get(key)
+        layer = prepared.layer.key or (prepared.system_lock.key if prepared.system_lock else "")
+        pool_key = PoolKey.of(config, spec, environment=prepared.env_key, layer=layer)
+        pool = self._pools.get(pool_key)
         if pool is None:
-            pool = self._pools[key] = Pool(
+            pool = self._pools[pool_key] = Pool(
                 config, self.backend, spec, nested=self.nested, waits=self.waits
             )
             self._record_use(endpoint, prepared)
         self._endpoint_pools[endpoint] = pool
         return pool
+
+    def _target(self, endpoint: EndpointDef, prepared: Prepared) -> LocalTarget | RayTarget:
+        """Where the backend runs ``endpoint``'s workers: in the environment built here, or
+        (a backend whose workers build their own) from the lock and system layer resolved here."""
+        if not self.backend.builds_locally:
+            return RayTarget(prepared.lock.text, prepared.env_key, prepared.system_lock)
+        if prepared.environment is None or prepared.runtime_path is None:
+            raise FlashError(
+                f"endpoint {endpoint.name!r} has no environment on this machine",
+                hint="this is a bug in openflash: please report it",
+            )
+        return LocalTarget(prepared.environment.python, prepared.runtime_path)
 
     async def _image_pool(self, endpoint: EndpointDef) -> Pool:
         """A pool of containers of the endpoint's image (derived with its dependencies)."""
@@ -306,16 +306,7 @@ class Runtime:
             raise
         spec = image_spec(endpoint, ready, self.settings)
         config = endpoint.pool_config()
-        pool_key = (
-            "image",
-            endpoint.name,
-            spec.image,
-            config,
-            tuple(sorted(spec.env.items())),
-            spec.gpu_count,
-            str(spec.cwd),
-            spec.project,
-        )
+        pool_key = PoolKey.of(config, spec)
         pool = self._pools.get(pool_key)
         if pool is None:
             pool = self._pools[pool_key] = Pool(

@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from openflash._settings import Settings
+from openflash.backends.targets import ContainerTarget
 from openflash.envs.bundle import worker_runtime
 from openflash.envs.engine import NoEngineError, find_engine
 from openflash.envs.images import ImageFor, prepare_image
@@ -73,18 +74,13 @@ def image_spec(endpoint: EndpointDef, ready: PreparedImage, settings: Settings) 
     r = endpoint.resource
     return WorkerSpec(
         endpoint=endpoint.name,
-        python=None,
-        runtime_path=ready.runtime_path,
+        target=ContainerTarget(ready.image.image, ready.image.python, ready.runtime_path),
         cwd=endpoint.cwd,
         env=dict(r.env or {}),
         gpu_count=r.gpu_count,
         vcpus=r.cpu_instance.vcpus if r.cpu_instance else None,
         max_concurrency=endpoint.max_concurrency,
-        lock_text=ready.prepared.lock.text,
-        env_key=ready.prepared.env_key,
         max_rss=settings.worker_max_rss,
         project=endpoint.project,
-        image=ready.image.image,
-        image_python=ready.image.python,
         memory_gib=r.cpu_instance.memory_gib if r.cpu_instance else None,
     )

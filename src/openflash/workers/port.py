@@ -10,35 +10,46 @@ from __future__ import annotations
 import asyncio
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Protocol
 
-__all__ = ["Backend", "WorkerHandle", "WorkerSpec", "describe_exit"]
+__all__ = ["Backend", "Target", "WorkerHandle", "WorkerSpec", "describe_exit"]
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
+class Target:
+    """Where and how one backend runs a worker: the part of a ``WorkerSpec`` that differs by
+    backend (a local process's interpreter, a container's image, what a Ray node builds from).
+
+    The kinds live with the backends that run them (``openflash.backends.targets``), above this
+    port: the pool passes a target through untouched, and a Ray target holds a resolved system
+    layer (``deps``), which this layer may not import. A backend given a kind it does not run
+    says so (a bug in whoever chose the backend).
+    """
+
+
+@dataclass(frozen=True, slots=True)
 class WorkerSpec:
     """Everything a backend needs to start one worker of an endpoint.
 
-    A backend that builds environments where this process runs (local) uses ``python`` and
-    ``runtime_path``; one whose workers run on other machines (Ray) builds there, from
-    ``lock_text`` and ``system_lock``, the same versions everywhere.
+    The fields are what every backend honours (where the worker runs its functions from, what
+    it sees, what it may use); ``target`` is what only its own backend reads.
     """
 
     endpoint: str
-    python: Path | None
-    runtime_path: Path | None
+    #: The backend-specific rest: a LocalTarget, ContainerTarget or RayTarget (backends.targets).
+    target: Target
+    #: The working directory of the worker's functions.
     cwd: Path
+    #: Variables set for the worker (the endpoint's ``env``, and a system layer's variables).
     env: dict[str, str] = field(default_factory=dict)
     #: Path-like variables to prefix (a system layer's PATH, LD_LIBRARY_PATH, ...).
     paths: dict[str, tuple[str, ...]] = field(default_factory=dict)
     gpu_count: int = 0
+    #: The instance type's vCPUs (the worker is pinned or capped to them), or None: no limit.
     vcpus: int | None = None
+    #: The instance type's memory, in GiB (containers are capped to it), or None.
+    memory_gib: int | None = None
     max_concurrency: int = 1
-    #: The pinned requirements the environment holds, and its content key.
-    lock_text: str = ""
-    env_key: str = ""
-    #: The resolved system layer (a deps.system.SystemLock), or None.
-    system_lock: Any = None
     #: A cap on the worker's memory in bytes (FLASH_WORKER_MAX_RSS), or None.
     max_rss: int | None = None
     #: Modules a template imports before forking this endpoint's workers.
@@ -48,12 +59,6 @@ class WorkerSpec:
     #: A fingerprint of the project's files when the functions import them (else ""): workers
     #: (and templates) of another fingerprint hold other versions of those modules.
     project_digest: str = ""
-    #: An image to run each worker in, as a container (its ``dockerImage``, or the image
-    #: derived from it with the endpoint's dependencies), and the Python to run there.
-    image: str | None = None
-    image_python: str = "python3"
-    #: The instance type's memory, in GiB (containers are capped to it).
-    memory_gib: int | None = None
 
 
 class WorkerHandle(Protocol):
