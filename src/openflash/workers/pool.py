@@ -20,19 +20,17 @@ A pool lives on one event loop; every method must be called from it.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import dataclasses
-import enum
 import itertools
 import logging
 from collections import deque
-from dataclasses import dataclass, field
 
-from openflash.errors import ExecutionTimeoutError, FlashError, WorkerCrashedError
+from openflash.errors import ExecutionTimeoutError, FlashError
 from openflash.workers import protocol
 from openflash.workers.calls import Call, Reply
-from openflash.workers.crashes import died, died_starting
-from openflash.workers.port import Backend, WorkerHandle, WorkerSpec, describe_exit
+from openflash.workers.crashes import died
+from openflash.workers.lifecycle import STOP_GRACE_S, PoolConfig, Worker, WorkerLives, WorkerState
+from openflash.workers.port import Backend, WorkerSpec, describe_exit
 from openflash.workers.relay import NestedHandler, Relay
 from openflash.workers.waits import Waits, deadlock_error
 
@@ -40,44 +38,10 @@ __all__ = ["Pool", "PoolConfig"]
 
 logger = logging.getLogger("openflash")
 
-STOP_GRACE_S = 2.0
 
+class Pool(WorkerLives):
+    """One endpoint's calls on its workers: queued, sent to a worker with room, answered."""
 
-@dataclass(frozen=True)
-class PoolConfig:
-    name: str
-    workers_min: int = 0
-    workers_max: int = 1
-    idle_timeout: float = 60.0
-    execution_timeout: float | None = None
-    max_concurrency: int = 1
-    start_timeout: float = 120.0
-
-
-class _State(enum.Enum):
-    STARTING = "starting"
-    READY = "ready"
-    STOPPING = "stopping"
-    DEAD = "dead"
-
-
-@dataclass(eq=False)
-class _Worker:
-    number: int
-    state: _State = _State.STARTING
-    handle: WorkerHandle | None = None
-    in_flight: dict[int, Call] = field(default_factory=dict)
-    loaded: set[str] = field(default_factory=set)
-    idle_timer: asyncio.TimerHandle | None = None
-    doom: str = ""
-    task: asyncio.Future[None] | None = None
-
-    @property
-    def pid(self) -> int | None:
-        return self.handle.pid if self.handle else None
-
-
-class Pool:
     def __init__(
         self,
         config: PoolConfig,
@@ -87,16 +51,12 @@ class Pool:
         nested: NestedHandler | None = None,
         waits: Waits | None = None,
     ) -> None:
-        self.config = config
-        self.backend = backend
-        self.spec = dataclasses.replace(spec, max_concurrency=config.max_concurrency)
-        self.workers: list[_Worker] = []
+        spec = dataclasses.replace(spec, max_concurrency=config.max_concurrency)
+        super().__init__(config, backend, spec)
         self.queue: deque[Call] = deque()
-        self.instance_home: dict[str, _Worker] = {}
+        self.instance_home: dict[str, Worker] = {}
         self._lost_instances: set[str] = set()
-        self.closed = False
         self._call_ids = itertools.count(1)
-        self._numbers = itertools.count(1)
         self._started = False
         self.relay = Relay(config.name, nested)
         self.waits = waits
@@ -129,7 +89,7 @@ class Pool:
         live = self._live()
         return (
             len(live) >= self.config.workers_max
-            and not any(w.state is _State.STARTING for w in live)
+            and not any(w.state is WorkerState.STARTING for w in live)
             and not any(self._has_room(w) for w in live)
         )
 
@@ -152,7 +112,7 @@ class Pool:
         """Drop a class instance from the worker that holds it."""
         self._lost_instances.discard(instance_id)
         home = self.instance_home.pop(instance_id, None)
-        if home is None or home.state is not _State.READY or home.handle is None:
+        if home is None or home.state is not WorkerState.READY or home.handle is None:
             return
         home.loaded.discard(instance_id)
         home.handle.writer.write(protocol.encode(protocol.RELEASE, 0, instance_id.encode()))
@@ -161,8 +121,8 @@ class Pool:
     def stats(self) -> dict[str, object]:
         return {
             "workers": len(self.workers),
-            "ready": sum(w.state is _State.READY for w in self.workers),
-            "starting": sum(w.state is _State.STARTING for w in self.workers),
+            "ready": sum(w.state is WorkerState.READY for w in self.workers),
+            "starting": sum(w.state is WorkerState.STARTING for w in self.workers),
             "busy": sum(bool(w.in_flight) for w in self.workers),
             "queued": len(self.queue),
             "pids": [w.pid for w in self.workers if w.pid],
@@ -200,10 +160,7 @@ class Pool:
         self.queue = waiting
         self._scale_up()
 
-    def _has_room(self, worker: _Worker) -> bool:
-        return worker.state is _State.READY and len(worker.in_flight) < self.config.max_concurrency
-
-    def _choose(self, call: Call) -> _Worker | None:
+    def _choose(self, call: Call) -> Worker | None:
         if call.op == protocol.OP_METHOD and call.target in self.instance_home:
             home = self.instance_home[call.target]
             return home if self._has_room(home) else None
@@ -212,7 +169,7 @@ class Pool:
             return None
         return min(free, key=lambda w: (call.target not in w.loaded, len(w.in_flight)))
 
-    def _send(self, worker: _Worker, call: Call) -> None:
+    def _send(self, worker: Worker, call: Call) -> None:
         assert worker.handle is not None
         call_id = next(self._call_ids)
         call.sent_blob = call.target not in worker.loaded
@@ -247,10 +204,7 @@ class Pool:
                 self.config.execution_timeout, self._on_timeout, worker, call_id
             )
 
-    # Scaling.
-
-    def _live(self) -> list[_Worker]:
-        return [w for w in self.workers if w.state in (_State.STARTING, _State.READY)]
+    # Scaling (lifecycle.py starts and stops the workers).
 
     def _scale_up(self) -> None:
         demand = sum(
@@ -258,95 +212,19 @@ class Pool:
             for c in self.queue
             if not (c.op == protocol.OP_METHOD and c.target in self.instance_home)
         )
-        coming = sum(w.state is _State.STARTING for w in self.workers) * self.config.max_concurrency
-        while demand > coming and len(self._live()) < self.config.workers_max:
-            self._spawn()
-            coming += self.config.max_concurrency
+        self._grow(demand)
 
-    def _ensure_min(self) -> None:
-        while not self.closed and len(self._live()) < self.config.workers_min:
-            self._spawn()
-
-    def _spawn(self) -> None:
-        worker = _Worker(next(self._numbers))
-        self.workers.append(worker)
-        worker.task = asyncio.ensure_future(self._start(worker))
-
-    async def _start(self, worker: _Worker) -> None:
-        try:
-            worker.handle = await self.backend.start_worker(self.spec)
-            frame = await asyncio.wait_for(
-                protocol.read_frame(worker.handle.reader), self.config.start_timeout
-            )
-        except FlashError as e:
-            self._start_failed(worker, e)
-            return
-        except (asyncio.TimeoutError, OSError):
-            frame = None
-        if frame is None or frame.kind != protocol.READY:
-            self._start_failed(worker, await self._start_crash(worker))
-            return
-        if self.closed or worker.state is not _State.STARTING:
-            self._stop(worker)
-            return
-        worker.state = _State.READY
-        worker.task = asyncio.ensure_future(self._read(worker))
-        self._arm_idle(worker)
-        self._dispatch()
-
-    async def _start_crash(self, worker: _Worker) -> WorkerCrashedError:
-        handle = worker.handle
-        if handle is None:
-            return WorkerCrashedError(f"endpoint {self.config.name!r}: worker did not start")
-        handle.kill()
-        return died_starting(self.config.name, handle, await handle.wait())
-
-    def _start_failed(self, worker: _Worker, error: BaseException) -> None:
-        worker.state = _State.DEAD
-        if worker in self.workers:
-            self.workers.remove(worker)
-        if self._live():
-            self._dispatch()
-            return
+    def _none_started(self, error: BaseException) -> None:
         queued, self.queue = self.queue, deque()
         for call in queued:
             _fail(call, error)
 
-    def _arm_idle(self, worker: _Worker) -> None:
-        if worker.in_flight or worker.state is not _State.READY:
-            return
-        if worker.idle_timer is not None:
-            worker.idle_timer.cancel()
-        worker.idle_timer = asyncio.get_running_loop().call_later(
-            self.config.idle_timeout, self._reap_idle, worker
-        )
-
-    def _reap_idle(self, worker: _Worker) -> None:
-        worker.idle_timer = None
-        if worker.in_flight or worker.state is not _State.READY:
-            return
-        if len(self._live()) <= self.config.workers_min:
-            return
-        if worker in self.instance_home.values():
-            return  # it holds instances still in use; release_instance re-arms the timer
-        self._stop(worker)
-
-    def _stop(self, worker: _Worker, why: str = "") -> None:
-        """Ask a worker to exit; kill it if it has not after a grace period."""
-        if worker.state is _State.DEAD:
-            return
-        worker.state = _State.STOPPING
-        worker.doom = worker.doom or why
-        handle = worker.handle
-        if handle is None:
-            return
-        with contextlib.suppress(Exception):
-            handle.writer.write(protocol.encode(protocol.SHUTDOWN))
-        asyncio.get_running_loop().call_later(STOP_GRACE_S, handle.kill)
+    def _holds_instances(self, worker: Worker) -> bool:
+        return worker in self.instance_home.values()
 
     # Replies, timeouts, deaths.
 
-    async def _read(self, worker: _Worker) -> None:
+    async def _read(self, worker: Worker) -> None:
         assert worker.handle is not None
         reader = worker.handle.reader
         while True:
@@ -357,7 +235,7 @@ class Pool:
                 self.relay.receive(worker, frame, worker.in_flight, worker.handle.writer.write)
                 continue
             if frame.kind == protocol.RETIRE:
-                worker.state = _State.STOPPING  # no new calls; a replacement starts if needed
+                worker.state = WorkerState.STOPPING  # no new calls; a replacement starts if needed
                 worker.doom = "it ran out of memory under FLASH_WORKER_MAX_RSS"
                 continue
             call = worker.in_flight.pop(frame.call_id, None)
@@ -377,7 +255,7 @@ class Pool:
             self._dispatch()
         await self._exited(worker)
 
-    def _on_timeout(self, worker: _Worker, call_id: int) -> None:
+    def _on_timeout(self, worker: Worker, call_id: int) -> None:
         call = worker.in_flight.pop(call_id, None)
         if call is None or worker.handle is None:
             return
@@ -391,15 +269,15 @@ class Pool:
             ),
         )
         worker.doom = f"killed because {call.label} ran past the execution timeout"
-        worker.state = _State.STOPPING  # no new calls; a replacement starts if needed
+        worker.state = WorkerState.STOPPING  # no new calls; a replacement starts if needed
         worker.handle.kill()
         self._dispatch()
 
-    async def _exited(self, worker: _Worker) -> None:
+    async def _exited(self, worker: Worker) -> None:
         handle = worker.handle
         assert handle is not None
         was = worker.state
-        worker.state = _State.DEAD
+        worker.state = WorkerState.DEAD
         self.relay.forget(worker)
         if worker.idle_timer is not None:
             worker.idle_timer.cancel()
@@ -417,7 +295,9 @@ class Pool:
             for call in calls:
                 _fail(call, error)
         elif (
-            was is _State.READY and not self.closed and not getattr(handle, "expected_exit", False)
+            was is WorkerState.READY
+            and not self.closed
+            and not getattr(handle, "expected_exit", False)
         ):
             logger.warning(
                 "openflash: a worker of endpoint %r (pid %s) exited with %s",
@@ -448,7 +328,7 @@ class Pool:
             for call in worker.in_flight.values():
                 _fail(call, error)
             worker.in_flight.clear()
-            if worker.state is _State.STARTING and worker.task is not None:
+            if worker.state is WorkerState.STARTING and worker.task is not None:
                 worker.task.cancel()
             if worker.handle is not None:
                 self._stop(worker, "the pool was closed")

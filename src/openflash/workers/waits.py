@@ -17,10 +17,11 @@ from __future__ import annotations
 
 import weakref
 from collections.abc import Iterable
-from typing import Any, Protocol
+from typing import Protocol
 
 from openflash.errors import DeadlockError
 from openflash.workers.calls import Call
+from openflash.workers.lifecycle import PoolConfig
 
 __all__ = ["WaitingPool", "Waits", "deadlock_error", "stuck_pools"]
 
@@ -64,8 +65,8 @@ class Waits:
         return pool in stuck_pools(list(self._pools))
 
 
-def deadlock_error(config: Any, call: Call, running: list[Call]) -> DeadlockError:
-    """What the nested ``call`` fails with when its pool (of PoolConfig ``config``) is stuck."""
+def deadlock_error(config: PoolConfig, call: Call, running: list[Call]) -> DeadlockError:
+    """What the nested ``call`` fails with when its pool (of ``config``) is stuck."""
     assert call.parent is not None
     waiting = ", ".join(sorted({c.label for c in running}))
     return DeadlockError(
