@@ -209,12 +209,13 @@ def _decorate(obj: Any) -> Any:
         file = os.path.realpath(inspect.getsourcefile(obj) or inspect.getfile(obj))
     except (TypeError, OSError):
         file = ""
+    handle: RemoteClass | RemoteFunction
     if inspect.isclass(obj):
-        handle: _Handle = RemoteClass(file, obj.__qualname__, obj.__qualname__)
+        handle = RemoteClass(file, obj.__qualname__, obj.__qualname__)
     else:
         handle = RemoteFunction(file, obj.__qualname__, f"{obj.__qualname__}()")
-    with_wrapper = functools.update_wrapper(handle, obj, updated=())
-    return with_wrapper
+    functools.update_wrapper(handle, obj, updated=())
+    return handle
 
 
 def remote(
@@ -267,7 +268,8 @@ class Endpoint:
 
 def _dump(args: tuple[Any, ...], kwargs: dict[str, Any]) -> bytes:
     try:
-        return cloudpickle.dumps((args, kwargs))
+        blob: bytes = cloudpickle.dumps((args, kwargs))
+        return blob
     except Exception as e:
         raise FlashError(
             f"the arguments of a nested call cannot be pickled: {e}",
