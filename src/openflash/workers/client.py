@@ -35,9 +35,9 @@ from openflash.errors import FlashError, RemoteError
 from openflash.workers import protocol
 from openflash.workers.channel import current_call, get_channel
 
-#: The names of openflash's public API this module provides inside a worker (the runtime's
-#: ``openflash`` package resolves them here; the enums and errors come from their own modules).
-PUBLIC = (
+#: The public names of openflash listed here are resolved to this module inside a worker (the
+#: runtime's ``openflash`` package, envs/bundle.py); the enums and errors come from their modules.
+__all__ = [
     "DEFAULT_WORKERS_MAX",
     "DEFAULT_WORKERS_MIN",
     "CpuLiveLoadBalancer",
@@ -50,17 +50,14 @@ PUBLIC = (
     "LoadBalancerSlsResource",
     "NetworkVolume",
     "PodTemplate",
-    "ServerlessEndpoint",
-    "configure",
-    "remote",
-)
-__all__ = [
-    *PUBLIC,
     "RemoteClass",
     "RemoteFunction",
     "RemoteInstance",
+    "ServerlessEndpoint",
+    "configure",
     "instance_reference",
     "reference",
+    "remote",
 ]
 
 DEFAULT_WORKERS_MIN = 0
