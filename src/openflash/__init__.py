@@ -38,12 +38,15 @@ from openflash.config.resources import (
 )
 from openflash.errors import (
     ConfigError,
+    DeadlockError,
     DependencyConflictError,
     DependencyError,
     EnvironmentBuildError,
     ExecutionTimeoutError,
     FlashError,
     RemoteError,
+    StoreFullError,
+    StorePermissionError,
     SystemDependencyError,
     WorkerCrashedError,
 )
@@ -60,6 +63,7 @@ __all__ = [
     "CpuServerlessEndpoint",
     "CudaVersion",
     "DataCenter",
+    "DeadlockError",
     "DependencyConflictError",
     "DependencyError",
     "Endpoint",
@@ -77,6 +81,8 @@ __all__ = [
     "ServerlessEndpoint",
     "ServerlessScalerType",
     "ServerlessType",
+    "StoreFullError",
+    "StorePermissionError",
     "SystemDependencyError",
     "WorkerCrashedError",
     "__version__",

@@ -209,10 +209,13 @@ def _remote_subclass(base: type[BaseException]) -> type[RemoteError]:
     if cached is not None:
         return cached
     try:
-        sub = type(f"Remote{base.__name__}", (RemoteError, base), {"__module__": __name__})
-        sub.__init__ = RemoteError.__init__  # type: ignore[method-assign]
-        sub.__str__ = RemoteError.__str__  # type: ignore[method-assign]
-        sub.__reduce__ = _reduce_remote_subclass  # type: ignore[method-assign]
+        namespace = {
+            "__module__": __name__,
+            "__init__": RemoteError.__init__,
+            "__str__": RemoteError.__str__,
+            "__reduce__": _reduce_remote_subclass,
+        }
+        sub: type[RemoteError] = type(f"Remote{base.__name__}", (RemoteError, base), namespace)
     except TypeError:  # layout conflicts, final classes
         sub = RemoteError
     _REMOTE_SUBCLASSES[base] = sub

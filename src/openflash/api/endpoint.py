@@ -23,7 +23,7 @@ from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
-from openflash.api.remote import _decorator, _reject_unknown
+from openflash.api.remote import RemoteFunction, _decorator, _reject_unknown
 from openflash.config.hardware import CpuInstanceType, GpuGroup, GpuType
 from openflash.config.resources import (
     CpuLiveLoadBalancer,
@@ -54,7 +54,7 @@ class Route:
     method: str
     path: str
     function: Callable[..., Any]
-    handle: Any
+    handle: RemoteFunction
 
 
 logger = logging.getLogger("openflash")
@@ -209,7 +209,7 @@ class Endpoint:
                 )
             assert self.name is not None
             resource = self._resource(self.name, load_balanced=True)
-            handle = _decorator(
+            handle: RemoteFunction = _decorator(
                 resource,
                 self.dependencies,
                 self.system_dependencies,
@@ -218,12 +218,14 @@ class Endpoint:
                 self.preload,
             )(fn)
             self.routes.append(Route(method, path, fn, handle))
+            # Marker attributes on the user's function (F promises no such attributes).
             fn.__remote_config__ = handle.__remote_config__  # type: ignore[attr-defined]
             fn.__is_lb_route_handler__ = True  # type: ignore[attr-defined]
             # Awaiting the handler (from a script, or from another endpoint's function) runs it
             # on this endpoint's workers, as a queue-style function's call does.
             handle.__is_lb_route_handler__ = True
-            return handle  # type: ignore[no-any-return]
+            # The handle stands in for the function: called the same way, awaited for its result.
+            return handle  # type: ignore[return-value]
 
         return register
 

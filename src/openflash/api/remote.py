@@ -129,6 +129,12 @@ def _decorator(
 class _Remote:
     """What function and class handles share: pickling the object once, calling the runtime."""
 
+    # Set by functools.update_wrapper (and by the decorator) on each instance.
+    __wrapped__: Any
+    __name__: str
+    __qualname__: str
+    __remote_config__: dict[str, Any]
+
     def __init__(self, obj: Any, endpoint: EndpointDef) -> None:
         functools.update_wrapper(self, obj, updated=())
         self.endpoint = endpoint
@@ -163,6 +169,9 @@ class _Remote:
     def _label(self) -> str:
         return f"{self.__name__}()"
 
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        raise NotImplementedError  # each handle calls its own way
+
     def __reduce__(self) -> Any:
         # Inside a worker, a handle is the light client's: calling it goes through the parent.
         if not self._file:
@@ -180,6 +189,9 @@ class _Remote:
 
 class RemoteFunction(_Remote):
     """A decorated function; calling it returns an awaitable of its result."""
+
+    #: Set (True) on the handle of a load-balanced endpoint's route.
+    __is_lb_route_handler__: bool
 
     def __call__(self, *args: Any, **kwargs: Any) -> Any:
         target, blob = self._payload()
@@ -276,7 +288,8 @@ def _release(endpoint: EndpointDef, instance_id: str) -> None:
 
 def _dump_args(owner: _Remote, args: tuple[Any, ...], kwargs: dict[str, Any]) -> bytes:
     try:
-        return cloudpickle.dumps((args, kwargs))
+        blob: bytes = cloudpickle.dumps((args, kwargs))
+        return blob
     except Exception as e:
         raise FlashError(
             f"the arguments of {owner._label()} cannot be sent to its worker: {e}",

@@ -105,7 +105,9 @@ class ServerlessResource(_Model):
     _honours_image: ClassVar[bool] = True
 
     name: str
-    gpus: list[GpuGroup | GpuType] | None = Field(default_factory=lambda: [GpuGroup.ANY])
+    gpus: list[GpuGroup | GpuType] | None = Field(
+        default_factory=lambda: list[GpuGroup | GpuType]([GpuGroup.ANY])
+    )
     gpuIds: str | list[str] | None = None
     gpuCount: int = 1
     instanceIds: list[CpuInstanceType] | None = None

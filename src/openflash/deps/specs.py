@@ -226,7 +226,7 @@ def _local_file(where: str, value: str, text: str, base_dir: Path | None) -> Pat
     return path
 
 
-def _merge(into: Requirement, other: Requirement, index: int, value: str) -> None:
+def _merge(into: Requirement, other: Requirement, index: int, value: object) -> None:
     if into.url != other.url:
         raise DependencyError(
             f"dependencies[{index}] {value!r} names {other.name!r} again with a different "

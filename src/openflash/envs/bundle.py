@@ -9,12 +9,18 @@ It also holds the light client, for project modules a worker imports that decora
 its ``openflash`` and ``runpod_flash`` packages resolve the public names on first use, the
 decorators and configs to ``openflash.workers.client``, the enums and errors to copies of
 openflash's own (standard-library-only) modules. Importing the worker's main loads none of it.
+
+The public names are openflash's ``__all__``, read from the source of ``openflash/__init__.py``
+(the top-level package is above this layer: it is not imported); each is resolved to the first
+light module whose ``__all__`` lists it.
 """
 
 from __future__ import annotations
 
+import ast
 import compileall
 import hashlib
+import importlib
 import importlib.util
 import sys
 from pathlib import Path
@@ -24,9 +30,15 @@ import cloudpickle
 from openflash._version import __version__
 from openflash.envs.environment import python_tag
 from openflash.envs.store import Store, content_key
-from openflash.workers import client
 
-__all__ = ["LIGHT_NAMES", "RAY_SHIM", "worker_runtime"]
+__all__ = [
+    "LIGHT_MODULES",
+    "RAY_SHIM",
+    "light_init",
+    "light_names",
+    "public_names",
+    "worker_runtime",
+]
 
 _PACKAGE_FILES = {
     "openflash/__init__.py": None,
@@ -42,36 +54,38 @@ _PACKAGE_FILES = {
     "openflash/config/hardware.py": "openflash.config.hardware",
 }
 
-#: Where each public name of openflash comes from inside a worker.
-LIGHT_NAMES = {
-    **dict.fromkeys(
-        [
-            "CpuInstanceType",
-            "CudaVersion",
-            "DataCenter",
-            "GpuGroup",
-            "GpuType",
-            "ServerlessScalerType",
-            "ServerlessType",
-        ],
-        "openflash.config.hardware",
-    ),
-    **dict.fromkeys(
-        [
-            "ConfigError",
-            "DependencyConflictError",
-            "DependencyError",
-            "EnvironmentBuildError",
-            "ExecutionTimeoutError",
-            "FlashError",
-            "RemoteError",
-            "SystemDependencyError",
-            "WorkerCrashedError",
-        ],
-        "openflash.errors",
-    ),
-    **dict.fromkeys(client.PUBLIC, "openflash.workers.client"),
-}
+#: The modules of the light client that offer openflash's public names, in the order a name is
+#: looked for (each offers those its ``__all__`` lists).
+LIGHT_MODULES = ("openflash.workers.client", "openflash.config.hardware", "openflash.errors")
+
+_TOP_INIT = Path(__file__).resolve().parents[1] / "__init__.py"
+
+
+def public_names() -> list[str]:
+    """openflash's ``__all__``, read from its ``__init__.py`` without importing it."""
+    tree = ast.parse(_TOP_INIT.read_text(encoding="utf-8"), str(_TOP_INIT))
+    for node in tree.body:
+        if (
+            isinstance(node, ast.Assign)
+            and len(node.targets) == 1
+            and isinstance(node.targets[0], ast.Name)
+            and node.targets[0].id == "__all__"
+        ):
+            names = ast.literal_eval(node.value)
+            return [str(name) for name in names]
+    raise RuntimeError(f"{_TOP_INIT} does not assign __all__")
+
+
+def light_names() -> dict[str, str]:
+    """Each public name (but ``__version__``) and the light module that offers it inside a worker.
+
+    A name no light module lists is left out (tests/test_exported_members.py keeps none out).
+    """
+    offered: dict[str, str] = {}
+    for module in reversed(LIGHT_MODULES):  # the first module to list a name wins
+        offered.update(dict.fromkeys(importlib.import_module(module).__all__, module))
+    return {name: offered[name] for name in sorted(public_names()) if name in offered}
+
 
 _LIGHT_INIT = """\
 \"\"\"openflash inside a worker: the light client, its names resolved on first use.\"\"\"
@@ -79,8 +93,8 @@ _LIGHT_INIT = """\
 import importlib
 
 __version__ = {version!r}
+__all__ = {public!r}
 _NAMES = {names!r}
-__all__ = sorted([*_NAMES, "__version__"])
 
 
 def __getattr__(name):
@@ -129,6 +143,13 @@ def _module_file(name: str) -> Path:
     return Path(spec.origin)
 
 
+def light_init() -> str:
+    """The source of the light ``openflash/__init__.py``."""
+    names = light_names()
+    public = [name for name in public_names() if name in names or name == "__version__"]
+    return _LIGHT_INIT.format(version=__version__, public=public, names=names)
+
+
 def _sources() -> dict[str, bytes]:
     files = {
         name: (
@@ -136,9 +157,7 @@ def _sources() -> dict[str, bytes]:
         )
         for name, module in _PACKAGE_FILES.items()
     }
-    files["openflash/__init__.py"] = _LIGHT_INIT.format(
-        version=__version__, names=dict(sorted(LIGHT_NAMES.items()))
-    ).encode()
+    files["openflash/__init__.py"] = light_init().encode()
     files["runpod_flash/__init__.py"] = _COMPAT_INIT
     files[f"{RAY_SHIM}/sitecustomize.py"] = _SHIM
     cp_root = Path(cloudpickle.__file__).parent

@@ -102,7 +102,16 @@ def _compile(python: Path, sources: list[Path]) -> None:
     """
     cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
     parts = max(1, min(cpus or 1, len(sources) // _FILES_PER_PROCESS))
-    argv = [python, "-m", "compileall", "-qq", "--invalidation-mode", "checked-hash", "-i", "-"]
+    argv = [
+        str(python),
+        "-m",
+        "compileall",
+        "-qq",
+        "--invalidation-mode",
+        "checked-hash",
+        "-i",
+        "-",
+    ]
 
     def compile_part(part: list[Path]) -> None:
         _subprocess.run(

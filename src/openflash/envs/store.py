@@ -177,7 +177,8 @@ class Store:
 
     def usage(self, entry: Entry) -> dict[str, Any]:
         try:
-            return json.loads((entry.path / USAGE_FILE).read_text())
+            usage: dict[str, Any] = json.loads((entry.path / USAGE_FILE).read_text())
+            return usage
         except (OSError, ValueError):
             return {"endpoints": [], "last_used": entry.info.get("built_at", 0.0)}
 

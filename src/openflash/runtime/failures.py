@@ -17,7 +17,7 @@ if TYPE_CHECKING:
 __all__ = ["remote_error"]
 
 
-def remote_error(endpoint: EndpointDef, call: Call, info: dict[str, Any]) -> RemoteError:
+def remote_error(endpoint: EndpointDef, call: Call, info: protocol.ErrorInfo) -> RemoteError:
     original = protocol.load_exception(info.get("exception"))
     message = f"{info['type']}: {info['message']}" if info["message"] else info["type"]
     fields: dict[str, Any] = {

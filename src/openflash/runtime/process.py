@@ -11,6 +11,7 @@ import atexit
 import dataclasses
 import os
 import threading
+from typing import TypedDict
 
 from openflash._settings import BACKENDS, Settings
 from openflash.errors import ConfigError
@@ -24,10 +25,18 @@ __all__ = [
     "shutdown_current_loop",
 ]
 
+
+class _Overrides(TypedDict, total=False):
+    """The Settings fields `configure` sets."""
+
+    backend: str
+    ray_address: str
+
+
 _runtime: Runtime | None = None
 _runtime_lock = threading.Lock()
 #: What `configure` changed, on top of the settings read from the environment.
-_overrides: dict[str, object] = {}
+_overrides: _Overrides = {}
 
 
 def configure(*, backend: str | None = None, address: str | None = None) -> None:
@@ -50,7 +59,7 @@ def configure(*, backend: str | None = None, address: str | None = None) -> None
 
 
 def _settings() -> Settings:
-    return dataclasses.replace(Settings.from_env(), **_overrides)  # type: ignore[arg-type]
+    return dataclasses.replace(Settings.from_env(), **_overrides)
 
 
 def get_runtime() -> Runtime:

@@ -24,7 +24,7 @@ from typing import Any
 from fastapi import APIRouter, Query
 from pydantic import BaseModel, create_model
 
-from openflash.api.remote import RemoteClass, RemoteInstance
+from openflash.api.remote import RemoteClass, RemoteFunction, RemoteInstance
 from openflash.errors import ExecutionTimeoutError, FlashError, RemoteError
 from openflash.project import LBRoute, Project, QueueRoute
 from openflash.server.invocation import call_outcome, input_model, parameters_of, to_json
@@ -73,6 +73,7 @@ def _target(route: QueueRoute) -> Any:
 def _queue_invoker(route: QueueRoute, instances: dict[int, RemoteInstance]) -> Invoke:
     if route.method is None:
         handle = route.handle
+        assert isinstance(handle, RemoteFunction)  # a route without a method is a function's
 
         async def call_function(kwargs: dict[str, Any]) -> Any:
             return await handle(**kwargs)
@@ -238,6 +239,7 @@ def _add_lb_route(router: APIRouter, lb: LBRoute, record: RecentCalls) -> None:
         )
         return JSONResponse(content, status_code=status_code)
 
+    # FastAPI reads the parameters from __signature__, which functions do not declare.
     handler.__signature__ = inspect.Signature(signature)  # type: ignore[attr-defined]
     summary = (inspect.getdoc(fn) or fn.__name__).splitlines()[0]
     router.add_api_route(
@@ -262,6 +264,7 @@ async def _lb_call(handle: Any, kwargs: dict[str, Any]) -> tuple[int, Any]:
 
 
 def _typed(fn: Callable[..., Any], **annotations: Any) -> None:
+    # FastAPI reads the parameters from __signature__, which functions do not declare.
     fn.__signature__ = inspect.Signature(  # type: ignore[attr-defined]
         [
             inspect.Parameter(n, inspect.Parameter.KEYWORD_ONLY, annotation=a)
@@ -286,6 +289,7 @@ def _without(fn: Callable[..., Any], names: set[str]) -> Callable[..., Any]:
 
     def stand_in() -> None: ...
 
+    # FastAPI reads the parameters from __signature__, which functions do not declare.
     stand_in.__signature__ = sig.replace(  # type: ignore[attr-defined]
         parameters=[
             p.replace(annotation=hints.get(p.name, p.annotation))

@@ -14,7 +14,8 @@ import asyncio
 import contextlib
 import contextvars
 import itertools
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable, Coroutine
+from typing import Any
 
 from openflash.workers import protocol
 
@@ -28,7 +29,7 @@ class Channel:
     """Nested calls of one worker: numbered requests, each waiting for its reply."""
 
     def __init__(
-        self, send: Callable[[bytes], Awaitable[None]], loop: asyncio.AbstractEventLoop
+        self, send: Callable[[bytes], Coroutine[Any, Any, None]], loop: asyncio.AbstractEventLoop
     ) -> None:
         self._send = send
         self.loop = loop
@@ -44,7 +45,7 @@ class Channel:
 
     async def _request(self, request: protocol.NestedRequest) -> protocol.NestedReply:
         nested_id = next(self._ids)
-        future = self.loop.create_future()
+        future: asyncio.Future[protocol.NestedReply] = self.loop.create_future()
         self._pending[nested_id] = future
         try:
             await self._send(protocol.encode_nested(nested_id, request))
@@ -70,7 +71,7 @@ class Channel:
 _channel: Channel | None = None
 
 
-def open_channel(send: Callable[[bytes], Awaitable[None]]) -> Channel:
+def open_channel(send: Callable[[bytes], Coroutine[Any, Any, None]]) -> Channel:
     """Called once by the worker's main, on its event loop."""
     global _channel
     _channel = Channel(send, asyncio.get_running_loop())

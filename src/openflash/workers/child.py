@@ -139,7 +139,8 @@ class Executor:
     @staticmethod
     def dump_result(result: Any) -> bytes:
         try:
-            return cloudpickle.dumps(result)
+            blob: bytes = cloudpickle.dumps(result)
+            return blob
         except Exception as e:
             raise TypeError(
                 f"the function returned a {type(result).__name__}, which cannot be pickled "

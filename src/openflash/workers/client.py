@@ -35,9 +35,9 @@ from openflash.errors import FlashError, RemoteError
 from openflash.workers import protocol
 from openflash.workers.channel import current_call, get_channel
 
-#: The names of openflash's public API this module provides inside a worker (the runtime's
-#: ``openflash`` package resolves them here; the enums and errors come from their own modules).
-PUBLIC = (
+#: The public names of openflash listed here are resolved to this module inside a worker (the
+#: runtime's ``openflash`` package, envs/bundle.py); the enums and errors come from their modules.
+__all__ = [
     "DEFAULT_WORKERS_MAX",
     "DEFAULT_WORKERS_MIN",
     "CpuLiveLoadBalancer",
@@ -50,17 +50,14 @@ PUBLIC = (
     "LoadBalancerSlsResource",
     "NetworkVolume",
     "PodTemplate",
-    "ServerlessEndpoint",
-    "configure",
-    "remote",
-)
-__all__ = [
-    *PUBLIC,
     "RemoteClass",
     "RemoteFunction",
     "RemoteInstance",
+    "ServerlessEndpoint",
+    "configure",
     "instance_reference",
     "reference",
+    "remote",
 ]
 
 DEFAULT_WORKERS_MIN = 0
@@ -209,12 +206,13 @@ def _decorate(obj: Any) -> Any:
         file = os.path.realpath(inspect.getsourcefile(obj) or inspect.getfile(obj))
     except (TypeError, OSError):
         file = ""
+    handle: RemoteClass | RemoteFunction
     if inspect.isclass(obj):
-        handle: _Handle = RemoteClass(file, obj.__qualname__, obj.__qualname__)
+        handle = RemoteClass(file, obj.__qualname__, obj.__qualname__)
     else:
         handle = RemoteFunction(file, obj.__qualname__, f"{obj.__qualname__}()")
-    with_wrapper = functools.update_wrapper(handle, obj, updated=())
-    return with_wrapper
+    functools.update_wrapper(handle, obj, updated=())
+    return handle
 
 
 def remote(
@@ -267,7 +265,8 @@ class Endpoint:
 
 def _dump(args: tuple[Any, ...], kwargs: dict[str, Any]) -> bytes:
     try:
-        return cloudpickle.dumps((args, kwargs))
+        blob: bytes = cloudpickle.dumps((args, kwargs))
+        return blob
     except Exception as e:
         raise FlashError(
             f"the arguments of a nested call cannot be pickled: {e}",

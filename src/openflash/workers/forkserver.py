@@ -32,6 +32,7 @@ import select
 import signal
 import socket
 import threading
+from typing import Any
 
 from openflash.workers import child
 
@@ -69,7 +70,9 @@ def unsafe_reason() -> str | None:
     return None
 
 
-def _become_worker(request: dict, fds: list[int], control: socket.socket, wakeup: int) -> None:
+def _become_worker(
+    request: dict[str, Any], fds: list[int], control: socket.socket, wakeup: int
+) -> None:
     """In the forked child: a session of its own, its descriptors, its environment; then serve."""
     try:
         os.setsid()
@@ -113,7 +116,8 @@ def serve(fd: int) -> None:
     signal.set_wakeup_fd(write_end)
     signal.signal(signal.SIGCHLD, lambda *_: None)
     while True:
-        readable, _, _ = select.select([control, read_end], [], [])
+        waiting: list[socket.socket | int] = [control, read_end]
+        readable, _, _ = select.select(waiting, [], [])
         if read_end in readable:
             os.read(read_end, 4096)
             _reap(control)

@@ -15,7 +15,7 @@ from __future__ import annotations
 import asyncio
 import pickle
 import struct
-from typing import Any, NamedTuple
+from typing import Any, NamedTuple, TypedDict
 
 HEADER = struct.Struct("!BQQ")
 
@@ -98,6 +98,19 @@ class NestedReply(NamedTuple):
     error: str = ""
 
 
+class ErrorInfo(TypedDict):
+    """An ERROR reply's payload: what the worker tells of an exception its call raised."""
+
+    #: The exception's qualified type name.
+    type: str
+    message: str
+    traceback: str
+    #: The pickled exception, where it pickled in the worker.
+    exception: bytes | None
+    #: The module a ModuleNotFoundError names.
+    missing_module: str | None
+
+
 def encode(kind: int, call_id: int = 0, payload: bytes = b"") -> bytes:
     return HEADER.pack(kind, call_id, len(payload)) + payload
 
@@ -149,7 +162,7 @@ def encode_error(
     exception: bytes | None,
     missing_module: str | None,
 ) -> bytes:
-    info = {
+    info: ErrorInfo = {
         "type": type_name,
         "message": message,
         "traceback": traceback,
@@ -159,8 +172,9 @@ def encode_error(
     return encode(ERROR, call_id, dumps(info))
 
 
-def decode_error(payload: bytes) -> dict[str, Any]:
-    return loads(payload)
+def decode_error(payload: bytes) -> ErrorInfo:
+    info: ErrorInfo = loads(payload)
+    return info
 
 
 def encode_nested(nested_id: int, request: NestedRequest) -> bytes:
