@@ -20,7 +20,6 @@ from typing import Annotated
 import typer
 from rich.table import Table
 
-from openflash._settings import Settings
 from openflash.cli.common import (
     Quiet,
     Reporter,
@@ -32,6 +31,7 @@ from openflash.cli.common import (
 )
 from openflash.envs.bytecode import prune as prune_bytecode
 from openflash.envs.store import Entry, Store
+from openflash.prepare import Preparer
 from openflash.runtime.process import get_runtime
 
 __all__ = ["app"]
@@ -45,7 +45,8 @@ _AGE = re.compile(r"^(\d+(?:\.\d+)?)\s*([smhdw])$")
 
 
 def _store() -> Store:
-    return Store(Settings.from_env().home)
+    """The store the preparer builds in (FLASH_HOME)."""
+    return Preparer().store
 
 
 def _rows(store: Store) -> list[dict[str, object]]:
