@@ -44,7 +44,7 @@ logger = logging.getLogger("openflash")
 _RAY_SPEC = f"ray=={ray.__version__}"
 
 
-@ray.remote(num_cpus=0, max_concurrency=16, max_restarts=-1)
+@ray.remote(num_cpus=0, max_concurrency=16, max_restarts=-1)  # type: ignore[call-overload]  # ray's overloads omit actor options
 class NodeAgent:
     """openflash on one node: builds in the node's store (its own FLASH_HOME and caches) and
     notes what uses what. One per node and openflash version, named, and kept between runs, so
@@ -73,7 +73,7 @@ class NodeAgent:
             "after": os.pathsep.join([str(built.runtime_path), str(overlay_site)]),
             "layer_env": built.layer.env,
             "layer_paths": built.layer.paths,
-            "ip": ray.util.get_node_ip_address(),
+            "ip": ray.util.get_node_ip_address(),  # type: ignore[no-untyped-call]  # untyped in ray
         }
 
     def record_use(self, endpoint: str, keys: list[tuple[str, str]]) -> None:
@@ -193,7 +193,8 @@ class RayBackend:
     def _gpus_for(self, spec: WorkerSpec) -> int:
         if not spec.gpu_count:
             return 0
-        if ray.cluster_resources().get("GPU", 0) >= spec.gpu_count:
+        gpus: float = ray.cluster_resources().get("GPU", 0)  # type: ignore[no-untyped-call]  # untyped in ray
+        if gpus >= spec.gpu_count:
             return spec.gpu_count
         if self.settings.require_gpu:
             raise FlashError(
@@ -214,7 +215,7 @@ class RayBackend:
     def _choose_node(self, spec: WorkerSpec, cpus: float, gpus: int) -> str:
         """An alive node that can hold the worker: one that has the environment, else the least
         busy (by openflash workers), so that workers spread."""
-        nodes = ray.nodes()
+        nodes: list[dict[str, Any]] = ray.nodes()  # type: ignore[no-untyped-call]  # untyped in ray
         self._addresses.update({n["NodeID"]: n["NodeManagerAddress"] for n in nodes})
         fitting = [
             n
@@ -231,7 +232,7 @@ class RayBackend:
             )
         prepared = {node for node, key, _ in self._prepared if key == spec.env_key}
         return min(
-            (n["NodeID"] for n in fitting),
+            (str(n["NodeID"]) for n in fitting),
             key=lambda node: (self._per_node[node], node not in prepared),
         )
 
@@ -255,16 +256,22 @@ class RayBackend:
 
     async def _prepare(self, node: str, spec: WorkerSpec) -> dict[str, Any]:
         try:
-            return await (await self._agent(node)).prepare.remote(spec, self._ray_lock)
+            info: dict[str, Any] = await (await self._agent(node)).prepare.remote(
+                spec, self._ray_lock
+            )
+            return info
         except ray.exceptions.RayActorError:  # the agent was lost (restarting): once more
             self._agents.pop(node, None)
-            return await (await self._agent(node)).prepare.remote(spec, self._ray_lock)
+            again: dict[str, Any] = await (await self._agent(node)).prepare.remote(
+                spec, self._ray_lock
+            )
+            return again
 
     async def _agent(self, node: str) -> Any:
         """The node's agent, started by the first driver that needs it."""
         agent = self._agents.get(node)
         if agent is None:
-            options = NodeAgent.options(
+            options = NodeAgent.options(  # type: ignore[attr-defined]  # an actor class
                 name=f"openflash-{__version__}-{node}",
                 namespace="openflash",
                 lifetime="detached",

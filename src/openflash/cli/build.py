@@ -20,6 +20,8 @@ envs/dockerfiles.py; every lock comes from the preparer.
 
 from __future__ import annotations
 
+import functools
+import importlib
 import json
 import shutil
 import sys
@@ -160,7 +162,7 @@ def _locked_images(project: Project, reporter: Reporter, preparer: Preparer) -> 
         key = DependencyKey(endpoint.dependencies, endpoint.system_dependencies, lockfile)
         return preparer.entry_for(endpoint.name, key)
 
-    results = reporter.run([(d.name, (lambda d=d: lock_for(d))) for d in defs])
+    results = reporter.run([(d.name, functools.partial(lock_for, d)) for d in defs])
     images = []
     for endpoint, result in zip(defs, results, strict=True):
         if isinstance(result, BaseException):
@@ -269,7 +271,9 @@ def _copy_project(project: Project, target: Path) -> None:
 def _copy_openflash(target: Path) -> None:
     """openflash's own packages and a pyproject naming its dependencies, installable with uv."""
     for package in ("openflash", "runpod_flash"):
-        source = Path(__import__(package).__file__).parent
+        init = importlib.import_module(package).__file__
+        assert init is not None  # both are regular packages
+        source = Path(init).parent
         shutil.copytree(
             source, target / "src" / package, ignore=shutil.ignore_patterns("__pycache__", "*.pyc")
         )

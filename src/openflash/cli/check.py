@@ -13,6 +13,7 @@ It discovers the endpoints as ``flash run`` does, has the preparer resolve every
 
 from __future__ import annotations
 
+import functools
 import json
 from dataclasses import asdict
 from pathlib import Path
@@ -64,7 +65,7 @@ def run_checks(project: Project, reporter: Reporter) -> list[Issue]:
     sets = dependency_sets(project)
     results = reporter.run(
         [
-            (s.label, (lambda s=s: preparer.check(s.dependencies, s.system_dependencies)))
+            (s.label, functools.partial(preparer.check, s.dependencies, s.system_dependencies))
             for s in sets
         ]
     )

@@ -6,6 +6,7 @@ Sets already in the lock keep their versions (uv is given them as preferences) u
 
 from __future__ import annotations
 
+import functools
 from pathlib import Path
 from typing import Annotated
 
@@ -68,7 +69,7 @@ def lock(
         )
 
     reporter = Reporter(quiet=quiet, verbose=verbose)
-    results = reporter.run([(s.label, (lambda i=i: lock_set(i))) for i, s in enumerate(sets)])
+    results = reporter.run([(s.label, functools.partial(lock_set, i)) for i, s in enumerate(sets)])
     failed = [(s, r) for s, r in zip(sets, results, strict=True) if isinstance(r, BaseException)]
     for dep_set, error in failed:
         console.print(f"[red]error:[/red] [bold]{dep_set.label}[/bold]: {error}")

@@ -254,7 +254,7 @@ class Runtime:
         )
         config = endpoint.pool_config()
         # One pool per endpoint name, environment and layer; a changed config is a new pool.
-        key = (
+        pool_key = (
             endpoint.name,
             prepared.env_key,
             prepared.layer.key or (prepared.system_lock.key if prepared.system_lock else ""),
@@ -266,9 +266,9 @@ class Runtime:
             str(spec.project),
             spec.project_digest,
         )
-        pool = self._pools.get(key)
+        pool = self._pools.get(pool_key)
         if pool is None:
-            pool = self._pools[key] = Pool(
+            pool = self._pools[pool_key] = Pool(
                 config, self.backend, spec, nested=self.nested, waits=self.waits
             )
             self.preparer.record_use(endpoint.name, prepared)
