@@ -18,7 +18,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from openflash.envs.images import derived_dockerfile
+from openflash.envs.dockerfiles import derived_dockerfile
 
 from helpers import free_port, run_flash, run_python, write
 

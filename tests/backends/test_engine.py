@@ -9,8 +9,8 @@ import pytest
 
 from openflash.backends.containers import container_argv
 from openflash.backends.targets import ContainerTarget
+from openflash.envs.dockerfiles import derived_dockerfile
 from openflash.envs.engine import Engine, parse_version, python_rule
-from openflash.envs.images import derived_dockerfile
 from openflash.workers.port import WorkerSpec
 
 
@@ -80,7 +80,7 @@ def test_the_python_rule_is_the_same_major_minor() -> None:
 
 
 def test_the_derived_dockerfile_installs_exactly_the_lock_and_the_system_packages() -> None:
-    from openflash.envs.images import deps_dir
+    from openflash.envs.dockerfiles import deps_dir
 
     lock = "six==1.17.0 --hash=sha256:abc\n"
     text = derived_dockerfile("my/img:1", ("ffmpeg", "libgl1"), lock)

@@ -34,6 +34,7 @@ from openflash._version import __version__
 from openflash.backends.ray_handles import RayWorkerHandle, cause
 from openflash.backends.targets import RayTarget
 from openflash.errors import FlashError
+from openflash.prepare import Preparer
 from openflash.workers.port import WorkerSpec
 
 __all__ = ["RayBackend", "RayWorkerHandle"]
@@ -51,41 +52,35 @@ class NodeAgent:
     notes what uses what. One per node and openflash version, named, and kept between runs, so
     that a new driver finds it started."""
 
+    def __init__(self) -> None:
+        self._node_preparer: Preparer | None = None
+
+    def _preparer(self) -> Preparer:
+        """The node's preparer (its settings, store, apt and caches), made on first use."""
+        if self._node_preparer is None:
+            self._node_preparer = Preparer()
+        return self._node_preparer
+
     def prepare(self, spec: RayTarget, ray_lock: str) -> dict[str, Any]:
         """The environment, layer, runtime and Ray overlay for ``spec``, built once per key."""
-        from openflash.deps.apt import Apt
-        from openflash.deps.system import build_layer
-        from openflash.envs.bundle import RAY_SHIM, worker_runtime
-        from openflash.envs.environment import build_environment
-        from openflash.envs.store import Store
+        from openflash.envs.bundle import RAY_SHIM
 
-        settings = Settings.from_env()
-        store = Store(settings.home)
-        environment = build_environment(store, spec.lock_text, uv_cache=settings.uv_cache_dir)
-        layer_env: dict[str, str] = {}
-        layer_paths: dict[str, tuple[str, ...]] = {}
-        if spec.system_lock is not None:
-            apt = Apt(settings.apt_root, settings.system_base, settings.resolve_ttl)
-            layer = build_layer(store, spec.system_lock, apt)
-            layer_env, layer_paths = layer.env, layer.paths
-        runtime = worker_runtime(store)
-        overlay = build_environment(store, ray_lock, uv_cache=settings.uv_cache_dir)
-        overlay_site = next((overlay.path / "lib").glob("python*/site-packages"))
+        built = self._preparer().build_from_lock(spec.lock_text, spec.system_lock, overlay=ray_lock)
+        assert built.overlay is not None
+        overlay_site = next((built.overlay.path / "lib").glob("python*/site-packages"))
         return {
-            "python": str(environment.python),
-            "bin": str(environment.python.parent),
-            "shim": str(runtime / RAY_SHIM),
-            "after": os.pathsep.join([str(runtime), str(overlay_site)]),
-            "layer_env": layer_env,
-            "layer_paths": layer_paths,
-            "ip": ray.util.get_node_ip_address(),  # type: ignore[no-untyped-call]  # unannotated
+            "python": str(built.environment.python),
+            "bin": str(built.environment.python.parent),
+            "shim": str(built.runtime_path / RAY_SHIM),
+            "after": os.pathsep.join([str(built.runtime_path), str(overlay_site)]),
+            "layer_env": built.layer.env,
+            "layer_paths": built.layer.paths,
+            "ip": ray.util.get_node_ip_address(),
         }
 
     def record_use(self, endpoint: str, keys: list[tuple[str, str]]) -> None:
         """Note in the node's store that ``endpoint`` uses these entries."""
-        from openflash.envs.store import Store
-
-        store = Store(Settings.from_env().home)
+        store = self._preparer().store
         for kind, key in keys:
             if key:
                 store.record_use(kind, key, endpoint)
@@ -136,16 +131,7 @@ class RayBackend:
             # Registered after ray.init's own, so it runs first: actors go while Ray is up.
             atexit.register(self._kill_all)
         if self._ray_lock is None:
-            from openflash.deps.resolve import resolve
-            from openflash.envs.store import Store
-
-            lock = resolve(
-                (_RAY_SPEC,),
-                store=Store(self.settings.home),
-                uv_cache=self.settings.uv_cache_dir,
-                ttl=self.settings.resolve_ttl,
-            )
-            self._ray_lock = lock.text
+            self._ray_lock = Preparer(self.settings).resolve((_RAY_SPEC,)).text
 
     async def start_worker(self, spec: WorkerSpec) -> RayWorkerHandle:
         """An actor for ``spec`` (its target a RayTarget) on a node that has built its
@@ -217,7 +203,7 @@ class RayBackend:
     def _gpus_for(self, spec: WorkerSpec) -> int:
         if not spec.gpu_count:
             return 0
-        resources = ray.cluster_resources()  # type: ignore[no-untyped-call]  # Ray: unannotated
+        resources = ray.cluster_resources()
         if resources.get("GPU", 0) >= spec.gpu_count:
             return spec.gpu_count
         if self.settings.require_gpu:
@@ -239,7 +225,7 @@ class RayBackend:
     def _choose_node(self, spec: WorkerSpec, target: RayTarget, cpus: float, gpus: int) -> str:
         """An alive node that can hold the worker: one that has the environment, else the least
         busy (by openflash workers), so that workers spread."""
-        nodes: list[dict[str, Any]] = ray.nodes()  # type: ignore[no-untyped-call]  # unannotated
+        nodes: list[dict[str, Any]] = ray.nodes()
         self._addresses.update({n["NodeID"]: n["NodeManagerAddress"] for n in nodes})
         fitting = [
             n

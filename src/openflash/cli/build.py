@@ -14,13 +14,15 @@ An image is the endpoint's base (python:X.Y-slim for CPU, a CUDA runtime for GPU
 packages from apt, its lock synced with uv into /opt/flash/env, and ``flash run --only
 <endpoint>`` as the entry point, using that environment as it is. An endpoint with its own
 dockerImage starts FROM it, with the lines its local workers' derived image is built from
-(image_build.py; its lock and openflash staged in ``deps/``).
+(its lock and openflash staged in ``deps/`` by image_build.py). Every Dockerfile is rendered by
+envs/dockerfiles.py; every lock comes from the preparer.
 """
 
 from __future__ import annotations
 
+import functools
+import importlib
 import json
-import re
 import shutil
 import sys
 import tarfile
@@ -33,7 +35,6 @@ import typer
 
 import openflash
 from openflash import _subprocess
-from openflash._settings import Settings
 from openflash.cli.common import (
     Quiet,
     Reporter,
@@ -43,25 +44,23 @@ from openflash.cli.common import (
     fail,
     load_project,
 )
-from openflash.cli.image_build import (
-    OPENFLASH_DEPS,
-    image_dockerfile,
-    stage_image_endpoint,
-    stage_openflash,
+from openflash.cli.image_build import stage_image_endpoint, stage_openflash
+from openflash.deps.apt import DebPackage
+from openflash.deps.lockfile import LockedPackage, LockEntry, find_lockfile
+from openflash.deps.system import distribution_release
+from openflash.envs.dockerfiles import (
+    CUDA_BASE,
+    EndpointImage,
+    endpoint_dockerfile,
+    image_endpoint_dockerfile,
+    uv_version,
 )
-from openflash.deps.apt import Apt
-from openflash.deps.lockfile import LockEntry, LockFile, find_lockfile
-from openflash.deps.resolve import resolve_pinned
-from openflash.deps.system import distribution_release, resolve_system
-from openflash.envs.images import deps_dir
-from openflash.envs.store import Store
+from openflash.envs.dockerfiles import check_dockerfile as check_text
+from openflash.prepare import DependencyKey, Preparer
 from openflash.project import Project, project_files
 from openflash.runtime.core import EndpointDef
 
-__all__ = ["build", "check_dockerfile", "dockerfile"]
-
-CUDA_BASE = "nvidia/cuda:12.4.1-cudnn-runtime-ubuntu22.04"
-PORT = 8000
+__all__ = ["build", "check_dockerfile"]
 
 
 @dataclass(frozen=True)
@@ -70,6 +69,16 @@ class Image:
     entry: LockEntry
     base: str
     debian_pins: bool  # whether the base is the distribution the system packages were locked on
+
+    def rendered(self) -> EndpointImage:
+        """What envs/dockerfiles.py renders its Dockerfile from."""
+        return EndpointImage(
+            self.endpoint.name,
+            self.base,
+            tuple((p.name, p.version) for p in self.entry.system_packages),
+            tuple(self.entry.system_dependencies),
+            self.debian_pins,
+        )
 
 
 def build(
@@ -98,7 +107,8 @@ def build(
             console.print("[green]every Dockerfile installs exactly its lock[/green]")
         raise typer.Exit(1 if problems else 0)
     reporter = Reporter(quiet=quiet, verbose=verbose)
-    images = _locked_images(project, reporter)
+    preparer = Preparer()
+    images = _locked_images(project, reporter, preparer)
     if out.exists():
         shutil.rmtree(out)
     (out / "locks").mkdir(parents=True)
@@ -109,18 +119,17 @@ def build(
     for image in images:
         (out / "locks" / f"{image.endpoint.name}.txt").write_text(image.entry.lock_text())
         (out / "dockerfiles" / image.endpoint.name).write_text(
-            image_dockerfile(
+            image_endpoint_dockerfile(
                 image.endpoint.name,
                 image.base,
                 tuple(image.entry.system_dependencies),
                 image.entry.lock_text(),
-                PORT,
             )
             if image in in_images
-            else dockerfile(image, wheelhouse=wheelhouse)
+            else endpoint_dockerfile(image.rendered(), wheelhouse=wheelhouse)
         )
     if in_images:
-        uv_cache = Settings.from_env().uv_cache_dir
+        uv_cache = preparer.settings.uv_cache_dir
         reporter.run(
             [
                 (
@@ -144,34 +153,16 @@ def build(
     reporter.say(f"wrote {out}: {len(images)} Dockerfile(s), {tarball.name}")
 
 
-def _locked_images(project: Project, reporter: Reporter) -> list[Image]:
+def _locked_images(project: Project, reporter: Reporter, preparer: Preparer) -> list[Image]:
     """Every endpoint with its lock: flash.lock's where it matches, else resolved now."""
-    settings = Settings.from_env()
-    lock_path = find_lockfile(project.root)
-    lockfile = LockFile.read(lock_path) if lock_path else None
-    apt = Apt(settings.apt_root, settings.system_base, settings.resolve_ttl)
-    store = Store(settings.home)
+    lockfile = find_lockfile(project.root)
     defs = endpoint_defs(project)
 
     def lock_for(endpoint: EndpointDef) -> LockEntry:
-        found = (
-            lockfile.find(endpoint.dependencies, endpoint.system_dependencies) if lockfile else None
-        )
-        if found is not None:
-            return found
-        packages = resolve_pinned(endpoint.dependencies, uv_cache=settings.uv_cache_dir)
-        system = resolve_system(
-            endpoint.system_dependencies, store=store, apt=apt, ttl=settings.resolve_ttl
-        )
-        return LockEntry(
-            [endpoint.name],
-            endpoint.dependencies,
-            endpoint.system_dependencies,
-            packages,
-            list(system.packages),
-        )
+        key = DependencyKey(endpoint.dependencies, endpoint.system_dependencies, lockfile)
+        return preparer.entry_for(endpoint.name, key)
 
-    results = reporter.run([(d.name, (lambda d=d: lock_for(d))) for d in defs])
+    results = reporter.run([(d.name, functools.partial(lock_for, d)) for d in defs])
     images = []
     for endpoint, result in zip(defs, results, strict=True):
         if isinstance(result, BaseException):
@@ -193,88 +184,12 @@ def _image(endpoint: EndpointDef, entry: LockEntry) -> Image:
     return Image(endpoint, entry, slim, debian_pins=distribution_release().startswith("debian-"))
 
 
-def dockerfile(image: Image, *, wheelhouse: bool = False) -> str:
-    """The Dockerfile of one endpoint: base, apt packages, its lock, the code, the server."""
-    name = image.endpoint.name
-    python = f"{sys.version_info.major}.{sys.version_info.minor}"
-    offline = " --offline --find-links /build/wheelhouse" if wheelhouse else ""
-    lines = [
-        f"# Endpoint {name!r}, written by `flash build` (openflash {openflash.__version__}).",
-        "# It installs exactly locks/" + f"{name}.txt and the system packages below.",
-        f"FROM {image.base}",
-        "ENV PYTHONUNBUFFERED=1 DEBIAN_FRONTEND=noninteractive FLASH_HOME=/opt/flash",
-    ]
-    apt_packages = [
-        p.name + (f"={p.version}" if image.debian_pins else "") for p in image.entry.system_packages
-    ]
-    if image.entry.system_dependencies and not apt_packages:
-        apt_packages = list(image.entry.system_dependencies)
-    needs_python = image.base == CUDA_BASE
-    apt_all = (["python3", "python3-pip", "python3-venv"] if needs_python else []) + apt_packages
-    if apt_all:
-        lines.append(
-            "RUN apt-get update && apt-get install -y --no-install-recommends "
-            + " ".join(apt_all)
-            + " && rm -rf /var/lib/apt/lists/*"
-        )
-    if wheelhouse:
-        lines.append("COPY wheelhouse /build/wheelhouse")
-    pip = "python3 -m pip" if needs_python else "pip"
-    pip_offline = " --no-index --find-links /build/wheelhouse" if wheelhouse else ""
-    lines += [
-        f"RUN {pip} install --no-cache-dir{pip_offline} uv=={_uv_version()}",
-        "COPY openflash /build/openflash",
-        f"RUN uv venv --python {python} /opt/openflash && uv pip install --python "
-        f"/opt/openflash/bin/python{offline} /build/openflash",
-        f"COPY locks/{name}.txt /build/requirements.txt",
-        f"RUN uv venv --python {python} /opt/flash/env && uv pip sync --python "
-        f"/opt/flash/env/bin/python --compile-bytecode --allow-empty-requirements{offline} "
-        "/build/requirements.txt",
-        "COPY app /app",
-        "WORKDIR /app",
-        f'ENV FLASH_PREBUILT_ENV=/opt/flash/env FLASH_SYSTEM_DEPS=none FLASH_ENDPOINTS="{name}"',
-        f"EXPOSE {PORT}",
-        "# Set FLASH_API_KEY when running it: the server listens beyond loopback.",
-        f'CMD ["/opt/openflash/bin/flash", "run", "/app", "--host", "0.0.0.0", "--port", "{PORT}", '
-        '"--no-reload"]',
-    ]
-    return "\n".join(lines) + "\n"
-
-
 def check_dockerfile(text: str, lock_text: str, entry: LockEntry) -> list[str]:
-    """What a Dockerfile installs beyond its lock: packages, requirement files, apt packages."""
-    problems = []
-    apt_allowed = {p.name for p in entry.system_packages} | set(entry.system_dependencies)
-    apt_allowed |= {"python3", "python3-pip", "python3-venv"}
-    for line in text.splitlines():
-        if not line.startswith("RUN "):
-            continue
-        for command in re.split(r"&&|;", line[4:]):
-            words = command.split()
-            if words[:2] == ["apt-get", "install"]:
-                for package in (w for w in words[2:] if not w.startswith("-")):
-                    if package.split("=")[0].split(":")[0] not in apt_allowed:
-                        problems.append(f"apt-get installs {package}, which is not locked")
-            elif "pip" in words and "install" in words:
-                index = words.index("install")
-                for package in (w for w in words[index + 1 :] if not w.startswith("-")):
-                    if not (
-                        package.startswith(("uv==", "/opt/", "/build/wheelhouse"))
-                        or package == "/build/openflash"
-                    ):
-                        problems.append(f"pip installs {package}, which is not in the lock")
-            elif "sync" in words and words[-1] != "/build/requirements.txt":
-                problems.append(f"uv pip sync installs {words[-1]} instead of the lock")
-    copied = [line.split()[1] for line in text.splitlines() if line.startswith("COPY locks/")]
-    staged = [line.split()[1] for line in text.splitlines() if line.startswith("COPY deps/")]
-    if staged:  # an image endpoint's: its lock comes staged in deps/<lock key>
-        if [s for s in staged if s != OPENFLASH_DEPS] != [deps_dir(lock_text)]:
-            problems.append(f"the Dockerfile must copy exactly {deps_dir(lock_text)} (its lock)")
-    elif len(copied) != 1:
-        problems.append("the Dockerfile must copy exactly one lock")
-    if lock_text != entry.lock_text():
-        problems.append("its lock file differs from flash.lock")
-    return problems
+    """What a Dockerfile installs beyond its lock (envs/dockerfiles.py), against ``entry``."""
+    allowed = {p.name for p in entry.system_packages} | set(entry.system_dependencies)
+    return check_text(
+        text, lock_text, locked_text=entry.lock_text(), apt_allowed=frozenset(allowed)
+    )
 
 
 def _check_existing(out: Path) -> list[str]:
@@ -297,15 +212,11 @@ def _check_existing(out: Path) -> list[str]:
     return problems
 
 
-def _locked(item: dict[str, Any]) -> Any:
-    from openflash.deps.lockfile import LockedPackage
-
+def _locked(item: dict[str, Any]) -> LockedPackage:
     return LockedPackage(item["name"], item["version"], tuple(item["hashes"]))
 
 
-def _deb(item: dict[str, Any]) -> Any:
-    from openflash.deps.apt import DebPackage
-
+def _deb(item: dict[str, Any]) -> DebPackage:
     return DebPackage(item["name"], item["version"], item["arch"])
 
 
@@ -360,7 +271,9 @@ def _copy_project(project: Project, target: Path) -> None:
 def _copy_openflash(target: Path) -> None:
     """openflash's own packages and a pyproject naming its dependencies, installable with uv."""
     for package in ("openflash", "runpod_flash"):
-        source = Path(__import__(package).__file__).parent
+        init = importlib.import_module(package).__file__
+        assert init is not None  # both are regular packages
+        source = Path(init).parent
         shutil.copytree(
             source, target / "src" / package, ignore=shutil.ignore_patterns("__pycache__", "*.pyc")
         )
@@ -408,13 +321,9 @@ def _wheelhouse(out: Path, images: list[Image]) -> None:
             ":all:",
             "-d",
             str(house),
-            f"uv=={_uv_version()}",
+            f"uv=={uv_version()}",
             "hatchling",
             *requires,
         ],
         timeout=3600,
     )
-
-
-def _uv_version() -> str:
-    return metadata.version("uv")

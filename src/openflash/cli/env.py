@@ -11,16 +11,16 @@ each other). Nothing in use by a running openflash process is ever removed.
 
 from __future__ import annotations
 
+import functools
 import json
 import re
 import time
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, TypedDict
 
 import typer
 from rich.table import Table
 
-from openflash._settings import Settings
 from openflash.cli.common import (
     Quiet,
     Reporter,
@@ -32,6 +32,7 @@ from openflash.cli.common import (
 )
 from openflash.envs.bytecode import prune as prune_bytecode
 from openflash.envs.store import Entry, Store
+from openflash.prepare import Preparer
 from openflash.runtime.process import get_runtime
 
 __all__ = ["app"]
@@ -45,16 +46,29 @@ _AGE = re.compile(r"^(\d+(?:\.\d+)?)\s*([smhdw])$")
 
 
 def _store() -> Store:
-    return Store(Settings.from_env().home)
+    """The store the preparer builds in (FLASH_HOME)."""
+    return Preparer().store
 
 
-def _rows(store: Store) -> list[dict[str, object]]:
+class _Row(TypedDict):
+    """One entry of the store as ``flash env ls`` shows it (its JSON, as is)."""
+
+    kind: str  # environment or layer
+    key: str
+    bytes: int
+    last_used: float | None  # epoch seconds
+    endpoints: list[str]
+    busy: bool
+    packages: object
+
+
+def _rows(store: Store) -> list[_Row]:
     entries = [e for kind in KINDS for e in store.entries(kind)]
     usage = {f"{e.kind}/{e.key}": store.usage(e) for e in entries}
     # Most recently used first: a shared file counts for the entry that uses it most.
     entries.sort(key=lambda e: -float(usage[f"{e.kind}/{e.key}"].get("last_used", 0)))
     sizes = store.disk_usage(entries)
-    rows = []
+    rows: list[_Row] = []
     for e in entries:
         ident = f"{e.kind}/{e.key}"
         rows.append(
@@ -114,7 +128,7 @@ def ls(as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = Fa
             _ago(r["last_used"]),
             ", ".join(r["endpoints"]) or "-",
             "yes" if r["busy"] else "",
-        )  # type: ignore[arg-type]
+        )
     console.print(table)
     console.print(f"total {_human(sum(int(r['bytes']) for r in rows))}")
     if templates:
@@ -153,7 +167,7 @@ def build(
     chosen = [d for d in defs if not wanted or d.name in wanted]
     runtime = get_runtime()
     reporter = Reporter(quiet=quiet, verbose=verbose)
-    results = reporter.run([(d.name, (lambda d=d: runtime.build(d))) for d in chosen])
+    results = reporter.run([(d.name, functools.partial(runtime.build, d)) for d in chosen])
     failed = [(d, r) for d, r in zip(chosen, results, strict=True) if isinstance(r, BaseException)]
     for endpoint, error in failed:
         console.print(f"[red]error:[/red] [bold]{endpoint.name}[/bold]: {error}")
@@ -189,7 +203,7 @@ def prune(
     for r in reversed(rows):  # least recently used first
         if r["busy"]:
             continue
-        old = age is not None and time.time() - float(r["last_used"] or 0) > age  # type: ignore[arg-type]
+        old = age is not None and time.time() - float(r["last_used"] or 0) > age
         big = limit is not None and total > limit
         if old or big:
             doomed.append(r)

@@ -6,12 +6,12 @@ Sets already in the lock keep their versions (uv is given them as preferences) u
 
 from __future__ import annotations
 
+import functools
 from pathlib import Path
 from typing import Annotated
 
 import typer
 
-from openflash._settings import Settings
 from openflash.cli.common import (
     Quiet,
     Reporter,
@@ -21,12 +21,9 @@ from openflash.cli.common import (
     fail,
     load_project,
 )
-from openflash.deps.apt import Apt
 from openflash.deps.lockfile import LOCK_NAME, LockEntry, LockFile
-from openflash.deps.resolve import resolve_pinned
-from openflash.deps.system import resolve_system
 from openflash.envs.environment import platform_tag, python_tag
-from openflash.envs.store import Store
+from openflash.prepare import Preparer
 
 __all__ = ["lock"]
 
@@ -54,39 +51,25 @@ def lock(
     if packages and not upgrade and not upgrade_package:
         fail(f"{packages[0]!r} is not a folder", "to upgrade packages: flash lock --upgrade NAME")
     project = load_project(path)
-    settings = Settings.from_env()
-    store = Store(settings.home)
-    apt = Apt(settings.apt_root, settings.system_base, settings.resolve_ttl)
+    preparer = Preparer()
     target = project.root / LOCK_NAME
-    previous = LockFile.read(target) if target.is_file() else None
+    previous = preparer.lockfile(target) if target.is_file() else None
     sets = dependency_sets(project)
     moving: bool | list[str] = packages if packages else upgrade
 
     def lock_set(index: int) -> LockEntry:
         dep_set = sets[index]
         old = previous.find(dep_set.dependencies, dep_set.system_dependencies) if previous else None
-        pinned = resolve_pinned(
-            dep_set.dependencies,
-            uv_cache=settings.uv_cache_dir,
-            previous=old.packages if old else None,
-            upgrade=moving,
-        )
-        system = resolve_system(
-            dep_set.system_dependencies,
-            store=store,
-            apt=apt,
-            ttl=0 if moving else settings.resolve_ttl,
-        )
-        return LockEntry(
+        return preparer.lock_entry(
             dep_set.names,
             dep_set.dependencies,
             dep_set.system_dependencies,
-            pinned,
-            list(system.packages),
+            previous=old,
+            upgrade=moving,
         )
 
     reporter = Reporter(quiet=quiet, verbose=verbose)
-    results = reporter.run([(s.label, (lambda i=i: lock_set(i))) for i, s in enumerate(sets)])
+    results = reporter.run([(s.label, functools.partial(lock_set, i)) for i, s in enumerate(sets)])
     failed = [(s, r) for s, r in zip(sets, results, strict=True) if isinstance(r, BaseException)]
     for dep_set, error in failed:
         console.print(f"[red]error:[/red] [bold]{dep_set.label}[/bold]: {error}")

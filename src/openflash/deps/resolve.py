@@ -39,7 +39,7 @@ from openflash.envs.store import Store, content_key, write_atomic
 from openflash.envs.uv import tighten_lock_files, uv_argv, uv_environ
 from openflash.errors import DependencyConflictError, DependencyError
 
-__all__ = ["Lock", "failure_to_error", "parse_lock", "resolve", "resolve_pinned"]
+__all__ = ["Lock", "failure_to_error", "parse_lock", "resolve", "resolve_pinned", "without_wheels"]
 
 logger = logging.getLogger("openflash")
 
@@ -55,6 +55,7 @@ _NETWORK = re.compile(
     r"timed out|Network is unreachable|Could not connect|network was disabled",
     re.IGNORECASE,
 )
+_NO_WHEELS = re.compile(r"Because (\S+?)==\S+ has no usable wheels")
 
 
 @dataclass(frozen=True)
@@ -184,6 +185,38 @@ def resolve_pinned(
         )
         _uv_compile(specs, uv_cache, "-o", str(output), "--generate-hashes", "--quiet", *extra)
         return parse_hashed(output.read_text())
+
+
+def without_wheels(lock_text: str, *, uv_cache: Path) -> list[str]:
+    """The locked packages (canonical names) that have no wheel for this interpreter and
+    platform: uv would build them from source. ``lock_text`` is a lock's pinned lines; lines
+    with a URL (``name @ url``) are not asked about. uv is asked once per such package."""
+    pins = [line for line in lock_text.splitlines() if line.strip() and " @ " not in line]
+    missing: list[str] = []
+    while pins:
+        argv = uv_argv(
+            "pip",
+            "compile",
+            "-",
+            "--no-deps",
+            "--only-binary",
+            ":all:",
+            "--python",
+            sys.executable,
+            "--no-header",
+            "--quiet",
+            cache_dir=uv_cache,
+        )
+        done = _subprocess.run(
+            argv, input="\n".join(pins) + "\n", env=uv_environ(), timeout=300, check=False
+        )
+        match = _NO_WHEELS.search(done.stderr)
+        if done.ok or not match:
+            break
+        name = canonicalize_name(match[1])
+        missing.append(name)
+        pins = [p for p in pins if canonicalize_name(p.split("==")[0]) != name]
+    return missing
 
 
 def _compile(specs: tuple[str, ...], uv_cache: Path, *args: str) -> str:

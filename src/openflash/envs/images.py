@@ -2,7 +2,8 @@
 
 An image endpoint's workers run the image's own ``python3``. It must have the caller's Python
 major.minor (``engine.python_rule``); that is checked once per image id. With
-``dependencies=[...]`` or ``system_dependencies=[...]`` the workers run a derived image instead:
+``dependencies=[...]`` or ``system_dependencies=[...]`` the workers run a derived image instead
+(its Dockerfile rendered by envs/dockerfiles.py):
 
     FROM <the image>
     RUN apt-get update && apt-get install -y --no-install-recommends <system dependencies> ...
@@ -27,20 +28,14 @@ from pathlib import Path
 
 from openflash import _subprocess
 from openflash._version import __version__
+from openflash.envs.dockerfiles import deps_dir, derived_dockerfile, derived_image_dockerfile
 from openflash.envs.engine import Engine, python_rule
 from openflash.envs.environment import environment_key, summarize_uv_failure
 from openflash.envs.store import Store, content_key
 from openflash.envs.uv import run_pinned
 from openflash.errors import EnvironmentBuildError, FlashError
 
-__all__ = [
-    "ImageFor",
-    "deps_dir",
-    "derived_dockerfile",
-    "install_into",
-    "prepare_image",
-    "stage_lock",
-]
+__all__ = ["ImageFor", "install_into", "prepare_image", "stage_lock"]
 
 ENV_PYTHON = "/opt/flash/env/bin/python"
 _checked: dict[str, str | None] = {}
@@ -52,28 +47,6 @@ class ImageFor:
 
     image: str
     python: str
-
-
-def deps_dir(lock_text: str) -> str:
-    """Where a lock's packages sit in a build context: named by its environment key (the pins,
-    hashes or not, for this Python and platform), as local and ``flash build`` locks agree."""
-    return f"deps/{environment_key(lock_text)[:16]}"
-
-
-def derived_dockerfile(image: str, system: tuple[str, ...], lock_text: str) -> str:
-    """The lines that derive ``image`` with a lock (staged at ``deps_dir``) and apt packages."""
-    version = f"{sys.version_info.major}.{sys.version_info.minor}"
-    lines = [f"FROM {image}"]
-    if system:
-        lines.append(
-            "RUN apt-get update && DEBIAN_FRONTEND=noninteractive apt-get install -y "
-            f"--no-install-recommends {' '.join(system)} && rm -rf /var/lib/apt/lists/*"
-        )
-    lines += [
-        "RUN python3 -m venv --without-pip --system-site-packages /opt/flash/env",
-        f"COPY {deps_dir(lock_text)} /opt/flash/env/lib/python{version}/site-packages/",
-    ]
-    return "\n".join(lines) + "\n"
 
 
 def install_into(target: Path, sources: list[str], *, uv_cache: Path, no_deps: bool = True) -> None:
@@ -166,10 +139,7 @@ def _build(
             e.args = (e.message,)
             raise
         text = derived_dockerfile(image, system, lock_text)
-        (context / "Dockerfile").write_text(
-            f"# {image} with an endpoint's dependencies, written by openflash {__version__}.\n"
-            + text
-        )
+        (context / "Dockerfile").write_text(derived_image_dockerfile(image, system, lock_text))
         try:
             engine.build(context, tag)
         except FlashError as e:

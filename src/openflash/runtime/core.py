@@ -21,8 +21,7 @@ from openflash._settings import Settings
 from openflash.backends import load_backend
 from openflash.backends.targets import LocalTarget, RayTarget
 from openflash.config.resources import ServerlessResource
-from openflash.deps.lockfile import LockFile, find_lockfile
-from openflash.envs.store import Store
+from openflash.deps.lockfile import find_lockfile
 from openflash.errors import FlashError
 from openflash.prepare import DependencyKey, Prepared, Preparer
 from openflash.runtime.image_pools import PreparedImage, image_spec, prepare_image_endpoint
@@ -90,14 +89,15 @@ class Runtime:
         loop: asyncio.AbstractEventLoop | None = None,
     ) -> None:
         self.settings = settings
-        self.store = Store(settings.home)
+        #: The one preparer of this process's endpoints; it owns the store.
+        self.preparer = Preparer(settings)
+        self.store = self.preparer.store
         self.backend = backend or load_backend(settings)
         self._owns_loop = loop is None
         self.loop = loop or asyncio.new_event_loop()
         self._builders = concurrent.futures.ThreadPoolExecutor(
             max_workers=4, thread_name_prefix="openflash-build"
         )
-        self.preparer = Preparer(settings, self.store)
         self._prepared: dict[DependencyKey, asyncio.Future[Prepared]] = {}
         self._images: dict[tuple[str | None, DependencyKey], asyncio.Future[PreparedImage]] = {}
         self._stale_warned: set[str] = set()
@@ -152,14 +152,8 @@ class Runtime:
         Progress lines go to this thread's ``_subprocess.reporting`` sink.
         """
         prepared = self.preparer.build(_deps_key(endpoint))
-        self._record_use(endpoint, prepared)
+        self.preparer.record_use(endpoint.name, prepared)
         return prepared
-
-    def _record_use(self, endpoint: EndpointDef, prepared: Prepared) -> None:
-        if prepared.environment is not None and prepared.env_key != "prebuilt":
-            self.store.record_use("envs", prepared.environment.key, endpoint.name)
-        if prepared.layer.key:
-            self.store.record_use("layers", prepared.layer.key, endpoint.name)
 
     def refresh(self, endpoints: list[EndpointDef]) -> concurrent.futures.Future[list[str]]:
         """Prepare ``endpoints`` in the background, then stop the pools they replace.
@@ -227,7 +221,7 @@ class Runtime:
             return await self._image_pool(endpoint)
         key = _deps_key(endpoint)
         if key.lockfile is not None and endpoint.name not in self._stale_warned:
-            stale = LockFile.read(key.lockfile).stale(endpoint.name, key.python, key.system)
+            stale = self.preparer.stale_entry(key, endpoint.name)
             if stale is not None:
                 self._stale_warned.add(endpoint.name)
                 logger.warning(
@@ -265,7 +259,7 @@ class Runtime:
             pool = self._pools[pool_key] = Pool(
                 config, self.backend, spec, nested=self.nested, waits=self.waits
             )
-            self._record_use(endpoint, prepared)
+            self.preparer.record_use(endpoint.name, prepared)
         self._endpoint_pools[endpoint] = pool
         return pool
 
@@ -295,7 +289,7 @@ class Runtime:
             loop = asyncio.get_running_loop()
             future = loop.run_in_executor(
                 self._builders,
-                lambda: prepare_image_endpoint(endpoint, self.settings, self.preparer, self.store),
+                lambda: prepare_image_endpoint(endpoint, self.preparer),
             )
             self._images[key] = future
         try:

@@ -13,10 +13,8 @@ from typing import TYPE_CHECKING
 
 from openflash._settings import Settings
 from openflash.backends.targets import ContainerTarget
-from openflash.envs.bundle import worker_runtime
 from openflash.envs.engine import NoEngineError, find_engine
 from openflash.envs.images import ImageFor, prepare_image
-from openflash.envs.store import Store
 from openflash.errors import FlashError
 from openflash.prepare import DependencyKey, Prepared, Preparer
 from openflash.workers.port import WorkerSpec
@@ -34,9 +32,10 @@ class PreparedImage:
     runtime_path: Path
 
 
-def prepare_image_endpoint(
-    endpoint: EndpointDef, settings: Settings, preparer: Preparer, store: Store
-) -> PreparedImage:
+def prepare_image_endpoint(endpoint: EndpointDef, preparer: Preparer) -> PreparedImage:
+    """Resolve ``endpoint``'s lock (the preparer; its system dependencies go to the image) and
+    derive its image with it. Raises FlashError without a container engine or a usable image."""
+    settings = preparer.settings
     image = endpoint.resource.image
     assert image is not None
     try:
@@ -55,7 +54,7 @@ def prepare_image_endpoint(
     )
     try:
         chosen = prepare_image(
-            store,
+            preparer.store,
             engine,
             image,
             prepared.lock.text,
@@ -66,7 +65,7 @@ def prepare_image_endpoint(
         e.message = f"endpoint {endpoint.name!r} (image {image!r}): {e.message}"
         e.args = (e.message,)
         raise
-    return PreparedImage(prepared, chosen, worker_runtime(store))
+    return PreparedImage(prepared, chosen, preparer.worker_runtime())
 
 
 def image_spec(endpoint: EndpointDef, ready: PreparedImage, settings: Settings) -> WorkerSpec:

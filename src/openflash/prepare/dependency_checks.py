@@ -1,0 +1,147 @@
+"""The rules of ``flash check``, over what the preparer found: pure functions, no I/O.
+
+- errors: sets that cannot be installed together, system packages apt does not know (the
+  FlashError the preparer raised for the set);
+- warnings: unpinned specs; packages with no wheel here (built from source); a flash.lock out of
+  date with the code;
+- suggestions: sets that differ in one package only, which could share one environment.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Protocol
+
+from packaging.requirements import Requirement
+from packaging.utils import canonicalize_name
+
+from openflash.deps.lockfile import LockFile
+from openflash.errors import FlashError
+from openflash.prepare.outcomes import SetCheck
+
+__all__ = ["CheckedSet", "Issue", "issues_of"]
+
+_ORDER = {"error": 0, "warning": 1, "suggestion": 2}
+
+
+@dataclass(frozen=True)
+class Issue:
+    """One finding: ``level`` is error, warning or suggestion; ``kind`` a short name
+    (``no-wheel``, ``unpinned``, ``stale-lock``, ``near-duplicate``, or an error's class name);
+    ``endpoints`` the names it is about."""
+
+    level: str
+    kind: str
+    endpoints: list[str]
+    message: str
+
+
+class CheckedSet(Protocol):
+    """A dependency set as the CLI groups endpoints: their names and shared sets."""
+
+    @property
+    def dependencies(self) -> tuple[str, ...]: ...
+    @property
+    def system_dependencies(self) -> tuple[str, ...]: ...
+    @property
+    def names(self) -> list[str]: ...
+    @property
+    def label(self) -> str: ...
+
+
+def issues_of(
+    sets: Sequence[CheckedSet],
+    results: Sequence[SetCheck | BaseException],
+    lockfile: LockFile | None,
+) -> list[Issue]:
+    """Every issue of ``sets``, given each set's check (or the exception it raised) and the
+    project's flash.lock; sorted errors first. Raises an exception that is no FlashError."""
+    issues: list[Issue] = []
+    for dep_set, result in zip(sets, results, strict=True):
+        if isinstance(result, FlashError):
+            issues.append(Issue("error", type(result).__name__, dep_set.names, str(result)))
+        elif isinstance(result, BaseException):
+            raise result
+        else:
+            issues += [_no_wheel(dep_set.names, package) for package in result.no_wheels]
+        issues += [_unpinned(dep_set.names, s) for s in dep_set.dependencies if not _pinned(s)]
+    if lockfile is not None:
+        issues += _stale_lock(lockfile, sets)
+    issues += _near_duplicates(sets)
+    return sorted(issues, key=lambda i: (_ORDER[i.level], i.endpoints, i.kind))
+
+
+def _no_wheel(names: list[str], package: str) -> Issue:
+    return Issue(
+        "warning",
+        "no-wheel",
+        names,
+        f"{package} has no wheel for this platform and would be built "
+        "from source (slow, needs compilers); pin a release with wheels",
+    )
+
+
+def _unpinned(names: list[str], spec: str) -> Issue:
+    return Issue(
+        "warning",
+        "unpinned",
+        names,
+        f"{spec!r} is not pinned; pin it with '==' (or run `flash lock`) so that builds are "
+        "reproducible",
+    )
+
+
+def _pinned(spec: str) -> bool:
+    req = Requirement(spec)
+    return req.url is not None or any(
+        s.operator in ("==", "===") and "*" not in s.version for s in req.specifier
+    )
+
+
+def _stale_lock(lockfile: LockFile, sets: Sequence[CheckedSet]) -> list[Issue]:
+    issues = []
+    for dep_set in sets:
+        if lockfile.find(dep_set.dependencies, dep_set.system_dependencies) is not None:
+            continue
+        for name in dep_set.names:
+            stale = lockfile.stale(name, dep_set.dependencies, dep_set.system_dependencies)
+            message = (
+                f"flash.lock locks {list(stale.dependencies)}, the code now asks for "
+                f"{list(dep_set.dependencies)}"
+                if stale is not None
+                else "is not in flash.lock"
+            )
+            issues.append(
+                Issue(
+                    "warning", "stale-lock", [name], f"{message}; run `flash lock` to lock it again"
+                )
+            )
+    return issues
+
+
+def _near_duplicates(sets: Sequence[CheckedSet]) -> list[Issue]:
+    """Pairs of sets that differ in exactly one package."""
+    issues = []
+
+    def by_name(specs: tuple[str, ...]) -> dict[str, str]:
+        return {canonicalize_name(Requirement(s).name): s for s in specs}
+
+    for i, a in enumerate(sets):
+        for b in sets[i + 1 :]:
+            if a.system_dependencies != b.system_dependencies:
+                continue
+            da, db = by_name(a.dependencies), by_name(b.dependencies)
+            differing = sorted(n for n in set(da) | set(db) if da.get(n) != db.get(n))
+            shared = set(da) & set(db) - set(differing)
+            if len(differing) == 1 and shared:
+                issues.append(
+                    Issue(
+                        "suggestion",
+                        "near-duplicate",
+                        a.names + b.names,
+                        f"{a.label!r} and {b.label!r} differ only in {differing[0]}: "
+                        "share one environment?",
+                    )
+                )
+    return issues

@@ -1,0 +1,253 @@
+"""The one preparer: dependency sets (or a flash.lock entry) to a lock, an environment, a system
+layer and the worker runtime.
+
+flash.lock wins where it pins the sets; otherwise uv resolves (cached for FLASH_RESOLVE_TTL) and
+apt works out the system layer. Every caller goes through a ``Preparer``: the runtime (build, or
+resolve only for workers elsewhere), Ray's node agent (build from a lock resolved elsewhere),
+``flash check`` (resolve and probe, build nothing), ``flash lock`` and ``flash build`` (lock
+entries with hashes) and ``flash env``. It owns the settings, the store and apt, and reads each
+flash.lock once (lock_cache.py). Each set's progress (state, log lines, error) is kept for
+dashboards and terminals. What a process prepares it holds in use, so that `flash env prune`
+leaves it alone.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import IO
+
+from openflash import _subprocess
+from openflash._settings import Settings
+from openflash.deps.apt import Apt
+from openflash.deps.lockfile import LockEntry, LockFile
+from openflash.deps.resolve import Lock, resolve, resolve_pinned, without_wheels
+from openflash.deps.system import (
+    SystemLayer,
+    SystemLock,
+    build_layer,
+    distribution_release,
+    resolve_system,
+    system_layer,
+)
+from openflash.envs.bundle import worker_runtime
+from openflash.envs.environment import Environment, build_environment, environment_key
+from openflash.envs.store import Store
+from openflash.prepare.lock_cache import LockFileCache
+from openflash.prepare.outcomes import (
+    BuildStatus,
+    DependencyKey,
+    NodeBuild,
+    Prepared,
+    SetCheck,
+)
+
+__all__ = ["Preparer"]
+
+
+class Preparer:
+    """Prepares dependency sets, in the calling thread (callers run several in threads).
+
+    ``settings`` default to ``Settings.from_env()``; the store (FLASH_HOME) and apt
+    (FLASH_APT_DIR) are made from them, once.
+    """
+
+    def __init__(self, settings: Settings | None = None) -> None:
+        self.settings = settings if settings is not None else Settings.from_env()
+        self.store = Store(self.settings.home)
+        s = self.settings
+        self.apt = Apt(s.apt_root, s.system_base, s.resolve_ttl)
+        self._lockfiles = LockFileCache()
+        self._status: dict[DependencyKey, BuildStatus] = {}
+        self._holds: list[IO[bytes]] = []
+        self._lock = threading.Lock()
+
+    # flash.lock
+
+    def lockfile(self, path: Path) -> LockFile:
+        """The parsed flash.lock at ``path``, read once while it does not change.
+        Raises DependencyError when it cannot be read."""
+        return self._lockfiles.read(path)
+
+    def locked_entry(self, dependencies: DependencyKey) -> LockEntry | None:
+        """The flash.lock entry pinning these sets, if the project has one that does."""
+        if dependencies.lockfile is None:
+            return None
+        return self.lockfile(dependencies.lockfile).find(dependencies.python, dependencies.system)
+
+    def stale_entry(self, dependencies: DependencyKey, endpoint: str) -> LockEntry | None:
+        """The flash.lock entry locking ``endpoint`` with other sets than it now has, if any."""
+        if dependencies.lockfile is None:
+            return None
+        return self.lockfile(dependencies.lockfile).stale(
+            endpoint, dependencies.python, dependencies.system
+        )
+
+    # The runtime.
+
+    def status(self, key: DependencyKey) -> BuildStatus:
+        return self._status.get(key) or BuildStatus()
+
+    def release(self) -> None:
+        """Stop holding what was prepared (the process is done with it)."""
+        with self._lock:
+            holds, self._holds = self._holds, []
+        for handle in holds:
+            handle.close()
+
+    def record_use(self, endpoint: str, prepared: Prepared) -> None:
+        """Note in the store that ``endpoint`` uses what ``prepared`` built."""
+        if prepared.environment is not None and prepared.env_key != "prebuilt":
+            self.store.record_use("envs", prepared.environment.key, endpoint)
+        if prepared.layer.key:
+            self.store.record_use("layers", prepared.layer.key, endpoint)
+
+    def worker_runtime(self) -> Path:
+        """The worker runtime's folder in the store (envs/bundle.py), built once."""
+        return worker_runtime(self.store)
+
+    def resolve(self, python: tuple[str, ...]) -> Lock:
+        """The lock of ``python`` specs (cached for FLASH_RESOLVE_TTL), nothing built."""
+        s = self.settings
+        return resolve(python, store=self.store, uv_cache=s.uv_cache_dir, ttl=s.resolve_ttl)
+
+    def build(self, dependencies: DependencyKey, *, local: bool = True) -> Prepared:
+        """Resolve ``dependencies`` (or take them from flash.lock) and, if ``local``, build.
+
+        Not ``local`` (workers on other machines): the lock and the system closure only, which
+        ``build_from_lock`` builds there. Raises the FlashError of what failed (a conflict, an
+        unknown apt package, a failed install), also kept in ``status(dependencies)``.
+        """
+        s = self.settings
+        status = self._status[dependencies] = BuildStatus("resolving", started=time.time())
+        if s.prebuilt_env is not None:  # an image made by `flash build`: all is installed
+            status.state, status.finished = "ready", time.time()
+            return Prepared(
+                Lock(dependencies.python, "", time.time()),
+                "prebuilt",
+                Environment("prebuilt", s.prebuilt_env),
+                runtime_path=self.worker_runtime(),
+            )
+        try:
+            with _subprocess.reporting(status.log.append):
+                prepared = self._prepare(dependencies, status, local)
+        except BaseException as e:
+            status.state, status.error, status.finished = "failed", str(e), time.time()
+            raise
+        status.state, status.finished = "ready", time.time()
+        return prepared
+
+    def _prepare(self, key: DependencyKey, status: BuildStatus, local: bool) -> Prepared:
+        python, system = key.python, key.system
+        entry = self.locked_entry(key)
+        if system:
+            _subprocess.report(f"system dependencies: {' '.join(system)}")
+        # System packages first: an unknown apt package fails before anything is built.
+        if local:
+            layer, system_lock = self._system_layer(system, entry), None
+        else:
+            layer, system_lock = SystemLayer(), self._system_lock(system, entry)
+        if entry is not None:
+            _subprocess.report(f"installing the versions locked in {key.lockfile}")
+            lock = Lock(python, entry.lock_text(), time.time())
+        else:
+            if python:
+                _subprocess.report(f"resolving with uv: {' '.join(python)}")
+            lock = self.resolve(python)
+        if not local:
+            return Prepared(lock, environment_key(lock.text), system_lock=system_lock)
+        status.state = "building"
+        environment = build_environment(self.store, lock.text, uv_cache=self.settings.uv_cache_dir)
+        # In use while this process runs: `flash env prune` leaves them alone.
+        with self._lock:
+            self._holds.append(self.store.hold("envs", environment.key))
+            if layer.key:
+                self._holds.append(self.store.hold("layers", layer.key))
+        return Prepared(lock, environment.key, environment, layer, self.worker_runtime())
+
+    def _system_lock(self, names: tuple[str, ...], entry: LockEntry | None) -> SystemLock | None:
+        """The closure to build a layer from elsewhere (resolved here, built on the nodes)."""
+        if not names or self.settings.system_deps_mode != "layer":
+            return None
+        return self._closure(names, entry)
+
+    def _closure(self, names: tuple[str, ...], entry: LockEntry | None) -> SystemLock:
+        if entry is not None:
+            return SystemLock(
+                names, tuple(entry.system_packages), distribution_release(), time.time()
+            )
+        return resolve_system(names, store=self.store, apt=self.apt, ttl=self.settings.resolve_ttl)
+
+    def _system_layer(self, names: tuple[str, ...], entry: LockEntry | None) -> SystemLayer:
+        if not names or self.settings.system_deps_mode == "none":
+            return SystemLayer()
+        if self.settings.system_deps_mode == "host":
+            with self.apt.locked():
+                self.apt.install_on_host(names)
+            return SystemLayer()
+        if entry is not None:
+            return build_layer(self.store, self._closure(names, entry), self.apt)
+        return system_layer(names, store=self.store, apt=self.apt, ttl=self.settings.resolve_ttl)
+
+    # Ray's node agent.
+
+    def build_from_lock(
+        self, lock_text: str, system_lock: SystemLock | None, *, overlay: str | None = None
+    ) -> NodeBuild:
+        """Build on this machine what was resolved elsewhere: the environment of ``lock_text``,
+        the layer of ``system_lock`` (none without one), the worker runtime, and the environment
+        of the ``overlay`` lock if given. Each once per key in this machine's store."""
+        uv_cache = self.settings.uv_cache_dir
+        environment = build_environment(self.store, lock_text, uv_cache=uv_cache)
+        layer = SystemLayer()
+        if system_lock is not None:
+            layer = build_layer(self.store, system_lock, self.apt)
+        runtime = self.worker_runtime()
+        extra = build_environment(self.store, overlay, uv_cache=uv_cache) if overlay else None
+        return NodeBuild(environment, layer, runtime, extra)
+
+    # The commands: check, lock, build.
+
+    def check(self, python: tuple[str, ...], system: tuple[str, ...]) -> SetCheck:
+        """Resolve a set without building it, for ``flash check``: its system packages (an
+        unknown one raises SystemDependencyError), its Python lock (a conflict raises
+        DependencyError) and the locked packages without a wheel here."""
+        if system:
+            resolve_system(system, store=self.store, apt=self.apt, ttl=self.settings.resolve_ttl)
+        lock = self.resolve(python)
+        missing = without_wheels(lock.text, uv_cache=self.settings.uv_cache_dir)
+        return SetCheck(lock, tuple(missing))
+
+    def lock_entry(
+        self,
+        endpoints: Sequence[str],
+        python: tuple[str, ...],
+        system: tuple[str, ...],
+        *,
+        previous: LockEntry | None = None,
+        upgrade: bool | Sequence[str] = False,
+    ) -> LockEntry:
+        """A flash.lock entry for the sets: pinned with hashes, and their system closure.
+
+        ``previous`` versions are kept where they fit unless ``upgrade`` (True: all may move;
+        names: those may). Moving also resolves the system packages afresh.
+        """
+        packages = resolve_pinned(
+            python,
+            uv_cache=self.settings.uv_cache_dir,
+            previous=previous.packages if previous else None,
+            upgrade=upgrade,
+        )
+        ttl = 0 if upgrade else self.settings.resolve_ttl
+        closure = resolve_system(system, store=self.store, apt=self.apt, ttl=ttl)
+        return LockEntry(list(endpoints), python, system, packages, list(closure.packages))
+
+    def entry_for(self, endpoint: str, dependencies: DependencyKey) -> LockEntry:
+        """For ``flash build``: flash.lock's entry for the sets where it has one, else a new
+        entry (hashes included) naming ``endpoint``."""
+        found = self.locked_entry(dependencies)
+        if found is not None:
+            return found
+        return self.lock_entry([endpoint], dependencies.python, dependencies.system)
