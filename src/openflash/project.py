@@ -15,10 +15,10 @@ import inspect
 import os
 import sys
 import traceback
+import types
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
 import pathspec
 
@@ -120,7 +120,7 @@ def module_name(root: Path, file: Path) -> str:
     return ".".join(parts)
 
 
-def import_file(root: Path, file: Path, *, fresh: bool = False) -> Any:
+def import_file(root: Path, file: Path, *, fresh: bool = False) -> types.ModuleType:
     """Import ``file`` as its dotted module name (``fresh``: execute it again)."""
     name = module_name(root, file)
     if str(root) not in sys.path:
@@ -161,7 +161,7 @@ def discover(root: Path, files: list[Path] | None = None, *, fresh: bool = False
     return project
 
 
-def _collect(project: Project, module: Any, file: Path) -> None:
+def _collect(project: Project, module: types.ModuleType, file: Path) -> None:
     base = "/" + module_name(project.root, file).replace(".", "/")
     functions: list[QueueRoute] = []
     for attr, value in vars(module).items():

@@ -30,7 +30,7 @@ from openflash.config.resources import CpuLiveServerless, ServerlessResource
 from openflash.deps.specs import normalize_dependencies, normalize_system_dependencies
 from openflash.errors import ConfigError, DependencyError, FlashError
 from openflash.runtime import nested_calls as nested
-from openflash.runtime.core import EndpointDef
+from openflash.runtime.definitions import EndpointDef
 from openflash.runtime.failures import remote_error
 from openflash.runtime.preload import imported_modules, normalize_preload
 from openflash.runtime.process import get_runtime

@@ -30,6 +30,7 @@ from openflash.backends.targets import ContainerTarget, LocalTarget
 from openflash.backends.templates import ForkedProcess, Template, TemplateKey, TemplateUnsafe
 from openflash.envs.engine import find_engine
 from openflash.errors import FlashError
+from openflash.prepare import Preparer
 from openflash.workers.port import WorkerSpec
 
 __all__ = ["PASSED_VARIABLES", "LocalBackend", "LocalWorker", "worker_environ"]
@@ -181,7 +182,9 @@ class LocalBackend:
     builds_locally = True
 
     @classmethod
-    def from_settings(cls, settings: Settings) -> LocalBackend:
+    def from_settings(cls, settings: Settings, preparer: Preparer | None = None) -> LocalBackend:
+        """The backend ``settings`` ask for (``preparer`` is unused: environments are built
+        by the runtime, in this process)."""
         return cls(
             require_gpu=settings.require_gpu,
             fork=settings.fork,

@@ -22,6 +22,7 @@ import collections
 import logging
 import os
 import threading
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, cast
 
@@ -86,20 +87,32 @@ class NodeAgent:
                 store.record_use(kind, key, endpoint)
 
 
+@dataclass(frozen=True, slots=True)
+class NodeBuildKey:
+    """What a node builds once: an environment (``env_key``) and a system layer (``layer``,
+    "" for none) on the node of that Ray id."""
+
+    node: str
+    env_key: str
+    layer: str
+
+
 class RayBackend:
     """Starts workers as actors on a Ray cluster."""
 
     builds_locally = False
 
     @classmethod
-    def from_settings(cls, settings: Settings) -> RayBackend:
-        return cls(settings)
+    def from_settings(cls, settings: Settings, preparer: Preparer | None = None) -> RayBackend:
+        return cls(settings, preparer)
 
-    def __init__(self, settings: Settings) -> None:
+    def __init__(self, settings: Settings, preparer: Preparer | None = None) -> None:
         self.settings = settings
+        #: The process's preparer (the runtime's): Ray's own lock is resolved through it.
+        self.preparer = preparer or Preparer(settings)
         self.address = settings.ray_address
         self._ray_lock: str | None = None
-        self._prepared: dict[tuple[str, str, str], asyncio.Future[dict[str, Any]]] = {}
+        self._prepared: dict[NodeBuildKey, asyncio.Future[dict[str, Any]]] = {}
         self._agents: dict[str, Any] = {}
         self._per_node: collections.Counter[str] = collections.Counter()
         self._warned: set[str] = set()
@@ -131,7 +144,7 @@ class RayBackend:
             # Registered after ray.init's own, so it runs first: actors go while Ray is up.
             atexit.register(self._kill_all)
         if self._ray_lock is None:
-            self._ray_lock = Preparer(self.settings).resolve((_RAY_SPEC,)).text
+            self._ray_lock = self.preparer.resolve((_RAY_SPEC,)).text
 
     async def start_worker(self, spec: WorkerSpec) -> RayWorkerHandle:
         """An actor for ``spec`` (its target a RayTarget) on a node that has built its
@@ -240,14 +253,14 @@ class RayBackend:
                 f"endpoint {spec.endpoint!r} asks for each worker",
                 hint="use a smaller CPU instance type, or add a larger node",
             )
-        prepared = {node for node, key, _ in self._prepared if key == target.env_key}
+        prepared = {k.node for k in self._prepared if k.env_key == target.env_key}
         ids: list[str] = [n["NodeID"] for n in fitting]
         return min(ids, key=lambda node: (self._per_node[node], node not in prepared))
 
     async def _node_ready(self, node: str, endpoint: str, target: RayTarget) -> dict[str, Any]:
         """What ``node`` built for ``target`` (once per node, environment and layer)."""
         layer = target.layer_key
-        key = (node, target.env_key, layer)
+        key = NodeBuildKey(node, target.env_key, layer)
         future = self._prepared.get(key)
         if future is None or (future.done() and future.exception() is not None):
             future = self._prepared[key] = asyncio.ensure_future(self._prepare(node, target))

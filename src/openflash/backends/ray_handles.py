@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+from collections.abc import Callable
 from typing import Any
 
 import ray
@@ -49,7 +50,12 @@ class _FrameWriter:
 class RayWorkerHandle:
     """A worker that is a Ray actor, seen through the pool's byte streams."""
 
-    def __init__(self, actor: Any, node: str, on_exit: Any = None) -> None:
+    def __init__(
+        self,
+        actor: Any,  # a Ray ActorHandle (Ray ships no types)
+        node: str,
+        on_exit: Callable[[RayWorkerHandle], None] | None = None,
+    ) -> None:
         self.actor = actor
         self.node = node
         self.pid = 0

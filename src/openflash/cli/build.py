@@ -58,7 +58,7 @@ from openflash.envs.dockerfiles import (
 from openflash.envs.dockerfiles import check_dockerfile as check_text
 from openflash.prepare import DependencyKey, Preparer
 from openflash.project import Project, project_files
-from openflash.runtime.core import EndpointDef
+from openflash.runtime.definitions import EndpointDef
 
 __all__ = ["build", "check_dockerfile"]
 

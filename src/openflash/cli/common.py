@@ -14,16 +14,17 @@ import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Annotated, Any, TypeVar
+from typing import Annotated, TypeVar
 
 import typer
 from dotenv import load_dotenv
 from rich.console import Console
-from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
+from rich.progress import Progress, SpinnerColumn, TaskID, TextColumn, TimeElapsedColumn
 
 from openflash import _subprocess
+from openflash.prepare import DependencyKey
 from openflash.project import Project, discover
-from openflash.runtime.core import EndpointDef
+from openflash.runtime.definitions import EndpointDef
 
 __all__ = [
     "Quiet",
@@ -88,19 +89,19 @@ class DependencySet:
 
 def endpoint_defs(project: Project) -> list[EndpointDef]:
     """One definition per (endpoint, dependency sets) of the project."""
-    found: dict[tuple[object, ...], EndpointDef] = {}
+    found: dict[tuple[str, DependencyKey], EndpointDef] = {}
     handles = [r.handle for r in project.queue] + [r.route.handle for r in project.lb]
     for handle in handles:
         e = handle.endpoint
-        found.setdefault((e.name, e.dependencies, e.system_dependencies), e)
+        found.setdefault((e.name, DependencyKey(e.dependencies, e.system_dependencies)), e)
     return list(found.values())
 
 
 def dependency_sets(project: Project) -> list[DependencySet]:
-    sets: dict[tuple[tuple[str, ...], tuple[str, ...]], DependencySet] = {}
+    sets: dict[DependencyKey, DependencySet] = {}
     for endpoint in endpoint_defs(project):
-        key = (endpoint.dependencies, endpoint.system_dependencies)
-        sets.setdefault(key, DependencySet(*key)).endpoints.append(endpoint)
+        key = DependencyKey(endpoint.dependencies, endpoint.system_dependencies)
+        sets.setdefault(key, DependencySet(key.python, key.system)).endpoints.append(endpoint)
     return list(sets.values())
 
 
@@ -158,7 +159,7 @@ class Reporter:
                 console=console,
                 transient=False,
             )
-            ids: dict[int, Any] = {}
+            ids: dict[int, TaskID] = {}
             lock = threading.Lock()
 
             def start(index: int, label: str) -> None:

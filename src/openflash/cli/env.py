@@ -45,8 +45,9 @@ _SIZE = re.compile(r"^(\d+(?:\.\d+)?)\s*([KMGT]?)i?B?$", re.I)
 _AGE = re.compile(r"^(\d+(?:\.\d+)?)\s*([smhdw])$")
 
 
+@functools.cache
 def _store() -> Store:
-    """The store the preparer builds in (FLASH_HOME)."""
+    """The store the preparer builds in (FLASH_HOME); one per command."""
     return Preparer().store
 
 

@@ -26,6 +26,7 @@ from typing import Any
 import tomli_w
 
 from openflash.deps.apt import DebPackage
+from openflash.deps.dependency_key import DependencyKey
 from openflash.errors import DependencyError
 
 if sys.version_info >= (3, 11):
@@ -66,8 +67,9 @@ class LockEntry:
     system_packages: list[DebPackage] = field(default_factory=list)
 
     @property
-    def key(self) -> tuple[tuple[str, ...], tuple[str, ...]]:
-        return self.dependencies, self.system_dependencies
+    def key(self) -> DependencyKey:
+        """The sets this entry pins (its ``lockfile`` is None: the entry is the lock)."""
+        return DependencyKey(self.dependencies, self.system_dependencies)
 
     def lock_text(self) -> str:
         """The pinned lines ``uv pip sync`` installs, hashes included, sorted."""
@@ -83,7 +85,7 @@ class LockFile:
 
     def find(self, dependencies: tuple[str, ...], system: tuple[str, ...]) -> LockEntry | None:
         for entry in self.entries:
-            if entry.key == (dependencies, system):
+            if entry.key == DependencyKey(dependencies, system):
                 return entry
         return None
 
@@ -92,7 +94,7 @@ class LockFile:
     ) -> LockEntry | None:
         """The entry that locks ``endpoint`` with other specs than it now has, if any."""
         for entry in self.entries:
-            if endpoint in entry.endpoints and entry.key != (dependencies, system):
+            if endpoint in entry.endpoints and entry.key != DependencyKey(dependencies, system):
                 return entry
         return None
 

@@ -20,7 +20,7 @@ class LockFileCache:
     callers read it, never change it."""
 
     def __init__(self) -> None:
-        self._parsed: dict[Path, tuple[tuple[int, int], LockFile]] = {}
+        self._parsed: dict[Path, tuple[tuple[int, int, int], LockFile]] = {}
         self._lock = threading.Lock()
 
     def read(self, path: Path) -> LockFile:
@@ -28,7 +28,7 @@ class LockFileCache:
         read or parsed."""
         try:
             stat = path.stat()
-            stamp = (stat.st_mtime_ns, stat.st_size)
+            stamp = (stat.st_ino, stat.st_mtime_ns, stat.st_size)  # a rewrite is a new inode
         except OSError:
             return LockFile.read(path)  # raises the usual error, with its hint
         with self._lock:

@@ -12,25 +12,12 @@ import collections
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from openflash.deps.dependency_key import DependencyKey
 from openflash.deps.resolve import Lock
 from openflash.deps.system import SystemLayer, SystemLock
 from openflash.envs.environment import Environment
 
 __all__ = ["BuildStatus", "DependencyKey", "NodeBuild", "Prepared", "SetCheck"]
-
-
-@dataclass(frozen=True, slots=True)
-class DependencyKey:
-    """An endpoint's dependency sets and the flash.lock that may pin them.
-
-    ``python`` holds PEP 508 requirement strings and ``system`` Debian package names, both as
-    validated at decoration (deps/specs.py); ``lockfile`` is the project's flash.lock, or None.
-    Endpoints with equal keys share one preparation, and so one environment and layer.
-    """
-
-    python: tuple[str, ...]
-    system: tuple[str, ...]
-    lockfile: Path | None = None
 
 
 @dataclass

@@ -2,7 +2,7 @@
 
 User code calls from whatever event loop it runs (often a fresh ``asyncio.run`` per call); pools
 and worker streams must live on one loop, so they live on the runtime's own thread and callers
-hop to it (a server gives the runtime its own loop instead). Preparing an endpoint (prepare.py)
+hop to it (a server gives the runtime its own loop instead). Preparing an endpoint (prepare/)
 runs in a thread pool, once per dependency set however many calls arrive at once; the store's
 file locks make it once per machine.
 """
@@ -14,64 +14,30 @@ import concurrent.futures
 import contextlib
 import logging
 import threading
-from dataclasses import dataclass, field
-from pathlib import Path
 
 from openflash._settings import Settings
 from openflash.backends import load_backend
 from openflash.backends.targets import LocalTarget, RayTarget
-from openflash.config.resources import ServerlessResource
-from openflash.deps.lockfile import find_lockfile
 from openflash.errors import FlashError
 from openflash.prepare import DependencyKey, Prepared, Preparer
-from openflash.runtime.image_pools import PreparedImage, image_spec, prepare_image_endpoint
-from openflash.runtime.nested_calls import NestedCalls, project_digest, project_root
+from openflash.runtime.definitions import EndpointDef
+from openflash.runtime.image_endpoints import (
+    ImageKey,
+    PreparedImage,
+    image_spec,
+    prepare_image_endpoint,
+)
+from openflash.runtime.nested_calls import NestedCalls, project_digest
 from openflash.runtime.pool_keys import PoolKey
 from openflash.workers.calls import Call, Reply
-from openflash.workers.pool import Pool, PoolConfig
+from openflash.workers.pool import Pool
 from openflash.workers.port import Backend, WorkerSpec
 from openflash.workers.waits import Waits
 
-__all__ = ["EndpointDef", "Runtime"]
+__all__ = ["Runtime"]
 
 
 logger = logging.getLogger("openflash")
-
-
-@dataclass(frozen=True, eq=False)
-class EndpointDef:
-    """One decorated function or class: its config and validated dependency sets."""
-
-    name: str
-    resource: ServerlessResource
-    dependencies: tuple[str, ...]
-    system_dependencies: tuple[str, ...] = ()
-    max_concurrency: int = 1
-    cwd: Path = field(default_factory=Path.cwd)
-    #: The folder of the decorated function's file: where its project's flash.lock is looked for.
-    source_dir: Path | None = None
-    #: What a worker template imports before forking workers (workers/forkserver.py).
-    preload: tuple[str, ...] = ()
-
-    @property
-    def lockfile(self) -> Path | None:
-        return find_lockfile(self.source_dir or self.cwd)
-
-    @property
-    def project(self) -> Path | None:
-        """The folder its project's modules import from (on its workers' path)."""
-        return project_root(self.source_dir) if self.source_dir else None
-
-    def pool_config(self) -> PoolConfig:
-        r = self.resource
-        return PoolConfig(
-            name=self.name,
-            workers_min=r.workersMin,
-            workers_max=r.workersMax,
-            idle_timeout=float(r.idleTimeout),
-            execution_timeout=r.execution_timeout_s,
-            max_concurrency=self.max_concurrency,
-        )
 
 
 class Runtime:
@@ -91,15 +57,14 @@ class Runtime:
         self.settings = settings
         #: The one preparer of this process's endpoints; it owns the store.
         self.preparer = Preparer(settings)
-        self.store = self.preparer.store
-        self.backend = backend or load_backend(settings)
+        self.backend = backend or load_backend(settings, self.preparer)
         self._owns_loop = loop is None
         self.loop = loop or asyncio.new_event_loop()
         self._builders = concurrent.futures.ThreadPoolExecutor(
             max_workers=4, thread_name_prefix="openflash-build"
         )
         self._prepared: dict[DependencyKey, asyncio.Future[Prepared]] = {}
-        self._images: dict[tuple[str | None, DependencyKey], asyncio.Future[PreparedImage]] = {}
+        self._images: dict[ImageKey, asyncio.Future[PreparedImage]] = {}
         self._stale_warned: set[str] = set()
         self._pools: dict[PoolKey, Pool] = {}
         self._endpoint_pools: dict[EndpointDef, Pool] = {}
@@ -283,7 +248,9 @@ class Runtime:
                 "and images run on the local backend only",
                 hint="run it with FLASH_BACKEND=local, or drop dockerImage to run it on Ray",
             )
-        key = (endpoint.resource.image, _deps_key(endpoint))
+        image = endpoint.resource.image
+        assert image is not None  # _pool_for sends only image endpoints here
+        key = ImageKey(image, _deps_key(endpoint))
         future = self._images.get(key)
         if future is None:
             loop = asyncio.get_running_loop()

@@ -12,7 +12,7 @@ from openflash.workers import protocol
 from openflash.workers.calls import Call
 
 if TYPE_CHECKING:
-    from openflash.runtime.core import EndpointDef
+    from openflash.runtime.definitions import EndpointDef
 
 __all__ = ["remote_error"]
 

@@ -30,7 +30,8 @@ from openflash.workers import protocol
 from openflash.workers.calls import Call
 
 if TYPE_CHECKING:
-    from openflash.runtime.core import EndpointDef, Runtime
+    from openflash.runtime.core import Runtime
+    from openflash.runtime.definitions import EndpointDef
 
 __all__ = [
     "Handle",

@@ -10,6 +10,7 @@ warm workers.
 from __future__ import annotations
 
 import collections
+import concurrent.futures
 import sys
 import time
 from dataclasses import dataclass, field
@@ -19,7 +20,7 @@ from typing import Any
 from fastapi import APIRouter, FastAPI
 
 from openflash.project import Project, discover
-from openflash.runtime.core import EndpointDef
+from openflash.runtime.definitions import EndpointDef
 from openflash.runtime.process import get_runtime
 from openflash.server.jobs import JobJournal, JobRunner
 from openflash.server.routes import JobInvoker, build_router
@@ -119,7 +120,7 @@ class ServerState:
             return
         future = get_runtime().refresh(endpoints)
 
-        def done(f: Any) -> None:
+        def done(f: concurrent.futures.Future[list[str]]) -> None:
             try:
                 retired = f.result()
             except Exception as e:  # reported per endpoint below

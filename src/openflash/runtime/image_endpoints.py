@@ -20,9 +20,18 @@ from openflash.prepare import DependencyKey, Prepared, Preparer
 from openflash.workers.port import WorkerSpec
 
 if TYPE_CHECKING:
-    from openflash.runtime.core import EndpointDef
+    from openflash.runtime.definitions import EndpointDef
 
-__all__ = ["PreparedImage", "image_spec", "prepare_image_endpoint"]
+__all__ = ["ImageKey", "PreparedImage", "image_spec", "prepare_image_endpoint"]
+
+
+@dataclass(frozen=True, slots=True)
+class ImageKey:
+    """What an image endpoint's preparation is done once for: its image (a name as the user
+    wrote it) and its dependency sets."""
+
+    image: str
+    dependencies: DependencyKey
 
 
 @dataclass(frozen=True)

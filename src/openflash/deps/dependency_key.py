@@ -1,0 +1,23 @@
+"""The identity of an endpoint's dependencies: what preparations, flash.lock entries and
+``flash check``'s sets are keyed by."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+__all__ = ["DependencyKey"]
+
+
+@dataclass(frozen=True, slots=True)
+class DependencyKey:
+    """An endpoint's dependency sets and the flash.lock that may pin them.
+
+    ``python`` holds PEP 508 requirement strings and ``system`` Debian package names, both as
+    validated at decoration (deps/specs.py); ``lockfile`` is the project's flash.lock, or None.
+    Endpoints with equal keys share one preparation, and so one environment and layer.
+    """
+
+    python: tuple[str, ...]
+    system: tuple[str, ...]
+    lockfile: Path | None = None

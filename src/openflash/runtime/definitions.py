@@ -1,0 +1,51 @@
+"""An endpoint as the runtime knows it: one decorated function or class, its config and its
+validated dependency sets (built by api/ at decoration, read by the runtime, the CLI and the
+server)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from openflash.config.resources import ServerlessResource
+from openflash.deps.lockfile import find_lockfile
+from openflash.runtime.nested_calls import project_root
+from openflash.workers.pool import PoolConfig
+
+__all__ = ["EndpointDef"]
+
+
+@dataclass(frozen=True, eq=False)
+class EndpointDef:
+    """One decorated function or class: its config and validated dependency sets."""
+
+    name: str
+    resource: ServerlessResource
+    dependencies: tuple[str, ...]
+    system_dependencies: tuple[str, ...] = ()
+    max_concurrency: int = 1
+    cwd: Path = field(default_factory=Path.cwd)
+    #: The folder of the decorated function's file: where its project's flash.lock is looked for.
+    source_dir: Path | None = None
+    #: What a worker template imports before forking workers (workers/forkserver.py).
+    preload: tuple[str, ...] = ()
+
+    @property
+    def lockfile(self) -> Path | None:
+        return find_lockfile(self.source_dir or self.cwd)
+
+    @property
+    def project(self) -> Path | None:
+        """The folder its project's modules import from (on its workers' path)."""
+        return project_root(self.source_dir) if self.source_dir else None
+
+    def pool_config(self) -> PoolConfig:
+        r = self.resource
+        return PoolConfig(
+            name=self.name,
+            workers_min=r.workersMin,
+            workers_max=r.workersMax,
+            idle_timeout=float(r.idleTimeout),
+            execution_timeout=r.execution_timeout_s,
+            max_concurrency=self.max_concurrency,
+        )
