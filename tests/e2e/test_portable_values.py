@@ -9,6 +9,7 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -158,3 +159,67 @@ def test_arguments_go_portable_to_a_worker_lacking_their_package(tmp_path: Path)
         "'packaging', which endpoint 'portable-args''s environment lacks, and it has no "
         "portable form"
     )
+
+
+@pytest.mark.usefixtures("flash_home")
+def test_flash_run_without_numpy_answers_json_in_every_route_kind(
+    tmp_path: Path, bare_caller: Path, session_home: Path, uv_cache: Path, apt_dir: Path
+) -> None:
+    import httpx
+
+    from helpers import FlashServer
+
+    project = tmp_path / "proj"
+    write(
+        project / "stats.py",
+        """
+        import dataclasses, datetime, decimal, uuid
+        from openflash import CpuLiveServerless, Endpoint, remote
+
+        @remote(CpuLiveServerless(name="json-np"), dependencies=["numpy==1.26.2"])
+        def stats(values: list[float]):
+            import numpy as np
+            return {"mean": np.mean(values), "array": np.array(values), "when":
+                    datetime.date(2024, 5, 1), "id": uuid.UUID(int=7), "price":
+                    decimal.Decimal("2.5"), "raw": b"hi", "tags": {"a"}, "odd": object()}
+
+        api = Endpoint(name="json-lb", dependencies=["numpy==1.26.2"])
+
+        @api.post("/mean")
+        def mean(values: list[float]):
+            import numpy as np
+            return {"mean": np.mean(values), "n": np.int64(len(values))}
+        """,
+    )
+    env = {
+        "FLASH_HOME": str(session_home),
+        "FLASH_UV_CACHE_DIR": str(uv_cache),
+        "FLASH_APT_DIR": str(apt_dir),
+        "PYTHONPATH": str(ROOT / "src"),
+    }
+    with FlashServer(project, "--no-reload", env=env, python=str(bare_caller)) as server:
+        body = {"input": {"values": [1.0, 3.0]}}
+        expected = {
+            "mean": 2.0,
+            "array": [1.0, 3.0],
+            "when": "2024-05-01",
+            "id": "00000000-0000-0000-0000-000000000007",
+            "price": 2.5,
+            "raw": "aGk=",
+            "tags": ["a"],
+            "odd": "<builtins.object cannot be encoded as JSON; return plain data or "
+            "register_portable it>",
+        }
+        r = httpx.post(f"{server.url}/stats/stats/runsync", json=body, timeout=120)
+        assert (r.status_code, r.json()["status"]) == (200, "COMPLETED"), r.text
+        assert r.json()["output"] == expected
+        job = httpx.post(f"{server.url}/stats/stats/run", json=body, timeout=60).json()
+        for _ in range(600):
+            status = httpx.get(f"{server.url}/stats/stats/status/{job['id']}", timeout=10).json()
+            if status["status"] not in ("IN_QUEUE", "IN_PROGRESS"):
+                break
+
+            time.sleep(0.1)
+        assert status["status"] == "COMPLETED" and status["output"] == expected
+        r = httpx.post(f"{server.url}/stats/mean", json={"values": [1.0, 2.0]}, timeout=120)
+        assert (r.status_code, r.json()) == (200, {"mean": 1.5, "n": 2})
