@@ -363,7 +363,7 @@ async def serve(fd: int | None, max_concurrency: int) -> None:
         elif frame.kind == protocol.RELEASE:
             worker.executor.release(frame.payload.decode())
         elif frame.kind == protocol.CALLER:
-            executor.caller_modules = frozenset(protocol.loads(frame.payload))
+            executor.caller_modules = pickling.accept_caller(frame.payload)
 
 
 def main(argv: list[str]) -> None:

@@ -17,7 +17,7 @@ import itertools
 from dataclasses import dataclass, field
 
 from openflash.errors import FlashError, WorkerCrashedError
-from openflash.workers import portable, protocol
+from openflash.workers import pickling, portable, protocol
 from openflash.workers.calls import Call
 from openflash.workers.crashes import died_starting
 from openflash.workers.port import Backend, WorkerHandle, WorkerSpec
@@ -200,6 +200,10 @@ class WorkerLives:
 
 
 @functools.cache
+def _importable() -> frozenset[str]:
+    return portable.importable_modules()
+
+
 def _caller_payload() -> bytes:
-    """What this process can import (a CALLER frame's payload), found once."""
-    return protocol.dumps(sorted(portable.importable_modules()))
+    """What this process can import (found once) and its portable rules: a CALLER payload."""
+    return pickling.caller_payload(_importable())

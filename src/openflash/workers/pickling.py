@@ -18,7 +18,14 @@ import cloudpickle
 
 from openflash.workers import portable
 
-__all__ = ["ArgumentsNotLoadable", "NotPortableError", "dumps", "load_arguments"]
+__all__ = [
+    "ArgumentsNotLoadable",
+    "NotPortableError",
+    "accept_caller",
+    "caller_payload",
+    "dumps",
+    "load_arguments",
+]
 
 
 class NotPortableError(TypeError):
@@ -85,3 +92,25 @@ def load_arguments(blob: bytes) -> Any:
         return cloudpickle.loads(blob)
     except ModuleNotFoundError as e:
         raise ArgumentsNotLoadable(e.name or "") from e
+
+
+def caller_payload(modules: frozenset[str]) -> bytes:
+    """A CALLER frame's payload: the modules this caller can import, and the rules registered
+    with ``register_portable`` so far (so that workers convert with them too)."""
+    try:
+        rules = cloudpickle.dumps(portable.registered_rules())
+    except Exception:  # a rule that does not pickle stays the caller's own
+        rules = b""
+    return pickle.dumps((sorted(modules), rules), protocol=pickle.HIGHEST_PROTOCOL)
+
+
+def accept_caller(payload: bytes) -> frozenset[str]:
+    """What a CALLER frame says: the caller's modules; its rules are registered here."""
+    modules, rules = pickle.loads(payload)
+    if rules:
+        try:
+            for cls, rule in cloudpickle.loads(rules).items():
+                portable.register_portable(cls, rule)
+        except Exception:  # a rule's class is not importable here: it has nothing to convert
+            pass
+    return frozenset(modules)

@@ -45,6 +45,7 @@ __all__ = [
     "importable_modules",
     "portable_form",
     "register_portable",
+    "registered_rules",
     "top_module",
 ]
 
@@ -59,7 +60,8 @@ _registered: dict[type | str, Callable[[Any], Any]] = {}
 
 def register_portable(cls: type | str, to_portable: Callable[[Any], Any]) -> None:
     """Convert instances of ``cls`` (a class, or ``"module.QualName"`` to name one without
-    importing it) with ``to_portable`` when the receiving side cannot import it.
+    importing it, where the module may be the package's top level: ``"pandas.Period"``) with
+    ``to_portable`` when the receiving side cannot import it.
 
     ``to_portable`` takes the value and returns plain data (what it returns is converted again
     if it holds foreign values). Instances of subclasses match too. Registered rules come before
@@ -71,6 +73,11 @@ def register_portable(cls: type | str, to_portable: Callable[[Any], Any]) -> Non
             f"function, got {cls!r} and {to_portable!r}"
         )
     _registered[cls] = to_portable
+
+
+def registered_rules() -> dict[type | str, Callable[[Any], Any]]:
+    """The rules registered so far (a copy)."""
+    return dict(_registered)
 
 
 def top_module(cls: type) -> str:
@@ -90,7 +97,11 @@ def portable_form(value: Any) -> Any:
     """``value`` converted by the first matching rule, or NO_RULE."""
     cls = type(value)
     for base in cls.__mro__:
-        rule = _registered.get(base) or _registered.get(f"{base.__module__}.{base.__qualname__}")
+        rule = (
+            _registered.get(base)
+            or _registered.get(f"{base.__module__}.{base.__qualname__}")
+            or _registered.get(f"{top_module(base)}.{base.__qualname__}")  # "pandas.Period"
+        )
         if rule is not None:
             return rule(value)
     names = {(top_module(b), b.__name__) for b in cls.__mro__}

@@ -31,9 +31,9 @@ RETIRE = 7
 #: From a worker: call another endpoint (a NestedRequest); the parent answers NESTED_REPLY.
 NESTED = 8
 NESTED_REPLY = 9
-#: From the parent, once, right after READY: the top-level modules the caller can import (a
-#: pickled sorted list), so that results of classes it lacks go back in portable form
-#: (portable.py). A worker that never gets one sends results as they are.
+#: From the parent, once, right after READY: the top-level modules the caller can import and
+#: its register_portable rules (pickling.caller_payload), so that results of classes it lacks
+#: go back in portable form (portable.py). A worker that never gets one sends results as they are.
 CALLER = 10
 
 #: An ERROR's type when the worker could not unpickle a call's arguments for lack of a module

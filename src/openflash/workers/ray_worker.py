@@ -12,7 +12,7 @@ import os
 import sys
 from typing import Any
 
-from openflash.workers import protocol
+from openflash.workers import pickling
 from openflash.workers.child import Executor
 
 __all__ = ["RayWorker"]
@@ -41,7 +41,7 @@ class RayWorker:
 
     def caller(self, payload: bytes) -> None:
         """What the caller can import (a CALLER frame's payload)."""
-        self.executor.caller_modules = frozenset(protocol.loads(payload))
+        self.executor.caller_modules = pickling.accept_caller(payload)
 
     def release(self, instance_id: str) -> None:
         self.executor.release(instance_id)
