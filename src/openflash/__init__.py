@@ -51,6 +51,7 @@ from openflash.errors import (
     WorkerCrashedError,
 )
 from openflash.runtime.process import configure
+from openflash.workers.portable import register_portable
 
 __all__ = [
     "DEFAULT_WORKERS_MAX",
@@ -87,5 +88,6 @@ __all__ = [
     "WorkerCrashedError",
     "__version__",
     "configure",
+    "register_portable",
     "remote",
 ]

@@ -88,6 +88,8 @@ class RayWorkerHandle:
             task.add_done_callback(self._tasks.discard)
         elif kind == protocol.RELEASE:
             self.actor.release.remote(payload.decode())
+        elif kind == protocol.CALLER:
+            self.actor.caller.remote(payload)
         elif kind == protocol.SHUTDOWN:
             self.kill()
 

@@ -12,6 +12,7 @@ import os
 import sys
 from typing import Any
 
+from openflash.workers import pickling
 from openflash.workers.child import Executor
 
 __all__ = ["RayWorker"]
@@ -37,6 +38,10 @@ class RayWorker:
 
     async def call(self, call_id: int, payload: bytes) -> bytes:
         return await self.executor.reply(call_id, payload)
+
+    def caller(self, payload: bytes) -> None:
+        """What the caller can import (a CALLER frame's payload)."""
+        self.executor.caller_modules = pickling.accept_caller(payload)
 
     def release(self, instance_id: str) -> None:
         self.executor.release(instance_id)
