@@ -13,6 +13,7 @@ Everything public is importable from here; the modules beneath are private.
 from openflash._version import __version__
 from openflash.api.endpoint import Endpoint
 from openflash.api.remote import remote
+from openflash.api.requirements import requirements
 from openflash.config.hardware import (
     CpuInstanceType,
     CudaVersion,
@@ -90,4 +91,5 @@ __all__ = [
     "configure",
     "register_portable",
     "remote",
+    "requirements",
 ]

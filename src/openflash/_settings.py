@@ -3,9 +3,8 @@
 - FLASH_HOME: the store (environments, layers, locks, uv cache); default: the user cache dir.
 - FLASH_UV_CACHE_DIR: uv's cache; default $FLASH_HOME/uv-cache. Keep it on FLASH_HOME's disk,
   so that installs are hardlinks.
-- FLASH_RESOLVE_TTL: seconds a resolution is reused before uv asks the index again (and how recently
-  every package of a new set must have been seen there for it to resolve from uv's cache alone);
-  default 86400.
+- FLASH_RESOLVE_TTL: seconds a resolution of one spec set is reused before uv asks the index
+  again; default 86400.
 - FLASH_REQUIRE_GPU: 1 makes a GPU endpoint on a machine without GPUs an error; default 0.
 - FLASH_WORKER_MAX_RSS: a memory cap for each local worker (bytes, or with K, M, G: ``512M``),
   enforced as RLIMIT_DATA (the worker's private writable memory: heap, thread stacks); a call

@@ -85,10 +85,6 @@ class Store:
     def resolutions(self) -> Path:
         return self.root / "resolutions"
 
-    @property
-    def index_seen(self) -> Path:
-        return self.root / "index-seen.json"
-
     @contextlib.contextmanager
     def lock(self, kind: str, key: str, timeout: float = -1) -> Iterator[None]:
         locks = self.root / "locks"
