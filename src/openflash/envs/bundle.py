@@ -47,6 +47,7 @@ _PACKAGE_FILES = {
     "openflash/workers/protocol.py": "openflash.workers.protocol",
     "openflash/workers/ray_worker.py": "openflash.workers.ray_worker",
     "openflash/workers/forkserver.py": "openflash.workers.forkserver",
+    "openflash/workers/namespace.py": "openflash.workers.namespace",
     "openflash/workers/channel.py": "openflash.workers.channel",
     "openflash/workers/client.py": "openflash.workers.client",
     "openflash/workers/portable.py": "openflash.workers.portable",
