@@ -25,6 +25,7 @@ and one line on stderr when the namespace cannot be set up (the local backend pr
 from __future__ import annotations
 
 import ctypes
+import errno
 import json
 import os
 import sys
@@ -111,22 +112,43 @@ def enter(layer: str | None) -> None:
     if not layer:
         return
     for source, target in overlay_targets(layer):
-        below = _submounts(target)
-        kept = [(point, os.open(point, O_PATH)) for point in below]
+        _overlay(libc, source, target, _DESCENT)
+
+
+#: How many folder levels an overlay may move down when the kernel refuses one (see _overlay).
+_DESCENT = 3
+
+
+def _overlay(libc: ctypes.CDLL, source: str, target: str, descent: int) -> None:
+    """Overlay ``source`` read-only over ``target``, keeping the mounts below ``target``.
+
+    The kernel refuses some folders as an overlay's lower dir (EINVAL), e.g. a ``/var`` that
+    holds a container engine's overlay storage (``/var/lib/containers``). Then each of the
+    layer's subfolders is overlaid on its host twin instead, down to ``descent`` levels; a
+    subfolder the host lacks cannot get a mount point (the host is never changed) and is left
+    out. Other refusals raise OSError naming the step.
+    """
+    below = _submounts(target)
+    kept = [(point, os.open(point, O_PATH)) for point in below]
+    try:
         options = f"lowerdir={_escape(source)}:{_escape(target)}".encode()
-        _check(
-            libc.mount(b"overlay", target.encode(), b"overlay", MS_RDONLY, options),
-            f"overlaying {source} on {target}",
-        )
+        result = libc.mount(b"overlay", target.encode(), b"overlay", MS_RDONLY, options)
+        if result != 0 and ctypes.get_errno() == errno.EINVAL and descent > 0:
+            for name in sorted(os.listdir(source)):
+                inner, host = os.path.join(source, name), os.path.join(target, name)
+                if os.path.isdir(inner) and not os.path.islink(inner) and os.path.isdir(host):
+                    _overlay(libc, inner, os.path.realpath(host), descent - 1)
+            return
+        _check(result, f"overlaying {source} on {target}")
         for point, fd in kept:
-            try:
-                from_fd = f"/proc/self/fd/{fd}".encode()
-                _check(
-                    libc.mount(from_fd, point.encode(), None, MS_BIND | MS_REC, None),
-                    f"keeping the mount at {point}",
-                )
-            finally:
-                os.close(fd)
+            from_fd = f"/proc/self/fd/{fd}".encode()
+            _check(
+                libc.mount(from_fd, point.encode(), None, MS_BIND | MS_REC, None),
+                f"keeping the mount at {point}",
+            )
+    finally:
+        for _, fd in kept:
+            os.close(fd)
 
 
 def main(argv: list[str]) -> None:
