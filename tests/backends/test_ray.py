@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -193,14 +194,53 @@ def test_a_killed_actor_fails_its_call_naming_the_node_and_is_replaced(on_ray: C
         first = await nap(0)
         pending = asyncio.ensure_future(nap(30))
         await asyncio.sleep(1.0)
-        os.kill(first, signal.SIGKILL)  # the actor process, on a node of this machine
+        os.kill(first, signal.SIGKILL)  # the worker process, on a node of this machine
         started = time.monotonic()
-        with pytest.raises(WorkerCrashedError, match=r"actor on node \S+ died"):
+        with pytest.raises(WorkerCrashedError, match=r"pid \d+ on node \S+\) died"):
             await pending
         assert time.monotonic() - started < 10
         assert await nap(0) != first  # a new actor took its place
 
     run(scenario())
+
+
+def test_a_pin_of_rays_own_dependency_runs_and_ray_is_not_on_the_users_path(
+    on_ray: Cluster,
+) -> None:
+    """protobuf 3.19 is older than what Ray imports: with Ray in the worker's interpreter the
+    worker died at ``import ray``. The worker process is the environment's, without Ray."""
+
+    @Endpoint(
+        name="ray-old-protobuf", cpu=CpuInstanceType.CPU3C_1_2, dependencies=["protobuf==3.19.6"]
+    )
+    def versions() -> dict:
+        import google.protobuf
+
+        try:
+            import ray  # noqa: F401
+        except ImportError as e:
+            ray_import = type(e).__name__
+        else:
+            ray_import = "imported"
+        return {"protobuf": google.protobuf.__version__, "ray": ray_import}
+
+    assert run(versions()) == {"protobuf": "3.19.6", "ray": "ModuleNotFoundError"}
+
+
+def test_a_worker_that_cannot_start_fails_the_call_with_its_node_and_cause(
+    on_ray: Cluster,
+) -> None:
+    # A Python that cannot find its standard library exits at once, as a broken environment does.
+    @Endpoint(name="ray-broken", cpu=CpuInstanceType.CPU3C_1_2, env={"PYTHONHOME": "/nonexistent"})
+    def never() -> int:
+        return 1
+
+    with pytest.raises(WorkerCrashedError) as caught:
+        run(asyncio.wait_for(never(), 120))  # a bound on the test: it must not hang
+    message = str(caught.value)
+    assert re.search(r"on node \S+\) exited before it was ready", message), message
+    assert "encodings" in message or "Python" in message, message
+    assert caught.value.hint
 
 
 def test_execution_timeouts_hold_on_ray(on_ray: Cluster) -> None:
@@ -313,13 +353,13 @@ def test_flash_run_serves_on_the_cluster_and_shows_each_workers_node(
     write(
         project / "hello.py",
         """
-        import os
+        import sys
         from openflash import CpuInstanceType, Endpoint
 
         @Endpoint(name="ray-served", cpu=CpuInstanceType.CPU3C_1_2, dependencies=["six==1.16.0"])
         def hello(name: str) -> dict:
             import six
-            return {"hello": name, "six": six.__version__, "home": os.environ["FLASH_HOME"]}
+            return {"hello": name, "six": six.__version__, "prefix": sys.prefix}
         """,
     )
     args = ("--backend", "ray", "--address", ray_cluster.address)
@@ -330,7 +370,9 @@ def test_flash_run_serves_on_the_cluster_and_shows_each_workers_node(
         assert reply.status_code == 200, reply.text
         output = reply.json()["output"]
         assert output["six"] == "1.16.0"
-        assert output["home"] in {str(h) for h in ray_cluster.homes.values()}  # a node's store
+        # The worker's interpreter is an environment in a node's store, not the driver's.
+        homes = {str(h) for h in ray_cluster.homes.values()}
+        assert any(output["prefix"].startswith(home + os.sep) for home in homes), output
         state = httpx.get(f"{server.url}/_flash/state", timeout=30).json()
     (endpoint,) = state["endpoints"]
     (worker,) = endpoint["pool"]["detail"]
