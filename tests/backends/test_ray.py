@@ -243,6 +243,25 @@ def test_a_worker_that_cannot_start_fails_the_call_with_its_node_and_cause(
     assert caught.value.hint
 
 
+def test_an_actor_that_cannot_start_its_worker_fails_the_call_naming_the_node(
+    on_ray: Cluster,
+) -> None:
+    @Endpoint(name="ray-lost-env", cpu=CpuInstanceType.CPU3C_1_2, dependencies=["six==1.15.0"])
+    def interpreter() -> str:
+        import sys
+
+        return sys.executable
+
+    python = Path(run(interpreter()))
+    process.shutdown()  # its workers go; the node's store keeps the environment
+    python.unlink()  # ... now without an interpreter: the actor cannot start its worker
+    with pytest.raises(WorkerCrashedError) as caught:
+        run(asyncio.wait_for(interpreter(), 120))  # a bound on the test: it must not hang
+    message = str(caught.value)
+    assert re.search(r"the Ray actor could not start on node \S+", message), message
+    assert str(python) in message, message
+
+
 def test_execution_timeouts_hold_on_ray(on_ray: Cluster) -> None:
     @Endpoint(name="ray-timeout", cpu=CpuInstanceType.CPU3C_1_2, execution_timeout_ms=1000)
     async def hang() -> None:
