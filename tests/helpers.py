@@ -109,9 +109,15 @@ class FlashServer:
     """``flash run`` on a project folder, as a real process with a real uvicorn server."""
 
     def __init__(
-        self, project: Path, *args: str, port: int | None = None, env: dict[str, str] | None = None
+        self,
+        project: Path,
+        *args: str,
+        port: int | None = None,
+        env: dict[str, str] | None = None,
+        python: str | None = None,
     ) -> None:
         self.project = project
+        self.python = python or sys.executable  # the interpreter `flash run` runs in
         self.port = port or free_port()  # where it answers
         self.requested_port = self.port  # what it is asked for
         self.args = args
@@ -131,7 +137,7 @@ class FlashServer:
         log = self.log.open("a")
         self.proc = subprocess.Popen(
             [
-                sys.executable,
+                self.python,
                 "-m",
                 "openflash",
                 "run",

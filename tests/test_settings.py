@@ -40,6 +40,7 @@ def test_values(tmp_path: Path) -> None:
         ("FLASH_WORKER_MAX_RSS", "lots"),
         ("FLASH_WORKER_MAX_RSS", "-5M"),
         ("FLASH_WORKER_MAX_RSS", "5X"),
+        ("FLASH_NAMESPACES", "sometimes"),
     ],
 )
 def test_bad_values_are_named(name: str, value: str) -> None:
@@ -62,3 +63,8 @@ def test_bad_values_are_named(name: str, value: str) -> None:
 )
 def test_worker_memory_cap_sizes(text: str, size: int | None) -> None:
     assert Settings.from_env({"FLASH_WORKER_MAX_RSS": text}).worker_max_rss == size
+
+
+@pytest.mark.parametrize(("text", "on"), [("", True), ("auto", True), ("1", True), ("off", False)])
+def test_namespaces_setting(text: str, on: bool) -> None:
+    assert Settings.from_env({"FLASH_NAMESPACES": text}).namespaces is on

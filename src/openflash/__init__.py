@@ -13,6 +13,7 @@ Everything public is importable from here; the modules beneath are private.
 from openflash._version import __version__
 from openflash.api.endpoint import Endpoint
 from openflash.api.remote import remote
+from openflash.api.requirements import requirements
 from openflash.config.hardware import (
     CpuInstanceType,
     CudaVersion,
@@ -51,6 +52,7 @@ from openflash.errors import (
     WorkerCrashedError,
 )
 from openflash.runtime.process import configure
+from openflash.workers.portable import register_portable
 
 __all__ = [
     "DEFAULT_WORKERS_MAX",
@@ -87,5 +89,7 @@ __all__ = [
     "WorkerCrashedError",
     "__version__",
     "configure",
+    "register_portable",
     "remote",
+    "requirements",
 ]

@@ -3,9 +3,8 @@
 - FLASH_HOME: the store (environments, layers, locks, uv cache); default: the user cache dir.
 - FLASH_UV_CACHE_DIR: uv's cache; default $FLASH_HOME/uv-cache. Keep it on FLASH_HOME's disk,
   so that installs are hardlinks.
-- FLASH_RESOLVE_TTL: seconds a resolution is reused before uv asks the index again (and how recently
-  every package of a new set must have been seen there for it to resolve from uv's cache alone);
-  default 86400.
+- FLASH_RESOLVE_TTL: seconds a resolution of one spec set is reused before uv asks the index
+  again; default 86400.
 - FLASH_REQUIRE_GPU: 1 makes a GPU endpoint on a machine without GPUs an error; default 0.
 - FLASH_WORKER_MAX_RSS: a memory cap for each local worker (bytes, or with K, M, G: ``512M``),
   enforced as RLIMIT_DATA (the worker's private writable memory: heap, thread stacks); a call
@@ -24,6 +23,9 @@
 - FLASH_APT_DIR: apt's private index, .deb cache and state; default $FLASH_HOME/apt.
 - FLASH_SYSTEM_BASE: the dpkg status file describing what a worker's base system already has;
   default /var/lib/dpkg/status (this machine's).
+- FLASH_NAMESPACES: "off" runs local workers without their private namespace, with system layers
+  relocated (found through variables); default "auto": in a namespace with each layer at its real
+  paths wherever the kernel allows (deps/namespace_mode.py).
 - FLASH_CONTAINER_ENGINE: the container engine that runs endpoints with a ``dockerImage``:
   "podman", "docker", or a path to either; default: podman, else docker, whichever answers.
 """
@@ -64,6 +66,8 @@ class Settings:
     worker_max_rss: int | None = None
     fork: bool = True
     container_engine: str | None = None
+    #: FLASH_NAMESPACES: whether local workers may run in a private namespace.
+    namespaces: bool = True
 
     @property
     def apt_root(self) -> Path:
@@ -102,6 +106,7 @@ class Settings:
             worker_max_rss=_size(env, "FLASH_WORKER_MAX_RSS"),
             fork=_flag(env, "FLASH_FORK") if env.get("FLASH_FORK", "").strip() else True,
             container_engine=env.get("FLASH_CONTAINER_ENGINE", "").strip() or None,
+            namespaces=_namespaces(env),
         )
 
 
@@ -151,3 +156,15 @@ def _flag(env: dict[str, str], name: str) -> bool:
     if text in FALSE_WORDS:
         return False
     raise ConfigError(f"{name}={text!r} is not a yes/no value", hint=f"set {name}=1 or {name}=0")
+
+
+def _namespaces(env: dict[str, str]) -> bool:
+    word = env.get("FLASH_NAMESPACES", "").strip().lower()
+    if word in ("", "auto") or word in TRUE_WORDS:
+        return True
+    if word in FALSE_WORDS:
+        return False
+    raise ConfigError(
+        f"FLASH_NAMESPACES={word!r} is not a namespace mode",
+        hint="set FLASH_NAMESPACES to auto (the default) or off",
+    )

@@ -165,7 +165,17 @@ def test_env_ls_sizes_agree_with_du_and_prune_spares_busy(
             if r["busy"]
         ]
         assert len(busy) == 1 and busy[0]["endpoints"] == ["new-six"]
+        before = json.loads(run_flash("env", "ls", "--json", cwd=project, env=env).stdout)
+        dry = run_flash("env", "prune", "--max-size", "0", "--dry-run", cwd=project, env=env)
+        assert dry.returncode == 0, dry.stderr
+        assert "would remove environment" in dry.stderr
+        assert "1 would be removed (nothing was)" in dry.stderr
+        after = json.loads(run_flash("env", "ls", "--json", cwd=project, env=env).stdout)
+        assert [r["key"] for r in after] == [r["key"] for r in before]
+        table = run_flash("env", "ls", cwd=project, env=env)
+        assert "environments and layers" in table.stderr and "apt's cache" in table.stderr
         pruned = run_flash("env", "prune", "--max-size", "0", cwd=project, env=env)
+        assert "1 removed; the environments and layers now hold" in pruned.stderr
         assert pruned.returncode == 0, pruned.stderr
         left = json.loads(run_flash("env", "ls", "--json", cwd=project, env=env).stdout)
         assert [r["key"] for r in left] == [busy[0]["key"]]  # only the busy one stays

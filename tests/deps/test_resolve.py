@@ -7,9 +7,12 @@ from pathlib import Path
 
 import pytest
 
+from index_server import serve_index
 from openflash.deps.resolve import resolve
 from openflash.envs.store import Store
 from openflash.errors import DependencyConflictError, DependencyError
+
+from helpers import make_wheel
 
 
 def test_resolves_pins_and_transitive_dependencies(tmp_path: Path, uv_cache: Path) -> None:
@@ -92,55 +95,42 @@ def _cut_the_network(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("UV_HTTP_RETRIES", "0")
 
 
-def test_a_new_set_of_recently_seen_packages_resolves_from_uvs_cache(
+def test_a_new_set_asks_the_index_whatever_uvs_cache_holds(
     tmp_path: Path, uv_cache: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    store = Store(tmp_path / "home")
+    folder = tmp_path / "index"
+    make_wheel(folder, "openflash_fresh_demo", "1.0", {"openflash_fresh_demo.py": ""})
+    with serve_index(folder) as (url, _):  # pages say max-age=600, as PyPI's do
+        monkeypatch.setenv("UV_INDEX_URL", url)
+        old = resolve(("openflash-fresh-demo",), store=store, uv_cache=uv_cache, ttl=100)
+        assert old.packages == {"openflash-fresh-demo": "==1.0"}  # uv's cache now holds 1.0
+        make_wheel(folder, "openflash_fresh_demo", "2.0", {"openflash_fresh_demo.py": ""})
+        new = resolve(("openflash-fresh-demo<3",), store=store, uv_cache=uv_cache, ttl=100)
+    assert new.packages == {"openflash-fresh-demo": "==2.0"}
+
+
+def test_an_unreachable_index_falls_back_to_uvs_cache_and_says_so(
+    tmp_path: Path,
+    uv_cache: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
     store = Store(tmp_path)
-    both = resolve(("requests==2.32.3", "six"), store=store, uv_cache=uv_cache, ttl=100, now=1e3)
+    both = resolve(("requests==2.32.3", "six"), store=store, uv_cache=uv_cache, ttl=100)
     _cut_the_network(monkeypatch)
-    alone = resolve(("requests==2.32.3",), store=store, uv_cache=uv_cache, ttl=100, now=1050.0)
-    expected = {k: v for k, v in both.packages.items() if k != "six"}
-    assert alone.packages == expected
-    assert alone.resolved_at == 1000.0  # as fresh as its oldest sighting, not as the call
-    # ... and cached like any resolution, until that sighting is older than the TTL:
-    [cached] = [
-        json.loads(f.read_text())
-        for f in store.resolutions.glob("*.json")
-        if json.loads(f.read_text())["specs"] == ["requests==2.32.3"]
-    ]
-    assert cached["resolved_at"] == 1000.0
+    alone = resolve(("requests==2.32.3",), store=store, uv_cache=uv_cache, ttl=100)
+    assert alone.packages == {k: v for k, v in both.packages.items() if k != "six"}
+    assert "resolved requests==2.32.3 offline from uv's cache" in caplog.text
+    # Not cached: the next call asks the index again.
+    cached = [json.loads(f.read_text())["specs"] for f in store.resolutions.glob("*.json")]
+    assert cached == [["requests==2.32.3", "six"]]
 
 
-def test_packages_seen_longer_ago_than_the_ttl_are_asked_about_again(
+def test_an_unreachable_index_and_nothing_in_uvs_cache_fails_clearly(
     tmp_path: Path, uv_cache: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    store = Store(tmp_path)
-    resolve(("requests==2.32.3", "six"), store=store, uv_cache=uv_cache, ttl=100, now=1000.0)
     _cut_the_network(monkeypatch)
-    with pytest.raises(DependencyError, match="could not reach the package index"):
-        resolve(("requests==2.32.3",), store=store, uv_cache=uv_cache, ttl=100, now=1100.0)
-
-
-def test_a_locked_package_never_seen_on_the_index_sends_the_set_to_the_index(
-    tmp_path: Path, uv_cache: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    store = Store(tmp_path)
-    resolve(("requests==2.32.3", "six"), store=store, uv_cache=uv_cache, ttl=100, now=1000.0)
-    seen = json.loads(store.index_seen.read_text())
-    assert {"requests", "six", "idna", "urllib3", "certifi"} <= set(seen)
-    del seen["idna"]  # a dependency of requests: known to uv's cache, not seen by openflash
-    store.index_seen.write_text(json.dumps(seen))
-    _cut_the_network(monkeypatch)
-    with pytest.raises(DependencyError, match="could not reach the package index"):
-        resolve(("requests==2.32.3",), store=store, uv_cache=uv_cache, ttl=100, now=1050.0)
-
-
-def test_an_unreadable_record_of_sightings_only_costs_the_shortcut(
-    tmp_path: Path, uv_cache: Path
-) -> None:
-    store = Store(tmp_path)
-    store.index_seen.parent.mkdir(parents=True, exist_ok=True)
-    store.index_seen.write_text("{not json")
-    lock = resolve(("six",), store=store, uv_cache=uv_cache, ttl=100, now=1000.0)
-    assert "six" in lock.packages
-    assert json.loads(store.index_seen.read_text())["six"] == 1000.0
+    with pytest.raises(DependencyError, match="could not reach the package index") as info:
+        resolve(("openflash-never-cached-3141",), store=Store(tmp_path), uv_cache=uv_cache, ttl=9)
+    assert "UV_INDEX_URL" in info.value.hint

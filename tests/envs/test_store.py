@@ -167,6 +167,20 @@ def test_disk_usage_counts_shared_hardlinks_once_like_du(tmp_path: Path) -> None
     assert sizes == expected
     assert sizes["envs/a"] > sizes["envs/b"] > 0  # the shared file counts for the first only
 
+    # Folders after the entries, as du's further arguments: a file linked from an entry is not
+    # counted again; a missing folder uses nothing.
+    extra = tmp_path / "bytecode"
+    extra.mkdir()
+    os.link(a / "own.bin", extra / "linked.bin")
+    (extra / "alone.bin").write_bytes(os.urandom(70_000))
+    both = store.disk_usage(entries, {"bytecode": extra, "apt": tmp_path / "nowhere"})
+    du = subprocess.run(
+        ["du", "-sB1", str(a), str(b), str(extra)], capture_output=True, text=True, check=True
+    )
+    assert both["bytecode"] == int(du.stdout.splitlines()[-1].split()[0])
+    assert 70_000 <= both["bytecode"] < 120_000 and both["apt"] == 0
+    assert {k: both[k] for k in expected} == expected
+
 
 def test_entries_in_use_are_busy_and_not_removed(tmp_path: Path) -> None:
     store = Store(tmp_path)

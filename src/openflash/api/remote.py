@@ -14,7 +14,6 @@ import functools
 import hashlib
 import inspect
 import os
-import pickle
 import sys
 import sysconfig
 import types
@@ -26,6 +25,7 @@ from typing import Any
 
 import cloudpickle
 
+from openflash.api import values
 from openflash.config.resources import CpuLiveServerless, ServerlessResource
 from openflash.deps.specs import normalize_dependencies, normalize_system_dependencies
 from openflash.errors import ConfigError, DependencyError, FlashError
@@ -140,6 +140,8 @@ class _Remote:
         self.endpoint = endpoint
         self._blob: bytes | None = None
         self._target = ""
+        #: Top-level modules the endpoint's workers said they lack (arguments go portable).
+        self._lacks: set[str] = set()
         try:
             self._source: str | None = inspect.getsourcefile(obj)
         except TypeError:
@@ -195,22 +197,25 @@ class RemoteFunction(_Remote):
 
     def __call__(self, *args: Any, **kwargs: Any) -> Any:
         target, blob = self._payload()
-        call = Call(
-            protocol.OP_FUNCTION,
-            target,
-            blob,
-            _dump_args(self, args, kwargs),
-            label=self._label(),
-            source=self._source,
-        )
-        return _run(self.endpoint, call)
+
+        def make_call() -> Call:
+            return Call(
+                protocol.OP_FUNCTION,
+                target,
+                blob,
+                _dump_args(self, args, kwargs),
+                label=self._label(),
+                source=self._source,
+            )
+
+        return _run(self.endpoint, make_call(), make_call, self._lacks)
 
 
 class RemoteClass(_Remote):
     """A decorated class; instantiating it returns a handle whose methods run on a worker."""
 
     def __call__(self, *args: Any, **kwargs: Any) -> RemoteInstance:
-        return RemoteInstance(self, _dump_args(self, args, kwargs))
+        return RemoteInstance(self, _dump_args(self, args, kwargs), (args, kwargs))
 
     def _label(self) -> str:
         return f"{self.__name__}"
@@ -219,9 +224,12 @@ class RemoteClass(_Remote):
 class RemoteInstance:
     """An instance of a decorated class, created on a worker at its first method call."""
 
-    def __init__(self, cls: RemoteClass, init_args: bytes) -> None:
+    def __init__(
+        self, cls: RemoteClass, init_args: bytes, raw: tuple[tuple[Any, ...], dict[str, Any]]
+    ) -> None:
         self._cls = cls
         self._init_args = init_args
+        self._init_raw = raw
         self._id = uuid.uuid4().hex
         weakref.finalize(self, _release, cls.endpoint, self._id)
 
@@ -236,18 +244,24 @@ class RemoteInstance:
             )
 
         def method(*args: Any, **kwargs: Any) -> Any:
-            __, blob = self._cls._payload()
-            call = Call(
-                protocol.OP_METHOD,
-                self._id,
-                blob,
-                _dump_args(self._cls, args, kwargs),
-                label=f"{self._cls.__name__}.{name}()",
-                method=name,
-                init_args=self._init_args,
-                source=self._cls._source,
-            )
-            return _run(self._cls.endpoint, call)
+            cls = self._cls
+            __, blob = cls._payload()
+
+            def make_call(again: bool = True) -> Call:
+                if again:
+                    self._init_args = _dump_args(cls, *self._init_raw)
+                return Call(
+                    protocol.OP_METHOD,
+                    self._id,
+                    blob,
+                    _dump_args(cls, args, kwargs, getattr(cls.__wrapped__, name)),
+                    label=f"{cls.__name__}.{name}()",
+                    method=name,
+                    init_args=self._init_args,
+                    source=cls._source,
+                )
+
+            return _run(cls.endpoint, make_call(False), make_call, cls._lacks)
 
         method.__name__ = name
         return method
@@ -263,20 +277,30 @@ class RemoteInstance:
         return f"<remote {self._cls.__name__} instance on endpoint {self._cls.endpoint.name!r}>"
 
 
-async def _run(endpoint: EndpointDef, call: Call) -> Any:
-    try:
-        reply = await get_runtime().call(endpoint, call)
-    except FlashError as e:
-        # The same error may reach several callers (a shared build, a crashed worker's calls):
-        # each gets its own copy, raised here rather than from deep inside the runtime.
-        error = copy.copy(e)
-        if isinstance(e, DependencyError) and not e.message.startswith("endpoint "):
-            error.message = f"endpoint {endpoint.name!r}: {e.message}"
-            error.args = (error.message,)
-        raise error from None
-    if reply.ok:
-        return _load_result(endpoint, call, reply.payload)
-    raise remote_error(endpoint, call, protocol.decode_error(reply.payload))
+async def _run(
+    endpoint: EndpointDef, call: Call, again: Callable[[], Call], lacks: set[str]
+) -> Any:
+    """Run ``call``; when its worker lacks a module its arguments need, learn that into
+    ``lacks`` and run it ``again`` (its arguments then pickled in portable form)."""
+    while True:
+        try:
+            reply = await get_runtime().call(endpoint, call)
+        except FlashError as e:
+            # The same error may reach several callers (a shared build, a crashed worker's
+            # calls): each gets its own copy, raised here rather than from deep in the runtime.
+            error = copy.copy(e)
+            if isinstance(e, DependencyError) and not e.message.startswith("endpoint "):
+                error.message = f"endpoint {endpoint.name!r}: {e.message}"
+                error.args = (error.message,)
+            raise error from None
+        if reply.ok:
+            return values.load_result(endpoint.name, call.label, reply.payload)
+        info = protocol.decode_error(reply.payload)
+        missing = values.missing_module(info)
+        if missing is None or missing in lacks:
+            raise remote_error(endpoint, call, info)
+        lacks.add(missing)
+        call = again()
 
 
 def _release(endpoint: EndpointDef, instance_id: str) -> None:
@@ -286,27 +310,17 @@ def _release(endpoint: EndpointDef, instance_id: str) -> None:
         process._runtime.release_instance(endpoint, instance_id)
 
 
-def _dump_args(owner: _Remote, args: tuple[Any, ...], kwargs: dict[str, Any]) -> bytes:
-    try:
-        blob: bytes = cloudpickle.dumps((args, kwargs))
-        return blob
-    except Exception as e:
-        raise FlashError(
-            f"the arguments of {owner._label()} cannot be sent to its worker: {e}",
-            hint="pass picklable values (numbers, strings, lists, dicts, dataclasses, arrays)",
-        ) from e
-
-
-def _load_result(endpoint: EndpointDef, call: Call, payload: bytes) -> Any:
-    try:
-        return pickle.loads(payload)
-    except Exception as e:
-        raise FlashError(
-            f"the result of {call.label} on endpoint {endpoint.name!r} could not be unpickled "
-            f"here: {type(e).__name__}: {e}",
-            hint="return plain Python values (dict, list, str, numbers), or install the "
-            "packages the result needs in the calling environment too",
-        ) from None
+def _dump_args(
+    owner: _Remote, args: tuple[Any, ...], kwargs: dict[str, Any], fn: Any = None
+) -> bytes:
+    return values.dump_arguments(
+        owner.__wrapped__ if fn is None else fn,
+        owner._label(),
+        owner.endpoint.name,
+        args,
+        kwargs,
+        owner._lacks,
+    )
 
 
 #: Attributes openflash puts on user functions (route handlers); they stay out of pickles.

@@ -28,6 +28,7 @@ from openflash.backends.gpus import GpuAllocator, detect_gpus
 from openflash.backends.output import OUTPUT_LINE_LIMIT, PUMP_GRACE_S, STDERR_TAIL_LINES, pump
 from openflash.backends.targets import ContainerTarget, LocalTarget
 from openflash.backends.templates import ForkedProcess, Template, TemplateKey, TemplateUnsafe
+from openflash.deps.namespace_mode import layer_mode, namespace_argv, namespace_env
 from openflash.envs.engine import find_engine
 from openflash.errors import FlashError
 from openflash.prepare import Preparer
@@ -88,9 +89,14 @@ PATH_DEFAULTS = {"PATH": os.defpath, "XDG_DATA_DIRS": "/usr/local/share:/usr/sha
 
 
 def worker_environ(
-    spec: WorkerSpec, target: LocalTarget, gpus: tuple[str, ...], has_gpus: bool
+    spec: WorkerSpec,
+    target: LocalTarget,
+    gpus: tuple[str, ...],
+    has_gpus: bool,
+    namespaces: bool = False,
 ) -> dict[str, str]:
-    """The variables of a worker of ``spec`` (run as ``target``) holding ``gpus``."""
+    """The variables of a worker of ``spec`` (run as ``target``) holding ``gpus``; with
+    ``namespaces``, those telling the launcher to overlay its layer (``spec.layer``)."""
     env = {
         k: v
         for k, v in os.environ.items()
@@ -103,6 +109,9 @@ def worker_environ(
     env["VIRTUAL_ENV"] = str(env_dir)
     env["PATH"] = os.pathsep.join([str(target.python.parent), env.get("PATH", os.defpath)])
     env["PYTHONNOUSERSITE"] = "1"
+    env["XDG_CACHE_HOME"] = str(worker_cache(env_dir, spec.layer))
+    if namespaces and spec.layer is not None:
+        env.update(namespace_env(spec.layer))
     env.update(spec.env)
     user_path = spec.env.get("PYTHONPATH")
     # The runtime goes behind site-packages when the worker starts (workers.child); the project
@@ -119,6 +128,19 @@ def worker_environ(
     if spec.max_rss:
         env[MAX_RSS_VARIABLE] = str(spec.max_rss)
     return env
+
+
+def worker_cache(env_dir: Path, layer: Path | None) -> Path:
+    """The cache folder of an environment's workers with ``layer`` (removed with the
+    environment): ``<env>/openflash-cache/<layer key, or "no-layer">``."""
+    return env_dir / "openflash-cache" / (layer.name if layer is not None else "no-layer")
+
+
+def _private_folder(path: Path) -> None:
+    """Create ``path`` (and its parent) for this user only, whatever the umask."""
+    for folder in (path.parent, path):
+        folder.mkdir(mode=0o700, exist_ok=True)
+        folder.chmod(0o700)
 
 
 class LocalWorker:
@@ -190,6 +212,7 @@ class LocalBackend:
             fork=settings.fork,
             registry=settings.home / "templates",
             container_engine=settings.container_engine,
+            namespaces=settings.namespaces,
         )
 
     def __init__(
@@ -200,7 +223,10 @@ class LocalBackend:
         fork: bool = False,
         registry: Path | None = None,
         container_engine: str | None = None,
+        namespaces: bool = True,
     ) -> None:
+        #: Whether workers with a layer may run in a namespace (FLASH_NAMESPACES), if it works.
+        self.namespaces = namespaces
         #: FLASH_CONTAINER_ENGINE, for endpoints with an image.
         self.container_engine = container_engine
         self.require_gpu = require_gpu
@@ -259,17 +285,25 @@ class LocalBackend:
             )
         gpus = await self._take_gpus(spec)
         allocator = self._gpu_allocator()
-        env = worker_environ(spec, target, gpus, bool(allocator.devices))
+        in_namespace = self._in_namespace(spec)
+        env = worker_environ(spec, target, gpus, bool(allocator.devices), in_namespace)
+        _private_folder(Path(env["XDG_CACHE_HOME"]))
         parent_sock, child_sock = socket.socketpair()
+        main = ["openflash.workers.child", str(child_sock.fileno()), str(spec.max_concurrency)]
+        argv = (
+            namespace_argv(target.python, main)
+            if in_namespace
+            else [
+                str(target.python),
+                "-m",
+                *main,
+            ]
+        )
         try:
             proc = await self._fork(
                 spec, target, env, child_sock
             ) or await asyncio.create_subprocess_exec(
-                str(target.python),
-                "-m",
-                "openflash.workers.child",
-                str(child_sock.fileno()),
-                str(spec.max_concurrency),
+                *argv,
                 stdin=asyncio.subprocess.DEVNULL,
                 stdout=asyncio.subprocess.PIPE,
                 stderr=asyncio.subprocess.PIPE,
@@ -294,6 +328,10 @@ class LocalBackend:
 
         return LocalWorker(proc, reader, writer, gpus, spec.endpoint, allocator.release)
 
+    def _in_namespace(self, spec: WorkerSpec) -> bool:
+        """Whether ``spec``'s workers start in a namespace with their layer at its real paths."""
+        return self.namespaces and spec.layer is not None and layer_mode().namespaces
+
     def _limit_cpus(self, pid: int, vcpus: int | None) -> None:
         """Pin the worker to ``vcpus`` CPUs (its instance type's), spreading workers around."""
         if not vcpus or not hasattr(os, "sched_setaffinity"):
@@ -313,7 +351,9 @@ class LocalBackend:
         """A worker forked from the spec's template; None where forking is off or unsafe."""
         if not self.fork:
             return None
-        base = worker_environ(spec, target, (), bool(self._gpu_allocator().devices))
+        base = worker_environ(
+            spec, target, (), bool(self._gpu_allocator().devices), self._in_namespace(spec)
+        )
         key = TemplateKey.of(spec, target, base)
         if key in self._unsafe:
             return None

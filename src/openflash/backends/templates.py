@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from openflash.backends.targets import LocalTarget
+from openflash.workers.namespace import NAMESPACE_VARIABLE
 from openflash.workers.port import WorkerSpec
 
 __all__ = ["ForkedProcess", "Template", "TemplateKey", "TemplateUnsafe"]
@@ -163,12 +164,14 @@ class Template:
     async def _start(self) -> None:
         ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
         env = {**self.env, "OPENFLASH_PRELOAD": json.dumps(list(self.preload))}
+        main = ["openflash.workers.forkserver", str(theirs.fileno())]
+        if NAMESPACE_VARIABLE in env:  # its forks share the namespace it starts in
+            main = ["openflash.workers.namespace", *main]
         try:
             self._proc = await asyncio.create_subprocess_exec(
                 str(self.python),
                 "-m",
-                "openflash.workers.forkserver",
-                str(theirs.fileno()),
+                *main,
                 stdin=asyncio.subprocess.DEVNULL,
                 pass_fds=(theirs.fileno(),),
                 cwd=str(self.cwd),

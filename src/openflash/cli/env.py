@@ -46,9 +46,27 @@ _AGE = re.compile(r"^(\d+(?:\.\d+)?)\s*([smhdw])$")
 
 
 @functools.cache
+def _preparer() -> Preparer:
+    """The preparer (its settings, its store in FLASH_HOME); one per command."""
+    return Preparer()
+
+
 def _store() -> Store:
-    """The store the preparer builds in (FLASH_HOME); one per command."""
-    return Preparer().store
+    return _preparer().store
+
+
+def _footprint(store: Store) -> dict[str, int]:
+    """Bytes on disk, each file once: the entries together ("entries"), then what only the
+    bytecode store holds ("bytecode", most of it is linked into environments) and apt's cache
+    of .debs and indexes ("apt")."""
+    entries = [e for kind in KINDS for e in store.entries(kind)]
+    apt = _preparer().settings.apt_root
+    sizes = store.disk_usage(entries, {"bytecode": store.bytecode, "apt": apt})
+    return {
+        "entries": sum(sizes[f"{e.kind}/{e.key}"] for e in entries),
+        "bytecode": sizes["bytecode"],
+        "apt": sizes["apt"],
+    }
 
 
 class _Row(TypedDict):
@@ -131,7 +149,11 @@ def ls(as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = Fa
             "yes" if r["busy"] else "",
         )
     console.print(table)
-    console.print(f"total {_human(sum(int(r['bytes']) for r in rows))}")
+    used = _footprint(_store())
+    console.print(
+        f"total {_human(sum(used.values()))} (environments and layers {_human(used['entries'])}, "
+        f"bytecode {_human(used['bytecode'])}, apt's cache {_human(used['apt'])})"
+    )
     if templates:
         running = Table(title="worker templates", title_justify="left")
         for column in ("pid", "environment", "preloaded", "memory"):
@@ -209,7 +231,7 @@ def prune(
         if old or big:
             doomed.append(r)
             total -= int(r["bytes"])
-    removed = False
+    removed = 0
     for r in doomed:
         kind = "envs" if r["kind"] == "environment" else "layers"
         if not dry_run:
@@ -217,17 +239,25 @@ def prune(
                 store.remove(kind, str(r["key"]))
             except OSError as e:  # it became busy meanwhile
                 console.print(f"[yellow]kept {r['key']}: {e}[/yellow]")
+                total += int(r["bytes"])
                 continue
-            removed = True
+        removed += 1
         if not quiet:
             console.print(
                 f"{'would remove' if dry_run else 'removed'} {r['kind']} {r['key']} "
                 f"({_human(int(r['bytes']))})"
             )
-    if removed:
+    if removed and not dry_run:
         prune_bytecode(store.bytecode)  # what only the removed environments used
-    if not quiet:
-        console.print(f"{len(doomed)} removed; the store now holds {_human(total)}")
+    if quiet:
+        return
+    if dry_run:
+        console.print(
+            f"{removed} would be removed (nothing was); the environments and layers would "
+            f"then hold {_human(total)}"
+        )
+    else:
+        console.print(f"{removed} removed; the environments and layers now hold {_human(total)}")
 
 
 @app.command("rm")

@@ -2,25 +2,23 @@
 
 A lock is the sorted text of pinned requirement lines (``name==version``, or ``name @ url``).
 Resolutions are cached per (normalised specs, Python, platform) in the store and reused for
-FLASH_RESOLVE_TTL seconds; when re-resolving fails for lack of a network, an expired resolution is
-used with a warning rather than failing the call.
+FLASH_RESOLVE_TTL seconds.
 
-The same TTL bounds what openflash asks the index about a package: every resolution that went to
-the index records, per package of its lock, when (``index-seen.json``). A set not resolved yet is
-first resolved from uv's cache alone (``--offline``, about a third of the time); that lock is
-used when every package in it was seen on the index within the TTL, else uv asks the index. So a
-new combination of recently used packages (an endpoint gaining one dependency) resolves as fresh
-as a cached resolution would be, without the round trips.
+One resolution everywhere: a call, ``flash check``, ``flash lock`` and the head of a Ray cluster
+all ask the index with ``--refresh`` (uv otherwise reuses an index page for as long as its
+``Cache-Control`` allows, ten minutes on PyPI, and never ``--offline``), so they agree on the
+newest versions the specs allow, whatever uv's cache happens to hold. Only when the index
+cannot be reached does resolution fall back, announced by a warning: to an expired resolution of
+the same specs, else to what uv's cache alone can satisfy (``--offline``; such a lock is not
+cached, so the next call asks the index again).
 
 What uv prints is parsed by the pure functions ``parse_lock`` and ``failure_to_error``.
 """
 
 from __future__ import annotations
 
-import contextlib
 import json
 import logging
-import math
 import re
 import sys
 import tempfile
@@ -29,7 +27,6 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from packaging.requirements import InvalidRequirement, Requirement
 from packaging.utils import canonicalize_name
 
 from openflash import _subprocess
@@ -55,6 +52,8 @@ _NETWORK = re.compile(
     r"timed out|Network is unreachable|Could not connect|network was disabled",
     re.IGNORECASE,
 )
+#: Revalidate every index page uv asked about (cheap: a conditional request each).
+_FRESH = "--refresh"
 _NO_WHEELS = re.compile(r"Because (\S+?)==\S+ has no usable wheels")
 
 
@@ -138,24 +137,41 @@ def resolve(
     if cached is not None and now - cached.resolved_at < ttl:
         return cached
     try:
-        lock = _from_seen_packages(specs, store.index_seen, uv_cache, ttl, now)
-        if lock is None:
-            lock = Lock(specs, _compile(specs, uv_cache), now)
-            _record_seen(store.index_seen, lock)
+        lock = Lock(specs, _compile(specs, uv_cache, _FRESH), now)
     except DependencyError as e:
+        if type(e) is not DependencyError or not _NETWORK.search(e.message):
+            raise
+        return _offline_fallback(specs, cached, uv_cache, e)
+    finally:
         tighten_lock_files(uv_cache, store.root)
-        if cached is not None and type(e) is DependencyError and _NETWORK.search(e.message):
-            logger.warning(
-                "openflash: re-resolving %s failed (network); using the resolution from %s",
-                ", ".join(specs),
-                time.ctime(cached.resolved_at),
-            )
-            return cached
-        raise
-    tighten_lock_files(uv_cache, store.root)  # once, whether uv ran once or twice
     payload = {"specs": list(specs), "lock": lock.text, "resolved_at": lock.resolved_at}
     write_atomic(cache_file, json.dumps(payload, indent=1))
     return lock
+
+
+def _offline_fallback(
+    specs: tuple[str, ...], cached: Lock | None, uv_cache: Path, error: DependencyError
+) -> Lock:
+    """The index is unreachable: an expired resolution of ``specs``, else uv's cache alone
+    (``--offline``), each announced by a warning; ``error`` if neither gives a lock."""
+    listed = ", ".join(specs)
+    if cached is not None:
+        logger.warning(
+            "openflash: re-resolving %s failed (network); using the resolution from %s",
+            listed,
+            time.ctime(cached.resolved_at),
+        )
+        return cached
+    try:
+        text = _compile(specs, uv_cache, "--offline")
+    except DependencyError:
+        raise error from None
+    logger.warning(
+        "openflash: the package index could not be reached; resolved %s offline from uv's "
+        "cache, which may hold older versions than the index (it is asked again next time)",
+        listed,
+    )
+    return Lock(specs, text, time.time())
 
 
 def resolve_pinned(
@@ -183,7 +199,9 @@ def resolve_pinned(
             if isinstance(upgrade, bool)
             else [a for n in upgrade for a in ("--upgrade-package", n)]
         )
-        _uv_compile(specs, uv_cache, "-o", str(output), "--generate-hashes", "--quiet", *extra)
+        _uv_compile(
+            specs, uv_cache, _FRESH, "-o", str(output), "--generate-hashes", "--quiet", *extra
+        )
         return parse_hashed(output.read_text())
 
 
@@ -221,56 +239,6 @@ def without_wheels(lock_text: str, *, uv_cache: Path) -> list[str]:
 
 def _compile(specs: tuple[str, ...], uv_cache: Path, *args: str) -> str:
     return parse_lock(_uv_compile(specs, uv_cache, *args).stdout)
-
-
-def _from_seen_packages(
-    specs: tuple[str, ...], seen_file: Path, uv_cache: Path, ttl: float, now: float
-) -> Lock | None:
-    """The lock uv makes from its cache alone, if every package in it was seen on the index
-    within ``ttl``; its time is the oldest of those sightings. None otherwise."""
-    seen = _read_seen(seen_file)
-
-    def fresh(name: str) -> bool:
-        return now - seen.get(canonicalize_name(name), -math.inf) < ttl
-
-    if not all(fresh(_name(spec)) for spec in specs):  # not worth an offline attempt
-        return None
-    try:
-        text = _compile(specs, uv_cache, "--offline")
-    except DependencyError:
-        return None
-    names = list(Lock(specs, text, now).packages)
-    if not all(fresh(name) for name in names):
-        return None
-    return Lock(specs, text, min(seen[canonicalize_name(name)] for name in names))
-
-
-def _name(spec: str) -> str:
-    try:
-        return Requirement(spec).name
-    except InvalidRequirement:
-        return ""  # never seen: resolve with the index
-
-
-def _read_seen(path: Path) -> dict[str, float]:
-    try:
-        data = json.loads(path.read_text())
-        return {str(k): float(v) for k, v in data.items()}
-    except (OSError, ValueError, TypeError, AttributeError):
-        return {}
-
-
-def _record_seen(path: Path, lock: Lock) -> None:
-    """Note that uv asked the index about every package of ``lock`` at ``lock.resolved_at``.
-
-    Concurrent writers may drop each other's entries: that only costs a later resolution its
-    shortcut.
-    """
-    seen = _read_seen(path)
-    for name in lock.packages:
-        seen[canonicalize_name(name)] = lock.resolved_at
-    with contextlib.suppress(OSError):
-        write_atomic(path, json.dumps(seen, indent=0, sort_keys=True))
 
 
 def _uv_compile(specs: tuple[str, ...], uv_cache: Path, *args: str) -> _subprocess.Completed:

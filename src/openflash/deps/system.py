@@ -9,7 +9,10 @@ made to work without the maintainer scripts a real install would run:
 - ``update-alternatives --install`` lines of postinst scripts become symlinks in the layer
   (libblas.so.3, liblapack.so.3, ...);
 - absolute symlinks into the layer are made relative, so the layer does not point at the host;
-- graphviz gets its plugin config (``dot -c``) and GVBINDIR; fontconfig a config that adds the
+- where the host has merged /usr, the layer's ``lib/``, ``bin/``... move into ``usr/``;
+- with namespaces (``deps.namespace_mode``), ``etc/ld.so.cache`` covers host and layer;
+- tesseract gets TESSDATA_PREFIX (for the relocated mode); graphviz gets its plugin config
+  (``dot -c``) and GVBINDIR; fontconfig a config that adds the
   layer's fonts; git its exec path; XDG_DATA_DIRS the layer's share/.
 
 The key is a hash of the requested names, the closure's exact versions and the distribution.
@@ -20,6 +23,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import shutil
 import sysconfig
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -41,7 +45,7 @@ __all__ = [
 ]
 
 #: Bumped whenever the layout or the fixups of a layer change.
-LAYER_FORMAT = 1
+LAYER_FORMAT = 2
 LAYER_INFO = "openflash-layer.json"
 MULTIARCH = sysconfig.get_config_var("MULTIARCH") or "x86_64-linux-gnu"
 _BIN_DIRS = ("usr/local/bin", "usr/bin", "bin", "usr/local/sbin", "usr/sbin", "sbin")
@@ -95,7 +99,9 @@ def distribution_release(os_release: Path = Path("/etc/os-release")) -> str:
     return f"{ident}-{version}"
 
 
-def system_layer(names: tuple[str, ...], *, store: Store, apt: Apt, ttl: float) -> SystemLayer:
+def system_layer(
+    names: tuple[str, ...], *, store: Store, apt: Apt, ttl: float, real_paths: bool = False
+) -> SystemLayer:
     """The layer for ``names``: resolved (or from the cache), then built once.
 
     A cached resolution may name versions the archive no longer has (a security update replaced
@@ -103,12 +109,12 @@ def system_layer(names: tuple[str, ...], *, store: Store, apt: Apt, ttl: float) 
     """
     lock = resolve_system(names, store=store, apt=apt, ttl=ttl)
     try:
-        return build_layer(store, lock, apt)
+        return build_layer(store, lock, apt, real_paths=real_paths)
     except SystemDependencyError:
         fresh = resolve_system(names, store=store, apt=apt, ttl=0, refresh_index=True)
         if fresh.packages == lock.packages:
             raise
-        return build_layer(store, fresh, apt)
+        return build_layer(store, fresh, apt, real_paths=real_paths)
 
 
 def resolve_system(
@@ -143,8 +149,16 @@ def resolve_system(
     return lock
 
 
-def build_layer(store: Store, lock: SystemLock, apt: Apt) -> SystemLayer:
-    """The layer for ``lock``, downloaded and extracted once per key."""
+def build_layer(
+    store: Store, lock: SystemLock, apt: Apt, *, real_paths: bool = False
+) -> SystemLayer:
+    """The layer for ``lock``, downloaded and extracted once per key.
+
+    With ``real_paths`` (namespaces work here: ``deps.namespace_mode``), the layer also gets the
+    ``/etc/ld.so.cache`` a real install would have (host and layer libraries, written by
+    ``ldconfig`` run in a namespace with the layer overlaid), so that ``ctypes.util.find_library``
+    and ``dlopen`` by soname find its libraries.
+    """
     if not lock.packages:
         return SystemLayer()
     key = lock.key
@@ -155,7 +169,10 @@ def build_layer(store: Store, lock: SystemLock, apt: Apt) -> SystemLayer:
             debs = apt.download(lock.packages)
         _subprocess.report(f"extracting {len(debs)} packages into layer {key}")
         scripts = _extract(debs, tmp)
+        _merge_usr(tmp)
         info = _fix_up(tmp, final, scripts)
+        if real_paths:
+            _ld_cache(tmp)
         write_atomic(tmp / LAYER_INFO, json.dumps(info, indent=1))
         return {"packages": [f"{p.name}={p.version}" for p in lock.packages]}
 
@@ -186,6 +203,41 @@ def _extract(debs: list[Path], target: Path) -> list[str]:
         return list(pool.map(one, debs))
 
 
+def _merge_usr(root: Path, host: Path = Path("/")) -> None:
+    """Move ``lib/``, ``bin/``, ... into ``usr/`` where the host has merged /usr (``/lib`` a link
+    to ``usr/lib``), leaving a relative link, so the layer has one tree per real folder."""
+    for name in ("bin", "sbin", "lib", "lib32", "lib64", "libx32"):
+        top, merged = root / name, root / "usr" / name
+        if not (host / name).is_symlink() or top.is_symlink() or not top.is_dir():
+            continue
+        for dirpath, _dirnames, filenames in os.walk(top):
+            for entry in filenames + [d for d in _dirnames if (Path(dirpath) / d).is_symlink()]:
+                source = Path(dirpath) / entry
+                dest = merged / source.relative_to(top)
+                dest.parent.mkdir(parents=True, exist_ok=True)
+                if not (dest.exists() or dest.is_symlink()):
+                    source.rename(dest)
+        shutil.rmtree(top)
+        top.symlink_to(f"usr/{name}")
+
+
+def _ld_cache(root: Path) -> None:
+    """Write ``etc/ld.so.cache`` for the host with the layer overlaid (``ldconfig`` inside the
+    layer's namespace, its output kept out of the mounted tree until it is done)."""
+    from openflash.deps.namespace_mode import run_in_layer
+
+    scratch = root / "openflash"
+    scratch.mkdir(exist_ok=True)
+    run_in_layer(
+        root,
+        ["ldconfig", "-X", "-C", str(scratch / "ld.so.cache")],
+        timeout=300,
+        error=SystemDependencyError,
+    )
+    (root / "etc").mkdir(exist_ok=True)
+    (scratch / "ld.so.cache").rename(root / "etc" / "ld.so.cache")
+
+
 def _fix_up(root: Path, final: Path, scripts: list[str]) -> dict[str, object]:
     """Do what maintainer scripts would have done; describe the variables a worker needs."""
     _install_alternatives(root, scripts)
@@ -205,6 +257,9 @@ def _fix_up(root: Path, final: Path, scripts: list[str]) -> dict[str, object]:
     if (root / "usr/share/fonts").is_dir() or (root / "etc/fonts").is_dir():
         _fontconfig(root, final)
         env["FONTCONFIG_FILE"] = "{layer}/openflash/fonts.conf"
+    tessdata = sorted(root.glob("usr/share/tesseract-ocr/*/tessdata"))
+    if tessdata:
+        env["TESSDATA_PREFIX"] = "{layer}/" + str(tessdata[-1].relative_to(root))
     if (root / "usr/lib/git-core").is_dir():
         env["GIT_EXEC_PATH"] = "{layer}/usr/lib/git-core"
         if (root / "usr/share/git-core/templates").is_dir():

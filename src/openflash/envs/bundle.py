@@ -45,8 +45,11 @@ _PACKAGE_FILES = {
     "openflash/workers/child.py": "openflash.workers.child",
     "openflash/workers/protocol.py": "openflash.workers.protocol",
     "openflash/workers/forkserver.py": "openflash.workers.forkserver",
+    "openflash/workers/namespace.py": "openflash.workers.namespace",
     "openflash/workers/channel.py": "openflash.workers.channel",
     "openflash/workers/client.py": "openflash.workers.client",
+    "openflash/workers/portable.py": "openflash.workers.portable",
+    "openflash/workers/pickling.py": "openflash.workers.pickling",
     "openflash/errors.py": "openflash.errors",
     "openflash/config/__init__.py": None,
     "openflash/config/hardware.py": "openflash.config.hardware",
@@ -54,7 +57,12 @@ _PACKAGE_FILES = {
 
 #: The modules of the light client that offer openflash's public names, in the order a name is
 #: looked for (each offers those its ``__all__`` lists).
-LIGHT_MODULES = ("openflash.workers.client", "openflash.config.hardware", "openflash.errors")
+LIGHT_MODULES = (
+    "openflash.workers.client",
+    "openflash.workers.portable",
+    "openflash.config.hardware",
+    "openflash.errors",
+)
 
 _TOP_INIT = Path(__file__).resolve().parents[1] / "__init__.py"
 

@@ -85,10 +85,6 @@ class Store:
     def resolutions(self) -> Path:
         return self.root / "resolutions"
 
-    @property
-    def index_seen(self) -> Path:
-        return self.root / "index-seen.json"
-
     @contextlib.contextmanager
     def lock(self, kind: str, key: str, timeout: float = -1) -> Iterator[None]:
         locks = self.root / "locks"
@@ -203,29 +199,20 @@ class Store:
         except OSError:
             return False
 
-    def disk_usage(self, entries: list[Entry]) -> dict[str, int]:
-        """Bytes of disk each entry uses, in order, a file with several links counted once.
+    def disk_usage(
+        self, entries: list[Entry], folders: dict[str, Path] | None = None
+    ) -> dict[str, int]:
+        """Bytes of disk each entry uses (keyed ``kind/key``), then each of ``folders`` (keyed
+        by its name there), in order, a file with several links counted once.
 
         As ``du -sB1`` does with several arguments: a hardlink shared by two entries (or with
-        uv's cache, outside them) counts for the first entry that has it.
+        uv's cache, outside them) counts for the first that has it. So the sizes add up to the
+        disk all of them use together; a missing folder uses 0 bytes.
         """
         seen: set[tuple[int, int]] = set()
-        sizes = {}
-        for entry in entries:
-            total = 0
-            for dirpath, dirnames, filenames in os.walk(entry.path):
-                paths = [dirpath, *(os.path.join(dirpath, n) for n in filenames)]
-                # Links to folders are listed with the folders and not walked into.
-                paths += [p for d in dirnames if os.path.islink(p := os.path.join(dirpath, d))]
-                for path in paths:
-                    try:
-                        st = os.lstat(path)
-                    except OSError:
-                        continue
-                    if (st.st_dev, st.st_ino) not in seen:
-                        seen.add((st.st_dev, st.st_ino))
-                        total += st.st_blocks * 512
-            sizes[f"{entry.kind}/{entry.key}"] = total
+        sizes = {f"{e.kind}/{e.key}": _folder_usage(e.path, seen) for e in entries}
+        for name, folder in (folders or {}).items():
+            sizes[name] = _folder_usage(folder, seen)
         return sizes
 
     def remove(self, kind: str, key: str) -> bool:
@@ -273,6 +260,24 @@ class Store:
         except FileNotFoundError:
             return []
         return [json.loads(line) for line in text.splitlines() if line.strip()]
+
+
+def _folder_usage(folder: Path, seen: set[tuple[int, int]]) -> int:
+    """Bytes of disk under ``folder`` not in ``seen`` (device, inode), which it extends."""
+    total = 0
+    for dirpath, dirnames, filenames in os.walk(folder):
+        paths = [dirpath, *(os.path.join(dirpath, n) for n in filenames)]
+        # Links to folders are listed with the folders and not walked into.
+        paths += [p for d in dirnames if os.path.islink(p := os.path.join(dirpath, d))]
+        for path in paths:
+            try:
+                st = os.lstat(path)
+            except OSError:
+                continue
+            if (st.st_dev, st.st_ino) not in seen:
+                seen.add((st.st_dev, st.st_ino))
+                total += st.st_blocks * 512
+    return total
 
 
 def write_atomic(path: Path, text: str) -> None:

@@ -23,6 +23,7 @@ from openflash import _subprocess
 from openflash._settings import Settings
 from openflash.deps.apt import Apt
 from openflash.deps.lockfile import LockEntry, LockFile
+from openflash.deps.namespace_mode import layer_mode
 from openflash.deps.resolve import Lock, resolve, resolve_pinned, without_wheels
 from openflash.deps.system import (
     SystemLayer,
@@ -188,8 +189,20 @@ class Preparer:
                 self.apt.install_on_host(names)
             return SystemLayer()
         if entry is not None:
-            return build_layer(self.store, self._closure(names, entry), self.apt)
-        return system_layer(names, store=self.store, apt=self.apt, ttl=self.settings.resolve_ttl)
+            return build_layer(
+                self.store, self._closure(names, entry), self.apt, real_paths=self._real_paths()
+            )
+        return system_layer(
+            names,
+            store=self.store,
+            apt=self.apt,
+            ttl=self.settings.resolve_ttl,
+            real_paths=self._real_paths(),
+        )
+
+    def _real_paths(self) -> bool:
+        """Whether workers here see layers at their real paths (``deps.namespace_mode``)."""
+        return layer_mode(self.settings.namespaces).namespaces
 
     # Ray's node agent.
 
@@ -203,7 +216,7 @@ class Preparer:
         environment = build_environment(self.store, lock_text, uv_cache=uv_cache)
         layer = SystemLayer()
         if system_lock is not None:
-            layer = build_layer(self.store, system_lock, self.apt)
+            layer = build_layer(self.store, system_lock, self.apt, real_paths=self._real_paths())
         runtime = self.worker_runtime()
         extra = build_environment(self.store, overlay, uv_cache=uv_cache) if overlay else None
         return NodeBuild(environment, layer, runtime, extra)

@@ -205,6 +205,7 @@ class Runtime:
             cwd=endpoint.cwd,
             env={**prepared.layer.env, **(r.env or {})},
             paths=dict(prepared.layer.paths),
+            layer=prepared.layer.path,
             gpu_count=r.gpu_count,
             vcpus=r.cpu_instance.vcpus if r.cpu_instance else None,
             max_concurrency=endpoint.max_concurrency,

@@ -2,23 +2,32 @@
 
 A function's parameters become a pydantic model (names, annotations, defaults), so a request is
 validated before any worker is involved: bad or missing fields are a 422 with details. A result
-becomes JSON with FastAPI's encoder (bytes as base64). What the call raised becomes a status:
-a timeout is TIMED_OUT (504), anything else FAILED (500) with the remote error's text.
+becomes JSON (``to_json``): values of packages (numpy, pandas, torch, PIL, pydantic, dataclasses,
+builtin subclasses) first take their portable form (workers/portable.py's table), then FastAPI's
+encoder writes the rest (datetime and date as ISO 8601, UUID and Decimal, sets as lists, bytes as
+base64); a value neither can encode becomes a string naming its type, never a 500. What the
+call raised becomes a status: a timeout is TIMED_OUT (504), anything else FAILED (500) with
+the remote error's text.
 """
 
 from __future__ import annotations
 
 import base64
+import contextlib
 import inspect
+import logging
 import typing
 from typing import Any
 
-from fastapi.encoders import jsonable_encoder
+from fastapi.encoders import ENCODERS_BY_TYPE
 from pydantic import BaseModel, ConfigDict, create_model
 
 from openflash.errors import ExecutionTimeoutError, FlashError, RemoteError
+from openflash.workers import portable
 
 __all__ = ["Outcome", "call_outcome", "input_model", "parameters_of", "to_json"]
+
+logger = logging.getLogger("openflash")
 
 
 def parameters_of(fn: Any) -> list[inspect.Parameter]:
@@ -57,9 +66,36 @@ def _usable(annotation: Any) -> bool:
     return True
 
 
+_JSON_ATOMS = (str, int, float, bool, type(None))
+
+
 def to_json(value: Any) -> Any:
-    """``value`` as JSON-compatible data; bytes become base64 text."""
-    return jsonable_encoder(value, custom_encoder={bytes: lambda b: base64.b64encode(b).decode()})
+    """``value`` as JSON-compatible data (see the module's docstring); never raises."""
+    if type(value) in _JSON_ATOMS:
+        return value
+    if isinstance(value, dict):
+        return {_key(k): to_json(v) for k, v in value.items()}
+    if type(value) in (list, tuple, set, frozenset):
+        return [to_json(v) for v in value]
+    if type(value) is bytes:
+        return base64.b64encode(value).decode()
+    converted = portable.portable_form(value)
+    if converted is not portable.NO_RULE:
+        return to_json(converted)
+    for base in type(value).__mro__:
+        encode = ENCODERS_BY_TYPE.get(base)
+        if encode is not None:
+            with contextlib.suppress(Exception):
+                return to_json(encode(value))
+    cls = type(value)
+    name = f"{cls.__module__}.{cls.__qualname__}"
+    logger.warning("openflash: a result held a %s, which has no JSON form", name)
+    return f"<{name} cannot be encoded as JSON; return plain data or register_portable it>"
+
+
+def _key(key: Any) -> str:
+    encoded = to_json(key)
+    return encoded if isinstance(encoded, str) else str(encoded)
 
 
 class Outcome(typing.NamedTuple):

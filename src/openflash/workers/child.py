@@ -49,7 +49,7 @@ from typing import Any  # noqa: E402
 
 import cloudpickle  # noqa: E402
 
-from openflash.workers import channel, protocol  # noqa: E402
+from openflash.workers import channel, pickling, protocol  # noqa: E402
 
 MAX_RSS_VARIABLE = "OPENFLASH_MAX_RSS"
 
@@ -81,15 +81,26 @@ class Executor:
         #: Instances of decorated classes, by id; a future while the constructor runs, so that
         #: calls arriving meanwhile wait for it instead of finding nothing.
         self.instances: dict[str, asyncio.Future[Any]] = {}
+        #: The top-level modules the caller can import (a CALLER frame), if it said.
+        self.caller_modules: frozenset[str] | None = None
 
     async def reply(self, call_id: int, payload: bytes) -> bytes:
         channel.current_call.set(call_id)  # nested calls name the call they are made for
         try:
             call = protocol.decode_call(payload)
             target = await self.target(call)
-            args, kwargs = cloudpickle.loads(call.args)
+            args, kwargs = pickling.load_arguments(call.args)
             result = await self.invoke(target, args, kwargs)
             data = self.dump_result(result)
+        except pickling.ArgumentsNotLoadable as e:
+            return protocol.encode_error(
+                call_id,
+                type_name=protocol.ARGUMENTS_NOT_LOADABLE,
+                message=str(e.__cause__),
+                traceback="",
+                exception=None,
+                missing_module=e.missing,
+            )
         except MemoryError as e:
             if self.max_rss is None:
                 return _error_frame(call_id, e)
@@ -123,7 +134,7 @@ class Executor:
 
     async def create(self, blob: bytes, source: str | None, init_args: bytes) -> Any:
         cls = _load(blob, source)
-        args, kwargs = cloudpickle.loads(init_args)
+        args, kwargs = pickling.load_arguments(init_args)
         return await self.invoke(cls, args, kwargs)
 
     async def invoke(self, fn: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
@@ -136,11 +147,13 @@ class Executor:
             result = await result
         return result
 
-    @staticmethod
-    def dump_result(result: Any) -> bytes:
+    def dump_result(self, result: Any) -> bytes:
+        known = self.caller_modules
         try:
-            blob: bytes = cloudpickle.dumps(result)
-            return blob
+            if known is None:
+                blob: bytes = cloudpickle.dumps(result)
+                return blob
+            return pickling.dumps(result, lambda module: module not in known)
         except Exception as e:
             raise TypeError(
                 f"the function returned a {type(result).__name__}, which cannot be pickled "
@@ -349,6 +362,8 @@ async def serve(fd: int | None, max_concurrency: int) -> None:
             nested_channel.resolve(frame.call_id, frame.payload)
         elif frame.kind == protocol.RELEASE:
             worker.executor.release(frame.payload.decode())
+        elif frame.kind == protocol.CALLER:
+            executor.caller_modules = pickling.accept_caller(frame.payload)
 
 
 def main(argv: list[str]) -> None:

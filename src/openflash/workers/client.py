@@ -58,6 +58,7 @@ __all__ = [
     "instance_reference",
     "reference",
     "remote",
+    "requirements",
 ]
 
 DEFAULT_WORKERS_MIN = 0
@@ -213,6 +214,11 @@ def _decorate(obj: Any) -> Any:
         handle = RemoteFunction(file, obj.__qualname__, f"{obj.__qualname__}()")
     functools.update_wrapper(handle, obj, updated=())
     return handle
+
+
+def requirements(path: object) -> list[str]:
+    """Inside a worker, dependencies are already installed: nothing to read."""
+    return []
 
 
 def remote(

@@ -12,11 +12,12 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import enum
+import functools
 import itertools
 from dataclasses import dataclass, field
 
 from openflash.errors import FlashError, WorkerCrashedError
-from openflash.workers import protocol
+from openflash.workers import pickling, portable, protocol
 from openflash.workers.calls import Call
 from openflash.workers.crashes import died_starting
 from openflash.workers.port import Backend, WorkerHandle, WorkerSpec
@@ -142,6 +143,9 @@ class WorkerLives:
             self._stop(worker)
             return
         worker.state = WorkerState.READY
+        handle = worker.handle
+        assert handle is not None
+        handle.writer.write(protocol.encode(protocol.CALLER, 0, _caller_payload()))
         worker.task = asyncio.ensure_future(self._read(worker))
         self._arm_idle(worker)
         self._dispatch()
@@ -193,3 +197,13 @@ class WorkerLives:
         with contextlib.suppress(Exception):
             handle.writer.write(protocol.encode(protocol.SHUTDOWN))
         asyncio.get_running_loop().call_later(STOP_GRACE_S, handle.kill)
+
+
+@functools.cache
+def _importable() -> frozenset[str]:
+    return portable.importable_modules()
+
+
+def _caller_payload() -> bytes:
+    """What this process can import (found once) and its portable rules: a CALLER payload."""
+    return pickling.caller_payload(_importable())

@@ -47,6 +47,9 @@ class WorkerSpec:
     env: dict[str, str] = field(default_factory=dict)
     #: Path-like variables to prefix (a system layer's PATH, LD_LIBRARY_PATH, ...).
     paths: dict[str, tuple[str, ...]] = field(default_factory=dict)
+    #: The system layer's folder on this machine (None: no layer), overlaid at its real paths
+    #: where workers run in a namespace (the local backend; others ignore it).
+    layer: Path | None = None
     gpu_count: int = 0
     #: The instance type's vCPUs (the worker is pinned or capped to them), or None: no limit.
     vcpus: int | None = None

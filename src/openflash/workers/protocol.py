@@ -2,7 +2,8 @@
 
 A frame is a 17-byte header (kind: u8, call id: u64, payload length: u64, network order) followed
 by the payload. The parent sends CALL, RELEASE and SHUTDOWN; the worker sends READY once, then
-RESULT or ERROR for each CALL. A function running in a worker may call another endpoint: the worker
+RESULT or ERROR for each CALL. Right after READY, the parent sends CALLER once (the modules the
+caller can import). A function running in a worker may call another endpoint: the worker
 sends NESTED (its own numbering of such calls in the call id field) and the parent answers
 NESTED_REPLY with that id; a worker drops a class instance it made that way with RELEASE.
 Payloads are pickles whose shapes are fixed by the helpers below.
@@ -30,6 +31,14 @@ RETIRE = 7
 #: From a worker: call another endpoint (a NestedRequest); the parent answers NESTED_REPLY.
 NESTED = 8
 NESTED_REPLY = 9
+#: From the parent, once, right after READY: the top-level modules the caller can import and
+#: its register_portable rules (pickling.caller_payload), so that results of classes it lacks
+#: go back in portable form (portable.py). A worker that never gets one sends results as they are.
+CALLER = 10
+
+#: An ERROR's type when the worker could not unpickle a call's arguments for lack of a module
+#: (``missing_module``): the caller may send them again in portable form.
+ARGUMENTS_NOT_LOADABLE = "openflash.ArgumentsNotLoadable"
 
 KIND_NAMES = {
     READY: "READY",
@@ -41,6 +50,7 @@ KIND_NAMES = {
     RETIRE: "RETIRE",
     NESTED: "NESTED",
     NESTED_REPLY: "NESTED_REPLY",
+    CALLER: "CALLER",
 }
 
 #: A call runs a function (``target`` = the function's id) or a method of an instance

@@ -1,0 +1,107 @@
+"""How system layers reach workers on this machine: at their real paths, or relocated.
+
+``"namespace"``: workers run in a private user and mount namespace with their layer overlaid,
+read-only, at the packages' own paths (``openflash.workers.namespace``); compiled-in data paths
+(tesseract's ``/usr/share/tesseract-ocr``), the layer's ``ld.so.cache`` (``ctypes.util.
+find_library``) and ``/etc`` files all work. It needs unprivileged user namespaces and overlayfs
+in them (Linux >= 5.11; Debian's default).
+
+``"relocated"``: the layer stays in ``FLASH_HOME/layers/<key>/`` and workers find it through
+variables (PATH, LD_LIBRARY_PATH, XDG_DATA_DIRS, TESSDATA_PREFIX, ...) and the per-package fixups
+of ``deps.system``. What it cannot do: programs with other compiled-in absolute paths, and
+``find_library`` for the layer's libraries. Chosen where the probe fails (a hardened kernel,
+Ubuntu's AppArmor restriction, macOS), or forced by ``FLASH_NAMESPACES=off``.
+
+The probe runs once per process: it overlays a scratch folder over ``/usr`` in a namespace of
+its own and reads a file back through it.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import os
+import sys
+import tempfile
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+from openflash import _subprocess
+from openflash.errors import FlashError
+
+__all__ = ["LayerMode", "layer_mode", "namespace_argv", "namespace_env", "run_in_layer"]
+
+_PROBE_FILE = "openflash-probe"
+_LAUNCHER = "openflash.workers.namespace"
+
+
+@dataclass(frozen=True)
+class LayerMode:
+    """The way layers reach workers here, and why (for ``flash env ls``, ``flash check``)."""
+
+    #: "namespace" or "relocated".
+    name: str
+    #: Why, in a few words (the probe's error, or the setting).
+    reason: str
+
+    @property
+    def namespaces(self) -> bool:
+        return self.name == "namespace"
+
+
+def layer_mode(enabled: bool = True) -> LayerMode:
+    """This machine's mode; ``enabled=False`` (``FLASH_NAMESPACES=off``) forces "relocated"."""
+    if not enabled:
+        return LayerMode("relocated", "FLASH_NAMESPACES=off")
+    failure = _probe()
+    if failure:
+        return LayerMode("relocated", f"user and mount namespaces are unavailable: {failure}")
+    return LayerMode("namespace", "workers see their layer at its real paths")
+
+
+def namespace_env(layer: Path | None) -> dict[str, str]:
+    """The variable the launcher reads: what it mounts."""
+    return {"OPENFLASH_NAMESPACE": json.dumps({"layer": str(layer) if layer else None})}
+
+
+def namespace_argv(python: str | Path, module_argv: Sequence[str]) -> list[str]:
+    """``python -m MODULE ARG...`` run through the launcher (which execs it once mounted)."""
+    return [str(python), "-m", _LAUNCHER, *module_argv]
+
+
+def run_in_layer(
+    layer: Path, argv: Sequence[str], *, timeout: float, error: type[FlashError]
+) -> _subprocess.Completed:
+    """Run ``argv`` in a namespace where ``layer`` is overlaid at its real paths."""
+    env = {**os.environ, **namespace_env(layer), "PYTHONPATH": _openflash_root()}
+    return _subprocess.run(
+        [sys.executable, "-m", _LAUNCHER, "--exec", *argv],
+        env=env,
+        timeout=timeout,
+        error=error,
+        hint="the layer's files could not be set up at their real paths",
+    )
+
+
+def _openflash_root() -> str:
+    """The folder ``openflash`` imports from (for a launcher run by this interpreter)."""
+    return str(Path(__file__).resolve().parents[2])
+
+
+@functools.cache
+def _probe() -> str:
+    """ "" where a layer can be overlaid in a namespace, else what went wrong."""
+    if not sys.platform.startswith("linux"):
+        return f"{sys.platform} has no Linux namespaces"
+    with tempfile.TemporaryDirectory(prefix="openflash-probe-") as scratch:
+        name = f"{_PROBE_FILE}-{os.getpid()}"
+        (Path(scratch) / "usr" / name).mkdir(parents=True)
+        (Path(scratch) / "usr" / name / "ok").write_text("ok")
+        try:
+            done = run_in_layer(
+                Path(scratch), ["cat", f"/usr/{name}/ok"], timeout=60, error=FlashError
+            )
+        except FlashError as e:
+            return _subprocess.tail(str(e), 1)
+        return "" if done.stdout == "ok" else f"read {done.stdout!r} back"

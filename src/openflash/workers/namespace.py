@@ -1,0 +1,146 @@
+"""A worker's private namespace: its system layer at the packages' real paths.
+
+Run as ``python -m openflash.workers.namespace MODULE ARG...`` (or ``--exec PROGRAM ARG...``)
+with ``OPENFLASH_NAMESPACE`` set to ``{"layer": "/path/to/layer" or null}`` (JSON). It enters a
+new user and mount namespace (``unshare(2)`` through ctypes: Python 3.11's ``os`` has none),
+overlays each of the layer's top-level folders read-only over the host's (``usr`` over ``/usr``,
+``etc`` over ``/etc``, ...: lower dirs only, the layer first), then replaces itself with
+``python -m MODULE ARG...`` (the worker's main, or a template's). Inherited descriptors travel
+through the ``exec``. The host and every other process see nothing of these mounts.
+
+The user id inside stays the caller's (``uid_map`` maps it to itself, and the same for the group):
+a fake root would change what programs do (tools that refuse root or drop privileges, files
+written into volumes and the project owned by uid 0 as far as the worker can tell). Because the
+id is not 0, ``exec`` drops the namespace's capabilities: user code cannot mount or unmount.
+Supplementary groups appear as ``nogroup`` inside (the kernel's rule for unmapped ids).
+
+Mounts below an overlaid folder (``/etc/resolv.conf`` bound in by a container engine, say) are
+mounted again over the overlay, so they keep showing through.
+
+Standard library only: it runs in the worker's interpreter, before anything else. Exit status 121
+and one line on stderr when the namespace cannot be set up (the local backend probes once,
+``deps.namespace_mode``, so that this is not the common way to learn it).
+"""
+
+from __future__ import annotations
+
+import ctypes
+import json
+import os
+import sys
+
+__all__ = ["NAMESPACE_VARIABLE", "SETUP_FAILED", "enter", "overlay_targets"]
+
+#: The exit status of a launcher that could not set the namespace up.
+SETUP_FAILED = 121
+#: The variable holding what to mount.
+NAMESPACE_VARIABLE = "OPENFLASH_NAMESPACE"
+
+CLONE_NEWNS = 0x00020000
+CLONE_NEWUSER = 0x10000000
+MS_RDONLY = 1
+MS_BIND = 4096
+MS_REC = 16384
+MS_PRIVATE = 1 << 18
+O_PATH = getattr(os, "O_PATH", 0o10000000)
+
+#: Layer entries that are openflash's own files, never overlaid.
+_OWN = frozenset({"openflash", "openflash-layer.json"})
+
+
+def _libc() -> ctypes.CDLL:
+    return ctypes.CDLL(None, use_errno=True)
+
+
+def _check(result: int, what: str) -> None:
+    if result != 0:
+        err = ctypes.get_errno()
+        raise OSError(err, f"{what}: {os.strerror(err)}")
+
+
+def _write(path: str, text: str) -> None:
+    with open(path, "w") as f:
+        f.write(text)
+
+
+def _escape(path: str) -> str:
+    """A path as overlayfs's option parser wants it (``:`` and ``,`` and ``\\`` escaped)."""
+    return path.replace("\\", "\\\\").replace(":", "\\:").replace(",", "\\,")
+
+
+def overlay_targets(layer: str) -> list[tuple[str, str]]:
+    """``(layer folder, host folder)`` pairs to overlay: the layer's top-level folders whose host
+    counterpart (symlinks followed: ``/lib`` is ``/usr/lib`` on a merged-/usr system) is a folder,
+    each host folder once, shortest first."""
+    pairs: dict[str, str] = {}
+    for name in sorted(os.listdir(layer)):
+        source = os.path.join(layer, name)
+        if name in _OWN or os.path.islink(source) or not os.path.isdir(source):
+            continue
+        host = os.path.realpath("/" + name)
+        if os.path.isdir(host) and host not in pairs.values():
+            pairs[source] = host
+    return sorted(pairs.items(), key=lambda item: (item[1].count("/"), item[1]))
+
+
+def _submounts(target: str) -> list[str]:
+    """Mount points strictly below ``target``, outermost first (from /proc/self/mountinfo)."""
+    found = []
+    prefix = target.rstrip("/") + "/"
+    with open("/proc/self/mountinfo") as f:
+        for line in f:
+            point = line.split()[4].encode().decode("unicode_escape")
+            if point.startswith(prefix):
+                found.append(point)
+    return sorted(set(found), key=lambda p: p.count("/"))
+
+
+def enter(layer: str | None) -> None:
+    """Enter a private user and mount namespace with ``layer`` overlaid at its real paths.
+
+    Raises OSError (with the failing step) where the kernel refuses: no unprivileged user
+    namespaces, no overlayfs in them (Linux < 5.11), a seccomp or AppArmor rule.
+    """
+    libc = _libc()
+    uid, gid = os.getuid(), os.getgid()
+    _check(libc.unshare(CLONE_NEWUSER | CLONE_NEWNS), "unshare(CLONE_NEWUSER|CLONE_NEWNS)")
+    _write("/proc/self/setgroups", "deny")
+    _write("/proc/self/uid_map", f"{uid} {uid} 1\n")
+    _write("/proc/self/gid_map", f"{gid} {gid} 1\n")
+    _check(libc.mount(None, b"/", None, MS_REC | MS_PRIVATE, None), "making / private")
+    if not layer:
+        return
+    for source, target in overlay_targets(layer):
+        below = _submounts(target)
+        kept = [(point, os.open(point, O_PATH)) for point in below]
+        options = f"lowerdir={_escape(source)}:{_escape(target)}".encode()
+        _check(
+            libc.mount(b"overlay", target.encode(), b"overlay", MS_RDONLY, options),
+            f"overlaying {source} on {target}",
+        )
+        for point, fd in kept:
+            try:
+                from_fd = f"/proc/self/fd/{fd}".encode()
+                _check(
+                    libc.mount(from_fd, point.encode(), None, MS_BIND | MS_REC, None),
+                    f"keeping the mount at {point}",
+                )
+            finally:
+                os.close(fd)
+
+
+def main(argv: list[str]) -> None:
+    """Enter the namespace ``OPENFLASH_NAMESPACE`` describes, then exec ``python -m argv...``."""
+    config = json.loads(os.environ.pop(NAMESPACE_VARIABLE, "{}") or "{}")
+    try:
+        enter(config.get("layer"))
+    except OSError as e:
+        print(f"openflash: cannot set up the worker's namespace: {e}", file=sys.stderr)
+        sys.exit(SETUP_FAILED)
+    if argv[:1] == ["--exec"]:
+        os.execvp(argv[1], argv[1:])
+    os.execv(sys.executable, [sys.executable, "-m", *argv])
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:])

@@ -1,0 +1,87 @@
+"""pip requirements files, parsed by the real uv."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from openflash.deps.requirements_files import read_requirements
+from openflash.deps.specs import normalize_dependencies
+from openflash.errors import DependencyError
+
+from helpers import run_python, write
+
+EVERY_CONSTRUCT = """\
+# a comment line, then a blank one
+
+requests >= 2.31, < 3  # an inline comment and spaces in the range
+six==1.17.0 \\
+    --hash=sha256:ff70335d468e7eb6ec65b95b99d3a2836546063f63acc5171de367e834932a81
+attrs[tests] ; python_version >= "3.8"
+-r more/base.txt
+--index-url https://pypi.org/simple
+-c constraints.txt
+"""
+
+
+def test_every_pip_construct_becomes_a_pep_508_string(tmp_path: Path) -> None:
+    write(tmp_path / "requirements.txt", EVERY_CONSTRUCT)
+    write(tmp_path / "more" / "base.txt", "idna<4 # included with -r, relative to its file\n")
+    write(tmp_path / "constraints.txt", "urllib3<3\n")
+    found = read_requirements(tmp_path / "requirements.txt")
+    assert found == [
+        "attrs[tests] ; python_full_version >= '3.8'",
+        "idna<4",
+        "requests>=2.31,<3",
+        "six==1.17.0",
+    ]
+    # ... each valid as a dependency:
+    assert normalize_dependencies(found) == (
+        'attrs[tests]; python_full_version >= "3.8"',
+        "idna<4",
+        "requests<3,>=2.31",
+        "six==1.17.0",
+    )
+
+
+def test_a_missing_file_is_named_with_where_relative_paths_start(tmp_path: Path) -> None:
+    with pytest.raises(DependencyError) as info:
+        read_requirements(tmp_path / "nope.txt")
+    assert f"requirements file '{tmp_path / 'nope.txt'}' does not exist" in info.value.message
+    assert "directory of the file that calls" in info.value.hint
+
+
+def test_a_bad_line_gets_uvs_message_naming_it(tmp_path: Path) -> None:
+    write(tmp_path / "requirements.txt", "six\nrequests >>= 2\n")
+    with pytest.raises(DependencyError) as info:
+        read_requirements(tmp_path / "requirements.txt")
+    assert "could not be read" in info.value.message
+    assert "requests >>= 2" in info.value.message
+    assert "pip install -r" in info.value.hint
+
+
+def test_requirements_are_relative_to_the_calling_file_and_install(
+    tmp_path: Path, flash_home: Path
+) -> None:
+    project = tmp_path / "project"
+    write(project / "requirements.txt", "six==1.17.0  # pinned\n")
+    app = write(
+        project / "app.py",
+        """
+        import asyncio
+        import openflash
+        from openflash import CpuLiveServerless, remote
+
+        @remote(CpuLiveServerless(name="req"), dependencies=openflash.requirements("requirements.txt"))
+        def version() -> str:
+            import six
+            return six.__version__
+
+        if __name__ == "__main__":
+            print(asyncio.run(version()))
+        """,
+    )
+    done = run_python(app, cwd=tmp_path)  # another working directory than the file's
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == "1.17.0"
