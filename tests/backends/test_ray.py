@@ -7,6 +7,7 @@ Skipped where Ray is not installed or cannot start, except when OPENFLASH_REQUIR
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import os
 import re
@@ -15,7 +16,7 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -55,53 +56,74 @@ def _ray_cli() -> list[str]:
     return [found] if found else [sys.executable, "-m", "ray.scripts.scripts"]
 
 
-@pytest.fixture(scope="session")
-def ray_cluster(
-    tmp_path_factory: pytest.TempPathFactory, uv_cache: Path, apt_dir: Path
-) -> Iterator[Cluster]:
+def start_cluster(
+    root: Path, nodes: dict[str, list[str]], env: dict[str, str]
+) -> tuple[Cluster, Callable[[], None]]:
+    """A local cluster of ``nodes`` (name: extra ``ray start`` arguments; the first is the
+    head), each node with its own FLASH_HOME, and how to stop it. Each node's ``ray start
+    --block`` leads its own process group, which stopping kills: only this cluster stops, never
+    another one on the machine (as ``ray stop`` would)."""
     try:
         import ray  # noqa: F401
     except ImportError:
         _unavailable("Ray is not installed (pip install 'openflash[ray]')")
     # A cluster of this test run only, on loopback: no token authentication to set up.
     os.environ["RAY_AUTH_MODE"] = "disabled"
-    root = tmp_path_factory.mktemp("ray")
     port = free_port()
     address = f"127.0.0.1:{port}"
-    homes = {"head": root / "head-home", "node2": root / "node2-home"}
-    common = ["--node-ip-address=127.0.0.1", "--disable-usage-stats", "--num-cpus=2"]
-    starts = [
-        (
-            "head",
-            [
-                "start",
-                "--head",
-                f"--port={port}",
-                "--include-dashboard=false",
-                f"--temp-dir={root / 'tmp'}",
-                *common,
-            ],
-        ),
-        ("node2", ["start", f"--address={address}", *common]),
-    ]
-    for name, args in starts:
-        env = {
-            **os.environ,
-            "FLASH_HOME": str(homes[name]),
-            "FLASH_UV_CACHE_DIR": str(uv_cache),
-            "FLASH_APT_DIR": str(apt_dir),
-        }
-        done = subprocess.run(
-            [*_ray_cli(), *args], env=env, capture_output=True, text=True, timeout=180
+    homes = {name: root / f"{name}-home" for name in nodes}
+    common = ["--node-ip-address=127.0.0.1", "--disable-usage-stats", "--block"]
+    started: list[subprocess.Popen[bytes]] = []
+
+    def stop() -> None:
+        for proc in reversed(started):
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(proc.pid, signal.SIGTERM)
+        for proc in reversed(started):
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                proc.wait(timeout=60)
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(proc.pid, signal.SIGKILL)
+
+    for i, (name, extra) in enumerate(nodes.items()):
+        where = (
+            ["--head", f"--port={port}", "--include-dashboard=false", f"--temp-dir={root / 'tmp'}"]
+            if i == 0
+            else [f"--address={address}"]
         )
-        if done.returncode != 0:
-            subprocess.run([*_ray_cli(), "stop", "--force"], capture_output=True, timeout=120)
-            _unavailable(f"`ray start` failed for {name}:\n{done.stderr[-2000:]}")
+        log = root / f"{name}.log"
+        with log.open("wb") as out:
+            proc = subprocess.Popen(
+                [*_ray_cli(), "start", *where, *common, *extra],
+                env={**os.environ, **env, "FLASH_HOME": str(homes[name])},
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+            )
+        started.append(proc)
+        deadline = time.monotonic() + 180
+        while "Ray runtime started" not in log.read_text(errors="replace"):
+            if proc.poll() is not None or time.monotonic() > deadline:
+                stop()
+                _unavailable(f"`ray start` failed for {name}:\n{log.read_text()[-2000:]}")
+            time.sleep(0.5)
+    return Cluster(address, homes), stop
+
+
+@pytest.fixture(scope="session")
+def ray_cluster(
+    tmp_path_factory: pytest.TempPathFactory, uv_cache: Path, apt_dir: Path
+) -> Iterator[Cluster]:
+    cluster, stop = start_cluster(
+        tmp_path_factory.mktemp("ray"),
+        {"head": ["--num-cpus=2"], "node2": ["--num-cpus=2"]},
+        {"FLASH_UV_CACHE_DIR": str(uv_cache), "FLASH_APT_DIR": str(apt_dir)},
+    )
     try:
-        yield Cluster(address, homes)
+        yield cluster
     finally:
         process.shutdown()
-        subprocess.run([*_ray_cli(), "stop", "--force"], capture_output=True, timeout=120)
+        stop()
 
 
 @pytest.fixture

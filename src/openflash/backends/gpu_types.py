@@ -34,6 +34,7 @@ __all__ = [
     "matches",
     "parse_nvidia_smi_query",
     "ray_node_gpus",
+    "ray_nodes_for",
 ]
 
 ANY = GpuGroup.ANY.value
@@ -180,3 +181,28 @@ def ray_node_gpus(resources: Mapping[str, float]) -> list[GpuDevice]:
             if name:
                 return [GpuDevice(str(i), name, memory) for i in range(count)]
     return [GpuDevice(str(i), "", 0) for i in range(count)]
+
+
+def ray_nodes_for(
+    endpoint: str, wanted: tuple[str, ...], count: int, nodes: Mapping[str, Mapping[str, float]]
+) -> list[str]:
+    """The nodes (of ``{node id: its resources}``) with ``count`` GPUs of the first entry of
+    ``wanted`` that any node has; an error naming what each node has when none does."""
+    for choice in wanted or (ANY,):
+        fitting = [
+            node
+            for node, resources in nodes.items()
+            if sum(matches(d, choice) for d in ray_node_gpus(resources)) >= count
+        ]
+        if fitting:
+            return fitting
+    has = "; ".join(
+        f"node {node[:8]}: {describe(ray_node_gpus(resources))}"
+        for node, resources in nodes.items()
+    )
+    raise FlashError(
+        f"endpoint {endpoint!r} asks for {count} GPU(s) of {' or '.join(wanted)} per worker, "
+        f"and no node of the Ray cluster has them ({has})",
+        hint="add GpuGroup.ANY or a type above to its gpus, or label a node's GPUs with "
+        "`ray start --resources='{\"gpu_type:<GpuType name>\": N}'`",
+    )

@@ -10,9 +10,11 @@ interpreter and starts the openflash worker process in the environment, as the l
 does (ray_worker.py), so nothing of Ray is on the user's path and the user's pins never shadow
 Ray's. The pool speaks its usual frames; ray_handles.py carries them through actor calls.
 
-Mapping: ``gpuCount`` -> ``num_gpus``, the CPU instance type's vCPUs -> ``num_cpus``,
-``max_concurrency`` -> the actor's concurrency. A dead actor (killed, out of memory, its node
-lost) ends the worker: its calls fail with WorkerCrashedError naming the node.
+Mapping: ``gpuCount`` -> ``num_gpus``, ``gpus`` (GPU types) -> the nodes whose Ray
+``accelerator_type:`` or custom ``gpu_type:`` resources say they have them (gpu_types.py), the
+CPU instance type's vCPUs -> ``num_cpus``, ``max_concurrency`` -> the actor's concurrency. A
+dead actor (killed, out of memory, its node lost) ends the worker: its calls fail with
+WorkerCrashedError naming the node.
 """
 
 from __future__ import annotations
@@ -31,6 +33,7 @@ from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
 from openflash._settings import Settings
 from openflash._version import __version__
+from openflash.backends.gpu_types import ray_nodes_for
 from openflash.backends.ray_handles import RayWorkerHandle, cause
 from openflash.backends.targets import RayTarget
 from openflash.errors import FlashError
@@ -223,6 +226,11 @@ class RayBackend:
             and n["Resources"].get("CPU", 0) >= cpus
             and n["Resources"].get("GPU", 0) >= gpus
         ]
+        if gpus and spec.gpu_types:  # the nodes of the first allowed type any node has
+            typed = ray_nodes_for(
+                spec.endpoint, spec.gpu_types, gpus, {n["NodeID"]: n["Resources"] for n in fitting}
+            )
+            fitting = [n for n in fitting if n["NodeID"] in typed]
         if not fitting:
             raise FlashError(
                 f"no node of the Ray cluster offers {cpus:g} CPU(s) and {gpus} GPU(s), which "
