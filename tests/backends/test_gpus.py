@@ -19,10 +19,24 @@ GPU 2: NVIDIA L4 (UUID: GPU-ccccdddd-0000-1111-2222-333344445555)
 """
 
 
-def fake_nvidia_smi(directory: Path, output: str = NVIDIA_SMI_L) -> Path:
+NVIDIA_SMI_QUERY = """\
+0, NVIDIA H100 80GB HBM3, 81559 MiB
+1, NVIDIA H100 80GB HBM3, 81559 MiB
+2, NVIDIA L4, 23034 MiB
+"""
+
+
+def fake_nvidia_smi(
+    directory: Path, output: str = NVIDIA_SMI_L, query: str = NVIDIA_SMI_QUERY
+) -> Path:
+    """A script answering ``nvidia-smi -L`` with ``output`` and ``nvidia-smi --query-gpu=...``
+    with ``query``, as the real one does."""
     directory.mkdir(parents=True, exist_ok=True)
     script = directory / "nvidia-smi"
-    script.write_text(f"#!/bin/sh\ncat <<'EOF'\n{output}EOF\n")
+    script.write_text(
+        f"#!/bin/sh\nif [ \"$1\" = -L ]; then\ncat <<'EOF'\n{output}EOF\nelse\n"
+        f"cat <<'EOF'\n{query}EOF\nfi\n"
+    )
     script.chmod(0o755)
     return directory
 

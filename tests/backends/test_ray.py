@@ -7,14 +7,16 @@ Skipped where Ray is not installed or cannot start, except when OPENFLASH_REQUIR
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import os
+import re
 import shutil
 import signal
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -54,53 +56,74 @@ def _ray_cli() -> list[str]:
     return [found] if found else [sys.executable, "-m", "ray.scripts.scripts"]
 
 
-@pytest.fixture(scope="session")
-def ray_cluster(
-    tmp_path_factory: pytest.TempPathFactory, uv_cache: Path, apt_dir: Path
-) -> Iterator[Cluster]:
+def start_cluster(
+    root: Path, nodes: dict[str, list[str]], env: dict[str, str]
+) -> tuple[Cluster, Callable[[], None]]:
+    """A local cluster of ``nodes`` (name: extra ``ray start`` arguments; the first is the
+    head), each node with its own FLASH_HOME, and how to stop it. Each node's ``ray start
+    --block`` leads its own process group, which stopping kills: only this cluster stops, never
+    another one on the machine (as ``ray stop`` would)."""
     try:
         import ray  # noqa: F401
     except ImportError:
         _unavailable("Ray is not installed (pip install 'openflash[ray]')")
     # A cluster of this test run only, on loopback: no token authentication to set up.
     os.environ["RAY_AUTH_MODE"] = "disabled"
-    root = tmp_path_factory.mktemp("ray")
     port = free_port()
     address = f"127.0.0.1:{port}"
-    homes = {"head": root / "head-home", "node2": root / "node2-home"}
-    common = ["--node-ip-address=127.0.0.1", "--disable-usage-stats", "--num-cpus=2"]
-    starts = [
-        (
-            "head",
-            [
-                "start",
-                "--head",
-                f"--port={port}",
-                "--include-dashboard=false",
-                f"--temp-dir={root / 'tmp'}",
-                *common,
-            ],
-        ),
-        ("node2", ["start", f"--address={address}", *common]),
-    ]
-    for name, args in starts:
-        env = {
-            **os.environ,
-            "FLASH_HOME": str(homes[name]),
-            "FLASH_UV_CACHE_DIR": str(uv_cache),
-            "FLASH_APT_DIR": str(apt_dir),
-        }
-        done = subprocess.run(
-            [*_ray_cli(), *args], env=env, capture_output=True, text=True, timeout=180
+    homes = {name: root / f"{name}-home" for name in nodes}
+    common = ["--node-ip-address=127.0.0.1", "--disable-usage-stats", "--block"]
+    started: list[subprocess.Popen[bytes]] = []
+
+    def stop() -> None:
+        for proc in reversed(started):
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(proc.pid, signal.SIGTERM)
+        for proc in reversed(started):
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                proc.wait(timeout=60)
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(proc.pid, signal.SIGKILL)
+
+    for i, (name, extra) in enumerate(nodes.items()):
+        where = (
+            ["--head", f"--port={port}", "--include-dashboard=false", f"--temp-dir={root / 'tmp'}"]
+            if i == 0
+            else [f"--address={address}"]
         )
-        if done.returncode != 0:
-            subprocess.run([*_ray_cli(), "stop", "--force"], capture_output=True, timeout=120)
-            _unavailable(f"`ray start` failed for {name}:\n{done.stderr[-2000:]}")
+        log = root / f"{name}.log"
+        with log.open("wb") as out:
+            proc = subprocess.Popen(
+                [*_ray_cli(), "start", *where, *common, *extra],
+                env={**os.environ, **env, "FLASH_HOME": str(homes[name])},
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+            )
+        started.append(proc)
+        deadline = time.monotonic() + 180
+        while "Ray runtime started" not in log.read_text(errors="replace"):
+            if proc.poll() is not None or time.monotonic() > deadline:
+                stop()
+                _unavailable(f"`ray start` failed for {name}:\n{log.read_text()[-2000:]}")
+            time.sleep(0.5)
+    return Cluster(address, homes), stop
+
+
+@pytest.fixture(scope="session")
+def ray_cluster(
+    tmp_path_factory: pytest.TempPathFactory, uv_cache: Path, apt_dir: Path
+) -> Iterator[Cluster]:
+    cluster, stop = start_cluster(
+        tmp_path_factory.mktemp("ray"),
+        {"head": ["--num-cpus=2"], "node2": ["--num-cpus=2"]},
+        {"FLASH_UV_CACHE_DIR": str(uv_cache), "FLASH_APT_DIR": str(apt_dir)},
+    )
     try:
-        yield Cluster(address, homes)
+        yield cluster
     finally:
         process.shutdown()
-        subprocess.run([*_ray_cli(), "stop", "--force"], capture_output=True, timeout=120)
+        stop()
 
 
 @pytest.fixture
@@ -193,14 +216,72 @@ def test_a_killed_actor_fails_its_call_naming_the_node_and_is_replaced(on_ray: C
         first = await nap(0)
         pending = asyncio.ensure_future(nap(30))
         await asyncio.sleep(1.0)
-        os.kill(first, signal.SIGKILL)  # the actor process, on a node of this machine
+        os.kill(first, signal.SIGKILL)  # the worker process, on a node of this machine
         started = time.monotonic()
-        with pytest.raises(WorkerCrashedError, match=r"actor on node \S+ died"):
+        with pytest.raises(WorkerCrashedError, match=r"pid \d+ on node \S+\) died"):
             await pending
         assert time.monotonic() - started < 10
         assert await nap(0) != first  # a new actor took its place
 
     run(scenario())
+
+
+def test_a_pin_of_rays_own_dependency_runs_and_ray_is_not_on_the_users_path(
+    on_ray: Cluster,
+) -> None:
+    """protobuf 3.19 is older than what Ray imports: with Ray in the worker's interpreter the
+    worker died at ``import ray``. The worker process is the environment's, without Ray."""
+
+    @Endpoint(
+        name="ray-old-protobuf", cpu=CpuInstanceType.CPU3C_1_2, dependencies=["protobuf==3.19.6"]
+    )
+    def versions() -> dict:
+        import google.protobuf
+
+        try:
+            import ray  # noqa: F401
+        except ImportError as e:
+            ray_import = type(e).__name__
+        else:
+            ray_import = "imported"
+        return {"protobuf": google.protobuf.__version__, "ray": ray_import}
+
+    assert run(versions()) == {"protobuf": "3.19.6", "ray": "ModuleNotFoundError"}
+
+
+def test_a_worker_that_cannot_start_fails_the_call_with_its_node_and_cause(
+    on_ray: Cluster,
+) -> None:
+    # A Python that cannot find its standard library exits at once, as a broken environment does.
+    @Endpoint(name="ray-broken", cpu=CpuInstanceType.CPU3C_1_2, env={"PYTHONHOME": "/nonexistent"})
+    def never() -> int:
+        return 1
+
+    with pytest.raises(WorkerCrashedError) as caught:
+        run(asyncio.wait_for(never(), 120))  # a bound on the test: it must not hang
+    message = str(caught.value)
+    assert re.search(r"on node \S+\) exited before it was ready", message), message
+    assert "encodings" in message or "Python" in message, message
+    assert caught.value.hint
+
+
+def test_an_actor_that_cannot_start_its_worker_fails_the_call_naming_the_node(
+    on_ray: Cluster,
+) -> None:
+    @Endpoint(name="ray-lost-env", cpu=CpuInstanceType.CPU3C_1_2, dependencies=["six==1.15.0"])
+    def interpreter() -> str:
+        import sys
+
+        return sys.executable
+
+    python = Path(run(interpreter()))
+    process.shutdown()  # its workers go; the node's store keeps the environment
+    python.unlink()  # ... now without an interpreter: the actor cannot start its worker
+    with pytest.raises(WorkerCrashedError) as caught:
+        run(asyncio.wait_for(interpreter(), 120))  # a bound on the test: it must not hang
+    message = str(caught.value)
+    assert re.search(r"the Ray actor could not start on node \S+", message), message
+    assert str(python) in message, message
 
 
 def test_execution_timeouts_hold_on_ray(on_ray: Cluster) -> None:
@@ -313,13 +394,13 @@ def test_flash_run_serves_on_the_cluster_and_shows_each_workers_node(
     write(
         project / "hello.py",
         """
-        import os
+        import sys
         from openflash import CpuInstanceType, Endpoint
 
         @Endpoint(name="ray-served", cpu=CpuInstanceType.CPU3C_1_2, dependencies=["six==1.16.0"])
         def hello(name: str) -> dict:
             import six
-            return {"hello": name, "six": six.__version__, "home": os.environ["FLASH_HOME"]}
+            return {"hello": name, "six": six.__version__, "prefix": sys.prefix}
         """,
     )
     args = ("--backend", "ray", "--address", ray_cluster.address)
@@ -330,7 +411,9 @@ def test_flash_run_serves_on_the_cluster_and_shows_each_workers_node(
         assert reply.status_code == 200, reply.text
         output = reply.json()["output"]
         assert output["six"] == "1.16.0"
-        assert output["home"] in {str(h) for h in ray_cluster.homes.values()}  # a node's store
+        # The worker's interpreter is an environment in a node's store, not the driver's.
+        homes = {str(h) for h in ray_cluster.homes.values()}
+        assert any(output["prefix"].startswith(home + os.sep) for home in homes), output
         state = httpx.get(f"{server.url}/_flash/state", timeout=30).json()
     (endpoint,) = state["endpoints"]
     (worker,) = endpoint["pool"]["detail"]

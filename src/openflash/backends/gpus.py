@@ -1,7 +1,9 @@
 """NVIDIA GPUs on this machine: found with ``nvidia-smi -L``, handed out to workers one at a time.
 
 A worker asking for ``gpuCount`` devices gets that many that no other worker holds, as a
-``CUDA_VISIBLE_DEVICES`` value; it waits while they are all taken.
+``CUDA_VISIBLE_DEVICES`` value; it waits while they are all taken. With GPU types (its endpoint's
+``gpus``, gpu_types.py) it gets devices of the first type in its list that has enough free, waits
+while types the machine has are taken, and fails at once when the machine has none of them.
 """
 
 from __future__ import annotations
@@ -10,8 +12,10 @@ import asyncio
 import os
 import re
 import shutil
+from collections.abc import Mapping
 
 from openflash import _subprocess
+from openflash.backends.gpu_types import ANY, GpuDevice, check_gpu_types, matches
 from openflash.errors import FlashError
 
 __all__ = ["GpuAllocator", "detect_gpus", "parse_nvidia_smi_list"]
@@ -48,15 +52,45 @@ def detect_gpus() -> tuple[str, ...]:
 class GpuAllocator:
     """Hands out distinct devices; used from one event loop."""
 
-    def __init__(self, devices: tuple[str, ...], wait_timeout: float = 300.0) -> None:
+    def __init__(
+        self,
+        devices: tuple[str, ...],
+        wait_timeout: float = 300.0,
+        kinds: Mapping[str, GpuDevice] | None = None,
+    ) -> None:
         self.devices = devices
+        #: What each device is (from nvidia-smi); a device missing here is of no known type.
+        self.kinds = {d: (kinds or {}).get(d, GpuDevice(d, "")) for d in devices}
         self.wait_timeout = wait_timeout
         self._free = list(devices)
         self._holders: dict[str, str] = {}
         self._changed: asyncio.Condition | None = None
 
-    async def acquire(self, count: int, endpoint: str) -> tuple[str, ...]:
-        """``count`` devices for a worker of ``endpoint``, waiting while others hold them."""
+    @classmethod
+    def detected(cls) -> GpuAllocator:
+        """An allocator of this machine's devices, each known by its name and memory."""
+        from openflash.backends.gpu_types import detect_gpu_devices
+
+        found = detect_gpu_devices()
+        if not found:  # an nvidia-smi without --query-gpu: indexes only
+            return cls(detect_gpus())
+        return cls(tuple(d.index for d in found), kinds={d.index: d for d in found})
+
+    def _free_of(self, count: int, wanted: tuple[str, ...]) -> list[str] | None:
+        """``count`` free devices of the first entry of ``wanted`` that has them, or None."""
+        for choice in wanted or (ANY,):
+            fitting = [d for d in self._free if matches(self.kinds[d], choice)]
+            if len(fitting) >= count:
+                return fitting[:count]
+        return None
+
+    async def acquire(
+        self, count: int, endpoint: str, wanted: tuple[str, ...] = ()
+    ) -> tuple[str, ...]:
+        """``count`` devices for a worker of ``endpoint`` of a type in ``wanted`` (in its order;
+        empty: any), waiting while others hold them."""
+        if wanted and ANY not in wanted:
+            check_gpu_types(endpoint, wanted, count, self.kinds.values())
         if count > len(self.devices):
             raise FlashError(
                 f"endpoint {endpoint!r} asks for {count} GPUs per worker, but this machine has "
@@ -68,7 +102,8 @@ class GpuAllocator:
         async with self._changed:
             try:
                 await asyncio.wait_for(
-                    self._changed.wait_for(lambda: len(self._free) >= count), self.wait_timeout
+                    self._changed.wait_for(lambda: self._free_of(count, wanted) is not None),
+                    self.wait_timeout,
                 )
             except asyncio.TimeoutError:
                 held = ", ".join(f"{d} by {e!r}" for d, e in sorted(self._holders.items()))
@@ -78,7 +113,8 @@ class GpuAllocator:
                     hint="lower workersMin of the endpoints holding them, or their idleTimeout, "
                     "so that idle workers give their GPUs back",
                 ) from None
-            taken, self._free = self._free[:count], self._free[count:]
+            taken = self._free_of(count, wanted) or []
+            self._free = [d for d in self._free if d not in taken]
         self._holders.update(dict.fromkeys(taken, endpoint))
         return tuple(taken)
 

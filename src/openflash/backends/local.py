@@ -24,7 +24,7 @@ from pathlib import Path
 
 from openflash._settings import Settings
 from openflash.backends.containers import ContainerWorker, start_container
-from openflash.backends.gpus import GpuAllocator, detect_gpus
+from openflash.backends.gpus import GpuAllocator
 from openflash.backends.output import OUTPUT_LINE_LIMIT, PUMP_GRACE_S, STDERR_TAIL_LINES, pump
 from openflash.backends.targets import ContainerTarget, LocalTarget
 from openflash.backends.templates import ForkedProcess, Template, TemplateKey, TemplateUnsafe
@@ -245,8 +245,8 @@ class LocalBackend:
 
     def _gpu_allocator(self) -> GpuAllocator:
         if self._allocator is None:
-            devices = self._gpus if self._gpus is not None else detect_gpus()
-            self._allocator = GpuAllocator(devices)
+            given = self._gpus
+            self._allocator = GpuAllocator(given) if given is not None else GpuAllocator.detected()
         return self._allocator
 
     async def _take_gpus(self, spec: WorkerSpec) -> tuple[str, ...]:
@@ -254,7 +254,7 @@ class LocalBackend:
             return ()
         allocator = self._gpu_allocator()
         if allocator.devices:
-            return await allocator.acquire(spec.gpu_count, spec.endpoint)
+            return await allocator.acquire(spec.gpu_count, spec.endpoint, spec.gpu_types)
         if self.require_gpu:
             raise FlashError(
                 f"endpoint {spec.endpoint!r} asks for {spec.gpu_count} GPU(s), and this machine "

@@ -3,15 +3,18 @@
 Ray places, schedules and carries; openflash keeps its own environments. For each worker the
 backend picks a node, has that node build the environment and system layer in its own store
 from the lock resolved here (once per node per key, shared by every actor there), then starts
-the actor with that environment's interpreter as ``py_executable``. The node's builds are done
-by its NodeAgent: a named, detached actor (no CPU) started by the first driver that needs the
-node and kept until ``ray stop``, so that a new driver does not wait for a Ray worker to start.
-Ray and openflash's small runtime are put behind the environment's packages (ray_shim), so the
-user's pins win. The pool speaks its usual frames; this module turns them into actor calls.
+the worker's actor there. The node's builds are done by its NodeAgent: a named, detached actor
+(no CPU) started by the first driver that needs the node and kept until ``ray stop``, so that a
+new driver does not wait for a Ray worker to start. The worker's actor runs in Ray's own
+interpreter and starts the openflash worker process in the environment, as the local backend
+does (ray_worker.py), so nothing of Ray is on the user's path and the user's pins never shadow
+Ray's. The pool speaks its usual frames; ray_handles.py carries them through actor calls.
 
-Mapping: ``gpuCount`` -> ``num_gpus``, the CPU instance type's vCPUs -> ``num_cpus``,
-``max_concurrency`` -> the actor's concurrency. A dead actor (killed, out of memory, its node
-lost) ends the worker: its calls fail with WorkerCrashedError naming the node.
+Mapping: ``gpuCount`` -> ``num_gpus``, ``gpus`` (GPU types) -> the nodes whose Ray
+``accelerator_type:`` or custom ``gpu_type:`` resources say they have them (gpu_types.py), the
+CPU instance type's vCPUs -> ``num_cpus``, ``max_concurrency`` -> the actor's concurrency. A
+dead actor (killed, out of memory, its node lost) ends the worker: its calls fail with
+WorkerCrashedError naming the node.
 """
 
 from __future__ import annotations
@@ -20,10 +23,8 @@ import asyncio
 import atexit
 import collections
 import logging
-import os
 import threading
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any, cast
 
 import ray
@@ -32,6 +33,7 @@ from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
 from openflash._settings import Settings
 from openflash._version import __version__
+from openflash.backends.gpu_types import ray_nodes_for
 from openflash.backends.ray_handles import RayWorkerHandle, cause
 from openflash.backends.targets import RayTarget
 from openflash.errors import FlashError
@@ -41,9 +43,6 @@ from openflash.workers.port import WorkerSpec
 __all__ = ["RayBackend", "RayWorkerHandle"]
 
 logger = logging.getLogger("openflash")
-
-#: Ray's own dependencies, resolved once here and installed into every node's store.
-_RAY_SPEC = f"ray=={ray.__version__}"
 
 
 # Ray's stubs for ray.remote omit the actor options (max_concurrency, max_restarts).
@@ -62,18 +61,12 @@ class NodeAgent:
             self._node_preparer = Preparer()
         return self._node_preparer
 
-    def prepare(self, spec: RayTarget, ray_lock: str) -> dict[str, Any]:
-        """The environment, layer, runtime and Ray overlay for ``spec``, built once per key."""
-        from openflash.envs.bundle import RAY_SHIM
-
-        built = self._preparer().build_from_lock(spec.lock_text, spec.system_lock, overlay=ray_lock)
-        assert built.overlay is not None
-        overlay_site = next((built.overlay.path / "lib").glob("python*/site-packages"))
+    def prepare(self, spec: RayTarget) -> dict[str, Any]:
+        """The environment, layer and worker runtime for ``spec``, built once per key."""
+        built = self._preparer().build_from_lock(spec.lock_text, spec.system_lock)
         return {
             "python": str(built.environment.python),
-            "bin": str(built.environment.python.parent),
-            "shim": str(built.runtime_path / RAY_SHIM),
-            "after": os.pathsep.join([str(built.runtime_path), str(overlay_site)]),
+            "runtime": str(built.runtime_path),
             "layer_env": built.layer.env,
             "layer_paths": built.layer.paths,
             "ip": ray.util.get_node_ip_address(),
@@ -111,7 +104,6 @@ class RayBackend:
         #: The process's preparer (the runtime's): Ray's own lock is resolved through it.
         self.preparer = preparer or Preparer(settings)
         self.address = settings.ray_address
-        self._ray_lock: str | None = None
         self._prepared: dict[NodeBuildKey, asyncio.Future[dict[str, Any]]] = {}
         self._agents: dict[str, Any] = {}
         self._per_node: collections.Counter[str] = collections.Counter()
@@ -143,8 +135,6 @@ class RayBackend:
                 quiet.setLevel(level)
             # Registered after ray.init's own, so it runs first: actors go while Ray is up.
             atexit.register(self._kill_all)
-        if self._ray_lock is None:
-            self._ray_lock = self.preparer.resolve((_RAY_SPEC,)).text
 
     async def start_worker(self, spec: WorkerSpec) -> RayWorkerHandle:
         """An actor for ``spec`` (its target a RayTarget) on a node that has built its
@@ -172,31 +162,20 @@ class RayBackend:
         except BaseException:
             self._per_node[node] -= 1
             raise
-        env_vars = {
-            "PYTHONPATH": info["shim"],
-            "OPENFLASH_PATH_AFTER": info["after"],
-            "OPENFLASH_ENDPOINT": spec.endpoint,
-            "VIRTUAL_ENV": str(Path(info["bin"]).parent),
-            "PYTHONNOUSERSITE": "1",
-            **info["layer_env"],
-            **spec.env,
-        }
-        paths = {name: list(prefixes) for name, prefixes in info["layer_paths"].items()}
-        paths.setdefault("PATH", []).insert(0, info["bin"])
-        for name, prefixes in paths.items():
-            env_vars[name] = os.pathsep.join([*prefixes, f"${{{name}}}"])  # Ray expands ${X}
-        from openflash.workers.ray_worker import RayWorker
+        from openflash.backends.ray_worker import RayWorker
 
+        # The actor runs in Ray's own interpreter (no runtime_env): the user's code runs in the
+        # worker process it starts, in the environment the node built.
         actor = (
             ray.remote(RayWorker)
             .options(
                 num_cpus=cpus,
                 num_gpus=gpus,
-                max_concurrency=max(spec.max_concurrency, 1),
+                max_restarts=0,
+                max_concurrency=max(spec.max_concurrency, 1) + 4,
                 scheduling_strategy=NodeAffinitySchedulingStrategy(node, soft=False),
-                runtime_env={"py_executable": info["python"], "env_vars": env_vars},
             )
-            .remote(spec.max_concurrency, str(spec.cwd))
+            .remote(spec, info)
         )
 
         def ended(handle: RayWorkerHandle) -> None:
@@ -205,7 +184,7 @@ class RayBackend:
 
         handle = RayWorkerHandle(actor, self._addresses.get(node, info["ip"]), on_exit=ended)
         self._live.add(handle)
-        await handle.start()
+        handle.start()
         return handle
 
     def _kill_all(self) -> None:
@@ -247,6 +226,11 @@ class RayBackend:
             and n["Resources"].get("CPU", 0) >= cpus
             and n["Resources"].get("GPU", 0) >= gpus
         ]
+        if gpus and spec.gpu_types:  # the nodes of the first allowed type any node has
+            typed = ray_nodes_for(
+                spec.endpoint, spec.gpu_types, gpus, {n["NodeID"]: n["Resources"] for n in fitting}
+            )
+            fitting = [n for n in fitting if n["NodeID"] in typed]
         if not fitting:
             raise FlashError(
                 f"no node of the Ray cluster offers {cpus:g} CPU(s) and {gpus} GPU(s), which "
@@ -279,10 +263,10 @@ class RayBackend:
     async def _prepare(self, node: str, target: RayTarget) -> dict[str, Any]:
         info: dict[str, Any]
         try:
-            info = await (await self._agent(node)).prepare.remote(target, self._ray_lock)
+            info = await (await self._agent(node)).prepare.remote(target)
         except ray.exceptions.RayActorError:  # the agent was lost (restarting): once more
             self._agents.pop(node, None)
-            info = await (await self._agent(node)).prepare.remote(target, self._ray_lock)
+            info = await (await self._agent(node)).prepare.remote(target)
         return info
 
     async def _agent(self, node: str) -> Any:

@@ -33,7 +33,6 @@ from openflash.envs.store import Store, content_key
 
 __all__ = [
     "LIGHT_MODULES",
-    "RAY_SHIM",
     "light_init",
     "light_names",
     "public_names",
@@ -45,7 +44,6 @@ _PACKAGE_FILES = {
     "openflash/workers/__init__.py": None,
     "openflash/workers/child.py": "openflash.workers.child",
     "openflash/workers/protocol.py": "openflash.workers.protocol",
-    "openflash/workers/ray_worker.py": "openflash.workers.ray_worker",
     "openflash/workers/forkserver.py": "openflash.workers.forkserver",
     "openflash/workers/namespace.py": "openflash.workers.namespace",
     "openflash/workers/channel.py": "openflash.workers.channel",
@@ -124,25 +122,6 @@ def __getattr__(name):
     return getattr(openflash, name)
 '''
 
-#: Where a Ray actor's PYTHONPATH points: a sitecustomize that moves what the actor needs beyond
-#: the environment (this runtime, Ray) behind the environment's own packages.
-RAY_SHIM = "ray-shim"
-_SHIM = b'''"""openflash: put OPENFLASH_PATH_AFTER behind the environment's site-packages."""
-import os
-import sys
-
-_here = os.path.dirname(os.path.abspath(__file__))
-sys.path[:] = [p for p in sys.path if os.path.abspath(p or ".") != _here]
-for _p in os.environ.pop("OPENFLASH_PATH_AFTER", "").split(os.pathsep):
-    if _p and _p not in sys.path:
-        sys.path.append(_p)
-_rest = [p for p in os.environ.get("PYTHONPATH", "").split(os.pathsep) if p and p != _here]
-if _rest:
-    os.environ["PYTHONPATH"] = os.pathsep.join(_rest)
-else:
-    os.environ.pop("PYTHONPATH", None)
-'''
-
 
 def _module_file(name: str) -> Path:
     # Located, not imported: the child's module adjusts sys.path when it runs.
@@ -167,7 +146,6 @@ def _sources() -> dict[str, bytes]:
     }
     files["openflash/__init__.py"] = light_init().encode()
     files["runpod_flash/__init__.py"] = _COMPAT_INIT
-    files[f"{RAY_SHIM}/sitecustomize.py"] = _SHIM
     cp_root = Path(cloudpickle.__file__).parent
     for path in sorted(cp_root.rglob("*.py")):
         files[f"cloudpickle/{path.relative_to(cp_root).as_posix()}"] = path.read_bytes()

@@ -17,6 +17,7 @@ import threading
 
 from openflash._settings import Settings
 from openflash.backends import load_backend
+from openflash.backends.gpu_types import gpu_types_of
 from openflash.backends.targets import LocalTarget, RayTarget
 from openflash.errors import FlashError
 from openflash.prepare import DependencyKey, Prepared, Preparer
@@ -207,6 +208,7 @@ class Runtime:
             paths=dict(prepared.layer.paths),
             layer=prepared.layer.path,
             gpu_count=r.gpu_count,
+            gpu_types=gpu_types_of(r.gpus) if r.gpu_count else (),
             vcpus=r.cpu_instance.vcpus if r.cpu_instance else None,
             max_concurrency=endpoint.max_concurrency,
             max_rss=self.settings.worker_max_rss,

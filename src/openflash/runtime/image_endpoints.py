@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from openflash._settings import Settings
+from openflash.backends.gpu_types import gpu_types_of
 from openflash.backends.targets import ContainerTarget
 from openflash.envs.engine import NoEngineError, find_engine
 from openflash.envs.images import ImageFor, prepare_image
@@ -86,6 +87,7 @@ def image_spec(endpoint: EndpointDef, ready: PreparedImage, settings: Settings) 
         cwd=endpoint.cwd,
         env=dict(r.env or {}),
         gpu_count=r.gpu_count,
+        gpu_types=gpu_types_of(r.gpus) if r.gpu_count else (),
         vcpus=r.cpu_instance.vcpus if r.cpu_instance else None,
         max_concurrency=endpoint.max_concurrency,
         max_rss=settings.worker_max_rss,

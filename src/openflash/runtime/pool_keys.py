@@ -37,6 +37,7 @@ class PoolKey:
     #: The worker's variables, as sorted items.
     env: tuple[tuple[str, str], ...]
     gpu_count: int
+    gpu_types: tuple[str, ...]
     vcpus: int | None
     cwd: Path
     project: Path | None
@@ -57,6 +58,7 @@ class PoolKey:
             image=target.image if isinstance(target, ContainerTarget) else None,
             env=tuple(sorted(spec.env.items())),
             gpu_count=spec.gpu_count,
+            gpu_types=spec.gpu_types,
             vcpus=spec.vcpus,
             cwd=spec.cwd,
             project=spec.project,

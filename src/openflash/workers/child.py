@@ -67,7 +67,7 @@ class Executor:
     """Runs calls: functions and classes kept by id, coroutines on this loop, the rest in threads.
 
     Transport-free: ``reply`` turns a CALL payload into the RESULT or ERROR frame to send back.
-    The socket server below uses it, and so does the Ray actor (ray_worker.py).
+    The socket server below uses it.
     """
 
     def __init__(self, max_concurrency: int) -> None:

@@ -22,10 +22,16 @@ def _crash(
     )
 
 
+def _where(handle: WorkerHandle) -> str:
+    """``pid 12`` for a local worker, ``pid 12 on node 10.0.0.2`` for one elsewhere."""
+    node = getattr(handle, "node", "local")
+    return f"pid {handle.pid}" + (f" on node {node}" if node != "local" else "")
+
+
 def died_starting(endpoint: str, handle: WorkerHandle, code: int | None) -> WorkerCrashedError:
     """A worker that exited before it said READY."""
     return _crash(
-        f"a worker of endpoint {endpoint!r} (pid {handle.pid}) exited before it was ready "
+        f"a worker of endpoint {endpoint!r} ({_where(handle)}) exited before it was ready "
         f"({describe_exit(code)})",
         code,
         handle.stderr_tail(),
@@ -40,7 +46,7 @@ def died(
     """A worker that died with calls in flight (``doom``: why the pool killed it, if it did)."""
     why = f" ({doom})" if doom else ""
     return _crash(
-        f"the worker of endpoint {endpoint!r} (pid {handle.pid}) died with "
+        f"the worker of endpoint {endpoint!r} ({_where(handle)}) died with "
         f"{describe_exit(code)}{why} while running " + ", ".join(labels),
         code,
         handle.stderr_tail(),

@@ -51,6 +51,9 @@ class WorkerSpec:
     #: where workers run in a namespace (the local backend; others ignore it).
     layer: Path | None = None
     gpu_count: int = 0
+    #: The GPU types it may run on, in priority order (GpuGroup/GpuType values, backends/
+    #: gpu_types.py); () for any GPU.
+    gpu_types: tuple[str, ...] = ()
     #: The instance type's vCPUs (the worker is pinned or capped to them), or None: no limit.
     vcpus: int | None = None
     #: The instance type's memory, in GiB (containers are capped to it), or None.
