@@ -282,7 +282,9 @@ class RemoteInstance:
 def _start(endpoint: EndpointDef, first: Any, again: Any, lacks: set[str], stream: bool) -> Any:
     """The call ``first()`` makes (``again()`` when sent again): a coroutine, or a Stream."""
     run = functools.partial(_run, endpoint, lacks=lacks)
-    return streams.Stream(endpoint.name, first, again, run) if stream else run(first(), again)
+    if stream:
+        return streams.Stream(endpoint.name, first, again, run)
+    return run(*streams.watched(endpoint.name, first, again))
 
 
 async def _run(

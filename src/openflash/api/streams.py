@@ -17,6 +17,7 @@ from __future__ import annotations
 import asyncio
 import collections.abc
 import contextlib
+import contextvars
 import inspect
 import typing
 from collections.abc import Awaitable, Callable
@@ -27,7 +28,13 @@ from openflash.runtime import process
 from openflash.workers import protocol
 from openflash.workers.calls import Call
 
-__all__ = ["Stream", "streams"]
+__all__ = ["Stream", "progress_sink", "streams", "watched"]
+
+#: Where the progress of plain (not streaming) calls made in this context goes, if anywhere
+#: (``flash run`` sets it for a ``/run`` job); it is called on the runtime's loop.
+progress_sink: contextvars.ContextVar[Callable[[Any], None] | None] = contextvars.ContextVar(
+    "openflash_progress_sink", default=None
+)
 
 _STREAM_TYPES = frozenset(
     {
@@ -56,6 +63,34 @@ def streams(fn: Any) -> bool:
                 t.__name__ for t in _STREAM_TYPES
             }
     return (typing.get_origin(annotation) or annotation) in _STREAM_TYPES
+
+
+def watched(
+    endpoint: str, first: Callable[[], Call], again: Callable[[], Call]
+) -> tuple[Call, Callable[[], Call]]:
+    """The call ``first()`` makes and ``again``, their calls passing progress to this context's
+    ``progress_sink`` (if any)."""
+    make = _watched(endpoint, again)
+    return (_watched(endpoint, first)() if make is not again else first()), make
+
+
+def _watched(endpoint: str, make: Callable[[], Call]) -> Callable[[], Call]:
+    sink = progress_sink.get()
+    if sink is None:
+        return make
+
+    def make_watched() -> Call:
+        call = make()
+
+        def on_frame(frame: protocol.Frame) -> None:
+            if frame.kind == protocol.PROGRESS and sink is not None:
+                with contextlib.suppress(Exception):  # a value this side cannot load
+                    sink(values.load_result(endpoint, call.label, frame.payload))
+
+        call.on_frame = on_frame
+        return call
+
+    return make_watched
 
 
 class Stream:
