@@ -282,3 +282,45 @@ def test_generator_methods_stream() -> None:
         return words, awords, await model.plain()
 
     assert asyncio.run(main()) == (["w0", "w1", "w2"], ["wa0", "wa1"], "w")
+
+
+@remote(CpuLiveServerless(name="stream-outer"))
+async def nested_consumer() -> list:
+    return await with_progress(2)  # a generator function, called from a worker
+
+
+def test_a_nested_call_of_a_generator_function_fails_clearly() -> None:
+    with pytest.raises(
+        Exception, match=r"with_progress\(\) is a generator function, and a worker's nested call"
+    ) as caught:
+        asyncio.run(nested_consumer())
+    assert "async for item in" in str(caught.value)
+
+
+def test_a_transport_that_cannot_stream_says_so() -> None:
+    # The Ray actor runs calls with child.Executor and no frame channel (send is None).
+    import cloudpickle
+
+    from openflash.workers import child, protocol
+
+    def gen():
+        yield 1
+
+    async def main() -> protocol.ErrorInfo:
+        executor = child.Executor(1)
+        payload = protocol.CallPayload(
+            protocol.OP_FUNCTION,
+            "t",
+            cloudpickle.dumps(gen),
+            "",
+            cloudpickle.dumps(((), {})),
+            None,
+            None,
+            True,
+        )
+        frame = await executor.reply(1, protocol.dumps(tuple(payload)))
+        return protocol.decode_error(frame[protocol.HEADER.size :])
+
+    info = asyncio.run(main())
+    assert info["type"] == "TypeError"
+    assert "this backend (Ray) cannot stream its items" in info["message"]

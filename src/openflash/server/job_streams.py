@@ -129,11 +129,17 @@ def add_stream_routes(
         )
 
     router.add_api_route(
-        f"{base}/stream/{{job_id}}", stream, methods=["GET"], name=f"{base}/stream",
+        f"{base}/stream/{{job_id}}",
+        stream,
+        methods=["GET"],
+        name=f"{base}/stream",
         summary="the job's items since the last poll",
     )
     router.add_api_route(
-        f"{base}/stream/{{job_id}}/events", events, methods=["GET"], name=f"{base}/events",
+        f"{base}/stream/{{job_id}}/events",
+        events,
+        methods=["GET"],
+        name=f"{base}/events",
         summary="the job's items as server-sent events",
     )
 
