@@ -53,6 +53,7 @@ from openflash.errors import (
 )
 from openflash.runtime.process import configure
 from openflash.workers.portable import register_portable
+from openflash.workers.streaming import progress
 
 __all__ = [
     "DEFAULT_WORKERS_MAX",
@@ -89,6 +90,7 @@ __all__ = [
     "WorkerCrashedError",
     "__version__",
     "configure",
+    "progress",
     "register_portable",
     "remote",
     "requirements",

@@ -25,7 +25,7 @@ from typing import Any
 
 import cloudpickle
 
-from openflash.api import values
+from openflash.api import streams, values
 from openflash.config.resources import CpuLiveServerless, ServerlessResource
 from openflash.deps.specs import normalize_dependencies, normalize_system_dependencies
 from openflash.errors import ConfigError, DependencyError, FlashError
@@ -149,6 +149,7 @@ class _Remote:
         # Workers name it by file and qualified name: when they import its module (their light
         # client decorates it there), and when it reaches them pickled.
         self._file = nested.source_file(obj)
+        self._streams = not inspect.isclass(obj) and streams.streams(obj)  # at decoration
         if self._file:
             nested.register(self._file, obj.__qualname__, self)
 
@@ -208,7 +209,7 @@ class RemoteFunction(_Remote):
                 source=self._source,
             )
 
-        return _run(self.endpoint, make_call(), make_call, self._lacks)
+        return _start(self.endpoint, make_call, make_call, self._lacks, self._streams)
 
 
 class RemoteClass(_Remote):
@@ -261,7 +262,8 @@ class RemoteInstance:
                     source=cls._source,
                 )
 
-            return _run(cls.endpoint, make_call(False), make_call, cls._lacks)
+            gen = streams.streams(attr)
+            return _start(cls.endpoint, lambda: make_call(False), make_call, cls._lacks, gen)
 
         method.__name__ = name
         return method
@@ -275,6 +277,14 @@ class RemoteInstance:
 
     def __repr__(self) -> str:
         return f"<remote {self._cls.__name__} instance on endpoint {self._cls.endpoint.name!r}>"
+
+
+def _start(endpoint: EndpointDef, first: Any, again: Any, lacks: set[str], stream: bool) -> Any:
+    """The call ``first()`` makes (``again()`` when sent again): a coroutine, or a Stream."""
+    run = functools.partial(_run, endpoint, lacks=lacks)
+    if stream:
+        return streams.Stream(endpoint.name, first, again, run)
+    return run(*streams.watched(endpoint.name, first, again))
 
 
 async def _run(

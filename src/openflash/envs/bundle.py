@@ -50,6 +50,7 @@ _PACKAGE_FILES = {
     "openflash/workers/client.py": "openflash.workers.client",
     "openflash/workers/portable.py": "openflash.workers.portable",
     "openflash/workers/pickling.py": "openflash.workers.pickling",
+    "openflash/workers/streaming.py": "openflash.workers.streaming",
     "openflash/errors.py": "openflash.errors",
     "openflash/config/__init__.py": None,
     "openflash/config/hardware.py": "openflash.config.hardware",
@@ -60,6 +61,7 @@ _PACKAGE_FILES = {
 LIGHT_MODULES = (
     "openflash.workers.client",
     "openflash.workers.portable",
+    "openflash.workers.streaming",
     "openflash.config.hardware",
     "openflash.errors",
 )

@@ -208,6 +208,19 @@ def _call(handle: Handle, request: protocol.NestedRequest) -> Call:
             f", and it is a decorated {'class' if is_class else 'function'} here",
             hint="the worker and this process must import the same source of the project",
         )
+    wrapped = getattr(handle, "__wrapped__", None)
+    fn = getattr(wrapped, request.method, None) if is_class else wrapped
+    if (
+        inspect.isgeneratorfunction(fn)
+        or inspect.isasyncgenfunction(fn)
+        or (getattr(handle, "_streams", False))
+    ):
+        raise FlashError(
+            f"{request.qualname}{'.' + request.method if is_class else ''}() is a generator "
+            "function, and a worker's nested call cannot stream its items",
+            hint="call it from the caller (`async for item in ...`), or give the nested call a "
+            "function that returns a list",
+        )
     target, blob = handle._payload()
     if request.op == protocol.OP_METHOD:
         return Call(

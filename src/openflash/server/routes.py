@@ -24,9 +24,11 @@ from typing import Any
 from fastapi import APIRouter, Query
 from pydantic import BaseModel, create_model
 
+from openflash.api import streams
 from openflash.api.remote import RemoteClass, RemoteFunction, RemoteInstance
 from openflash.errors import ExecutionTimeoutError, FlashError, RemoteError
 from openflash.project import LBRoute, Project, QueueRoute
+from openflash.server import job_streams
 from openflash.server.invocation import call_outcome, input_model, parameters_of, to_json
 from openflash.server.jobs import JobRunner
 from openflash.server.responses import JSONResponse
@@ -50,12 +52,14 @@ def build_router(
     router = APIRouter(tags=["endpoints"])
     invokers: dict[str, JobInvoker] = {}
     instances: dict[int, RemoteInstance] = {}
+    feeds = job_streams.Feeds()
     for route in project.queue:
         invoke = _queue_invoker(route, instances)
         model = input_model(_target(route), f"{_ident(route.path)}_input")
         invokers[route.path] = _job_invoker(invoke, model)
         for base in filter(None, (route.path, route.short_path)):
-            _add_queue_routes(router, route, base, model, invoke, jobs, record)
+            _add_queue_routes(router, route, base, model, invoke, jobs, record, feeds)
+            job_streams.add_stream_routes(router, base, route.path, jobs, feeds)
     for lb in project.lb:
         _add_lb_route(router, lb, record)
     return router, invokers
@@ -76,7 +80,7 @@ def _queue_invoker(route: QueueRoute, instances: dict[int, RemoteInstance]) -> I
         assert isinstance(handle, RemoteFunction)  # a route without a method is a function's
 
         async def call_function(kwargs: dict[str, Any]) -> Any:
-            return await handle(**kwargs)
+            return await job_streams.collect(handle(**kwargs))
 
         return call_function
     cls = route.handle
@@ -88,7 +92,7 @@ def _queue_invoker(route: QueueRoute, instances: dict[int, RemoteInstance]) -> I
         instance = instances.get(id(cls))
         if instance is None:
             instance = instances[id(cls)] = cls()
-        return await getattr(instance, method)(**kwargs)
+        return await job_streams.collect(getattr(instance, method)(**kwargs))
 
     return call_method
 
@@ -101,6 +105,7 @@ def _add_queue_routes(
     invoke: Invoke,
     jobs: JobRunner,
     record: RecentCalls,
+    feeds: job_streams.Feeds,
 ) -> None:
     required = any(f.is_required() for f in model.model_fields.values())
     request_model = create_model(
@@ -131,7 +136,12 @@ def _add_queue_routes(
         return JSONResponse(payload, status_code=outcome.http_status)
 
     async def run(body: Any) -> JSONResponse:
+        feed = job_streams.Feed()  # the job's task inherits this context: its items go there
+        tokens = job_streams.current_feed.set(feed), streams.progress_sink.set(feed.report)
         job = jobs.submit(route.path, body.input.model_dump(mode="json"))
+        feeds[job.id] = feed
+        job_streams.current_feed.reset(tokens[0])
+        streams.progress_sink.reset(tokens[1])
         record(
             {
                 "id": job.id,
@@ -148,7 +158,7 @@ def _add_queue_routes(
         job = jobs.journal.get(job_id)
         if job is None or job.route != route.path:
             return JSONResponse({"error": f"no job {job_id!r} on {base}"}, status_code=404)
-        return JSONResponse(job.to_response())
+        return JSONResponse(job_streams.with_progress(job.to_response(), feeds.get(job_id)))
 
     async def cancel(job_id: str) -> JSONResponse:
         job = jobs.journal.get(job_id)

@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, NamedTuple
+
+from openflash.workers import protocol
 
 __all__ = ["Call", "Reply"]
 
@@ -44,3 +47,15 @@ class Call:
     parent: Call | None = None
     #: The nested calls this call's function is waiting on.
     children: set[Call] = field(default_factory=set)
+    #: Whether the caller streams its items (a generator function): ITEM frames, then RESULT.
+    stream: bool = False
+    #: Called (on the pool's loop) with each ITEM and PROGRESS frame the call's worker sends.
+    on_frame: Callable[[Any], None] | None = None
+    #: Once sent: how to write a frame to its worker, and its call id there (CREDIT, CANCEL).
+    wire: tuple[Callable[[bytes], None], int] | None = None
+
+    def signal(self, kind: int) -> None:
+        """Send its worker a CREDIT or CANCEL frame for it (on the pool's loop)."""
+        if self.wire is not None:
+            write, call_id = self.wire
+            write(protocol.encode(kind, call_id))

@@ -49,7 +49,7 @@ from typing import Any  # noqa: E402
 
 import cloudpickle  # noqa: E402
 
-from openflash.workers import channel, pickling, protocol  # noqa: E402
+from openflash.workers import channel, pickling, protocol, streaming  # noqa: E402
 
 MAX_RSS_VARIABLE = "OPENFLASH_MAX_RSS"
 
@@ -83,6 +83,8 @@ class Executor:
         self.instances: dict[str, asyncio.Future[Any]] = {}
         #: The top-level modules the caller can import (a CALLER frame), if it said.
         self.caller_modules: frozenset[str] | None = None
+        self.send: streaming.Send | None = None  # ITEM frames' way out (None: cannot stream)
+        self.credits = streaming.Credits()
 
     async def reply(self, call_id: int, payload: bytes) -> bytes:
         channel.current_call.set(call_id)  # nested calls name the call they are made for
@@ -91,6 +93,9 @@ class Executor:
             target = await self.target(call)
             args, kwargs = pickling.load_arguments(call.args)
             result = await self.invoke(target, args, kwargs)
+            if call.stream or streaming.is_stream(result):
+                await streaming.serve(self, call_id, result, call.stream)
+                result = None  # the RESULT that ends the stream
             data = self.dump_result(result)
         except pickling.ArgumentsNotLoadable as e:
             return protocol.encode_error(
@@ -168,7 +173,7 @@ class Worker:
         self.writer = writer
         self.executor = executor
         self.drain_lock = asyncio.Lock()
-        self.tasks: set[asyncio.Task[None]] = set()
+        self.tasks: dict[int, asyncio.Task[None]] = {}
 
     async def send(self, frame: bytes) -> None:
         self.writer.write(frame)
@@ -178,8 +183,8 @@ class Worker:
 
     def start(self, call_id: int, payload: bytes) -> None:
         task = asyncio.get_running_loop().create_task(self.handle(call_id, payload))
-        self.tasks.add(task)
-        task.add_done_callback(self.tasks.discard)
+        self.tasks[call_id] = task
+        task.add_done_callback(lambda _: self.tasks.pop(call_id, None))
 
     async def handle(self, call_id: int, payload: bytes) -> None:
         reply = await self.executor.reply(call_id, payload)
@@ -349,6 +354,8 @@ async def serve(fd: int | None, max_concurrency: int) -> None:
     executor = Executor(max_concurrency)
     _apply_memory_cap(executor)
     worker = Worker(writer, executor)
+    executor.send = worker.send
+    streaming.open_outlet(worker.send, asyncio.get_running_loop(), executor.dump_result)
     nested_channel = channel.open_channel(worker.send)
     ready = {"pid": os.getpid(), "python": sys.version.split()[0], "executable": sys.executable}
     await worker.send(protocol.encode(protocol.READY, 0, protocol.dumps(ready)))
@@ -362,6 +369,10 @@ async def serve(fd: int | None, max_concurrency: int) -> None:
             nested_channel.resolve(frame.call_id, frame.payload)
         elif frame.kind == protocol.RELEASE:
             worker.executor.release(frame.payload.decode())
+        elif frame.kind == protocol.CREDIT:
+            executor.credits.grant(frame.call_id)
+        elif frame.kind == protocol.CANCEL and frame.call_id in worker.tasks:
+            worker.tasks[frame.call_id].cancel()
         elif frame.kind == protocol.CALLER:
             executor.caller_modules = pickling.accept_caller(frame.payload)
 

@@ -181,9 +181,11 @@ class Pool(WorkerLives):
             method=call.method,
             args=call.args,
             init_args=call.init_args if call.sent_blob else None,
+            stream=call.stream,
         )
         worker.handle.writer.write(protocol.encode_call(call_id, payload))
         call.running = True
+        call.wire = (worker.handle.writer.write, call_id)
         worker.loaded.add(call.target)
         if call.op == protocol.OP_METHOD:
             self.instance_home[call.target] = worker
@@ -234,6 +236,11 @@ class Pool(WorkerLives):
             if frame.kind in (protocol.NESTED, protocol.RELEASE):
                 self.relay.receive(worker, frame, worker.in_flight, worker.handle.writer.write)
                 continue
+            if frame.kind in (protocol.ITEM, protocol.PROGRESS):
+                streaming = worker.in_flight.get(frame.call_id)
+                if streaming is not None and streaming.on_frame is not None:
+                    streaming.on_frame(frame)
+                continue
             if frame.kind == protocol.RETIRE:
                 worker.state = WorkerState.STOPPING  # no new calls; a replacement starts if needed
                 worker.doom = "it ran out of memory under FLASH_WORKER_MAX_RSS"
@@ -243,6 +250,7 @@ class Pool(WorkerLives):
                 continue  # it timed out already
             if call.timer is not None:
                 call.timer.cancel()
+            call.wire = None  # nothing more to signal
             if frame.kind == protocol.ERROR and call.sent_blob:
                 worker.loaded.discard(call.target)  # the worker may not have kept it
                 if self.instance_home.get(call.target) is worker:

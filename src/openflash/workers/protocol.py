@@ -2,10 +2,11 @@
 
 A frame is a 17-byte header (kind: u8, call id: u64, payload length: u64, network order) followed
 by the payload. The parent sends CALL, RELEASE and SHUTDOWN; the worker sends READY once, then
-RESULT or ERROR for each CALL. Right after READY, the parent sends CALLER once (the modules the
-caller can import). A function running in a worker may call another endpoint: the worker
-sends NESTED (its own numbering of such calls in the call id field) and the parent answers
-NESTED_REPLY with that id; a worker drops a class instance it made that way with RELEASE.
+RESULT or ERROR for each CALL (a generator's ITEMs before its RESULT, PROGRESS at any time).
+Right after READY, the parent sends CALLER once (the modules the caller can import). A function
+running in a worker may call another endpoint: the worker sends NESTED (its own numbering of such
+calls in the call id field) and the parent answers NESTED_REPLY with that id; a worker drops a
+class instance it made that way with RELEASE.
 Payloads are pickles whose shapes are fixed by the helpers below.
 
 This module is part of the worker runtime: it imports the standard library only.
@@ -35,6 +36,13 @@ NESTED_REPLY = 9
 #: its register_portable rules (pickling.caller_payload), so that results of classes it lacks
 #: go back in portable form (portable.py). A worker that never gets one sends results as they are.
 CALLER = 10
+#: Streaming (streaming.py): from a worker, one item a generator yielded (pickled as a result),
+#: before the RESULT that ends the stream; from the parent, CREDIT (one more item may be sent)
+#: and CANCEL (stop the call's generator); from a worker, PROGRESS (a pickled progress value).
+ITEM = 11
+CREDIT = 12
+CANCEL = 13
+PROGRESS = 14
 
 #: An ERROR's type when the worker could not unpickle a call's arguments for lack of a module
 #: (``missing_module``): the caller may send them again in portable form.
@@ -51,6 +59,10 @@ KIND_NAMES = {
     NESTED: "NESTED",
     NESTED_REPLY: "NESTED_REPLY",
     CALLER: "CALLER",
+    ITEM: "ITEM",
+    CREDIT: "CREDIT",
+    CANCEL: "CANCEL",
+    PROGRESS: "PROGRESS",
 }
 
 #: A call runs a function (``target`` = the function's id) or a method of an instance
@@ -78,6 +90,8 @@ class CallPayload(NamedTuple):
     init_args: bytes | None
     #: The file the function or class was defined in, sent with ``blob``, for tracebacks.
     source: str | None = None
+    #: Whether the caller streams a generator's items (ITEM frames before the RESULT).
+    stream: bool = False
 
 
 class NestedRequest(NamedTuple):
