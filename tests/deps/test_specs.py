@@ -70,7 +70,7 @@ def test_two_different_sources_for_one_package_are_an_error() -> None:
         ("torch=2.1", "did you mean 'torch==2.1'?"),
         ("a b", "one requirement per string: ['a', 'b']"),
         ("requests~=2", "'~=' needs at least two version parts"),
-        ("-r requirements.txt", "pip options are not dependencies"),
+        ("-r requirements.txt", "openflash.requirements"),
         ("numpy>=1 <2", "PEP 508"),
         ("numpy;;", "PEP 508"),
     ],

@@ -31,6 +31,7 @@ from packaging.utils import canonicalize_name
 
 from openflash import _subprocess
 from openflash.deps.lockfile import LockedPackage, parse_hashed
+from openflash.deps.pip_options import resolution_environ
 from openflash.envs.environment import platform_tag, python_tag
 from openflash.envs.local_sources import local_sources_digest
 from openflash.envs.store import Store, content_key, write_atomic
@@ -132,7 +133,9 @@ def resolve(
     if not specs:
         return Lock(specs, "", now)
     files = local_sources_digest(specs)  # a rebuilt local wheel may declare other deps
-    key = content_key("resolve", specs, files, python_tag(), platform_tag())
+    # uv's index and build variables change the answer (hashed into the key, never stored).
+    uv_env = sorted(resolution_environ().items())
+    key = content_key("resolve", specs, files, uv_env, python_tag(), platform_tag())
     cache_file = store.resolutions / f"{key}.json"
     cached = _read_cache(cache_file, specs)
     if cached is not None and now - cached.resolved_at < ttl:

@@ -24,6 +24,7 @@ from urllib.parse import urlsplit
 from packaging.requirements import InvalidRequirement, Requirement
 from packaging.utils import InvalidWheelFilename, canonicalize_name, parse_wheel_filename
 
+from openflash.deps.pip_options import option_hint
 from openflash.errors import DependencyError, SystemDependencyError
 
 __all__ = ["MAX_LENGTH", "normalize_dependencies", "normalize_system_dependencies"]
@@ -35,6 +36,7 @@ SYSTEM_MAX_LENGTH = 200
 #: What may surround a dependency string (str.strip() would also eat control characters).
 _BLANKS = " \t\r\n"
 _URL_SCHEMES = ("https", "file", "git+https", "git+ssh", "git+file")
+_CREDENTIALS = re.compile(r"://[^/@\s'\"]+@")
 _CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f\u200b-\u200f\u2028-\u202e\u2060-\u2064\ufeff]")
 
 _SINGLE_EQUALS = re.compile(r"^\s*([A-Za-z0-9][A-Za-z0-9._-]*)\s*=\s*([0-9][^=<>!~,;\s]*)\s*$")
@@ -58,7 +60,12 @@ def normalize_dependencies(
     items = _as_list(values, "dependencies", DependencyError, "numpy")
     merged: dict[tuple[str, str], Requirement] = {}
     for index, value in enumerate(items):
-        req = _parse_one(index, value, base_dir)
+        try:
+            req = _parse_one(index, value, base_dir)
+        except DependencyError as e:  # a password in a URL is not repeated
+            e.message = _CREDENTIALS.sub("://***@", e.message)
+            e.args = (e.message,)
+            raise
         key = (req.name, str(req.marker or ""))
         if key in merged:
             _merge(merged[key], req, index, value)
@@ -254,7 +261,15 @@ def _requirement_hint(text: str) -> str:
     if single:
         return f"versions are pinned with '==': did you mean '{single[1]}=={single[2]}'?"
     if text.startswith("-"):
-        return "pip options are not dependencies; list package requirements only"
+        return (
+            option_hint(text) or "pip options are not dependencies; list package requirements only"
+        )
+    if " --hash" in text:
+        return (
+            "hashes are not part of a dependency: put the line in a requirements file and write "
+            "dependencies=openflash.requirements('requirements.txt'), or let `flash lock` pin "
+            "hashes"
+        )
     words = text.split()
     if len(words) > 1 and all(re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9._-]*", w) for w in words):
         return f"write one requirement per string: {words!r}"
