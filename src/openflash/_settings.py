@@ -1,8 +1,8 @@
 """Settings read from the environment, each with its default.
 
 - FLASH_HOME: the store (environments, layers, locks, uv cache); default: the user cache dir.
-- FLASH_UV_CACHE_DIR: uv's cache; default $FLASH_HOME/uv-cache. Keep it on FLASH_HOME's disk,
-  so that installs are hardlinks.
+- FLASH_UV_CACHE_DIR: uv's cache; default uv's own UV_CACHE_DIR if set, else
+  $FLASH_HOME/uv-cache. Keep it on FLASH_HOME's disk, so that installs are hardlinks.
 - FLASH_RESOLVE_TTL: seconds a resolution of one spec set is reused before uv asks the index
   again; default 86400.
 - FLASH_REQUIRE_GPU: 1 makes a GPU endpoint on a machine without GPUs an error; default 0.
@@ -78,7 +78,7 @@ class Settings:
         env = dict(os.environ if environ is None else environ)
         home_text = env.get("FLASH_HOME") or platformdirs.user_cache_dir("openflash")
         home = Path(home_text).expanduser().absolute()
-        cache_text = env.get("FLASH_UV_CACHE_DIR")
+        cache_text = env.get("FLASH_UV_CACHE_DIR") or env.get("UV_CACHE_DIR")
         uv_cache = Path(cache_text).expanduser().absolute() if cache_text else home / "uv-cache"
         mode = env.get("FLASH_SYSTEM_DEPS", "").strip().lower() or "layer"
         if mode not in ("layer", "host", "none"):

@@ -70,7 +70,7 @@ def test_two_different_sources_for_one_package_are_an_error() -> None:
         ("torch=2.1", "did you mean 'torch==2.1'?"),
         ("a b", "one requirement per string: ['a', 'b']"),
         ("requests~=2", "'~=' needs at least two version parts"),
-        ("-r requirements.txt", "pip options are not dependencies"),
+        ("-r requirements.txt", "openflash.requirements"),
         ("numpy>=1 <2", "PEP 508"),
         ("numpy;;", "PEP 508"),
     ],
@@ -119,7 +119,7 @@ def test_local_wheel_paths_become_file_urls(tmp_path: Path) -> None:
 
 
 def test_missing_local_wheel_is_named(tmp_path: Path) -> None:
-    with pytest.raises(DependencyError, match="names a local file that does not exist") as info:
+    with pytest.raises(DependencyError, match="names a local path that does not exist") as info:
         normalize_dependencies(["./nope-1.0-py3-none-any.whl"], base_dir=tmp_path)
     assert str(tmp_path / "nope-1.0-py3-none-any.whl") in str(info.value)
 

@@ -14,10 +14,14 @@ class DependencyKey:
     """An endpoint's dependency sets and the flash.lock that may pin them.
 
     ``python`` holds PEP 508 requirement strings and ``system`` Debian package names, both as
-    validated at decoration (deps/specs.py); ``lockfile`` is the project's flash.lock, or None.
+    validated at decoration (deps/specs.py); ``lockfile`` is the project's flash.lock, or None;
+    ``local`` is the digest of the contents of the local wheels, sdists and project folders
+    ``python`` names (envs/local_sources.py; empty when none), so that a rebuilt wheel or an
+    edited project is a new key, hence a new preparation.
     Endpoints with equal keys share one preparation, and so one environment and layer.
     """
 
     python: tuple[str, ...]
     system: tuple[str, ...]
     lockfile: Path | None = None
+    local: str = ""

@@ -31,7 +31,9 @@ from packaging.utils import canonicalize_name
 
 from openflash import _subprocess
 from openflash.deps.lockfile import LockedPackage, parse_hashed
-from openflash.envs.environment import local_files_fingerprint, platform_tag, python_tag
+from openflash.deps.pip_options import resolution_environ
+from openflash.envs.environment import platform_tag, python_tag
+from openflash.envs.local_sources import local_sources_digest
 from openflash.envs.store import Store, content_key, write_atomic
 from openflash.envs.uv import tighten_lock_files, uv_argv, uv_environ
 from openflash.errors import DependencyConflictError, DependencyError
@@ -130,8 +132,10 @@ def resolve(
     now = time.time() if now is None else now
     if not specs:
         return Lock(specs, "", now)
-    files = local_files_fingerprint(specs)  # a rebuilt local wheel may declare other deps
-    key = content_key("resolve", specs, files, python_tag(), platform_tag())
+    files = local_sources_digest(specs)  # a rebuilt local wheel may declare other deps
+    # uv's index and build variables change the answer (hashed into the key, never stored).
+    uv_env = sorted(resolution_environ().items())
+    key = content_key("resolve", specs, files, uv_env, python_tag(), platform_tag())
     cache_file = store.resolutions / f"{key}.json"
     cached = _read_cache(cache_file, specs)
     if cached is not None and now - cached.resolved_at < ttl:

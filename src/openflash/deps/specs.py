@@ -6,8 +6,11 @@ sorted and de-duplicated, so that equal sets compare (and hash) equal.
 
 Before parsing, a string is checked for what PEP 508 parsers tolerate but a user never means:
 more than ``MAX_LENGTH`` characters, control characters, and characters outside ASCII (look-alikes
-such as a Cyrillic ``е`` in ``rеquests``) anywhere but in a local file's path. A URL must be
-``https://`` or ``file://``.
+such as a Cyrillic ``е`` in ``rеquests``) anywhere but in a local file's path. A URL (PEP 508's
+``name @ url``, PEP 440 direct references) must be ``https://``, ``file://`` (a wheel, an sdist
+or a project folder; a plain path is taken relative to the decorated function's file) or a VCS
+URL uv resolves: ``git+https://``, ``git+ssh://``, ``git+file://`` (``@ref`` optional; the
+commit uv resolves is pinned in the lock).
 """
 
 from __future__ import annotations
@@ -21,6 +24,7 @@ from urllib.parse import urlsplit
 from packaging.requirements import InvalidRequirement, Requirement
 from packaging.utils import InvalidWheelFilename, canonicalize_name, parse_wheel_filename
 
+from openflash.deps.pip_options import option_hint
 from openflash.errors import DependencyError, SystemDependencyError
 
 __all__ = ["MAX_LENGTH", "normalize_dependencies", "normalize_system_dependencies"]
@@ -31,7 +35,8 @@ MAX_LENGTH = 1000
 SYSTEM_MAX_LENGTH = 200
 #: What may surround a dependency string (str.strip() would also eat control characters).
 _BLANKS = " \t\r\n"
-_URL_SCHEMES = ("https", "file")
+_URL_SCHEMES = ("https", "file", "git+https", "git+ssh", "git+file")
+_CREDENTIALS = re.compile(r"://[^/@\s'\"]+@")
 _CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f\u200b-\u200f\u2028-\u202e\u2060-\u2064\ufeff]")
 
 _SINGLE_EQUALS = re.compile(r"^\s*([A-Za-z0-9][A-Za-z0-9._-]*)\s*=\s*([0-9][^=<>!~,;\s]*)\s*$")
@@ -55,7 +60,12 @@ def normalize_dependencies(
     items = _as_list(values, "dependencies", DependencyError, "numpy")
     merged: dict[tuple[str, str], Requirement] = {}
     for index, value in enumerate(items):
-        req = _parse_one(index, value, base_dir)
+        try:
+            req = _parse_one(index, value, base_dir)
+        except DependencyError as e:  # a password in a URL is not repeated
+            e.message = _CREDENTIALS.sub("://***@", e.message)
+            e.args = (e.message,)
+            raise
         key = (req.name, str(req.marker or ""))
         if key in merged:
             _merge(merged[key], req, index, value)
@@ -150,9 +160,10 @@ def _parse_one(index: int, value: object, base_dir: Path | None) -> Requirement:
         scheme = urlsplit(req.url).scheme.lower()
         if scheme not in _URL_SCHEMES:
             raise DependencyError(
-                f"{where} {value!r} uses the URL scheme {scheme!r}; only https:// and file:// "
-                "are accepted",
-                hint="point at a wheel over https://, or download it and give its local path",
+                f"{where} {value!r} uses the URL scheme {scheme!r}; accepted are "
+                + ", ".join(f"{s}://" for s in _URL_SCHEMES),
+                hint=f"write e.g. '{req.name} @ git+https://github.com/owner/{req.name}@v1.0', "
+                f"'{req.name} @ https://host/{req.name}-1.0-py3-none-any.whl' or a local path",
             )
         if scheme == "file":
             req.url = _local_file(where, value, req.url, base_dir).as_uri()
@@ -217,9 +228,17 @@ def _local_file(where: str, value: str, text: str, base_dir: Path | None) -> Pat
     if not path.is_absolute():
         path = (base_dir or Path.cwd()) / path
     path = path.resolve()
+    if path.is_dir():
+        if not any((path / f).is_file() for f in ("pyproject.toml", "setup.py", "setup.cfg")):
+            raise DependencyError(
+                f"{where} {value!r} names the folder {path}, which is not a Python project "
+                "(no pyproject.toml, setup.py or setup.cfg)",
+                hint="point at the folder that holds the project's pyproject.toml",
+            )
+        return path
     if not path.is_file():
         raise DependencyError(
-            f"{where} {value!r} names a local file that does not exist: {path}",
+            f"{where} {value!r} names a local path that does not exist: {path}",
             hint="fix the path; relative paths start at the directory of the decorated "
             "function's file",
         )
@@ -242,7 +261,15 @@ def _requirement_hint(text: str) -> str:
     if single:
         return f"versions are pinned with '==': did you mean '{single[1]}=={single[2]}'?"
     if text.startswith("-"):
-        return "pip options are not dependencies; list package requirements only"
+        return (
+            option_hint(text) or "pip options are not dependencies; list package requirements only"
+        )
+    if " --hash" in text:
+        return (
+            "hashes are not part of a dependency: put the line in a requirements file and write "
+            "dependencies=openflash.requirements('requirements.txt'), or let `flash lock` pin "
+            "hashes"
+        )
     words = text.split()
     if len(words) > 1 and all(re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9._-]*", w) for w in words):
         return f"write one requirement per string: {words!r}"

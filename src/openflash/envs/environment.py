@@ -8,19 +8,16 @@ about 4x slower.
 
 from __future__ import annotations
 
-import os
 import re
 import sys
-from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
-from urllib.parse import urlparse
-from urllib.request import url2pathname
 
 from packaging.tags import sys_tags
 
 from openflash import _subprocess
 from openflash.envs.bytecode import link_bytecode
+from openflash.envs.local_sources import local_paths, local_sources_digest
 from openflash.envs.store import Store, content_key
 from openflash.envs.uv import run_pinned, tighten_lock_files, uv_argv, uv_environ
 from openflash.errors import EnvironmentBuildError
@@ -30,7 +27,6 @@ __all__ = [
     "Environment",
     "build_environment",
     "environment_key",
-    "local_files_fingerprint",
     "platform_tag",
     "python_tag",
 ]
@@ -64,11 +60,12 @@ def platform_tag() -> str:
 def environment_key(lock_text: str) -> str:
     """The identity of an environment: the lock, the Python, the platform, the env format.
 
-    A local wheel is named by its path in the lock; its size and modification time are part of
-    the key too, so a rebuilt wheel gets a new environment.
+    A local wheel, sdist or project folder is named by its path in the lock; the digest of its
+    contents (envs.local_sources) is part of the key too, so a rebuilt wheel or an edited project
+    gets a new environment.
     """
     pins = "".join(f"{line}\n" for line in sorted(_without_hashes(lock_text)))
-    files = local_files_fingerprint(pins.splitlines())
+    files = local_sources_digest(pins.splitlines())
     return content_key("env", pins, files, python_tag(), platform_tag(), ENV_FORMAT)
 
 
@@ -78,23 +75,6 @@ def _without_hashes(lock_text: str) -> list[str]:
         " ".join(t for t in line.split() if not t.startswith("--hash="))
         for line in _lines(lock_text)
     ]
-
-
-def local_files_fingerprint(requirements: Iterable[str]) -> list[tuple[str, int, int]]:
-    """``(path, size, mtime_ns)`` of every ``name @ file://...`` requirement (-1s if missing)."""
-    found = []
-    for line in requirements:
-        _, sep, url = line.partition(" @ ")
-        url = url.split(";", 1)[0].strip()
-        if not sep or not url.startswith("file:"):
-            continue
-        path = url2pathname(urlparse(url).path)
-        try:
-            st = os.stat(path)
-            found.append((path, st.st_size, st.st_mtime_ns))
-        except OSError:
-            found.append((path, -1, -1))
-    return found
 
 
 def build_environment(store: Store, lock_text: str, *, uv_cache: Path) -> Environment:
@@ -159,10 +139,13 @@ def _build_venv(target: Path, lock_text: str, uv_cache: Path) -> None:
     if not _lines(lock_text):
         return
 
+    # uv keeps a local project's build by its pyproject.toml's age: rebuild what is local.
+    local = [a for name, _ in local_paths(_lines(lock_text)) for a in ("--refresh-package", name)]
     done = run_pinned(
         "pip",
         "sync",
         str(lock_file),
+        *local,
         "--python",
         str(target / "bin" / "python"),
         "--link-mode",

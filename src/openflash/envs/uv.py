@@ -13,8 +13,10 @@ from openflash.errors import EnvironmentBuildError
 
 __all__ = ["run_pinned", "tighten_lock_files", "uv_argv", "uv_environ"]
 
-# Variables that would point uv at another environment or project than the one we name.
-_DROPPED = ("VIRTUAL_ENV", "CONDA_PREFIX", "UV_PYTHON", "UV_SYSTEM_PYTHON", "UV_CACHE_DIR")
+# Variables that would point uv at another environment or project than the one we name. uv's
+# other variables (UV_INDEX_URL, UV_EXTRA_INDEX_URL, ...) are honoured; UV_CACHE_DIR is the
+# default of FLASH_UV_CACHE_DIR (_settings.py), which every argv names with --cache-dir.
+_DROPPED = ("VIRTUAL_ENV", "CONDA_PREFIX", "UV_PYTHON", "UV_SYSTEM_PYTHON")
 
 
 @functools.lru_cache(maxsize=1)

@@ -19,6 +19,7 @@ from openflash._settings import Settings
 from openflash.backends import load_backend
 from openflash.backends.gpu_types import gpu_types_of
 from openflash.backends.targets import LocalTarget, RayTarget
+from openflash.envs.local_sources import local_sources_digest
 from openflash.errors import FlashError
 from openflash.prepare import DependencyKey, Prepared, Preparer
 from openflash.runtime.definitions import EndpointDef
@@ -69,6 +70,8 @@ class Runtime:
         self._stale_warned: set[str] = set()
         self._pools: dict[PoolKey, Pool] = {}
         self._endpoint_pools: dict[EndpointDef, Pool] = {}
+        #: The key each endpoint's pool was prepared for (to notice edited local sources).
+        self._endpoint_keys: dict[EndpointDef, DependencyKey] = {}
         self._closing = False
         self.nested = NestedCalls(self)
         self.waits = Waits()
@@ -177,15 +180,22 @@ class Runtime:
                 hint="the openflash runtime is stopping; start a new process",
             )
         pool = self._endpoint_pools.get(endpoint)
-        if pool is None:
+        if pool is None or self._local_sources_changed(endpoint):
             pool = await self._pool_for(endpoint)
         return await pool.submit(call)
+
+    def _local_sources_changed(self, endpoint: EndpointDef) -> bool:
+        """Whether a local wheel, sdist or project the endpoint names changed since its pool was
+        prepared (a rebuilt wheel is a new environment at the next call)."""
+        if not any("file:" in spec for spec in endpoint.dependencies):
+            return False
+        return self._endpoint_keys.get(endpoint) != _deps_key(endpoint)
 
     async def _pool_for(self, endpoint: EndpointDef) -> Pool:
         # Inside an image `flash build` made (FLASH_PREBUILT_ENV), the image is already here.
         if endpoint.resource.image and self.settings.prebuilt_env is None:
             return await self._image_pool(endpoint)
-        key = _deps_key(endpoint)
+        key = self._endpoint_keys[endpoint] = _deps_key(endpoint)
         if key.lockfile is not None and endpoint.name not in self._stale_warned:
             stale = self.preparer.stale_entry(key, endpoint.name)
             if stale is not None:
@@ -335,4 +345,7 @@ async def _stats(pool: Pool) -> dict[str, object]:
 
 
 def _deps_key(endpoint: EndpointDef) -> DependencyKey:
-    return DependencyKey(endpoint.dependencies, endpoint.system_dependencies, endpoint.lockfile)
+    local = local_sources_digest(endpoint.dependencies)
+    return DependencyKey(
+        endpoint.dependencies, endpoint.system_dependencies, endpoint.lockfile, local
+    )
