@@ -15,6 +15,7 @@ from openflash.api.endpoint import Endpoint
 from openflash.api.remote import remote
 from openflash.api.requirements import requirements
 from openflash.config.hardware import (
+    CPU_DATACENTERS,
     CpuInstanceType,
     CudaVersion,
     DataCenter,
@@ -55,6 +56,7 @@ from openflash.runtime.process import configure
 from openflash.workers.portable import register_portable
 
 __all__ = [
+    "CPU_DATACENTERS",
     "DEFAULT_WORKERS_MAX",
     "DEFAULT_WORKERS_MIN",
     "ConfigError",
