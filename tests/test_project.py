@@ -26,6 +26,7 @@ def test_files_honour_gitignore_and_skip_virtualenvs(project: Path) -> None:
         "conflict.py",
         "cpu_worker.py",
         "lb_api.py",
+        "load_client.py",
         "models.py",
         "single.py",
         "workers/gpu/endpoint.py",
@@ -68,6 +69,27 @@ def test_a_broken_module_is_reported_and_the_rest_found(project: Path) -> None:
         "ModuleNotFoundError: No module named 'a_module_that_does_not_exist'" in failure.traceback
     )
     assert found.queue and found.lb
+
+
+def test_only_files_that_decorate_something_are_imported(project: Path) -> None:
+    # load_client.py exits at import; helpers.py and a file with a syntax error show the edges.
+    (project / "helpers.py").write_text("open('helpers-ran', 'w').close()\n")
+    (project / "typo.py").write_text("@remote(\n")
+    (project / "late.py").write_text(
+        "from runpod_flash import CpuLiveServerless, Endpoint, remote\n"
+        "api = Endpoint(name='late-lb', cpu='cpu3c-1-2')\n"
+        "@api.post('/hello')\n"
+        "def hello() -> str:\n    return 'hi'\n"
+        "def double(x: int) -> int:\n    return 2 * x\n"
+        "twice = remote(CpuLiveServerless(name='late-q'))(double)\n"
+    )
+    found = discover(project)
+    skipped = [p.relative_to(project).as_posix() for p in found.skipped]
+    assert skipped == ["helpers.py", "load_client.py"]
+    assert not (project / "helpers-ran").exists()
+    assert sorted(f.file.name for f in found.failures) == ["broken.py", "typo.py"]
+    assert ("POST", "/late/hello") in {(lb.method, lb.path) for lb in found.lb}
+    assert "/late/twice" in {r.path for r in found.queue}
 
 
 def test_imported_endpoints_are_served_where_they_are_defined(project: Path) -> None:

@@ -1,10 +1,12 @@
-"""Find a project's endpoints: import its .py files and collect what is decorated.
+"""Find a project's endpoints: import its .py files that decorate something, collect the results.
 
 Files are those under the project root that neither .gitignore nor .flashignore exclude, outside
 virtual environments, hidden folders, ``.flash/`` and caches. Each is imported under its dotted
 path from the root (``workers/gpu/endpoint.py`` is ``workers.gpu.endpoint``), with the root on
-``sys.path`` so that project modules import each other as they do under ``python file.py``. A file
-that fails to import is reported with its traceback; the others are still served.
+``sys.path`` so that project modules import each other as they do under ``python file.py``. Only
+files whose source decorates something are imported (``api/decorated.py`` reads them first); the
+others are listed as skipped, their module-level code never run. A file that fails to import is
+reported with its traceback; the others are still served.
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ from pathlib import Path
 
 import pathspec
 
+from openflash.api.decorated import decorates_something
 from openflash.api.endpoint import Endpoint, Route
 from openflash.api.remote import RemoteClass, RemoteFunction
 
@@ -80,6 +83,8 @@ class Project:
     lb: list[LBRoute] = field(default_factory=list)
     failures: list[ImportFailure] = field(default_factory=list)
     modules: dict[Path, str] = field(default_factory=dict)
+    #: Files not imported: nothing in them is decorated as an endpoint.
+    skipped: list[Path] = field(default_factory=list)
 
 
 def project_files(root: Path) -> list[Path]:
@@ -143,10 +148,17 @@ def import_file(root: Path, file: Path, *, fresh: bool = False) -> types.ModuleT
 
 
 def discover(root: Path, files: list[Path] | None = None, *, fresh: bool = False) -> Project:
-    """Import the project's files and collect its routes."""
+    """Import the project's files (those that decorate something) and collect its routes.
+
+    ``files``, when given, are imported whatever they hold.
+    """
     root = root.resolve()
     project = Project(root)
-    for file in files if files is not None else project_files(root):
+    if files is None:
+        files = []
+        for file in project_files(root):
+            (files if decorates_something(file) else project.skipped).append(file)
+    for file in files:
         name = module_name(root, file)
         try:
             module = import_file(root, file, fresh=fresh)

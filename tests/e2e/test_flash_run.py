@@ -73,6 +73,11 @@ def test_ignored_and_broken_files_are_not_served(server: FlashServer) -> None:
     assert "/single/runsync" in paths and "/lb_api/compute" in paths
     assert not any("ignored" in p or "hidden" in p or "broken" in p for p in paths)
     assert "broken.py failed to import" in server.output()
+    # A plain script beside the endpoints is not imported (it would exit), and is listed as such.
+    assert "load_client" not in server.output()
+    state = httpx.get(f"{server.url}/_flash/state").json()
+    assert state["skipped"] == ["load_client.py"]
+    assert [f["file"] for f in state["failures"]] == ["broken.py"]
 
 
 @pytest.mark.parametrize(
