@@ -25,6 +25,7 @@ def test_files_honour_gitignore_and_skip_virtualenvs(project: Path) -> None:
         "broken.py",
         "conflict.py",
         "cpu_worker.py",
+        "greeter.py",
         "lb_api.py",
         "load_client.py",
         "models.py",
@@ -49,7 +50,11 @@ def test_routes_by_file_path_function_and_short_form(project: Path) -> None:
     assert {r.path: r.method for r in found.queue if r.method} == {
         "/models/Tally/bump": "bump",
         "/models/Tally/total": "total",
+        "/greeter/Greeter/greet": "greet",
     }
+    # Runpod's URLs: functions and class methods counted together, no class segment.
+    assert paths["/models/Tally/bump"].short_path == "/models/bump"
+    assert paths["/greeter/Greeter/greet"].short_path == "/greeter"
     assert {(r.method, r.path) for r in found.lb} == {
         ("POST", "/lb_api/compute"),
         ("GET", "/lb_api/items/{item_id}"),
@@ -59,6 +64,28 @@ def test_routes_by_file_path_function_and_short_form(project: Path) -> None:
         ("POST", "/lb_api/fail"),
     }
     assert all(r.endpoint_name == "served-lb" for r in found.lb)
+
+
+def test_runpod_urls_for_classes_and_functions_in_one_file(tmp_path: Path) -> None:
+    (tmp_path / "mixed.py").write_text(
+        "from runpod_flash import Endpoint\n"
+        "@Endpoint(name='m-fn', cpu='cpu3c-1-2')\n"
+        "def stats(x: int) -> int:\n    return x\n"
+        "@Endpoint(name='m-a', cpu='cpu3c-1-2')\n"
+        "class A:\n    def stats(self) -> int:\n        return 1\n"
+        "    def go(self) -> int:\n        return 2\n"
+        "@Endpoint(name='m-b', cpu='cpu3c-1-2')\n"
+        "class B:\n    def go(self) -> int:\n        return 3\n"
+    )
+    found = discover(tmp_path, fresh=True)
+    # stats is the function's own path, so A.stats keeps only its class path; B.go's short URL
+    # is A.go's (the first one defined keeps it).
+    assert {r.path: r.short_path for r in found.queue} == {
+        "/mixed/stats": None,
+        "/mixed/A/go": "/mixed/go",
+        "/mixed/A/stats": None,
+        "/mixed/B/go": None,
+    }
 
 
 def test_a_broken_module_is_reported_and_the_rest_found(project: Path) -> None:
