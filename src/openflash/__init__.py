@@ -15,6 +15,7 @@ from openflash.api.endpoint import Endpoint
 from openflash.api.remote import remote
 from openflash.api.requirements import requirements
 from openflash.config.hardware import (
+    CPU_DATACENTERS,
     CpuInstanceType,
     CudaVersion,
     DataCenter,
@@ -56,6 +57,7 @@ from openflash.workers.portable import register_portable
 from openflash.workers.streaming import progress
 
 __all__ = [
+    "CPU_DATACENTERS",
     "DEFAULT_WORKERS_MAX",
     "DEFAULT_WORKERS_MIN",
     "ConfigError",

@@ -1,14 +1,17 @@
-"""Find a project's endpoints: import its .py files and collect what is decorated.
+"""Find a project's endpoints: import its .py files that decorate something, collect the results.
 
 Files are those under the project root that neither .gitignore nor .flashignore exclude, outside
 virtual environments, hidden folders, ``.flash/`` and caches. Each is imported under its dotted
 path from the root (``workers/gpu/endpoint.py`` is ``workers.gpu.endpoint``), with the root on
-``sys.path`` so that project modules import each other as they do under ``python file.py``. A file
-that fails to import is reported with its traceback; the others are still served.
+``sys.path`` so that project modules import each other as they do under ``python file.py``. Only
+files whose source decorates something are imported (``api/decorated.py`` reads them first); the
+others are listed as skipped, their module-level code never run. A file that fails to import is
+reported with its traceback; the others are still served.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import importlib
 import importlib.util
 import inspect
@@ -22,6 +25,7 @@ from pathlib import Path
 
 import pathspec
 
+from openflash.api.decorated import decorates_something
 from openflash.api.endpoint import Endpoint, Route
 from openflash.api.remote import RemoteClass, RemoteFunction
 
@@ -43,7 +47,9 @@ class QueueRoute:
     handle: RemoteFunction | RemoteClass
     #: For a class endpoint: the method this route calls.
     method: str | None = None
-    #: The short form ``/{file}`` when the file holds a single endpoint function.
+    #: Runpod's URL when it differs from ``path``: ``/{file}`` for a file's only callable,
+    #: ``/{file}/{method}`` for a class method among several (functions and methods counted
+    #: together).
     short_path: str | None = None
 
     @property
@@ -80,6 +86,8 @@ class Project:
     lb: list[LBRoute] = field(default_factory=list)
     failures: list[ImportFailure] = field(default_factory=list)
     modules: dict[Path, str] = field(default_factory=dict)
+    #: Files not imported: nothing in them is decorated as an endpoint.
+    skipped: list[Path] = field(default_factory=list)
 
 
 def project_files(root: Path) -> list[Path]:
@@ -143,10 +151,17 @@ def import_file(root: Path, file: Path, *, fresh: bool = False) -> types.ModuleT
 
 
 def discover(root: Path, files: list[Path] | None = None, *, fresh: bool = False) -> Project:
-    """Import the project's files and collect its routes."""
+    """Import the project's files (those that decorate something) and collect its routes.
+
+    ``files``, when given, are imported whatever they hold.
+    """
     root = root.resolve()
     project = Project(root)
-    for file in files if files is not None else project_files(root):
+    if files is None:
+        files = []
+        for file in project_files(root):
+            (files if decorates_something(file) else project.skipped).append(file)
+    for file in files:
         name = module_name(root, file)
         try:
             module = import_file(root, file, fresh=fresh)
@@ -163,7 +178,7 @@ def discover(root: Path, files: list[Path] | None = None, *, fresh: bool = False
 
 def _collect(project: Project, module: types.ModuleType, file: Path) -> None:
     base = "/" + module_name(project.root, file).replace(".", "/")
-    functions: list[QueueRoute] = []
+    callables: list[QueueRoute] = []  # functions and class methods, counted together as Runpod does
     for attr, value in vars(module).items():
         if isinstance(value, (RemoteFunction, RemoteClass)):
             if getattr(value, "__is_lb_route_handler__", False):
@@ -171,18 +186,12 @@ def _collect(project: Project, module: types.ModuleType, file: Path) -> None:
             if getattr(value, "__module__", None) != module.__name__:
                 continue  # imported from another module: served there
             if isinstance(value, RemoteFunction):
-                functions.append(QueueRoute(f"{base}/{attr}", module.__name__, file, attr, value))
+                callables.append(QueueRoute(f"{base}/{attr}", module.__name__, file, attr, value))
             else:
                 for method in _public_methods(value):
-                    project.queue.append(
-                        QueueRoute(
-                            f"{base}/{attr}/{method}",
-                            module.__name__,
-                            file,
-                            attr,
-                            value,
-                            method=method,
-                        )
+                    path = f"{base}/{attr}/{method}"
+                    callables.append(
+                        QueueRoute(path, module.__name__, file, attr, value, method=method)
                     )
         elif isinstance(value, Endpoint) and value.routes:
             for route in value.routes:
@@ -192,12 +201,25 @@ def _collect(project: Project, module: types.ModuleType, file: Path) -> None:
                     LBRoute(route.method, base + route.path, module.__name__, file, route)
                 )
     taken = {lb.path for lb in project.lb if lb.module == module.__name__}
-    if len(functions) == 1 and not _short_form_taken(base, taken):
-        only = functions[0]
-        functions = [
-            QueueRoute(only.path, only.module, only.file, only.name, only.handle, short_path=base)
-        ]
-    project.queue.extend(functions)
+    project.queue.extend(_runpod_paths(base, callables, taken))
+
+
+def _runpod_paths(base: str, callables: list[QueueRoute], lb_paths: set[str]) -> list[QueueRoute]:
+    """Give each callable Runpod's URL too: ``{file}`` when it is the file's only one, else
+    ``{file}/{function}`` (its own path) or ``{file}/{method}`` (no class segment)."""
+    if len(callables) == 1:
+        if _short_form_taken(base, lb_paths):
+            return callables
+        return [dataclasses.replace(callables[0], short_path=base)]
+    used = {route.path for route in callables}
+    named: list[QueueRoute] = []
+    for route in callables:
+        alias = f"{base}/{route.method}" if route.method else None
+        if alias is not None and alias not in used and not _short_form_taken(alias, lb_paths):
+            used.add(alias)  # the first class with that method name keeps the short URL
+            route = dataclasses.replace(route, short_path=alias)
+        named.append(route)
+    return named
 
 
 def _short_form_taken(base: str, lb_paths: set[str]) -> bool:

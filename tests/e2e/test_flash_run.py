@@ -66,6 +66,12 @@ def test_runsync_in_every_route_shape(server: FlashServer) -> None:
         for _ in range(2)
     ] == [2, 4]
     assert post(server, "/models/Tally/total/runsync", {"input": {}}).json()["output"] == 4
+    # Runpod's URLs for class methods: no class segment, the same instance behind them.
+    assert post(server, "/models/bump/runsync", {"input": {"by": 1}}).json()["output"] == 5
+    assert post(server, "/models/total/runsync", {"input": {}}).json()["output"] == 5
+    # A file whose only callable is a class method: /{file}/runsync, as a function's.
+    r = post(server, "/greeter/runsync", {"input": {"name": "Ada"}})
+    assert r.json()["output"] == "hello, Ada", r.text
 
 
 def test_ignored_and_broken_files_are_not_served(server: FlashServer) -> None:
@@ -73,6 +79,11 @@ def test_ignored_and_broken_files_are_not_served(server: FlashServer) -> None:
     assert "/single/runsync" in paths and "/lb_api/compute" in paths
     assert not any("ignored" in p or "hidden" in p or "broken" in p for p in paths)
     assert "broken.py failed to import" in server.output()
+    # A plain script beside the endpoints is not imported (it would exit), and is listed as such.
+    assert "load_client" not in server.output()
+    state = httpx.get(f"{server.url}/_flash/state").json()
+    assert state["skipped"] == ["load_client.py"]
+    assert [f["file"] for f in state["failures"]] == ["broken.py"]
 
 
 @pytest.mark.parametrize(

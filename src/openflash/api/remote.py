@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import copy
+import copyreg
 import difflib
 import functools
 import hashlib
@@ -129,14 +130,13 @@ def _decorator(
 class _Remote:
     """What function and class handles share: pickling the object once, calling the runtime."""
 
-    # Set by functools.update_wrapper (and by the decorator) on each instance.
     __wrapped__: Any
     __name__: str
     __qualname__: str
     __remote_config__: dict[str, Any]
 
     def __init__(self, obj: Any, endpoint: EndpointDef) -> None:
-        functools.update_wrapper(self, obj, updated=())
+        functools.update_wrapper(self, obj, updated=())  # type: ignore[arg-type]
         self.endpoint = endpoint
         self._blob: bytes | None = None
         self._target = ""
@@ -158,7 +158,7 @@ class _Remote:
             obj = _shippable(self.__wrapped__)
             _register_by_value(obj)
             try:
-                blob = cloudpickle.dumps(obj)
+                blob = values.dumps(obj)
             except Exception as e:
                 raise FlashError(
                     f"{self._label()} cannot be sent to a worker: {e}",
@@ -171,9 +171,6 @@ class _Remote:
 
     def _label(self) -> str:
         return f"{self.__name__}()"
-
-    def __call__(self, *args: Any, **kwargs: Any) -> Any:
-        raise NotImplementedError  # each handle calls its own way
 
     def __reduce__(self) -> Any:
         # Inside a worker, a handle is the light client's: calling it goes through the parent.
@@ -212,20 +209,30 @@ class RemoteFunction(_Remote):
         return _start(self.endpoint, make_call, make_call, self._lacks, self._streams)
 
 
-class RemoteClass(_Remote):
-    """A decorated class; instantiating it returns a handle whose methods run on a worker."""
+class RemoteClass(_Remote, type):
+    """A decorated class, still a class; its instances' methods run on a worker."""
 
-    def __call__(self, *args: Any, **kwargs: Any) -> RemoteInstance:
-        return RemoteInstance(self, _dump_args(self, args, kwargs), (args, kwargs))
+    def __new__(mcs, obj: Any, endpoint: EndpointDef) -> RemoteClass:
+        return type.__new__(mcs, obj.__name__, (RemoteInstance,), {})  # named in __init__
 
-    def _label(self) -> str:
-        return f"{self.__name__}"
+    def __call__(cls, *args: Any, **kwargs: Any) -> RemoteInstance:
+        instance: RemoteInstance = object.__new__(cls)  # type: ignore[arg-type]
+        instance._setup(cls, _dump_args(cls, args, kwargs), (args, kwargs))
+        return instance
+
+    def __getattr__(cls, name: str) -> Any:  # class attributes and methods
+        if name.startswith("__"):
+            raise AttributeError(name)
+        return getattr(cls.__dict__["__wrapped__"], name)
+
+    def _label(cls) -> str:
+        return cls.__name__
 
 
 class RemoteInstance:
     """An instance of a decorated class, created on a worker at its first method call."""
 
-    def __init__(
+    def _setup(
         self, cls: RemoteClass, init_args: bytes, raw: tuple[tuple[Any, ...], dict[str, Any]]
     ) -> None:
         self._cls = cls
@@ -272,7 +279,7 @@ class RemoteInstance:
         # Inside a worker, the same instance: its method calls go through the parent to the
         # worker that holds it.
         cls = self._cls
-        cls.__reduce__()  # the same checks as for the class
+        _Remote.__reduce__(cls)  # the same checks as for the class
         return (client.instance_reference, (cls._file, cls.__qualname__, self._init_args, self._id))
 
     def __repr__(self) -> str:
@@ -398,3 +405,6 @@ def _reject_unknown(func: str, unknown: dict[str, Any], known: Iterable[str]) ->
         parts.append(f"{name!r}" + (f" (did you mean {close[0]!r}?)" if close else ""))
     noun = "argument" if len(names) == 1 else "arguments"
     raise TypeError(f"{func}() got unexpected keyword {noun}: {', '.join(parts)}")
+
+
+copyreg.pickle(RemoteClass, _Remote.__reduce__)  # a class, still by reference

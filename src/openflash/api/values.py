@@ -9,7 +9,9 @@ a FlashError.
 
 from __future__ import annotations
 
+import copyreg
 import inspect
+import io
 import pickle
 from typing import Any
 
@@ -18,7 +20,24 @@ import cloudpickle
 from openflash.errors import FlashError
 from openflash.workers import pickling, protocol
 
-__all__ = ["dump_arguments", "load_result", "missing_module"]
+__all__ = ["dump_arguments", "dumps", "load_result", "missing_module"]
+
+
+class _Pickler(cloudpickle.Pickler):  # type: ignore[misc]
+    """cloudpickle, except that a class whose metaclass has a copyreg reducer (a decorated
+    class) is reduced by it: by reference to its endpoint, never by value (cloudpickle handles
+    classes before looking at copyreg)."""
+
+    def reducer_override(self, obj: Any) -> Any:
+        reduce = copyreg.dispatch_table.get(type(obj)) if isinstance(obj, type) else None
+        return reduce(obj) if reduce is not None else super().reducer_override(obj)
+
+
+def dumps(obj: Any) -> bytes:
+    """``obj`` pickled as cloudpickle does, decorated classes by reference."""
+    buffer = io.BytesIO()
+    _Pickler(buffer, protocol=pickle.DEFAULT_PROTOCOL).dump(obj)
+    return buffer.getvalue()
 
 
 def dump_arguments(
@@ -36,7 +55,7 @@ def dump_arguments(
     """
     try:
         if not lacks:
-            blob: bytes = cloudpickle.dumps((args, kwargs))
+            blob = dumps((args, kwargs))
             return blob
         known = frozenset(lacks)
         return pickling.dumps((args, kwargs), known.__contains__, strict=True)

@@ -151,7 +151,7 @@ def _print_routes(state: object, host: str, port: int, locked: bool) -> None:
         table.add_row("POST", f"{route.path}/runsync", route.endpoint_name, kind)
         if route.short_path:
             table.add_row(
-                "POST", f"{route.short_path}/runsync", route.endpoint_name, "queue (short)"
+                "POST", f"{route.short_path}/runsync", route.endpoint_name, "queue (Runpod's URL)"
             )
     for lb in project.lb:
         table.add_row(lb.method, lb.path, lb.endpoint_name, "load-balanced")

@@ -10,6 +10,7 @@ from __future__ import annotations
 from enum import Enum
 
 __all__ = [
+    "CPU_DATACENTERS",
     "CpuInstanceType",
     "CudaVersion",
     "DataCenter",
@@ -137,21 +138,41 @@ class CudaVersion(Enum):
 
 
 class DataCenter(str, Enum):
+    """Every data center any Flash 1.x release named (1.10 to 1.16 had four more than 1.19)."""
+
     US_CA_2 = "US-CA-2"
+    US_GA_2 = "US-GA-2"
     US_IL_1 = "US-IL-1"
     US_KS_2 = "US-KS-2"
+    US_MD_1 = "US-MD-1"
     US_MO_1 = "US-MO-1"
     US_MO_2 = "US-MO-2"
+    US_NC_1 = "US-NC-1"
     US_NC_2 = "US-NC-2"
     US_NE_1 = "US-NE-1"
     US_WA_1 = "US-WA-1"
     EU_CZ_1 = "EU-CZ-1"
     EU_RO_1 = "EU-RO-1"
+    EUR_IS_1 = "EUR-IS-1"
     EUR_NO_1 = "EUR-NO-1"
+
+    @classmethod
+    def from_string(cls, value: str) -> DataCenter:
+        """``"eu-ro-1"``, ``"EU_RO_1"`` and ``" EU-RO-1 "`` all name ``DataCenter.EU_RO_1``."""
+        normalized = str(value).strip().upper().replace("_", "-")
+        try:
+            return cls(normalized)
+        except ValueError:
+            valid = ", ".join(dc.value for dc in cls)
+            raise ValueError(f"unknown data center {value!r}; expected one of: {valid}") from None
 
     @classmethod
     def all(cls) -> list[DataCenter]:
         return list(cls)
+
+
+# The data centers Runpod serves CPU endpoints from (the same set in every release that had it).
+CPU_DATACENTERS: frozenset[DataCenter] = frozenset({DataCenter.EU_RO_1})
 
 
 class ServerlessScalerType(Enum):

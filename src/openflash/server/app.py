@@ -190,6 +190,7 @@ def _snapshot(state: ServerState) -> dict[str, Any]:
             {"file": str(f.file.relative_to(state.root)), "traceback": f.traceback}
             for f in state.project.failures
         ],
+        "skipped": [str(f.relative_to(state.root)) for f in state.project.skipped],
         "events": list(state.events)[-20:],
         "templates": runtime.templates(),
     }

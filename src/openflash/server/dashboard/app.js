@@ -77,6 +77,9 @@ function render(state) {
   problems.hidden = state.failures.length === 0;
   problems.replaceChildren(...state.failures.map((f) =>
     el("div", {}, el("strong", {}, `${f.file} failed to import`), el("pre", { class: "log error" }, f.traceback))));
+  const skipped = $("skipped");
+  skipped.hidden = !(state.skipped || []).length;
+  skipped.textContent = `not imported (nothing decorated in them): ${(state.skipped || []).join(", ")}`;
   document.body.dataset.loaded = "true";
 }
 
