@@ -7,26 +7,19 @@ method calls run on one worker that holds the instance.
 
 from __future__ import annotations
 
-import contextlib
 import copy
 import copyreg
 import difflib
 import functools
 import hashlib
 import inspect
-import os
-import sys
-import sysconfig
-import types
 import uuid
 import weakref
 from collections.abc import Callable, Iterable
-from pathlib import Path
 from typing import Any
 
-import cloudpickle
-
 from openflash.api import streams, values
+from openflash.api.shipping import register_by_value, shippable, source_dir
 from openflash.config.resources import CpuLiveServerless, ServerlessResource
 from openflash.deps.specs import normalize_dependencies, normalize_system_dependencies
 from openflash.errors import ConfigError, DependencyError, FlashError
@@ -96,7 +89,7 @@ def _decorator(
                 f"@remote decorates functions and classes, not {type(obj).__name__}",
                 hint="put @remote(...) directly above a def, an async def or a class",
             )
-        deps = normalize_dependencies(dependencies, base_dir=_source_dir(obj))
+        deps = normalize_dependencies(dependencies, base_dir=source_dir(obj))
         # Without a config (as in the user guide's `@remote(dependencies=[...])`), the function
         # gets a CPU endpoint of its own name.
         resource = resource_config or CpuLiveServerless(name=obj.__name__)
@@ -115,7 +108,7 @@ def _decorator(
             dependencies=deps,
             system_dependencies=system,
             max_concurrency=max_concurrency,
-            source_dir=_source_dir(obj),
+            source_dir=source_dir(obj),
             preload=tuple(dict.fromkeys([*explicit, *imported_modules(obj)])),
         )
         handle = (
@@ -155,8 +148,8 @@ class _Remote:
 
     def _payload(self) -> tuple[str, bytes]:
         if self._blob is None:
-            obj = _shippable(self.__wrapped__)
-            _register_by_value(obj)
+            obj = shippable(self.__wrapped__)
+            register_by_value(obj)
             try:
                 blob = values.dumps(obj)
             except Exception as e:
@@ -338,61 +331,6 @@ def _dump_args(
         kwargs,
         owner._lacks,
     )
-
-
-#: Attributes openflash puts on user functions (route handlers); they stay out of pickles.
-_MARKERS = frozenset({"__remote_config__", "__is_lb_route_handler__", "__flash_local__"})
-
-
-def _shippable(obj: Any) -> Any:
-    """``obj`` as it should travel: a function without openflash's marker attributes."""
-    if not isinstance(obj, types.FunctionType) or not (_MARKERS & obj.__dict__.keys()):
-        return obj
-    clone = types.FunctionType(
-        obj.__code__, obj.__globals__, obj.__name__, obj.__defaults__, obj.__closure__
-    )
-    clone.__kwdefaults__ = obj.__kwdefaults__
-    clone.__qualname__ = obj.__qualname__
-    clone.__module__ = obj.__module__
-    clone.__doc__ = obj.__doc__
-    clone.__annotations__ = obj.__annotations__
-    clone.__dict__.update({k: v for k, v in obj.__dict__.items() if k not in _MARKERS})
-    return clone
-
-
-def _source_dir(obj: Any) -> Path | None:
-    try:
-        return Path(inspect.getfile(obj)).resolve().parent
-    except (TypeError, OSError):
-        return None
-
-
-_INSTALLED_PREFIXES = tuple(
-    {
-        str(Path(p).resolve()) + os.sep
-        for key in ("stdlib", "platstdlib", "purelib", "platlib")
-        if (p := sysconfig.get_paths().get(key))
-    }
-)
-
-
-def _register_by_value(obj: Any) -> None:
-    """Send the object's module by value when it is the user's own code, not an installed one.
-
-    cloudpickle pickles functions of importable modules by reference, and a worker cannot import
-    the user's modules; ``__main__`` is already sent by value.
-    """
-    module = sys.modules.get(getattr(obj, "__module__", "") or "")
-    if module is None or module.__name__ == "__main__" or not isinstance(module, types.ModuleType):
-        return
-    path = getattr(module, "__file__", None)
-    if not path:
-        return
-    resolved = str(Path(path).resolve())
-    if resolved.startswith(_INSTALLED_PREFIXES):
-        return
-    with contextlib.suppress(ValueError):  # already registered, or not importable by name
-        cloudpickle.register_pickle_by_value(module)
 
 
 def _reject_unknown(func: str, unknown: dict[str, Any], known: Iterable[str]) -> None:
