@@ -18,6 +18,7 @@ import threading
 from openflash._settings import Settings
 from openflash.backends import load_backend
 from openflash.backends.targets import LocalTarget, RayTarget
+from openflash.config.volumes import volume_folder
 from openflash.errors import FlashError
 from openflash.prepare import DependencyKey, Prepared, Preparer
 from openflash.runtime.definitions import EndpointDef
@@ -206,6 +207,7 @@ class Runtime:
             env={**prepared.layer.env, **(r.env or {})},
             paths=dict(prepared.layer.paths),
             layer=prepared.layer.path,
+            volume=volume_folder(self.settings, r),
             gpu_count=r.gpu_count,
             vcpus=r.cpu_instance.vcpus if r.cpu_instance else None,
             max_concurrency=endpoint.max_concurrency,
