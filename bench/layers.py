@@ -46,5 +46,6 @@ with tempfile.TemporaryDirectory(dir="/tmp") as t:
     print(f"packages {len(l1.packages)} / {len(l2.packages)}")
     print(f"first ffmpeg layer: {t1 - t0:.2f} s, store {before / 2**20:.1f} MiB")
     print(
-        f"second layer ffmpeg+libzbar0: {t3 - t2:.2f} s, new disk {(after - before) / 2**20:.1f} MiB"
+        f"second layer ffmpeg+libzbar0: {t3 - t2:.2f} s, "
+        f"new disk {(after - before) / 2**20:.1f} MiB"
     )
