@@ -66,8 +66,12 @@ def make_worker_folders(env: dict[str, str], volume: Path | None) -> None:
     for folder in (home.parent, home):
         folder.mkdir(mode=0o700, exist_ok=True)
         folder.chmod(0o700)
-    for name in _XDG:
-        Path(env[name]).mkdir(mode=0o700, parents=True, exist_ok=True)
+    for sub in _XDG.values():
+        folder = home
+        for part in Path(sub).parts:  # each level this user's only (mkdir's parents= is not)
+            folder = folder / part
+            folder.mkdir(mode=0o700, exist_ok=True)
+            folder.chmod(0o700)
     if volume is not None:
         (home.parent / ".namespace-root").mkdir(mode=0o700, exist_ok=True)
         volume.mkdir(parents=True, exist_ok=True)
