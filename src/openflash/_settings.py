@@ -26,6 +26,8 @@
 - FLASH_NAMESPACES: "off" runs local workers without their private namespace, with system layers
   relocated (found through variables); default "auto": in a namespace with each layer at its real
   paths wherever the kernel allows (deps/namespace_mode.py).
+- FLASH_VOLUMES: the folder holding named volumes (``NetworkVolume(name=...)``, one folder
+  each, seen by workers at /runpod-volume); default $FLASH_HOME/volumes.
 - FLASH_CONTAINER_ENGINE: the container engine that runs endpoints with a ``dockerImage``:
   "podman", "docker", or a path to either; default: podman, else docker, whichever answers.
 """
@@ -68,10 +70,16 @@ class Settings:
     container_engine: str | None = None
     #: FLASH_NAMESPACES: whether local workers may run in a private namespace.
     namespaces: bool = True
+    #: FLASH_VOLUMES: where named volumes live (None: FLASH_HOME/volumes).
+    volumes_dir: Path | None = None
 
     @property
     def apt_root(self) -> Path:
         return self.apt_dir or self.home / "apt"
+
+    @property
+    def volumes_root(self) -> Path:
+        return self.volumes_dir or self.home / "volumes"
 
     @classmethod
     def from_env(cls, environ: dict[str, str] | None = None) -> Settings:
@@ -107,6 +115,7 @@ class Settings:
             fork=_flag(env, "FLASH_FORK") if env.get("FLASH_FORK", "").strip() else True,
             container_engine=env.get("FLASH_CONTAINER_ENGINE", "").strip() or None,
             namespaces=_namespaces(env),
+            volumes_dir=_path(env, "FLASH_VOLUMES"),
         )
 
 

@@ -31,9 +31,8 @@ SECRETS = {
 }
 
 
-@pytest.mark.usefixtures("flash_home")
 def test_workers_see_no_variable_of_the_parent_but_those_named(
-    monkeypatch: pytest.MonkeyPatch, report: Report
+    monkeypatch: pytest.MonkeyPatch, report: Report, flash_home: Path
 ) -> None:
     for name, value in SECRETS.items():
         monkeypatch.setenv(name, value)
@@ -49,7 +48,14 @@ def test_workers_see_no_variable_of_the_parent_but_those_named(
     leaked = {k for k in SECRETS if k in seen and k != "GITHUB_TOKEN"}
     assert not leaked, f"passed to the worker: {leaked}"
     assert seen["GITHUB_TOKEN"] == "named-on-purpose"
-    assert seen["HOME"] == os.environ["HOME"] and seen["PATH"]
+    assert seen["PATH"]
+    # HOME is the one variable that no longer passes through: each (environment, layer) pair has
+    # a home of its own in the store (issue 21), so that caches one endpoint writes (matplotlib's
+    # font list) never hide another's packages and a worker never writes the caller's HOME.
+    assert seen["HOME"] != os.environ["HOME"]
+    assert seen["HOME"].startswith(str(flash_home)) and "/openflash-home/" in seen["HOME"]
+    assert seen["XDG_CACHE_HOME"] == seen["HOME"] + "/.cache"
+    assert seen["XDG_CONFIG_HOME"] == seen["HOME"] + "/.config"
     report(
         "security",
         "the parent holding FLASH_API_KEY, RUNPOD_API_KEY, AWS and GitHub secrets",

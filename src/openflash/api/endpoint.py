@@ -33,6 +33,7 @@ from openflash.config.resources import (
     LiveLoadBalancer,
     LiveServerless,
     LoadBalancerSlsResource,
+    NetworkVolume,
     ServerlessEndpoint,
     ServerlessResource,
 )
@@ -73,11 +74,11 @@ _PARAMETERS = (
     "max_concurrency",
     "image",
     "preload",
+    "volume",
 )
 #: Runpod Flash arguments that only mean something on Runpod's cloud: accepted, ignored.
 _CLOUD_ONLY = (
     "accelerate_downloads",
-    "volume",
     "datacenter",
     "flashboot",
     "scaler_type",
@@ -108,6 +109,7 @@ class Endpoint:
         image: str | None = None,
         id: str | None = None,
         preload: Iterable[str] | None = None,
+        volume: NetworkVolume | str | None = None,
         **extra: Any,
     ) -> None:
         cloud = {k: extra.pop(k) for k in list(extra) if k in _CLOUD_ONLY}
@@ -145,6 +147,8 @@ class Endpoint:
         self.max_concurrency = max_concurrency
         self.image = image
         self.preload = normalize_preload(preload)
+        #: The volume its workers see at /runpod-volume (a name is a NetworkVolume's).
+        self.volume = NetworkVolume(name=volume) if isinstance(volume, str) else volume
         self.routes: list[Route] = []
         self._decorated = False
         if name is not None:
@@ -238,6 +242,8 @@ class Endpoint:
             "executionTimeoutMs": self.execution_timeout_ms,
             "env": self.env,
         }
+        if self.volume is not None:
+            fields["networkVolume"] = self.volume
         if self.image:
             fields["imageName"] = self.image
         live = not self.image

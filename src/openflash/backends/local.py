@@ -28,7 +28,8 @@ from openflash.backends.gpus import GpuAllocator
 from openflash.backends.output import OUTPUT_LINE_LIMIT, PUMP_GRACE_S, STDERR_TAIL_LINES, pump
 from openflash.backends.targets import ContainerTarget, LocalTarget
 from openflash.backends.templates import ForkedProcess, Template, TemplateKey, TemplateUnsafe
-from openflash.deps.namespace_mode import layer_mode, namespace_argv, namespace_env
+from openflash.backends.worker_view import make_worker_folders, worker_view_env
+from openflash.deps.namespace_mode import layer_mode, namespace_argv
 from openflash.envs.engine import find_engine
 from openflash.errors import FlashError
 from openflash.prepare import Preparer
@@ -95,8 +96,8 @@ def worker_environ(
     has_gpus: bool,
     namespaces: bool = False,
 ) -> dict[str, str]:
-    """The variables of a worker of ``spec`` (run as ``target``) holding ``gpus``; with
-    ``namespaces``, those telling the launcher to overlay its layer (``spec.layer``)."""
+    """The variables of a worker of ``spec`` (run as ``target``) holding ``gpus``: its own home
+    and volume (``backends.worker_view``); with ``namespaces``, what its launcher mounts."""
     env = {
         k: v
         for k, v in os.environ.items()
@@ -109,9 +110,7 @@ def worker_environ(
     env["VIRTUAL_ENV"] = str(env_dir)
     env["PATH"] = os.pathsep.join([str(target.python.parent), env.get("PATH", os.defpath)])
     env["PYTHONNOUSERSITE"] = "1"
-    env["XDG_CACHE_HOME"] = str(worker_cache(env_dir, spec.layer))
-    if namespaces and spec.layer is not None:
-        env.update(namespace_env(spec.layer))
+    env.update(worker_view_env(spec, env_dir, namespaces))
     env.update(spec.env)
     user_path = spec.env.get("PYTHONPATH")
     # The runtime goes behind site-packages when the worker starts (workers.child); the project
@@ -128,19 +127,6 @@ def worker_environ(
     if spec.max_rss:
         env[MAX_RSS_VARIABLE] = str(spec.max_rss)
     return env
-
-
-def worker_cache(env_dir: Path, layer: Path | None) -> Path:
-    """The cache folder of an environment's workers with ``layer`` (removed with the
-    environment): ``<env>/openflash-cache/<layer key, or "no-layer">``."""
-    return env_dir / "openflash-cache" / (layer.name if layer is not None else "no-layer")
-
-
-def _private_folder(path: Path) -> None:
-    """Create ``path`` (and its parent) for this user only, whatever the umask."""
-    for folder in (path.parent, path):
-        folder.mkdir(mode=0o700, exist_ok=True)
-        folder.chmod(0o700)
 
 
 class LocalWorker:
@@ -287,17 +273,13 @@ class LocalBackend:
         allocator = self._gpu_allocator()
         in_namespace = self._in_namespace(spec)
         env = worker_environ(spec, target, gpus, bool(allocator.devices), in_namespace)
-        _private_folder(Path(env["XDG_CACHE_HOME"]))
+        make_worker_folders(env, spec.volume)
         parent_sock, child_sock = socket.socketpair()
         main = ["openflash.workers.child", str(child_sock.fileno()), str(spec.max_concurrency)]
         argv = (
             namespace_argv(target.python, main)
             if in_namespace
-            else [
-                str(target.python),
-                "-m",
-                *main,
-            ]
+            else [str(target.python), "-m", *main]
         )
         try:
             proc = await self._fork(
@@ -330,7 +312,8 @@ class LocalBackend:
 
     def _in_namespace(self, spec: WorkerSpec) -> bool:
         """Whether ``spec``'s workers start in a namespace with their layer at its real paths."""
-        return self.namespaces and spec.layer is not None and layer_mode().namespaces
+        wanted = spec.layer is not None or spec.volume is not None
+        return self.namespaces and wanted and layer_mode().namespaces
 
     def _limit_cpus(self, pid: int, vcpus: int | None) -> None:
         """Pin the worker to ``vcpus`` CPUs (its instance type's), spreading workers around."""

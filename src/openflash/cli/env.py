@@ -30,6 +30,8 @@ from openflash.cli.common import (
     fail,
     load_project,
 )
+from openflash.config.volumes import Volume, list_volumes
+from openflash.deps.namespace_mode import layer_mode
 from openflash.envs.bytecode import prune as prune_bytecode
 from openflash.envs.store import Entry, Store
 from openflash.prepare import Preparer
@@ -129,12 +131,14 @@ def _templates(store: Store) -> list[dict[str, object]]:
 
 @app.command("ls")
 def ls(as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False) -> None:
-    """List environments and layers with their disk use (and, as a table, running worker
-    templates). Example: flash env ls"""
+    """List environments, layers and volumes with their disk use (and, as a table, running worker
+    templates and how layers reach workers). Example: flash env ls"""
     rows = _rows(_store())
     templates = _templates(_store())
+    volumes = list_volumes(_preparer().settings)
     if as_json:
-        typer.echo(json.dumps(rows, indent=2))
+        listed: list[object] = [*rows, *(_volume_row(v) for v in volumes)]
+        typer.echo(json.dumps(listed, indent=2))
         return
     table = Table(title=f"{_store().root}", title_justify="left")
     for column in ("kind", "key", "size", "last used", "endpoints", "in use"):
@@ -154,6 +158,15 @@ def ls(as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = Fa
         f"total {_human(sum(used.values()))} (environments and layers {_human(used['entries'])}, "
         f"bytecode {_human(used['bytecode'])}, apt's cache {_human(used['apt'])})"
     )
+    if volumes:
+        shared = Table(title="volumes (never pruned)", title_justify="left")
+        for column in ("name", "size", "files", "folder"):
+            shared.add_column(column)
+        for v in volumes:
+            shared.add_row(v.name, _human(v.bytes), str(v.files), str(v.path))
+        console.print(shared)
+    mode = layer_mode(_preparer().settings.namespaces)
+    console.print(f"system layers: {mode.name} mode ({mode.reason})")
     if templates:
         running = Table(title="worker templates", title_justify="left")
         for column in ("pid", "environment", "preloaded", "memory"):
@@ -166,6 +179,17 @@ def ls(as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = Fa
                 _human(int(t["rss"])),  # type: ignore[call-overload]
             )
         console.print(running)
+
+
+def _volume_row(volume: Volume) -> dict[str, object]:
+    """A volume as ``flash env ls --json`` lists it, beside the store's rows."""
+    return {
+        "kind": "volume",
+        "key": volume.name,
+        "bytes": volume.bytes,
+        "files": volume.files,
+        "path": str(volume.path),
+    }
 
 
 @app.command("build")

@@ -1,8 +1,9 @@
 """Resource configs: pydantic models with Runpod Flash's class and field names.
 
 Field names are camelCase as in Runpod Flash. Fields that only mean something on Runpod's cloud
-(datacenter, flashboot, templates, scaler settings, network volumes, ...) are accepted and ignored
-with a debug log line, so that real programs load. Any other unknown field, and every invalid
+(datacenter, flashboot, templates, scaler settings, volume ids, ...) are accepted and ignored
+with a debug log line, so that real programs load; a ``networkVolume`` with a name is a local
+folder its workers share. Any other unknown field, and every invalid
 value, raises ``ConfigError`` naming the field and the value.
 """
 
@@ -54,7 +55,6 @@ CLOUD_ONLY_FIELDS = frozenset(
         "id",
         "locations",
         "minCudaVersion",
-        "networkVolume",
         "networkVolumeId",
         "networkVolumes",
         "repo",
@@ -98,6 +98,28 @@ class _Model(BaseModel):
             raise _config_error(type(self).__name__, data, e) from None
 
 
+class NetworkVolume(_Model):
+    """A Runpod network volume. Here, one named folder (``FLASH_VOLUMES/<name>``) that every
+    endpoint naming it sees at ``/runpod-volume`` (``openflash.backends.volumes``); ``id`` and
+    ``size`` only mean something on Runpod's cloud."""
+
+    model_config = ConfigDict(extra="allow", populate_by_name=True)
+
+    name: str | None = None
+    id: str | None = None
+    size: int | None = 100
+
+    @field_validator("name")
+    @classmethod
+    def _check_volume_name(cls, value: str | None) -> str | None:
+        if value is not None and (not _VOLUME_NAME.fullmatch(value) or value in (".", "..")):
+            raise ValueError(f"volume name {value!r} is not a folder name")
+        return value
+
+
+_VOLUME_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,127}")
+
+
 class ServerlessResource(_Model):
     """A GPU endpoint: ``name`` plus scaling, timeout and hardware settings."""
 
@@ -118,6 +140,8 @@ class ServerlessResource(_Model):
     env: dict[str, str] | None = None
     imageName: str | None = Field(default=None, alias="dockerImage")
     python_version: str | None = None
+    #: The volume its workers see at /runpod-volume (None: none).
+    networkVolume: NetworkVolume | None = None
 
     @model_validator(mode="before")
     @classmethod
@@ -265,16 +289,6 @@ class CpuLoadBalancerSlsResource(CpuServerlessEndpoint):
 
 class CpuLiveLoadBalancer(CpuLoadBalancerSlsResource):
     _honours_image: ClassVar[bool] = False
-
-
-class NetworkVolume(_Model):
-    """A Runpod network volume: accepted so programs load; it has no local effect."""
-
-    model_config = ConfigDict(extra="allow", populate_by_name=True)
-
-    name: str | None = None
-    id: str | None = None
-    size: int | None = 100
 
 
 class PodTemplate(_Model):

@@ -60,9 +60,17 @@ def layer_mode(enabled: bool = True) -> LayerMode:
     return LayerMode("namespace", "workers see their layer at its real paths")
 
 
-def namespace_env(layer: Path | None) -> dict[str, str]:
-    """The variable the launcher reads: what it mounts."""
-    return {"OPENFLASH_NAMESPACE": json.dumps({"layer": str(layer) if layer else None})}
+def namespace_env(
+    layer: Path | None, *, volume: Path | None = None, root: Path | None = None
+) -> dict[str, str]:
+    """The variable the launcher reads: what it mounts (the layer at its real paths; a volume at
+    /runpod-volume, in a new root built on the empty folder ``root``)."""
+    config = {
+        "layer": str(layer) if layer else None,
+        "volume": str(volume) if volume else None,
+        "root": str(root) if root else None,
+    }
+    return {"OPENFLASH_NAMESPACE": json.dumps(config)}
 
 
 def namespace_argv(python: str | Path, module_argv: Sequence[str]) -> list[str]:

@@ -1,8 +1,9 @@
 """System dependencies as layers: an apt closure, downloaded and extracted, never installed.
 
 The closure is what apt would add to the worker's base system (the host's dpkg status for the
-local backend), so a layer holds only what the base lacks. The .debs are extracted with
-``dpkg-deb -x`` into ``FLASH_HOME/layers/<key>/``, published like environments, and the layer is
+local backend), so a layer holds only what the base lacks. Each .deb is extracted once with
+``dpkg-deb -x`` into the unpacked-deb store (``deps.deb_store``), and the layer is assembled in
+``FLASH_HOME/layers/<key>/`` by hard links from there, published like environments, and it is
 made to work without the maintainer scripts a real install would run:
 
 - every folder with shared objects goes on LD_LIBRARY_PATH (ffmpeg needs pulseaudio/, blas/...);
@@ -26,12 +27,12 @@ import re
 import shutil
 import sysconfig
 import time
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from openflash import _subprocess
 from openflash.deps.apt import Apt, DebPackage
+from openflash.deps.deb_store import assemble, unpack_all
 from openflash.envs.store import Store, content_key, write_atomic
 from openflash.errors import SystemDependencyError
 
@@ -167,8 +168,10 @@ def build_layer(
     def build(tmp: Path) -> dict[str, object]:
         with apt.locked():
             debs = apt.download(lock.packages)
-        _subprocess.report(f"extracting {len(debs)} packages into layer {key}")
-        scripts = _extract(debs, tmp)
+        _subprocess.report(f"unpacking {len(debs)} packages for layer {key}")
+        unpacked = unpack_all(store, debs)
+        assemble(unpacked, tmp)
+        scripts = [u.postinst for u in unpacked]
         _merge_usr(tmp)
         info = _fix_up(tmp, final, scripts)
         if real_paths:
@@ -185,22 +188,6 @@ def load_layer(path: Path, key: str) -> SystemLayer:
     env = {name: value.replace("{layer}", str(path)) for name, value in info["env"].items()}
     paths = {name: tuple(str(path / rel) for rel in rels) for name, rels in info["paths"].items()}
     return SystemLayer(key, path, env, paths)
-
-
-def _extract(debs: list[Path], target: Path) -> list[str]:
-    """Unpack every .deb into ``target`` (in parallel); their postinst scripts, in order."""
-
-    def one(deb: Path) -> str:
-        _subprocess.run(
-            ["dpkg-deb", "-x", str(deb), str(target)], timeout=600, error=SystemDependencyError
-        )
-        script = _subprocess.run(
-            ["dpkg-deb", "--info", str(deb), "postinst"], timeout=60, check=False
-        )
-        return script.stdout if script.ok else ""
-
-    with ThreadPoolExecutor(max_workers=max(2, os.cpu_count() or 2)) as pool:
-        return list(pool.map(one, debs))
 
 
 def _merge_usr(root: Path, host: Path = Path("/")) -> None:

@@ -47,7 +47,7 @@ __all__ = ["READY_MARKER", "Entry", "Store", "content_key"]
 READY_MARKER = ".openflash-ready"
 USAGE_FILE = ".openflash-used.json"
 IN_USE_FILE = ".openflash-in-use"
-KINDS = ("envs", "layers", "runtime")
+KINDS = ("envs", "layers", "runtime", "debs")
 
 
 def content_key(*parts: object) -> str:
@@ -143,7 +143,7 @@ class Store:
             return final
 
     def entries(self, kind: str) -> list[Entry]:
-        """The ready entries of ``kind`` (envs, layers, runtime), with what their markers say."""
+        """The ready entries of ``kind`` (envs, layers, runtime, debs: unpacked .debs), with what their markers say."""
         if kind not in KINDS:
             raise ValueError(f"unknown store kind {kind!r}")
         found = []

@@ -19,6 +19,7 @@ from openflash._settings import Settings
 from openflash.backends import load_backend
 from openflash.backends.gpu_types import gpu_types_of
 from openflash.backends.targets import LocalTarget, RayTarget
+from openflash.config.volumes import volume_folder
 from openflash.envs.local_sources import local_sources_digest
 from openflash.errors import FlashError
 from openflash.prepare import DependencyKey, Prepared, Preparer
@@ -217,6 +218,7 @@ class Runtime:
             env={**prepared.layer.env, **(r.env or {})},
             paths=dict(prepared.layer.paths),
             layer=prepared.layer.path,
+            volume=volume_folder(self.settings, r),
             gpu_count=r.gpu_count,
             gpu_types=gpu_types_of(r.gpus) if r.gpu_count else (),
             vcpus=r.cpu_instance.vcpus if r.cpu_instance else None,

@@ -43,6 +43,9 @@ MS_RDONLY = 1
 MS_BIND = 4096
 MS_REC = 16384
 MS_PRIVATE = 1 << 18
+MS_REMOUNT = 32
+#: The volume's entry in the worker's root (Runpod's path).
+VOLUME_NAME = "runpod-volume"
 O_PATH = getattr(os, "O_PATH", 0o10000000)
 
 #: Layer entries that are openflash's own files, never overlaid.
@@ -96,8 +99,9 @@ def _submounts(target: str) -> list[str]:
     return sorted(set(found), key=lambda p: p.count("/"))
 
 
-def enter(layer: str | None) -> None:
-    """Enter a private user and mount namespace with ``layer`` overlaid at its real paths.
+def enter(layer: str | None, volume: str | None = None, root: str | None = None) -> None:
+    """Enter a private user and mount namespace with ``layer`` overlaid at its real paths and
+    ``volume`` (if any) at /runpod-volume, in a new root built on the empty folder ``root``.
 
     Raises OSError (with the failing step) where the kernel refuses: no unprivileged user
     namespaces, no overlayfs in them (Linux < 5.11), a seccomp or AppArmor rule.
@@ -109,8 +113,47 @@ def enter(layer: str | None) -> None:
     _write("/proc/self/uid_map", f"{uid} {uid} 1\n")
     _write("/proc/self/gid_map", f"{gid} {gid} 1\n")
     _check(libc.mount(None, b"/", None, MS_REC | MS_PRIVATE, None), "making / private")
-    if not layer:
-        return
+    if layer:
+        _overlay(libc, layer)
+    if volume and root:
+        _new_root(libc, root, volume)
+
+
+def _new_root(libc: ctypes.CDLL, root: str, volume: str) -> None:
+    """Change root to a tmpfs on ``root`` holding every entry of ``/`` (bound recursively, so
+    the layer's overlays and every mount below come along) plus ``runpod-volume``: a non-root
+    user cannot create ``/runpod-volume`` on the host's root, and the host must not change."""
+    _check(libc.mount(b"tmpfs", root.encode(), b"tmpfs", 0, b"mode=0755"), f"a tmpfs on {root}")
+    mount_point = os.path.join(root, VOLUME_NAME)
+    for name in sorted(os.listdir("/")):
+        source, target = "/" + name, os.path.join(root, name)
+        if name == VOLUME_NAME:
+            continue
+        if os.path.islink(source):
+            os.symlink(os.readlink(source), target)
+            continue
+        if os.path.isdir(source):
+            os.mkdir(target)
+        else:
+            open(target, "x").close()
+        _check(
+            libc.mount(source.encode(), target.encode(), None, MS_BIND | MS_REC, None),
+            f"binding {source}",
+        )
+    os.mkdir(mount_point)
+    _check(
+        libc.mount(volume.encode(), mount_point.encode(), None, MS_BIND | MS_REC, None),
+        f"mounting the volume {volume} at /{VOLUME_NAME}",
+    )
+    flags = MS_REMOUNT | MS_RDONLY
+    _check(libc.mount(None, root.encode(), None, flags, None), "making the new root read-only")
+    cwd = os.getcwd()
+    os.chroot(root)
+    os.chdir(cwd)
+
+
+def _overlay(libc: ctypes.CDLL, layer: str) -> None:
+    """Overlay ``layer``'s folders read-only at their real paths, keeping the mounts below."""
     for source, target in overlay_targets(layer):
         _overlay(libc, source, target, _DESCENT)
 
@@ -155,7 +198,7 @@ def main(argv: list[str]) -> None:
     """Enter the namespace ``OPENFLASH_NAMESPACE`` describes, then exec ``python -m argv...``."""
     config = json.loads(os.environ.pop(NAMESPACE_VARIABLE, "{}") or "{}")
     try:
-        enter(config.get("layer"))
+        enter(config.get("layer"), config.get("volume"), config.get("root"))
     except OSError as e:
         print(f"openflash: cannot set up the worker's namespace: {e}", file=sys.stderr)
         sys.exit(SETUP_FAILED)

@@ -50,6 +50,9 @@ class WorkerSpec:
     #: The system layer's folder on this machine (None: no layer), overlaid at its real paths
     #: where workers run in a namespace (the local backend; others ignore it).
     layer: Path | None = None
+    #: The folder of its volume (NetworkVolume), seen at /runpod-volume where workers run in a
+    #: namespace, else named by FLASH_VOLUME_PATH (None: no volume).
+    volume: Path | None = None
     gpu_count: int = 0
     #: The GPU types it may run on, in priority order (GpuGroup/GpuType values, backends/
     #: gpu_types.py); () for any GPU.
