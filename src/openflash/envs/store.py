@@ -143,7 +143,8 @@ class Store:
             return final
 
     def entries(self, kind: str) -> list[Entry]:
-        """The ready entries of ``kind`` (envs, layers, runtime, debs: unpacked .debs), with what their markers say."""
+        """The ready entries of ``kind`` (envs, layers, runtime, debs: unpacked .debs), with
+        what their markers say."""
         if kind not in KINDS:
             raise ValueError(f"unknown store kind {kind!r}")
         found = []

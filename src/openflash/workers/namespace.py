@@ -114,7 +114,7 @@ def enter(layer: str | None, volume: str | None = None, root: str | None = None)
     _write("/proc/self/gid_map", f"{gid} {gid} 1\n")
     _check(libc.mount(None, b"/", None, MS_REC | MS_PRIVATE, None), "making / private")
     if layer:
-        _overlay(libc, layer)
+        _overlay_layer(libc, layer)
     if volume and root:
         _new_root(libc, root, volume)
 
@@ -152,7 +152,7 @@ def _new_root(libc: ctypes.CDLL, root: str, volume: str) -> None:
     os.chdir(cwd)
 
 
-def _overlay(libc: ctypes.CDLL, layer: str) -> None:
+def _overlay_layer(libc: ctypes.CDLL, layer: str) -> None:
     """Overlay ``layer``'s folders read-only at their real paths, keeping the mounts below."""
     for source, target in overlay_targets(layer):
         _overlay(libc, source, target, _DESCENT)
