@@ -257,7 +257,9 @@ class RayBackend:
                 hint="read the node's error above; fix the dependencies and call again",
             ) from None
         agent = await self._agent(node)
-        agent.record_use.remote(endpoint, [("envs", target.env_key), ("layers", layer)])
+        # Awaited (a few ms): once a worker runs, its node's store says who uses what, so that
+        # `flash env prune` there and the tests that read it never see a use still in flight.
+        await agent.record_use.remote(endpoint, [("envs", target.env_key), ("layers", layer)])
         return info
 
     async def _prepare(self, node: str, target: RayTarget) -> dict[str, Any]:
