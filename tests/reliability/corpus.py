@@ -26,10 +26,12 @@ LOOKALIKES = {
 }
 FULLWIDTH_DIGITS = ["\uff10", "\uff11", "\uff12", "\uff13", "\uff19"]
 
+# git+https, git+ssh and git+file are sources openflash accepts (uv resolves them and pins the
+# commit: tests/deps/test_every_source.py); every other scheme is refused.
 SCHEMES = [
-    "http", "ftp", "ftps", "sftp", "ssh", "git", "git+https", "git+ssh", "git+http", "git+file",
-    "hg+https", "svn+http", "bzr+https", "data", "javascript", "gopher", "ldap", "smb", "s3", "gs",
-    "jar", "ws", "wss", "mailto", "telnet", "dict", "nfs",
+    "http", "ftp", "ftps", "sftp", "ssh", "git", "git+http", "hg+https", "svn+http", "bzr+https",
+    "data", "javascript", "gopher", "ldap", "smb", "s3", "gs", "jar", "ws", "wss", "mailto",
+    "telnet", "dict", "nfs",
 ]  # fmt: skip
 
 SHELL = [
