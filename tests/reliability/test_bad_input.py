@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import subprocess
 from collections.abc import Callable
 
@@ -50,7 +51,9 @@ def _check_family(
             _decorate(**{field: ["ok-package" if field == "dependencies" else "wget", value]})
         except error as e:
             text = str(e)
-            named = repr(value) in text or repr(value[:40]) in text
+            # A value with credentials in a URL is named with them blanked out.
+            shown = re.sub(r"//[^/@\s]+@", "//***@", value)
+            named = any(repr(v) in text or repr(v[:40]) in text for v in (value, shown))
             if f"{field}[1]" not in text or not named or not e.hint:
                 unclear.append((value, text))
         else:
