@@ -12,6 +12,7 @@ Everything public is importable from here; the modules beneath are private.
 
 from openflash._version import __version__
 from openflash.api.endpoint import Endpoint
+from openflash.api.progress import on_progress
 from openflash.api.remote import remote
 from openflash.api.requirements import requirements
 from openflash.config.hardware import (
@@ -92,6 +93,7 @@ __all__ = [
     "WorkerCrashedError",
     "__version__",
     "configure",
+    "on_progress",
     "progress",
     "register_portable",
     "remote",

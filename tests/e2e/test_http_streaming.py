@@ -7,6 +7,7 @@ test creates only once it has received the first item over HTTP.
 from __future__ import annotations
 
 import json
+import re
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -15,7 +16,7 @@ from typing import Any
 import httpx
 import pytest
 
-from helpers import FlashServer
+from helpers import FlashServer, chromium
 
 PROJECT = """
 import os
@@ -52,6 +53,16 @@ async def fails_midway():
     yield 1
     yield 2
     raise ValueError("the third token is bad")
+
+
+@remote(CpuLiveServerless(name="http-progress"))
+def runpod_style(job: dict) -> str:
+    import runpod  # the worker runtime's shim (runpod is not a dependency here)
+
+    runpod.serverless.progress_update(job, "3/10 images")
+    while not os.path.exists(job["input"]["gate"]):
+        time.sleep(0.01)
+    return "done"
 
 
 @remote(CpuLiveServerless(name="http-progress"))
@@ -192,3 +203,31 @@ def test_progress_shows_in_status_while_the_job_runs(server: FlashServer, tmp_pa
         )
     )
     assert done["output"] == "done" and done["progress"] == {"step": 1, "of": 2}
+
+
+def test_the_dashboard_shows_a_running_jobs_progress_in_chromium(
+    server: FlashServer, tmp_path: Path
+) -> None:
+    gate = tmp_path / "gate"
+    job = post(server, "/gen/runpod_style/run", {"input": {"job": {"input": {"gate": str(gate)}}}})
+    job_id = job.json()["id"]
+    # Runpod's progress_update shape, from a worker: /status shows it while the job runs.
+    running = until(
+        lambda: (b := get(server, f"/gen/runpod_style/status/{job_id}")).get("progress") and b
+    )
+    assert running["status"] == "IN_PROGRESS" and running["progress"] == "3/10 images"
+    dom = chromium(f"{server.url}/", tmp_path / "profile", "--dump-dom")
+    row = re.search(r'<tr class="call">(?:(?!</tr>).)*?/gen/runpod_style.*?</tr>', dom, re.S)
+    assert row is not None, dom
+    assert "IN_PROGRESS" in row.group(0)
+    assert '<td class="progress">3/10 images</td>' in row.group(0)
+    shot = tmp_path.parent / "dashboard-progress.png"  # kept for a look after the run
+    chromium(
+        f"{server.url}/", tmp_path / "profile2", f"--screenshot={shot}", "--window-size=1280,900"
+    )
+    assert shot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    gate.touch()
+    until(lambda: get(server, f"/gen/runpod_style/status/{job_id}")["status"] == "COMPLETED")
+    state = get(server, "/_flash/state")
+    (call,) = [c for c in state["recent"] if c.get("id") == job_id]
+    assert call["status"] == "COMPLETED" and call["progress"] == "3/10 images"

@@ -276,3 +276,21 @@ def system_corpus() -> dict[str, list[str]]:
         "paths and URLs": SYSTEM_PATHS,
         "malformed names": SYSTEM_MALFORMED,
     }
+
+
+# Values with no portable form and no JSON form: a worker returning one (or an HTTP route
+# answering one) must fail or answer clearly, naming the type, never with a crash or a 500.
+# Each entry: the expression a worker evaluates (with os, socket, sys and threading imported),
+# and the type name the error or the JSON fallback must show.
+UNCONVERTIBLE = [
+    ("threading.Lock()", "lock"),
+    ("threading.RLock()", "RLock"),
+    ("open(os.devnull)", "TextIOWrapper"),
+    ("open(os.devnull, 'rb')", "BufferedReader"),
+    ("socket.socket()", "socket"),
+    ("{'inner': [threading.Lock()]}", "lock"),
+    ("[1, 2, socket.socket()]", "socket"),
+    ("(threading.Lock(), 'x')", "lock"),
+]
+# (A file opened for reading inside a container is not here: cloudpickle sends a snapshot of it,
+# an io.StringIO, which is a value the caller can use.)

@@ -10,6 +10,12 @@ its ``openflash`` and ``runpod_flash`` packages resolve the public names on firs
 decorators and configs to ``openflash.workers.client``, the enums and errors to copies of
 openflash's own (standard-library-only) modules. Importing the worker's main loads none of it.
 
+Programs written for Runpod's worker SDK report progress with
+``runpod.serverless.progress_update(job, value)``: a small ``runpod`` package here offers that
+(as ``openflash.progress``) and says clearly that it offers nothing else. It is last on the
+worker's path, so an environment that declares the real ``runpod`` package gets that one, never
+this shim; the caller's interpreter never sees it.
+
 The public names are openflash's ``__all__``, read from the source of ``openflash/__init__.py``
 (the top-level package is above this layer: it is not imported); each is resolved to the first
 light module whose ``__all__`` lists it.
@@ -125,6 +131,40 @@ def __getattr__(name):
 '''
 
 
+_RUNPOD_INIT = b'''"""runpod inside an openflash worker: only runpod.serverless.progress_update.
+
+This shim is last on the worker's path: an environment that declares runpod gets the real one.
+"""
+
+from runpod import serverless
+
+__all__ = ["serverless"]
+
+
+def __getattr__(name):
+    raise AttributeError(
+        f"runpod.{name} is not offered inside openflash workers (only "
+        "runpod.serverless.progress_update is). Hint: add 'runpod' to the endpoint's "
+        "dependencies to use Runpod's SDK itself"
+    )
+'''
+
+_RUNPOD_SERVERLESS = b'''"""runpod.serverless inside an openflash worker: progress_update only."""
+
+from openflash.workers.streaming import progress_update
+
+__all__ = ["progress_update"]
+
+
+def __getattr__(name):
+    raise AttributeError(
+        f"runpod.serverless.{name} is not offered inside openflash workers (only "
+        "progress_update is). Hint: add 'runpod' to the endpoint's dependencies to use "
+        "Runpod's SDK itself"
+    )
+'''
+
+
 def _module_file(name: str) -> Path:
     # Located, not imported: the child's module adjusts sys.path when it runs.
     spec = importlib.util.find_spec(name)
@@ -148,6 +188,8 @@ def _sources() -> dict[str, bytes]:
     }
     files["openflash/__init__.py"] = light_init().encode()
     files["runpod_flash/__init__.py"] = _COMPAT_INIT
+    files["runpod/__init__.py"] = _RUNPOD_INIT
+    files["runpod/serverless/__init__.py"] = _RUNPOD_SERVERLESS
     cp_root = Path(cloudpickle.__file__).parent
     for path in sorted(cp_root.rglob("*.py")):
         files[f"cloudpickle/{path.relative_to(cp_root).as_posix()}"] = path.read_bytes()

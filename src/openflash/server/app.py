@@ -174,6 +174,9 @@ def _snapshot(state: ServerState) -> dict[str, Any]:
     recent = []
     for call in reversed(state.recent):
         item = dict(call)
+        feed = item.pop("feed", None)
+        if feed is not None and feed.progress is not None:
+            item["progress"] = feed.progress  # the latest openflash.progress of a /run job
         if item["kind"] == "run":
             job = state.journal.get(item["id"])
             if job is not None:

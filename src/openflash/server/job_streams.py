@@ -14,6 +14,13 @@ A ``/run`` job of a generator function streams into a ``Feed`` (held in memory b
 ``runsync`` of a generator function answers with the aggregated list. Any function may call
 ``openflash.progress(value)``: ``/status/{id}`` then shows the latest value as ``progress`` (and,
 while the job runs, as ``output``, where Runpod's ``progress_update`` puts it).
+
+Memory: a feed holds its items only while they may still be asked for. Once a job has COMPLETED,
+the journal holds the aggregate, so the feed lets go of its items at once (polls and events then
+read the rest from the aggregate); a job that ended otherwise keeps the items made before its end
+until they have all been read (a poll or the events' end). A server keeps the feeds of at most
+``ENDED_FEEDS`` ended jobs (the oldest go first; polls of those read the journal, as for a job
+of a previous server).
 """
 
 from __future__ import annotations
@@ -33,16 +40,33 @@ from openflash.server.invocation import to_json
 from openflash.server.jobs import FINAL, JobRunner
 from openflash.server.responses import JSONResponse
 
-__all__ = ["Feed", "Feeds", "add_stream_routes", "collect", "current_feed", "with_progress"]
+__all__ = [
+    "ENDED_FEEDS",
+    "Feed",
+    "Feeds",
+    "add_stream_routes",
+    "collect",
+    "current_feed",
+    "with_progress",
+]
+
+#: How many ended jobs' feeds a server keeps (their progress, and items not yet read).
+ENDED_FEEDS = 1000
 
 
 class Feed:
-    """One job's items (as JSON data) and latest progress; waiters wake at each change."""
+    """One job's items (as JSON data) and latest progress; waiters wake at each change.
+
+    Positions are absolute (the n-th item the job made): ``items`` holds those from ``base`` on.
+    """
 
     def __init__(self) -> None:
         self.items: list[Any] = []
+        self.base = 0
         self.polled = 0
         self.progress: Any = None
+        self.ended = False
+        self.completed = False
         self.changed = asyncio.Event()
 
     def add(self, item: Any) -> None:
@@ -52,6 +76,30 @@ class Feed:
     def report(self, value: Any) -> None:
         self.progress = to_json(value)
         self._wake()
+
+    def since(self, start: int, aggregate: Any) -> list[Any]:
+        """The items from position ``start`` on (released ones from the job's ``aggregate``;
+        none while that is not yet in the journal)."""
+        if start >= self.base:
+            return self.items[start - self.base :]
+        if not isinstance(aggregate, list):
+            return []
+        return aggregate[start : self.base] + self.items
+
+    @property
+    def total(self) -> int:
+        return self.base + len(self.items)
+
+    def finish(self, completed: bool) -> None:
+        """The job's call has ended; a completed job's items are in the journal's aggregate."""
+        self.ended, self.completed = True, completed
+        if completed:
+            self.release()
+        self._wake()
+
+    def release(self) -> None:
+        """Let go of the items (once they can be read elsewhere, or have all been read)."""
+        self.base, self.items = self.total, []
 
     def _wake(self) -> None:
         self.changed.set()
@@ -65,7 +113,13 @@ current_feed: contextvars.ContextVar[Feed | None] = contextvars.ContextVar(
 
 
 class Feeds(dict[str, Feed]):
-    """The feeds of this server's jobs, by job id."""
+    """The feeds of this server's jobs, by job id, at most ``ENDED_FEEDS`` of ended jobs."""
+
+    def __setitem__(self, job_id: str, feed: Feed) -> None:
+        super().__setitem__(job_id, feed)
+        ended = [key for key, kept in self.items() if kept.ended]
+        for key in ended[: max(len(ended) - ENDED_FEEDS, 0)]:  # the oldest first
+            del self[key]
 
 
 async def collect(result: Any) -> Any:
@@ -76,11 +130,17 @@ async def collect(result: Any) -> Any:
     if feed is not None:
         result.on_progress = feed.report
     items = []
-    async with result:
-        async for item in result:
-            items.append(item)
-            if feed is not None:
-                feed.add(to_json(item))
+    completed = False
+    try:
+        async with result:
+            async for item in result:
+                items.append(item)
+                if feed is not None:
+                    feed.add(to_json(item))
+        completed = True
+    finally:
+        if feed is not None:
+            feed.finish(completed)
     return items
 
 
@@ -111,7 +171,10 @@ def add_stream_routes(
         job, feed = found
         items: list[Any] = []
         if feed is not None:
-            items, feed.polled = feed.items[feed.polled :], len(feed.items)
+            items = feed.since(feed.polled, job.output)
+            feed.polled += len(items)
+            if feed.ended and job.status in FINAL:
+                feed.release()  # all read
         elif job.status == "COMPLETED" and isinstance(job.output, list):
             items = job.output  # a job of a previous server: its aggregate is all there is
         body = job.to_response()
@@ -151,14 +214,20 @@ async def _events(jobs: JobRunner, job_id: str, feed: Feed | None) -> AsyncItera
         if job is None:
             return
         changed = feed.changed if feed is not None else None
-        items = feed.items if feed is not None else (job.output if job.status in FINAL else [])
-        for item in (items or [])[sent:] if isinstance(items, list) else []:
+        if feed is not None:
+            fresh = feed.since(sent, job.output)
+            sent += len(fresh)
+        else:
+            done = job.output if job.status in FINAL and isinstance(job.output, list) else []
+            fresh, sent = done[sent:], max(len(done), sent)
+        for item in fresh:
             yield _event("item", item)
-        sent = len(items) if isinstance(items, list) else sent
         if feed is not None and feed.progress is not None and feed.progress != progress:
             progress = feed.progress
             yield _event("progress", progress)
         if job.status in FINAL:
+            if feed is not None and feed.ended:
+                feed.release()  # all read
             end = {"status": job.status} | ({"error": job.error} if job.error else {})
             yield _event("end", end)
             return

@@ -150,6 +150,7 @@ def _add_queue_routes(
                 "kind": "run",
                 "status": "IN_QUEUE",
                 "seconds": None,
+                "feed": feed,  # the dashboard shows its progress (app._snapshot)
             }
         )
         return JSONResponse({"id": job.id, "status": job.status})

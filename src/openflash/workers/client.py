@@ -56,6 +56,7 @@ __all__ = [
     "ServerlessEndpoint",
     "configure",
     "instance_reference",
+    "on_progress",
     "reference",
     "remote",
     "requirements",
@@ -118,6 +119,15 @@ class PodTemplate(_Config):
 
 def configure(*, backend: str | None = None, address: str | None = None) -> None:
     """Inside a worker, the parent decides where nested calls run: nothing to configure."""
+
+
+def on_progress(callback: object = None) -> Any:
+    """Inside a worker, nested calls' progress is not relayed: say so (openflash.on_progress)."""
+    raise FlashError(
+        "openflash.on_progress watches calls made from the caller's process; inside a worker, "
+        "the progress of nested calls is not relayed",
+        hint="report this call's own progress with openflash.progress(value)",
+    )
 
 
 class _Handle:

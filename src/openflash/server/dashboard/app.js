@@ -22,6 +22,12 @@ function seconds(value) {
   return value < 1 ? `${(value * 1000).toFixed(1)} ms` : `${value.toFixed(2)} s`;
 }
 
+// A job's latest openflash.progress value: text as it is, anything else as compact JSON.
+function progressText(value) {
+  if (value === null || value === undefined) return "";
+  return typeof value === "string" ? value : JSON.stringify(value);
+}
+
 function endpointCard(ep) {
   const build = ep.build || { state: "pending", log: [] };
   const pool = ep.pool || { detail: [] };
@@ -58,9 +64,10 @@ function render(state) {
        el("td", {}, call.route),
        el("td", {}, call.kind),
        el("td", { class: `status-${call.status}` }, call.status),
-       el("td", {}, seconds(call.seconds))));
+       el("td", {}, seconds(call.seconds)),
+       el("td", { class: "progress" }, progressText(call.progress))));
   $("recent").tBodies[0].replaceChildren(
-    ...(rows.length ? rows : [el("tr", {}, el("td", { colspan: "5", class: "dim" }, "no calls yet"))]));
+    ...(rows.length ? rows : [el("tr", {}, el("td", { colspan: "6", class: "dim" }, "no calls yet"))]));
   const templates = (state.templates || []).map((t) =>
     el("tr", { class: "template" },
        el("td", {}, String(t.pid ?? "stopped")),
