@@ -40,7 +40,7 @@ from openflash.server.invocation import (
 from openflash.server.jobs import JobRunner
 from openflash.server.responses import JSONResponse
 
-__all__ = ["ROUTE_TAG", "RecentCalls", "build_router"]
+__all__ = ["ROUTE_TAG", "RecentCalls", "build_router", "constructor_warnings"]
 
 ROUTE_TAG = "openflash-project"
 _PATH_PARAM = re.compile(r"{([A-Za-z_][A-Za-z0-9_]*)(?::[^}]*)?}")
@@ -70,6 +70,32 @@ def build_router(
     for lb in project.lb:
         _add_lb_route(router, lb, record)
     return router, invokers
+
+
+def constructor_warnings(project: Project) -> list[str]:
+    """A warning for each endpoint class whose constructor needs arguments: over HTTP an instance
+    is made with none (as Runpod Flash's dev server does), so its calls would fail."""
+    warnings: dict[int, str] = {}
+    for route in project.queue:
+        cls = route.handle.__wrapped__
+        if route.method is None or id(cls) in warnings:
+            continue
+        try:
+            params = list(inspect.signature(cls).parameters.values())
+        except (TypeError, ValueError):
+            continue
+        needed = [
+            p.name
+            for p in params
+            if p.default is p.empty and p.kind not in (p.VAR_POSITIONAL, p.VAR_KEYWORD)
+        ]
+        if needed:
+            warnings[id(cls)] = (
+                f"class {cls.__name__} ({route.file.name}) needs constructor arguments "
+                f"({', '.join(needed)}); served over HTTP it is made with none, so its calls "
+                "will fail: give them defaults, or read them from os.environ in __init__"
+            )
+    return list(warnings.values())
 
 
 def _ident(path: str) -> str:
