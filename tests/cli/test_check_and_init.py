@@ -33,6 +33,9 @@ def test_init_then_check_passes(tmp_path: Path, env: dict[str, str]) -> None:
         ".gitignore",
         ".env.example",
     }
+    # Workers do not see .env (Runpod's do not either): the template says so and names env=.
+    dotenv = (project / ".env.example").read_text()
+    assert "Workers do not see these" in dotenv and "env=" in dotenv
     checked = run_flash("check", "--strict", cwd=project, env=env)
     assert checked.returncode == 0, checked.stderr
     with FlashServer(project, "--no-reload", env=env) as server:  # served at once

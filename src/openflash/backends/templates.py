@@ -11,6 +11,7 @@ worker that later ends has an unknown status; the next fork starts a new templat
 from __future__ import annotations
 
 import asyncio
+import collections
 import contextlib
 import json
 import logging
@@ -150,6 +151,9 @@ class Template:
         #: The exit status of each forked worker, as the template reports it.
         self._exits: dict[int, asyncio.Future[int | None]] = {}
         self._reader: asyncio.Task[None] | None = None
+        #: The last lines the template printed (its imports' output is not shown).
+        self.output: collections.deque[str] = collections.deque(maxlen=20)
+        self._drain: asyncio.Future[None] | None = None
 
     @property
     def alive(self) -> bool:
@@ -173,6 +177,11 @@ class Template:
                 "-m",
                 *main,
                 stdin=asyncio.subprocess.DEVNULL,
+                # What its imports print is not shown: the endpoint's first worker, spawned
+                # beside it, imports the same and prints it once with its prefix (workers forked
+                # later have it imported). The last lines are kept for a failed start.
+                stdout=asyncio.subprocess.PIPE,
+                stderr=asyncio.subprocess.STDOUT,
                 pass_fds=(theirs.fileno(),),
                 cwd=str(self.cwd),
                 env=env,
@@ -183,6 +192,8 @@ class Template:
             raise TemplateUnsafe(f"the template could not start: {e}") from e
         finally:
             theirs.close()
+        assert self._proc.stdout is not None
+        self._drain = asyncio.ensure_future(_drain(self._proc.stdout, self.output))
         ours.setblocking(False)
         self._sock = ours
         loop = asyncio.get_running_loop()
@@ -193,7 +204,11 @@ class Template:
             raise TemplateUnsafe(f"the template did not get ready: {e}") from e
         if not raw:
             self._kill()
-            raise TemplateUnsafe("the template exited before it was ready")
+            await asyncio.wait([self._drain], timeout=1)
+            said = "\n".join(self.output)
+            raise TemplateUnsafe(
+                "the template exited before it was ready" + (f":\n{said}" if said else "")
+            )
         ready = json.loads(raw)
         if ready.get("unsafe"):
             self._kill()
@@ -323,6 +338,8 @@ class Template:
                 await asyncio.wait_for(self._proc.wait(), 5)
         if self._reader is not None:
             self._reader.cancel()
+        if self._drain is not None:
+            self._drain.cancel()
 
 
 async def _reader_for(fd: int) -> asyncio.StreamReader:
@@ -332,3 +349,17 @@ async def _reader_for(fd: int) -> asyncio.StreamReader:
         lambda: asyncio.StreamReaderProtocol(reader), os.fdopen(fd, "rb", buffering=0)
     )
     return reader
+
+
+async def _drain(stream: asyncio.StreamReader, keep: collections.deque[str]) -> None:
+    """Read a template's output to its end (so that it never blocks), keeping its last lines."""
+    while True:
+        try:
+            line = await stream.readline()
+        except ValueError:  # a line past asyncio's limit, dropped: read on
+            continue
+        except OSError:
+            return
+        if not line:
+            return
+        keep.append(line.decode(errors="replace").rstrip("\n"))

@@ -141,6 +141,17 @@ def _add_fixed_routes(app: FastAPI, state: ServerState) -> None:
         return await asyncio.get_running_loop().run_in_executor(None, _snapshot, state)
 
 
+def _hardware(resource: Any, status: dict[str, Any]) -> str:
+    """What the endpoint runs on: its CPU type, its GPUs, or the CPU where GPU workers got none
+    (a machine without a GPU: they fell back, with a warning)."""
+    if resource.cpu_instance:
+        return f"cpu {resource.cpu_instance.value}"
+    workers = (status.get("pool") or {}).get("detail") or []
+    if workers and not any(w.get("gpus") for w in workers):
+        return f"{resource.gpu_count} GPU asked, running on the CPU (no GPU here)"
+    return f"{resource.gpu_count} GPU"
+
+
 def _snapshot(state: ServerState) -> dict[str, Any]:
     """Everything the dashboard shows."""
     runtime = get_runtime()
@@ -160,11 +171,7 @@ def _snapshot(state: ServerState) -> dict[str, Any]:
             {
                 "name": endpoint.name,
                 "routes": routes,
-                "hardware": (
-                    f"cpu {resource.cpu_instance.value}"
-                    if resource.cpu_instance
-                    else f"{resource.gpu_count} GPU"
-                ),
+                "hardware": _hardware(resource, status),
                 "workers": [resource.workersMin, resource.workersMax],
                 "dependencies": list(endpoint.dependencies),
                 "system_dependencies": list(endpoint.system_dependencies),

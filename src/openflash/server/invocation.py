@@ -1,7 +1,9 @@
 """From an HTTP request to a call and back: input models, invocation, JSON output, errors.
 
 A function's parameters become a pydantic model (names, annotations, defaults), so a request is
-validated before any worker is involved: bad or missing fields are a 422 with details. A result
+validated before any worker is involved: bad or missing fields are a 422 with details. The call
+gets the validated values themselves (``arguments``): a parameter declared as a pydantic model
+or a dataclass receives one. A result
 becomes JSON (``to_json``): values of packages (numpy, pandas, torch, PIL, pydantic, dataclasses,
 builtin subclasses) first take their portable form (workers/portable.py's table), then FastAPI's
 encoder writes the rest (datetime and date as ISO 8601, UUID and Decimal, sets as lists, bytes as
@@ -14,6 +16,7 @@ from __future__ import annotations
 
 import base64
 import contextlib
+import dataclasses
 import inspect
 import logging
 import typing
@@ -25,7 +28,15 @@ from pydantic import BaseModel, ConfigDict, create_model
 from openflash.errors import ExecutionTimeoutError, FlashError, RemoteError
 from openflash.workers import portable
 
-__all__ = ["Outcome", "call_outcome", "input_model", "parameters_of", "to_json"]
+__all__ = [
+    "Outcome",
+    "arguments",
+    "call_outcome",
+    "flat_body_type",
+    "input_model",
+    "parameters_of",
+    "to_json",
+]
 
 logger = logging.getLogger("openflash")
 
@@ -55,6 +66,31 @@ def input_model(fn: Any, name: str) -> type[BaseModel]:
     return create_model(
         name, __config__=ConfigDict(extra="ignore", arbitrary_types_allowed=True), **fields
     )
+
+
+def arguments(validated: BaseModel) -> dict[str, Any]:
+    """The call's keyword arguments: each field as pydantic validated it, so a parameter declared
+    as a model, a dataclass, a list or an Optional of them gets that type, not a dict (the values
+    then cross to the worker as a Python caller's do: api/values.py)."""
+    return {name: getattr(validated, name) for name in type(validated).model_fields}
+
+
+def flat_body_type(fn: Any, names: list[str]) -> Any:
+    """The declared type of ``fn``'s only body parameter when it is a required pydantic model or
+    dataclass (FastAPI reads such a body flat, without the parameter's name), else None."""
+    if len(names) != 1:
+        return None
+    param = inspect.signature(fn).parameters.get(names[0])
+    if param is None or param.default is not inspect.Parameter.empty:
+        return None
+    try:
+        declared = typing.get_type_hints(fn).get(names[0])
+    except Exception:
+        return None
+    if not isinstance(declared, type):
+        return None
+    model = issubclass(declared, BaseModel) or dataclasses.is_dataclass(declared)
+    return declared if model and _usable(declared) else None
 
 
 def _usable(annotation: Any) -> bool:

@@ -19,21 +19,28 @@ import asyncio
 import inspect
 import re
 from collections.abc import Awaitable, Callable
-from typing import Any
+from typing import Annotated, Any
 
 from fastapi import APIRouter, Query
-from pydantic import BaseModel, create_model
+from pydantic import BaseModel, Field, create_model
 
 from openflash.api import streams
 from openflash.api.remote import RemoteClass, RemoteFunction, RemoteInstance
 from openflash.errors import ExecutionTimeoutError, FlashError, RemoteError
 from openflash.project import LBRoute, Project, QueueRoute
 from openflash.server import job_streams
-from openflash.server.invocation import call_outcome, input_model, parameters_of, to_json
+from openflash.server.invocation import (
+    arguments,
+    call_outcome,
+    flat_body_type,
+    input_model,
+    parameters_of,
+    to_json,
+)
 from openflash.server.jobs import JobRunner
 from openflash.server.responses import JSONResponse
 
-__all__ = ["ROUTE_TAG", "RecentCalls", "build_router"]
+__all__ = ["ROUTE_TAG", "RecentCalls", "build_router", "constructor_warnings"]
 
 ROUTE_TAG = "openflash-project"
 _PATH_PARAM = re.compile(r"{([A-Za-z_][A-Za-z0-9_]*)(?::[^}]*)?}")
@@ -63,6 +70,32 @@ def build_router(
     for lb in project.lb:
         _add_lb_route(router, lb, record)
     return router, invokers
+
+
+def constructor_warnings(project: Project) -> list[str]:
+    """A warning for each endpoint class whose constructor needs arguments: over HTTP an instance
+    is made with none (as Runpod Flash's dev server does), so its calls would fail."""
+    warnings: dict[int, str] = {}
+    for route in project.queue:
+        cls = route.handle.__wrapped__
+        if route.method is None or id(cls) in warnings:
+            continue
+        try:
+            params = list(inspect.signature(cls).parameters.values())
+        except (TypeError, ValueError):
+            continue
+        needed = [
+            p.name
+            for p in params
+            if p.default is p.empty and p.kind not in (p.VAR_POSITIONAL, p.VAR_KEYWORD)
+        ]
+        if needed:
+            warnings[id(cls)] = (
+                f"class {cls.__name__} ({route.file.name}) needs constructor arguments "
+                f"({', '.join(needed)}); served over HTTP it is made with none, so its calls "
+                "will fail: give them defaults, or read them from os.environ in __init__"
+            )
+    return list(warnings.values())
 
 
 def _ident(path: str) -> str:
@@ -117,7 +150,7 @@ def _add_queue_routes(
     async def runsync(body: Any) -> JSONResponse:
         started = asyncio.get_running_loop().time()
         job_id = _new_id()
-        outcome = await call_outcome(invoke(body.input.model_dump()))
+        outcome = await call_outcome(invoke(arguments(body.input)))
         record(
             {
                 "id": job_id,
@@ -186,7 +219,7 @@ def _job_invoker(invoke: Invoke, model: type[BaseModel]) -> JobInvoker:
     """What the job runner calls: the journaled (JSON) input validated again, then the call."""
 
     async def run_job(payload: dict[str, Any]) -> tuple[str, Any, str | None]:
-        outcome = await call_outcome(invoke(model.model_validate(payload).model_dump()))
+        outcome = await call_outcome(invoke(arguments(model.model_validate(payload))))
         return outcome.status, outcome.output, outcome.error
 
     return run_job
@@ -222,11 +255,15 @@ def _add_lb_route(router: APIRouter, lb: LBRoute, record: RecentCalls) -> None:
     if body_method and model_fields:
         body_model = input_model(_without(fn, path_names), f"{_ident(lb.path)}_{lb.method}_body")
         required = any(f.is_required() for f in body_model.model_fields.values())
+        annotation: Any = body_model
+        flat = flat_body_type(fn, [p.name for p in model_fields])
+        if flat is not None:  # {"item": {...}} as before, or FastAPI's flat {...} as the item
+            annotation = Annotated[body_model | flat, Field(union_mode="left_to_right")]
         signature.append(
             inspect.Parameter(
                 "body",
                 inspect.Parameter.KEYWORD_ONLY,
-                annotation=body_model,
+                annotation=annotation,
                 default=... if required else None,
             )
         )
@@ -235,8 +272,10 @@ def _add_lb_route(router: APIRouter, lb: LBRoute, record: RecentCalls) -> None:
         started = asyncio.get_running_loop().time()
         body = values.pop("body", None)
         kwargs = dict(values)
-        if body is not None:
-            kwargs.update(body.model_dump())
+        if isinstance(body, BaseModel) and type(body) is body_model:
+            kwargs.update(arguments(body))
+        elif body is not None:  # the flat form: the body is the one model parameter
+            kwargs[model_fields[0].name] = body
         status_code, content = await _lb_call(handle, kwargs)
         record(
             {

@@ -11,11 +11,13 @@ from __future__ import annotations
 
 import collections
 import concurrent.futures
+import contextlib
+import io
 import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, TextIO
 
 from fastapi import APIRouter, FastAPI
 
@@ -23,7 +25,7 @@ from openflash.project import Project, discover
 from openflash.runtime.definitions import EndpointDef
 from openflash.runtime.process import get_runtime
 from openflash.server.jobs import JobJournal, JobRunner
-from openflash.server.routes import JobInvoker, build_router
+from openflash.server.routes import JobInvoker, build_router, constructor_warnings
 
 __all__ = ["ServerState"]
 
@@ -64,7 +66,8 @@ class ServerState:
         """Discover the project (again) and build its routes."""
         for name in self.project.modules.values():
             sys.modules.pop(name, None)  # import the project afresh, as it is on disk now
-        project = discover(self.root)
+        with contextlib.redirect_stdout(_Prefixed(sys.stdout, "[import] ")):
+            project = discover(self.root)  # what the files print as they import, prefixed
         if self.only is not None:
             project.queue = [r for r in project.queue if r.endpoint_name in self.only]
             project.lb = [r for r in project.lb if r.endpoint_name in self.only]
@@ -74,6 +77,8 @@ class ServerState:
                 f"not served:\n{failure.traceback.rstrip()}",
                 "error",
             )
+        for warning in constructor_warnings(project):
+            self.say(warning, "warning")
         router, invokers = build_router(project, self.jobs, self.record)
         self.project, self.router = project, router
         self.invokers.clear()
@@ -143,3 +148,23 @@ def _fingerprint(endpoint: EndpointDef) -> tuple[object, ...]:
         endpoint.pool_config(),
         tuple(sorted((endpoint.resource.env or {}).items())),
     )
+
+
+class _Prefixed(io.TextIOBase):
+    """A text stream that writes each line to ``out`` with ``prefix`` before it."""
+
+    def __init__(self, out: TextIO, prefix: str) -> None:
+        self.out, self.prefix, self.pending = out, prefix, ""
+
+    def write(self, text: str) -> int:
+        *lines, self.pending = (self.pending + text).split("\n")
+        for line in lines:
+            self.out.write(f"{self.prefix}{line}\n")
+        self.out.flush()
+        return len(text)
+
+    def flush(self) -> None:
+        if self.pending:
+            self.out.write(f"{self.prefix}{self.pending}\n")
+            self.pending = ""
+        self.out.flush()
