@@ -36,6 +36,7 @@ from openflash.deps.system import (
 from openflash.envs.bundle import worker_runtime
 from openflash.envs.environment import Environment, build_environment, environment_key
 from openflash.envs.store import Store
+from openflash.envs.uv_options import NO_OPTIONS, UvOptions
 from openflash.prepare.lock_cache import LockFileCache
 from openflash.prepare.outcomes import (
     BuildStatus,
@@ -109,10 +110,13 @@ class Preparer:
         """The worker runtime's folder in the store (envs/bundle.py), built once."""
         return worker_runtime(self.store)
 
-    def resolve(self, python: tuple[str, ...]) -> Lock:
-        """The lock of ``python`` specs (cached for FLASH_RESOLVE_TTL), nothing built."""
+    def resolve(self, python: tuple[str, ...], options: UvOptions = NO_OPTIONS) -> Lock:
+        """The lock of ``python`` specs with ``options`` (cached for FLASH_RESOLVE_TTL), nothing
+        built."""
         s = self.settings
-        return resolve(python, store=self.store, uv_cache=s.uv_cache_dir, ttl=s.resolve_ttl)
+        return resolve(
+            python, store=self.store, uv_cache=s.uv_cache_dir, ttl=s.resolve_ttl, options=options
+        )
 
     def build(self, dependencies: DependencyKey, *, local: bool = True) -> Prepared:
         """Resolve ``dependencies`` (or take them from flash.lock) and, if ``local``, build.
@@ -156,11 +160,14 @@ class Preparer:
         else:
             if python:
                 _subprocess.report(f"resolving with uv: {' '.join(python)}")
-            lock = self.resolve(python)
+            lock = self.resolve(python, key.options)
         if not local:
-            return Prepared(lock, environment_key(lock.text), system_lock=system_lock)
+            env_key = environment_key(lock.text, key.options)
+            return Prepared(lock, env_key, system_lock=system_lock)
         status.state = "building"
-        environment = build_environment(self.store, lock.text, uv_cache=self.settings.uv_cache_dir)
+        environment = build_environment(
+            self.store, lock.text, uv_cache=self.settings.uv_cache_dir, options=key.options
+        )
         # In use while this process runs: `flash env prune` leaves them alone.
         with self._lock:
             self._holds.append(self.store.hold("envs", environment.key))
@@ -223,14 +230,16 @@ class Preparer:
 
     # The commands: check, lock, build.
 
-    def check(self, python: tuple[str, ...], system: tuple[str, ...]) -> SetCheck:
+    def check(
+        self, python: tuple[str, ...], system: tuple[str, ...], options: UvOptions = NO_OPTIONS
+    ) -> SetCheck:
         """Resolve a set without building it, for ``flash check``: its system packages (an
         unknown one raises SystemDependencyError), its Python lock (a conflict raises
         DependencyError) and the locked packages without a wheel here."""
         if system:
             resolve_system(system, store=self.store, apt=self.apt, ttl=self.settings.resolve_ttl)
-        lock = self.resolve(python)
-        missing = without_wheels(lock.text, uv_cache=self.settings.uv_cache_dir)
+        lock = self.resolve(python, options)
+        missing = without_wheels(lock.text, uv_cache=self.settings.uv_cache_dir, options=options)
         return SetCheck(lock, tuple(missing))
 
     def lock_entry(
@@ -241,6 +250,7 @@ class Preparer:
         *,
         previous: LockEntry | None = None,
         upgrade: bool | Sequence[str] = False,
+        options: UvOptions = NO_OPTIONS,
     ) -> LockEntry:
         """A flash.lock entry for the sets: pinned with hashes, and their system closure.
 
@@ -252,6 +262,7 @@ class Preparer:
             uv_cache=self.settings.uv_cache_dir,
             previous=previous.packages if previous else None,
             upgrade=upgrade,
+            options=options,
         )
         ttl = 0 if upgrade else self.settings.resolve_ttl
         closure = resolve_system(system, store=self.store, apt=self.apt, ttl=ttl)
@@ -263,4 +274,6 @@ class Preparer:
         found = self.locked_entry(dependencies)
         if found is not None:
             return found
-        return self.lock_entry([endpoint], dependencies.python, dependencies.system)
+        return self.lock_entry(
+            [endpoint], dependencies.python, dependencies.system, options=dependencies.options
+        )
