@@ -33,6 +33,7 @@ from openflash.deps.system import (
     resolve_system,
     system_layer,
 )
+from openflash.deps.torch_variants import route_torch
 from openflash.envs.bundle import worker_runtime
 from openflash.envs.environment import Environment, build_environment, environment_key
 from openflash.envs.store import Store
@@ -112,11 +113,17 @@ class Preparer:
 
     def resolve(self, python: tuple[str, ...], options: UvOptions = NO_OPTIONS) -> Lock:
         """The lock of ``python`` specs with ``options`` (cached for FLASH_RESOLVE_TTL), nothing
-        built."""
+        built. A ``+cpu``/``+cuXYZ`` pin of the torch family routes it to the PyTorch index."""
         s = self.settings
+        options = self.routed(python, options)
         return resolve(
             python, store=self.store, uv_cache=s.uv_cache_dir, ttl=s.resolve_ttl, options=options
         )
+
+    def routed(self, python: tuple[str, ...], options: UvOptions) -> UvOptions:
+        """``options`` with the torch family sent to the PyTorch build its pins or
+        ``torch_backend`` name (deps/torch_variants.py; FLASH_TORCH_INDEX_URL)."""
+        return route_torch(python, options, self.settings.torch_index_url)
 
     def build(self, dependencies: DependencyKey, *, local: bool = True) -> Prepared:
         """Resolve ``dependencies`` (or take them from flash.lock) and, if ``local``, build.
@@ -161,12 +168,12 @@ class Preparer:
             if python:
                 _subprocess.report(f"resolving with uv: {' '.join(python)}")
             lock = self.resolve(python, key.options)
+        options = self.routed(python, key.options)
         if not local:
-            env_key = environment_key(lock.text, key.options)
-            return Prepared(lock, env_key, system_lock=system_lock)
+            return Prepared(lock, environment_key(lock.text, options), system_lock=system_lock)
         status.state = "building"
         environment = build_environment(
-            self.store, lock.text, uv_cache=self.settings.uv_cache_dir, options=key.options
+            self.store, lock.text, uv_cache=self.settings.uv_cache_dir, options=options
         )
         # In use while this process runs: `flash env prune` leaves them alone.
         with self._lock:
@@ -239,7 +246,8 @@ class Preparer:
         if system:
             resolve_system(system, store=self.store, apt=self.apt, ttl=self.settings.resolve_ttl)
         lock = self.resolve(python, options)
-        missing = without_wheels(lock.text, uv_cache=self.settings.uv_cache_dir, options=options)
+        routed = self.routed(python, options)
+        missing = without_wheels(lock.text, uv_cache=self.settings.uv_cache_dir, options=routed)
         return SetCheck(lock, tuple(missing))
 
     def lock_entry(
@@ -262,7 +270,7 @@ class Preparer:
             uv_cache=self.settings.uv_cache_dir,
             previous=previous.packages if previous else None,
             upgrade=upgrade,
-            options=options,
+            options=self.routed(python, options),
         )
         ttl = 0 if upgrade else self.settings.resolve_ttl
         closure = resolve_system(system, store=self.store, apt=self.apt, ttl=ttl)
