@@ -106,3 +106,53 @@ def serve_index(folder: Path, *, auth: str | None = None) -> Iterator[tuple[str,
     finally:
         server.shutdown()
         server.server_close()
+
+
+class _VariantHandler(_Handler):
+    """The PyTorch index's layout: ``/whl/<variant>/<name>/`` per variant (cpu, cu121, ...)."""
+
+    def do_GET(self) -> None:
+        self.requests.append(self.path)
+        path = self.path.split("?", 1)[0]
+        match = re.fullmatch(r"/whl/([^/]+)/(?:([^/]+)/?)?", path)
+        if match and (self.folder / match[1]).is_dir() and match[1] != "files":
+            files = sorted(
+                f for f in (self.folder / match[1]).iterdir() if f.suffix in (".whl", ".gz")
+            )
+            if match[2] is None:
+                names = sorted({_project(f) for f in files})
+                links = "".join(f'<a href="{n}/">{n}</a>\n' for n in names)
+                return self._send(f"<html><body>\n{links}</body></html>\n", "text/html")
+            wanted = canonicalize_name(match[2])
+            files = [f for f in files if _project(f) == wanted]
+            if not files:
+                return self._missing()
+            links = "".join(
+                f'<a href="/whl/files/{match[1]}/{html.escape(f.name)}#sha256='
+                f'{hashlib.sha256(f.read_bytes()).hexdigest()}">{html.escape(f.name)}</a>\n'
+                for f in files
+            )
+            return self._send(f"<html><body>\n{links}</body></html>\n", "text/html")
+        match = re.fullmatch(r"/whl/files/([^/]+)/([^/]+)", path)
+        if match and (self.folder / match[1] / match[2]).is_file():
+            data = (self.folder / match[1] / match[2]).read_bytes()
+            return self._send(data, "application/octet-stream")
+        return self._missing()
+
+
+@contextmanager
+def serve_torch_index(folder: Path) -> Iterator[tuple[str, list[str]]]:
+    """A stand-in for the PyTorch index (download.pytorch.org/whl), which cannot be reached
+    from here: ``folder/<variant>/`` holds that variant's wheels (``+cpu``, ``+cu121``), served
+    at ``<base>/<variant>/`` as PEP 503 simple pages. Yields (the base URL, the paths asked)."""
+    requests: list[str] = []
+    attrs = {"folder": folder, "auth": None, "requests": requests}
+    handler = type("TorchHandler", (_VariantHandler,), attrs)
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{server.server_address[1]}/whl", requests
+    finally:
+        server.shutdown()
+        server.server_close()

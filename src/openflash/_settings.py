@@ -68,6 +68,8 @@ class Settings:
     worker_max_rss: int | None = None
     fork: bool = True
     container_engine: str | None = None
+    #: The PyTorch index's base URL: its variants are ``<base>/cpu``, ``<base>/cu121``, ...
+    torch_index_url: str = "https://download.pytorch.org/whl"
     #: FLASH_NAMESPACES: whether local workers may run in a private namespace.
     namespaces: bool = True
     #: FLASH_VOLUMES: where named volumes live (None: FLASH_HOME/volumes).
@@ -104,6 +106,9 @@ class Settings:
             home=home,
             uv_cache_dir=uv_cache,
             resolve_ttl=_seconds(env, "FLASH_RESOLVE_TTL", 86400.0),
+            torch_index_url=(
+                env.get("FLASH_TORCH_INDEX_URL") or "https://download.pytorch.org/whl"
+            ).rstrip("/"),
             require_gpu=_flag(env, "FLASH_REQUIRE_GPU"),
             system_deps_mode=mode,
             apt_dir=_path(env, "FLASH_APT_DIR"),

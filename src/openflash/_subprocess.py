@@ -7,6 +7,10 @@ umask 022, so that nothing they create is group- or world-writable.
 Progress: inside ``with reporting(sink):`` every line a command prints (and every ``report``ed
 line) also goes to ``sink`` as it comes, so that a build's log can be shown live without passing
 a callback through every layer.
+
+Credentials: a URL's user and password (``https://user:token@host``, as private index URLs hold)
+are replaced by ``***`` in every line reported and in every command's stderr, whatever tool
+printed them, so that they reach no log, dashboard or error (``redact``).
 """
 
 from __future__ import annotations
@@ -14,6 +18,7 @@ from __future__ import annotations
 import contextlib
 import contextvars
 import os
+import re
 import subprocess
 import threading
 from collections.abc import Callable, Iterator, Mapping, Sequence
@@ -25,6 +30,8 @@ from openflash.errors import FlashError
 TAIL_LINES = 30
 #: The umask of every command run here.
 TOOL_UMASK = 0o022
+
+_CREDENTIALS = re.compile(r"\b([A-Za-z][A-Za-z0-9+.-]*://)[^\s/@'\"`<>]+@")
 
 _sink: contextvars.ContextVar[Callable[[str], None] | None] = contextvars.ContextVar(
     "openflash_progress_sink", default=None
@@ -41,12 +48,17 @@ def reporting(sink: Callable[[str], None]) -> Iterator[None]:
         _sink.reset(token)
 
 
+def redact(text: str) -> str:
+    """``text`` with the user and password of every URL in it replaced by ``***``."""
+    return _CREDENTIALS.sub(r"\1***@", text)
+
+
 def report(line: str) -> None:
-    """Send a line of progress to the current sink, if any."""
+    """Send a line of progress to the current sink, if any (credentials in URLs redacted)."""
     sink = _sink.get()
     if sink is not None:
         with contextlib.suppress(Exception):
-            sink(line)
+            sink(redact(line))
 
 
 @dataclass(frozen=True)
@@ -115,11 +127,11 @@ def run(
             f"`{shown}` did not finish within {timeout:g} s and was stopped",
             hint=hint or "check the network or the machine's load, then try again",
         ) from e
-    done = Completed(argv, proc.returncode, proc.stdout, proc.stderr)
+    done = Completed(argv, proc.returncode, proc.stdout, redact(proc.stderr))
     if check and not done.ok:
         raise error(
             f"`{shown}` failed with exit code {proc.returncode}:\n"
-            f"{tail(proc.stderr or proc.stdout)}",
+            f"{tail(redact(proc.stderr or proc.stdout))}",
             hint=hint or error.hint or "read the command's output above",
         )
     return done
@@ -152,7 +164,7 @@ def _streamed(
         for line in stream:
             captured[name].append(line)
             with contextlib.suppress(Exception):  # a progress display must not break a build
-                on_line(line.rstrip("\n"))
+                on_line(redact(line.rstrip("\n")))
 
     readers = [
         threading.Thread(target=pump, args=("stdout", proc.stdout), daemon=True),

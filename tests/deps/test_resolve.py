@@ -55,7 +55,12 @@ def test_expired_resolution_is_used_when_the_index_is_unreachable(
 ) -> None:
     store = Store(tmp_path)
     first = resolve(("six",), store=store, uv_cache=uv_cache, ttl=10, now=1000.0)
-    monkeypatch.setenv("UV_INDEX_URL", "http://127.0.0.1:9/simple")  # nothing listens there
+    # The index unreachable through a proxy where nothing listens (UV_INDEX_URL would be
+    # another resolution: uv's index variables key resolutions).
+    for name in ("HTTPS_PROXY", "HTTP_PROXY", "ALL_PROXY", "https_proxy", "http_proxy"):
+        monkeypatch.setenv(name, "http://127.0.0.1:9")
+    monkeypatch.delenv("NO_PROXY", raising=False)
+    monkeypatch.delenv("no_proxy", raising=False)
     monkeypatch.setenv("UV_HTTP_RETRIES", "0")
     stale = resolve(("six",), store=store, uv_cache=uv_cache / "empty", ttl=10, now=5000.0)
     assert stale.text == first.text

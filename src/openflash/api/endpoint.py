@@ -37,6 +37,7 @@ from openflash.config.resources import (
     ServerlessEndpoint,
     ServerlessResource,
 )
+from openflash.envs.uv_options import OPTION_NAMES
 from openflash.errors import ConfigError
 from openflash.runtime.preload import normalize_preload
 
@@ -113,7 +114,9 @@ class Endpoint:
         **extra: Any,
     ) -> None:
         cloud = {k: extra.pop(k) for k in list(extra) if k in _CLOUD_ONLY}
-        _reject_unknown("Endpoint", extra, (*_PARAMETERS, *_CLOUD_ONLY))
+        #: Install options (openflash extensions, as remote()'s: envs/uv_options.py).
+        self.install = {k: extra.pop(k) for k in list(extra) if k in OPTION_NAMES}
+        _reject_unknown("Endpoint", extra, (*_PARAMETERS, *OPTION_NAMES, *_CLOUD_ONLY))
         for key, value in cloud.items():
             logger.debug("Endpoint(%s=%r) only applies on Runpod's cloud; ignored", key, value)
         if id is not None:
@@ -220,6 +223,8 @@ class Endpoint:
                 False,
                 self.max_concurrency,
                 self.preload,
+                install=self.install,
+                where="Endpoint()",
             )(fn)
             self.routes.append(Route(method, path, fn, handle))
             # Marker attributes on the user's function (F promises no such attributes).
@@ -283,6 +288,8 @@ class Endpoint:
             False,
             self.max_concurrency,
             self.preload,
+            install=self.install,
+            where="Endpoint()",
         )
         return decorate(obj)
 

@@ -15,13 +15,15 @@ import hashlib
 import inspect
 import uuid
 import weakref
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
 from openflash.api import streams, values
 from openflash.api.shipping import register_by_value, shippable, source_dir
 from openflash.config.resources import CpuLiveServerless, ServerlessResource
+from openflash.deps.project_defaults import project_options
 from openflash.deps.specs import normalize_dependencies, normalize_system_dependencies
+from openflash.envs.uv_options import OPTION_NAMES, uv_options
 from openflash.errors import ConfigError, DependencyError, FlashError
 from openflash.runtime import nested_calls as nested
 from openflash.runtime.definitions import EndpointDef
@@ -40,6 +42,7 @@ _REMOTE_PARAMETERS = (
     "accelerate_downloads",
     "local",
     "preload",
+    *OPTION_NAMES,
 )
 
 
@@ -50,6 +53,14 @@ def remote(
     accelerate_downloads: bool = True,
     local: bool = False,
     preload: Iterable[str] | None = None,
+    *,
+    index_url: str | None = None,
+    extra_index_urls: Iterable[str] | None = None,
+    find_links: Iterable[str] | None = None,
+    torch_backend: str | None = None,
+    extra_build_dependencies: Mapping[str, Iterable[str]] | None = None,
+    no_build_isolation: bool | Iterable[str] | None = None,
+    prerelease: str | None = None,
     **unknown: Any,
 ) -> Callable[[Any], Any]:
     """Run the decorated function or class on a worker with exactly these dependencies.
@@ -61,9 +72,27 @@ def remote(
     ``accelerate_downloads`` is accepted for compatibility (downloads are always cached here).
     ``preload`` names modules for the endpoint's worker template to import before it forks
     workers, beyond those the function's code imports (found by reading it).
+
+    Install options (openflash extensions; defaults from ``[tool.openflash]`` in the project's
+    pyproject.toml): ``index_url``, ``extra_index_urls`` and ``find_links`` (uv's
+    ``--index-url``, ``--extra-index-url``, ``--find-links``; credentials in URLs are never
+    shown), ``torch_backend`` (uv's ``--torch-backend``), ``extra_build_dependencies`` (uv's
+    ``extra-build-dependencies``: ``{"flash-attn": ["torch"]}``), ``no_build_isolation`` (True, or
+    package names) and ``prerelease`` (uv's ``--prerelease`` strategy).
     """
     _reject_unknown("remote", unknown, _REMOTE_PARAMETERS)
-    return _decorator(resource_config, dependencies, system_dependencies, local, 1, preload)
+    install = {
+        "index_url": index_url,
+        "extra_index_urls": extra_index_urls,
+        "find_links": find_links,
+        "torch_backend": torch_backend,
+        "extra_build_dependencies": extra_build_dependencies,
+        "no_build_isolation": no_build_isolation,
+        "prerelease": prerelease,
+    }
+    return _decorator(
+        resource_config, dependencies, system_dependencies, local, 1, preload, install=install
+    )
 
 
 def _decorator(
@@ -73,6 +102,9 @@ def _decorator(
     local: bool,
     max_concurrency: int,
     preload: Iterable[str] | None = None,
+    *,
+    install: Mapping[str, Any] | None = None,
+    where: str = "remote()",
 ) -> Callable[[Any], Any]:
     if resource_config is not None and not isinstance(resource_config, ServerlessResource):
         raise ConfigError(
@@ -90,6 +122,10 @@ def _decorator(
                 hint="put @remote(...) directly above a def, an async def or a class",
             )
         deps = normalize_dependencies(dependencies, base_dir=source_dir(obj))
+        given = {k: v for k, v in (install or {}).items() if v is not None}
+        options = uv_options(**given, base_dir=source_dir(obj), where=where).over(
+            project_options(source_dir(obj))
+        )
         # Without a config (as in the user guide's `@remote(dependencies=[...])`), the function
         # gets a CPU endpoint of its own name.
         resource = resource_config or CpuLiveServerless(name=obj.__name__)
@@ -109,6 +145,7 @@ def _decorator(
             system_dependencies=system,
             max_concurrency=max_concurrency,
             source_dir=source_dir(obj),
+            options=options,
             preload=tuple(dict.fromkeys([*explicit, *imported_modules(obj)])),
         )
         handle = (

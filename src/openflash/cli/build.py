@@ -159,7 +159,9 @@ def _locked_images(project: Project, reporter: Reporter, preparer: Preparer) -> 
     defs = endpoint_defs(project)
 
     def lock_for(endpoint: EndpointDef) -> LockEntry:
-        key = DependencyKey(endpoint.dependencies, endpoint.system_dependencies, lockfile)
+        key = DependencyKey(
+            endpoint.dependencies, endpoint.system_dependencies, lockfile, options=endpoint.options
+        )
         return preparer.entry_for(endpoint.name, key)
 
     results = reporter.run([(d.name, functools.partial(lock_for, d)) for d in defs])

@@ -65,7 +65,10 @@ def run_checks(project: Project, reporter: Reporter) -> list[Issue]:
     sets = dependency_sets(project)
     results = reporter.run(
         [
-            (s.label, functools.partial(preparer.check, s.dependencies, s.system_dependencies))
+            (
+                s.label,
+                functools.partial(preparer.check, s.dependencies, s.system_dependencies, s.options),
+            )
             for s in sets
         ]
     )

@@ -22,6 +22,7 @@ from rich.console import Console
 from rich.progress import Progress, SpinnerColumn, TaskID, TextColumn, TimeElapsedColumn
 
 from openflash import _subprocess
+from openflash.envs.uv_options import NO_OPTIONS, UvOptions
 from openflash.prepare import DependencyKey
 from openflash.project import Project, discover
 from openflash.runtime.definitions import EndpointDef
@@ -77,6 +78,7 @@ class DependencySet:
     dependencies: tuple[str, ...]
     system_dependencies: tuple[str, ...]
     endpoints: list[EndpointDef] = field(default_factory=list)
+    options: UvOptions = NO_OPTIONS
 
     @property
     def names(self) -> list[str]:
@@ -93,15 +95,19 @@ def endpoint_defs(project: Project) -> list[EndpointDef]:
     handles = [r.handle for r in project.queue] + [r.route.handle for r in project.lb]
     for handle in handles:
         e = handle.endpoint
-        found.setdefault((e.name, DependencyKey(e.dependencies, e.system_dependencies)), e)
+        key = DependencyKey(e.dependencies, e.system_dependencies, options=e.options)
+        found.setdefault((e.name, key), e)
     return list(found.values())
 
 
 def dependency_sets(project: Project) -> list[DependencySet]:
     sets: dict[DependencyKey, DependencySet] = {}
     for endpoint in endpoint_defs(project):
-        key = DependencyKey(endpoint.dependencies, endpoint.system_dependencies)
-        sets.setdefault(key, DependencySet(key.python, key.system)).endpoints.append(endpoint)
+        key = DependencyKey(
+            endpoint.dependencies, endpoint.system_dependencies, options=endpoint.options
+        )
+        dep_set = sets.setdefault(key, DependencySet(key.python, key.system, options=key.options))
+        dep_set.endpoints.append(endpoint)
     return list(sets.values())
 
 

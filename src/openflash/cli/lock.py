@@ -66,6 +66,7 @@ def lock(
             dep_set.system_dependencies,
             previous=old,
             upgrade=moving,
+            options=dep_set.options,
         )
 
     reporter = Reporter(quiet=quiet, verbose=verbose)

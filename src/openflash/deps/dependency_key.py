@@ -6,6 +6,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
+from openflash.envs.uv_options import NO_OPTIONS, UvOptions
+
 __all__ = ["DependencyKey"]
 
 
@@ -17,7 +19,9 @@ class DependencyKey:
     validated at decoration (deps/specs.py); ``lockfile`` is the project's flash.lock, or None;
     ``local`` is the digest of the contents of the local wheels, sdists and project folders
     ``python`` names (envs/local_sources.py; empty when none), so that a rebuilt wheel or an
-    edited project is a new key, hence a new preparation.
+    edited project is a new key, hence a new preparation. ``options`` are the endpoint's install
+    options (index URLs, find-links, torch backend, build flags: envs/uv_options.py), merged
+    over the project's ``[tool.openflash]`` defaults: different options, different environments.
     Endpoints with equal keys share one preparation, and so one environment and layer.
     """
 
@@ -25,3 +29,4 @@ class DependencyKey:
     system: tuple[str, ...]
     lockfile: Path | None = None
     local: str = ""
+    options: UvOptions = NO_OPTIONS

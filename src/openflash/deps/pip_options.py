@@ -13,7 +13,8 @@ from __future__ import annotations
 
 import os
 import re
-from urllib.parse import urlsplit, urlunsplit
+
+from openflash.envs.uv_options import redact_url
 
 __all__ = ["RESOLUTION_VARIABLES", "option_hint", "redact_url", "resolution_environ"]
 
@@ -36,6 +37,13 @@ RESOLUTION_VARIABLES = (
     "UV_EXCLUDE_NEWER",
 )
 _OPTION = re.compile(r"^(-[A-Za-z]|--[A-Za-z-]+)(?:[ =]\s*(\S.*))?$")
+_ARGUMENT_FOR = {
+    "--index-url": "index_url={shown!r}",
+    "-i": "index_url={shown!r}",
+    "--extra-index-url": "extra_index_urls=[{shown!r}]",
+    "--find-links": "find_links=[{shown!r}]",
+    "-f": "find_links=[{shown!r}]",
+}
 _ENV_FOR = {
     "--index-url": "UV_INDEX_URL",
     "-i": "UV_INDEX_URL",
@@ -49,15 +57,6 @@ def resolution_environ(environ: dict[str, str] | None = None) -> dict[str, str]:
     """The values of ``RESOLUTION_VARIABLES`` that are set (uv reads them; they key resolutions)."""
     env = os.environ if environ is None else environ
     return {name: env[name] for name in RESOLUTION_VARIABLES if env.get(name)}
-
-
-def redact_url(url: str) -> str:
-    """``url`` with any user and password replaced by ``***`` (for messages and logs)."""
-    parts = urlsplit(url)
-    if "@" not in parts.netloc:
-        return url
-    host = parts.netloc.rsplit("@", 1)[1]
-    return urlunsplit(parts._replace(netloc=f"***@{host}"))
 
 
 def option_hint(text: str) -> str | None:
@@ -75,9 +74,11 @@ def option_hint(text: str) -> str | None:
                 "; for PyTorch builds, pinning the build is enough: 'torch==2.4.1+cpu' or "
                 "'torch==2.4.1+cu121'"
             )
+        argument = _ARGUMENT_FOR[option].format(shown=shown)
         return (
-            f"{option} is a pip option, not a dependency: set {variable}={shown} in the "
-            f"environment that runs openflash (uv reads it for every resolution){torch}"
+            f"{option} is a pip option, not a dependency: pass {argument} to remote() or "
+            f"Endpoint() (or [tool.openflash] in pyproject.toml), or set {variable}={shown} in "
+            f"the environment that runs openflash (uv reads it for every resolution){torch}"
         )
     if option in ("-r", "--requirement"):
         return (
@@ -88,11 +89,13 @@ def option_hint(text: str) -> str | None:
         return f"constraints are not dependencies: set UV_CONSTRAINT={value or 'FILE'}"
     if option == "--pre":
         return (
-            "--pre is not a dependency: set UV_PRERELEASE=allow, or pin a pre-release (pkg>=2.0b1)"
+            "--pre is not a dependency: pass prerelease='allow' to remote() or Endpoint(), set "
+            "UV_PRERELEASE=allow, or pin a pre-release (pkg>=2.0b1)"
         )
     if option == "--no-build-isolation":
         return (
-            "--no-build-isolation is not a dependency: set UV_NO_BUILD_ISOLATION=1 in the "
+            "--no-build-isolation is not a dependency: pass no_build_isolation=True (or "
+            "package names) to remote() or Endpoint(), or set UV_NO_BUILD_ISOLATION=1 in the "
             "environment that runs openflash"
         )
     return "pip options are not dependencies; list package requirements only"

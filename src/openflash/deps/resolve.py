@@ -36,6 +36,7 @@ from openflash.envs.environment import platform_tag, python_tag
 from openflash.envs.local_sources import local_sources_digest
 from openflash.envs.store import Store, content_key, write_atomic
 from openflash.envs.uv import tighten_lock_files, uv_argv, uv_environ
+from openflash.envs.uv_options import NO_OPTIONS, UvOptions
 from openflash.errors import DependencyConflictError, DependencyError
 
 __all__ = ["Lock", "failure_to_error", "parse_lock", "resolve", "resolve_pinned", "without_wheels"]
@@ -97,9 +98,18 @@ def failure_to_error(stderr: str, specs: tuple[str, ...]) -> DependencyError:
     missing = _NOT_FOUND.search(stderr)
     if missing:
         name = missing[1]
+        # uv says why an index could not be asked (401: credentials), the URL without them.
+        said = [
+            line.split("hint:", 1)[1].strip()
+            for line in stderr.splitlines()
+            if line.strip().startswith("hint:")
+        ]
         return DependencyError(
-            f"package {name!r} was not found on the package index (dependencies: {listed})",
-            hint=f"check the spelling of {name!r} (https://pypi.org/project/{name}/), or remove it",
+            f"package {name!r} was not found on the package index (dependencies: {listed})"
+            + "".join(f"\n{line}" for line in said),
+            hint="check the index URL and its credentials (index_url, extra_index_urls)"
+            if said
+            else f"check the spelling of {name!r} (https://pypi.org/project/{name}/), or remove it",
         )
     if "No solution found" in stderr:
         explanation = "\n".join(
@@ -126,26 +136,37 @@ def failure_to_error(stderr: str, specs: tuple[str, ...]) -> DependencyError:
 
 
 def resolve(
-    specs: tuple[str, ...], *, store: Store, uv_cache: Path, ttl: float, now: float | None = None
+    specs: tuple[str, ...],
+    *,
+    store: Store,
+    uv_cache: Path,
+    ttl: float,
+    now: float | None = None,
+    options: UvOptions = NO_OPTIONS,
 ) -> Lock:
-    """The lock for the normalised ``specs``: from the cache if younger than ``ttl``, else uv's."""
+    """The lock for the normalised ``specs``: from the cache if younger than ``ttl``, else uv's.
+
+    ``options`` (an endpoint's index, find-links, build and pre-release options) go to uv and
+    into the cache's key (as a hash: no credential is written)."""
     now = time.time() if now is None else now
     if not specs:
         return Lock(specs, "", now)
     files = local_sources_digest(specs)  # a rebuilt local wheel may declare other deps
     # uv's index and build variables change the answer (hashed into the key, never stored).
     uv_env = sorted(resolution_environ().items())
-    key = content_key("resolve", specs, files, uv_env, python_tag(), platform_tag())
+    key = content_key(
+        "resolve", specs, files, uv_env, options.digest(), python_tag(), platform_tag()
+    )
     cache_file = store.resolutions / f"{key}.json"
     cached = _read_cache(cache_file, specs)
     if cached is not None and now - cached.resolved_at < ttl:
         return cached
     try:
-        lock = Lock(specs, _compile(specs, uv_cache, _FRESH), now)
+        lock = Lock(specs, _compile(specs, uv_cache, options, _FRESH), now)
     except DependencyError as e:
         if type(e) is not DependencyError or not _NETWORK.search(e.message):
             raise
-        return _offline_fallback(specs, cached, uv_cache, e)
+        return _offline_fallback(specs, cached, uv_cache, e, options)
     finally:
         tighten_lock_files(uv_cache, store.root)
     payload = {"specs": list(specs), "lock": lock.text, "resolved_at": lock.resolved_at}
@@ -154,7 +175,11 @@ def resolve(
 
 
 def _offline_fallback(
-    specs: tuple[str, ...], cached: Lock | None, uv_cache: Path, error: DependencyError
+    specs: tuple[str, ...],
+    cached: Lock | None,
+    uv_cache: Path,
+    error: DependencyError,
+    options: UvOptions,
 ) -> Lock:
     """The index is unreachable: an expired resolution of ``specs``, else uv's cache alone
     (``--offline``), each announced by a warning; ``error`` if neither gives a lock."""
@@ -167,7 +192,7 @@ def _offline_fallback(
         )
         return cached
     try:
-        text = _compile(specs, uv_cache, "--offline")
+        text = _compile(specs, uv_cache, options, "--offline")
     except DependencyError:
         raise error from None
     logger.warning(
@@ -184,6 +209,7 @@ def resolve_pinned(
     uv_cache: Path,
     previous: list[LockedPackage] | None = None,
     upgrade: bool | Sequence[str] = False,
+    options: UvOptions = NO_OPTIONS,
 ) -> list[LockedPackage]:
     """Resolve for ``flash lock``: with hashes, keeping ``previous`` versions where they fit.
 
@@ -204,34 +230,45 @@ def resolve_pinned(
             else [a for n in upgrade for a in ("--upgrade-package", n)]
         )
         _uv_compile(
-            specs, uv_cache, _FRESH, "-o", str(output), "--generate-hashes", "--quiet", *extra
+            specs,
+            uv_cache,
+            options,
+            _FRESH,
+            "-o",
+            str(output),
+            "--generate-hashes",
+            "--quiet",
+            *extra,
         )
         return parse_hashed(output.read_text())
 
 
-def without_wheels(lock_text: str, *, uv_cache: Path) -> list[str]:
+def without_wheels(lock_text: str, *, uv_cache: Path, options: UvOptions = NO_OPTIONS) -> list[str]:
     """The locked packages (canonical names) that have no wheel for this interpreter and
     platform: uv would build them from source. ``lock_text`` is a lock's pinned lines; lines
     with a URL (``name @ url``) are not asked about. uv is asked once per such package."""
     pins = [line for line in lock_text.splitlines() if line.strip() and " @ " not in line]
     missing: list[str] = []
     while pins:
-        argv = uv_argv(
-            "pip",
-            "compile",
-            "-",
-            "--no-deps",
-            "--only-binary",
-            ":all:",
-            "--python",
-            sys.executable,
-            "--no-header",
-            "--quiet",
-            cache_dir=uv_cache,
-        )
-        done = _subprocess.run(
-            argv, input="\n".join(pins) + "\n", env=uv_environ(), timeout=300, check=False
-        )
+        with options.arguments() as args:
+            argv = uv_argv(
+                "pip",
+                "compile",
+                "-",
+                "--no-deps",
+                "--only-binary",
+                ":all:",
+                "--python",
+                sys.executable,
+                "--no-header",
+                "--quiet",
+                *args,
+                cache_dir=uv_cache,
+            )
+            env = {**uv_environ(), **options.environ()}
+            done = _subprocess.run(
+                argv, input="\n".join(pins) + "\n", env=env, timeout=300, check=False
+            )
         match = _NO_WHEELS.search(done.stderr)
         if done.ok or not match:
             break
@@ -241,31 +278,36 @@ def without_wheels(lock_text: str, *, uv_cache: Path) -> list[str]:
     return missing
 
 
-def _compile(specs: tuple[str, ...], uv_cache: Path, *args: str) -> str:
-    return parse_lock(_uv_compile(specs, uv_cache, *args).stdout)
+def _compile(specs: tuple[str, ...], uv_cache: Path, options: UvOptions, *args: str) -> str:
+    return parse_lock(_uv_compile(specs, uv_cache, options, *args).stdout)
 
 
-def _uv_compile(specs: tuple[str, ...], uv_cache: Path, *args: str) -> _subprocess.Completed:
-    """``uv pip compile`` of ``specs`` for this interpreter; uv's failure as our error."""
-    argv = uv_argv(
-        "pip",
-        "compile",
-        "-",
-        "--python",
-        sys.executable,
-        "--no-header",
-        "--no-annotate",
-        *args,
-        cache_dir=uv_cache,
-    )
-    done = _subprocess.run(
-        argv,
-        input="".join(f"{s}\n" for s in specs),
-        env=uv_environ(),
-        timeout=RESOLVE_TIMEOUT_S,
-        check=False,
-        error=DependencyError,
-    )
+def _uv_compile(
+    specs: tuple[str, ...], uv_cache: Path, options: UvOptions, *args: str
+) -> _subprocess.Completed:
+    """``uv pip compile`` of ``specs`` for this interpreter, with ``options`` (index URLs
+    through uv's variables, never the argv); uv's failure as our error (stderr redacted)."""
+    with options.arguments() as flags:
+        argv = uv_argv(
+            "pip",
+            "compile",
+            "-",
+            "--python",
+            sys.executable,
+            "--no-header",
+            "--no-annotate",
+            *flags,
+            *args,
+            cache_dir=uv_cache,
+        )
+        done = _subprocess.run(
+            argv,
+            input="".join(f"{s}\n" for s in specs),
+            env={**uv_environ(), **options.environ()},
+            timeout=RESOLVE_TIMEOUT_S,
+            check=False,
+            error=DependencyError,
+        )
     if not done.ok:
         raise failure_to_error(done.stderr, specs)
     return done

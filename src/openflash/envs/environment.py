@@ -20,6 +20,7 @@ from openflash.envs.bytecode import link_bytecode
 from openflash.envs.local_sources import local_paths, local_sources_digest
 from openflash.envs.store import Store, content_key
 from openflash.envs.uv import run_pinned, tighten_lock_files, uv_argv, uv_environ
+from openflash.envs.uv_options import NO_OPTIONS, UvOptions
 from openflash.errors import EnvironmentBuildError
 
 __all__ = [
@@ -57,8 +58,9 @@ def platform_tag() -> str:
     return str(next(iter(sys_tags())))
 
 
-def environment_key(lock_text: str) -> str:
-    """The identity of an environment: the lock, the Python, the platform, the env format.
+def environment_key(lock_text: str, options: UvOptions = NO_OPTIONS) -> str:
+    """The identity of an environment: the lock, the install options (index, build flags: the
+    same pin from another index may be another file), the Python, the platform, the format.
 
     A local wheel, sdist or project folder is named by its path in the lock; the digest of its
     contents (envs.local_sources) is part of the key too, so a rebuilt wheel or an edited project
@@ -66,7 +68,10 @@ def environment_key(lock_text: str) -> str:
     """
     pins = "".join(f"{line}\n" for line in sorted(_without_hashes(lock_text)))
     files = local_sources_digest(pins.splitlines())
-    return content_key("env", pins, files, python_tag(), platform_tag(), ENV_FORMAT)
+    parts: tuple[object, ...] = (pins, files, python_tag(), platform_tag(), ENV_FORMAT)
+    if options:  # keys of environments built without options stay as they were
+        parts = (*parts, options.digest())
+    return content_key("env", *parts)
 
 
 def _without_hashes(lock_text: str) -> list[str]:
@@ -77,14 +82,17 @@ def _without_hashes(lock_text: str) -> list[str]:
     ]
 
 
-def build_environment(store: Store, lock_text: str, *, uv_cache: Path) -> Environment:
-    """The environment for ``lock_text`` (pinned requirement lines), built once per key."""
-    key = environment_key(lock_text)
+def build_environment(
+    store: Store, lock_text: str, *, uv_cache: Path, options: UvOptions = NO_OPTIONS
+) -> Environment:
+    """The environment for ``lock_text`` (pinned requirement lines), built once per key, with
+    ``options`` (where packages come from, how they build)."""
+    key = environment_key(lock_text, options)
 
     def build(tmp: Path) -> dict[str, object]:
         _subprocess.report(f"building environment {key} ({len(_lines(lock_text))} packages)")
         try:
-            _build_venv(tmp, lock_text, uv_cache)
+            _build_venv(tmp, lock_text, uv_cache, options)
         finally:
             tighten_lock_files(uv_cache, store.root)
         bytecode = {}
@@ -117,7 +125,7 @@ def _lines(lock_text: str) -> list[str]:
     return [line for line in lock_text.splitlines() if line.strip()]
 
 
-def _build_venv(target: Path, lock_text: str, uv_cache: Path) -> None:
+def _build_venv(target: Path, lock_text: str, uv_cache: Path, options: UvOptions) -> None:
     env = uv_environ()
     base_python = getattr(sys, "_base_executable", None) or sys.executable
     _subprocess.run(
@@ -141,18 +149,21 @@ def _build_venv(target: Path, lock_text: str, uv_cache: Path) -> None:
 
     # uv keeps a local project's build by its pyproject.toml's age: rebuild what is local.
     local = [a for name, _ in local_paths(_lines(lock_text)) for a in ("--refresh-package", name)]
-    done = run_pinned(
-        "pip",
-        "sync",
-        str(lock_file),
-        *local,
-        "--python",
-        str(target / "bin" / "python"),
-        "--link-mode",
-        "hardlink",
-        cache_dir=uv_cache,
-        timeout=BUILD_TIMEOUT_S,
-    )
+    with options.arguments() as flags:
+        done = run_pinned(
+            "pip",
+            "sync",
+            str(lock_file),
+            *local,
+            *flags,
+            "--python",
+            str(target / "bin" / "python"),
+            "--link-mode",
+            "hardlink",
+            cache_dir=uv_cache,
+            timeout=BUILD_TIMEOUT_S,
+            environ=options.environ(),
+        )
     if not done.ok:
         raise EnvironmentBuildError(
             f"installing the environment's packages failed:\n{summarize_uv_failure(done.stderr)}",

@@ -39,18 +39,21 @@ def uv_environ() -> dict[str, str]:
     return env
 
 
-def run_pinned(*args: str, cache_dir: Path, timeout: float) -> _subprocess.Completed:
+def run_pinned(
+    *args: str, cache_dir: Path, timeout: float, environ: dict[str, str] | None = None
+) -> _subprocess.Completed:
     """``uv <args>`` for pinned requirements: from the cache alone first, from the index on a miss.
 
     Every package is pinned, so what uv's cache holds for a pin is what the index would serve;
-    asking the index first costs a revalidation of every page. Returns the last attempt (not
-    checked: the caller words the failure).
+    asking the index first costs a revalidation of every page. ``environ`` adds to uv's
+    variables (an endpoint's index URLs). Returns the last attempt (not checked: the caller
+    words the failure).
     """
 
     def attempt(*extra: str) -> _subprocess.Completed:
         return _subprocess.run(
             uv_argv(*args, *extra, cache_dir=cache_dir),
-            env=uv_environ(),
+            env={**uv_environ(), **(environ or {})},
             timeout=timeout,
             check=False,
             error=EnvironmentBuildError,

@@ -33,9 +33,11 @@ from openflash.deps.system import (
     resolve_system,
     system_layer,
 )
+from openflash.deps.torch_variants import route_torch
 from openflash.envs.bundle import worker_runtime
 from openflash.envs.environment import Environment, build_environment, environment_key
 from openflash.envs.store import Store
+from openflash.envs.uv_options import NO_OPTIONS, UvOptions
 from openflash.prepare.lock_cache import LockFileCache
 from openflash.prepare.outcomes import (
     BuildStatus,
@@ -109,10 +111,19 @@ class Preparer:
         """The worker runtime's folder in the store (envs/bundle.py), built once."""
         return worker_runtime(self.store)
 
-    def resolve(self, python: tuple[str, ...]) -> Lock:
-        """The lock of ``python`` specs (cached for FLASH_RESOLVE_TTL), nothing built."""
+    def resolve(self, python: tuple[str, ...], options: UvOptions = NO_OPTIONS) -> Lock:
+        """The lock of ``python`` specs with ``options`` (cached for FLASH_RESOLVE_TTL), nothing
+        built. A ``+cpu``/``+cuXYZ`` pin of the torch family routes it to the PyTorch index."""
         s = self.settings
-        return resolve(python, store=self.store, uv_cache=s.uv_cache_dir, ttl=s.resolve_ttl)
+        options = self.routed(python, options)
+        return resolve(
+            python, store=self.store, uv_cache=s.uv_cache_dir, ttl=s.resolve_ttl, options=options
+        )
+
+    def routed(self, python: tuple[str, ...], options: UvOptions) -> UvOptions:
+        """``options`` with the torch family sent to the PyTorch build its pins or
+        ``torch_backend`` name (deps/torch_variants.py; FLASH_TORCH_INDEX_URL)."""
+        return route_torch(python, options, self.settings.torch_index_url)
 
     def build(self, dependencies: DependencyKey, *, local: bool = True) -> Prepared:
         """Resolve ``dependencies`` (or take them from flash.lock) and, if ``local``, build.
@@ -156,11 +167,14 @@ class Preparer:
         else:
             if python:
                 _subprocess.report(f"resolving with uv: {' '.join(python)}")
-            lock = self.resolve(python)
+            lock = self.resolve(python, key.options)
+        options = self.routed(python, key.options)
         if not local:
-            return Prepared(lock, environment_key(lock.text), system_lock=system_lock)
+            return Prepared(lock, environment_key(lock.text, options), system_lock=system_lock)
         status.state = "building"
-        environment = build_environment(self.store, lock.text, uv_cache=self.settings.uv_cache_dir)
+        environment = build_environment(
+            self.store, lock.text, uv_cache=self.settings.uv_cache_dir, options=options
+        )
         # In use while this process runs: `flash env prune` leaves them alone.
         with self._lock:
             self._holds.append(self.store.hold("envs", environment.key))
@@ -223,14 +237,17 @@ class Preparer:
 
     # The commands: check, lock, build.
 
-    def check(self, python: tuple[str, ...], system: tuple[str, ...]) -> SetCheck:
+    def check(
+        self, python: tuple[str, ...], system: tuple[str, ...], options: UvOptions = NO_OPTIONS
+    ) -> SetCheck:
         """Resolve a set without building it, for ``flash check``: its system packages (an
         unknown one raises SystemDependencyError), its Python lock (a conflict raises
         DependencyError) and the locked packages without a wheel here."""
         if system:
             resolve_system(system, store=self.store, apt=self.apt, ttl=self.settings.resolve_ttl)
-        lock = self.resolve(python)
-        missing = without_wheels(lock.text, uv_cache=self.settings.uv_cache_dir)
+        lock = self.resolve(python, options)
+        routed = self.routed(python, options)
+        missing = without_wheels(lock.text, uv_cache=self.settings.uv_cache_dir, options=routed)
         return SetCheck(lock, tuple(missing))
 
     def lock_entry(
@@ -241,6 +258,7 @@ class Preparer:
         *,
         previous: LockEntry | None = None,
         upgrade: bool | Sequence[str] = False,
+        options: UvOptions = NO_OPTIONS,
     ) -> LockEntry:
         """A flash.lock entry for the sets: pinned with hashes, and their system closure.
 
@@ -252,6 +270,7 @@ class Preparer:
             uv_cache=self.settings.uv_cache_dir,
             previous=previous.packages if previous else None,
             upgrade=upgrade,
+            options=self.routed(python, options),
         )
         ttl = 0 if upgrade else self.settings.resolve_ttl
         closure = resolve_system(system, store=self.store, apt=self.apt, ttl=ttl)
@@ -263,4 +282,6 @@ class Preparer:
         found = self.locked_entry(dependencies)
         if found is not None:
             return found
-        return self.lock_entry([endpoint], dependencies.python, dependencies.system)
+        return self.lock_entry(
+            [endpoint], dependencies.python, dependencies.system, options=dependencies.options
+        )

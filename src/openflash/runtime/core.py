@@ -349,5 +349,9 @@ async def _stats(pool: Pool) -> dict[str, object]:
 def _deps_key(endpoint: EndpointDef) -> DependencyKey:
     local = local_sources_digest(endpoint.dependencies)
     return DependencyKey(
-        endpoint.dependencies, endpoint.system_dependencies, endpoint.lockfile, local
+        endpoint.dependencies,
+        endpoint.system_dependencies,
+        endpoint.lockfile,
+        local,
+        endpoint.options,
     )

@@ -9,6 +9,7 @@ from pathlib import Path
 
 from openflash.config.resources import ServerlessResource
 from openflash.deps.lockfile import find_lockfile
+from openflash.envs.uv_options import NO_OPTIONS, UvOptions
 from openflash.runtime.nested_calls import project_root
 from openflash.workers.pool import PoolConfig
 
@@ -29,6 +30,9 @@ class EndpointDef:
     source_dir: Path | None = None
     #: What a worker template imports before forking workers (workers/forkserver.py).
     preload: tuple[str, ...] = ()
+    #: Install options (index URLs, find-links, torch backend, build flags), the project's
+    #: ``[tool.openflash]`` defaults merged in at decoration.
+    options: UvOptions = NO_OPTIONS
 
     @property
     def lockfile(self) -> Path | None:

@@ -60,7 +60,8 @@ def prepare_image_endpoint(endpoint: EndpointDef, preparer: Preparer) -> Prepare
             "environment built from dependencies=[...]",
         ) from None
     prepared = preparer.build(
-        DependencyKey(endpoint.dependencies, (), endpoint.lockfile), local=False
+        DependencyKey(endpoint.dependencies, (), endpoint.lockfile, options=endpoint.options),
+        local=False,
     )
     try:
         chosen = prepare_image(
