@@ -30,6 +30,7 @@ from openflash.runtime.preload import imported_modules, normalize_preload
 from openflash.runtime.process import get_runtime
 from openflash.workers import client, protocol
 from openflash.workers.calls import Call
+from openflash.workers.fanning import FanOut, Method, window_for
 
 __all__ = ["RemoteClass", "RemoteFunction", "RemoteInstance", "remote"]
 
@@ -165,6 +166,9 @@ class _Remote:
     def _label(self) -> str:
         return f"{self.__name__}()"
 
+    def _fan_window(self) -> int:
+        return window_for(self.endpoint.resource.workersMax, self.endpoint.max_concurrency)
+
     def __reduce__(self) -> Any:
         # Inside a worker, a handle is the light client's: calling it goes through the parent.
         if not self._file:
@@ -180,8 +184,9 @@ class _Remote:
         return f"<remote {self.__qualname__} on endpoint {self.endpoint.name!r}>"
 
 
-class RemoteFunction(_Remote):
-    """A decorated function; calling it returns an awaitable of its result."""
+class RemoteFunction(_Remote, FanOut):
+    """A decorated function; calling it returns an awaitable of its result. ``map``,
+    ``starmap``, ``spawn`` and ``spawn_map`` fan it out (workers/fanning.py)."""
 
     #: Set (True) on the handle of a load-balanced endpoint's route.
     __is_lb_route_handler__: bool
@@ -234,7 +239,7 @@ class RemoteInstance:
         self._id = uuid.uuid4().hex
         weakref.finalize(self, _release, cls.endpoint, self._id)
 
-    def __getattr__(self, name: str) -> Callable[..., Any]:
+    def __getattr__(self, name: str) -> Method:
         if name.startswith("_"):  # private and special names are not remote methods
             raise AttributeError(name)
         attr = getattr(self._cls.__wrapped__, name, None)
@@ -265,8 +270,8 @@ class RemoteInstance:
             gen = streams.streams(attr)
             return _start(cls.endpoint, lambda: make_call(False), make_call, cls._lacks, gen)
 
-        method.__name__ = name
-        return method
+        window = self._cls._fan_window()
+        return Method(method, name, f"{self._cls.__name__}.{name}()", window)
 
     def __reduce__(self) -> Any:
         # Inside a worker, the same instance: its method calls go through the parent to the

@@ -34,6 +34,7 @@ import cloudpickle
 from openflash.errors import FlashError, RemoteError
 from openflash.workers import protocol
 from openflash.workers.channel import current_call, get_channel
+from openflash.workers.fanning import LIGHT_WINDOW, FanOut, Method
 
 #: The public names of openflash listed here are resolved to this module inside a worker (the
 #: runtime's ``openflash`` package, envs/bundle.py); the enums and errors come from their modules.
@@ -135,8 +136,9 @@ class _Handle:
         return f"<remote {self._qualname} (called through the parent)>"
 
 
-class RemoteFunction(_Handle):
-    """Calling it returns an awaitable of the result, computed on the target's workers."""
+class RemoteFunction(_Handle, FanOut):
+    """Calling it returns an awaitable of the result, computed on the target's workers; it fans
+    out (``map``, ``spawn``, workers/fanning.py)."""
 
     def __call__(self, *args: Any, **kwargs: Any) -> Any:
         args_blob = _dump(args, kwargs)
@@ -167,7 +169,7 @@ class RemoteInstance:
         cls = self._cls
         return (instance_reference, (cls._file, cls._qualname, self._init_args, self._id))
 
-    def __getattr__(self, name: str) -> Callable[..., Any]:
+    def __getattr__(self, name: str) -> Method:
         if name.startswith("_"):
             raise AttributeError(name)
         cls = self._cls
@@ -185,8 +187,7 @@ class RemoteInstance:
             )
             return _call(request, f"{cls._qualname}.{name}()")
 
-        method.__name__ = name
-        return method
+        return Method(method, name, f"{cls._qualname}.{name}()", LIGHT_WINDOW)
 
 
 def reference(file: str, qualname: str, label: str, kind: str = "RemoteFunction") -> _Handle:
