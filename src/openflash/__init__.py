@@ -14,6 +14,7 @@ from openflash._version import __version__
 from openflash.api.endpoint import Endpoint
 from openflash.api.remote import remote
 from openflash.api.requirements import requirements
+from openflash.api.retries import Retries
 from openflash.config.hardware import (
     CPU_DATACENTERS,
     CpuInstanceType,
@@ -83,6 +84,7 @@ __all__ = [
     "NetworkVolume",
     "PodTemplate",
     "RemoteError",
+    "Retries",
     "ServerlessEndpoint",
     "ServerlessScalerType",
     "ServerlessType",

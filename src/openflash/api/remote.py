@@ -19,6 +19,7 @@ from collections.abc import Callable, Iterable
 from typing import Any
 
 from openflash.api import streams, values
+from openflash.api.retries import Retries, retried, retry_policy
 from openflash.api.shipping import register_by_value, shippable, source_dir
 from openflash.config.resources import CpuLiveServerless, ServerlessResource
 from openflash.deps.specs import normalize_dependencies, normalize_system_dependencies
@@ -41,6 +42,7 @@ _REMOTE_PARAMETERS = (
     "accelerate_downloads",
     "local",
     "preload",
+    "retries",
 )
 
 
@@ -51,6 +53,7 @@ def remote(
     accelerate_downloads: bool = True,
     local: bool = False,
     preload: Iterable[str] | None = None,
+    retries: int | Retries | None = None,
     **unknown: Any,
 ) -> Callable[[Any], Any]:
     """Run the decorated function or class on a worker with exactly these dependencies.
@@ -61,10 +64,13 @@ def remote(
     are Debian package names. ``local=True`` leaves the object as it is: it runs in-process.
     ``accelerate_downloads`` is accepted for compatibility (downloads are always cached here).
     ``preload`` names modules for the endpoint's worker template to import before it forks
-    workers, beyond those the function's code imports (found by reading it).
+    workers, beyond those the function's code imports (found by reading it). ``retries`` (an int
+    or ``Retries``) sends a failed call again (api/retries.py).
     """
     _reject_unknown("remote", unknown, _REMOTE_PARAMETERS)
-    return _decorator(resource_config, dependencies, system_dependencies, local, 1, preload)
+    return _decorator(
+        resource_config, dependencies, system_dependencies, local, 1, preload, retries
+    )
 
 
 def _decorator(
@@ -74,6 +80,7 @@ def _decorator(
     local: bool,
     max_concurrency: int,
     preload: Iterable[str] | None = None,
+    retries: int | Retries | None = None,
 ) -> Callable[[Any], Any]:
     if resource_config is not None and not isinstance(resource_config, ServerlessResource):
         raise ConfigError(
@@ -83,6 +90,7 @@ def _decorator(
         )
     system = normalize_system_dependencies(system_dependencies)
     explicit = normalize_preload(preload)
+    policy = retry_policy(retries)
 
     def decorate(obj: Any) -> Any:
         if not (inspect.isclass(obj) or callable(obj)):
@@ -116,6 +124,7 @@ def _decorator(
             RemoteClass(obj, endpoint) if inspect.isclass(obj) else RemoteFunction(obj, endpoint)
         )
         handle.__remote_config__ = config
+        handle._retries = policy
         return handle
 
     return decorate
@@ -128,6 +137,7 @@ class _Remote:
     __name__: str
     __qualname__: str
     __remote_config__: dict[str, Any]
+    _retries: Retries | None = None
 
     def __init__(self, obj: Any, endpoint: EndpointDef) -> None:
         functools.update_wrapper(self, obj, updated=())  # type: ignore[arg-type]
@@ -204,7 +214,7 @@ class RemoteFunction(_Remote, FanOut):
                 source=self._source,
             )
 
-        return _start(self.endpoint, make_call, make_call, self._lacks, self._streams)
+        return _start(self.endpoint, make_call, make_call, self._lacks, self._streams, self)
 
 
 class RemoteClass(_Remote, type):
@@ -268,7 +278,7 @@ class RemoteInstance:
                 )
 
             gen = streams.streams(attr)
-            return _start(cls.endpoint, lambda: make_call(False), make_call, cls._lacks, gen)
+            return _start(cls.endpoint, lambda: make_call(False), make_call, cls._lacks, gen, cls)
 
         window = self._cls._fan_window()
         return Method(method, name, f"{self._cls.__name__}.{name}()", window)
@@ -284,12 +294,17 @@ class RemoteInstance:
         return f"<remote {self._cls.__name__} instance on endpoint {self._cls.endpoint.name!r}>"
 
 
-def _start(endpoint: EndpointDef, first: Any, again: Any, lacks: set[str], stream: bool) -> Any:
+def _start(
+    endpoint: EndpointDef, first: Any, again: Any, lacks: set[str], stream: bool, owner: _Remote
+) -> Any:
     """The call ``first()`` makes (``again()`` when sent again): a coroutine, or a Stream."""
     run = functools.partial(_run, endpoint, lacks=lacks)
     if stream:
         return streams.Stream(endpoint.name, first, again, run)
-    return run(*streams.watched(endpoint.name, first, again))
+    call, again = streams.watched(endpoint.name, first, again)
+    if owner._retries is None:
+        return run(call, again)
+    return retried(owner._retries, run, call, again)
 
 
 async def _run(

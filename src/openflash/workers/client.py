@@ -54,6 +54,7 @@ __all__ = [
     "RemoteClass",
     "RemoteFunction",
     "RemoteInstance",
+    "Retries",
     "ServerlessEndpoint",
     "configure",
     "instance_reference",
@@ -115,6 +116,13 @@ class NetworkVolume(_Config):
 
 class PodTemplate(_Config):
     pass
+
+
+class Retries(_Config):
+    """Retries inside a worker: the parent's copy of the endpoint applies them."""
+
+    def __init__(self, max_retries: int = 0, **fields: Any) -> None:
+        super().__init__(max_retries=max_retries, **fields)
 
 
 def configure(*, backend: str | None = None, address: str | None = None) -> None:
