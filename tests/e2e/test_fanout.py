@@ -222,10 +222,12 @@ def test_breaking_out_of_map_stops_the_calls_in_flight(tmp_path: Path) -> None:
         async with contextlib.aclosing(
             maybe_ticking.map([str(ticks), ""], order_outputs=False)
         ) as results:
-            async for result in results:
+            first = None
+            async for item in results:
+                first = item
                 await _grows(ticks)
                 break
-        return result
+        return first
 
     assert run(main()) == "quick"
     time.sleep(0.3)

@@ -13,7 +13,7 @@ import pytest
 
 from helpers import FlashServer
 
-WORKER = '''
+WORKER = """
 import asyncio
 import time
 
@@ -39,7 +39,7 @@ def busy(path: str) -> str:
 @Endpoint(name="calls-sync", workers=1)
 def echo(value: str) -> str:
     return value
-'''
+"""
 
 
 @pytest.fixture(scope="module")
