@@ -15,6 +15,7 @@ from openflash.api.endpoint import Endpoint
 from openflash.api.progress import on_progress
 from openflash.api.remote import remote
 from openflash.api.requirements import requirements
+from openflash.api.retries import Retries
 from openflash.config.hardware import (
     CPU_DATACENTERS,
     CpuInstanceType,
@@ -84,6 +85,7 @@ __all__ = [
     "NetworkVolume",
     "PodTemplate",
     "RemoteError",
+    "Retries",
     "ServerlessEndpoint",
     "ServerlessScalerType",
     "ServerlessType",

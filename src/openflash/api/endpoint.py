@@ -24,6 +24,7 @@ from dataclasses import dataclass
 from typing import Any, TypeVar
 
 from openflash.api.remote import RemoteFunction, _decorator, _reject_unknown
+from openflash.api.retries import Retries, retry_policy
 from openflash.config.hardware import CpuInstanceType, GpuGroup, GpuType
 from openflash.config.resources import (
     CpuLiveLoadBalancer,
@@ -76,6 +77,7 @@ _PARAMETERS = (
     "image",
     "preload",
     "volume",
+    "retries",
 )
 #: Runpod Flash arguments that only mean something on Runpod's cloud: accepted, ignored.
 _CLOUD_ONLY = (
@@ -111,6 +113,7 @@ class Endpoint:
         id: str | None = None,
         preload: Iterable[str] | None = None,
         volume: NetworkVolume | str | None = None,
+        retries: int | Retries | None = None,
         **extra: Any,
     ) -> None:
         cloud = {k: extra.pop(k) for k in list(extra) if k in _CLOUD_ONLY}
@@ -150,6 +153,7 @@ class Endpoint:
         self.max_concurrency = max_concurrency
         self.image = image
         self.preload = normalize_preload(preload)
+        self.retries = retry_policy(retries)  # api/retries.py
         #: The volume its workers see at /runpod-volume (a name is a NetworkVolume's).
         self.volume = NetworkVolume(name=volume) if isinstance(volume, str) else volume
         self.routes: list[Route] = []
@@ -223,6 +227,7 @@ class Endpoint:
                 False,
                 self.max_concurrency,
                 self.preload,
+                self.retries,
                 install=self.install,
                 where="Endpoint()",
             )(fn)
@@ -288,6 +293,7 @@ class Endpoint:
             False,
             self.max_concurrency,
             self.preload,
+            self.retries,
             install=self.install,
             where="Endpoint()",
         )

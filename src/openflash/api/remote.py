@@ -7,7 +7,6 @@ method calls run on one worker that holds the instance.
 
 from __future__ import annotations
 
-import copy
 import copyreg
 import difflib
 import functools
@@ -18,20 +17,20 @@ import weakref
 from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
-from openflash.api import streams, values
+from openflash.api import dispatch, streams, values
+from openflash.api.retries import Retries, retried, retry_policy
 from openflash.api.shipping import register_by_value, shippable, source_dir
 from openflash.config.resources import CpuLiveServerless, ServerlessResource
 from openflash.deps.project_defaults import project_options
 from openflash.deps.specs import normalize_dependencies, normalize_system_dependencies
 from openflash.envs.uv_options import OPTION_NAMES, uv_options
-from openflash.errors import ConfigError, DependencyError, FlashError
+from openflash.errors import ConfigError, FlashError
 from openflash.runtime import nested_calls as nested
 from openflash.runtime.definitions import EndpointDef
-from openflash.runtime.failures import remote_error
 from openflash.runtime.preload import imported_modules, normalize_preload
-from openflash.runtime.process import get_runtime
 from openflash.workers import client, protocol
 from openflash.workers.calls import Call
+from openflash.workers.fanning import FanOut, Method, window_for
 
 __all__ = ["RemoteClass", "RemoteFunction", "RemoteInstance", "remote"]
 
@@ -43,6 +42,7 @@ _REMOTE_PARAMETERS = (
     "local",
     "preload",
     *OPTION_NAMES,
+    "retries",
 )
 
 
@@ -53,6 +53,7 @@ def remote(
     accelerate_downloads: bool = True,
     local: bool = False,
     preload: Iterable[str] | None = None,
+    retries: int | Retries | None = None,
     *,
     index_url: str | None = None,
     extra_index_urls: Iterable[str] | None = None,
@@ -79,6 +80,7 @@ def remote(
     shown), ``torch_backend`` (uv's ``--torch-backend``), ``extra_build_dependencies`` (uv's
     ``extra-build-dependencies``: ``{"flash-attn": ["torch"]}``), ``no_build_isolation`` (True, or
     package names) and ``prerelease`` (uv's ``--prerelease`` strategy).
+    ``retries`` (an int or ``Retries``) sends a failed call again (api/retries.py).
     """
     _reject_unknown("remote", unknown, _REMOTE_PARAMETERS)
     install = {
@@ -91,7 +93,14 @@ def remote(
         "prerelease": prerelease,
     }
     return _decorator(
-        resource_config, dependencies, system_dependencies, local, 1, preload, install=install
+        resource_config,
+        dependencies,
+        system_dependencies,
+        local,
+        1,
+        preload,
+        retries,
+        install=install,
     )
 
 
@@ -102,6 +111,7 @@ def _decorator(
     local: bool,
     max_concurrency: int,
     preload: Iterable[str] | None = None,
+    retries: int | Retries | None = None,
     *,
     install: Mapping[str, Any] | None = None,
     where: str = "remote()",
@@ -114,6 +124,7 @@ def _decorator(
         )
     system = normalize_system_dependencies(system_dependencies)
     explicit = normalize_preload(preload)
+    policy = retry_policy(retries)
 
     def decorate(obj: Any) -> Any:
         if not (inspect.isclass(obj) or callable(obj)):
@@ -152,6 +163,7 @@ def _decorator(
             RemoteClass(obj, endpoint) if inspect.isclass(obj) else RemoteFunction(obj, endpoint)
         )
         handle.__remote_config__ = config
+        handle._retries = policy
         return handle
 
     return decorate
@@ -164,6 +176,7 @@ class _Remote:
     __name__: str
     __qualname__: str
     __remote_config__: dict[str, Any]
+    _retries: Retries | None = None
 
     def __init__(self, obj: Any, endpoint: EndpointDef) -> None:
         functools.update_wrapper(self, obj, updated=())  # type: ignore[arg-type]
@@ -202,6 +215,9 @@ class _Remote:
     def _label(self) -> str:
         return f"{self.__name__}()"
 
+    def _fan_window(self) -> int:
+        return window_for(self.endpoint.resource.workersMax, self.endpoint.max_concurrency)
+
     def __reduce__(self) -> Any:
         # Inside a worker, a handle is the light client's: calling it goes through the parent.
         if not self._file:
@@ -217,8 +233,9 @@ class _Remote:
         return f"<remote {self.__qualname__} on endpoint {self.endpoint.name!r}>"
 
 
-class RemoteFunction(_Remote):
-    """A decorated function; calling it returns an awaitable of its result."""
+class RemoteFunction(_Remote, FanOut):
+    """A decorated function; calling it returns an awaitable of its result. ``map``,
+    ``starmap``, ``spawn`` and ``spawn_map`` fan it out (workers/fanning.py)."""
 
     #: Set (True) on the handle of a load-balanced endpoint's route.
     __is_lb_route_handler__: bool
@@ -236,7 +253,7 @@ class RemoteFunction(_Remote):
                 source=self._source,
             )
 
-        return _start(self.endpoint, make_call, make_call, self._lacks, self._streams)
+        return _start(self.endpoint, make_call, make_call, self._lacks, self._streams, self)
 
 
 class RemoteClass(_Remote, type):
@@ -269,9 +286,9 @@ class RemoteInstance:
         self._init_args = init_args
         self._init_raw = raw
         self._id = uuid.uuid4().hex
-        weakref.finalize(self, _release, cls.endpoint, self._id)
+        weakref.finalize(self, dispatch.release, cls.endpoint, self._id)
 
-    def __getattr__(self, name: str) -> Callable[..., Any]:
+    def __getattr__(self, name: str) -> Method:
         if name.startswith("_"):  # private and special names are not remote methods
             raise AttributeError(name)
         attr = getattr(self._cls.__wrapped__, name, None)
@@ -300,10 +317,10 @@ class RemoteInstance:
                 )
 
             gen = streams.streams(attr)
-            return _start(cls.endpoint, lambda: make_call(False), make_call, cls._lacks, gen)
+            return _start(cls.endpoint, lambda: make_call(False), make_call, cls._lacks, gen, cls)
 
-        method.__name__ = name
-        return method
+        window = self._cls._fan_window()
+        return Method(method, name, f"{self._cls.__name__}.{name}()", window)
 
     def __reduce__(self) -> Any:
         # Inside a worker, the same instance: its method calls go through the parent to the
@@ -316,45 +333,17 @@ class RemoteInstance:
         return f"<remote {self._cls.__name__} instance on endpoint {self._cls.endpoint.name!r}>"
 
 
-def _start(endpoint: EndpointDef, first: Any, again: Any, lacks: set[str], stream: bool) -> Any:
+def _start(
+    endpoint: EndpointDef, first: Any, again: Any, lacks: set[str], stream: bool, owner: _Remote
+) -> Any:
     """The call ``first()`` makes (``again()`` when sent again): a coroutine, or a Stream."""
-    run = functools.partial(_run, endpoint, lacks=lacks)
+    run = functools.partial(dispatch.run, endpoint, lacks=lacks)
     if stream:
         return streams.Stream(endpoint.name, first, again, run)
-    return run(*streams.watched(endpoint.name, first, again))
-
-
-async def _run(
-    endpoint: EndpointDef, call: Call, again: Callable[[], Call], lacks: set[str]
-) -> Any:
-    """Run ``call``; when its worker lacks a module its arguments need, learn that into
-    ``lacks`` and run it ``again`` (its arguments then pickled in portable form)."""
-    while True:
-        try:
-            reply = await get_runtime().call(endpoint, call)
-        except FlashError as e:
-            # The same error may reach several callers (a shared build, a crashed worker's
-            # calls): each gets its own copy, raised here rather than from deep in the runtime.
-            error = copy.copy(e)
-            if isinstance(e, DependencyError) and not e.message.startswith("endpoint "):
-                error.message = f"endpoint {endpoint.name!r}: {e.message}"
-                error.args = (error.message,)
-            raise error from None
-        if reply.ok:
-            return values.load_result(endpoint.name, call.label, reply.payload)
-        info = protocol.decode_error(reply.payload)
-        missing = values.missing_module(info)
-        if missing is None or missing in lacks:
-            raise remote_error(endpoint, call, info)
-        lacks.add(missing)
-        call = again()
-
-
-def _release(endpoint: EndpointDef, instance_id: str) -> None:
-    from openflash.runtime import process
-
-    if process._runtime is not None:
-        process._runtime.release_instance(endpoint, instance_id)
+    call, again = streams.watched(endpoint.name, first, again)
+    if owner._retries is None:
+        return run(call, again)
+    return retried(owner._retries, run, call, again)
 
 
 def _dump_args(

@@ -57,6 +57,8 @@ _PACKAGE_FILES = {
     "openflash/workers/portable.py": "openflash.workers.portable",
     "openflash/workers/pickling.py": "openflash.workers.pickling",
     "openflash/workers/streaming.py": "openflash.workers.streaming",
+    "openflash/workers/interrupts.py": "openflash.workers.interrupts",
+    "openflash/workers/fanning.py": "openflash.workers.fanning",
     "openflash/errors.py": "openflash.errors",
     "openflash/config/__init__.py": None,
     "openflash/config/hardware.py": "openflash.config.hardware",

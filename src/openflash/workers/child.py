@@ -49,12 +49,12 @@ from typing import Any  # noqa: E402
 
 import cloudpickle  # noqa: E402
 
-from openflash.workers import channel, pickling, protocol, streaming  # noqa: E402
+from openflash.workers import channel, interrupts, pickling, protocol, streaming  # noqa: E402
 
 MAX_RSS_VARIABLE = "OPENFLASH_MAX_RSS"
 
 _RUNTIME_FILES = frozenset(
-    os.path.abspath(f) for f in (__file__, concurrent.futures.thread.__file__)
+    os.path.abspath(f) for f in (__file__, interrupts.__file__, concurrent.futures.thread.__file__)
 )
 #: The light client's own frames, at the end of a nested call's traceback.
 _CLIENT_FILES = frozenset(
@@ -147,7 +147,8 @@ class Executor:
             return await fn(*args, **kwargs)
         loop = asyncio.get_running_loop()
         context = contextvars.copy_context()
-        result = await loop.run_in_executor(self.executor, lambda: context.run(fn, *args, **kwargs))
+        future = loop.run_in_executor(self.executor, lambda: context.run(fn, *args, **kwargs))
+        result = await interrupts.in_thread(future)  # a cancelled call waits for its thread
         if inspect.isawaitable(result):
             result = await result
         return result

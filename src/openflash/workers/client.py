@@ -34,6 +34,7 @@ import cloudpickle
 from openflash.errors import FlashError, RemoteError
 from openflash.workers import protocol
 from openflash.workers.channel import current_call, get_channel
+from openflash.workers.fanning import LIGHT_WINDOW, FanOut, Method
 
 #: The public names of openflash listed here are resolved to this module inside a worker (the
 #: runtime's ``openflash`` package, envs/bundle.py); the enums and errors come from their modules.
@@ -53,6 +54,7 @@ __all__ = [
     "RemoteClass",
     "RemoteFunction",
     "RemoteInstance",
+    "Retries",
     "ServerlessEndpoint",
     "configure",
     "instance_reference",
@@ -117,6 +119,13 @@ class PodTemplate(_Config):
     pass
 
 
+class Retries(_Config):
+    """Retries inside a worker: the parent's copy of the endpoint applies them."""
+
+    def __init__(self, max_retries: int = 0, **fields: Any) -> None:
+        super().__init__(max_retries=max_retries, **fields)
+
+
 def configure(*, backend: str | None = None, address: str | None = None) -> None:
     """Inside a worker, the parent decides where nested calls run: nothing to configure."""
 
@@ -145,8 +154,9 @@ class _Handle:
         return f"<remote {self._qualname} (called through the parent)>"
 
 
-class RemoteFunction(_Handle):
-    """Calling it returns an awaitable of the result, computed on the target's workers."""
+class RemoteFunction(_Handle, FanOut):
+    """Calling it returns an awaitable of the result, computed on the target's workers; it fans
+    out (``map``, ``spawn``, workers/fanning.py)."""
 
     def __call__(self, *args: Any, **kwargs: Any) -> Any:
         args_blob = _dump(args, kwargs)
@@ -177,7 +187,7 @@ class RemoteInstance:
         cls = self._cls
         return (instance_reference, (cls._file, cls._qualname, self._init_args, self._id))
 
-    def __getattr__(self, name: str) -> Callable[..., Any]:
+    def __getattr__(self, name: str) -> Method:
         if name.startswith("_"):
             raise AttributeError(name)
         cls = self._cls
@@ -195,8 +205,7 @@ class RemoteInstance:
             )
             return _call(request, f"{cls._qualname}.{name}()")
 
-        method.__name__ = name
-        return method
+        return Method(method, name, f"{cls._qualname}.{name}()", LIGHT_WINDOW)
 
 
 def reference(file: str, qualname: str, label: str, kind: str = "RemoteFunction") -> _Handle:

@@ -26,7 +26,7 @@ import logging
 from collections import deque
 
 from openflash.errors import ExecutionTimeoutError, FlashError
-from openflash.workers import protocol
+from openflash.workers import cancels, protocol
 from openflash.workers.calls import Call, Reply
 from openflash.workers.crashes import died
 from openflash.workers.lifecycle import STOP_GRACE_S, PoolConfig, Worker, WorkerLives, WorkerState
@@ -73,6 +73,7 @@ class Pool(WorkerLives):
             )
         call.future = asyncio.get_running_loop().create_future()
         call.pool = self
+        cancels.watch(self, call)
         self.queue.append(call)
         if not self._started:
             self._started = True

@@ -1,0 +1,64 @@
+"""Cancellation that stops work: a call whose caller gave up is interrupted in its worker.
+
+When the awaiting side of a running call is cancelled (``Job.cancel()``, ``/cancel/{id}``, a
+cancelled ``await``, leaving ``map`` early), the pool sends its worker CANCEL for it: an async
+function gets CancelledError at its next ``await`` and its worker stays. A sync function cannot
+be interrupted in its thread (the worker waits for it, child.py), and an async one may ignore the
+CancelledError: if the call has not ended ``CANCEL_GRACE_S`` seconds later, its worker is killed
+and replaced, and the other calls it was running fail with a WorkerCrashedError that says why.
+This is what Runpod's worker SDK does for a cancelled job, and Modal's ``FunctionCall.cancel``.
+
+The pool never delivers a cancelled call's result: its future is already cancelled.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+from typing import Any
+
+from openflash.workers import protocol
+from openflash.workers.calls import Call
+from openflash.workers.lifecycle import WorkerState
+
+__all__ = ["CANCEL_GRACE_S", "watch"]
+
+#: Seconds a cancelled call has to end before its worker is killed (FLASH_CANCEL_GRACE_S).
+CANCEL_GRACE_S = float(os.environ.get("FLASH_CANCEL_GRACE_S", "2") or 2)
+
+
+def watch(pool: Any, call: Call) -> None:
+    """Interrupt ``call`` in its worker once its future is cancelled (call before awaiting it)."""
+    assert call.future is not None
+    call.future.add_done_callback(lambda future: _cancelled(pool, call, future))
+
+
+def _cancelled(pool: Any, call: Call, future: asyncio.Future[Any]) -> None:
+    if not future.cancelled() or not call.running or call.wire is None:
+        return
+    __, call_id = call.wire
+    worker = next((w for w in pool.workers if w.in_flight.get(call_id) is call), None)
+    if worker is None:
+        return
+    call.signal(protocol.CANCEL)
+    if call.timer is not None:
+        call.timer.cancel()
+        call.timer = None
+    asyncio.get_running_loop().call_later(CANCEL_GRACE_S, _kill_if_running, pool, worker, call)
+
+
+def _kill_if_running(pool: Any, worker: Any, call: Call) -> None:
+    if call not in worker.in_flight.values() or worker.handle is None:
+        return  # it stopped in time
+    if worker.state is WorkerState.DEAD:
+        return
+    worker.doom = (
+        f"killed because {call.label} was cancelled and did not stop within "
+        f"{CANCEL_GRACE_S:g} s (FLASH_CANCEL_GRACE_S)"
+    )
+    worker.state = WorkerState.STOPPING  # no new calls; a replacement starts if needed
+    for call_id, running in list(worker.in_flight.items()):
+        if running is call:
+            del worker.in_flight[call_id]  # cancelled: nobody waits for it
+    worker.handle.kill()
+    pool._dispatch()
