@@ -1,10 +1,12 @@
 """System layers with the unpacked-deb store: the first ffmpeg layer's time (its .debs already
 downloaded) and what a second layer, ffmpeg plus libzbar0, adds in disk and time.
 
-Run: APT_DIR=<apt's private folder> python bench/layers.py (prints the figures bench/RESULTS.md
-records)."""
+Run: APT_DIR=<apt's private folder> python -m bench.layers (prints the figures bench/RESULTS.md
+records: wall time, and CPU time of this process and its children, steadier on a shared
+machine)."""
 
 import os
+import resource
 import tempfile
 import time
 from pathlib import Path
@@ -14,6 +16,13 @@ from openflash.deps.system import build_layer, resolve_system
 from openflash.envs.store import Store
 
 apt = Apt(Path(os.environ["APT_DIR"]), Path("/var/lib/dpkg/status"), index_ttl=86400)
+
+
+def cpu():
+    return sum(
+        r.ru_utime + r.ru_stime
+        for r in map(resource.getrusage, (resource.RUSAGE_SELF, resource.RUSAGE_CHILDREN))
+    )
 
 
 def du(p):
@@ -35,17 +44,19 @@ with tempfile.TemporaryDirectory(dir="/tmp") as t:
     with apt.locked():
         apt.download(l1.packages)
         apt.download(l2.packages)  # warm .debs
-    t0 = time.monotonic()
+    t0, c0 = time.monotonic(), cpu()
     build_layer(store, l1, apt, real_paths=True)
-    t1 = time.monotonic()
+    t1, c1 = time.monotonic(), cpu()
     before = du(t)
-    t2 = time.monotonic()
+    t2, c2 = time.monotonic(), cpu()
     build_layer(store, l2, apt, real_paths=True)
-    t3 = time.monotonic()
+    t3, c3 = time.monotonic(), cpu()
     after = du(t)
-    print(f"packages {len(l1.packages)} / {len(l2.packages)}")
-    print(f"first ffmpeg layer: {t1 - t0:.2f} s, store {before / 2**20:.1f} MiB")
+    print(f"packages {len(l1.packages)} / {len(l2.packages)}, load {os.getloadavg()[0]:.1f}")
     print(
-        f"second layer ffmpeg+libzbar0: {t3 - t2:.2f} s, "
+        f"first ffmpeg layer: {t1 - t0:.2f} s (CPU {c1 - c0:.2f} s), store {before / 2**20:.1f} MiB"
+    )
+    print(
+        f"second layer ffmpeg+libzbar0: {t3 - t2:.2f} s (CPU {c3 - c2:.2f} s), "
         f"new disk {(after - before) / 2**20:.1f} MiB"
     )

@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import json
+from dataclasses import asdict
 from pathlib import Path
 
 import httpx
 import pytest
+
+from openflash.deps.namespace_mode import layer_mode
 
 from helpers import FlashServer, run_flash, write
 
@@ -48,6 +51,8 @@ def test_init_then_check_passes(tmp_path: Path, env: dict[str, str]) -> None:
             f"{server.url}/lb_worker/echo", json={"message": "hi", "times": 2}, timeout=60
         )
         assert echoed.json() == {"echo": "hi hi"}
+        state = httpx.get(f"{server.url}/_flash/state", timeout=60).json()
+        assert state["layer_mode"] == asdict(layer_mode())  # the dashboard shows it
     again = run_flash("init", "demo", cwd=tmp_path, env=env)
     assert again.returncode == 2 and "already exists" in again.stderr and "--force" in again.stderr
     assert run_flash("init", "demo", "--force", cwd=tmp_path, env=env).returncode == 0
@@ -153,3 +158,24 @@ def test_every_command_has_help_with_an_example(command: list[str], tmp_path: Pa
     done = run_flash(*command, "--help", cwd=tmp_path)
     assert done.returncode == 0
     assert "Example" in done.stdout or "example" in done.stdout.lower()
+
+
+def test_check_says_which_layer_mode_is_in_use(tmp_path: Path, env: dict[str, str]) -> None:
+    write(
+        tmp_path / "app.py",
+        """
+        from runpod_flash import CpuLiveServerless, remote
+
+        @remote(CpuLiveServerless(name="plain"))
+        def a(): ...
+    """,
+    )
+    mode = layer_mode()
+    done = run_flash("check", cwd=tmp_path, env=env)
+    assert done.returncode == 0, done.stderr
+    assert f"system layers: {mode.name} mode ({mode.reason})" in " ".join(done.stderr.split())
+    forced = run_flash("check", "--json", cwd=tmp_path, env={**env, "FLASH_NAMESPACES": "off"})
+    assert json.loads(forced.stdout)["layer_mode"] == {
+        "name": "relocated",
+        "reason": "FLASH_NAMESPACES=off",
+    }

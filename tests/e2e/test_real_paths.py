@@ -102,3 +102,48 @@ def test_relocated_mode_keeps_tesseract_working_but_not_find_library(
     assert "RELOCATED 7" in out["text"]  # TESSDATA_PREFIX points into the layer
     with pytest.raises(RemoteError, match="Unable to find zbar shared library"):
         run(decode_qr("x"))  # find_library: what the relocated mode cannot do
+
+
+@remote(
+    CpuLiveServerless(name="real-ocr"),
+    dependencies=["pytesseract==0.3.13", "Pillow==11.0.0"],
+    system_dependencies=["tesseract-ocr", "tesseract-ocr-eng"],
+)
+def read_traineddata() -> int:
+    with open("/usr/share/tesseract-ocr/5/tessdata/eng.traineddata", "rb") as f:
+        return len(f.read(16))
+
+
+@pytest.mark.usefixtures("flash_home")
+def test_a_missing_file_under_usr_gets_a_hint_naming_the_mode_and_the_packages(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv("FLASH_NAMESPACES", "off")  # (at its real path, the namespace mode reads it)
+    with pytest.raises(RemoteError) as caught:
+        run(read_traineddata())
+    hint = caught.value.hint or ""
+    assert "/usr/share/tesseract-ocr/5/tessdata/eng.traineddata is a system file" in hint
+    assert "tesseract-ocr, tesseract-ocr-eng" in hint
+    assert "relocated mode (FLASH_NAMESPACES=off)" in hint
+
+
+@remote(CpuLiveServerless(name="real-proj"), system_dependencies=["proj-bin"])
+def proj_definition(code: str) -> dict:
+    import os
+    import subprocess
+
+    done = subprocess.run(["projinfo", code, "-o", "PROJ", "-q"], capture_output=True, text=True)
+    return {
+        "proj": done.stdout.strip(),
+        "error": done.stderr,
+        "db": os.path.isfile("/usr/share/proj/proj.db"),
+    }
+
+
+@pytest.mark.usefixtures("flash_home")
+def test_proj_reads_its_database_at_its_compiled_in_path() -> None:
+    assert not Path("/usr/share/proj/proj.db").exists()  # the host has no PROJ
+    out = run(proj_definition("EPSG:4326"))
+    assert out["db"] is True, out
+    assert "+proj=longlat +datum=WGS84" in out["proj"], out
+    assert not Path("/usr/share/proj/proj.db").exists()

@@ -23,6 +23,7 @@ import typer
 
 from openflash.cli.common import Quiet, Reporter, Verbose, console, dependency_sets, load_project
 from openflash.deps.lockfile import find_lockfile
+from openflash.deps.namespace_mode import layer_mode
 from openflash.prepare import Preparer
 from openflash.prepare.dependency_checks import Issue, issues_of
 from openflash.project import Project
@@ -44,8 +45,10 @@ def check(
     project = load_project(path)
     issues = run_checks(project, Reporter(quiet=quiet or as_json, verbose=verbose))
     failing = [i for i in issues if i.level == "error" or (strict and i.level == "warning")]
+    mode = layer_mode(Preparer().settings.namespaces)
     if as_json:
-        typer.echo(json.dumps({"ok": not failing, "issues": [asdict(i) for i in issues]}, indent=2))
+        report = {"ok": not failing, "issues": [asdict(i) for i in issues]}
+        typer.echo(json.dumps({**report, "layer_mode": asdict(mode)}, indent=2))
     else:
         colours = {"error": "red", "warning": "yellow", "suggestion": "cyan"}
         for issue in issues:
@@ -55,6 +58,8 @@ def check(
             )
         if not issues and not quiet:
             console.print("[green]all endpoints resolve[/green]")
+        if not quiet:
+            console.print(f"system layers: {mode.name} mode ({mode.reason})")
     raise typer.Exit(1 if failing else 0)
 
 

@@ -1,9 +1,13 @@
 """The unpacked-deb store: each .deb is extracted once, into ``FLASH_HOME/debs/<sha256>/tree``
-(content-addressed: the key is the hash of the .deb's bytes), with its ``postinst`` beside it.
+(content-addressed: the key is the hash of the .deb's bytes), with its control files (``postinst``,
+``triggers``, ...) beside it in ``control/``: one ``dpkg-deb -R`` per package.
 A layer is assembled from these by hard links (``cp -al``, one process for the whole closure),
 so two layers sharing packages share their files on disk, and a layer of ffmpeg plus one small
-package costs only what that package adds. Unpacking runs in parallel, each .deb at most once
-across threads and processes (``Store.build_once``: nothing partial is ever used).
+package costs only what that package adds. Unpacking runs in parallel, the largest .debs first
+(xz decompression is the cost, so the longest jobs must not come last), each .deb at most once
+across threads and processes (``Store.build_once``: nothing partial is ever used). A .deb's hash
+is remembered under ``FLASH_HOME/debs/.by-file/`` by its name, size and modification time, so
+the .debs of apt's cache are read once, not at every layer.
 
 Files in the store are shared by every layer linking them: a layer's own files (``ld.so.cache``,
 fontconfig's file, alternatives links) are always new files, never writes into linked ones.
@@ -18,7 +22,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from openflash import _subprocess
-from openflash.envs.store import Store
+from openflash.envs.store import Store, write_atomic
 from openflash.errors import SystemDependencyError
 
 __all__ = ["UnpackedDeb", "assemble", "unpack_all"]
@@ -34,12 +38,27 @@ class UnpackedDeb:
     postinst: str
 
 
-def _digest(deb: Path) -> str:
+#: Where a .deb's hash is remembered (by name, size and mtime), beside the entries.
+_BY_FILE = ".by-file"
+
+
+def _digest(store: Store, deb: Path) -> str:
+    """The sha256 of ``deb``'s bytes, remembered while its size and mtime stay the same."""
+    st = deb.stat()
+    memo = store.path(KIND, _BY_FILE) / f"{deb.name}.{st.st_size}.{st.st_mtime_ns}"
+    try:
+        known = memo.read_text()
+        if len(known) == 64:
+            return known
+    except OSError:
+        pass
     h = hashlib.sha256()
     with deb.open("rb") as f:
         while chunk := f.read(1 << 20):
             h.update(chunk)
-    return h.hexdigest()
+    digest = h.hexdigest()
+    write_atomic(memo, digest)
+    return digest
 
 
 def unpack(store: Store, deb: Path) -> UnpackedDeb:
@@ -47,26 +66,33 @@ def unpack(store: Store, deb: Path) -> UnpackedDeb:
 
     def build(tmp: Path) -> dict[str, object]:
         _subprocess.run(
-            ["dpkg-deb", "-x", str(deb), str(tmp / "tree")],
+            ["dpkg-deb", "-R", str(deb), str(tmp / "tree")],
             timeout=600,
             error=SystemDependencyError,
             hint=f"{deb.name} could not be unpacked; delete it from apt's cache to download it "
             "again",
         )
-        script = _subprocess.run(
-            ["dpkg-deb", "--info", str(deb), "postinst"], timeout=60, check=False
-        )
-        (tmp / "postinst").write_text(script.stdout if script.ok else "")
+        (tmp / "tree" / "DEBIAN").rename(tmp / "control")
         return {"deb": deb.name}
 
-    final = store.build_once(KIND, _digest(deb), build)
-    return UnpackedDeb(final / "tree", (final / "postinst").read_text())
+    final = store.build_once(KIND, _digest(store, deb), build)
+    return UnpackedDeb(final / "tree", _postinst(final))
+
+
+def _postinst(entry: Path) -> str:
+    for script in (entry / "control" / "postinst", entry / "postinst"):  # then: format 1
+        if script.is_file():
+            return script.read_text(errors="replace")
+    return ""
 
 
 def unpack_all(store: Store, debs: list[Path]) -> list[UnpackedDeb]:
-    """Every .deb unpacked (in parallel), in the order given."""
-    with ThreadPoolExecutor(max_workers=max(2, os.cpu_count() or 2)) as pool:
-        return list(pool.map(lambda deb: unpack(store, deb), debs))
+    """Every .deb unpacked (in parallel, the largest first), in the order given."""
+    largest_first = sorted(debs, key=lambda deb: -deb.stat().st_size)
+    with ThreadPoolExecutor(max_workers=(os.cpu_count() or 1) + 1) as pool:
+        unpacked = pool.map(lambda deb: unpack(store, deb), largest_first)
+        done = dict(zip(largest_first, unpacked, strict=True))
+    return [done[deb] for deb in debs]
 
 
 def assemble(unpacked: list[UnpackedDeb], target: Path) -> None:

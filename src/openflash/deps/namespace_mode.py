@@ -29,6 +29,7 @@ from pathlib import Path
 
 from openflash import _subprocess
 from openflash.errors import FlashError
+from openflash.workers import namespace as launcher
 
 __all__ = ["LayerMode", "layer_mode", "namespace_argv", "namespace_env", "run_in_layer"]
 
@@ -79,22 +80,24 @@ def namespace_argv(python: str | Path, module_argv: Sequence[str]) -> list[str]:
 
 
 def run_in_layer(
-    layer: Path, argv: Sequence[str], *, timeout: float, error: type[FlashError]
+    layer: Path,
+    argv: Sequence[str],
+    *,
+    timeout: float,
+    error: type[FlashError],
+    env: dict[str, str] | None = None,
 ) -> _subprocess.Completed:
-    """Run ``argv`` in a namespace where ``layer`` is overlaid at its real paths."""
-    env = {**os.environ, **namespace_env(layer), "PYTHONPATH": _openflash_root()}
+    """Run ``argv`` in a namespace where ``layer`` is overlaid at its real paths.
+
+    The launcher runs as a file (``-I -S``: no site, no openflash package import), so a run
+    costs an interpreter's bare start-up, not openflash's import). ``env``: variables added."""
     return _subprocess.run(
-        [sys.executable, "-m", _LAUNCHER, "--exec", *argv],
-        env=env,
+        [sys.executable, "-I", "-S", launcher.__file__, "--exec", *argv],
+        env={**os.environ, **(env or {}), **namespace_env(layer)},
         timeout=timeout,
         error=error,
         hint="the layer's files could not be set up at their real paths",
     )
-
-
-def _openflash_root() -> str:
-    """The folder ``openflash`` imports from (for a launcher run by this interpreter)."""
-    return str(Path(__file__).resolve().parents[2])
 
 
 @functools.cache

@@ -12,6 +12,8 @@ made to work without the maintainer scripts a real install would run:
 - absolute symlinks into the layer are made relative, so the layer does not point at the host;
 - where the host has merged /usr, the layer's ``lib/``, ``bin/``... move into ``usr/``;
 - with namespaces (``deps.namespace_mode``), ``etc/ld.so.cache`` covers host and layer;
+- the generic triggers (glib schemas, MIME database, gdk-pixbuf loaders, fontconfig cache) run
+  for the layer (``deps.triggers``);
 - tesseract gets TESSDATA_PREFIX (for the relocated mode); graphviz gets its plugin config
   (``dot -c``) and GVBINDIR; fontconfig a config that adds the
   layer's fonts; git its exec path; XDG_DATA_DIRS the layer's share/.
@@ -33,6 +35,7 @@ from pathlib import Path
 from openflash import _subprocess
 from openflash.deps.apt import Apt, DebPackage
 from openflash.deps.deb_store import assemble, unpack_all
+from openflash.deps.triggers import run_triggers
 from openflash.envs.store import Store, content_key, write_atomic
 from openflash.errors import SystemDependencyError
 
@@ -46,7 +49,7 @@ __all__ = [
 ]
 
 #: Bumped whenever the layout or the fixups of a layer change.
-LAYER_FORMAT = 2
+LAYER_FORMAT = 3
 LAYER_INFO = "openflash-layer.json"
 MULTIARCH = sysconfig.get_config_var("MULTIARCH") or "x86_64-linux-gnu"
 _BIN_DIRS = ("usr/local/bin", "usr/bin", "bin", "usr/local/sbin", "usr/sbin", "sbin")
@@ -173,9 +176,15 @@ def build_layer(
         assemble(unpacked, tmp)
         scripts = [u.postinst for u in unpacked]
         _merge_usr(tmp)
-        info = _fix_up(tmp, final, scripts)
+        env, paths = _fix_up(tmp, final, scripts)
         if real_paths:
             _ld_cache(tmp)
+        lib_dirs = paths.get("LD_LIBRARY_PATH", [])
+        env.update(
+            run_triggers(tmp, final, real_paths=real_paths, lib_dirs=lib_dirs, multiarch=MULTIARCH)
+        )
+        shutil.rmtree(tmp / "openflash" / "triggers", ignore_errors=True)
+        info = {"env": env, "paths": paths}
         write_atomic(tmp / LAYER_INFO, json.dumps(info, indent=1))
         return {"packages": [f"{p.name}={p.version}" for p in lock.packages]}
 
@@ -225,8 +234,11 @@ def _ld_cache(root: Path) -> None:
     (scratch / "ld.so.cache").rename(root / "etc" / "ld.so.cache")
 
 
-def _fix_up(root: Path, final: Path, scripts: list[str]) -> dict[str, object]:
-    """Do what maintainer scripts would have done; describe the variables a worker needs."""
+def _fix_up(
+    root: Path, final: Path, scripts: list[str]
+) -> tuple[dict[str, str], dict[str, list[str]]]:
+    """Do what maintainer scripts would have done; the variables a worker needs: those to set,
+    and the path-like ones to prefix (with folders relative to the layer)."""
     _install_alternatives(root, scripts)
     _relative_symlinks(root)
     lib_dirs = _library_dirs(root)
@@ -251,7 +263,7 @@ def _fix_up(root: Path, final: Path, scripts: list[str]) -> dict[str, object]:
         env["GIT_EXEC_PATH"] = "{layer}/usr/lib/git-core"
         if (root / "usr/share/git-core/templates").is_dir():
             env["GIT_TEMPLATE_DIR"] = "{layer}/usr/share/git-core/templates"
-    return {"env": env, "paths": {k: v for k, v in paths.items() if v}}
+    return env, {k: v for k, v in paths.items() if v}
 
 
 def _library_dirs(root: Path) -> list[str]:

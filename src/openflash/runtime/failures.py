@@ -1,12 +1,16 @@
 """What a worker's ERROR reply becomes for the caller: a RemoteError with a hint that says what
-to add (a Python package the code imports, or the Debian package of a missing library)."""
+to add (a Python package the code imports, the Debian package of a missing library, or, for a
+missing file under /usr or /etc, the layer mode and the declared system packages)."""
 
 from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
+from openflash._settings import Settings
 from openflash.deps.imports import distribution_for_module
 from openflash.deps.libraries import missing_library, package_for_library
+from openflash.deps.missing_files import missing_file_hint, missing_system_file
+from openflash.deps.namespace_mode import layer_mode
 from openflash.errors import RemoteError
 from openflash.workers import protocol
 from openflash.workers.calls import Call
@@ -33,6 +37,10 @@ def remote_error(endpoint: EndpointDef, call: Call, info: protocol.ErrorInfo) ->
             f'{library} is in the Debian package "{package}": add it to '
             f"system_dependencies=[...] of endpoint {endpoint.name!r}"
         )
+    elif (path := missing_system_file(f"{info['message']}\n{info['traceback']}")) is not None:
+        mode = layer_mode(Settings.from_env().namespaces)
+        deps = list(endpoint.system_dependencies)
+        fields["hint"] = missing_file_hint(path, mode, endpoint.name, deps)
     elif missing:
         dist = distribution_for_module(missing)
         fields["hint"] = (

@@ -12,6 +12,7 @@ import asyncio
 import contextlib
 import time
 from collections.abc import AsyncIterator
+from dataclasses import asdict
 from importlib import resources
 from pathlib import Path
 from typing import Any
@@ -21,6 +22,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.openapi.docs import get_swagger_ui_html
 from fastapi.responses import FileResponse, HTMLResponse
 
+from openflash.deps.namespace_mode import layer_mode
 from openflash.runtime.process import get_runtime, run_on_current_loop, shutdown_current_loop
 from openflash.server.jobs import FINAL, JobJournal
 from openflash.server.responses import JSONResponse
@@ -203,4 +205,5 @@ def _snapshot(state: ServerState) -> dict[str, Any]:
         "skipped": [str(f.relative_to(state.root)) for f in state.project.skipped],
         "events": list(state.events)[-20:],
         "templates": runtime.templates(),
+        "layer_mode": asdict(layer_mode(runtime.preparer.settings.namespaces)),
     }

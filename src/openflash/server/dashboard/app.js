@@ -87,6 +87,7 @@ function render(state) {
   const skipped = $("skipped");
   skipped.hidden = !(state.skipped || []).length;
   skipped.textContent = `not imported (nothing decorated in them): ${(state.skipped || []).join(", ")}`;
+  if (state.layer_mode) $("layer-mode").textContent = `system layers: ${state.layer_mode.name} mode (${state.layer_mode.reason})`;
   document.body.dataset.loaded = "true";
 }
 
