@@ -30,6 +30,8 @@
   each, seen by workers at /runpod-volume); default $FLASH_HOME/volumes.
 - FLASH_CONTAINER_ENGINE: the container engine that runs endpoints with a ``dockerImage``:
   "podman", "docker", or a path to either; default: podman, else docker, whichever answers.
+- FLASH_RAY_PROJECT_LIMIT: the most bytes of a project folder shipped to Ray nodes (K, M, G
+  allowed); default 100M; 0: no limit.
 """
 
 from __future__ import annotations
@@ -72,6 +74,8 @@ class Settings:
     namespaces: bool = True
     #: FLASH_VOLUMES: where named volumes live (None: FLASH_HOME/volumes).
     volumes_dir: Path | None = None
+    #: FLASH_RAY_PROJECT_LIMIT: the most bytes of a project shipped to Ray nodes (None: no limit).
+    ray_project_limit: int | None = 100 << 20
 
     @property
     def apt_root(self) -> Path:
@@ -116,6 +120,11 @@ class Settings:
             container_engine=env.get("FLASH_CONTAINER_ENGINE", "").strip() or None,
             namespaces=_namespaces(env),
             volumes_dir=_path(env, "FLASH_VOLUMES"),
+            ray_project_limit=(
+                _size(env, "FLASH_RAY_PROJECT_LIMIT")
+                if env.get("FLASH_RAY_PROJECT_LIMIT", "").strip()
+                else 100 << 20
+            ),
         )
 
 

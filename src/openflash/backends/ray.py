@@ -25,6 +25,7 @@ import collections
 import logging
 import threading
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, cast
 
 import ray
@@ -35,6 +36,7 @@ from openflash._settings import Settings
 from openflash._version import __version__
 from openflash.backends.gpu_types import ray_nodes_for
 from openflash.backends.ray_handles import RayWorkerHandle, cause
+from openflash.backends.ray_project import PackedProject, pack_project, unpack_project
 from openflash.backends.targets import RayTarget
 from openflash.errors import FlashError
 from openflash.prepare import Preparer
@@ -71,6 +73,12 @@ class NodeAgent:
             "layer_paths": built.layer.paths,
             "ip": ray.util.get_node_ip_address(),
         }
+
+    def project(self, sha256: str, data: bytes | None) -> str | None:
+        """The node's copy of the project ``sha256`` (unpacked from ``data`` once), or None when
+        the node lacks it and ``data`` is None (ray_project.py)."""
+        path = unpack_project(self._preparer().settings.home, sha256, data)
+        return None if path is None else str(path)
 
     def record_use(self, endpoint: str, keys: list[tuple[str, str]]) -> None:
         """Note in the node's store that ``endpoint`` uses these entries."""
@@ -110,6 +118,8 @@ class RayBackend:
         self._warned: set[str] = set()
         self._live: set[RayWorkerHandle] = set()
         self._addresses: dict[str, str] = {}
+        self._packed: dict[tuple[Path, str], PackedProject] = {}
+        self._shipped: dict[tuple[str, str], asyncio.Future[str]] = {}
         self._connecting = threading.Lock()
         #: Whether this backend called ray.init (and so leaves with ray.shutdown when closed).
         self._joined = False
@@ -159,6 +169,8 @@ class RayBackend:
         self._per_node[node] += 1  # counted now, so that workers starting together spread
         try:
             info = await self._node_ready(node, spec.endpoint, target)
+            if spec.project is not None and spec.project.is_dir():
+                info = {**info, **await self._project_on(node, spec.project, spec.project_digest)}
         except BaseException:
             self._per_node[node] -= 1
             raise
@@ -261,6 +273,38 @@ class RayBackend:
         # `flash env prune` there and the tests that read it never see a use still in flight.
         await agent.record_use.remote(endpoint, [("envs", target.env_key), ("layers", layer)])
         return info
+
+    async def _project_on(self, node: str, project: Path, digest: str) -> dict[str, str]:
+        """The project folder on ``node``: packed here (once per fingerprint), shipped once per
+        node and content (ray_project.py)."""
+        loop = asyncio.get_running_loop()
+        packed = self._packed.get((project, digest)) if digest else None
+        if packed is None:
+            limit = self.settings.ray_project_limit
+            packed = await loop.run_in_executor(None, pack_project, project, limit)
+            if digest:
+                self._packed[(project, digest)] = packed
+        key = (node, packed.sha256)
+        future = self._shipped.get(key)
+        if future is None or (future.done() and future.exception() is not None):
+            future = self._shipped[key] = asyncio.ensure_future(self._ship(node, packed))
+        try:
+            path = await asyncio.shield(future)
+        except ray.exceptions.RayError as e:
+            raise FlashError(
+                f"shipping the project {project} to Ray node "
+                f"{self._addresses.get(node, node)} failed:\n{cause(e)}",
+                hint="read the node's error above (its disk, its FLASH_HOME) and call again",
+            ) from None
+        return {"project": path, "project_origin": packed.origin}
+
+    async def _ship(self, node: str, packed: PackedProject) -> str:
+        agent = await self._agent(node)
+        path: str | None = await agent.project.remote(packed.sha256, None)
+        if path is None:  # the node lacks it: the bytes travel once
+            path = await agent.project.remote(packed.sha256, packed.data)
+        assert path is not None
+        return path
 
     async def _prepare(self, node: str, target: RayTarget) -> dict[str, Any]:
         info: dict[str, Any]

@@ -26,12 +26,24 @@ from typing import Any
 from openflash.backends.local import worker_environ
 from openflash.backends.output import OUTPUT_LINE_LIMIT, STDERR_TAIL_LINES, pump
 from openflash.backends.targets import LocalTarget
+from openflash.workers.client import PROJECT_COPY, PROJECT_ORIGIN
 from openflash.workers.port import WorkerSpec
 
 __all__ = ["RayWorker"]
 
 #: The most bytes one ``receive`` returns.
 _CHUNK = 1 << 20
+
+
+def _on_shipped_project(spec: WorkerSpec, copy: Path, origin: Path) -> WorkerSpec:
+    """``spec`` importing the project from the node's copy, its working directory there too;
+    the light client names the project's files by their driver paths (PROJECT_COPY/ORIGIN), as
+    the driver's nested calls know them."""
+    cwd = spec.cwd
+    if cwd == origin or cwd.is_relative_to(origin):
+        cwd = copy / cwd.relative_to(origin)
+    env = {**spec.env, PROJECT_COPY: str(copy), PROJECT_ORIGIN: str(origin)}
+    return dataclasses.replace(spec, project=copy, cwd=cwd, env=env)
 
 
 class RayWorker:
@@ -58,6 +70,8 @@ class RayWorker:
             env={**info["layer_env"], **self.spec.env},
             paths={name: tuple(prefixes) for name, prefixes in info["layer_paths"].items()},
         )
+        if info.get("project"):
+            spec = _on_shipped_project(spec, Path(info["project"]), Path(info["project_origin"]))
         gpus = tuple(g for g in os.environ.get("CUDA_VISIBLE_DEVICES", "").split(",") if g)
         env = worker_environ(spec, target, (), bool(gpus))
         cwd = str(spec.cwd) if spec.cwd.is_dir() else None
