@@ -38,6 +38,8 @@ from openflash.backends.gpu_types import ray_nodes_for
 from openflash.backends.ray_handles import RayWorkerHandle, cause
 from openflash.backends.ray_project import PackedProject, pack_project, unpack_project
 from openflash.backends.targets import RayTarget
+from openflash.envs.engine import NoEngineError, find_engine
+from openflash.envs.images import prepare_image
 from openflash.errors import FlashError
 from openflash.prepare import Preparer
 from openflash.workers.port import WorkerSpec
@@ -64,13 +66,47 @@ class NodeAgent:
         return self._node_preparer
 
     def prepare(self, spec: RayTarget) -> dict[str, Any]:
-        """The environment, layer and worker runtime for ``spec``, built once per key."""
+        """The environment, layer and worker runtime for ``spec``, built once per key (for an
+        image endpoint, the image derived with the lock by the node's engine, once per key)."""
+        if spec.image is not None:
+            return self._derive(spec, spec.image)
         built = self._preparer().build_from_lock(spec.lock_text, spec.system_lock)
         return {
             "python": str(built.environment.python),
             "runtime": str(built.runtime_path),
             "layer_env": built.layer.env,
             "layer_paths": built.layer.paths,
+            "ip": ray.util.get_node_ip_address(),
+        }
+
+    def _derive(self, spec: RayTarget, image: str) -> dict[str, Any]:
+        preparer = self._preparer()
+        settings = preparer.settings
+        try:
+            engine = find_engine(settings.container_engine)
+        except NoEngineError as e:
+            raise FlashError(
+                f"the image {image!r} runs on this node's container engine, and it has none: "
+                f"{e.message}",
+                hint="install podman (or docker) on every node, or set FLASH_CONTAINER_ENGINE "
+                "in the environment of its `ray start`",
+            ) from None
+        chosen = prepare_image(
+            preparer.store,
+            engine,
+            image,
+            spec.lock_text,
+            spec.image_system,
+            uv_cache=settings.uv_cache_dir,
+        )
+        return {
+            "image": chosen.image,
+            "python": chosen.python,
+            "engine": engine.path,
+            "engine_kind": engine.kind,
+            "runtime": str(preparer.worker_runtime()),
+            "layer_env": {},
+            "layer_paths": {},
             "ip": ray.util.get_node_ip_address(),
         }
 
