@@ -23,6 +23,7 @@ import asyncio
 import atexit
 import collections
 import logging
+import os
 import threading
 from dataclasses import dataclass
 from pathlib import Path
@@ -35,11 +36,11 @@ from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 from openflash._settings import Settings
 from openflash._version import __version__
 from openflash.backends.gpu_types import ray_nodes_for
+from openflash.backends.ray_agent import NodeAgent
 from openflash.backends.ray_handles import RayWorkerHandle, cause
-from openflash.backends.ray_project import PackedProject, pack_project, unpack_project
+from openflash.backends.ray_project import PackedProject, pack_project
 from openflash.backends.targets import RayTarget
-from openflash.envs.engine import NoEngineError, find_engine
-from openflash.envs.images import prepare_image
+from openflash.deps.package_cache import PackageCache
 from openflash.errors import FlashError
 from openflash.prepare import Preparer
 from openflash.workers.port import WorkerSpec
@@ -47,81 +48,6 @@ from openflash.workers.port import WorkerSpec
 __all__ = ["RayBackend", "RayWorkerHandle"]
 
 logger = logging.getLogger("openflash")
-
-
-# Ray's stubs for ray.remote omit the actor options (max_concurrency, max_restarts).
-@ray.remote(num_cpus=0, max_concurrency=16, max_restarts=-1)  # type: ignore[call-overload]
-class NodeAgent:
-    """openflash on one node: builds in the node's store (its own FLASH_HOME and caches) and
-    notes what uses what. One per node and openflash version, named, and kept between runs, so
-    that a new driver finds it started."""
-
-    def __init__(self) -> None:
-        self._node_preparer: Preparer | None = None
-
-    def _preparer(self) -> Preparer:
-        """The node's preparer (its settings, store, apt and caches), made on first use."""
-        if self._node_preparer is None:
-            self._node_preparer = Preparer()
-        return self._node_preparer
-
-    def prepare(self, spec: RayTarget) -> dict[str, Any]:
-        """The environment, layer and worker runtime for ``spec``, built once per key (for an
-        image endpoint, the image derived with the lock by the node's engine, once per key)."""
-        if spec.image is not None:
-            return self._derive(spec, spec.image)
-        built = self._preparer().build_from_lock(spec.lock_text, spec.system_lock)
-        return {
-            "python": str(built.environment.python),
-            "runtime": str(built.runtime_path),
-            "layer_env": built.layer.env,
-            "layer_paths": built.layer.paths,
-            "ip": ray.util.get_node_ip_address(),
-        }
-
-    def _derive(self, spec: RayTarget, image: str) -> dict[str, Any]:
-        preparer = self._preparer()
-        settings = preparer.settings
-        try:
-            engine = find_engine(settings.container_engine)
-        except NoEngineError as e:
-            raise FlashError(
-                f"the image {image!r} runs on this node's container engine, and it has none: "
-                f"{e.message}",
-                hint="install podman (or docker) on every node, or set FLASH_CONTAINER_ENGINE "
-                "in the environment of its `ray start`",
-            ) from None
-        chosen = prepare_image(
-            preparer.store,
-            engine,
-            image,
-            spec.lock_text,
-            spec.image_system,
-            uv_cache=settings.uv_cache_dir,
-        )
-        return {
-            "image": chosen.image,
-            "python": chosen.python,
-            "engine": engine.path,
-            "engine_kind": engine.kind,
-            "runtime": str(preparer.worker_runtime()),
-            "layer_env": {},
-            "layer_paths": {},
-            "ip": ray.util.get_node_ip_address(),
-        }
-
-    def project(self, sha256: str, data: bytes | None) -> str | None:
-        """The node's copy of the project ``sha256`` (unpacked from ``data`` once), or None when
-        the node lacks it and ``data`` is None (ray_project.py)."""
-        path = unpack_project(self._preparer().settings.home, sha256, data)
-        return None if path is None else str(path)
-
-    def record_use(self, endpoint: str, keys: list[tuple[str, str]]) -> None:
-        """Note in the node's store that ``endpoint`` uses these entries."""
-        store = self._preparer().store
-        for kind, key in keys:
-            if key:
-                store.record_use(kind, key, endpoint)
 
 
 @dataclass(frozen=True, slots=True)
@@ -154,6 +80,8 @@ class RayBackend:
         self._warned: set[str] = set()
         self._live: set[RayWorkerHandle] = set()
         self._addresses: dict[str, str] = {}
+        self._cache: PackageCache | None = None
+        self._cache_told: set[str] = set()
         self._packed: dict[tuple[Path, str], PackedProject] = {}
         self._shipped: dict[tuple[str, str], asyncio.Future[str]] = {}
         self._connecting = threading.Lock()
@@ -181,6 +109,10 @@ class RayBackend:
                 quiet.setLevel(level)
             # Registered after ray.init's own, so it runs first: actors go while Ray is up.
             atexit.register(self._kill_all)
+        if self._cache is None and self.settings.ray_package_cache:
+            upstream = os.environ.get("UV_INDEX_URL") or "https://pypi.org/simple"
+            self._cache = PackageCache(self.settings.home / "package-cache", upstream)
+            self._cache.start(host=ray.util.get_node_ip_address())
 
     async def start_worker(self, spec: WorkerSpec) -> RayWorkerHandle:
         """An actor for ``spec`` (its target a RayTarget) on a node that has built its
@@ -344,6 +276,10 @@ class RayBackend:
 
     async def _prepare(self, node: str, target: RayTarget) -> dict[str, Any]:
         info: dict[str, Any]
+        if self._cache is not None and node not in self._cache_told:
+            agent = await self._agent(node)
+            await agent.use_package_cache.remote(self._cache.url, self._cache.upstream.url)
+            self._cache_told.add(node)
         try:
             info = await (await self._agent(node)).prepare.remote(target)
         except ray.exceptions.RayActorError:  # the agent was lost (restarting): once more
@@ -375,3 +311,7 @@ class RayBackend:
             self._kill_all()
             await asyncio.get_running_loop().run_in_executor(None, ray.shutdown)
         self._joined = False
+        if self._cache is not None:
+            self._cache.close()
+            self._cache = None
+            self._cache_told.clear()
