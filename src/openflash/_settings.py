@@ -30,6 +30,10 @@
   each, seen by workers at /runpod-volume); default $FLASH_HOME/volumes.
 - FLASH_CONTAINER_ENGINE: the container engine that runs endpoints with a ``dockerImage``:
   "podman", "docker", or a path to either; default: podman, else docker, whichever answers.
+- FLASH_RAY_PROJECT_LIMIT: the most bytes of a project folder shipped to Ray nodes (K, M, G
+  allowed); default 100M; 0: no limit.
+- FLASH_RAY_PACKAGE_CACHE: 1 (default): the Ray driver serves the package files its nodes
+  install through a read-only caching index (deps/package_cache.py); 0: nodes use the index.
 """
 
 from __future__ import annotations
@@ -74,6 +78,10 @@ class Settings:
     namespaces: bool = True
     #: FLASH_VOLUMES: where named volumes live (None: FLASH_HOME/volumes).
     volumes_dir: Path | None = None
+    #: FLASH_RAY_PROJECT_LIMIT: the most bytes of a project shipped to Ray nodes (None: no limit).
+    ray_project_limit: int | None = 100 << 20
+    #: FLASH_RAY_PACKAGE_CACHE: whether the Ray driver serves its nodes' package files.
+    ray_package_cache: bool = True
 
     @property
     def apt_root(self) -> Path:
@@ -121,6 +129,16 @@ class Settings:
             container_engine=env.get("FLASH_CONTAINER_ENGINE", "").strip() or None,
             namespaces=_namespaces(env),
             volumes_dir=_path(env, "FLASH_VOLUMES"),
+            ray_project_limit=(
+                _size(env, "FLASH_RAY_PROJECT_LIMIT")
+                if env.get("FLASH_RAY_PROJECT_LIMIT", "").strip()
+                else 100 << 20
+            ),
+            ray_package_cache=(
+                _flag(env, "FLASH_RAY_PACKAGE_CACHE")
+                if env.get("FLASH_RAY_PACKAGE_CACHE", "").strip()
+                else True
+            ),
         )
 
 

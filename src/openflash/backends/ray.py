@@ -23,8 +23,10 @@ import asyncio
 import atexit
 import collections
 import logging
+import os
 import threading
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, cast
 
 import ray
@@ -34,8 +36,11 @@ from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 from openflash._settings import Settings
 from openflash._version import __version__
 from openflash.backends.gpu_types import ray_nodes_for
+from openflash.backends.ray_agent import NodeAgent
 from openflash.backends.ray_handles import RayWorkerHandle, cause
+from openflash.backends.ray_project import PackedProject, pack_project
 from openflash.backends.targets import RayTarget
+from openflash.deps.package_cache import PackageCache
 from openflash.errors import FlashError
 from openflash.prepare import Preparer
 from openflash.workers.port import WorkerSpec
@@ -43,41 +48,6 @@ from openflash.workers.port import WorkerSpec
 __all__ = ["RayBackend", "RayWorkerHandle"]
 
 logger = logging.getLogger("openflash")
-
-
-# Ray's stubs for ray.remote omit the actor options (max_concurrency, max_restarts).
-@ray.remote(num_cpus=0, max_concurrency=16, max_restarts=-1)  # type: ignore[call-overload]
-class NodeAgent:
-    """openflash on one node: builds in the node's store (its own FLASH_HOME and caches) and
-    notes what uses what. One per node and openflash version, named, and kept between runs, so
-    that a new driver finds it started."""
-
-    def __init__(self) -> None:
-        self._node_preparer: Preparer | None = None
-
-    def _preparer(self) -> Preparer:
-        """The node's preparer (its settings, store, apt and caches), made on first use."""
-        if self._node_preparer is None:
-            self._node_preparer = Preparer()
-        return self._node_preparer
-
-    def prepare(self, spec: RayTarget) -> dict[str, Any]:
-        """The environment, layer and worker runtime for ``spec``, built once per key."""
-        built = self._preparer().build_from_lock(spec.lock_text, spec.system_lock)
-        return {
-            "python": str(built.environment.python),
-            "runtime": str(built.runtime_path),
-            "layer_env": built.layer.env,
-            "layer_paths": built.layer.paths,
-            "ip": ray.util.get_node_ip_address(),
-        }
-
-    def record_use(self, endpoint: str, keys: list[tuple[str, str]]) -> None:
-        """Note in the node's store that ``endpoint`` uses these entries."""
-        store = self._preparer().store
-        for kind, key in keys:
-            if key:
-                store.record_use(kind, key, endpoint)
 
 
 @dataclass(frozen=True, slots=True)
@@ -110,6 +80,10 @@ class RayBackend:
         self._warned: set[str] = set()
         self._live: set[RayWorkerHandle] = set()
         self._addresses: dict[str, str] = {}
+        self._cache: PackageCache | None = None
+        self._cache_told: set[str] = set()
+        self._packed: dict[tuple[Path, str], PackedProject] = {}
+        self._shipped: dict[tuple[str, str], asyncio.Future[str]] = {}
         self._connecting = threading.Lock()
         #: Whether this backend called ray.init (and so leaves with ray.shutdown when closed).
         self._joined = False
@@ -135,6 +109,10 @@ class RayBackend:
                 quiet.setLevel(level)
             # Registered after ray.init's own, so it runs first: actors go while Ray is up.
             atexit.register(self._kill_all)
+        if self._cache is None and self.settings.ray_package_cache:
+            upstream = os.environ.get("UV_INDEX_URL") or "https://pypi.org/simple"
+            self._cache = PackageCache(self.settings.home / "package-cache", upstream)
+            self._cache.start(host=ray.util.get_node_ip_address())
 
     async def start_worker(self, spec: WorkerSpec) -> RayWorkerHandle:
         """An actor for ``spec`` (its target a RayTarget) on a node that has built its
@@ -159,6 +137,8 @@ class RayBackend:
         self._per_node[node] += 1  # counted now, so that workers starting together spread
         try:
             info = await self._node_ready(node, spec.endpoint, target)
+            if spec.project is not None and spec.project.is_dir():
+                info = {**info, **await self._project_on(node, spec.project, spec.project_digest)}
         except BaseException:
             self._per_node[node] -= 1
             raise
@@ -262,8 +242,44 @@ class RayBackend:
         await agent.record_use.remote(endpoint, [("envs", target.env_key), ("layers", layer)])
         return info
 
+    async def _project_on(self, node: str, project: Path, digest: str) -> dict[str, str]:
+        """The project folder on ``node``: packed here (once per fingerprint), shipped once per
+        node and content (ray_project.py)."""
+        loop = asyncio.get_running_loop()
+        packed = self._packed.get((project, digest)) if digest else None
+        if packed is None:
+            limit = self.settings.ray_project_limit
+            packed = await loop.run_in_executor(None, pack_project, project, limit)
+            if digest:
+                self._packed[(project, digest)] = packed
+        key = (node, packed.sha256)
+        future = self._shipped.get(key)
+        if future is None or (future.done() and future.exception() is not None):
+            future = self._shipped[key] = asyncio.ensure_future(self._ship(node, packed))
+        try:
+            path = await asyncio.shield(future)
+        except ray.exceptions.RayError as e:
+            raise FlashError(
+                f"shipping the project {project} to Ray node "
+                f"{self._addresses.get(node, node)} failed:\n{cause(e)}",
+                hint="read the node's error above (its disk, its FLASH_HOME) and call again",
+            ) from None
+        return {"project": path, "project_origin": packed.origin}
+
+    async def _ship(self, node: str, packed: PackedProject) -> str:
+        agent = await self._agent(node)
+        path: str | None = await agent.project.remote(packed.sha256, None)
+        if path is None:  # the node lacks it: the bytes travel once
+            path = await agent.project.remote(packed.sha256, packed.data)
+        assert path is not None
+        return path
+
     async def _prepare(self, node: str, target: RayTarget) -> dict[str, Any]:
         info: dict[str, Any]
+        if self._cache is not None and node not in self._cache_told:
+            agent = await self._agent(node)
+            await agent.use_package_cache.remote(self._cache.url, self._cache.upstream.url)
+            self._cache_told.add(node)
         try:
             info = await (await self._agent(node)).prepare.remote(target)
         except ray.exceptions.RayActorError:  # the agent was lost (restarting): once more
@@ -295,3 +311,7 @@ class RayBackend:
             self._kill_all()
             await asyncio.get_running_loop().run_in_executor(None, ray.shutdown)
         self._joined = False
+        if self._cache is not None:
+            self._cache.close()
+            self._cache = None
+            self._cache_told.clear()

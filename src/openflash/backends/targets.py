@@ -1,6 +1,7 @@
 """The kinds of ``Target`` (workers/port.py): what each backend needs besides the common spec.
 
 ``LocalTarget``: a process of an environment built on this machine (the local backend).
+A ``RayTarget`` with an ``image`` is a container of that image derived on its node.
 ``ContainerTarget``: a container of an image, on this machine (the local backend, with an
 engine). ``RayTarget``: an actor on a Ray node, which builds the environment and the system layer
 in its own store from what was resolved here, so every node runs the same versions.
@@ -52,6 +53,10 @@ class RayTarget(Target):
     env_key: str
     #: The resolved system layer, or None.
     system_lock: SystemLock | None = None
+    #: An image endpoint's image (its ``dockerImage``): the node derives it with the lock and
+    #: ``image_system`` (apt packages installed in the image) and runs containers of it.
+    image: str | None = None
+    image_system: tuple[str, ...] = ()
 
     @property
     def layer_key(self) -> str:

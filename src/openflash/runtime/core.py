@@ -28,7 +28,9 @@ from openflash.runtime.image_endpoints import (
     ImageKey,
     PreparedImage,
     image_spec,
+    local_image_target,
     prepare_image_endpoint,
+    ray_image_target,
 )
 from openflash.runtime.nested_calls import NestedCalls, project_digest
 from openflash.runtime.pool_keys import PoolKey
@@ -256,15 +258,14 @@ class Runtime:
         return LocalTarget(prepared.environment.python, prepared.runtime_path)
 
     async def _image_pool(self, endpoint: EndpointDef) -> Pool:
-        """A pool of containers of the endpoint's image (derived with its dependencies)."""
-        if not self.backend.builds_locally:
-            raise FlashError(
-                f"endpoint {endpoint.name!r} runs in the image {endpoint.resource.image!r}, "
-                "and images run on the local backend only",
-                hint="run it with FLASH_BACKEND=local, or drop dockerImage to run it on Ray",
-            )
+        """A pool of containers of the endpoint's image (derived with its dependencies): here,
+        or on the Ray node that runs each worker, from the lock resolved here."""
         image = endpoint.resource.image
         assert image is not None  # _pool_for sends only image endpoints here
+        if not self.backend.builds_locally:
+            deps = DependencyKey(endpoint.dependencies, (), endpoint.lockfile)
+            target = ray_image_target(endpoint, await self._prepare(deps))
+            return self._pool_of(endpoint, image_spec(endpoint, target, self.settings))
         key = ImageKey(image, _deps_key(endpoint))
         future = self._images.get(key)
         if future is None:
@@ -280,7 +281,12 @@ class Runtime:
             if self._images.get(key) is future and future.done():
                 del self._images[key]  # the next call tries again
             raise
-        spec = image_spec(endpoint, ready, self.settings)
+        return self._pool_of(
+            endpoint, image_spec(endpoint, local_image_target(ready), self.settings)
+        )
+
+    def _pool_of(self, endpoint: EndpointDef, spec: WorkerSpec) -> Pool:
+        """The pool of an image endpoint's workers (made on first use)."""
         config = endpoint.pool_config()
         pool_key = PoolKey.of(config, spec)
         pool = self._pools.get(pool_key)

@@ -13,9 +13,10 @@ from typing import TYPE_CHECKING
 
 from openflash._settings import Settings
 from openflash.backends.gpu_types import gpu_types_of
-from openflash.backends.targets import ContainerTarget
+from openflash.backends.targets import ContainerTarget, RayTarget
 from openflash.envs.engine import NoEngineError, find_engine
 from openflash.envs.images import ImageFor, prepare_image
+from openflash.envs.store import content_key
 from openflash.errors import FlashError
 from openflash.prepare import DependencyKey, Prepared, Preparer
 from openflash.workers.port import WorkerSpec
@@ -23,7 +24,14 @@ from openflash.workers.port import WorkerSpec
 if TYPE_CHECKING:
     from openflash.runtime.definitions import EndpointDef
 
-__all__ = ["ImageKey", "PreparedImage", "image_spec", "prepare_image_endpoint"]
+__all__ = [
+    "ImageKey",
+    "PreparedImage",
+    "image_spec",
+    "local_image_target",
+    "prepare_image_endpoint",
+    "ray_image_target",
+]
 
 
 @dataclass(frozen=True, slots=True)
@@ -79,12 +87,29 @@ def prepare_image_endpoint(endpoint: EndpointDef, preparer: Preparer) -> Prepare
     return PreparedImage(prepared, chosen, preparer.worker_runtime())
 
 
-def image_spec(endpoint: EndpointDef, ready: PreparedImage, settings: Settings) -> WorkerSpec:
+def local_image_target(ready: PreparedImage) -> ContainerTarget:
+    """A container of the image derived here."""
+    return ContainerTarget(ready.image.image, ready.image.python, ready.runtime_path)
+
+
+def ray_image_target(endpoint: EndpointDef, prepared: Prepared) -> RayTarget:
+    """A container of the endpoint's image, derived on the Ray node that runs it (once per
+    node and key) with the lock resolved here."""
+    image = endpoint.resource.image
+    assert image is not None
+    system = tuple(endpoint.system_dependencies)
+    key = content_key("ray-image", image, prepared.env_key, system)
+    return RayTarget(prepared.lock.text, key, None, image=image, image_system=system)
+
+
+def image_spec(
+    endpoint: EndpointDef, target: ContainerTarget | RayTarget, settings: Settings
+) -> WorkerSpec:
     """How to start a worker of ``endpoint`` in its (derived) image."""
     r = endpoint.resource
     return WorkerSpec(
         endpoint=endpoint.name,
-        target=ContainerTarget(ready.image.image, ready.image.python, ready.runtime_path),
+        target=target,
         cwd=endpoint.cwd,
         env=dict(r.env or {}),
         gpu_count=r.gpu_count,

@@ -64,6 +64,11 @@ __all__ = [
     "requirements",
 ]
 
+#: Variables a Ray worker gets: its project's copy on the node, and the driver's folder it is
+#: a copy of (backends/ray_worker.py); files under the copy are named by their driver paths.
+PROJECT_COPY = "OPENFLASH_PROJECT_COPY"
+PROJECT_ORIGIN = "OPENFLASH_PROJECT_ORIGIN"
+
 DEFAULT_WORKERS_MIN = 0
 DEFAULT_WORKERS_MAX = 1
 
@@ -223,7 +228,7 @@ def instance_reference(
 
 def _decorate(obj: Any) -> Any:
     try:
-        file = os.path.realpath(inspect.getsourcefile(obj) or inspect.getfile(obj))
+        file = _as_origin(os.path.realpath(inspect.getsourcefile(obj) or inspect.getfile(obj)))
     except (TypeError, OSError):
         file = ""
     handle: RemoteClass | RemoteFunction
@@ -233,6 +238,17 @@ def _decorate(obj: Any) -> Any:
         handle = RemoteFunction(file, obj.__qualname__, f"{obj.__qualname__}()")
     functools.update_wrapper(handle, obj, updated=())
     return handle
+
+
+def _as_origin(file: str) -> str:
+    """``file`` as the process owning the pools names it: a file of a shipped project copy by
+    its path in the original folder."""
+    copy, origin = os.environ.get(PROJECT_COPY), os.environ.get(PROJECT_ORIGIN)
+    if copy and origin:
+        copy = os.path.realpath(copy)
+        if file.startswith(copy + os.sep):
+            return os.path.join(origin, file[len(copy) + 1 :])
+    return file
 
 
 def requirements(path: object) -> list[str]:
@@ -304,9 +320,9 @@ async def _call(request: protocol.NestedRequest, label: str) -> Any:
     if channel is None:
         raise FlashError(
             f"{label} was called inside a worker that cannot reach the process that owns the "
-            "pools (a Ray actor, or a process the function started)",
-            hint="nested calls run on the local backend; call both functions from the caller "
-            "on Ray",
+            "pools (a process the function started, not the worker itself)",
+            hint="make nested calls from the function's own thread or task (not from a process "
+            "it started), or call both functions from the caller",
         )
     reply = await channel.request(request)
     if reply.ok:

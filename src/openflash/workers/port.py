@@ -34,7 +34,7 @@ class WorkerSpec:
     The fields are what the pool and the backends share: where the worker runs its functions
     from, what it sees, what it may use. A backend honours those its workers can (the local
     backend all of them; containers ignore ``paths`` and ``preload``, which need the host's
-    processes; Ray ignores ``paths``, ``preload``, ``project`` and ``max_rss``, and builds
+    processes; Ray ignores ``paths``, ``preload`` and ``max_rss``, ships ``project``, and builds
     its own layer's paths on the node). ``target`` is what only its own backend reads.
     """
 
