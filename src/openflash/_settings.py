@@ -30,6 +30,8 @@
   each, seen by workers at /runpod-volume); default $FLASH_HOME/volumes.
 - FLASH_CONTAINER_ENGINE: the container engine that runs endpoints with a ``dockerImage``:
   "podman", "docker", or a path to either; default: podman, else docker, whichever answers.
+- FLASH_GPU_BASE_PACKAGES: the GPU base set (deps/gpu_base.py), comma-separated requirements;
+  unset: the packages of Runpod's GPU image; empty: none.
 """
 
 from __future__ import annotations
@@ -74,6 +76,8 @@ class Settings:
     namespaces: bool = True
     #: FLASH_VOLUMES: where named volumes live (None: FLASH_HOME/volumes).
     volumes_dir: Path | None = None
+    #: FLASH_GPU_BASE_PACKAGES as given (None: unset, the image's packages).
+    gpu_base_packages: str | None = None
 
     @property
     def apt_root(self) -> Path:
@@ -121,6 +125,7 @@ class Settings:
             container_engine=env.get("FLASH_CONTAINER_ENGINE", "").strip() or None,
             namespaces=_namespaces(env),
             volumes_dir=_path(env, "FLASH_VOLUMES"),
+            gpu_base_packages=env.get("FLASH_GPU_BASE_PACKAGES"),
         )
 
 
