@@ -34,6 +34,8 @@
   allowed); default 100M; 0: no limit.
 - FLASH_RAY_PACKAGE_CACHE: 1 (default): the Ray driver serves the package files its nodes
   install through a read-only caching index (deps/package_cache.py); 0: nodes use the index.
+- FLASH_GPU_BASE_PACKAGES: the GPU base set (deps/gpu_base.py), comma-separated requirements;
+  unset: the packages of Runpod's GPU image; empty: none.
 """
 
 from __future__ import annotations
@@ -82,6 +84,8 @@ class Settings:
     ray_project_limit: int | None = 100 << 20
     #: FLASH_RAY_PACKAGE_CACHE: whether the Ray driver serves its nodes' package files.
     ray_package_cache: bool = True
+    #: FLASH_GPU_BASE_PACKAGES as given (None: unset, the image's packages).
+    gpu_base_packages: str | None = None
 
     @property
     def apt_root(self) -> Path:
@@ -139,6 +143,7 @@ class Settings:
                 if env.get("FLASH_RAY_PACKAGE_CACHE", "").strip()
                 else True
             ),
+            gpu_base_packages=env.get("FLASH_GPU_BASE_PACKAGES"),
         )
 
 

@@ -53,6 +53,7 @@ class _Set:
     dependencies: tuple[str, ...]
     system_dependencies: tuple[str, ...]
     names: list[str]
+    base: tuple[str, ...] = ()
 
     @property
     def label(self) -> str:

@@ -149,6 +149,7 @@ def _decorator(
             obj.__remote_config__ = config
             obj.__flash_local__ = True
             return obj
+        imports = imported_modules(obj)
         endpoint = EndpointDef(
             name=resource.name,
             resource=resource,
@@ -157,7 +158,8 @@ def _decorator(
             max_concurrency=max_concurrency,
             source_dir=source_dir(obj),
             options=options,
-            preload=tuple(dict.fromkeys([*explicit, *imported_modules(obj)])),
+            preload=tuple(dict.fromkeys([*explicit, *imports])),
+            imports=imports,
         )
         handle = (
             RemoteClass(obj, endpoint) if inspect.isclass(obj) else RemoteFunction(obj, endpoint)

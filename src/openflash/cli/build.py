@@ -56,7 +56,7 @@ from openflash.envs.dockerfiles import (
     uv_version,
 )
 from openflash.envs.dockerfiles import check_dockerfile as check_text
-from openflash.prepare import DependencyKey, Preparer
+from openflash.prepare import Preparer
 from openflash.project import Project, project_files
 from openflash.runtime.definitions import EndpointDef
 
@@ -159,8 +159,12 @@ def _locked_images(project: Project, reporter: Reporter, preparer: Preparer) -> 
     defs = endpoint_defs(project)
 
     def lock_for(endpoint: EndpointDef) -> LockEntry:
-        key = DependencyKey(
-            endpoint.dependencies, endpoint.system_dependencies, lockfile, options=endpoint.options
+        key = preparer.dependency_key(
+            endpoint.dependencies,
+            endpoint.system_dependencies,
+            lockfile,
+            options=endpoint.options,
+            gpu_imports=endpoint.gpu_imports,
         )
         return preparer.entry_for(endpoint.name, key)
 

@@ -67,12 +67,14 @@ def run_checks(project: Project, reporter: Reporter) -> list[Issue]:
     """Every issue of ``project``'s dependency sets (prepare/dependency_checks.py), each set
     resolved by the preparer in parallel."""
     preparer = Preparer()
-    sets = dependency_sets(project)
+    sets = dependency_sets(project, preparer)
     results = reporter.run(
         [
             (
                 s.label,
-                functools.partial(preparer.check, s.dependencies, s.system_dependencies, s.options),
+                functools.partial(
+                    preparer.check, s.dependencies, s.system_dependencies, s.options, s.base
+                ),
             )
             for s in sets
         ]

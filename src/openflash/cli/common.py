@@ -23,7 +23,7 @@ from rich.progress import Progress, SpinnerColumn, TaskID, TextColumn, TimeElaps
 
 from openflash import _subprocess
 from openflash.envs.uv_options import NO_OPTIONS, UvOptions
-from openflash.prepare import DependencyKey
+from openflash.prepare import DependencyKey, Preparer
 from openflash.project import Project, discover
 from openflash.runtime.definitions import EndpointDef
 
@@ -73,12 +73,14 @@ def load_project(path: Path, *, need_endpoints: bool = True) -> Project:
 
 @dataclass
 class DependencySet:
-    """Endpoints that need the same Python and system dependencies."""
+    """Endpoints that need the same Python and system dependencies. ``dependencies`` are what
+    is installed: the declared ones plus ``base``, those that came from the GPU base set."""
 
     dependencies: tuple[str, ...]
     system_dependencies: tuple[str, ...]
     endpoints: list[EndpointDef] = field(default_factory=list)
     options: UvOptions = NO_OPTIONS
+    base: tuple[str, ...] = ()
 
     @property
     def names(self) -> list[str]:
@@ -100,14 +102,22 @@ def endpoint_defs(project: Project) -> list[EndpointDef]:
     return list(found.values())
 
 
-def dependency_sets(project: Project) -> list[DependencySet]:
+def dependency_sets(project: Project, preparer: Preparer) -> list[DependencySet]:
+    """The project's sets as ``preparer`` keys them (GPU endpoints' base-set imports added)."""
     sets: dict[DependencyKey, DependencySet] = {}
-    for endpoint in endpoint_defs(project):
-        key = DependencyKey(
-            endpoint.dependencies, endpoint.system_dependencies, options=endpoint.options
+    for handle in [r.handle for r in project.queue] + [r.route.handle for r in project.lb]:
+        endpoint = handle.endpoint
+        key = preparer.dependency_key(
+            endpoint.dependencies,
+            endpoint.system_dependencies,
+            options=endpoint.options,
+            gpu_imports=endpoint.gpu_imports,
         )
-        dep_set = sets.setdefault(key, DependencySet(key.python, key.system, options=key.options))
-        dep_set.endpoints.append(endpoint)
+        dep_set = sets.setdefault(
+            key, DependencySet(key.python, key.system, options=key.options, base=key.base)
+        )
+        if endpoint.name not in dep_set.names:
+            dep_set.endpoints.append(endpoint)
     return list(sets.values())
 
 

@@ -54,7 +54,7 @@ def lock(
     preparer = Preparer()
     target = project.root / LOCK_NAME
     previous = preparer.lockfile(target) if target.is_file() else None
-    sets = dependency_sets(project)
+    sets = dependency_sets(project, preparer)
     moving: bool | list[str] = packages if packages else upgrade
 
     def lock_set(index: int) -> LockEntry:

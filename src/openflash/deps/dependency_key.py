@@ -22,7 +22,10 @@ class DependencyKey:
     edited project is a new key, hence a new preparation. ``options`` are the endpoint's install
     options (index URLs, find-links, torch backend, build flags: envs/uv_options.py), merged
     over the project's ``[tool.openflash]`` defaults: different options, different environments.
-    Endpoints with equal keys share one preparation, and so one environment and layer.
+    ``base`` names the requirements of ``python`` that came from the GPU base set
+    (deps/gpu_base.py: a GPU endpoint's code imports them undeclared), added by
+    ``Preparer.dependency_key``. Endpoints with equal keys share one preparation, and so one
+    environment and layer.
     """
 
     python: tuple[str, ...]
@@ -30,3 +33,4 @@ class DependencyKey:
     lockfile: Path | None = None
     local: str = ""
     options: UvOptions = NO_OPTIONS
+    base: tuple[str, ...] = ()

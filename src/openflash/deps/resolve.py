@@ -65,6 +65,8 @@ class Lock:
     specs: tuple[str, ...]
     text: str
     resolved_at: float
+    #: The specs that came from the GPU base set (deps/gpu_base.py), not from the code.
+    base: tuple[str, ...] = ()
 
     @property
     def packages(self) -> dict[str, str]:

@@ -4,7 +4,9 @@
   FlashError the preparer raised for the set);
 - warnings: unpinned specs; packages with no wheel here (built from source); a flash.lock out of
   date with the code;
-- suggestions: sets that differ in one package only, which could share one environment.
+- suggestions: sets that differ in one package only, which could share one environment;
+  packages a GPU endpoint gets from the GPU base set (deps/gpu_base.py), which it could declare
+  to pin.
 """
 
 from __future__ import annotations
@@ -28,7 +30,8 @@ _ORDER = {"error": 0, "warning": 1, "suggestion": 2}
 @dataclass(frozen=True)
 class Issue:
     """One finding: ``level`` is error, warning or suggestion; ``kind`` a short name
-    (``no-wheel``, ``unpinned``, ``stale-lock``, ``near-duplicate``, or an error's class name);
+    (``no-wheel``, ``unpinned``, ``stale-lock``, ``near-duplicate``, ``gpu-base``, or an
+    error's class name);
     ``endpoints`` the names it is about."""
 
     level: str
@@ -48,6 +51,8 @@ class CheckedSet(Protocol):
     def names(self) -> list[str]: ...
     @property
     def label(self) -> str: ...
+    @property
+    def base(self) -> tuple[str, ...]: ...
 
 
 def issues_of(
@@ -65,7 +70,9 @@ def issues_of(
             raise result
         else:
             issues += [_no_wheel(dep_set.names, package) for package in result.no_wheels]
-        issues += [_unpinned(dep_set.names, s) for s in dep_set.dependencies if not _pinned(s)]
+        declared = [s for s in dep_set.dependencies if s not in dep_set.base]
+        issues += [_unpinned(dep_set.names, s) for s in declared if not _pinned(s)]
+        issues += [_from_base(dep_set.names, s) for s in dep_set.base]
     if lockfile is not None:
         issues += _stale_lock(lockfile, sets)
     issues += _near_duplicates(sets)
@@ -79,6 +86,16 @@ def _no_wheel(names: list[str], package: str) -> Issue:
         names,
         f"{package} has no wheel for this platform and would be built "
         "from source (slow, needs compilers); pin a release with wheels",
+    )
+
+
+def _from_base(names: list[str], spec: str) -> Issue:
+    return Issue(
+        "suggestion",
+        "gpu-base",
+        names,
+        f"{spec}: from the GPU base image (imported, not in dependencies); declare it to pin "
+        "a version",
     )
 
 

@@ -13,15 +13,17 @@ leaves it alone.
 
 from __future__ import annotations
 
+import dataclasses
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import IO
 
 from openflash import _subprocess
 from openflash._settings import Settings
 from openflash.deps.apt import Apt
+from openflash.deps.gpu_base import base_set, from_base
 from openflash.deps.lockfile import LockEntry, LockFile
 from openflash.deps.namespace_mode import layer_mode
 from openflash.deps.resolve import Lock, resolve, resolve_pinned, without_wheels
@@ -66,6 +68,29 @@ class Preparer:
         self._status: dict[DependencyKey, BuildStatus] = {}
         self._holds: list[IO[bytes]] = []
         self._lock = threading.Lock()
+
+    # The keys.
+
+    def dependency_key(
+        self,
+        python: tuple[str, ...],
+        system: tuple[str, ...],
+        lockfile: Path | None = None,
+        local: str = "",
+        options: UvOptions = NO_OPTIONS,
+        *,
+        gpu_imports: Iterable[str] = (),
+    ) -> DependencyKey:
+        """An endpoint's key: its declared sets, plus the packages of the GPU base set
+        (deps/gpu_base.py, FLASH_GPU_BASE_PACKAGES) that ``gpu_imports`` use and ``python``
+        does not declare. ``gpu_imports`` are the top-level modules a GPU endpoint's code
+        imports; a CPU endpoint passes none, and so never gets the base set."""
+        base = from_base(python, gpu_imports, self.gpu_base())
+        return DependencyKey(python + base, system, lockfile, local, options, base)
+
+    def gpu_base(self) -> tuple[str, ...]:
+        """The GPU base set's requirements. Raises ConfigError for a malformed setting."""
+        return base_set(self.settings.gpu_base_packages)
 
     # flash.lock
 
@@ -163,11 +188,15 @@ class Preparer:
             layer, system_lock = SystemLayer(), self._system_lock(system, entry)
         if entry is not None:
             _subprocess.report(f"installing the versions locked in {key.lockfile}")
-            lock = Lock(python, entry.lock_text(), time.time())
+            lock = Lock(python, entry.lock_text(), time.time(), key.base)
         else:
+            if key.base:
+                _subprocess.report(
+                    f"from the GPU base image (imported, not declared): {' '.join(key.base)}"
+                )
             if python:
                 _subprocess.report(f"resolving with uv: {' '.join(python)}")
-            lock = self.resolve(python, key.options)
+            lock = dataclasses.replace(self.resolve(python, key.options), base=key.base)
         options = self.routed(python, key.options)
         if not local:
             return Prepared(lock, environment_key(lock.text, options), system_lock=system_lock)
@@ -238,14 +267,19 @@ class Preparer:
     # The commands: check, lock, build.
 
     def check(
-        self, python: tuple[str, ...], system: tuple[str, ...], options: UvOptions = NO_OPTIONS
+        self,
+        python: tuple[str, ...],
+        system: tuple[str, ...],
+        options: UvOptions = NO_OPTIONS,
+        base: tuple[str, ...] = (),
     ) -> SetCheck:
         """Resolve a set without building it, for ``flash check``: its system packages (an
         unknown one raises SystemDependencyError), its Python lock (a conflict raises
-        DependencyError) and the locked packages without a wheel here."""
+        DependencyError; ``base``: which of ``python`` came from the GPU base set) and the
+        locked packages without a wheel here."""
         if system:
             resolve_system(system, store=self.store, apt=self.apt, ttl=self.settings.resolve_ttl)
-        lock = self.resolve(python, options)
+        lock = dataclasses.replace(self.resolve(python, options), base=base)
         routed = self.routed(python, options)
         missing = without_wheels(lock.text, uv_cache=self.settings.uv_cache_dir, options=routed)
         return SetCheck(lock, tuple(missing))

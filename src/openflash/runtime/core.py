@@ -118,12 +118,24 @@ class Runtime:
         """Resolve and build what ``endpoint`` needs now, without calling it."""
         return asyncio.run_coroutine_threadsafe(self._pool_for(endpoint), self.loop)
 
+    def _deps_key(self, endpoint: EndpointDef) -> DependencyKey:
+        """The endpoint's key: a GPU endpoint's undeclared imports of the GPU base set added
+        (deps/gpu_base.py)."""
+        return self.preparer.dependency_key(
+            endpoint.dependencies,
+            endpoint.system_dependencies,
+            endpoint.lockfile,
+            local_sources_digest(endpoint.dependencies),
+            endpoint.options,
+            gpu_imports=endpoint.gpu_imports,
+        )
+
     def build(self, endpoint: EndpointDef) -> Prepared:
         """Resolve and build ``endpoint``'s environment and layer in this thread (no workers).
 
         Progress lines go to this thread's ``_subprocess.reporting`` sink.
         """
-        prepared = self.preparer.build(_deps_key(endpoint))
+        prepared = self.preparer.build(self._deps_key(endpoint))
         self.preparer.record_use(endpoint.name, prepared)
         return prepared
 
@@ -138,7 +150,7 @@ class Runtime:
 
     def build_status(self, endpoint: EndpointDef) -> dict[str, object]:
         """How the preparation of ``endpoint``'s environment and layer goes."""
-        return self.preparer.status(_deps_key(endpoint)).as_dict()
+        return self.preparer.status(self._deps_key(endpoint)).as_dict()
 
     def templates(self) -> list[dict[str, object]]:
         """The backend's worker templates: what each preloaded, its memory, its forks."""
@@ -192,13 +204,13 @@ class Runtime:
         prepared (a rebuilt wheel is a new environment at the next call)."""
         if not any("file:" in spec for spec in endpoint.dependencies):
             return False
-        return self._endpoint_keys.get(endpoint) != _deps_key(endpoint)
+        return self._endpoint_keys.get(endpoint) != self._deps_key(endpoint)
 
     async def _pool_for(self, endpoint: EndpointDef) -> Pool:
         # Inside an image `flash build` made (FLASH_PREBUILT_ENV), the image is already here.
         if endpoint.resource.image and self.settings.prebuilt_env is None:
             return await self._image_pool(endpoint)
-        key = self._endpoint_keys[endpoint] = _deps_key(endpoint)
+        key = self._endpoint_keys[endpoint] = self._deps_key(endpoint)
         if key.lockfile is not None and endpoint.name not in self._stale_warned:
             stale = self.preparer.stale_entry(key, endpoint.name)
             if stale is not None:
@@ -266,7 +278,7 @@ class Runtime:
             deps = DependencyKey(endpoint.dependencies, (), endpoint.lockfile)
             target = ray_image_target(endpoint, await self._prepare(deps))
             return self._pool_of(endpoint, image_spec(endpoint, target, self.settings))
-        key = ImageKey(image, _deps_key(endpoint))
+        key = ImageKey(image, self._deps_key(endpoint))
         future = self._images.get(key)
         if future is None:
             loop = asyncio.get_running_loop()
@@ -350,14 +362,3 @@ class Runtime:
 
 async def _stats(pool: Pool) -> dict[str, object]:
     return pool.stats()
-
-
-def _deps_key(endpoint: EndpointDef) -> DependencyKey:
-    local = local_sources_digest(endpoint.dependencies)
-    return DependencyKey(
-        endpoint.dependencies,
-        endpoint.system_dependencies,
-        endpoint.lockfile,
-        local,
-        endpoint.options,
-    )

@@ -33,6 +33,16 @@ class EndpointDef:
     #: Install options (index URLs, find-links, torch backend, build flags), the project's
     #: ``[tool.openflash]`` defaults merged in at decoration.
     options: UvOptions = NO_OPTIONS
+    #: The top-level modules its code imports (runtime/preload.py's ``imported_modules``).
+    imports: tuple[str, ...] = ()
+
+    @property
+    def gpu_imports(self) -> tuple[str, ...]:
+        """What the GPU base set is matched against (deps/gpu_base.py): its imports if it
+        asks for a GPU; none for a CPU endpoint, which never gets the base set, nor for one
+        with its own image (``dockerImage``: that image is its base)."""
+        r = self.resource
+        return () if r.is_cpu or r.image else self.imports
 
     @property
     def lockfile(self) -> Path | None:
