@@ -196,6 +196,8 @@ def test_a_job_is_retried_under_its_endpoint_policy_and_status_shows_the_attempt
     assert final["output"] == "ok at attempt 3" and final["attempt"] == 3
     assert seen == sorted(seen) and set(seen) <= {1, 2, 3}
     assert len(attempts.read_text().splitlines()) == 3
+    rows = get(server, "/_flash/state").json()["recent"]  # the dashboard's call rows
+    assert [r["attempt"] for r in rows if r["id"] == job["id"]] == [3]
 
 
 def test_a_finished_job_expires_after_the_ttl(server: FlashServer) -> None:
