@@ -79,3 +79,79 @@ def test_a_stopping_server_leaves_running_jobs_for_the_next(tmp_path: Path) -> N
 
     job_id = asyncio.run(first())
     assert JobJournal(path).get(job_id).status == "IN_QUEUE"
+
+
+def test_an_old_journal_gains_the_new_columns(tmp_path: Path) -> None:
+    import sqlite3
+
+    path = tmp_path / "old.sqlite3"
+    with sqlite3.connect(path) as db:  # a journal written before webhooks and retention
+        db.execute(
+            "CREATE TABLE jobs (id TEXT PRIMARY KEY, route TEXT NOT NULL, input TEXT NOT NULL, "
+            "status TEXT NOT NULL, output TEXT, error TEXT, attempts INTEGER NOT NULL DEFAULT 0, "
+            "created REAL NOT NULL, started REAL, finished REAL)"
+        )
+        db.execute(
+            "INSERT INTO jobs (id, route, input, status, output, created) "
+            "VALUES ('old', '/r', '{}', 'COMPLETED', '1', 0)"
+        )
+    journal = JobJournal(path)
+    old = journal.get("old")
+    assert old is not None and old.output == 1 and old.webhook is None and old.attempt == 0
+
+
+def test_finished_jobs_expire_leaving_a_tombstone(tmp_path: Path) -> None:
+    async def main() -> None:
+        runner = JobRunner(JobJournal(tmp_path / "j.sqlite3"), {"/r": echo}.get, ttl=0.2)
+        runner.recover()  # starts the sweep
+        done = runner.submit("/r", {"value": 1})
+        running = runner.submit("/r", {"value": 2, "sleep": 1.0})
+        await asyncio.sleep(0.6)
+        assert runner.journal.get(done.id) is None
+        assert runner.journal.get(running.id).status == "IN_PROGRESS"  # never while running
+        body = runner.expired(done.id, "/r", "/base")
+        assert body["status"] == "EXPIRED" and "FLASH_JOB_TTL" in body["error"]
+        assert runner.expired(done.id, "/other", "/other") is None
+        assert runner.expired(running.id, "/r", "/base") is None
+        await runner.close()
+
+    asyncio.run(main())
+
+
+def test_a_webhook_left_undelivered_is_delivered_by_the_next_server(tmp_path: Path) -> None:
+    from openflash.server.webhooks import WebhookPolicy
+
+    path = tmp_path / "j.sqlite3"
+    journal = JobJournal(path)
+    job = journal.add("/r", {"value": 1}, webhook="http://127.0.0.1:9/never")
+    journal.finish(job.id, "COMPLETED", output=1)  # the server stopped before delivering
+    journal.close()
+    said: list[tuple[str, str]] = []
+
+    async def main() -> None:
+        runner = JobRunner(
+            JobJournal(path),
+            {"/r": echo}.get,
+            ttl=0,
+            webhook_policy=WebhookPolicy(attempts=2, delay=0.0),
+            say=lambda message, level: said.append((message, level)),
+        )
+        runner.recover()
+        while runner.deliveries:
+            await asyncio.sleep(0.05)
+        assert runner.journal.get(job.id).webhook_state == "failed"
+        await runner.close()
+
+    asyncio.run(main())
+    assert [level for _, level in said] == ["warning", "error"]
+    assert "attempt 1 of 2" in said[0][0] and "given up" in said[1][0]
+
+
+def test_webhook_urls_are_checked_and_redacted() -> None:
+    from openflash.server.webhooks import redact, webhook_error
+
+    assert webhook_error("https://example.com/done") is None
+    assert "not ftp" in webhook_error("ftp://example.com/x")
+    assert "no host" in webhook_error("http:///x")
+    assert "must be a URL" in webhook_error(3)
+    assert redact("https://u:pw@example.com:8443/h?key=k#f") == "https://example.com:8443/h?..."

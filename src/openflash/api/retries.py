@@ -11,6 +11,7 @@ away (cancelled) is never retried; generator functions (streams) are not retried
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -19,9 +20,15 @@ from typing import Any
 from openflash.errors import ConfigError, ExecutionTimeoutError, RemoteError, WorkerCrashedError
 from openflash.workers.calls import Call
 
-__all__ = ["Retries", "retried", "retry_policy"]
+__all__ = ["Retries", "attempt_sink", "retried", "retry_policy"]
 
 logger = logging.getLogger("openflash")
+
+#: Told the number of each attempt after the first (2, 3, ...) of the retried calls made in this
+#: context: a ``/run`` job's, so that ``/status`` shows it (server/jobs.py).
+attempt_sink: contextvars.ContextVar[Callable[[int], None] | None] = contextvars.ContextVar(
+    "openflash_attempt_sink", default=None
+)
 
 
 @dataclass(frozen=True)
@@ -106,4 +113,7 @@ async def retried(policy: Retries, run: Any, call: Call, again: Callable[[], Cal
             )
             await asyncio.sleep(delay)
             attempt += 1
+            sink = attempt_sink.get()
+            if sink is not None:
+                sink(attempt)
             call = again()

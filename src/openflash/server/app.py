@@ -189,7 +189,7 @@ def _snapshot(state: ServerState) -> dict[str, Any]:
         if item["kind"] == "run":
             job = state.journal.get(item["id"])
             if job is not None:
-                item["status"] = job.status
+                item["status"], item["attempt"] = job.status, job.attempt
                 if job.status in FINAL and job.finished and job.started:
                     item["seconds"] = job.finished - job.started
         recent.append(item)

@@ -47,6 +47,7 @@ __all__ = [
     "add_stream_routes",
     "collect",
     "current_feed",
+    "not_found",
     "with_progress",
 ]
 
@@ -153,6 +154,15 @@ def with_progress(body: dict[str, Any], feed: Feed | None) -> dict[str, Any]:
     return body
 
 
+def not_found(jobs: JobRunner, job_id: str, route_path: str, base: str) -> JSONResponse:
+    """The 404 for a job this route does not have: expired (removed past FLASH_JOB_TTL), or
+    never known."""
+    expired = jobs.expired(job_id, route_path, base)
+    if expired is not None:
+        return JSONResponse(expired, status_code=404)
+    return JSONResponse({"error": f"no job {job_id!r} on {base}"}, status_code=404)
+
+
 def add_stream_routes(
     router: APIRouter, base: str, route_path: str, jobs: JobRunner, feeds: Feeds
 ) -> None:
@@ -161,7 +171,7 @@ def add_stream_routes(
     def find(job_id: str) -> tuple[Any, Feed | None] | JSONResponse:
         job = jobs.journal.get(job_id)
         if job is None or job.route != route_path:
-            return JSONResponse({"error": f"no job {job_id!r} on {base}"}, status_code=404)
+            return not_found(jobs, job_id, route_path, base)
         return job, feeds.get(job_id)
 
     async def stream(job_id: str) -> JSONResponse:

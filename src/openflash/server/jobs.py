@@ -5,6 +5,12 @@ happens. When the server starts it reads the journal back: finished jobs keep th
 job the previous server left queued or running is run again once; if it is found unfinished a
 second time it is marked FAILED with the reason. ``status`` answers from the journal.
 
+A job may name a webhook (server/webhooks.py): when it ends, its status body is POSTed there, in
+a task of its own; a delivery the server could not finish before it stopped is made by the next.
+Finished jobs are removed ``FLASH_JOB_TTL`` after their end (server/retention.py), leaving a
+tombstone. ``attempt`` is the number of the job's call under its endpoint's ``retries`` (1, then
+2, ...: api/retries.py); ``attempts`` counts the starts of the job across server restarts.
+
 Status names are Runpod's: IN_QUEUE, IN_PROGRESS, COMPLETED, FAILED, CANCELLED, TIMED_OUT.
 """
 
@@ -20,6 +26,9 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+
+from openflash.api.retries import attempt_sink
+from openflash.server import retention, webhooks
 
 __all__ = ["FINAL", "Job", "JobJournal", "JobRunner"]
 
@@ -41,7 +50,19 @@ CREATE TABLE IF NOT EXISTS jobs (
     finished REAL
 );
 CREATE INDEX IF NOT EXISTS jobs_created ON jobs (created);
+CREATE TABLE IF NOT EXISTS expired (
+    id TEXT PRIMARY KEY,
+    route TEXT NOT NULL,
+    finished REAL NOT NULL,
+    removed REAL NOT NULL
+);
 """
+#: Columns added after the first journals were written (added to those when opened).
+_ADDED = {
+    "webhook": "TEXT",
+    "webhook_state": "TEXT",  # pending, delivered or failed
+    "call_attempt": "INTEGER NOT NULL DEFAULT 0",
+}
 
 
 @dataclass(frozen=True)
@@ -56,6 +77,9 @@ class Job:
     created: float = 0.0
     started: float | None = None
     finished: float | None = None
+    webhook: str | None = None
+    webhook_state: str | None = None
+    attempt: int = 0
 
     def to_response(self) -> dict[str, Any]:
         """The job as Runpod's status API shows it."""
@@ -68,6 +92,8 @@ class Job:
             body["output"] = self.output
         if self.error is not None:
             body["error"] = self.error
+        if self.attempt:
+            body["attempt"] = self.attempt
         return body
 
 
@@ -82,24 +108,81 @@ class JobJournal:
         self._db.execute("PRAGMA journal_mode=WAL")
         self._db.execute("PRAGMA synchronous=NORMAL")
         self._db.executescript(_SCHEMA)
+        present = {row[1] for row in self._db.execute("PRAGMA table_info(jobs)")}
+        for column, kind in _ADDED.items():
+            if column not in present:
+                self._db.execute(f"ALTER TABLE jobs ADD COLUMN {column} {kind}")
 
     def _run(self, sql: str, args: tuple[Any, ...] = ()) -> list[tuple[Any, ...]]:
         with self._lock:
             return self._db.execute(sql, args).fetchall()
 
-    def add(self, route: str, payload: dict[str, Any]) -> Job:
-        job = Job(uuid.uuid4().hex, route, payload, "IN_QUEUE", created=time.time())
+    def add(self, route: str, payload: dict[str, Any], webhook: str | None = None) -> Job:
+        state = "pending" if webhook else None
+        job = Job(
+            uuid.uuid4().hex, route, payload, "IN_QUEUE", created=time.time(), webhook=webhook,
+            webhook_state=state,
+        )  # fmt: skip
         self._run(
-            "INSERT INTO jobs (id, route, input, status, created) VALUES (?, ?, ?, ?, ?)",
-            (job.id, route, json.dumps(payload), job.status, job.created),
+            "INSERT INTO jobs (id, route, input, status, created, webhook, webhook_state) "
+            "VALUES (?, ?, ?, ?, ?, ?, ?)",
+            (job.id, route, json.dumps(payload), job.status, job.created, webhook, state),
         )
         return job
 
     def started(self, job_id: str) -> None:
         self._run(
-            "UPDATE jobs SET status='IN_PROGRESS', started=?, attempts=attempts+1 WHERE id=?",
+            "UPDATE jobs SET status='IN_PROGRESS', started=?, attempts=attempts+1, "
+            "call_attempt=1 WHERE id=?",
             (time.time(), job_id),
         )
+
+    def attempt(self, job_id: str, number: int) -> None:
+        """The job's call is being sent again under its retries: this is attempt ``number``."""
+        self._run("UPDATE jobs SET call_attempt=? WHERE id=?", (number, job_id))
+
+    def webhook_ended(self, job_id: str, state: str) -> None:
+        self._run("UPDATE jobs SET webhook_state=? WHERE id=?", (state, job_id))
+
+    def pending_webhooks(self) -> list[Job]:
+        """Ended jobs whose webhook was not delivered yet (a server stopped during it)."""
+        rows = self._run(
+            f"SELECT {_COLUMNS} FROM jobs WHERE webhook_state='pending' AND status IN "
+            "('COMPLETED', 'FAILED', 'CANCELLED', 'TIMED_OUT') ORDER BY finished"
+        )
+        return [_job(r) for r in rows]
+
+    def expire(self, before: float) -> list[str]:
+        """Remove the jobs that ended before ``before`` (their webhooks done), leaving
+        tombstones; forget tombstones older than retention.TOMBSTONE_S. Returns the ids."""
+        now = time.time()
+        with self._lock:
+            db = self._db
+            db.execute("BEGIN IMMEDIATE")
+            try:
+                rows = db.execute(
+                    "SELECT id, route, finished FROM jobs WHERE finished < ? AND status IN "
+                    "('COMPLETED', 'FAILED', 'CANCELLED', 'TIMED_OUT') AND "
+                    "(webhook_state IS NULL OR webhook_state != 'pending')",
+                    (before,),
+                ).fetchall()
+                db.executemany(
+                    "INSERT OR REPLACE INTO expired (id, route, finished, removed) "
+                    "VALUES (?, ?, ?, ?)",
+                    [(r[0], r[1], r[2], now) for r in rows],
+                )
+                db.executemany("DELETE FROM jobs WHERE id=?", [(r[0],) for r in rows])
+                db.execute("DELETE FROM expired WHERE removed < ?", (now - retention.TOMBSTONE_S,))
+                db.execute("COMMIT")
+            except BaseException:
+                db.execute("ROLLBACK")
+                raise
+        return [r[0] for r in rows]
+
+    def tombstone(self, job_id: str) -> tuple[str, float, float] | None:
+        """(route, ended, removed) of a job removed by ``expire``, or None."""
+        rows = self._run("SELECT route, finished, removed FROM expired WHERE id=?", (job_id,))
+        return (rows[0][0], rows[0][1], rows[0][2]) if rows else None
 
     def finish(
         self, job_id: str, status: str, *, output: Any = None, error: str | None = None
@@ -133,14 +216,15 @@ class JobJournal:
             self._db.close()
 
 
-_COLUMNS = "id, route, input, status, output, error, attempts, created, started, finished"
+_COLUMNS = (
+    "id, route, input, status, output, error, attempts, created, started, finished, webhook, "
+    "webhook_state, call_attempt"
+)
 
 
 def _job(row: tuple[Any, ...]) -> Job:
     output = json.loads(row[4]) if row[4] is not None else None
-    return Job(
-        row[0], row[1], json.loads(row[2]), row[3], output, row[5], row[6], row[7], row[8], row[9]
-    )
+    return Job(row[0], row[1], json.loads(row[2]), row[3], output, *row[5:])
 
 
 #: Runs a job's input on its route; returns (status, output, error).
@@ -148,21 +232,36 @@ Invoker = Callable[[dict[str, Any]], Awaitable[tuple[str, Any, str | None]]]
 
 
 class JobRunner:
-    """Runs journaled jobs as tasks on the server's event loop."""
+    """Runs journaled jobs as tasks on the server's event loop; delivers their webhooks and
+    removes them once expired."""
 
-    def __init__(self, journal: JobJournal, resolve: Callable[[str], Invoker | None]) -> None:
+    def __init__(
+        self,
+        journal: JobJournal,
+        resolve: Callable[[str], Invoker | None],
+        *,
+        ttl: float | None = None,
+        webhook_policy: webhooks.WebhookPolicy | None = None,
+        say: Callable[[str, str], None] | None = None,
+    ) -> None:
         self.journal = journal
         self.resolve = resolve
+        self.ttl = retention.job_ttl() if ttl is None else ttl
+        self.webhook_policy = webhook_policy or webhooks.WebhookPolicy.from_env()
+        self.say = say or (lambda message, level: None)
         self.tasks: dict[str, asyncio.Task[None]] = {}
+        self.deliveries: set[asyncio.Task[None]] = set()
+        self.sweeper: asyncio.Task[None] | None = None
         self.closing = False
 
-    def submit(self, route: str, payload: dict[str, Any]) -> Job:
-        job = self.journal.add(route, payload)
+    def submit(self, route: str, payload: dict[str, Any], webhook: str | None = None) -> Job:
+        job = self.journal.add(route, payload, webhook)
         self._start(job)
         return job
 
     def recover(self) -> list[Job]:
-        """Start again what a previous server left unfinished (once); fail what failed twice."""
+        """Start again what a previous server left unfinished (once); fail what failed twice;
+        deliver the webhooks it left undelivered; start removing expired jobs."""
         recovered = []
         for job in self.journal.unfinished():
             if job.attempts >= MAX_ATTEMPTS:
@@ -184,6 +283,10 @@ class JobRunner:
                 self.journal.requeue(job.id)
                 self._start(job)
                 recovered.append(job)
+        for job in self.journal.pending_webhooks():
+            self._deliver(job)
+        if self.ttl > 0 and self.sweeper is None:
+            self.sweeper = asyncio.get_running_loop().create_task(self._sweep())
         return recovered
 
     def cancel(self, job_id: str) -> Job | None:
@@ -193,10 +296,47 @@ class JobRunner:
             self.journal.finish(job_id, "CANCELLED", error="cancelled by request")
         return self.journal.get(job_id)
 
+    def expired(self, job_id: str, route: str, base: str) -> dict[str, Any] | None:
+        """The 404 body for ``job_id`` if it was a job of ``route`` removed as expired."""
+        tomb = self.journal.tombstone(job_id)
+        if tomb is None or tomb[0] != route:
+            return None
+        body: dict[str, Any] = retention.expired_body(job_id, base, tomb[1], tomb[2], self.ttl)
+        return body
+
+    def sweep(self) -> list[str]:
+        """Remove the jobs that ended more than ``ttl`` ago (none when ``ttl`` is 0)."""
+        return self.journal.expire(time.time() - self.ttl) if self.ttl > 0 else []
+
+    async def _sweep(self) -> None:
+        while True:
+            self.sweep()
+            await asyncio.sleep(retention.sweep_interval(self.ttl))
+
     def _start(self, job: Job) -> None:
         task = asyncio.get_running_loop().create_task(self._run(job))
         self.tasks[job.id] = task
-        task.add_done_callback(lambda _t: self.tasks.pop(job.id, None))
+
+        def ended(_task: asyncio.Task[None]) -> None:
+            self.tasks.pop(job.id, None)
+            final = self.journal.get(job.id)
+            if not self.closing and final is not None and final.status in FINAL:
+                self._deliver(final)
+
+        task.add_done_callback(ended)
+
+    def _deliver(self, job: Job) -> None:
+        if not job.webhook or job.webhook_state != "pending":
+            return
+        url, payload = job.webhook, job.to_response()
+
+        async def delivery() -> None:
+            ok = await webhooks.deliver(url, payload, self.webhook_policy, self.say)
+            self.journal.webhook_ended(job.id, "delivered" if ok else "failed")
+
+        task = asyncio.get_running_loop().create_task(delivery())
+        self.deliveries.add(task)
+        task.add_done_callback(self.deliveries.discard)
 
     async def _run(self, job: Job) -> None:
         invoker = self.resolve(job.route)
@@ -204,6 +344,7 @@ class JobRunner:
             self.journal.finish(job.id, "FAILED", error=f"no route {job.route} is served")
             return
         self.journal.started(job.id)
+        attempt_sink.set(lambda number: self.journal.attempt(job.id, number))
         try:
             status, output, error = await invoker(job.input)
         except asyncio.CancelledError:
@@ -218,7 +359,10 @@ class JobRunner:
 
     async def close(self) -> None:
         self.closing = True
-        for task in list(self.tasks.values()):
+        pending = [*self.tasks.values(), *self.deliveries]
+        if self.sweeper is not None:
+            pending.append(self.sweeper)
+        for task in pending:  # a delivery cut short stays pending: the next server makes it
             task.cancel()
-        if self.tasks:
-            await asyncio.wait(list(self.tasks.values()), timeout=5)
+        if pending:
+            await asyncio.wait(pending, timeout=5)

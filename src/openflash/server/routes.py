@@ -3,8 +3,11 @@
 Queue-style (per function, and per public method of an endpoint class):
 
     POST {base}/runsync        {"input": {<parameters by name>}} -> {"id", "status", "output"}
-    POST {base}/run            -> {"id", "status": "IN_QUEUE"}     (journaled, see jobs.py)
-    GET  {base}/status/{id}    -> {"id", "status", "output" | "error", "delayTime", ...}
+    POST {base}/run            -> {"id", "status": "IN_QUEUE"}     (journaled, see jobs.py);
+                                  {"input": ..., "webhook": "https://..."} POSTs the job's
+                                  status body there when it ends (webhooks.py)
+    GET  {base}/status/{id}    -> {"id", "status", "output" | "error", "delayTime", "attempt",
+                                  ...}; a 404 with status EXPIRED past FLASH_JOB_TTL
     POST {base}/cancel/{id}
 
 ``base`` is ``/{file path}/{function}``, and also ``/{file path}`` when the file holds a single
@@ -28,7 +31,7 @@ from openflash.api import streams
 from openflash.api.remote import RemoteClass, RemoteFunction, RemoteInstance
 from openflash.errors import ExecutionTimeoutError, FlashError, RemoteError
 from openflash.project import LBRoute, Project, QueueRoute
-from openflash.server import job_streams
+from openflash.server import job_streams, webhooks
 from openflash.server.invocation import (
     arguments,
     call_outcome,
@@ -142,7 +145,9 @@ def _add_queue_routes(
 ) -> None:
     required = any(f.is_required() for f in model.model_fields.values())
     request_model = create_model(
-        f"{_ident(base)}_request", input=(model, ...) if required else (model, model())
+        f"{_ident(base)}_request",
+        input=(model, ...) if required else (model, model()),
+        webhook=(str | None, None),  # /run only: where the job's result is POSTed
     )
     name = route.name + (f".{route.method}" if route.method else "")
     summary = (inspect.getdoc(_target(route)) or name).splitlines()[0]
@@ -169,9 +174,11 @@ def _add_queue_routes(
         return JSONResponse(payload, status_code=outcome.http_status)
 
     async def run(body: Any) -> JSONResponse:
+        if body.webhook is not None and (problem := webhooks.webhook_error(body.webhook)):
+            return JSONResponse({"error": problem}, status_code=422)
         feed = job_streams.Feed()  # the job's task inherits this context: its items go there
         tokens = job_streams.current_feed.set(feed), streams.progress_sink.set(feed.report)
-        job = jobs.submit(route.path, body.input.model_dump(mode="json"))
+        job = jobs.submit(route.path, body.input.model_dump(mode="json"), body.webhook)
         feeds[job.id] = feed
         job_streams.current_feed.reset(tokens[0])
         streams.progress_sink.reset(tokens[1])
@@ -191,13 +198,13 @@ def _add_queue_routes(
     async def status(job_id: str) -> JSONResponse:
         job = jobs.journal.get(job_id)
         if job is None or job.route != route.path:
-            return JSONResponse({"error": f"no job {job_id!r} on {base}"}, status_code=404)
+            return job_streams.not_found(jobs, job_id, route.path, base)
         return JSONResponse(job_streams.with_progress(job.to_response(), feeds.get(job_id)))
 
     async def cancel(job_id: str) -> JSONResponse:
         job = jobs.journal.get(job_id)
         if job is None or job.route != route.path:
-            return JSONResponse({"error": f"no job {job_id!r} on {base}"}, status_code=404)
+            return job_streams.not_found(jobs, job_id, route.path, base)
         job = jobs.cancel(job_id) or job
         return JSONResponse(job.to_response())
 

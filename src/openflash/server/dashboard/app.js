@@ -63,7 +63,8 @@ function render(state) {
        el("td", {}, new Date(call.time * 1000).toLocaleTimeString()),
        el("td", {}, call.route),
        el("td", {}, call.kind),
-       el("td", { class: `status-${call.status}` }, call.status),
+       el("td", { class: `status-${call.status}` },
+          call.attempt > 1 ? `${call.status} (attempt ${call.attempt})` : call.status),
        el("td", {}, seconds(call.seconds)),
        el("td", { class: "progress" }, progressText(call.progress))));
   $("recent").tBodies[0].replaceChildren(
