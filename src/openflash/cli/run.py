@@ -46,6 +46,14 @@ def run(
     address: Annotated[
         str | None, typer.Option(envvar="RAY_ADDRESS", help="The Ray cluster (with --backend ray).")
     ] = None,
+    log_format: Annotated[
+        str,
+        typer.Option(
+            "--log-format",
+            envvar="FLASH_LOG_FORMAT",
+            help="How calls, builds and workers are logged: text or json (one object a line).",
+        ),
+    ] = "text",
     quiet: Quiet = False,
     verbose: Verbose = False,
 ) -> None:
@@ -73,12 +81,20 @@ def run(
             os.environ.get("FLASH_API_KEY") or None
         )  # a Runpod key alone does not lock localhost
     max_body = _max_body()
+    if log_format not in ("text", "json"):
+        _fail(f"--log-format {log_format!r} is not text or json", "pass --log-format json")
     names = frozenset(n.strip() for item in only or [] for n in item.split(",") if n.strip())
     if verbose:
         logging.basicConfig(format="%(name)s: %(message)s")
         logging.getLogger("openflash").setLevel(logging.DEBUG)
     app = create_app(
-        root, api_key=api_key, max_body=max_body, reload=reload, only=names or None, quiet=quiet
+        root,
+        api_key=api_key,
+        max_body=max_body,
+        reload=reload,
+        only=names or None,
+        quiet=quiet,
+        log_format=log_format,
     )
     if names and not app.state.flash.endpoints():
         _fail(f"no endpoint named {', '.join(sorted(names))} in {root}", "check --only's names")

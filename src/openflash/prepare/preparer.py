@@ -48,6 +48,7 @@ from openflash.prepare.outcomes import (
     Prepared,
     SetCheck,
 )
+from openflash.workers import events
 
 __all__ = ["Preparer"]
 
@@ -167,13 +168,29 @@ class Preparer:
                 Environment("prebuilt", s.prebuilt_env),
                 runtime_path=self.worker_runtime(),
             )
+        what = " ".join(dependencies.python + dependencies.system) or "no dependencies"
+        events.emit("build_started", what=what)
         try:
             with _subprocess.reporting(status.log.append):
                 prepared = self._prepare(dependencies, status, local)
         except BaseException as e:
             status.state, status.error, status.finished = "failed", str(e), time.time()
+            events.emit(
+                "build_finished",
+                what=what,
+                ok=False,
+                seconds=status.finished - status.started,
+                error=str(e),
+            )
             raise
         status.state, status.finished = "ready", time.time()
+        events.emit(
+            "build_finished",
+            what=what,
+            ok=True,
+            seconds=status.finished - status.started,
+            error=None,
+        )
         return prepared
 
     def _prepare(self, key: DependencyKey, status: BuildStatus, local: bool) -> Prepared:

@@ -3,6 +3,9 @@
 /health, /ping              liveness; never touches a worker
 /docs, /openapi.json        Swagger UI from a package's files (works offline)
 /                           the dashboard; /_flash/state is what it shows, as JSON
+/metrics                    Prometheus metrics (metrics.py)
+
+Each call is logged to the terminal (access_log.py), as text or JSON lines.
 everything else             the project's endpoints (routes.py), swapped in place on reload
 """
 
@@ -20,14 +23,17 @@ from typing import Any
 from fastapi import FastAPI, HTTPException, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.openapi.docs import get_swagger_ui_html
-from fastapi.responses import FileResponse, HTMLResponse
+from fastapi.responses import FileResponse, HTMLResponse, Response
 
 from openflash.deps.namespace_mode import layer_mode
 from openflash.runtime.process import get_runtime, run_on_current_loop, shutdown_current_loop
+from openflash.server.access_log import AccessLog, CallLog
 from openflash.server.jobs import FINAL, JobJournal
+from openflash.server.metrics import CONTENT_TYPE, Metrics
 from openflash.server.responses import JSONResponse
 from openflash.server.security import DEFAULT_MAX_BODY, SecurityMiddleware
 from openflash.server.state import ServerState
+from openflash.workers import events
 
 __all__ = ["create_app"]
 
@@ -43,15 +49,36 @@ def create_app(
     reload: bool = False,
     quiet: bool = False,
     only: frozenset[str] | None = None,
+    log_format: str = "text",
 ) -> FastAPI:
-    """Discover the project at ``root`` and build its app (routes are live at once)."""
+    """Discover the project at ``root`` and build its app (routes are live at once).
+
+    ``log_format`` is how calls and runtime events are logged to stderr: text or json.
+    """
     journal = JobJournal(root.resolve() / ".flash" / "jobs.sqlite3")
-    state = ServerState(root, journal, quiet=quiet, only=only)
+    log = CallLog(log_format, quiet=quiet)
+    state = ServerState(root, journal, quiet=quiet, only=only, log=log)
+    metrics = Metrics(lambda: _workers(state), lambda: get_runtime().preparer.store)
+
+    def job_ended(fields: dict[str, Any]) -> None:
+        log.job(fields)
+        metrics.call(fields)
+
+    def runtime_event(kind: str, fields: dict[str, Any]) -> None:
+        log.runtime_event(kind, fields)
+        metrics.runtime_event(kind, fields)
+
+    def call_ended(fields: dict[str, Any]) -> None:
+        log.call(fields)
+        metrics.call(fields)
+
+    state.on_job = job_ended
     state.load()
 
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         run_on_current_loop()  # pools on the server's loop: requests reach them directly
+        unsubscribe = events.subscribe(runtime_event)
         state.say(f"serving {len(state.endpoints())} endpoint(s) from {state.root}")
         recovered = state.jobs.recover()
         if recovered:
@@ -72,6 +99,7 @@ def create_app(
             await state.jobs.close()
             state.journal.close()
             await shutdown_current_loop()
+            unsubscribe()
 
     app = FastAPI(
         title=f"openflash: {state.root.name}",
@@ -83,7 +111,14 @@ def create_app(
     )
     app.state.flash = state
     app.add_middleware(SecurityMiddleware, api_key=api_key, max_body=max_body)
+    app.add_middleware(AccessLog, report=call_ended)  # outside: refused calls are logged too
     _add_fixed_routes(app, state)
+
+    @app.get("/metrics", include_in_schema=False)
+    async def metrics_text() -> Response:
+        body = await asyncio.get_running_loop().run_in_executor(None, metrics.render)
+        return Response(body, media_type=CONTENT_TYPE)
+
     state.install(app)
     return app
 
@@ -141,6 +176,20 @@ def _add_fixed_routes(app: FastAPI, state: ServerState) -> None:
     @app.get("/_flash/state", include_in_schema=False)
     async def flash_state() -> dict[str, Any]:
         return await asyncio.get_running_loop().run_in_executor(None, _snapshot, state)
+
+
+def _workers(state: ServerState) -> dict[str, dict[str, int]]:
+    """Each served endpoint's workers by state (busy: ready and running a call)."""
+    runtime = get_runtime()
+    counts: dict[str, dict[str, int]] = {}
+    for endpoint in state.endpoints():
+        stats = runtime.pool_stats(endpoint) or {}
+        detail = stats.get("detail") or []
+        states = counts.setdefault(endpoint.name, {})
+        for worker in detail if isinstance(detail, list) else []:
+            name = "busy" if worker["state"] == "ready" and worker["calls"] else worker["state"]
+            states[name] = states.get(name, 0) + 1
+    return counts
 
 
 def _hardware(resource: Any, status: dict[str, Any]) -> str:

@@ -9,12 +9,14 @@ warm workers.
 
 from __future__ import annotations
 
+import asyncio
 import collections
 import concurrent.futures
 import contextlib
 import io
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TextIO
@@ -24,8 +26,10 @@ from fastapi import APIRouter, FastAPI
 from openflash.project import Project, discover
 from openflash.runtime.definitions import EndpointDef
 from openflash.runtime.process import get_runtime
-from openflash.server.jobs import JobJournal, JobRunner
+from openflash.server.access_log import CallLog, error_summary
+from openflash.server.jobs import Invoker, JobJournal, JobRunner
 from openflash.server.routes import JobInvoker, build_router, constructor_warnings
+from openflash.workers import events
 
 __all__ = ["ServerState"]
 
@@ -47,20 +51,65 @@ class ServerState:
     quiet: bool = False
     #: Serve only these endpoints (an image made by `flash build` serves one).
     only: frozenset[str] | None = None
+    #: The terminal's log (server/access_log.py), and what hears of each /run job that ends.
+    log: CallLog | None = None
+    on_job: Callable[[dict[str, Any]], None] | None = None
 
     def __post_init__(self) -> None:
         self.root = self.root.resolve()
         self.project = Project(self.root)
-        self.jobs = JobRunner(self.journal, self.invokers.get, say=self.say)
+        self.jobs = JobRunner(self.journal, self._job_invoker, say=self.say)
 
     def say(self, message: str, level: str = "info") -> None:
         """Tell the terminal and the dashboard."""
         self.events.append({"time": time.time(), "level": level, "message": message})
-        if not self.quiet:
+        if self.log is not None and self.log.fmt == "json":
+            self.log.message(message, level)
+        elif not self.quiet:
             print(f"flash: {message}", file=sys.stderr, flush=True)
 
     def record(self, call: dict[str, Any]) -> None:
         self.recent.append({"time": time.time(), **call})
+        events.note(**{k: call[k] for k in ("id", "endpoint", "status") if k in call})
+
+    def _job_invoker(self, route: str) -> Invoker | None:
+        """The route's job invoker, telling ``on_job`` how each job ended."""
+        invoker = self.invokers.get(route)
+        if invoker is None:
+            return None
+        endpoint = next((r.endpoint_name for r in self.project.queue if r.path == route), None)
+        request = events.call_note.get()  # the /run request's note: it holds the job's id
+
+        async def run(payload: dict[str, Any]) -> tuple[str, Any, str | None]:
+            own: dict[str, Any] = {}
+            token, started = events.call_note.set(own), time.perf_counter()
+            status, error = "FAILED", None
+            try:
+                status, output, error = await invoker(payload)
+                return status, output, error
+            except BaseException as e:
+                cancelled = isinstance(e, asyncio.CancelledError)
+                status, error = ("CANCELLED" if cancelled else "FAILED"), str(e) or type(e).__name__
+                raise
+            finally:
+                events.call_note.reset(token)
+                first, hint = error_summary(error) if status != "COMPLETED" else ("", "")
+                if self.on_job is not None:
+                    self.on_job(
+                        {
+                            "job_id": (request or {}).get("id"),
+                            "route": route,
+                            "endpoint": endpoint,
+                            "status": status,
+                            "seconds": time.perf_counter() - started,
+                            "worker_pid": own.get("worker_pid"),
+                            "queue_wait": own.get("queue_wait"),
+                            "error": first or None,
+                            "hint": hint or None,
+                        }
+                    )
+
+        return run
 
     def load(self) -> Project:
         """Discover the project (again) and build its routes."""

@@ -53,6 +53,10 @@ class Call:
     on_frame: Callable[[Any], None] | None = None
     #: Once sent: how to write a frame to its worker, and its call id there (CREDIT, CANCEL).
     wire: tuple[Callable[[bytes], None], int] | None = None
+    #: When it was queued (loop time), and once sent: its worker's pid and its wait in the queue.
+    queued_at: float = 0.0
+    worker_pid: int | None = None
+    waited: float | None = None
 
     def signal(self, kind: int) -> None:
         """Send its worker a CREDIT or CANCEL frame for it (on the pool's loop)."""

@@ -17,7 +17,7 @@ import itertools
 from dataclasses import dataclass, field
 
 from openflash.errors import FlashError, WorkerCrashedError
-from openflash.workers import pickling, portable, protocol
+from openflash.workers import events, pickling, portable, protocol
 from openflash.workers.calls import Call
 from openflash.workers.crashes import died_starting
 from openflash.workers.port import Backend, WorkerHandle, WorkerSpec
@@ -145,6 +145,7 @@ class WorkerLives:
         worker.state = WorkerState.READY
         handle = worker.handle
         assert handle is not None
+        events.emit("worker_started", endpoint=self.config.name, pid=handle.pid)
         handle.writer.write(protocol.encode(protocol.CALLER, 0, _caller_payload()))
         worker.task = asyncio.ensure_future(self._read(worker))
         self._arm_idle(worker)

@@ -26,7 +26,7 @@ import logging
 from collections import deque
 
 from openflash.errors import ExecutionTimeoutError, FlashError
-from openflash.workers import cancels, protocol
+from openflash.workers import cancels, events, protocol
 from openflash.workers.calls import Call, Reply
 from openflash.workers.crashes import died
 from openflash.workers.lifecycle import STOP_GRACE_S, PoolConfig, Worker, WorkerLives, WorkerState
@@ -74,6 +74,7 @@ class Pool(WorkerLives):
         call.future = asyncio.get_running_loop().create_future()
         call.pool = self
         cancels.watch(self, call)
+        call.queued_at = asyncio.get_running_loop().time()
         self.queue.append(call)
         if not self._started:
             self._started = True
@@ -82,7 +83,10 @@ class Pool(WorkerLives):
         if call.parent is not None and not call.running and self._deadlocked():
             self.queue.remove(call)
             raise deadlock_error(self.config, call, self.running())
-        return await call.future
+        try:
+            return await call.future
+        finally:
+            events.note(worker_pid=call.worker_pid, queue_wait=call.waited)
 
     # Nested calls and deadlocks (waits.py).
 
@@ -187,6 +191,8 @@ class Pool(WorkerLives):
         worker.handle.writer.write(protocol.encode_call(call_id, payload))
         call.running = True
         call.wire = (worker.handle.writer.write, call_id)
+        call.worker_pid = worker.pid
+        call.waited = asyncio.get_running_loop().time() - call.queued_at
         worker.loaded.add(call.target)
         if call.op == protocol.OP_METHOD:
             self.instance_home[call.target] = worker
@@ -297,6 +303,18 @@ class Pool(WorkerLives):
             self._lost_instances.add(instance_id)
         handle.kill()  # a worker that closed its socket without exiting
         code = await handle.wait()
+        crashed = bool(worker.in_flight) or (
+            was is WorkerState.READY
+            and not self.closed
+            and not getattr(handle, "expected_exit", False)
+        )
+        events.emit(
+            "worker_exited",
+            endpoint=self.config.name,
+            pid=handle.pid,
+            exit=describe_exit(code),
+            crashed=crashed,
+        )
         if worker.in_flight:
             labels = [c.label for c in worker.in_flight.values()]
             error = died(self.config.name, handle, code, worker.doom, labels)

@@ -1,0 +1,58 @@
+"""What happens in a runtime that a server reports: builds, workers starting and exiting, and
+the worker a call ran on.
+
+``subscribe`` registers an observer, called with ``(kind, fields)`` for each ``emit``, on
+whichever thread emits (a build's thread, the pools' loop); an observer that raises is logged
+and otherwise ignored, so reporting never breaks a call. Kinds: ``build_started`` and
+``build_finished`` (prepare/preparer.py), ``worker_started`` and ``worker_exited``
+(workers/lifecycle.py, workers/pool.py).
+
+``note`` adds fields to the current call's note, a dict an HTTP request puts in ``call_note``
+(server/access_log.py); the pool notes the worker's pid and how long the call waited there.
+"""
+
+from __future__ import annotations
+
+import contextvars
+import logging
+from collections.abc import Callable
+from typing import Any
+
+__all__ = ["Observer", "call_note", "emit", "note", "subscribe"]
+
+logger = logging.getLogger("openflash")
+
+Observer = Callable[[str, dict[str, Any]], None]
+
+_observers: list[Observer] = []
+
+#: The note of the call the current task serves, if a server keeps one.
+call_note: contextvars.ContextVar[dict[str, Any] | None] = contextvars.ContextVar(
+    "openflash_call_note", default=None
+)
+
+
+def subscribe(observer: Observer) -> Callable[[], None]:
+    """Call ``observer`` for each event from now on; returns what unsubscribes it."""
+    _observers.append(observer)
+
+    def unsubscribe() -> None:
+        if observer in _observers:
+            _observers.remove(observer)
+
+    return unsubscribe
+
+
+def emit(kind: str, **fields: Any) -> None:
+    for observer in list(_observers):
+        try:
+            observer(kind, fields)
+        except Exception:
+            logger.debug("openflash: an observer of %s failed", kind, exc_info=True)
+
+
+def note(**fields: Any) -> None:
+    """Add ``fields`` to the current call's note (nothing when no server keeps one)."""
+    current = call_note.get()
+    if current is not None:
+        current.update(fields)
