@@ -15,6 +15,7 @@ import shutil
 import signal
 import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -74,6 +75,9 @@ def start_cluster(
     homes = {name: root / f"{name}-home" for name in nodes}
     common = ["--node-ip-address=127.0.0.1", "--disable-usage-stats", "--block"]
     started: list[subprocess.Popen[bytes]] = []
+    # Ray's sockets live under its temp dir and a Unix socket path has at most 107 bytes: pytest's
+    # own folders (/tmp/pytest-of-root/pytest-221/ray-gpus0/...) leave too little room.
+    ray_tmp = Path(tempfile.mkdtemp(prefix="ofray-", dir="/tmp"))
 
     def stop() -> None:
         for proc in reversed(started):
@@ -84,10 +88,11 @@ def start_cluster(
                 proc.wait(timeout=60)
             with contextlib.suppress(ProcessLookupError):
                 os.killpg(proc.pid, signal.SIGKILL)
+        shutil.rmtree(ray_tmp, ignore_errors=True)
 
     for i, (name, extra) in enumerate(nodes.items()):
         where = (
-            ["--head", f"--port={port}", "--include-dashboard=false", f"--temp-dir={root / 'tmp'}"]
+            ["--head", f"--port={port}", "--include-dashboard=false", f"--temp-dir={ray_tmp}"]
             if i == 0
             else [f"--address={address}"]
         )

@@ -46,6 +46,7 @@ __all__ = ["READY_MARKER", "Entry", "Store", "content_key"]
 
 READY_MARKER = ".openflash-ready"
 USAGE_FILE = ".openflash-used.json"
+USAGE_LOCK = ".openflash-used.lock"
 IN_USE_FILE = ".openflash-in-use"
 KINDS = ("envs", "layers", "runtime", "debs")
 
@@ -163,14 +164,24 @@ class Store:
     def record_use(self, kind: str, key: str, endpoint: str) -> None:
         """Note that ``endpoint`` uses this entry now."""
         path = self.path(kind, key) / USAGE_FILE
+        # Read, add, write under a lock: two endpoints noting their use at once (two processes,
+        # or a Ray node's agent serving two drivers' calls) must not lose one of the two.
         try:
-            usage = json.loads(path.read_text())
-        except (OSError, ValueError):
-            usage = {"endpoints": []}
-        usage["last_used"] = time.time()
-        usage["endpoints"] = sorted(set(usage.get("endpoints", [])) | {endpoint})
-        with contextlib.suppress(OSError):
-            write_atomic(path, json.dumps(usage))
+            fd = os.open(self.path(kind, key) / USAGE_LOCK, os.O_WRONLY | os.O_CREAT, 0o600)
+        except OSError:
+            return  # the entry went away meanwhile
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX)
+            try:
+                usage = json.loads(path.read_text())
+            except (OSError, ValueError):
+                usage = {"endpoints": []}
+            usage["last_used"] = time.time()
+            usage["endpoints"] = sorted(set(usage.get("endpoints", [])) | {endpoint})
+            with contextlib.suppress(OSError):
+                write_atomic(path, json.dumps(usage))
+        finally:
+            os.close(fd)
 
     def usage(self, entry: Entry) -> dict[str, Any]:
         try:
