@@ -350,3 +350,59 @@ def test_flash_build_starts_from_the_image_with_the_lines_local_workers_use(
         }
     finally:
         subprocess.run(["podman", "rm", "--force", name], capture_output=True, timeout=120)
+
+
+VOLUME_PROGRAM = f'''
+import asyncio
+import json
+import os
+
+from runpod_flash import CpuServerlessEndpoint, NetworkVolume, remote
+
+volume = NetworkVolume(name="image-shared")
+
+
+@remote(CpuServerlessEndpoint(name="image-volume", dockerImage="{IMAGE}", networkVolume=volume))
+def write_in_image(text: str) -> dict:
+    folder = os.environ["FLASH_VOLUME_PATH"]
+    with open(os.path.join(folder, "from-image.txt"), "w") as f:
+        f.write(text)
+    return {{
+        "folder": folder,
+        "seeded": open("/runpod-volume/seeded.txt").read(),
+        "marker": open("/etc/openflash-test").read().strip(),
+    }}
+
+
+@remote(CpuServerlessEndpoint(name="local-volume", networkVolume=volume))
+def read_locally() -> str:
+    with open(os.path.join(os.environ["FLASH_VOLUME_PATH"], "from-image.txt")) as f:
+        return f.read()
+
+
+async def main() -> dict:
+    return {{"image": await write_in_image("written in the container"), "local": await read_locally()}}
+
+
+print(json.dumps(asyncio.run(main())))
+'''
+
+
+@pytest.mark.usefixtures("images")
+def test_a_container_worker_sees_its_volume_at_runpod_volume(
+    tmp_path: Path, flash_home: Path
+) -> None:
+    folder = flash_home / "volumes" / "image-shared"
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "seeded.txt").write_text("put there by the host")
+    done = run_python(write(tmp_path / "volume.py", VOLUME_PROGRAM), timeout=600)
+    assert done.returncode == 0, done.stderr
+    seen = json.loads(done.stdout.splitlines()[-1])
+    assert seen["image"] == {
+        "folder": "/runpod-volume",
+        "seeded": "put there by the host",
+        "marker": MARKER,  # it ran in the image
+    }
+    assert (folder / "from-image.txt").read_text() == "written in the container"
+    assert seen["local"] == "written in the container"  # a local endpoint shares the volume
+    assert containers("image-volume") == []

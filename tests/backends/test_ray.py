@@ -463,3 +463,25 @@ def test_without_ray_installed_the_error_says_what_to_install(tmp_path: Path) ->
     )
     done = run_python(script, env={"FLASH_BACKEND": "ray"})
     assert "pip install 'openflash[ray]'" in done.stdout, done.stderr
+
+
+def test_a_volume_on_ray_is_refused_at_the_call_with_a_hint(flash_home: Path) -> None:
+    # Refused before any node is reached: the address is one no cluster listens on.
+    openflash.configure(backend="ray", address=f"127.0.0.1:{free_port()}")
+
+    @Endpoint(name="ray-volume", cpu=CpuInstanceType.CPU3C_1_2, volume="ray-shared")
+    def reads() -> list:
+        import os
+
+        return os.listdir(os.environ["FLASH_VOLUME_PATH"])
+
+    try:
+        with pytest.raises(openflash.FlashError) as caught:
+            run(asyncio.wait_for(reads(), 300))
+    finally:
+        process._overrides.clear()
+        process.shutdown()
+    assert "has the volume 'ray-shared', and volumes are not mounted on Ray nodes" in str(
+        caught.value
+    )
+    assert "FLASH_BACKEND=local" in (caught.value.hint or "")

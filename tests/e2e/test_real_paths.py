@@ -1,8 +1,9 @@
 """System layers at their real paths: real apt layers, real namespaces, real workers.
 
 tesseract reads its data from a compiled-in /usr path; pyzbar finds libzbar with
-ctypes.util.find_library (the ld.so cache). Both work only with the layer at its real paths
-(namespace mode); the relocated mode (FLASH_NAMESPACES=off) keeps what it promises.
+ctypes.util.find_library (the layer's ld.so cache). Both work with the layer at its real paths
+(namespace mode); the relocated mode (FLASH_NAMESPACES=off) keeps what it promises: tesseract
+through TESSDATA_PREFIX, find_library through workers/library_shim.py.
 """
 
 from __future__ import annotations
@@ -92,16 +93,31 @@ def test_pyzbar_finds_its_library_and_decodes_a_qr_code() -> None:
     assert any(Path("/usr/lib").rglob("libzbar.so*")) == host_has_zbar
 
 
+@remote(CpuLiveServerless(name="real-no-layer"))
+def find_library_of_a_worker_without_layer() -> dict:
+    import ctypes.util
+    import os
+
+    return {
+        "module": ctypes.util.find_library.__module__,
+        "variable": os.environ.get("OPENFLASH_LIBRARY_DIRS"),
+    }
+
+
 @pytest.mark.usefixtures("flash_home")
-def test_relocated_mode_keeps_tesseract_working_but_not_find_library(
+def test_relocated_mode_keeps_tesseract_and_find_library_working(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     monkeypatch.setenv("FLASH_NAMESPACES", "off")
     out = run(ocr("RELOCATED 7"))
     assert out["data"] is False  # nothing at the real path: the layer stays in the store
     assert "RELOCATED 7" in out["text"]  # TESSDATA_PREFIX points into the layer
-    with pytest.raises(RemoteError, match="Unable to find zbar shared library"):
-        run(decode_qr("x"))  # find_library: what the relocated mode cannot do
+    host_has_zbar = any(Path("/usr/lib").rglob("libzbar.so*"))
+    qr = run(decode_qr("relocated zbar"))  # the shim: the layer's library folders first
+    assert qr == {"find_library": "libzbar.so.0", "decoded": ["relocated zbar"]}
+    assert any(Path("/usr/lib").rglob("libzbar.so*")) == host_has_zbar
+    plain = run(find_library_of_a_worker_without_layer())  # no layer: CPython's own
+    assert plain == {"module": "ctypes.util", "variable": None}
 
 
 @remote(

@@ -8,8 +8,10 @@ same paths as here, so that tracebacks and nested calls name the files the calle
 
 The endpoint's ``env`` passes by name (``-e KEY``, the value in the engine's environment, never
 in its argv); GPUs as CDI devices (podman) or ``--gpus`` (docker); the instance type's vCPUs and
-memory as ``--cpus`` and ``--memory``. A container is removed when its worker exits or is
-killed; its exit status is reported like a process's (128+N: killed by signal N).
+memory as ``--cpus`` and ``--memory``; the endpoint's volume (``NetworkVolume(name=...)``, its
+folder here) read-write at ``/runpod-volume``, named by ``FLASH_VOLUME_PATH`` as in local
+workers. A container is removed when its worker exits or is killed; its exit status is reported
+like a process's (128+N: killed by signal N).
 """
 
 from __future__ import annotations
@@ -25,6 +27,7 @@ from collections.abc import Awaitable, Callable
 
 from openflash.backends.output import OUTPUT_LINE_LIMIT, PUMP_GRACE_S, STDERR_TAIL_LINES, pump
 from openflash.backends.targets import ContainerTarget
+from openflash.backends.worker_view import VOLUME_MOUNT, VOLUME_VARIABLE
 from openflash.envs.engine import Engine
 from openflash.errors import FlashError
 from openflash.workers.port import WorkerSpec
@@ -58,6 +61,10 @@ def container_argv(
         "PYTHONDONTWRITEBYTECODE": "1",
         "OPENFLASH_ENDPOINT": spec.endpoint,
     }
+    volume = []
+    if spec.volume is not None:  # read-write, at Runpod's path, as in a local worker's namespace
+        volume.append(f"--volume={spec.volume}:{VOLUME_MOUNT}")
+        variables[VOLUME_VARIABLE] = VOLUME_MOUNT
     if spec.max_rss:
         variables["OPENFLASH_MAX_RSS"] = str(spec.max_rss)
     argv = [
@@ -73,6 +80,7 @@ def container_argv(
         *engine.run_options(),
         *engine.gpu_options(gpus),
         *(f"--volume={m}:{m}:ro" for m in mounts),
+        *volume,
         f"--workdir={cwd}",
         *(f"--env={k}" for k in sorted(variables)),
     ]
@@ -182,6 +190,8 @@ async def start_container(
     """Run a worker of ``spec`` (its target a ContainerTarget) in a container."""
     safe = "".join(c if c.isalnum() or c in "_.-" else "-" for c in spec.endpoint)
     name = f"openflash-{safe}-{uuid.uuid4().hex[:12]}"
+    if spec.volume is not None:
+        spec.volume.mkdir(parents=True, exist_ok=True)
     argv, environ = container_argv(engine, spec, name, gpus)
     try:
         proc = await asyncio.create_subprocess_exec(

@@ -28,7 +28,7 @@ from openflash.backends.gpus import GpuAllocator
 from openflash.backends.output import OUTPUT_LINE_LIMIT, PUMP_GRACE_S, STDERR_TAIL_LINES, pump
 from openflash.backends.targets import ContainerTarget, LocalTarget
 from openflash.backends.templates import ForkedProcess, Template, TemplateKey, TemplateUnsafe
-from openflash.backends.worker_view import make_worker_folders, worker_view_env
+from openflash.backends.worker_view import make_worker_folders, worker_main, worker_view_env
 from openflash.deps.namespace_mode import layer_mode, namespace_argv
 from openflash.envs.engine import find_engine
 from openflash.errors import FlashError
@@ -275,7 +275,8 @@ class LocalBackend:
         env = worker_environ(spec, target, gpus, bool(allocator.devices), in_namespace)
         make_worker_folders(env, spec.volume)
         parent_sock, child_sock = socket.socketpair()
-        main = ["openflash.workers.child", str(child_sock.fileno()), str(spec.max_concurrency)]
+        child = ["openflash.workers.child", str(child_sock.fileno()), str(spec.max_concurrency)]
+        main = worker_main(env, child)
         argv = (
             namespace_argv(target.python, main)
             if in_namespace

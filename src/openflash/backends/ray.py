@@ -14,7 +14,8 @@ Mapping: ``gpuCount`` -> ``num_gpus``, ``gpus`` (GPU types) -> the nodes whose R
 ``accelerator_type:`` or custom ``gpu_type:`` resources say they have them (gpu_types.py), the
 CPU instance type's vCPUs -> ``num_cpus``, ``max_concurrency`` -> the actor's concurrency. A
 dead actor (killed, out of memory, its node lost) ends the worker: its calls fail with
-WorkerCrashedError naming the node.
+WorkerCrashedError naming the node. A volume (a folder of this machine) is not mounted on
+nodes: an endpoint with one is refused at its first worker, before any node is reached.
 """
 
 from __future__ import annotations
@@ -122,6 +123,15 @@ class RayBackend:
             raise FlashError(
                 f"endpoint {spec.endpoint!r} was prepared for another backend than Ray",
                 hint="this is a bug in openflash: please report it",
+            )
+        if spec.volume is not None:
+            raise FlashError(
+                f"endpoint {spec.endpoint!r} has the volume {spec.volume.name!r}, and volumes "
+                "are not mounted on Ray nodes: a volume is a folder of this machine "
+                f"({spec.volume}), which the cluster's other nodes do not have",
+                hint="run this endpoint on the local backend (FLASH_BACKEND=local), or drop "
+                "networkVolume/volume= and read shared storage the nodes mount at a path of "
+                "their own (an NFS or object-store path passed in env=...)",
             )
         loop = asyncio.get_running_loop()
         try:

@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from openflash.backends.targets import LocalTarget
+from openflash.backends.worker_view import worker_main
 from openflash.workers.namespace import NAMESPACE_VARIABLE
 from openflash.workers.port import WorkerSpec
 
@@ -168,7 +169,7 @@ class Template:
     async def _start(self) -> None:
         ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
         env = {**self.env, "OPENFLASH_PRELOAD": json.dumps(list(self.preload))}
-        main = ["openflash.workers.forkserver", str(theirs.fileno())]
+        main = worker_main(env, ["openflash.workers.forkserver", str(theirs.fileno())])
         if NAMESPACE_VARIABLE in env:  # its forks share the namespace it starts in
             main = ["openflash.workers.namespace", *main]
         try:

@@ -11,13 +11,18 @@ and the namespace that shows both (with its system layer) at their paths.
   ``FLASH_VOLUME_PATH`` names the folder itself (a real folder, no symlink). Both modes set
   ``FLASH_VOLUME_PATH``, so ``os.environ.get("FLASH_VOLUME_PATH", "/runpod-volume")`` works
   everywhere.
+- **Libraries.** Without a namespace, ``OPENFLASH_LIBRARY_DIRS`` names the layer's library
+  folders, and the worker starts through ``workers.library_shim`` (``worker_main``), whose
+  ``ctypes.util.find_library`` looks there first.
 """
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 from openflash.deps.namespace_mode import namespace_env
+from openflash.workers.library_shim import LIBRARY_VARIABLE
 from openflash.workers.port import WorkerSpec
 
 __all__ = [
@@ -25,6 +30,7 @@ __all__ = [
     "VOLUME_VARIABLE",
     "make_worker_folders",
     "worker_home",
+    "worker_main",
     "worker_view_env",
 ]
 
@@ -53,10 +59,21 @@ def worker_view_env(spec: WorkerSpec, env_dir: Path, in_namespace: bool) -> dict
     env = {"HOME": str(home), **{name: str(home / sub) for name, sub in _XDG.items()}}
     if spec.volume is not None:
         env[VOLUME_VARIABLE] = VOLUME_MOUNT if in_namespace else str(spec.volume)
+    libraries = spec.paths.get("LD_LIBRARY_PATH", ())
+    if spec.layer is not None and not in_namespace and libraries:
+        env[LIBRARY_VARIABLE] = os.pathsep.join(libraries)  # workers.library_shim reads it
     if in_namespace:
         root = home.parent / ".namespace-root" if spec.volume is not None else None
         env.update(namespace_env(spec.layer, volume=spec.volume, root=root))
     return env
+
+
+def worker_main(env: dict[str, str], main: list[str]) -> list[str]:
+    """``MODULE ARG...`` to run with ``python -m``: ``main``, through the find_library shim where
+    ``env`` names a relocated layer's libraries."""
+    if LIBRARY_VARIABLE in env:
+        return ["openflash.workers.library_shim", *main]
+    return main
 
 
 def make_worker_folders(env: dict[str, str], volume: Path | None) -> None:

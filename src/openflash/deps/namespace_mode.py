@@ -8,9 +8,10 @@ in them (Linux >= 5.11; Debian's default).
 
 ``"relocated"``: the layer stays in ``FLASH_HOME/layers/<key>/`` and workers find it through
 variables (PATH, LD_LIBRARY_PATH, XDG_DATA_DIRS, TESSDATA_PREFIX, ...) and the per-package fixups
-of ``deps.system``. What it cannot do: programs with other compiled-in absolute paths, and
-``find_library`` for the layer's libraries. Chosen where the probe fails (a hardened kernel,
-Ubuntu's AppArmor restriction, macOS), or forced by ``FLASH_NAMESPACES=off``.
+of ``deps.system``; ``ctypes.util.find_library`` looks in the layer's library folders first
+(``workers.library_shim``). What it cannot do: programs with other compiled-in absolute paths.
+Chosen where the probe fails (a hardened kernel, Ubuntu's AppArmor restriction, macOS), or forced
+by ``FLASH_NAMESPACES=off``.
 
 The probe runs once per process: it overlays a scratch folder over ``/usr`` in a namespace of
 its own and reads a file back through it.

@@ -226,12 +226,18 @@ def _ld_cache(root: Path) -> None:
     scratch.mkdir(exist_ok=True)
     run_in_layer(
         root,
-        ["ldconfig", "-X", "-C", str(scratch / "ld.so.cache")],
+        [_ldconfig(), "-X", "-C", str(scratch / "ld.so.cache")],
         timeout=300,
         error=SystemDependencyError,
     )
     (root / "etc").mkdir(exist_ok=True)
     (scratch / "ld.so.cache").rename(root / "etc" / "ld.so.cache")
+
+
+def _ldconfig() -> str:
+    """ldconfig: on PATH, else in the sbin folders a user's PATH lacks where it is not root."""
+    sbin = os.pathsep.join(["/usr/local/sbin", "/usr/sbin", "/sbin"])
+    return shutil.which("ldconfig") or shutil.which("ldconfig", path=sbin) or "ldconfig"
 
 
 def _fix_up(

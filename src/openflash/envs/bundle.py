@@ -52,6 +52,7 @@ _PACKAGE_FILES = {
     "openflash/workers/protocol.py": "openflash.workers.protocol",
     "openflash/workers/forkserver.py": "openflash.workers.forkserver",
     "openflash/workers/namespace.py": "openflash.workers.namespace",
+    "openflash/workers/library_shim.py": "openflash.workers.library_shim",
     "openflash/workers/channel.py": "openflash.workers.channel",
     "openflash/workers/client.py": "openflash.workers.client",
     "openflash/workers/portable.py": "openflash.workers.portable",

@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING
 from openflash._settings import Settings
 from openflash.backends.gpu_types import gpu_types_of
 from openflash.backends.targets import ContainerTarget, RayTarget
+from openflash.config.volumes import volume_folder
 from openflash.envs.engine import NoEngineError, find_engine
 from openflash.envs.images import ImageFor, prepare_image
 from openflash.envs.store import content_key
@@ -118,5 +119,6 @@ def image_spec(
         max_concurrency=endpoint.max_concurrency,
         max_rss=settings.worker_max_rss,
         project=endpoint.project,
+        volume=volume_folder(settings, r),
         memory_gib=r.cpu_instance.memory_gib if r.cpu_instance else None,
     )
