@@ -20,7 +20,7 @@ from openflash.deps.lockfile import LockFile
 from openflash.errors import FlashError
 from openflash.prepare.outcomes import SetCheck
 
-__all__ = ["CheckedSet", "Issue", "issues_of"]
+__all__ = ["CheckedSet", "Issue", "issues_of", "no_wheel_text"]
 
 _ORDER = {"error": 0, "warning": 1, "suggestion": 2}
 
@@ -72,14 +72,16 @@ def issues_of(
     return sorted(issues, key=lambda i: (_ORDER[i.level], i.endpoints, i.kind))
 
 
-def _no_wheel(names: list[str], package: str) -> Issue:
-    return Issue(
-        "warning",
-        "no-wheel",
-        names,
+def no_wheel_text(package: str) -> str:
+    """The warning for a locked package with no wheel here (``flash check``, a first call)."""
+    return (
         f"{package} has no wheel for this platform and would be built "
-        "from source (slow, needs compilers); pin a release with wheels",
+        "from source (slow, needs compilers); pin a release with wheels"
     )
+
+
+def _no_wheel(names: list[str], package: str) -> Issue:
+    return Issue("warning", "no-wheel", names, no_wheel_text(package))
 
 
 def _unpinned(names: list[str], spec: str) -> Issue:
