@@ -6,7 +6,8 @@ It discovers the endpoints as ``flash run`` does, has the preparer resolve every
 - errors (exit 1): sets that cannot be installed together, with uv's explanation; system
   packages apt does not know;
 - warnings (``--strict`` makes them errors): unpinned specs; packages with no wheel for this
-  platform, which would be compiled from source; a flash.lock out of date with the code;
+  platform, which would be compiled from source; yanked releases; a flash.lock out of date with
+  the code;
 - suggestions: endpoints whose sets differ in one package only, which could share one
   environment.
 

@@ -2,8 +2,8 @@
 
 - errors: sets that cannot be installed together, system packages apt does not know (the
   FlashError the preparer raised for the set);
-- warnings: unpinned specs; packages with no wheel here (built from source); a flash.lock out of
-  date with the code;
+- warnings: unpinned specs; packages with no wheel here (built from source); pins of releases
+  their index has yanked; a flash.lock out of date with the code;
 - suggestions: sets that differ in one package only, which could share one environment.
 """
 
@@ -28,8 +28,8 @@ _ORDER = {"error": 0, "warning": 1, "suggestion": 2}
 @dataclass(frozen=True)
 class Issue:
     """One finding: ``level`` is error, warning or suggestion; ``kind`` a short name
-    (``no-wheel``, ``unpinned``, ``stale-lock``, ``near-duplicate``, or an error's class name);
-    ``endpoints`` the names it is about."""
+    (``no-wheel``, ``yanked``, ``unpinned``, ``stale-lock``, ``near-duplicate``, or an error's
+    class name); ``endpoints`` the names it is about."""
 
     level: str
     kind: str
@@ -65,6 +65,7 @@ def issues_of(
             raise result
         else:
             issues += [_no_wheel(dep_set.names, package) for package in result.no_wheels]
+            issues += [Issue("warning", "yanked", dep_set.names, t) for t in result.lock.yanked]
         issues += [_unpinned(dep_set.names, s) for s in dep_set.dependencies if not _pinned(s)]
     if lockfile is not None:
         issues += _stale_lock(lockfile, sets)

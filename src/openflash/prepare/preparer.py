@@ -27,7 +27,7 @@ from openflash._settings import Settings
 from openflash.deps.apt import Apt
 from openflash.deps.lockfile import LockEntry, LockFile
 from openflash.deps.namespace_mode import layer_mode
-from openflash.deps.resolve import Lock, resolve, resolve_pinned, without_wheels
+from openflash.deps.resolve import Lock, resolve, resolve_pinned, warn_yanked, without_wheels
 from openflash.deps.system import (
     SystemLayer,
     SystemLock,
@@ -181,6 +181,7 @@ class Preparer:
             if python:
                 _subprocess.report(f"resolving with uv: {' '.join(python)}")
             lock = self.resolve(python, key.options)
+            warn_yanked(lock.yanked)
         options = self.routed(python, key.options)
         if not local:
             return Prepared(lock, environment_key(lock.text, options), system_lock=system_lock)
