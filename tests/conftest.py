@@ -69,6 +69,7 @@ def _use_home(monkeypatch: pytest.MonkeyPatch, home: Path, uv_cache: Path, apt: 
         "FLASH_RESOLVE_TTL",
         "FLASH_SYSTEM_DEPS",
         "FLASH_SYSTEM_BASE",
+        "FLASH_RETRY_BUILDS",
     ):
         monkeypatch.delenv(name, raising=False)
 

@@ -18,6 +18,7 @@ import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import ClassVar
 
 from packaging.utils import canonicalize_name, parse_wheel_filename
 
@@ -26,6 +27,8 @@ class _Handler(http.server.BaseHTTPRequestHandler):
     folder: Path
     auth: str | None
     requests: list[str]
+    #: File name to the reason it is yanked (PEP 592's ``data-yanked``).
+    yanked: ClassVar[dict[str, str]] = {}
 
     def log_message(self, format: str, *args: object) -> None:  # quiet
         pass
@@ -56,7 +59,8 @@ class _Handler(http.server.BaseHTTPRequestHandler):
                 return self._missing()
             links = "".join(
                 f'<a href="/files/{html.escape(f.name)}#sha256='
-                f'{hashlib.sha256(f.read_bytes()).hexdigest()}">{html.escape(f.name)}</a>\n'
+                f'{hashlib.sha256(f.read_bytes()).hexdigest()}"{self._yanked(f)}>'
+                f"{html.escape(f.name)}</a>\n"
                 for f in files
             )
             return self._send(f"<html><body>\n{links}</body></html>\n", "text/html")
@@ -64,6 +68,10 @@ class _Handler(http.server.BaseHTTPRequestHandler):
         if match and (self.folder / match[1]).is_file():
             return self._send((self.folder / match[1]).read_bytes(), "application/octet-stream")
         return self._missing()
+
+    def _yanked(self, file: Path) -> str:
+        reason = self.yanked.get(file.name)
+        return "" if reason is None else f' data-yanked="{html.escape(reason)}"'
 
     def _files(self) -> list[Path]:
         return sorted(f for f in self.folder.iterdir() if f.suffix in (".whl", ".gz"))
@@ -90,14 +98,18 @@ def _project(file: Path) -> str:
 
 
 @contextmanager
-def serve_index(folder: Path, *, auth: str | None = None) -> Iterator[tuple[str, list[str]]]:
+def serve_index(
+    folder: Path, *, auth: str | None = None, yanked: dict[str, str] | None = None
+) -> Iterator[tuple[str, list[str]]]:
     """Serve ``folder``'s wheels; yields (the index URL, the paths requested so far).
 
-    ``auth`` is ``"user:password"`` to require basic auth (the URL yielded has no credentials).
+    ``auth`` is ``"user:password"`` to require basic auth (the URL yielded has no credentials);
+    ``yanked`` maps file names to the reason they are yanked (PEP 592: ``data-yanked``).
     """
     folder.mkdir(parents=True, exist_ok=True)
     requests: list[str] = []
-    handler = type("Handler", (_Handler,), {"folder": folder, "auth": auth, "requests": requests})
+    attrs = {"folder": folder, "auth": auth, "requests": requests, "yanked": dict(yanked or {})}
+    handler = type("Handler", (_Handler,), attrs)
     server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()

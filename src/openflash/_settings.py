@@ -32,6 +32,9 @@
   "podman", "docker", or a path to either; default: podman, else docker, whichever answers.
 - FLASH_RAY_PROJECT_LIMIT: the most bytes of a project folder shipped to Ray nodes (K, M, G
   allowed); default 100M; 0: no limit.
+- FLASH_RETRY_BUILDS: 1 tries again the source builds that failed here before (by default a
+  failed build is remembered per package, version, options and platform, and the next
+  environment needing it fails at once with the remembered reason; envs/build_failures.py).
 - FLASH_RAY_PACKAGE_CACHE: 1 (default): the Ray driver serves the package files its nodes
   install through a read-only caching index (deps/package_cache.py); 0: nodes use the index.
 - FLASH_GPU_BASE_PACKAGES: the GPU base set (deps/gpu_base.py), comma-separated requirements;
@@ -86,6 +89,8 @@ class Settings:
     ray_package_cache: bool = True
     #: FLASH_GPU_BASE_PACKAGES as given (None: unset, the image's packages).
     gpu_base_packages: str | None = None
+    #: FLASH_RETRY_BUILDS: whether source builds that failed before are tried again.
+    retry_builds: bool = False
 
     @property
     def apt_root(self) -> Path:
@@ -122,6 +127,7 @@ class Settings:
                 env.get("FLASH_TORCH_INDEX_URL") or "https://download.pytorch.org/whl"
             ).rstrip("/"),
             require_gpu=_flag(env, "FLASH_REQUIRE_GPU"),
+            retry_builds=_flag(env, "FLASH_RETRY_BUILDS"),
             system_deps_mode=mode,
             apt_dir=_path(env, "FLASH_APT_DIR"),
             system_base=_path(env, "FLASH_SYSTEM_BASE") or Path("/var/lib/dpkg/status"),

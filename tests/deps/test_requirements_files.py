@@ -20,15 +20,12 @@ six==1.17.0 \\
     --hash=sha256:ff70335d468e7eb6ec65b95b99d3a2836546063f63acc5171de367e834932a81
 attrs[tests] ; python_version >= "3.8"
 -r more/base.txt
---index-url https://pypi.org/simple
--c constraints.txt
 """
 
 
 def test_every_pip_construct_becomes_a_pep_508_string(tmp_path: Path) -> None:
     write(tmp_path / "requirements.txt", EVERY_CONSTRUCT)
     write(tmp_path / "more" / "base.txt", "idna<4 # included with -r, relative to its file\n")
-    write(tmp_path / "constraints.txt", "urllib3<3\n")
     found = read_requirements(tmp_path / "requirements.txt")
     assert found == [
         "attrs[tests] ; python_full_version >= '3.8'",
@@ -85,3 +82,42 @@ def test_requirements_are_relative_to_the_calling_file_and_install(
     done = run_python(app, cwd=tmp_path)  # another working directory than the file's
     assert done.returncode == 0, done.stderr
     assert done.stdout.strip() == "1.17.0"
+
+
+@pytest.mark.parametrize(
+    ("line", "hint"),
+    [
+        (
+            "--index-url https://me:pw-1234@pkgs.example.com/simple",
+            "pass index_url='https://***@pkgs.example.com/simple' to remote() or Endpoint()",
+        ),
+        ("--extra-index-url=https://pkgs.example.com/simple", "extra_index_urls=["),
+        ("-f ./wheels", "find_links=['./wheels']"),
+        ("--pre", "prerelease='allow'"),
+        ("--no-build-isolation", "no_build_isolation=True"),
+        ("--only-binary :all:", "pip options are not dependencies"),
+    ],
+)
+def test_an_installer_option_is_refused_naming_the_file_and_line(
+    tmp_path: Path, line: str, hint: str
+) -> None:
+    write(tmp_path / "requirements.txt", f"# options\nsix\n{line}  # set here\n")
+    with pytest.raises(DependencyError) as info:
+        read_requirements(tmp_path / "requirements.txt")
+    said = str(info.value)
+    assert f"requirements file '{tmp_path / 'requirements.txt'}', line 3:" in said, said
+    assert "is an installer option, which openflash.requirements() does not apply" in said
+    assert hint in said
+    assert "pw-1234" not in said
+
+
+def test_a_constraints_file_in_an_include_is_refused_with_uv_constraint(tmp_path: Path) -> None:
+    write(tmp_path / "requirements.txt", "six\n-r more/base.txt\n")
+    write(tmp_path / "more" / "base.txt", "idna \\\n  <4\n\n-c ../constraints.txt\n")
+    write(tmp_path / "constraints.txt", "urllib3<3\n")
+    with pytest.raises(DependencyError) as info:
+        read_requirements(tmp_path / "requirements.txt")
+    said = str(info.value)
+    base = (tmp_path / "more" / "base.txt").resolve()
+    assert f"requirements file '{base}', line 4: '-c ../constraints.txt'" in said, said
+    assert f"set UV_CONSTRAINT={(tmp_path / 'constraints.txt').resolve()}" in said

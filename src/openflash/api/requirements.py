@@ -21,7 +21,9 @@ def requirements(path: str | os.PathLike[str]) -> list[str]:
 
         @remote(config, dependencies=[*openflash.requirements("requirements.txt"), "tqdm"])
 
-    Raises ``DependencyError`` naming the file when it is missing or uv cannot parse it.
+    Raises ``DependencyError`` naming the file when it is missing or uv cannot parse it, and
+    the file and line of an installer option (``--index-url``, ``-c constraints.txt``), which
+    is not applied: the error says which ``remote()`` option or uv variable does the same.
     """
     file = Path(path).expanduser()
     if not file.is_absolute():

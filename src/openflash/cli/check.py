@@ -6,9 +6,13 @@ It discovers the endpoints as ``flash run`` does, has the preparer resolve every
 - errors (exit 1): sets that cannot be installed together, with uv's explanation; system
   packages apt does not know;
 - warnings (``--strict`` makes them errors): unpinned specs; packages with no wheel for this
-  platform, which would be compiled from source; a flash.lock out of date with the code;
+  platform, which would be compiled from source; yanked releases; a flash.lock out of date with
+  the code;
 - suggestions: endpoints whose sets differ in one package only, which could share one
   environment.
+
+``--refresh`` forgets the source builds remembered as failed (envs/build_failures.py), so that
+the next call builds them again.
 """
 
 from __future__ import annotations
@@ -35,6 +39,12 @@ def check(
     path: Annotated[Path, typer.Argument(help="The project folder.")] = Path("."),
     strict: Annotated[bool, typer.Option(help="Treat warnings as errors.")] = False,
     as_json: Annotated[bool, typer.Option("--json", help="Print a JSON report.")] = False,
+    refresh: Annotated[
+        bool,
+        typer.Option(
+            "--refresh", help="Forget remembered source-build failures: build them again."
+        ),
+    ] = False,
     quiet: Quiet = False,
     verbose: Verbose = False,
 ) -> None:
@@ -43,6 +53,10 @@ def check(
     Example: flash check --strict
     """
     project = load_project(path)
+    if refresh:
+        forgotten = Preparer().forget_build_failures()
+        if forgotten and not (quiet or as_json):
+            console.print(f"forgot {forgotten} failed source build(s): they will be tried again")
     issues = run_checks(project, Reporter(quiet=quiet or as_json, verbose=verbose))
     failing = [i for i in issues if i.level == "error" or (strict and i.level == "warning")]
     mode = layer_mode(Preparer().settings.namespaces)

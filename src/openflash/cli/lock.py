@@ -2,6 +2,7 @@
 
 Sets already in the lock keep their versions (uv is given them as preferences) unless
 ``--upgrade`` lets everything move, or ``--upgrade-package NAME`` lets one package move.
+``--refresh`` forgets the source builds remembered as failed, so that they are tried again.
 """
 
 from __future__ import annotations
@@ -39,6 +40,12 @@ def lock(
     upgrade_package: Annotated[
         list[str] | None, typer.Option("--upgrade-package", "-P", help="Let this package move.")
     ] = None,
+    refresh: Annotated[
+        bool,
+        typer.Option(
+            "--refresh", help="Forget remembered source-build failures: build them again."
+        ),
+    ] = False,
     quiet: Quiet = False,
     verbose: Verbose = False,
 ) -> None:
@@ -52,6 +59,10 @@ def lock(
         fail(f"{packages[0]!r} is not a folder", "to upgrade packages: flash lock --upgrade NAME")
     project = load_project(path)
     preparer = Preparer()
+    if refresh:
+        forgotten = preparer.forget_build_failures()
+        if forgotten and not quiet:
+            console.print(f"forgot {forgotten} failed source build(s): they will be tried again")
     target = project.root / LOCK_NAME
     previous = preparer.lockfile(target) if target.is_file() else None
     sets = dependency_sets(project, preparer)

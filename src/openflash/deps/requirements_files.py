@@ -6,17 +6,27 @@ URLs) in the project's ``pyproject.toml`` without resolving anything; openflash 
 with ``tomllib``. So every construct pip's format allows is understood as uv understands it:
 comments, line continuations, ``-r`` includes (relative to the including file), markers, extras,
 and ``--hash`` options (dropped: the lock openflash makes pins hashes of its own with
-``flash lock``). Options that configure an installer rather than name a requirement
-(``--index-url``, ``-c`` constraint files) do not become dependencies.
+``flash lock``).
+
+Options that configure the installer rather than name a requirement (``--index-url``,
+``--extra-index-url``, ``--find-links``, ``--pre``, ``-c`` constraint files, ...) are not
+silently dropped: a line holding one, in the file or a ``-r`` include, is refused naming the file
+and line, with what gives the same effect (deps/pip_options.py: ``index_url=`` and the other
+install options of ``remote()``, ``UV_CONSTRAINT`` for a constraints file). Finding those lines
+is the one reading done here: pip's logical lines (comments stripped, ``\\`` continuations
+joined) that start with an option.
 """
 
 from __future__ import annotations
 
+import re
 import sys
 import tempfile
 from pathlib import Path
 
 from openflash import _subprocess
+from openflash._subprocess import redact
+from openflash.deps.pip_options import option_hint
 from openflash.envs.uv import uv_argv, uv_environ
 from openflash.errors import DependencyError
 
@@ -34,6 +44,10 @@ version = "0"
 requires-python = ">=3.8"
 dependencies = []
 """
+_COMMENT = re.compile(r"(^|\s+)#.*$")
+_INCLUDE = re.compile(r"^(?:-r|--requirement)(?:\s*=?\s*)(\S+)$")
+#: Options a requirements file may hold that uv's parse applies (includes, editables).
+_KEPT = re.compile(r"^(-r|--requirement|-e|--editable)\b")
 
 
 def read_requirements(path: Path) -> list[str]:
@@ -49,6 +63,7 @@ def read_requirements(path: Path) -> list[str]:
             hint="fix the path; a relative path starts at the directory of the file that "
             "calls openflash.requirements()",
         )
+    _refuse_options(path, set())
     with tempfile.TemporaryDirectory(prefix="openflash-requirements-") as tmp:
         project = Path(tmp)
         (project / "pyproject.toml").write_text(_SCRATCH_PROJECT)
@@ -77,3 +92,51 @@ def read_requirements(path: Path) -> list[str]:
             )
         data = tomllib.loads((project / "pyproject.toml").read_text())
     return [str(spec) for spec in data["project"].get("dependencies", [])]
+
+
+def _refuse_options(path: Path, seen: set[Path]) -> None:
+    """Raise DependencyError at the first installer option of ``path`` or its ``-r`` includes,
+    naming the file, the line and what to do instead."""
+    path = path.resolve()
+    if path in seen or not path.is_file():
+        return  # a loop, or a missing include: uv's parse reports it
+    seen.add(path)
+    for number, line in _logical_lines(path.read_text(errors="replace")):
+        if not line.startswith("-"):
+            continue
+        include = _INCLUDE.match(line)
+        if include:
+            _refuse_options(path.parent / include[1], seen)
+            continue
+        if _KEPT.match(line):
+            continue
+        hint = option_hint(line) or "pip options are not dependencies; list requirements only"
+        if line.startswith(("-c", "--constraint")):
+            value = line.split(None, 1)[1] if " " in line else line[2:].lstrip("=")
+            hint = option_hint(f"-c {(path.parent / value.strip()).resolve()}") or hint
+        raise DependencyError(
+            f"the requirements file {str(path)!r}, line {number}: {redact(line)!r} is an "
+            "installer option, which openflash.requirements() does not apply",
+            hint=hint,
+        )
+
+
+def _logical_lines(text: str) -> list[tuple[int, str]]:
+    """pip's logical lines of a requirements file, with the number of each one's first line:
+    comments stripped, backslash continuations joined, blank lines dropped."""
+    lines: list[tuple[int, str]] = []
+    pending, start = "", 0
+    for number, raw in enumerate(text.splitlines(), 1):
+        if not pending:
+            start = number
+        line = _COMMENT.sub("", raw)
+        if line.endswith("\\"):
+            pending += line[:-1]
+            continue
+        joined = (pending + line).strip()
+        pending = ""
+        if joined:
+            lines.append((start, joined))
+    if pending.strip():
+        lines.append((start, pending.strip()))
+    return lines

@@ -12,7 +12,12 @@ cannot be reached does resolution fall back, announced by a warning: to an expir
 the same specs, else to what uv's cache alone can satisfy (``--offline``; such a lock is not
 cached, so the next call asks the index again).
 
-What uv prints is parsed by the pure functions ``parse_lock`` and ``failure_to_error``.
+A pinned version that its index has yanked (PEP 592) is resolved as uv resolves it (only an
+exact pin selects a yanked release), and warned of, as pip does: at each call, by ``flash check``
+and ``flash lock`` (``Lock.yanked``, kept with the cached resolution; ``warn_yanked`` says it).
+
+What uv prints is parsed by the pure functions ``parse_lock``, ``yanked_warnings`` and
+``failure_to_error``.
 """
 
 from __future__ import annotations
@@ -39,7 +44,16 @@ from openflash.envs.uv import tighten_lock_files, uv_argv, uv_environ
 from openflash.envs.uv_options import NO_OPTIONS, UvOptions
 from openflash.errors import DependencyConflictError, DependencyError
 
-__all__ = ["Lock", "failure_to_error", "parse_lock", "resolve", "resolve_pinned", "without_wheels"]
+__all__ = [
+    "Lock",
+    "failure_to_error",
+    "parse_lock",
+    "resolve",
+    "resolve_pinned",
+    "warn_yanked",
+    "without_wheels",
+    "yanked_warnings",
+]
 
 logger = logging.getLogger("openflash")
 
@@ -58,6 +72,7 @@ _NETWORK = re.compile(
 #: Revalidate every index page uv asked about (cheap: a conditional request each).
 _FRESH = "--refresh"
 _NO_WHEELS = re.compile(r"Because (\S+?)==\S+ has no usable wheels")
+_YANKED = re.compile(r"`([^`]+)` is yanked(?: \(reason: \"(.*)\"\))?")
 
 
 @dataclass(frozen=True)
@@ -67,6 +82,8 @@ class Lock:
     resolved_at: float
     #: The specs that came from the GPU base set (deps/gpu_base.py), not from the code.
     base: tuple[str, ...] = ()
+    #: Warnings for pinned releases their index has yanked (``yanked_warnings``).
+    yanked: tuple[str, ...] = ()
 
     @property
     def packages(self) -> dict[str, str]:
@@ -91,6 +108,26 @@ def parse_lock(stdout: str) -> str:
         if line and not line.startswith("#"):
             lines.append(line)
     return "".join(f"{line}\n" for line in sorted(lines))
+
+
+def yanked_warnings(stderr: str) -> tuple[str, ...]:
+    """A warning for each yanked release uv's ``stderr`` names (``warning: `x==1.1` is yanked
+    (reason: "...")``), with the index's reason."""
+    found = []
+    for match in _YANKED.finditer(stderr):
+        reason = f" (reason: {match[2]!r})" if match[2] else ""
+        found.append(
+            f"{match[1]} is yanked from its index{reason}: pin another version, "
+            "unless you mean to install this one"
+        )
+    return tuple(dict.fromkeys(found))
+
+
+def warn_yanked(warnings: tuple[str, ...]) -> None:
+    """Tell the user (the openflash logger, the progress channel) of yanked pins."""
+    for text in warnings:
+        _subprocess.report(f"warning: {text}")
+        logger.warning("openflash: %s", text)
 
 
 def failure_to_error(stderr: str, specs: tuple[str, ...]) -> DependencyError:
@@ -164,14 +201,20 @@ def resolve(
     if cached is not None and now - cached.resolved_at < ttl:
         return cached
     try:
-        lock = Lock(specs, _compile(specs, uv_cache, options, _FRESH), now)
+        done = _uv_compile(specs, uv_cache, options, _FRESH)
+        lock = Lock(specs, parse_lock(done.stdout), now, yanked_warnings(done.stderr))
     except DependencyError as e:
         if type(e) is not DependencyError or not _NETWORK.search(e.message):
             raise
         return _offline_fallback(specs, cached, uv_cache, e, options)
     finally:
         tighten_lock_files(uv_cache, store.root)
-    payload = {"specs": list(specs), "lock": lock.text, "resolved_at": lock.resolved_at}
+    payload = {
+        "specs": list(specs),
+        "lock": lock.text,
+        "resolved_at": lock.resolved_at,
+        "yanked": list(lock.yanked),
+    }
     write_atomic(cache_file, json.dumps(payload, indent=1))
     return lock
 
@@ -231,17 +274,10 @@ def resolve_pinned(
             if isinstance(upgrade, bool)
             else [a for n in upgrade for a in ("--upgrade-package", n)]
         )
-        _uv_compile(
-            specs,
-            uv_cache,
-            options,
-            _FRESH,
-            "-o",
-            str(output),
-            "--generate-hashes",
-            "--quiet",
-            *extra,
+        done = _uv_compile(
+            specs, uv_cache, options, _FRESH, "-o", str(output), "--generate-hashes", *extra
         )
+        warn_yanked(yanked_warnings(done.stderr))
         return parse_hashed(output.read_text())
 
 
@@ -320,7 +356,8 @@ def _read_cache(path: Path, specs: tuple[str, ...]) -> Lock | None:
         data = json.loads(path.read_text())
         if tuple(data["specs"]) != specs:
             return None
-        return Lock(specs, str(data["lock"]), float(data["resolved_at"]))
+        yanked = tuple(str(w) for w in data.get("yanked", []))
+        return Lock(specs, str(data["lock"]), float(data["resolved_at"]), yanked)
     except (OSError, ValueError, KeyError, TypeError):
         return None
 

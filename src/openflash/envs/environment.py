@@ -10,12 +10,14 @@ from __future__ import annotations
 
 import re
 import sys
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
 from packaging.tags import sys_tags
 
 from openflash import _subprocess
+from openflash.envs.build_failures import failed_build, recall, remember
 from openflash.envs.bytecode import link_bytecode
 from openflash.envs.local_sources import local_paths, local_sources_digest
 from openflash.envs.store import Store, content_key
@@ -36,6 +38,8 @@ __all__ = [
 ENV_FORMAT = 1
 LOCK_FILE = "openflash-lock.txt"
 BUILD_TIMEOUT_S = 3600.0
+#: uv's progress lines, not part of a failure's explanation.
+_PROGRESS = re.compile(r"^\s*(Using Python |Resolved \d|Prepared \d|Audited \d|Building \S+$)")
 
 
 @dataclass(frozen=True)
@@ -83,16 +87,44 @@ def _without_hashes(lock_text: str) -> list[str]:
 
 
 def build_environment(
-    store: Store, lock_text: str, *, uv_cache: Path, options: UvOptions = NO_OPTIONS
+    store: Store,
+    lock_text: str,
+    *,
+    uv_cache: Path,
+    options: UvOptions = NO_OPTIONS,
+    retry_failed: bool = False,
 ) -> Environment:
     """The environment for ``lock_text`` (pinned requirement lines), built once per key, with
-    ``options`` (where packages come from, how they build)."""
+    ``options`` (where packages come from, how they build).
+
+    A pin whose source build failed here before (envs.build_failures) fails at once with the
+    remembered reason, without building anything (unless ``retry_failed``: FLASH_RETRY_BUILDS);
+    a build failing now is remembered."""
     key = environment_key(lock_text, options)
+    here = (python_tag(), platform_tag())
+    if not retry_failed and not store.is_ready("envs", key):
+        failure = recall(store, lock_text, options=options, platform=here)
+        if failure is not None:
+            raise EnvironmentBuildError(
+                f"{failure.requirement} failed to build from source here at "
+                f"{time.ctime(failure.failed_at)}, and is not built again:\n{failure.reason}",
+                hint="pin a release with a wheel for this platform, or fix the build (e.g. "
+                "extra_build_dependencies); to try the same build again run `flash check "
+                "--refresh` or set FLASH_RETRY_BUILDS=1",
+            )
 
     def build(tmp: Path) -> dict[str, object]:
         _subprocess.report(f"building environment {key} ({len(_lines(lock_text))} packages)")
         try:
             _build_venv(tmp, lock_text, uv_cache, options)
+        except _BuildFailed as e:
+            remember(store, e.requirement, e.reason, options=options, platform=here)
+            raise EnvironmentBuildError(
+                f"{e.requirement} failed to build from source:\n{e.reason}",
+                hint="pin a release with a wheel for this platform, or fix the build (e.g. "
+                "extra_build_dependencies); the failure is remembered: the next call fails at "
+                "once unless `flash check --refresh` or FLASH_RETRY_BUILDS=1",
+            ) from None
         finally:
             tighten_lock_files(uv_cache, store.root)
         bytecode = {}
@@ -117,7 +149,11 @@ def summarize_uv_failure(stderr: str, tail: int = 12) -> str:
     """
     lines = stderr.splitlines()
     own = [line.strip() for line in lines if re.match(r"^\s*(error|cause|hint|help):", line)]
-    rest = [line for line in lines[-tail:] if line.strip() and line.strip() not in own]
+    rest = [
+        line
+        for line in lines[-tail:]
+        if line.strip() and line.strip() not in own and not _PROGRESS.match(line)
+    ]
     return "\n".join([*own[:8], *(["..."] if rest else []), *rest])
 
 
@@ -165,8 +201,19 @@ def _build_venv(target: Path, lock_text: str, uv_cache: Path, options: UvOptions
             environ=options.environ(),
         )
     if not done.ok:
+        failed = failed_build(done.stderr, lock_text)
+        if failed is not None:
+            raise _BuildFailed(failed, summarize_uv_failure(done.stderr))
         raise EnvironmentBuildError(
             f"installing the environment's packages failed:\n{summarize_uv_failure(done.stderr)}",
             hint="check that every pinned package has a release for this platform (a wheel); "
             "nothing was kept from this attempt",
         )
+
+
+class _BuildFailed(Exception):
+    """uv could not build ``requirement`` from source; ``reason`` is uv's summary."""
+
+    def __init__(self, requirement: str, reason: str) -> None:
+        super().__init__(requirement)
+        self.requirement, self.reason = requirement, reason

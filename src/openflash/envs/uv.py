@@ -5,18 +5,20 @@ from __future__ import annotations
 import contextlib
 import functools
 import os
+import re
 import stat
 from pathlib import Path
 
 from openflash import _subprocess
 from openflash.errors import EnvironmentBuildError
 
-__all__ = ["run_pinned", "tighten_lock_files", "uv_argv", "uv_environ"]
+__all__ = ["backend_failed", "run_pinned", "tighten_lock_files", "uv_argv", "uv_environ"]
 
 # Variables that would point uv at another environment or project than the one we name. uv's
 # other variables (UV_INDEX_URL, UV_EXTRA_INDEX_URL, ...) are honoured; UV_CACHE_DIR is the
 # default of FLASH_UV_CACHE_DIR (_settings.py), which every argv names with --cache-dir.
 _DROPPED = ("VIRTUAL_ENV", "CONDA_PREFIX", "UV_PYTHON", "UV_SYSTEM_PYTHON")
+_BACKEND_FAILED = re.compile(r"build backend returned an error|Call to `[^`]+\.build_\w+` failed")
 
 
 @functools.lru_cache(maxsize=1)
@@ -45,9 +47,10 @@ def run_pinned(
     """``uv <args>`` for pinned requirements: from the cache alone first, from the index on a miss.
 
     Every package is pinned, so what uv's cache holds for a pin is what the index would serve;
-    asking the index first costs a revalidation of every page. ``environ`` adds to uv's
-    variables (an endpoint's index URLs). Returns the last attempt (not checked: the caller
-    words the failure).
+    asking the index first costs a revalidation of every page. A build whose backend failed
+    offline is not run again online: it would fail the same way, minutes later. ``environ``
+    adds to uv's variables (an endpoint's index URLs). Returns the last attempt (not checked:
+    the caller words the failure).
     """
 
     def attempt(*extra: str) -> _subprocess.Completed:
@@ -60,7 +63,13 @@ def run_pinned(
         )
 
     done = attempt("--offline")
-    return done if done.ok else attempt()
+    return done if done.ok or backend_failed(done.stderr) else attempt()
+
+
+def backend_failed(stderr: str) -> bool:
+    """Whether uv's ``stderr`` says a package's build backend failed (the build ran and
+    failed, rather than its build requirements being unavailable offline)."""
+    return "Failed to build `" in stderr and bool(_BACKEND_FAILED.search(stderr))
 
 
 def tighten_lock_files(cache_dir: Path, store_root: Path) -> None:

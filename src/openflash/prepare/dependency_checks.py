@@ -2,8 +2,8 @@
 
 - errors: sets that cannot be installed together, system packages apt does not know (the
   FlashError the preparer raised for the set);
-- warnings: unpinned specs; packages with no wheel here (built from source); a flash.lock out of
-  date with the code;
+- warnings: unpinned specs; packages with no wheel here (built from source); pins of releases
+  their index has yanked; a flash.lock out of date with the code;
 - suggestions: sets that differ in one package only, which could share one environment;
   packages a GPU endpoint gets from the GPU base set (deps/gpu_base.py), which it could declare
   to pin.
@@ -22,7 +22,7 @@ from openflash.deps.lockfile import LockFile
 from openflash.errors import FlashError
 from openflash.prepare.outcomes import SetCheck
 
-__all__ = ["CheckedSet", "Issue", "issues_of"]
+__all__ = ["CheckedSet", "Issue", "issues_of", "no_wheel_text"]
 
 _ORDER = {"error": 0, "warning": 1, "suggestion": 2}
 
@@ -30,9 +30,8 @@ _ORDER = {"error": 0, "warning": 1, "suggestion": 2}
 @dataclass(frozen=True)
 class Issue:
     """One finding: ``level`` is error, warning or suggestion; ``kind`` a short name
-    (``no-wheel``, ``unpinned``, ``stale-lock``, ``near-duplicate``, ``gpu-base``, or an
-    error's class name);
-    ``endpoints`` the names it is about."""
+    (``no-wheel``, ``yanked``, ``unpinned``, ``stale-lock``, ``near-duplicate``, ``gpu-base``, or
+    an error's class name); ``endpoints`` the names it is about."""
 
     level: str
     kind: str
@@ -70,6 +69,7 @@ def issues_of(
             raise result
         else:
             issues += [_no_wheel(dep_set.names, package) for package in result.no_wheels]
+            issues += [Issue("warning", "yanked", dep_set.names, t) for t in result.lock.yanked]
         declared = [s for s in dep_set.dependencies if s not in dep_set.base]
         issues += [_unpinned(dep_set.names, s) for s in declared if not _pinned(s)]
         issues += [_from_base(dep_set.names, s) for s in dep_set.base]
@@ -79,13 +79,11 @@ def issues_of(
     return sorted(issues, key=lambda i: (_ORDER[i.level], i.endpoints, i.kind))
 
 
-def _no_wheel(names: list[str], package: str) -> Issue:
-    return Issue(
-        "warning",
-        "no-wheel",
-        names,
+def no_wheel_text(package: str) -> str:
+    """The warning for a locked package with no wheel here (``flash check``, a first call)."""
+    return (
         f"{package} has no wheel for this platform and would be built "
-        "from source (slow, needs compilers); pin a release with wheels",
+        "from source (slow, needs compilers); pin a release with wheels"
     )
 
 
@@ -97,6 +95,10 @@ def _from_base(names: list[str], spec: str) -> Issue:
         f"{spec}: from the GPU base image (imported, not in dependencies); declare it to pin "
         "a version",
     )
+
+
+def _no_wheel(names: list[str], package: str) -> Issue:
+    return Issue("warning", "no-wheel", names, no_wheel_text(package))
 
 
 def _unpinned(names: list[str], spec: str) -> Issue:

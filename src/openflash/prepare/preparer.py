@@ -14,11 +14,14 @@ leaves it alone.
 from __future__ import annotations
 
 import dataclasses
+import logging
 import threading
 import time
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import IO
+
+from packaging.utils import canonicalize_name
 
 from openflash import _subprocess
 from openflash._settings import Settings
@@ -26,7 +29,7 @@ from openflash.deps.apt import Apt
 from openflash.deps.gpu_base import base_set, from_base
 from openflash.deps.lockfile import LockEntry, LockFile
 from openflash.deps.namespace_mode import layer_mode
-from openflash.deps.resolve import Lock, resolve, resolve_pinned, without_wheels
+from openflash.deps.resolve import Lock, resolve, resolve_pinned, warn_yanked, without_wheels
 from openflash.deps.system import (
     SystemLayer,
     SystemLock,
@@ -36,10 +39,18 @@ from openflash.deps.system import (
     system_layer,
 )
 from openflash.deps.torch_variants import route_torch
+from openflash.envs.build_failures import forget_failures, recall
 from openflash.envs.bundle import worker_runtime
-from openflash.envs.environment import Environment, build_environment, environment_key
+from openflash.envs.environment import (
+    Environment,
+    build_environment,
+    environment_key,
+    platform_tag,
+    python_tag,
+)
 from openflash.envs.store import Store
 from openflash.envs.uv_options import NO_OPTIONS, UvOptions
+from openflash.prepare.dependency_checks import no_wheel_text
 from openflash.prepare.lock_cache import LockFileCache
 from openflash.prepare.outcomes import (
     BuildStatus,
@@ -51,6 +62,8 @@ from openflash.prepare.outcomes import (
 from openflash.workers import events
 
 __all__ = ["Preparer"]
+
+logger = logging.getLogger("openflash")
 
 
 class Preparer:
@@ -214,12 +227,19 @@ class Preparer:
             if python:
                 _subprocess.report(f"resolving with uv: {' '.join(python)}")
             lock = dataclasses.replace(self.resolve(python, key.options), base=key.base)
+            warn_yanked(lock.yanked)
         options = self.routed(python, key.options)
         if not local:
             return Prepared(lock, environment_key(lock.text, options), system_lock=system_lock)
         status.state = "building"
+        if not self.store.is_ready("envs", environment_key(lock.text, options)):
+            self._warn_source_builds(lock.text, options)
         environment = build_environment(
-            self.store, lock.text, uv_cache=self.settings.uv_cache_dir, options=options
+            self.store,
+            lock.text,
+            uv_cache=self.settings.uv_cache_dir,
+            options=options,
+            retry_failed=self.settings.retry_builds,
         )
         # In use while this process runs: `flash env prune` leaves them alone.
         with self._lock:
@@ -227,6 +247,26 @@ class Preparer:
             if layer.key:
                 self._holds.append(self.store.hold("layers", layer.key))
         return Prepared(lock, environment.key, environment, layer, self.worker_runtime())
+
+    def _warn_source_builds(self, lock_text: str, options: UvOptions) -> None:
+        """Say, before a build starts, which locked packages uv will build from source (what
+        ``flash check`` warns of): a source build can take minutes with nothing printed.
+        Not when a build failed before: that set fails at once (envs/build_failures.py)."""
+        if not self.settings.retry_builds and recall(
+            self.store, lock_text, options=options, platform=(python_tag(), platform_tag())
+        ):
+            return
+        pins = {line.split("==")[0]: line for line in lock_text.splitlines()}
+        missing = without_wheels(lock_text, uv_cache=self.settings.uv_cache_dir, options=options)
+        for name in missing:
+            text = no_wheel_text(next((p for n, p in pins.items() if _same(n, name)), name))
+            _subprocess.report(f"warning: {text}")
+            logger.warning("openflash: %s", text)
+
+    def forget_build_failures(self) -> int:
+        """Forget the source builds remembered as failed (``--refresh``): they are tried again.
+        Returns how many were remembered."""
+        return forget_failures(self.store)
 
     def _system_lock(self, names: tuple[str, ...], entry: LockEntry | None) -> SystemLock | None:
         """The closure to build a layer from elsewhere (resolved here, built on the nodes)."""
@@ -336,3 +376,7 @@ class Preparer:
         return self.lock_entry(
             [endpoint], dependencies.python, dependencies.system, options=dependencies.options
         )
+
+
+def _same(name: str, canonical: str) -> bool:
+    return canonicalize_name(name.strip()) == canonical
