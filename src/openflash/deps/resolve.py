@@ -29,7 +29,7 @@ import sys
 import tempfile
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from packaging.utils import canonicalize_name
@@ -81,9 +81,10 @@ class Lock:
     text: str
     resolved_at: float
     #: The specs that came from the GPU base set (deps/gpu_base.py), not from the code.
-    base: tuple[str, ...] = ()
+    #: (Keyword-only, as ``yanked``: two tuples of strings are easily swapped by position.)
+    base: tuple[str, ...] = field(default=(), kw_only=True)
     #: Warnings for pinned releases their index has yanked (``yanked_warnings``).
-    yanked: tuple[str, ...] = ()
+    yanked: tuple[str, ...] = field(default=(), kw_only=True)
 
     @property
     def packages(self) -> dict[str, str]:
@@ -202,7 +203,7 @@ def resolve(
         return cached
     try:
         done = _uv_compile(specs, uv_cache, options, _FRESH)
-        lock = Lock(specs, parse_lock(done.stdout), now, yanked_warnings(done.stderr))
+        lock = Lock(specs, parse_lock(done.stdout), now, yanked=yanked_warnings(done.stderr))
     except DependencyError as e:
         if type(e) is not DependencyError or not _NETWORK.search(e.message):
             raise
@@ -357,7 +358,7 @@ def _read_cache(path: Path, specs: tuple[str, ...]) -> Lock | None:
         if tuple(data["specs"]) != specs:
             return None
         yanked = tuple(str(w) for w in data.get("yanked", []))
-        return Lock(specs, str(data["lock"]), float(data["resolved_at"]), yanked)
+        return Lock(specs, str(data["lock"]), float(data["resolved_at"]), yanked=yanked)
     except (OSError, ValueError, KeyError, TypeError):
         return None
 

@@ -218,7 +218,7 @@ class Preparer:
             layer, system_lock = SystemLayer(), self._system_lock(system, entry)
         if entry is not None:
             _subprocess.report(f"installing the versions locked in {key.lockfile}")
-            lock = Lock(python, entry.lock_text(), time.time(), key.base)
+            lock = Lock(python, entry.lock_text(), time.time(), base=key.base)
         else:
             if key.base:
                 _subprocess.report(
