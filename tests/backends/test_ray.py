@@ -300,6 +300,27 @@ def test_execution_timeouts_hold_on_ray(on_ray: Cluster) -> None:
         run(hang())
 
 
+def test_map_and_spawn_fan_out_on_ray(on_ray: Cluster) -> None:
+    """Fan-out (issue 22) on the Ray backend: results in input order, a failure returned in its
+    place, and a spawned job awaited later."""
+
+    @Endpoint(name="ray-map", cpu=CpuInstanceType.CPU3C_1_2, workers=2)
+    async def square(x: int) -> int:
+        if x == 3:
+            raise ValueError("three is not welcome")
+        return x * x
+
+    async def scenario() -> tuple[list[object], int]:
+        mapped = [r async for r in square.map(range(6), return_exceptions=True)]
+        job = square.spawn(7)
+        return mapped, await job.result()
+
+    mapped, spawned = run(scenario())
+    assert [r if isinstance(r, int) else "error" for r in mapped] == [0, 1, 4, "error", 16, 25]
+    assert isinstance(mapped[3], ValueError) and "three is not welcome" in str(mapped[3])
+    assert spawned == 49
+
+
 def test_closing_the_runtime_leaves_the_cluster(on_ray: Cluster) -> None:
     import ray
 
