@@ -120,6 +120,49 @@ def test_numpy_pandas_and_version_strings_reach_a_caller_without_them(
 
 
 @pytest.mark.usefixtures("flash_home")
+def test_images_and_tensors_reach_a_caller_without_pillow_or_torch(
+    tmp_path: Path, bare_caller: Path
+) -> None:
+    # Real Pillow; a stand-in for torch (the PyPI build is gigabytes): a package named torch
+    # whose Tensor has the methods the portable rule calls (detach, cpu, tolist).
+    make_wheel(
+        tmp_path,
+        "torch",
+        "0.0.1",
+        {
+            "torch/__init__.py": "class Tensor:\n"
+            "    def __init__(self, data):\n        self.data = data\n"
+            "    def detach(self):\n        return self\n"
+            "    def cpu(self):\n        return self\n"
+            "    def tolist(self):\n        return self.data\n"
+        },
+    )
+    script = write(
+        tmp_path / "media.py",
+        """
+        import asyncio
+        from openflash import CpuLiveServerless, remote
+
+        @remote(CpuLiveServerless(name="portable-media"),
+                dependencies=["pillow==11.3.0", "./torch-0.0.1-py3-none-any.whl"])
+        def media():
+            import torch
+            from PIL import Image
+            return {"image": Image.new("RGB", (3, 2), (255, 0, 0)),
+                    "tensor": torch.Tensor([[1, 2], [3, 4]])}
+
+        result = asyncio.run(media())
+        print(type(result["image"]).__name__, result["image"][:8], result["tensor"])
+        """,
+    )
+    lacks = subprocess.run([str(bare_caller), "-c", "import PIL"], capture_output=True)
+    assert lacks.returncode != 0, "the caller venv must not have Pillow"
+    done = run_caller(bare_caller, script)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == "bytes b'\\x89PNG\\r\\n\\x1a\\n' [[1, 2], [3, 4]]"
+
+
+@pytest.mark.usefixtures("flash_home")
 def test_arguments_go_portable_to_a_worker_lacking_their_package(tmp_path: Path) -> None:
     # The caller (this interpreter) has pydantic and packaging; the endpoint has neither.
     script = write(
