@@ -321,6 +321,62 @@ def test_map_and_spawn_fan_out_on_ray(on_ray: Cluster) -> None:
     assert spawned == 49
 
 
+def test_a_generator_streams_on_ray(on_ray: Cluster, tmp_path: Path) -> None:
+    gate, trace = tmp_path / "gate", tmp_path / "closed"
+
+    @Endpoint(name="ray-stream", cpu=CpuInstanceType.CPU3C_1_2)
+    def tokens(gate: str, trace: str):
+        import os
+        import time
+
+        import openflash
+
+        try:
+            openflash.progress("started")
+            yield "t0"
+            while not os.path.exists(gate):  # the rest only once t0 has reached the caller
+                time.sleep(0.01)
+            i = 1
+            while True:
+                yield f"t{i}"
+                i += 1
+        finally:
+            with open(trace, "w") as f:
+                f.write("closed")
+
+    @Endpoint(name="ray-stream", cpu=CpuInstanceType.CPU3C_1_2)
+    async def fails_midway():
+        yield 1
+        raise ValueError("the second item is bad")
+
+    async def scenario() -> tuple[list[str], list[int], str]:
+        got: list[str] = []
+        async with tokens(str(gate), str(trace)) as stream:
+            async for item in stream:
+                if not got:
+                    gate.touch()
+                got.append(item)
+                if len(got) == 4:
+                    break
+        # leaving the block stopped the worker's generator (its finally runs, below)
+        assert stream.progress == "started"
+        before: list[int] = []
+        try:
+            async for number in fails_midway():
+                before.append(number)
+        except openflash.RemoteError as e:
+            return got, before, str(e)
+        return got, before, ""
+
+    got, before, error = run(scenario())
+    assert got == ["t0", "t1", "t2", "t3"]
+    assert before == [1] and "the second item is bad" in error
+    deadline = time.monotonic() + 60
+    while not trace.exists():  # the generator's finally ran on the node
+        assert time.monotonic() < deadline, "the worker's generator was never closed"
+        time.sleep(0.05)
+
+
 def test_closing_the_runtime_leaves_the_cluster(on_ray: Cluster) -> None:
     import ray
 

@@ -22,7 +22,7 @@ PROJECT = """
 import os
 import time
 
-from openflash import CpuLiveServerless, progress, remote
+from openflash import CpuLiveServerless, Endpoint, progress, remote
 
 
 @remote(CpuLiveServerless(name="http-stream"))
@@ -71,6 +71,38 @@ def slow_job(gate: str) -> str:
     while not os.path.exists(gate):
         time.sleep(0.01)
     return "done"
+
+
+api = Endpoint(name="http-stream-routes")
+
+
+@api.get("/words")
+def words(gate: str, n: int = 3):
+    progress("started")
+    yield "w0"
+    while not os.path.exists(gate):
+        time.sleep(0.01)
+    for i in range(1, n):
+        yield f"w{i}"
+
+
+@api.post("/words/broken")
+async def broken_words(at_once: bool):
+    if at_once:
+        raise ValueError("no words at all")
+    yield "w0"
+    raise RuntimeError("the second word is bad")
+
+
+@api.get("/words/endless")
+def endless_words(trace: str):
+    try:
+        while True:
+            yield "again"
+            time.sleep(0.05)
+    finally:
+        with open(trace, "w") as f:
+            f.write("closed")
 """
 
 
@@ -231,3 +263,73 @@ def test_the_dashboard_shows_a_running_jobs_progress_in_chromium(
     state = get(server, "/_flash/state")
     (call,) = [c for c in state["recent"] if c.get("id") == job_id]
     assert call["status"] == "COMPLETED" and call["progress"] == "3/10 images"
+
+
+def events_of(lines: Iterator[str], on_event: Any = None) -> list[tuple[str, Any]]:
+    """The server-sent events in ``lines`` up to the end event; ``on_event`` sees each."""
+    events: list[tuple[str, Any]] = []
+    kind = ""
+    for line in lines:
+        if line.startswith("event: "):
+            kind = line[len("event: ") :]
+        elif line.startswith("data: "):
+            events.append((kind, json.loads(line[len("data: ") :])))
+            if on_event is not None:
+                on_event(events)
+            if kind == "end":
+                break
+    return events
+
+
+def test_a_generator_route_streams_its_items_as_events(server: FlashServer, tmp_path: Path) -> None:
+    gate = tmp_path / "gate"
+    url = f"{server.url}/gen/words"
+
+    def open_gate(events: list[tuple[str, Any]]) -> None:
+        if events[-1] == ("item", "w0"):
+            gate.touch()  # only now may the worker make the rest
+
+    params = {"gate": str(gate), "n": "3"}
+    with httpx.stream("GET", url, params=params, timeout=60) as r:
+        assert r.status_code == 200
+        assert r.headers["content-type"].startswith("text/event-stream")
+        events = events_of(r.iter_lines(), open_gate)
+    assert events == [
+        ("progress", "started"),
+        ("item", "w0"),
+        ("item", "w1"),
+        ("item", "w2"),
+        ("end", {"status": "COMPLETED"}),
+    ]
+    recent = get(server, "/_flash/state")["recent"]
+    assert any(c["route"] == "GET /gen/words" and c["status"] == "COMPLETED" for c in recent)
+
+
+def test_a_generator_route_failing_before_its_first_item_answers_an_error(
+    server: FlashServer,
+) -> None:
+    r = post(server, "/gen/words/broken", {"at_once": True})
+    assert r.status_code == 422, r.text  # a ValueError, as a plain route answers it
+    assert "no words at all" in r.json()["detail"]
+
+
+def test_a_generator_route_failing_midway_ends_its_events_with_the_error(
+    server: FlashServer,
+) -> None:
+    url = f"{server.url}/gen/words/broken"
+    with httpx.stream("POST", url, json={"at_once": False}, timeout=60) as r:
+        assert r.status_code == 200
+        events = events_of(r.iter_lines())
+    assert events[0] == ("item", "w0")
+    (kind, end), *_ = events[1:]
+    assert kind == "end" and end["status"] == "FAILED" and len(events) == 2
+    assert "the second word is bad" in end["error"]
+
+
+def test_leaving_a_generator_route_stops_the_generator(server: FlashServer, tmp_path: Path) -> None:
+    trace = tmp_path / "closed"
+    url = f"{server.url}/gen/words/endless"
+    with httpx.stream("GET", url, params={"trace": str(trace)}, timeout=60) as r:
+        lines = r.iter_lines()
+        assert next(lines) == "event: item"
+    until(trace.exists)  # the client went away: the worker's generator's finally ran

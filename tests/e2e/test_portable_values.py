@@ -266,3 +266,42 @@ def test_flash_run_without_numpy_answers_json_in_every_route_kind(
         assert status["status"] == "COMPLETED" and status["output"] == expected
         r = httpx.post(f"{server.url}/stats/mean", json={"values": [1.0, 2.0]}, timeout=120)
         assert (r.status_code, r.json()) == (200, {"mean": 1.5, "n": 2})
+
+
+@pytest.mark.usefixtures("flash_home")
+def test_a_nested_result_is_portable_for_the_calling_worker(tmp_path: Path) -> None:
+    # This caller has numpy (the test's own Python), so the inner worker's result is numpy for
+    # it; the outer endpoint's environment lacks numpy, so its nested calls must get it portable.
+    has_numpy = subprocess.run([sys.executable, "-c", "import numpy"], capture_output=True)
+    assert has_numpy.returncode == 0, "the caller must have numpy here"
+    script = write(
+        tmp_path / "nested_np.py",
+        """
+        import asyncio
+        from openflash import CpuLiveServerless, remote
+
+        @remote(CpuLiveServerless(name="nested-np-inner"), dependencies=["numpy==1.26.2"])
+        def stats(values: list[float]):
+            import numpy as np
+            return {"mean": np.mean(values), "array": np.array(values)}
+
+        @remote(CpuLiveServerless(name="nested-np-outer"))
+        async def report(values: list[float]):
+            import importlib.util
+            first = await stats(values)
+            again = await stats(values[:1])  # the parent remembers this worker's modules
+            return (importlib.util.find_spec("numpy") is None, type(first["mean"]).__name__,
+                    first["mean"], first["array"], again["array"])
+
+        async def main():
+            print(await report([1.0, 3.0]))
+            direct = await stats([1.0, 3.0])  # this caller has numpy: numpy, as before
+            print(type(direct["mean"]).__module__, type(direct["array"]).__name__)
+
+        asyncio.run(main())
+        """,
+    )
+    done = run_python(script)
+    assert done.returncode == 0, done.stderr
+    lines = done.stdout.strip().splitlines()
+    assert lines == ["(True, 'float', 2.0, [1.0, 3.0], [1.0])", "numpy ndarray"]

@@ -298,7 +298,8 @@ def test_a_nested_call_of_a_generator_function_fails_clearly() -> None:
 
 
 def test_a_transport_that_cannot_stream_says_so() -> None:
-    # The Ray actor runs calls with child.Executor and no frame channel (send is None).
+    # An Executor run without a worker's frame channel (send is None) cannot stream; every
+    # backend's workers have one (Ray's relays its frames: tests/backends/test_ray.py).
     import cloudpickle
 
     from openflash.workers import child, protocol
@@ -323,4 +324,4 @@ def test_a_transport_that_cannot_stream_says_so() -> None:
 
     info = asyncio.run(main())
     assert info["type"] == "TypeError"
-    assert "this backend (Ray) cannot stream its items" in info["message"]
+    assert "this worker has no frame channel to stream its items on" in info["message"]

@@ -163,6 +163,7 @@ class NestedCalls:
         except FlashError as e:
             return _flash_reply(e)
         call.parent = outer
+        call.caller_modules = request.caller  # the result is for the calling worker
         if outer is not None:
             outer.children.add(call)
         try:

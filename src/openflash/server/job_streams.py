@@ -28,7 +28,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import contextvars
-import json
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -38,7 +37,7 @@ from starlette.responses import StreamingResponse
 from openflash.api import streams
 from openflash.server.invocation import to_json
 from openflash.server.jobs import FINAL, JobRunner
-from openflash.server.responses import JSONResponse
+from openflash.server.responses import JSONResponse, sse_event
 
 __all__ = [
     "ENDED_FEEDS",
@@ -231,22 +230,18 @@ async def _events(jobs: JobRunner, job_id: str, feed: Feed | None) -> AsyncItera
             done = job.output if job.status in FINAL and isinstance(job.output, list) else []
             fresh, sent = done[sent:], max(len(done), sent)
         for item in fresh:
-            yield _event("item", item)
+            yield sse_event("item", item)
         if feed is not None and feed.progress is not None and feed.progress != progress:
             progress = feed.progress
-            yield _event("progress", progress)
+            yield sse_event("progress", progress)
         if job.status in FINAL:
             if feed is not None and feed.ended:
                 feed.release()  # all read
             end = {"status": job.status} | ({"error": job.error} if job.error else {})
-            yield _event("end", end)
+            yield sse_event("end", end)
             return
         if changed is not None:
             with contextlib.suppress(asyncio.TimeoutError):  # the job's end wakes no one here
                 await asyncio.wait_for(changed.wait(), 1.0)
         else:
             await asyncio.sleep(0.2)
-
-
-def _event(kind: str, data: Any) -> bytes:
-    return f"event: {kind}\ndata: {json.dumps(data, separators=(',', ':'))}\n\n".encode()

@@ -15,7 +15,7 @@ from typing import Any
 
 from starlette.responses import JSONResponse as _StarletteJSON
 
-__all__ = ["JSONResponse"]
+__all__ = ["JSONResponse", "sse_event"]
 
 
 class JSONResponse(_StarletteJSON):
@@ -26,6 +26,12 @@ class JSONResponse(_StarletteJSON):
             return json.dumps(
                 _finite(content), ensure_ascii=True, allow_nan=False, separators=(",", ":")
             ).encode("ascii")
+
+
+def sse_event(kind: str, data: Any) -> bytes:
+    """A server-sent event ``kind`` whose data is ``data``'s JSON (one line, sendable as above)."""
+    text = json.dumps(_finite(data), ensure_ascii=True, allow_nan=False, separators=(",", ":"))
+    return f"event: {kind}\ndata: {text}\n\n".encode()
 
 
 def _finite(value: Any) -> Any:

@@ -13,7 +13,8 @@ Queue-style (per function, and per public method of an endpoint class):
 ``base`` is ``/{file path}/{function}``, and also ``/{file path}`` when the file holds a single
 endpoint function. Load-balanced handlers are served at ``{METHOD} /{file path}{route path}``:
 their parameters come from the path, the query (GET, DELETE) or a JSON body of parameters by
-name; they answer with the function's return value.
+name; they answer with the function's return value, or a generator function's items as
+server-sent events (route_streams.py).
 """
 
 from __future__ import annotations
@@ -26,12 +27,13 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, Query
 from pydantic import BaseModel, Field, create_model
+from starlette.responses import Response
 
 from openflash.api import streams
 from openflash.api.remote import RemoteClass, RemoteFunction, RemoteInstance
 from openflash.errors import ExecutionTimeoutError, FlashError, RemoteError
 from openflash.project import LBRoute, Project, QueueRoute
-from openflash.server import job_streams, webhooks
+from openflash.server import job_streams, route_streams, webhooks
 from openflash.server.invocation import (
     arguments,
     call_outcome,
@@ -275,7 +277,7 @@ def _add_lb_route(router: APIRouter, lb: LBRoute, record: RecentCalls) -> None:
             )
         )
 
-    async def handler(**values: Any) -> JSONResponse:
+    async def handler(**values: Any) -> Response:
         started = asyncio.get_running_loop().time()
         body = values.pop("body", None)
         kwargs = dict(values)
@@ -283,17 +285,27 @@ def _add_lb_route(router: APIRouter, lb: LBRoute, record: RecentCalls) -> None:
             kwargs.update(arguments(body))
         elif body is not None:  # the flat form: the body is the one model parameter
             kwargs[model_fields[0].name] = body
-        status_code, content = await _lb_call(handle, kwargs)
-        record(
-            {
-                "id": _new_id(),
-                "route": f"{lb.method} {lb.path}",
-                "endpoint": lb.endpoint_name,
-                "kind": "route",
-                "status": "COMPLETED" if status_code == 200 else "FAILED",
-                "seconds": asyncio.get_running_loop().time() - started,
-            }
-        )
+
+        def done(status: str) -> None:
+            record(
+                {
+                    "id": _new_id(),
+                    "route": f"{lb.method} {lb.path}",
+                    "endpoint": lb.endpoint_name,
+                    "kind": "route",
+                    "status": status,
+                    "seconds": asyncio.get_running_loop().time() - started,
+                }
+            )
+
+        try:
+            call = handle(**kwargs)
+        except Exception as e:
+            call = _raise(e)
+        if isinstance(call, streams.Stream):  # a generator function: its items as events
+            return await route_streams.respond(call, _lb_failure, done)
+        status_code, content = await _lb_call(call)
+        done("COMPLETED" if status_code == 200 else "FAILED")
         return JSONResponse(content, status_code=status_code)
 
     # FastAPI reads the parameters from __signature__, which functions do not declare.
@@ -304,20 +316,31 @@ def _add_lb_route(router: APIRouter, lb: LBRoute, record: RecentCalls) -> None:
     )
 
 
-async def _lb_call(handle: Any, kwargs: dict[str, Any]) -> tuple[int, Any]:
+async def _lb_call(call: Awaitable[Any]) -> tuple[int, Any]:
     try:
-        result = await handle(**kwargs)
-    except ExecutionTimeoutError as e:
-        return 504, {"detail": str(e)}
-    except RemoteError as e:
-        client = isinstance(e.exception, _CLIENT_ERRORS) or isinstance(e, _CLIENT_ERRORS)
-        return (422 if client else 500), {"detail": str(e)}
-    except FlashError as e:
-        return 500, {"detail": str(e)}
+        result = await call
+    except Exception as e:
+        return _lb_failure(e)
     try:
         return 200, to_json(result)
     except Exception as e:
         return 500, {"detail": f"the result cannot be sent as JSON: {e}"}
+
+
+def _lb_failure(e: Exception) -> tuple[int, Any]:
+    """The status code and body a route-style call's exception answers with."""
+    if isinstance(e, ExecutionTimeoutError):
+        return 504, {"detail": str(e)}
+    if isinstance(e, RemoteError):
+        client = isinstance(e.exception, _CLIENT_ERRORS) or isinstance(e, _CLIENT_ERRORS)
+        return (422 if client else 500), {"detail": str(e)}
+    if isinstance(e, FlashError):
+        return 500, {"detail": str(e)}
+    return 500, {"detail": f"{type(e).__name__}: {e}"}
+
+
+async def _raise(e: Exception) -> Any:
+    raise e
 
 
 def _typed(fn: Callable[..., Any], **annotations: Any) -> None:

@@ -47,6 +47,8 @@ class Call:
     parent: Call | None = None
     #: The nested calls this call's function is waiting on.
     children: set[Call] = field(default_factory=set)
+    #: The modules its result is for, where not the pool's caller's (a nested call's worker).
+    caller_modules: tuple[str, ...] | None = None
     #: Whether the caller streams its items (a generator function): ITEM frames, then RESULT.
     stream: bool = False
     #: Called (on the pool's loop) with each ITEM and PROGRESS frame the call's worker sends.

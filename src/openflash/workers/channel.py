@@ -17,7 +17,7 @@ import itertools
 from collections.abc import Callable, Coroutine
 from typing import Any
 
-from openflash.workers import protocol
+from openflash.workers import portable, protocol
 
 __all__ = ["Channel", "current_call", "get_channel", "open_channel"]
 
@@ -35,6 +35,7 @@ class Channel:
         self.loop = loop
         self._ids = itertools.count(1)
         self._pending: dict[int, asyncio.Future[protocol.NestedReply]] = {}
+        self._introduced = False  # whether a request has named this worker's modules
 
     async def request(self, request: protocol.NestedRequest) -> protocol.NestedReply:
         """Send ``request`` to the parent and wait for its reply, from any thread's loop."""
@@ -45,6 +46,9 @@ class Channel:
 
     async def _request(self, request: protocol.NestedRequest) -> protocol.NestedReply:
         nested_id = next(self._ids)
+        if not self._introduced:  # once: the parent keeps them for this worker
+            self._introduced = True
+            request = request._replace(caller=tuple(sorted(portable.importable_modules())))
         future: asyncio.Future[protocol.NestedReply] = self.loop.create_future()
         self._pending[nested_id] = future
         try:

@@ -96,7 +96,7 @@ class Executor:
             if call.stream or streaming.is_stream(result):
                 await streaming.serve(self, call_id, result, call.stream)
                 result = None  # the RESULT that ends the stream
-            data = self.dump_result(result)
+            data = self.dump_result(result, call.caller)
         except pickling.ArgumentsNotLoadable as e:
             return protocol.encode_error(
                 call_id,
@@ -153,8 +153,8 @@ class Executor:
             result = await result
         return result
 
-    def dump_result(self, result: Any) -> bytes:
-        known = self.caller_modules
+    def dump_result(self, result: Any, caller: tuple[str, ...] | None = None) -> bytes:
+        known = self.caller_modules if caller is None else frozenset(caller)
         try:
             if known is None:
                 blob: bytes = cloudpickle.dumps(result)

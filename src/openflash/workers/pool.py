@@ -187,6 +187,7 @@ class Pool(WorkerLives):
             args=call.args,
             init_args=call.init_args if call.sent_blob else None,
             stream=call.stream,
+            caller=call.caller_modules,
         )
         worker.handle.writer.write(protocol.encode_call(call_id, payload))
         call.running = True

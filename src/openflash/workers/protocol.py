@@ -6,7 +6,9 @@ RESULT or ERROR for each CALL (a generator's ITEMs before its RESULT, PROGRESS a
 Right after READY, the parent sends CALLER once (the modules the caller can import). A function
 running in a worker may call another endpoint: the worker sends NESTED (its own numbering of such
 calls in the call id field) and the parent answers NESTED_REPLY with that id; a worker drops a
-class instance it made that way with RELEASE.
+class instance it made that way with RELEASE. A worker's first NESTED names the modules it can
+import, and the CALL of each nested call names them, so that its result is converted for the
+worker that made it (not for the parent).
 Payloads are pickles whose shapes are fixed by the helpers below.
 
 This module is part of the worker runtime: it imports the standard library only.
@@ -92,6 +94,9 @@ class CallPayload(NamedTuple):
     source: str | None = None
     #: Whether the caller streams a generator's items (ITEM frames before the RESULT).
     stream: bool = False
+    #: The top-level modules the result is for, where they are not the CALLER frame's: a nested
+    #: call's result goes to the worker that made it (None: the CALLER frame's).
+    caller: tuple[str, ...] | None = None
 
 
 class NestedRequest(NamedTuple):
@@ -109,6 +114,9 @@ class NestedRequest(NamedTuple):
     instance: str = ""
     method: str = ""
     init_args: bytes | None = None
+    #: The top-level modules the calling worker can import: sent with its first nested call
+    #: (the relay keeps them for that worker's later ones), so that results come to it portable.
+    caller: tuple[str, ...] | None = None
 
 
 class NestedReply(NamedTuple):

@@ -5,7 +5,9 @@ worker's side). The pool hands each such frame to a Relay, which runs it through
 ``NestedHandler`` the runtime gave the pool (it finds the target endpoint and submits the call
 to that endpoint's pool) and writes the answer back as NESTED_REPLY. A nested call is linked to
 the call it was made for, so that deadlock checks (waits.py) see who waits on whom; when its
-worker dies, what it was still waiting for is cancelled.
+worker dies, what it was still waiting for is cancelled. A worker's first nested call names the
+modules it can import; the relay keeps them for its later ones, and each nested call carries them
+to the worker that runs it, which converts the result for them (portable.py).
 """
 
 from __future__ import annotations
@@ -42,6 +44,8 @@ class Relay:
         self.endpoint = endpoint
         self.handler = handler
         self._tasks: dict[object, set[asyncio.Task[None]]] = {}
+        #: The modules each worker can import, as its first nested call said.
+        self._modules: dict[object, tuple[str, ...]] = {}
 
     def receive(
         self,
@@ -56,19 +60,27 @@ class Relay:
                 with contextlib.suppress(Exception):  # a malformed release drops nothing
                     self.handler.release(*protocol.loads(frame.payload))
             return
-        task = asyncio.ensure_future(self._serve(frame, in_flight, write))
+        task = asyncio.ensure_future(self._serve(worker, frame, in_flight, write))
         tasks = self._tasks.setdefault(worker, set())
         tasks.add(task)
         task.add_done_callback(tasks.discard)
 
     async def _serve(
-        self, frame: protocol.Frame, in_flight: dict[int, Call], write: Callable[[bytes], None]
+        self,
+        worker: object,
+        frame: protocol.Frame,
+        in_flight: dict[int, Call],
+        write: Callable[[bytes], None],
     ) -> None:
         try:
             request = protocol.decode_nested(frame.payload)
         except Exception as e:
             logger.warning("openflash: endpoint %r: a malformed nested call: %s", self.endpoint, e)
             return
+        if request.caller is not None:
+            self._modules[worker] = request.caller
+        else:
+            request = request._replace(caller=self._modules.get(worker))
         if self.handler is None:
             error = FlashError(
                 f"{request.qualname}() was called from a worker of endpoint {self.endpoint!r}, "
@@ -83,5 +95,6 @@ class Relay:
 
     def forget(self, worker: object) -> None:
         """``worker`` is gone: cancel the nested calls it was waiting for."""
+        self._modules.pop(worker, None)
         for task in self._tasks.pop(worker, set()):
             task.cancel()

@@ -124,8 +124,8 @@ async def serve(owner: Any, call_id: int, gen: Any, wanted: bool) -> None:
     if owner.send is None:
         await _aclose(gen) if hasattr(gen, "__anext__") else _close(gen)
         raise TypeError(
-            "the function is a generator, and this backend (Ray) cannot stream its items: "
-            "return a list, or run the endpoint on the local backend"
+            "the function is a generator, and this worker has no frame channel to stream its "
+            "items on (it was not started by a pool): return a list, or run it from a pool"
         )
     window = owner.credits.open(call_id)
     try:
