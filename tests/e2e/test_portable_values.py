@@ -17,23 +17,19 @@ import pytest
 from helpers import make_wheel, run_python, write
 
 ROOT = Path(__file__).resolve().parents[2]
-CALLER_PACKAGES = [
-    "uv",
-    "packaging",
-    "cloudpickle",
-    "pydantic",
-    "filelock",
-    "platformdirs",
-    "typer",
-    "fastapi",
-    "uvicorn",
-    "fastapi-swagger",
-    "watchfiles",
-    "python-dotenv",
-    "pathspec",
-    "tomli-w",
-    "httpx",
-]
+
+
+def _caller_packages() -> list[str]:
+    """openflash's own dependencies (from pyproject.toml: the list never drifts), and httpx."""
+    try:
+        import tomllib
+    except ImportError:  # Python 3.10
+        import tomli as tomllib  # type: ignore[no-redef]
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
+    return [*project["dependencies"], "httpx"]
+
+
+CALLER_PACKAGES = _caller_packages()
 
 
 @pytest.fixture(scope="module")
