@@ -340,7 +340,14 @@ def test_flash_build_starts_from_the_image_with_the_lines_local_workers_use(
                 break
             except httpx.TransportError:
                 time.sleep(0.5)
-        assert answer is not None and answer.status_code == 200, answer and answer.text
+        if answer is None or answer.status_code != 200:
+            logs = subprocess.run(
+                ["podman", "logs", name], capture_output=True, text=True, timeout=60
+            )
+            raise AssertionError(
+                f"the image's server answered {answer and answer.text!r}; its output:\n"
+                f"{logs.stdout[-3000:]}{logs.stderr[-3000:]}"
+            )
         # The same image, lock and system packages as the local workers ran with.
         assert answer.json()["output"] == {
             "marker": MARKER,
