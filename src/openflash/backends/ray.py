@@ -26,9 +26,10 @@ import collections
 import logging
 import os
 import threading
+from collections.abc import Callable, Coroutine
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, cast
+from typing import Any, TypeVar, cast
 
 import ray
 from ray.actor import ActorClass
@@ -49,6 +50,9 @@ from openflash.workers.port import WorkerSpec
 __all__ = ["RayBackend", "RayWorkerHandle"]
 
 logger = logging.getLogger("openflash")
+
+K = TypeVar("K")
+V = TypeVar("V")
 
 
 @dataclass(frozen=True, slots=True)
@@ -235,9 +239,7 @@ class RayBackend:
         """What ``node`` built for ``target`` (once per node, environment and layer)."""
         layer = target.layer_key
         key = NodeBuildKey(node, target.env_key, layer)
-        future = self._prepared.get(key)
-        if future is None or (future.done() and future.exception() is not None):
-            future = self._prepared[key] = asyncio.ensure_future(self._prepare(node, target))
+        future = _once(self._prepared, key, lambda: self._prepare(node, target))
         try:
             info = await asyncio.shield(future)
         except ray.exceptions.RayError as e:
@@ -263,9 +265,7 @@ class RayBackend:
             if digest:
                 self._packed[(project, digest)] = packed
         key = (node, packed.sha256)
-        future = self._shipped.get(key)
-        if future is None or (future.done() and future.exception() is not None):
-            future = self._shipped[key] = asyncio.ensure_future(self._ship(node, packed))
+        future = _once(self._shipped, key, lambda: self._ship(node, packed))
         try:
             path = await asyncio.shield(future)
         except ray.exceptions.RayError as e:
@@ -325,3 +325,14 @@ class RayBackend:
             self._cache.close()
             self._cache = None
             self._cache_told.clear()
+
+
+def _once(
+    started: dict[K, asyncio.Future[V]], key: K, start: Callable[[], Coroutine[Any, Any, V]]
+) -> asyncio.Future[V]:
+    """The one task for ``key`` (a node's build, a project shipped to a node), shared by every
+    caller; started again only after the last one failed."""
+    future = started.get(key)
+    if future is None or (future.done() and future.exception() is not None):
+        future = started[key] = asyncio.ensure_future(start())
+    return future
