@@ -246,7 +246,8 @@ def test_build_writes_dockerfiles_that_match_the_locks(tmp_path: Path, env: dict
     wheels = {w.name.split("-")[0].lower() for w in (out / "wheelhouse").glob("*.whl")}
     assert {"six", "uv", "fastapi", "hatchling"} <= wheels  # the locks, openflash's needs, uv
     text = (out / by_name["plot"]["dockerfile"]).read_text()
-    assert "--offline --find-links /build/wheelhouse /build/requirements.txt" in text
+    assert "--offline --no-index --find-links /build/wheelhouse /build/requirements.txt" in text
+    assert (out / "debs" / "plot").is_dir() and "COPY debs/plot /build/debs" in text
     assert run_flash("build", "--check", cwd=project, env=env).returncode == 0
     tampered = out / by_name["api"]["dockerfile"]
     tampered.write_text(tampered.read_text() + "RUN pip install requests\n")

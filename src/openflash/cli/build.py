@@ -5,12 +5,14 @@
     dockerfiles/<endpoint>     one Dockerfile per endpoint
     app/                       the project's code
     openflash/                 openflash itself, to run the endpoint's server in the image
-    wheelhouse/                with --wheelhouse: every wheel, so that images build offline
+    wheelhouse/, debs/         with --wheelhouse: every wheel and .deb, so that images build
+                               with the network off (wheelhouse.py)
     deps/                      for endpoints with a dockerImage: each lock, and openflash, staged
                                by uv (their images need neither pip nor an index)
     <project>.tar.gz           all of the above
 
-An image is the endpoint's base (python:X.Y-slim for CPU, a CUDA runtime for GPU), its system
+An image is the endpoint's base (``python:X.Y-slim-<release>``, the Debian release its apt
+pins were locked on, for CPU and GPU endpoints alike: envs/dockerfiles.py says why), its system
 packages from apt, its lock synced with uv into /opt/flash/env, and ``flash run --only
 <endpoint>`` as the entry point, using that environment as it is. An endpoint with its own
 dockerImage starts FROM it, with the lines its local workers' derived image is built from
@@ -23,9 +25,12 @@ from __future__ import annotations
 import functools
 import importlib
 import json
+import re
+import shlex
 import shutil
 import sys
 import tarfile
+from collections.abc import Callable
 from dataclasses import dataclass
 from importlib import metadata
 from pathlib import Path
@@ -34,7 +39,6 @@ from typing import Annotated, Any
 import typer
 
 import openflash
-from openflash import _subprocess
 from openflash.cli.common import (
     Quiet,
     Reporter,
@@ -45,15 +49,16 @@ from openflash.cli.common import (
     load_project,
 )
 from openflash.cli.image_build import stage_image_endpoint, stage_openflash
+from openflash.cli.wheelhouse import stage_debs, stage_wheels
 from openflash.deps.apt import DebPackage
-from openflash.deps.lockfile import LockedPackage, LockEntry, find_lockfile
+from openflash.deps.lockfile import LockedPackage, LockEntry, LockFile, find_lockfile
 from openflash.deps.system import distribution_release
 from openflash.envs.dockerfiles import (
-    CUDA_BASE,
+    PORT,
     EndpointImage,
     endpoint_dockerfile,
     image_endpoint_dockerfile,
-    uv_version,
+    python_base,
 )
 from openflash.envs.dockerfiles import check_dockerfile as check_text
 from openflash.prepare import Preparer
@@ -78,6 +83,7 @@ class Image:
             tuple((p.name, p.version) for p in self.entry.system_packages),
             tuple(self.entry.system_dependencies),
             self.debian_pins,
+            gpu=bool(self.endpoint.resource.gpu_count) and not self.endpoint.resource.cpu_instance,
         )
 
 
@@ -142,7 +148,21 @@ def build(
             parallel=1,
         )
     if wheelhouse:
-        reporter.run([("wheelhouse", lambda: _wheelhouse(out, images))], parallel=1)
+        names = [i.endpoint.name for i in images]
+        staging: list[tuple[str, Callable[[], object]]] = [
+            ("wheelhouse", lambda: stage_wheels(out, names))
+        ]
+        for i in images:
+            if i not in in_images and (i.entry.system_packages or i.entry.system_dependencies):
+                staging.append(
+                    (
+                        f"{i.endpoint.name}: its .debs",
+                        functools.partial(stage_debs, out, i.endpoint.name, i.entry, preparer.apt),
+                    )
+                )
+        for (label, _), result in zip(staging, reporter.run(staging, parallel=1), strict=True):
+            if isinstance(result, BaseException):
+                fail(f"{label}: {result}", "an offline build needs every file; see the error", 1)
     manifest = _manifest(project, images)
     (out / "manifest.json").write_text(json.dumps(manifest, indent=2, default=str))
     tarball = out / f"{project.root.name}.tar.gz"
@@ -151,6 +171,49 @@ def build(
             if item != tarball:
                 tar.add(item, arcname=item.name)
     reporter.say(f"wrote {out}: {len(images)} Dockerfile(s), {tarball.name}")
+    if not quiet:
+        print(next_steps(project, out, images, wheelhouse=wheelhouse), end="", flush=True)
+
+
+def next_steps(project: Project, out: Path, images: list[Image], *, wheelhouse: bool) -> str:
+    """What to run with the artifact: build each image, run one, call it."""
+    offline = " --network=none" if wheelhouse else ""
+    lines = ["", "Next, build the images (podman, or docker with the same arguments):"]
+    for image in images:
+        dockerfile = _shown(out / "dockerfiles" / image.endpoint.name)
+        lines.append(
+            f"  podman build{offline} -f {dockerfile} -t {_tag(project, image)} {_shown(out)}"
+        )
+    first = images[0]
+    gpu = " --device nvidia.com/gpu=all" if first.rendered().gpu else ""
+    lines += [
+        "then run one (it listens beyond loopback: choose an API key) and call it:",
+        f"  podman run --rm{gpu} -p {PORT}:{PORT} -e FLASH_API_KEY=choose-a-key "
+        f"{_tag(project, first)}",
+    ]
+    route = next((r.path for r in project.queue if r.endpoint_name == first.endpoint.name), None)
+    if route is not None:
+        lines.append(
+            "  curl -H 'Authorization: Bearer choose-a-key' -H 'Content-Type: application/json' "
+            f"-d '{{\"input\": {{}}}}' {shlex.quote(f'http://localhost:{PORT}{route}/runsync')}"
+            "   # the function's parameters go in input"
+        )
+    if not wheelhouse:
+        lines.append("To build them with the network off, run `flash build --wheelhouse` first.")
+    return "\n".join(lines) + "\n"
+
+
+def _tag(project: Project, image: Image) -> str:
+    """An image name for the endpoint: lowercase letters, digits and dashes."""
+    name = f"{project.root.name}-{image.endpoint.name}".lower()
+    return re.sub(r"[^a-z0-9._-]+", "-", name).strip("-._") or "openflash-endpoint"
+
+
+def _shown(path: Path) -> str:
+    """``path`` as the user would type it: relative to here when it is below, quoted."""
+    if path.is_relative_to(Path.cwd()):
+        path = path.relative_to(Path.cwd())
+    return shlex.quote(str(path))
 
 
 def _locked_images(project: Project, reporter: Reporter, preparer: Preparer) -> list[Image]:
@@ -169,25 +232,32 @@ def _locked_images(project: Project, reporter: Reporter, preparer: Preparer) -> 
         return preparer.entry_for(endpoint.name, key)
 
     results = reporter.run([(d.name, functools.partial(lock_for, d)) for d in defs])
+    release = _lock_release(lockfile) or distribution_release()
     images = []
     for endpoint, result in zip(defs, results, strict=True):
         if isinstance(result, BaseException):
             fail(f"endpoint {endpoint.name!r} cannot be locked: {result}", "run `flash check`", 1)
         assert isinstance(result, LockEntry)
-        images.append(_image(endpoint, result))
+        images.append(_image(endpoint, result, release))
     return images
 
 
-def _image(endpoint: EndpointDef, entry: LockEntry) -> Image:
+def _image(endpoint: EndpointDef, entry: LockEntry, release: str) -> Image:
+    """The endpoint's image: FROM its own dockerImage, else the Python image of the Debian
+    release its apt packages were locked on (pins kept only when that release is known)."""
     python = f"{sys.version_info.major}.{sys.version_info.minor}"
-    resource = endpoint.resource
-    if resource.image:
-        return Image(endpoint, entry, resource.image, debian_pins=False)
-    if resource.gpu_count:
-        return Image(endpoint, entry, CUDA_BASE, debian_pins=False)
-    slim = f"python:{python}-slim"
-    # python:X.Y-slim is Debian; pin apt versions when it is the release they were locked on.
-    return Image(endpoint, entry, slim, debian_pins=distribution_release().startswith("debian-"))
+    if endpoint.resource.image:
+        return Image(endpoint, entry, endpoint.resource.image, debian_pins=False)
+    base, pins = python_base(python, release)
+    return Image(endpoint, entry, base, debian_pins=pins)
+
+
+def _lock_release(lockfile: Path | None) -> str:
+    """The distribution flash.lock's system packages were locked on ("" when it does not say,
+    or there is none: then they are resolved here, on this machine's)."""
+    if lockfile is None:
+        return ""
+    return LockFile.read(lockfile).release
 
 
 def check_dockerfile(text: str, lock_text: str, entry: LockEntry) -> list[str]:
@@ -290,46 +360,4 @@ def _copy_openflash(target: Path) -> None:
         f"dependencies = {json.dumps(requires)}\n\n"
         '[project.scripts]\nflash = "openflash.cli:main"\n\n'
         '[tool.hatch.build.targets.wheel]\npackages = ["src/openflash", "src/runpod_flash"]\n'
-    )
-
-
-def _wheelhouse(out: Path, images: list[Image]) -> None:
-    """Every wheel the images install (the locks, openflash's dependencies, uv, hatchling)."""
-    house = out / "wheelhouse"
-    house.mkdir(exist_ok=True)
-    for image in images:
-        _subprocess.report(f"downloading the wheels of {image.endpoint.name}")
-        _subprocess.run(
-            [
-                sys.executable,
-                "-m",
-                "pip",
-                "download",
-                "--no-deps",
-                "--only-binary",
-                ":all:",
-                "--require-hashes",
-                "-d",
-                str(house),
-                "-r",
-                str(out / "locks" / f"{image.endpoint.name}.txt"),
-            ],
-            timeout=3600,
-        )
-    requires = [r for r in metadata.requires("openflash") or [] if "extra ==" not in r]
-    _subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "pip",
-            "download",
-            "--only-binary",
-            ":all:",
-            "-d",
-            str(house),
-            f"uv=={uv_version()}",
-            "hatchling",
-            *requires,
-        ],
-        timeout=3600,
     )

@@ -23,6 +23,7 @@ from openflash.cli.common import (
     load_project,
 )
 from openflash.deps.lockfile import LOCK_NAME, LockEntry, LockFile
+from openflash.deps.system import distribution_release
 from openflash.envs.environment import platform_tag, python_tag
 from openflash.prepare import Preparer
 
@@ -88,7 +89,11 @@ def lock(
     if failed:
         raise typer.Exit(1)
     lockfile = LockFile(
-        target, python_tag(), platform_tag(), [r for r in results if isinstance(r, LockEntry)]
+        target,
+        python_tag(),
+        platform_tag(),
+        [r for r in results if isinstance(r, LockEntry)],
+        distribution_release(),
     )
     lockfile.write()
     count = sum(len(e.packages) for e in lockfile.entries)

@@ -6,6 +6,8 @@
       cache/      apt's binary caches
       state/      a copy of the base system's dpkg status (apt locks this directory, not the
                   host's /var/lib/dpkg)
+      bare/       an empty dpkg status and its state: ``Apt.bare`` asks what a system with no
+                  packages needs (the .debs an offline image build installs)
 
 Nothing here changes the host: packages are only simulated and downloaded. Every call takes one
 file lock, because apt refuses (rather than waits) when its own locks are taken. What apt prints
@@ -120,17 +122,29 @@ def failure_to_error(output: str, names: Sequence[str]) -> SystemDependencyError
 class Apt:
     """Private apt for one FLASH_APT_DIR and one base system (a dpkg status file)."""
 
-    def __init__(self, root: Path, base_status: Path, index_ttl: float) -> None:
+    def __init__(
+        self, root: Path, base_status: Path, index_ttl: float, *, state: str = "state"
+    ) -> None:
         self.root = root
         self.base_status = base_status
         self.index_ttl = index_ttl
+        self.state = state
+
+    def bare(self) -> Apt:
+        """This apt (its index and .deb cache) for a system with no packages at all: its
+        closures are everything a package needs, whatever the base image holds."""
+        status = self.root / "bare" / "status"
+        if not status.is_file():
+            make_dirs(status.parent)
+            status.touch()
+        return Apt(self.root, status, self.index_ttl, state="bare/state")
 
     @property
     def archives(self) -> Path:
         return self.root / "archives"
 
     def options(self) -> list[str]:
-        state = self.root / "state"
+        state = self.root / self.state
         options = {
             "Dir::State::Lists": self.root / "lists",
             "Dir::State::status": state / "status",
@@ -150,7 +164,7 @@ class Apt:
     def locked(self) -> Iterator[None]:
         make_dirs(self.root)
         with FileLock(str(self.root / "openflash.lock"), mode=0o644):
-            for sub in ("lists/partial", "archives/partial", "cache", "state", "log"):
+            for sub in ("lists/partial", "archives/partial", "cache", self.state, "log"):
                 make_dirs(self.root / sub)
             self._sync_base()
             yield
@@ -169,7 +183,7 @@ class Apt:
 
     def _sync_base(self) -> None:
         """Keep state/status a copy of the base system's status file."""
-        target = self.root / "state" / "status"
+        target = self.root / self.state / "status"
         wanted = self.base_fingerprint()
         try:
             if (target.stat().st_size, target.stat().st_mtime_ns) == wanted:

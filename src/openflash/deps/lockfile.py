@@ -3,6 +3,7 @@
     version = 1
     python = "cpython-3.11.7"
     platform = "cp311-cp311-manylinux_2_36_x86_64"
+    release = "debian-12"          # the distribution the system packages were locked on
 
     [[environments]]
     endpoints = ["deps_data_science"]
@@ -82,6 +83,8 @@ class LockFile:
     python: str
     platform: str
     entries: list[LockEntry] = field(default_factory=list)
+    #: The distribution ``system_packages`` were locked on (``debian-12``); "" when not recorded.
+    release: str = ""
 
     def find(self, dependencies: tuple[str, ...], system: tuple[str, ...]) -> LockEntry | None:
         for entry in self.entries:
@@ -105,7 +108,13 @@ class LockFile:
             if data.get("version") != FORMAT:
                 raise ValueError(f"format version {data.get('version')!r}, expected {FORMAT}")
             entries = [_entry(item) for item in data.get("environments", [])]
-            return cls(path, str(data["python"]), str(data["platform"]), entries)
+            return cls(
+                path,
+                str(data["python"]),
+                str(data["platform"]),
+                entries,
+                str(data.get("release", "")),
+            )
         except (OSError, ValueError, KeyError, TypeError) as e:
             raise DependencyError(
                 f"{path} cannot be read: {e}",
@@ -117,6 +126,7 @@ class LockFile:
             "version": FORMAT,
             "python": self.python,
             "platform": self.platform,
+            **({"release": self.release} if self.release else {}),
             "environments": [
                 {
                     "endpoints": sorted(e.endpoints),

@@ -6,7 +6,11 @@
 - ``image_endpoint_dockerfile``: ``flash build``'s Dockerfile of such an endpoint: the derived
   lines, then openflash (staged in ``OPENFLASH_DEPS``) serving the endpoint.
 - ``endpoint_dockerfile``: ``flash build``'s Dockerfile of any other endpoint (``EndpointImage``):
-  a Python or CUDA base, apt packages, the lock synced with uv, the server.
+  the official Python image of the Debian release its apt pins were locked on
+  (``python_base``), apt packages, the lock synced with uv, the server. GPU endpoints start from
+  the same base: the CUDA libraries torch and its kin need come from their wheels (the
+  ``nvidia-*`` packages in the lock) and the driver from the NVIDIA container runtime, so no
+  CUDA base, whose Python differs from the lock's, and no Python download.
 - ``check_dockerfile``: what a written Dockerfile installs beyond its lock (``flash build
   --check``).
 
@@ -24,7 +28,7 @@ from openflash._version import __version__
 from openflash.envs.environment import environment_key
 
 __all__ = [
-    "CUDA_BASE",
+    "DEBIAN_CODENAMES",
     "OPENFLASH_DEPS",
     "PORT",
     "EndpointImage",
@@ -34,20 +38,33 @@ __all__ = [
     "derived_image_dockerfile",
     "endpoint_dockerfile",
     "image_endpoint_dockerfile",
+    "python_base",
     "uv_version",
 ]
 
-#: The base of GPU endpoints' images (CPU ones: python:X.Y-slim).
-CUDA_BASE = "nvidia/cuda:12.4.1-cudnn-runtime-ubuntu22.04"
+#: The Debian releases the official Python images are built on, by ``VERSION_ID``.
+DEBIAN_CODENAMES = {"11": "bullseye", "12": "bookworm", "13": "trixie"}
+#: The release of the base when the lock was not made on a Debian the images know.
+_DEFAULT_DEBIAN = "12"
 #: The port an endpoint's server listens on in its image.
 PORT = 8000
 #: Where openflash and its dependencies are staged in a build context, for image endpoints.
 OPENFLASH_DEPS = "deps/openflash"
-_PYTHON_APT = ("python3", "python3-pip", "python3-venv")
 
 
 def _python() -> str:
     return f"{sys.version_info.major}.{sys.version_info.minor}"
+
+
+def python_base(python: str, release: str) -> tuple[str, bool]:
+    """The image an endpoint starts from for ``python`` (``3.11``) when its apt packages were
+    locked on ``release`` (``debian-12``, as deps/system.py names it), and whether their pinned
+    versions hold there: ``python:3.11-slim-bookworm`` for Debian 12, never the bare
+    ``-slim`` tag, which moves to each new Debian release."""
+    ident, _, version = release.partition("-")
+    known = ident == "debian" and version in DEBIAN_CODENAMES
+    codename = DEBIAN_CODENAMES[version if known else _DEFAULT_DEBIAN]
+    return f"python:{python}-slim-{codename}", known
 
 
 def uv_version() -> str:
@@ -123,7 +140,8 @@ class EndpointImage:
     ``base`` is the image it starts from; ``system_packages`` the locked apt closure as
     (name, version) pairs, installed by name alone when ``debian_pins`` is false (the base is not
     the distribution they were locked on); ``system_dependencies`` the names asked for, installed
-    as they are when nothing was locked.
+    as they are when nothing was locked. ``gpu``: the NVIDIA container runtime is asked to give
+    the container the GPUs and the driver.
     """
 
     name: str
@@ -131,40 +149,56 @@ class EndpointImage:
     system_packages: tuple[tuple[str, str], ...] = ()
     system_dependencies: tuple[str, ...] = ()
     debian_pins: bool = False
+    gpu: bool = False
+
+
+#: A wheelhouse build's apt step: the artifact's .debs (the whole closure, from nothing) that the
+#: base does not have yet, installed without an index, so with the network off.
+OFFLINE_APT = (
+    "RUN cd /build/debs && apt-get install -y --no-install-recommends "
+    '$(for deb in *.deb; do dpkg -s "$(dpkg-deb -f "$deb" Package)" >/dev/null 2>&1 '
+    '|| echo "./$deb"; done) && rm -rf /build/debs'
+)
 
 
 def endpoint_dockerfile(image: EndpointImage, *, wheelhouse: bool = False) -> str:
     """The Dockerfile of one endpoint: base, apt packages, its lock, the code, the server.
-    With ``wheelhouse`` everything installs offline from the artifact's wheelhouse/."""
+    With ``wheelhouse`` everything installs offline from the artifact's wheelhouse/ and debs/."""
     name = image.name
     python = _python()
-    offline = " --offline --find-links /build/wheelhouse" if wheelhouse else ""
+    offline = " --offline --no-index --find-links /build/wheelhouse" if wheelhouse else ""
     lines = [
         f"# Endpoint {name!r}, written by `flash build` (openflash {__version__}).",
         "# It installs exactly locks/" + f"{name}.txt and the system packages below.",
         f"FROM {image.base}",
-        "ENV PYTHONUNBUFFERED=1 DEBIAN_FRONTEND=noninteractive FLASH_HOME=/opt/flash",
+        "ENV PYTHONUNBUFFERED=1 DEBIAN_FRONTEND=noninteractive FLASH_HOME=/opt/flash "
+        "UV_PYTHON_DOWNLOADS=never",
     ]
+    if image.gpu:
+        lines += [
+            "# GPUs: CUDA comes from the lock's wheels (torch's nvidia-* packages), the driver "
+            "from the NVIDIA container runtime (run with --gpus all or a CDI device).",
+            "ENV NVIDIA_VISIBLE_DEVICES=all NVIDIA_DRIVER_CAPABILITIES=compute,utility",
+        ]
     apt_packages = [
         package + (f"={version}" if image.debian_pins else "")
         for package, version in image.system_packages
     ]
     if image.system_dependencies and not apt_packages:
         apt_packages = list(image.system_dependencies)
-    needs_python = image.base == CUDA_BASE
-    apt_all = (list(_PYTHON_APT) if needs_python else []) + apt_packages
-    if apt_all:
+    if apt_packages and wheelhouse:
+        lines += [f"COPY debs/{name} /build/debs", OFFLINE_APT]
+    elif apt_packages:
         lines.append(
             "RUN apt-get update && apt-get install -y --no-install-recommends "
-            + " ".join(apt_all)
+            + " ".join(apt_packages)
             + " && rm -rf /var/lib/apt/lists/*"
         )
     if wheelhouse:
         lines.append("COPY wheelhouse /build/wheelhouse")
-    pip = "python3 -m pip" if needs_python else "pip"
     pip_offline = " --no-index --find-links /build/wheelhouse" if wheelhouse else ""
     lines += [
-        f"RUN {pip} install --no-cache-dir{pip_offline} uv=={uv_version()}",
+        f"RUN python3 -m pip install --no-cache-dir{pip_offline} uv=={uv_version()}",
         "COPY openflash /build/openflash",
         f"RUN uv venv --python {python} /opt/openflash && uv pip install --python "
         f"/opt/openflash/bin/python{offline} /build/openflash",
@@ -193,9 +227,9 @@ def check_dockerfile(
     may install (the locked closure and the names asked for).
     """
     problems = []
-    allowed = apt_allowed | set(_PYTHON_APT)
+    allowed = apt_allowed
     for line in text.splitlines():
-        if not line.startswith("RUN "):
+        if not line.startswith("RUN ") or line == OFFLINE_APT:  # the artifact's own .debs
             continue
         for command in re.split(r"&&|;", line[4:]):
             words = command.split()
