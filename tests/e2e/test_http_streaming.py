@@ -16,7 +16,8 @@ from typing import Any
 import httpx
 import pytest
 
-from helpers import FlashServer, chromium
+from helpers import FlashServer
+from webdriver import dashboard_dom
 
 PROJECT = """
 import os
@@ -248,15 +249,12 @@ def test_the_dashboard_shows_a_running_jobs_progress_in_chromium(
         lambda: (b := get(server, f"/gen/runpod_style/status/{job_id}")).get("progress") and b
     )
     assert running["status"] == "IN_PROGRESS" and running["progress"] == "3/10 images"
-    dom = chromium(f"{server.url}/", tmp_path / "profile", "--dump-dom")
-    row = re.search(r'<tr class="call">(?:(?!</tr>).)*?/gen/runpod_style.*?</tr>', dom, re.S)
+    shot = tmp_path.parent / "dashboard-progress.png"  # kept for a look after the run
+    dom = dashboard_dom(f"{server.url}/", tmp_path / "profile", shot)
+    row = re.search(r'<tr class="call"[^>]*>(?:(?!</tr>).)*?/gen/runpod_style.*?</tr>', dom, re.S)
     assert row is not None, dom
     assert "IN_PROGRESS" in row.group(0)
     assert '<td class="progress">3/10 images</td>' in row.group(0)
-    shot = tmp_path.parent / "dashboard-progress.png"  # kept for a look after the run
-    chromium(
-        f"{server.url}/", tmp_path / "profile2", f"--screenshot={shot}", "--window-size=1280,900"
-    )
     assert shot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     gate.touch()
     until(lambda: get(server, f"/gen/runpod_style/status/{job_id}")["status"] == "COMPLETED")

@@ -134,7 +134,14 @@ class ContainerWorker:
         self._on_exit = on_exit
         self._stderr: collections.deque[str] = collections.deque(maxlen=STDERR_TAIL_LINES)
         self._pump = asyncio.ensure_future(
-            pump(proc.stderr, sys.stderr, f"[{endpoint}] ", self._stderr)
+            pump(
+                proc.stderr,
+                sys.stderr,
+                f"[{endpoint}] ",
+                self._stderr,
+                endpoint=endpoint,
+                pid=proc.pid,
+            )
         )
         self._exited: asyncio.Task[int | None] | None = None
         self._removal: asyncio.Future[None] | None = None

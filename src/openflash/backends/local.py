@@ -153,8 +153,12 @@ class LocalWorker:
         prefix = f"[{endpoint}] "
         assert proc.stdout is not None and proc.stderr is not None
         self._pumps = [
-            asyncio.ensure_future(pump(proc.stdout, sys.stdout, prefix, None)),
-            asyncio.ensure_future(pump(proc.stderr, sys.stderr, prefix, self._stderr)),
+            asyncio.ensure_future(
+                pump(proc.stdout, sys.stdout, prefix, None, endpoint=endpoint, pid=proc.pid)
+            ),
+            asyncio.ensure_future(
+                pump(proc.stderr, sys.stderr, prefix, self._stderr, endpoint=endpoint, pid=proc.pid)
+            ),
         ]
 
     def kill(self) -> None:

@@ -1,10 +1,15 @@
-"""A worker's output: each line to this process's stdout or stderr, prefixed with its endpoint."""
+"""A worker's output: each line to this process's stdout or stderr, prefixed with its endpoint,
+and told to whoever observes the runtime (a ``worker_output`` event: workers/events.py), so that
+a dev server shows what a call printed."""
 
 from __future__ import annotations
 
 import asyncio
 import collections
+import sys
 from typing import TextIO
+
+from openflash.workers import events
 
 __all__ = ["OUTPUT_LINE_LIMIT", "PUMP_GRACE_S", "STDERR_TAIL_LINES", "pump"]
 
@@ -18,7 +23,11 @@ async def pump(
     out: TextIO,
     prefix: str,
     keep: collections.deque[str] | None,
+    *,
+    endpoint: str | None = None,
+    pid: int | None = None,
 ) -> None:
+    stream_name = "stderr" if out is sys.stderr else "stdout"
     while True:
         try:
             raw = await stream.readline()
@@ -29,6 +38,8 @@ async def pump(
         line = raw.decode(errors="replace").rstrip("\n")
         if keep is not None:
             keep.append(line)
+        if endpoint is not None:
+            events.emit("worker_output", endpoint=endpoint, pid=pid, stream=stream_name, line=line)
         try:
             out.write(f"{prefix}{line}\n")
             out.flush()

@@ -298,6 +298,7 @@ class Template:
             "pid": self.pid if self.alive else None,
             "python": str(self.python),
             "environment": self.python.parent.parent.name,
+            "endpoint": self.env.get("OPENFLASH_ENDPOINT"),
             "preloaded": self.preloaded,
             "failed": self.failed,
             "forks": self.forks,

@@ -104,7 +104,9 @@ def run(
     if not quiet:
         _print_routes(app.state.flash, host, bound, api_key is not None)
     config = uvicorn.Config(app, log_level="warning", lifespan="on", timeout_graceful_shutdown=5)
-    uvicorn.Server(config).run(sockets=[sock])
+    server = uvicorn.Server(config)
+    app.state.flash_stopping = lambda: server.should_exit  # open dashboards let go at a stop
+    server.run(sockets=[sock])
 
 
 def _fail(message: str, hint: str) -> None:

@@ -2,7 +2,7 @@
 
 /health, /ping              liveness; never touches a worker
 /docs, /openapi.json        Swagger UI from a package's files (works offline)
-/                           the dashboard; /_flash/state is what it shows, as JSON
+/, /_flash/...              the dashboard, a call's detail, its live feed (dashboard_routes.py)
 /metrics                    Prometheus metrics (metrics.py)
 
 Each call is logged to the terminal (access_log.py), as text or JSON lines.
@@ -13,9 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import time
 from collections.abc import AsyncIterator
-from dataclasses import asdict
 from importlib import resources
 from pathlib import Path
 from typing import Any
@@ -25,10 +23,10 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.openapi.docs import get_swagger_ui_html
 from fastapi.responses import FileResponse, HTMLResponse, Response
 
-from openflash.deps.namespace_mode import layer_mode
 from openflash.runtime.process import get_runtime, run_on_current_loop, shutdown_current_loop
 from openflash.server.access_log import AccessLog, CallLog
-from openflash.server.jobs import FINAL, JobJournal
+from openflash.server.dashboard_routes import add_dashboard_routes
+from openflash.server.jobs import JobJournal
 from openflash.server.metrics import CONTENT_TYPE, Metrics
 from openflash.server.responses import JSONResponse
 from openflash.server.security import DEFAULT_MAX_BODY, SecurityMiddleware
@@ -37,7 +35,6 @@ from openflash.workers import events
 
 __all__ = ["create_app"]
 
-DASHBOARD = Path(__file__).with_name("dashboard")
 _SWAGGER_FILES = {"swagger-ui-bundle.js", "swagger-ui.css", "favicon-32x32.png"}
 
 
@@ -65,8 +62,14 @@ def create_app(
         metrics.call(fields)
 
     def runtime_event(kind: str, fields: dict[str, Any]) -> None:
-        log.runtime_event(kind, fields)
-        metrics.runtime_event(kind, fields)
+        if kind == "worker_output":  # the dashboard's, not the log's: the terminal has the line
+            state.output.add(
+                fields["endpoint"], fields.get("pid"), fields["stream"], fields["line"]
+            )
+        else:
+            log.runtime_event(kind, fields)
+            metrics.runtime_event(kind, fields)
+        state.calls.touch()  # the live dashboard shows it
 
     def call_ended(fields: dict[str, Any]) -> None:
         log.call(fields)
@@ -112,7 +115,9 @@ def create_app(
     app.state.flash = state
     app.add_middleware(SecurityMiddleware, api_key=api_key, max_body=max_body)
     app.add_middleware(AccessLog, report=call_ended)  # outside: refused calls are logged too
+    app.state.flash_stopping = lambda: False  # `flash run` tells the live feed of a stop
     _add_fixed_routes(app, state)
+    add_dashboard_routes(app, state)
 
     @app.get("/metrics", include_in_schema=False)
     async def metrics_text() -> Response:
@@ -162,21 +167,6 @@ def _add_fixed_routes(app: FastAPI, state: ServerState) -> None:
         with resources.as_file(asset) as path:
             return FileResponse(path)
 
-    @app.get("/", include_in_schema=False)
-    async def dashboard() -> FileResponse:
-        return FileResponse(DASHBOARD / "index.html")
-
-    @app.get("/_flash/static/{name}", include_in_schema=False)
-    async def static(name: str) -> FileResponse:
-        path = DASHBOARD / name
-        if "/" in name or not path.is_file() or name == "index.html":
-            raise HTTPException(404)
-        return FileResponse(path)
-
-    @app.get("/_flash/state", include_in_schema=False)
-    async def flash_state() -> dict[str, Any]:
-        return await asyncio.get_running_loop().run_in_executor(None, _snapshot, state)
-
 
 def _workers(state: ServerState) -> dict[str, dict[str, int]]:
     """Each served endpoint's workers by state (busy: ready and running a call)."""
@@ -190,69 +180,3 @@ def _workers(state: ServerState) -> dict[str, dict[str, int]]:
             name = "busy" if worker["state"] == "ready" and worker["calls"] else worker["state"]
             states[name] = states.get(name, 0) + 1
     return counts
-
-
-def _hardware(resource: Any, status: dict[str, Any]) -> str:
-    """What the endpoint runs on: its CPU type, its GPUs, or the CPU where GPU workers got none
-    (a machine without a GPU: they fell back, with a warning)."""
-    if resource.cpu_instance:
-        return f"cpu {resource.cpu_instance.value}"
-    workers = (status.get("pool") or {}).get("detail") or []
-    if workers and not any(w.get("gpus") for w in workers):
-        return f"{resource.gpu_count} GPU asked, running on the CPU (no GPU here)"
-    return f"{resource.gpu_count} GPU"
-
-
-def _snapshot(state: ServerState) -> dict[str, Any]:
-    """Everything the dashboard shows."""
-    runtime = get_runtime()
-    endpoints = []
-    for endpoint in state.endpoints():
-        routes = [
-            f"POST {r.path}/runsync"
-            for r in state.project.queue
-            if r.endpoint_name == endpoint.name
-        ]
-        routes += [
-            f"{r.method} {r.path}" for r in state.project.lb if r.endpoint_name == endpoint.name
-        ]
-        status = runtime.status(endpoint)
-        resource = endpoint.resource
-        endpoints.append(
-            {
-                "name": endpoint.name,
-                "routes": routes,
-                "hardware": _hardware(resource, status),
-                "workers": [resource.workersMin, resource.workersMax],
-                "dependencies": list(endpoint.dependencies),
-                "system_dependencies": list(endpoint.system_dependencies),
-                **status,
-            }
-        )
-    recent = []
-    for call in reversed(state.recent):
-        item = dict(call)
-        feed = item.pop("feed", None)
-        if feed is not None and feed.progress is not None:
-            item["progress"] = feed.progress  # the latest openflash.progress of a /run job
-        if item["kind"] == "run":
-            job = state.journal.get(item["id"])
-            if job is not None:
-                item["status"], item["attempt"] = job.status, job.attempt
-                if job.status in FINAL and job.finished and job.started:
-                    item["seconds"] = job.finished - job.started
-        recent.append(item)
-    return {
-        "project": str(state.root),
-        "time": time.time(),
-        "endpoints": endpoints,
-        "recent": recent[:50],
-        "failures": [
-            {"file": str(f.file.relative_to(state.root)), "traceback": f.traceback}
-            for f in state.project.failures
-        ],
-        "skipped": [str(f.relative_to(state.root)) for f in state.project.skipped],
-        "events": list(state.events)[-20:],
-        "templates": runtime.templates(),
-        "layer_mode": asdict(layer_mode(runtime.preparer.settings.namespaces)),
-    }

@@ -22,6 +22,7 @@ from __future__ import annotations
 import asyncio
 import inspect
 import re
+import time
 from collections.abc import Awaitable, Callable
 from typing import Annotated, Any
 
@@ -34,6 +35,7 @@ from openflash.api.remote import RemoteClass, RemoteFunction, RemoteInstance
 from openflash.errors import ExecutionTimeoutError, FlashError, RemoteError
 from openflash.project import LBRoute, Project, QueueRoute
 from openflash.server import job_streams, route_streams, webhooks
+from openflash.server.call_records import call_fields
 from openflash.server.invocation import (
     arguments,
     call_outcome,
@@ -155,7 +157,7 @@ def _add_queue_routes(
     summary = (inspect.getdoc(_target(route)) or name).splitlines()[0]
 
     async def runsync(body: Any) -> JSONResponse:
-        started = asyncio.get_running_loop().time()
+        started, wall = asyncio.get_running_loop().time(), time.time()
         job_id = _new_id()
         outcome = await call_outcome(invoke(arguments(body.input)))
         record(
@@ -166,6 +168,9 @@ def _add_queue_routes(
                 "kind": "runsync",
                 "status": outcome.status,
                 "seconds": asyncio.get_running_loop().time() - started,
+                **call_fields(
+                    body.input.model_dump(mode="json"), wall, outcome.output, outcome.error
+                ),
             }
         )
         payload: dict[str, Any] = {"id": job_id, "status": outcome.status}
@@ -192,7 +197,7 @@ def _add_queue_routes(
                 "kind": "run",
                 "status": "IN_QUEUE",
                 "seconds": None,
-                "feed": feed,  # the dashboard shows its progress (app._snapshot)
+                "feed": feed,  # the dashboard shows its progress (dashboard_routes.py)
             }
         )
         return JSONResponse({"id": job.id, "status": job.status})
@@ -278,7 +283,7 @@ def _add_lb_route(router: APIRouter, lb: LBRoute, record: RecentCalls) -> None:
         )
 
     async def handler(**values: Any) -> Response:
-        started = asyncio.get_running_loop().time()
+        started, wall = asyncio.get_running_loop().time(), time.time()
         body = values.pop("body", None)
         kwargs = dict(values)
         if isinstance(body, BaseModel) and type(body) is body_model:
@@ -286,7 +291,8 @@ def _add_lb_route(router: APIRouter, lb: LBRoute, record: RecentCalls) -> None:
         elif body is not None:  # the flat form: the body is the one model parameter
             kwargs[model_fields[0].name] = body
 
-        def done(status: str) -> None:
+        def done(status: str, content: Any = None) -> None:
+            failed = status != "COMPLETED" and isinstance(content, dict)
             record(
                 {
                     "id": _new_id(),
@@ -295,6 +301,12 @@ def _add_lb_route(router: APIRouter, lb: LBRoute, record: RecentCalls) -> None:
                     "kind": "route",
                     "status": status,
                     "seconds": asyncio.get_running_loop().time() - started,
+                    **call_fields(
+                        to_json(kwargs),
+                        wall,
+                        None if failed else content,
+                        str(content.get("detail")) if failed else None,
+                    ),
                 }
             )
 
@@ -305,7 +317,7 @@ def _add_lb_route(router: APIRouter, lb: LBRoute, record: RecentCalls) -> None:
         if isinstance(call, streams.Stream):  # a generator function: its items as events
             return await route_streams.respond(call, _lb_failure, done)
         status_code, content = await _lb_call(call)
-        done("COMPLETED" if status_code == 200 else "FAILED")
+        done("COMPLETED" if status_code == 200 else "FAILED", content)
         return JSONResponse(content, status_code=status_code)
 
     # FastAPI reads the parameters from __signature__, which functions do not declare.

@@ -27,6 +27,7 @@ from openflash.project import Project, discover
 from openflash.runtime.definitions import EndpointDef
 from openflash.runtime.process import get_runtime
 from openflash.server.access_log import CallLog, error_summary
+from openflash.server.call_records import CallRecords, WorkerOutput
 from openflash.server.jobs import Invoker, JobJournal, JobRunner
 from openflash.server.routes import JobInvoker, build_router, constructor_warnings
 from openflash.workers import events
@@ -41,9 +42,9 @@ class ServerState:
     project: Project = field(init=False)
     router: APIRouter = field(default_factory=APIRouter)
     invokers: dict[str, JobInvoker] = field(default_factory=dict)
-    recent: collections.deque[dict[str, Any]] = field(
-        default_factory=lambda: collections.deque(maxlen=200)
-    )
+    #: The last calls with their detail, and what workers printed (server/call_records.py).
+    calls: CallRecords = field(default_factory=CallRecords)
+    output: WorkerOutput = field(default_factory=WorkerOutput)
     events: collections.deque[dict[str, Any]] = field(
         default_factory=lambda: collections.deque(maxlen=100)
     )
@@ -63,13 +64,14 @@ class ServerState:
     def say(self, message: str, level: str = "info") -> None:
         """Tell the terminal and the dashboard."""
         self.events.append({"time": time.time(), "level": level, "message": message})
+        self.calls.touch()
         if self.log is not None and self.log.fmt == "json":
             self.log.message(message, level)
         elif not self.quiet:
             print(f"flash: {message}", file=sys.stderr, flush=True)
 
     def record(self, call: dict[str, Any]) -> None:
-        self.recent.append({"time": time.time(), **call})
+        self.calls.add(call)
         events.note(**{k: call[k] for k in ("id", "endpoint", "status") if k in call})
 
     def _job_invoker(self, route: str) -> Invoker | None:
@@ -94,10 +96,17 @@ class ServerState:
             finally:
                 events.call_note.reset(token)
                 first, hint = error_summary(error) if status != "COMPLETED" else ("", "")
+                job_id = (request or {}).get("id")
+                if job_id:
+                    self.calls.update(
+                        str(job_id),
+                        worker_pid=own.get("worker_pid"),
+                        queue_wait=own.get("queue_wait"),
+                    )
                 if self.on_job is not None:
                     self.on_job(
                         {
-                            "job_id": (request or {}).get("id"),
+                            "job_id": job_id,
                             "route": route,
                             "endpoint": endpoint,
                             "status": status,

@@ -5,7 +5,8 @@ the worker a call ran on.
 whichever thread emits (a build's thread, the pools' loop); an observer that raises is logged
 and otherwise ignored, so reporting never breaks a call. Kinds: ``build_started`` and
 ``build_finished`` (prepare/preparer.py), ``worker_started`` and ``worker_exited``
-(workers/lifecycle.py, workers/pool.py).
+(workers/lifecycle.py, workers/pool.py), ``worker_output`` (a line a local worker printed, with its
+endpoint, pid and stream: backends/output.py).
 
 ``note`` adds fields to the current call's note, a dict an HTTP request puts in ``call_note``
 (server/access_log.py); the pool notes the worker's pid and how long the call waited there.
