@@ -141,3 +141,20 @@ def test_calls_appear_live_and_open_into_their_detail(server: FlashServer, tmp_p
         # A call the dashboard does not know is a clear 404, not a 500.
         missing = httpx.get(f"{server.url}/_flash/calls/nope", timeout=30)
         assert missing.status_code == 404 and "no call 'nope'" in missing.text
+
+
+def test_an_open_live_feed_ends_when_the_server_stops_and_holds_nothing_up(
+    server: FlashServer,
+) -> None:
+    with httpx.stream("GET", f"{server.url}/_flash/live", timeout=60) as live:
+        assert live.headers["content-type"].startswith("text/event-stream")
+        lines = live.iter_lines()
+        assert next(line for line in lines if line.startswith("event: ")) == "event: state"
+        first = next(line for line in lines if line.startswith("data: "))
+        assert '"live-demo"' in first  # the whole picture, at once
+        server.stop()  # SIGTERM, as Ctrl-C would
+        for _ in lines:  # the server ends the stream itself, cleanly (no error here)
+            pass
+    assert server.proc is not None and server.proc.returncode != -9, server.output()  # no SIGKILL
+    # uvicorn had nothing left to cancel: no open stream made it wait out its grace period.
+    assert "graceful shutdown exceeded" not in server.output(), server.output()
