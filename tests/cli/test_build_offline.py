@@ -22,6 +22,8 @@ from pathlib import Path
 import httpx
 import pytest
 
+from openflash.deps.system import distribution_release
+
 from helpers import free_port, run_flash, write
 
 PYTHON = f"{sys.version_info.major}.{sys.version_info.minor}"
@@ -36,10 +38,10 @@ def slim_bookworm(tmp_path_factory: pytest.TempPathFactory) -> str:
             if os.environ.get("OPENFLASH_REQUIRE_PODMAN"):
                 pytest.fail(f"podman is required here (OPENFLASH_REQUIRE_PODMAN): no {tool}")
             pytest.skip(f"{tool} is not installed")
+    if sys.version_info[:2] != (3, 11) or distribution_release() != "debian-12":
+        pytest.skip("the stand-in is Debian 12 and its Python 3.11: the release and Python here")
     if subprocess.run(["podman", "image", "exists", STAND_IN]).returncode == 0:
         return STAND_IN
-    if sys.version_info[:2] != (3, 11):
-        pytest.skip("the stand-in is Debian 12's Python, 3.11; the images use this Python's")
     tar = tmp_path_factory.mktemp("slim") / "rootfs.tar"
     subprocess.run(
         [
@@ -173,3 +175,58 @@ def test_wheelhouse_images_build_with_the_network_off_from_the_printed_commands(
         subprocess.run(["podman", "rmi", "--force", tag], capture_output=True, timeout=120)
     manifest = json.loads((out / "manifest.json").read_text())
     assert {e["base"] for e in manifest["endpoints"]} == {f"python:{PYTHON}-slim-bookworm"}
+
+
+def test_a_dockerfile_with_apt_pins_builds_on_the_release_they_were_locked_on(
+    tmp_path: Path, fresh_home: Path, uv_cache: Path, apt_dir: Path, slim_bookworm: str
+) -> None:
+    """Without --wheelhouse, with the network (Debian's mirror, as a user's build has):
+    ``apt-get install tree=<locked version>`` finds that version on the base's release.
+
+    The Dockerfile is built up to its apt step: past it, pip reaches PyPI over HTTPS, which
+    this machine's proxy answers with a certificate of its own that a container does not trust
+    (the wheelhouse test above builds the whole file, with no network at all)."""
+    env = {
+        "FLASH_HOME": str(fresh_home),
+        "FLASH_UV_CACHE_DIR": str(uv_cache),
+        "FLASH_APT_DIR": str(apt_dir),
+    }
+    project = tmp_path / "pinned"
+    write(project / "app.py", APP)
+    assert run_flash("lock", cwd=project, env=env).returncode == 0
+    built = run_flash("build", cwd=project, env=env)
+    assert built.returncode == 0, built.stderr
+    written = (project / ".flash" / "build" / "dockerfiles" / "offline").read_text().splitlines()
+    apt_step = next(i for i, line in enumerate(written) if "apt-get install" in line)
+    assert "tree=2.1.0-1" in written[apt_step], written[apt_step]
+    dockerfile = tmp_path / "up-to-apt.Dockerfile"
+    dockerfile.write_text("\n".join(written[: apt_step + 1]) + "\n")
+    tag = "localhost/openflash-test-pinned:latest"
+    try:
+        done = subprocess.run(
+            [
+                "podman",
+                "build",
+                "--from",
+                slim_bookworm,
+                *LIMITS,
+                "-f",
+                str(dockerfile),
+                "-t",
+                tag,
+                str(tmp_path),
+            ],
+            capture_output=True,
+            text=True,
+            timeout=900,
+        )
+        assert done.returncode == 0, (done.stdout + done.stderr)[-4000:]
+        tree = subprocess.run(
+            ["podman", "run", "--rm", *LIMITS, tag, "tree", "--version"],
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
+        assert tree.stdout.split()[:2] == ["tree", "v2.1.0"], tree.stdout + tree.stderr
+    finally:
+        subprocess.run(["podman", "rmi", "--force", tag], capture_output=True, timeout=120)

@@ -11,6 +11,7 @@ from openflash.server.call_records import (
     WorkerOutput,
     shown,
     split_error,
+    user_frames_first,
 )
 
 TRACEBACK = """Traceback (most recent call last):
@@ -97,3 +98,16 @@ def test_waiting_for_a_change_wakes_when_one_comes_from_another_thread() -> None
     records.update("c2", worker_pid=7, queue_wait=None)
     updated = records.get("c2") or {}
     assert updated["worker_pid"] == 7 and "queue_wait" not in updated  # None adds nothing
+
+
+def test_an_import_failure_reads_from_the_users_file() -> None:
+    text = """Traceback (most recent call last):
+  File "/usr/lib/python3.11/importlib/__init__.py", line 126, in import_module
+    return _bootstrap._gcd_import(name[level:], package, level)
+  File "<frozen importlib._bootstrap>", line 1204, in _gcd_import
+  File "/home/me/shop/broken.py", line 1, in <module>
+    import a_module_that_does_not_exist
+ModuleNotFoundError: No module named 'a_module_that_does_not_exist'"""
+    user, own = user_frames_first(text)
+    assert user.splitlines()[1] == '  File "/home/me/shop/broken.py", line 1, in <module>'
+    assert "importlib/__init__.py" in own and "<frozen importlib._bootstrap>" in own

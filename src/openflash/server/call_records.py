@@ -40,8 +40,9 @@ SHOWN_BYTES = 64 * 1024
 #: Lines that may still arrive after a call ended (the output pipe is not the result's socket).
 OUTPUT_GRACE_S = 0.5
 _FRAME = re.compile(r'^  File "(?P<file>[^"]+)", line \d+')
-#: Frames of openflash's own worker runtime, which a user does not need to read first.
-_OWN_FRAMES = re.compile(r"[/\\](openflash|runpod_flash)[/\\]|<frozen |[/\\]cloudpickle[/\\]")
+#: Frames of openflash's own runtime and of the machinery that calls user code (importing a
+#: file, unpickling a function), which a user does not need to read first.
+_OWN_FRAMES = re.compile(r"[/\\](openflash|runpod_flash|cloudpickle|importlib)[/\\]|<frozen ")
 
 
 class CallRecords:
@@ -196,7 +197,8 @@ def user_frames_first(traceback: str) -> tuple[str, str]:
     """A traceback's text with openflash's own frames taken out, and those frames apart.
 
     The header line and the exception's last lines stay where they are; every frame (its
-    ``File`` line and the source lines under it) in openflash, runpod_flash or cloudpickle moves
+    ``File`` line and the source lines under it) in openflash, runpod_flash, cloudpickle or
+    importlib moves
     to the second text, so the first reads from the user's outermost frame to the error."""
     user: list[str] = []
     own: list[str] = []

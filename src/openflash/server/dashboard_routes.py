@@ -28,8 +28,9 @@ from fastapi import FastAPI, HTTPException, Request
 from fastapi.responses import FileResponse, StreamingResponse
 
 from openflash.deps.namespace_mode import layer_mode
+from openflash.project import ImportFailure
 from openflash.runtime.process import get_runtime
-from openflash.server.call_records import shown, split_error
+from openflash.server.call_records import shown, split_error, user_frames_first
 from openflash.server.jobs import FINAL
 from openflash.server.state import ServerState
 
@@ -156,14 +157,22 @@ def snapshot(state: ServerState) -> dict[str, Any]:
         "time": time.time(),
         "endpoints": endpoints,
         "recent": recent,
-        "failures": [
-            {"file": str(f.file.relative_to(state.root)), "traceback": f.traceback}
-            for f in state.project.failures
-        ],
+        "failures": [_import_failure(state, f) for f in state.project.failures],
         "skipped": [str(f.relative_to(state.root)) for f in state.project.skipped],
         "events": list(state.events)[-20:],
         "templates": runtime.templates(),
         "layer_mode": asdict(layer_mode(runtime.preparer.settings.namespaces)),
+    }
+
+
+def _import_failure(state: ServerState, failure: ImportFailure) -> dict[str, str]:
+    """A file that failed to import: its traceback from the user's frames (openflash's and
+    importlib's own, which come first, kept apart)."""
+    user, own = user_frames_first(failure.traceback)
+    return {
+        "file": str(failure.file.relative_to(state.root)),
+        "traceback": user,
+        "openflash_frames": own,
     }
 
 

@@ -97,7 +97,7 @@ function errorBlock(error) {
                el("pre", { class: "value error traceback" }, error.traceback));
   }
   if (error.openflash_frames) {
-    parts.push(el("details", { class: "output" }, el("summary", {}, "openflash's own frames"),
+    parts.push(el("details", { class: "output" }, el("summary", {}, "the frames before yours (openflash, importlib, cloudpickle)"),
                   el("pre", { class: "value" }, error.openflash_frames)));
   }
   return parts;
@@ -197,7 +197,10 @@ function render(state) {
   const problems = $("problems");
   problems.hidden = state.failures.length === 0;
   problems.replaceChildren(...state.failures.map((f) =>
-    el("div", {}, el("strong", {}, `${f.file} failed to import`), el("pre", { class: "log error" }, f.traceback))));
+    el("div", {}, el("strong", {}, `${f.file} failed to import`),
+       el("pre", { class: "log error" }, f.traceback),
+       f.openflash_frames ? el("details", { class: "output" }, el("summary", {}, "the frames before yours (openflash, importlib, cloudpickle)"),
+                               el("pre", { class: "log" }, f.openflash_frames)) : null)));
   const skipped = $("skipped");
   skipped.hidden = !(state.skipped || []).length;
   skipped.textContent = `not imported (nothing decorated in them): ${(state.skipped || []).join(", ")}`;
