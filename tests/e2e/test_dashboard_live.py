@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import struct
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -146,6 +147,14 @@ def test_calls_appear_live_and_open_into_their_detail(server: FlashServer, tmp_p
 def test_an_open_live_feed_ends_when_the_server_stops_and_holds_nothing_up(
     server: FlashServer,
 ) -> None:
+    job = httpx.post(
+        f"{server.url}/app/shout/run", json={"input": {"text": "kept"}}, timeout=60
+    ).json()
+    status = f"{server.url}/app/shout/status/{job['id']}"
+    for _ in range(600):  # until it ends, so that the next server has nothing to resume
+        if httpx.get(status, timeout=60).json()["status"] == "COMPLETED":
+            break
+        time.sleep(0.1)
     with httpx.stream("GET", f"{server.url}/_flash/live", timeout=60) as live:
         assert live.headers["content-type"].startswith("text/event-stream")
         lines = live.iter_lines()
@@ -158,3 +167,9 @@ def test_an_open_live_feed_ends_when_the_server_stops_and_holds_nothing_up(
     assert server.proc is not None and server.proc.returncode != -9, server.output()  # no SIGKILL
     # uvicorn had nothing left to cancel: no open stream made it wait out its grace period.
     assert "graceful shutdown exceeded" not in server.output(), server.output()
+
+    # The next server knows no recent calls, but a journaled job's detail is still there.
+    server.start()
+    detail = httpx.get(f"{server.url}/_flash/calls/{job['id']}", timeout=60).json()
+    assert detail["kind"] == "run" and detail["endpoint"] == "live-demo", detail
+    assert detail["status"] == "COMPLETED" and '"KEPT"' in detail["output"]["json"], detail

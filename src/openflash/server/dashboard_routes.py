@@ -197,9 +197,24 @@ def _with_job(state: ServerState, call: dict[str, Any], item: dict[str, Any]) ->
         item["error"] = job.error
 
 
+def _journaled(state: ServerState, call_id: str) -> dict[str, Any] | None:
+    """A /run job the recent calls no longer hold (or a previous server ran), from the journal."""
+    job = state.journal.get(call_id)
+    if job is None:
+        return None
+    endpoint = next((r.endpoint_name for r in state.project.queue if r.path == job.route), None)
+    return {
+        "id": job.id,
+        "time": job.created,
+        "route": job.route,
+        "endpoint": endpoint,
+        "kind": "run",
+    }
+
+
 def call_detail(state: ServerState, call_id: str) -> dict[str, Any] | None:
     """One call as its detail view shows it (see the module's docstring)."""
-    call = state.calls.get(call_id)
+    call = state.calls.get(call_id) or _journaled(state, call_id)
     if call is None:
         return None
     item = {k: v for k, v in call.items() if k != "feed"}
