@@ -266,7 +266,7 @@ def test_build_an_image_with_a_container_engine(tmp_path: Path, env: dict[str, s
     )
     if engine is None:
         pytest.skip("no container engine runs on this machine (docker/podman info fails)")
-    base = f"python:{sys.version_info.major}.{sys.version_info.minor}-slim"
+    base = f"python:{sys.version_info.major}.{sys.version_info.minor}-slim-bookworm"  # as written
     if subprocess.run([engine, "pull", base], capture_output=True).returncode != 0:
         pytest.skip(f"{base} cannot be pulled here (no image registry is reachable)")
     project = tmp_path / "project"

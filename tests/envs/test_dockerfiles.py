@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import sys
 
-from openflash.envs.dockerfiles import EndpointImage, endpoint_dockerfile, python_base
+from openflash.envs.dockerfiles import OFFLINE_APT, EndpointImage, endpoint_dockerfile, python_base
 
 
 def test_the_base_is_the_debian_release_the_pins_were_made_on() -> None:
@@ -28,3 +28,17 @@ def test_a_gpu_image_downloads_no_python_and_asks_for_the_nvidia_runtime() -> No
     assert all("--offline --no-index" in line for line in lines if "uv pip" in line)
     cpu = endpoint_dockerfile(EndpointImage("cpu", f"python:{python}-slim-bookworm"))
     assert "NVIDIA" not in cpu and "--offline" not in cpu
+
+
+def test_apt_installs_from_the_artifacts_debs_only_when_they_are_there() -> None:
+    base = "python:3.11-slim-bookworm"
+    pinned = (("tree", "2.1.0-1"),)
+    staged = EndpointImage("t", base, pinned, ("tree",), debian_pins=True, debs=True)
+    text = endpoint_dockerfile(staged, wheelhouse=True)
+    assert "COPY debs/t /build/debs" in text and OFFLINE_APT in text
+    assert "apt-get update" not in text  # no index: the network is off
+    # Locked off Debian (pins dropped, no .debs staged): apt by name, from the index.
+    by_name = EndpointImage("t", base, pinned, ("tree",), debian_pins=False)
+    text = endpoint_dockerfile(by_name, wheelhouse=True)
+    assert "apt-get update && apt-get install -y --no-install-recommends tree &&" in text
+    assert "/build/debs" not in text

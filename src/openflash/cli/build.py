@@ -74,8 +74,9 @@ class Image:
     entry: LockEntry
     base: str
     debian_pins: bool  # whether the base is the distribution the system packages were locked on
+    release: str = ""  # that distribution (deps/system.py's ``debian-12``)
 
-    def rendered(self) -> EndpointImage:
+    def rendered(self, wheelhouse: bool = False) -> EndpointImage:
         """What envs/dockerfiles.py renders its Dockerfile from."""
         return EndpointImage(
             self.endpoint.name,
@@ -84,7 +85,25 @@ class Image:
             tuple(self.entry.system_dependencies),
             self.debian_pins,
             gpu=bool(self.endpoint.resource.gpu_count) and not self.endpoint.resource.cpu_instance,
+            debs=self.apt and self.online_because(wheelhouse) is None,
         )
+
+    @property
+    def apt(self) -> bool:
+        """Whether its Dockerfile installs system packages."""
+        return bool(self.entry.system_packages or self.entry.system_dependencies)
+
+    def online_because(self, wheelhouse: bool) -> str | None:
+        """Why its image build needs the network, even with a wheelhouse; None if it does not."""
+        if not wheelhouse:
+            return "no --wheelhouse"
+        if self.apt and self.endpoint.resource.image:
+            return f"its apt step installs from the index of {self.base}"
+        if self.apt and not self.debian_pins:
+            return "its system packages were not locked on a Debian release the images know"
+        if self.apt and self.release != distribution_release():
+            return f"its .debs are {self.release}'s: run `flash build --wheelhouse` there"
+        return None
 
 
 def build(
@@ -132,7 +151,7 @@ def build(
                 image.entry.lock_text(),
             )
             if image in in_images
-            else endpoint_dockerfile(image.rendered(), wheelhouse=wheelhouse)
+            else endpoint_dockerfile(image.rendered(wheelhouse), wheelhouse=wheelhouse)
         )
     if in_images:
         uv_cache = preparer.settings.uv_cache_dir
@@ -153,7 +172,7 @@ def build(
             ("wheelhouse", lambda: stage_wheels(out, names))
         ]
         for i in images:
-            if i not in in_images and (i.entry.system_packages or i.entry.system_dependencies):
+            if i.apt and i.online_because(wheelhouse) is None:
                 staging.append(
                     (
                         f"{i.endpoint.name}: its .debs",
@@ -177,12 +196,14 @@ def build(
 
 def next_steps(project: Project, out: Path, images: list[Image], *, wheelhouse: bool) -> str:
     """What to run with the artifact: build each image, run one, call it."""
-    offline = " --network=none" if wheelhouse else ""
     lines = ["", "Next, build the images (podman, or docker with the same arguments):"]
     for image in images:
         dockerfile = _shown(out / "dockerfiles" / image.endpoint.name)
+        online = image.online_because(wheelhouse)
         lines.append(
-            f"  podman build{offline} -f {dockerfile} -t {_tag(project, image)} {_shown(out)}"
+            f"  podman build{'' if online else ' --network=none'} -f {dockerfile} "
+            f"-t {_tag(project, image)} {_shown(out)}"
+            + (f"   # needs the network: {online}" if online and wheelhouse else "")
         )
     first = images[0]
     gpu = " --device nvidia.com/gpu=all" if first.rendered().gpu else ""
@@ -249,7 +270,7 @@ def _image(endpoint: EndpointDef, entry: LockEntry, release: str) -> Image:
     if endpoint.resource.image:
         return Image(endpoint, entry, endpoint.resource.image, debian_pins=False)
     base, pins = python_base(python, release)
-    return Image(endpoint, entry, base, debian_pins=pins)
+    return Image(endpoint, entry, base, debian_pins=pins, release=release)
 
 
 def _lock_release(lockfile: Path | None) -> str:

@@ -29,6 +29,7 @@ from openflash.envs.environment import environment_key
 
 __all__ = [
     "DEBIAN_CODENAMES",
+    "OFFLINE_APT",
     "OPENFLASH_DEPS",
     "PORT",
     "EndpointImage",
@@ -150,6 +151,8 @@ class EndpointImage:
     system_dependencies: tuple[str, ...] = ()
     debian_pins: bool = False
     gpu: bool = False
+    #: With a wheelhouse: the .debs are in the artifact (debs/<name>), installed without an index.
+    debs: bool = False
 
 
 #: A wheelhouse build's apt step: the artifact's .debs (the whole closure, from nothing) that the
@@ -186,7 +189,7 @@ def endpoint_dockerfile(image: EndpointImage, *, wheelhouse: bool = False) -> st
     ]
     if image.system_dependencies and not apt_packages:
         apt_packages = list(image.system_dependencies)
-    if apt_packages and wheelhouse:
+    if apt_packages and wheelhouse and image.debs:
         lines += [f"COPY debs/{name} /build/debs", OFFLINE_APT]
     elif apt_packages:
         lines.append(
