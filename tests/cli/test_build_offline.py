@@ -111,6 +111,11 @@ def test_wheelhouse_images_build_with_the_network_off_from_the_printed_commands(
     assert run_flash("build", "--check", cwd=project, env=env).returncode == 0
     debs = sorted(p.name for p in (out / "debs" / "offline").glob("*.deb"))
     assert any(d.startswith("tree_2.1.0-1_") for d in debs), debs
+    (tree_deb,) = (out / "debs" / "offline").glob("tree_2.1.0-1_*.deb")
+    moved = tree_deb.rename(tmp_path / tree_deb.name)  # a locked .deb missing: --check says so
+    checked = run_flash("build", "--check", cwd=project, env=env)
+    assert checked.returncode == 1 and f"debs/offline lacks {tree_deb.name}" in checked.stderr
+    moved.rename(tree_deb)
     assert not (out / "debs" / "on-gpu").exists()  # it asks for no system package
     printed = [line.strip() for line in built.stdout.splitlines()]
     build_line = next(

@@ -54,6 +54,7 @@ from openflash.deps.apt import DebPackage
 from openflash.deps.lockfile import LockedPackage, LockEntry, LockFile, find_lockfile
 from openflash.deps.system import distribution_release
 from openflash.envs.dockerfiles import (
+    OFFLINE_APT,
     PORT,
     EndpointImage,
     endpoint_dockerfile,
@@ -306,6 +307,13 @@ def _check_existing(out: Path) -> list[str]:
         text = (out / item["dockerfile"]).read_text()
         lock_text = (out / item["lock"]).read_text()
         problems += [f"{item['name']}: {p}" for p in check_dockerfile(text, lock_text, entry)]
+        if OFFLINE_APT in text.splitlines():  # its .debs must hold the locked versions
+            staged = {d.name for d in (out / "debs" / item["name"]).glob("*.deb")}
+            problems += [
+                f"{item['name']}: debs/{item['name']} lacks {p.filename} (locked)"
+                for p in entry.system_packages
+                if p.filename not in staged
+            ]
     return problems
 
 
