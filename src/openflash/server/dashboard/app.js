@@ -140,7 +140,12 @@ async function showCall(id) {
   openCall = id;
   for (const tr of document.querySelectorAll("tr.call")) tr.classList.toggle("open", tr.dataset.id === id);
   if (location.hash !== `#call=${id}`) history.replaceState(null, "", `#call=${encodeURIComponent(id)}`);
-  const response = await fetch(`/_flash/calls/${encodeURIComponent(id)}`, { cache: "no-store" });
+  let response;
+  try {
+    response = await fetch(`/_flash/calls/${encodeURIComponent(id)}`, { cache: "no-store" });
+  } catch (err) {
+    return; // the server is restarting: the next pushed state asks again
+  }
   if (openCall !== id) return;
   if (!response.ok) {
     $("call-detail").replaceChildren(el("p", { class: "dim" }, `call ${id}: ${(await response.json()).detail}`));
@@ -181,7 +186,8 @@ function render(state) {
   $("recent").tBodies[0].replaceChildren(
     ...(rows.length ? rows : [el("tr", {}, el("td", { colspan: "7", class: "dim" }, "no calls yet"))]));
   const opened = state.recent.find((call) => call.id === openCall);
-  if (opened && opened.status !== openStatus) showCall(openCall); // it moved on: show it as it is now
+  const running = opened && (opened.status === "IN_QUEUE" || opened.status === "IN_PROGRESS");
+  if (opened && (running || opened.status !== openStatus)) showCall(openCall); // as it is now
   const templates = (state.templates || []).map((t) =>
     el("tr", { class: "template" },
        el("td", {}, String(t.pid ?? "stopped")),
