@@ -220,6 +220,11 @@ def test_dashboard_renders_in_chromium(server: FlashServer, tmp_path: Path) -> N
     assert 'data-loaded="true"' in dom
     cards = set(re.findall(r'class="card endpoint" data-endpoint="([^"]+)"', dom))
     assert {"served-cpu", "served-single", "served-gpu", "served-lb", "served-class"} <= cards
+    if shutil.which("nvidia-smi") is None:  # its workers get no GPU here, started or not yet
+        gpu_card = re.search(r'data-endpoint="served-gpu">.*?class="meta">([^<]*)<', dom, re.S)
+        assert gpu_card and re.match(r"1 GPU asked, (will run|running) on the CPU", gpu_card[1]), (
+            dom
+        )
     assert re.search(r'data-endpoint="served-single">.*?badge ready', dom, re.S)
     assert re.search(r'class="worker (idle|busy)" data-pid="\d+"', dom)  # served-lb keeps 1 warm
     assert "/single/shout" in dom and "COMPLETED" in dom  # the recent call

@@ -17,6 +17,7 @@ The page writes every value with ``textContent``: nothing a user sent or printed
 from __future__ import annotations
 
 import asyncio
+import functools
 import json
 import time
 from collections.abc import AsyncIterator, Callable
@@ -27,6 +28,7 @@ from typing import Any
 from fastapi import FastAPI, HTTPException, Request
 from fastapi.responses import FileResponse, StreamingResponse
 
+from openflash.backends.gpus import detect_gpus
 from openflash.deps.namespace_mode import layer_mode
 from openflash.project import ImportFailure
 from openflash.runtime.process import get_runtime
@@ -109,13 +111,24 @@ async def _live(state: ServerState, stopping: Callable[[], bool]) -> AsyncIterat
 
 def _hardware(resource: Any, status: dict[str, Any]) -> str:
     """What the endpoint runs on: its CPU type, its GPUs, or the CPU where GPU workers got none
-    (a machine without a GPU: they fell back, with a warning)."""
+    (a machine without a GPU: they fall back, with a warning), before any worker starts too."""
     if resource.cpu_instance:
         return f"cpu {resource.cpu_instance.value}"
     workers = (status.get("pool") or {}).get("detail") or []
     if workers and not any(w.get("gpus") for w in workers):
         return f"{resource.gpu_count} GPU asked, running on the CPU (no GPU here)"
+    settings = get_runtime().preparer.settings
+    if not workers and settings.backend == "local" and not _local_gpus():
+        if settings.require_gpu:
+            return f"{resource.gpu_count} GPU asked; no GPU here, and FLASH_REQUIRE_GPU=1"
+        return f"{resource.gpu_count} GPU asked, will run on the CPU (no GPU here)"
     return f"{resource.gpu_count} GPU"
+
+
+@functools.cache
+def _local_gpus() -> tuple[str, ...]:
+    """This machine's GPUs, asked once (``nvidia-smi -L``)."""
+    return detect_gpus()
 
 
 def snapshot(state: ServerState) -> dict[str, Any]:
