@@ -200,6 +200,21 @@ class JobJournal:
         rows = self._run(f"SELECT {_COLUMNS} FROM jobs WHERE id=?", (job_id,))
         return _job(rows[0]) if rows else None
 
+    def counts(self, route: str) -> tuple[dict[str, int], int]:
+        """How many of ``route``'s jobs the journal holds in each status, and how many of them
+        were started more than once (a retry, or a restart of the server)."""
+        rows = self._run(
+            "SELECT status, count(*), sum(attempts > 1 OR call_attempt > 1) FROM jobs "
+            "WHERE route=? GROUP BY status",
+            (route,),
+        )
+        return {status: n for status, n, _ in rows}, sum(r or 0 for _, _, r in rows)
+
+    def queued(self, route: str) -> list[str]:
+        """The ids of ``route``'s jobs that have not started."""
+        rows = self._run("SELECT id FROM jobs WHERE route=? AND status='IN_QUEUE'", (route,))
+        return [r[0] for r in rows]
+
     def unfinished(self) -> list[Job]:
         rows = self._run(
             f"SELECT {_COLUMNS} FROM jobs WHERE status IN ('IN_QUEUE', 'IN_PROGRESS') "

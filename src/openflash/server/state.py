@@ -27,6 +27,7 @@ from openflash.project import Project, discover
 from openflash.runtime.definitions import EndpointDef
 from openflash.runtime.process import get_runtime
 from openflash.server.access_log import CallLog, error_summary
+from openflash.server.endpoint_health import Tallies
 from openflash.server.jobs import Invoker, JobJournal, JobRunner
 from openflash.server.routes import JobInvoker, build_router, constructor_warnings
 from openflash.workers import events
@@ -48,6 +49,8 @@ class ServerState:
         default_factory=lambda: collections.deque(maxlen=100)
     )
     jobs: JobRunner = field(init=False)
+    #: runsync calls' outcomes per route, for the routes' /health (endpoint_health.py).
+    tallies: Tallies = field(default_factory=Tallies)
     quiet: bool = False
     #: Serve only these endpoints (an image made by `flash build` serves one).
     only: frozenset[str] | None = None
@@ -70,6 +73,7 @@ class ServerState:
 
     def record(self, call: dict[str, Any]) -> None:
         self.recent.append({"time": time.time(), **call})
+        self.tallies.note(call)
         events.note(**{k: call[k] for k in ("id", "endpoint", "status") if k in call})
 
     def _job_invoker(self, route: str) -> Invoker | None:
@@ -128,7 +132,7 @@ class ServerState:
             )
         for warning in constructor_warnings(project):
             self.say(warning, "warning")
-        router, invokers = build_router(project, self.jobs, self.record)
+        router, invokers = build_router(project, self.jobs, self.record, self.tallies)
         self.project, self.router = project, router
         self.invokers.clear()
         self.invokers.update(invokers)
@@ -164,7 +168,8 @@ class ServerState:
         for route in self.project.queue:
             seen.setdefault(route.endpoint_name, route.handle.endpoint)
         for lb in self.project.lb:
-            seen.setdefault(lb.endpoint_name, lb.route.handle.endpoint)
+            if not lb.route.local:  # a local handler runs in this process: no workers
+                seen.setdefault(lb.endpoint_name, lb.route.handle.endpoint)
         return list(seen.values())
 
     def prepare(self) -> None:
