@@ -24,7 +24,7 @@ import pytest
 
 from openflash import Endpoint, EndpointJob, FlashError
 
-from helpers import FlashServer, free_port, write
+from helpers import FlashServer, free_port, run_python, write
 
 ECHO = """
 from runpod_flash import CpuInstanceType, Endpoint
@@ -267,3 +267,31 @@ def test_the_runpod_sdk_calls_flash_run(
         assert set(seen["before"]) == {"jobs", "workers"}
         done_before = seen["before"]["jobs"]["completed"]
         assert seen["after"]["jobs"]["completed"] == done_before + 2
+
+
+SCRIPT = """
+import asyncio
+import os
+
+from runpod_flash import CpuLiveLoadBalancer, remote
+
+
+@remote(CpuLiveLoadBalancer(name="script-routes"), method="POST", path="/add")
+async def add(a: int, b: int) -> dict:
+    return {"sum": a + b, "pid": os.getpid()}
+
+
+if __name__ == "__main__":
+    result = asyncio.run(add(2, 5))
+    print(result["sum"], result["pid"] != os.getpid())
+"""
+
+
+def test_a_remote_route_awaited_from_python_runs_on_a_worker(
+    tmp_path: Path, session_home: Path, uv_cache: Path
+) -> None:
+    script = write(tmp_path / "routes_script.py", SCRIPT)
+    env = {"FLASH_HOME": str(session_home), "FLASH_UV_CACHE_DIR": str(uv_cache)}
+    done = run_python(script, env=env, timeout=300)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == "7 True"  # the sum, made in another process: a worker
