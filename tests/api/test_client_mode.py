@@ -27,7 +27,10 @@ from openflash.server.endpoint_health import health_body
 
 def test_id_points_at_flash_run_and_url_at_itself(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.delenv("FLASH_SERVER_URL", raising=False)
+    monkeypatch.delenv("FLASH_PORT", raising=False)
     assert Endpoint(id="my-worker").address.base == "http://localhost:8888/v2/my-worker"  # type: ignore[union-attr]
+    monkeypatch.setenv("FLASH_PORT", "9123")  # where `flash run` listens when it is set
+    assert Endpoint(id="w").address.base == "http://localhost:9123/v2/w"  # type: ignore[union-attr]
     monkeypatch.setenv("FLASH_SERVER_URL", "http://10.0.0.5:9000/")
     assert Endpoint(id="w").address.base == "http://10.0.0.5:9000/v2/w"  # type: ignore[union-attr]
     ep = Endpoint(url="https://api.runpod.ai/v2/abc123/")

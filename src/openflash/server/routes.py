@@ -30,6 +30,7 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 from fastapi import APIRouter
+from fastapi.routing import APIRoute
 from pydantic import BaseModel, create_model
 
 from openflash.api import streams
@@ -80,6 +81,9 @@ def build_router(
             add_health_routes(router, base, route, jobs, tallies or Tallies())
     for lb in project.lb:
         add_lb_route(router, lb, record)
+    for served in router.routes:  # the /v2 aliases repeat routes: /docs lists each once
+        if isinstance(served, APIRoute) and served.path.startswith("/v2/"):
+            served.include_in_schema = False
     return router, invokers
 
 

@@ -7,8 +7,9 @@ load-balanced endpoint's routes. Here the same calls go to a server that speaks 
 serverless API:
 
 - ``Endpoint(id="name")``: the endpoint of that name served by a ``flash run`` (``{server}/v2/
-  {name}``, server/routes.py), where ``server`` is ``FLASH_SERVER_URL`` (default
-  ``http://localhost:8888``, ``flash run``'s own default);
+  {name}``, server/routes.py), where ``server`` is ``FLASH_SERVER_URL``, by default
+  ``http://localhost:8888`` (``flash run``'s default; the port is FLASH_PORT where that is set,
+  as ``flash run`` reads it too);
 - ``Endpoint(url="https://...")``: any base URL of that API: a ``flash run`` route's base
   (``http://host:8888/{file}``), or Runpod's own (``https://api.runpod.ai/v2/{id}``).
 
@@ -77,8 +78,16 @@ class EndpointAddress:
                 hint="id= is the name of an endpoint a flash run serves (Endpoint(name=...) in "
                 "its project), e.g. Endpoint(id='my-worker')",
             )
-        server = os.environ.get("FLASH_SERVER_URL", DEFAULT_SERVER_URL).rstrip("/")
+        server = os.environ.get("FLASH_SERVER_URL") or _local_server()
+        server = server.rstrip("/")
         return cls(f"{server}/v2/{urllib.parse.quote(id)}", f"Endpoint(id={id!r})", True)
+
+
+def _local_server() -> str:
+    """``flash run``'s address on this machine: its port is FLASH_PORT where that is set (as
+    ``flash run`` reads it), 8888 otherwise."""
+    port = os.environ.get("FLASH_PORT", "").strip()
+    return f"http://localhost:{port}" if port.isdigit() else DEFAULT_SERVER_URL
 
 
 def _headers() -> dict[str, str]:
