@@ -76,6 +76,23 @@ async def add(a: int, b: int) -> dict:
 """
 
 
+MIXED = """
+from runpod_flash import Endpoint
+
+api = Endpoint(name="mixed-api", cpu="cpu3c-1-2")
+
+
+@api.get("/health")
+async def health() -> dict:
+    return {"status": "mine"}
+
+
+@Endpoint(name="mixed-queue", cpu="cpu3c-1-2")
+async def work(n: int) -> int:
+    return n + 1
+"""
+
+
 @pytest.fixture(scope="module")
 def server(
     tmp_path_factory: pytest.TempPathFactory, session_home: Path, uv_cache: Path, apt_dir: Path
@@ -84,6 +101,7 @@ def server(
     write(project / "echo.py", ECHO)
     write(project / "slow.py", SLOW)
     write(project / "routes.py", ROUTES)
+    write(project / "mixed.py", MIXED)
     env = {
         "FLASH_HOME": str(session_home),
         "FLASH_UV_CACHE_DIR": str(uv_cache),
@@ -195,6 +213,14 @@ def test_route_forms_remote_with_path_and_local(at: FlashServer) -> None:
     # @api.get("/where", local=True): the handler runs in the server's own process.
     where = httpx.get(f"{at.url}/routes/where", timeout=60).json()
     assert where == {"pid": at.proc.pid}  # type: ignore[union-attr]
+
+
+def test_a_route_of_the_users_own_wins_over_a_generated_health(at: FlashServer) -> None:
+    # mixed.py's only queue function is at /mixed/runsync, so its health would be /mixed/health,
+    # where the file's load-balanced endpoint has a route of its own: that route answers.
+    assert httpx.get(f"{at.url}/mixed/health", timeout=60).json() == {"status": "mine"}
+    assert httpx.post(f"{at.url}/mixed/runsync", json={"input": {"n": 1}}).json()["output"] == 2
+    assert set(run(Endpoint(id="mixed-queue").health())) == {"jobs", "workers"}
 
 
 def test_client_errors_name_the_endpoint_and_say_what_to_do(

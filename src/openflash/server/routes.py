@@ -71,6 +71,10 @@ def build_router(
     instances: dict[int, RemoteInstance] = {}
     feeds = job_streams.Feeds()
     ids = id_bases(project)
+    # Route handlers first: a route the user declared (a GET /health of their own) wins over a
+    # queue route's generated one at the same path.
+    for lb in project.lb:
+        add_lb_route(router, lb, record)
     for route in project.queue:
         invoke = _queue_invoker(route, instances)
         model = input_model(_target(route), f"{_ident(route.path)}_input")
@@ -79,8 +83,6 @@ def build_router(
             _add_queue_routes(router, route, base, model, invoke, jobs, record, feeds)
             job_streams.add_stream_routes(router, base, route.path, jobs, feeds)
             add_health_routes(router, base, route, jobs, tallies or Tallies())
-    for lb in project.lb:
-        add_lb_route(router, lb, record)
     for served in router.routes:  # the /v2 aliases repeat routes: /docs lists each once
         if isinstance(served, APIRoute) and served.path.startswith("/v2/"):
             served.include_in_schema = False
