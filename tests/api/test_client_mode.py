@@ -164,3 +164,20 @@ def test_health_body_in_runpod_shape() -> None:
         },
     }
     assert health_body({}, 0, {}, None)["workers"]["ready"] == 0
+
+
+def test_the_light_client_inside_workers_has_client_mode(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Inside a worker `Endpoint` is workers/client.py's: id= and url= make a client there too
+    (a worker sees FLASH_SERVER_URL only when its endpoint's env= passes it)."""
+    from openflash.workers import client
+
+    monkeypatch.setenv("FLASH_SERVER_URL", "http://127.0.0.1:9")
+    light = client.Endpoint(id="other")
+    assert light.address is not None and light.address.base == "http://127.0.0.1:9/v2/other"
+    with pytest.raises(FlashError, match=r"Endpoint\(id='other'\): cannot reach"):
+        asyncio.run(light.health())
+    routes = client.Endpoint(name="api")
+    routes.get("/here", local=True)(_triple)
+    assert routes.routes == [("GET", "/here", _triple)]
+    with pytest.raises(FlashError, match="is not a client inside a worker"):
+        asyncio.run(client.Endpoint(name="img", image="some/image").runsync({}))

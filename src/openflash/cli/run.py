@@ -170,7 +170,8 @@ def _print_routes(state: object, host: str, port: int, locked: bool) -> None:
                 "POST", f"{route.short_path}/runsync", route.endpoint_name, "queue (Runpod's URL)"
             )
     for lb in project.lb:
-        table.add_row(lb.method, lb.path, lb.endpoint_name, "load-balanced")
+        kind = "load-balanced, in this process" if lb.route.local else "load-balanced"
+        table.add_row(lb.method, lb.path, lb.endpoint_name, kind)
     console.print(table)
     if not project.queue and not project.lb:
         console.print(
