@@ -174,6 +174,27 @@ def test_a_failing_job_is_a_failed_endpoint_job_and_counted(at: FlashServer) -> 
     assert run(fails.health())["jobs"]["failed"] == 1
 
 
+def test_a_failed_job_is_retried_under_its_id(at: FlashServer) -> None:
+    fails = Endpoint(id="fails")
+
+    async def scenario() -> tuple[EndpointJob, httpx.Response, EndpointJob, httpx.Response]:
+        job = await fails.run({"x": 7})
+        await job.wait(timeout=120)
+        async with httpx.AsyncClient(base_url=at.url) as http:
+            retried = await http.post(f"/v2/fails/retry/{job.id}")
+            again = await fails.status(job.id)
+            await again.wait(timeout=120)
+            done = await fails.runsync({"x": 1})
+            return job, retried, again, await http.post(f"/v2/fails/retry/{done.id}")
+
+    job, retried, again, unknown = run(scenario())
+    assert job.error is not None and "no luck with 7" in job.error
+    assert retried.status_code == 200 and retried.json() == {"id": job.id, "status": "IN_QUEUE"}
+    assert again.id == job.id and again.done and "no luck with 7" in (again.error or "")
+    assert unknown.status_code == 404  # a runsync call is no job of the journal's
+    assert run(fails.health())["jobs"]["retried"] == 1
+
+
 def test_cancel_and_running_workers(at: FlashServer) -> None:
     slow = Endpoint(id="slow")
 

@@ -1,4 +1,5 @@
-"""An endpoint's ``/health`` and ``/purge-queue``, in the shapes of Runpod's serverless API.
+"""An endpoint's ``/health``, ``/purge-queue`` and ``/retry``, in the shapes of Runpod's
+serverless API.
 
     GET  {base}/health       -> {"jobs": {"completed", "failed", "inProgress", "inQueue",
                                           "retried"},
@@ -6,6 +7,9 @@
                                              "throttled", "unhealthy"}}
     POST {base}/purge-queue  -> {"removed": <jobs cancelled before they started>,
                                  "status": "completed"}
+    POST {base}/retry/{id}   -> {"id", "status": "IN_QUEUE"}: a FAILED, TIMED_OUT or CANCELLED
+                                job runs again under its id (another job answers its status
+                                unchanged, with a 409)
 
 Runpod's API answers these per endpoint (``https://api.runpod.ai/v2/{id}/health``; the runpod
 SDK's ``Endpoint.health()`` and ``purge_queue()`` call them). Here ``jobs`` counts the route's
@@ -27,6 +31,7 @@ from fastapi import APIRouter
 
 from openflash.project import Project, QueueRoute
 from openflash.runtime.process import get_runtime
+from openflash.server.job_streams import not_found
 from openflash.server.jobs import JobRunner
 from openflash.server.responses import JSONResponse
 
@@ -100,7 +105,22 @@ def add_health_routes(
             removed += job is not None and job.status == "CANCELLED"
         return JSONResponse({"removed": removed, "status": "completed"})
 
+    async def retry(job_id: str) -> JSONResponse:
+        job = jobs.journal.get(job_id)
+        if job is None or job.route != route.path:
+            return not_found(jobs, job_id, route.path, base)
+        again = jobs.retry(job_id) or job
+        if again.status != "IN_QUEUE":
+            body = {**again.to_response(), "error": f"job {job_id} is {again.status}: only a "
+                    "FAILED, TIMED_OUT or CANCELLED job can be retried"}  # fmt: skip
+            return JSONResponse(body, status_code=409)
+        return JSONResponse({"id": again.id, "status": again.status})
+
     name = route.name + (f".{route.method}" if route.method else "")
+    router.add_api_route(
+        f"{base}/retry/{{job_id}}", retry, methods=["POST"],
+        summary=f"run an ended {name} job again", name=f"{base}/retry",
+    )  # fmt: skip
     router.add_api_route(
         f"{base}/health", health, methods=["GET"], summary=f"health of {name}'s endpoint",
         name=f"{base}/health",

@@ -193,8 +193,11 @@ class JobJournal:
             (status, json.dumps(output), error, time.time(), job_id),
         )
 
-    def requeue(self, job_id: str) -> None:
-        self._run("UPDATE jobs SET status='IN_QUEUE', started=NULL WHERE id=?", (job_id,))
+    def requeue(self, job_id: str, *, reopen: bool = False) -> None:
+        """Queue a job again: one a stopped server left running, or (``reopen``) one that
+        ended, its outcome cleared (``JobRunner.retry``)."""
+        cleared = ", output=NULL, error=NULL, finished=NULL" if reopen else ""
+        self._run(f"UPDATE jobs SET status='IN_QUEUE', started=NULL{cleared} WHERE id=?", (job_id,))
 
     def get(self, job_id: str) -> Job | None:
         rows = self._run(f"SELECT {_COLUMNS} FROM jobs WHERE id=?", (job_id,))
@@ -212,8 +215,10 @@ class JobJournal:
 
     def queued(self, route: str) -> list[str]:
         """The ids of ``route``'s jobs that have not started."""
-        rows = self._run("SELECT id FROM jobs WHERE route=? AND status='IN_QUEUE'", (route,))
-        return [r[0] for r in rows]
+        return [
+            r[0]
+            for r in self._run("SELECT id FROM jobs WHERE route=? AND status='IN_QUEUE'", (route,))
+        ]
 
     def unfinished(self) -> list[Job]:
         rows = self._run(
@@ -303,6 +308,16 @@ class JobRunner:
         if self.ttl > 0 and self.sweeper is None:
             self.sweeper = asyncio.get_running_loop().create_task(self._sweep())
         return recovered
+
+    def retry(self, job_id: str) -> Job | None:
+        """Run a job that ended FAILED, TIMED_OUT or CANCELLED again under its id, as Runpod's
+        ``/retry/{id}`` does (its result and error cleared); any other job is left as it is."""
+        job = self.journal.get(job_id)
+        if job is None or job.status not in FINAL - {"COMPLETED"}:
+            return job
+        self.journal.requeue(job_id, reopen=True)
+        self._start(again := self.journal.get(job_id) or job)
+        return again
 
     def cancel(self, job_id: str) -> Job | None:
         task = self.tasks.get(job_id)

@@ -12,7 +12,8 @@ Queue-style (per function, and per public method of an endpoint class):
 
     GET  {base}/health         -> the endpoint's jobs and workers, Runpod's shape
     POST {base}/purge-queue    -> cancels the route's jobs that have not started
-                                  (endpoint_health.py)
+    POST {base}/retry/{id}     -> runs an ended job that did not complete again (these three:
+                                  endpoint_health.py)
 
 ``base`` is ``/{file path}/{function}``, and also ``/{file path}`` when the file holds a single
 endpoint function, and ``/v2/{endpoint name}`` (``/v2/{endpoint name}/{function}`` for an
