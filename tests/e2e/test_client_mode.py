@@ -93,6 +93,17 @@ async def work(n: int) -> int:
 """
 
 
+CALLER = """
+from runpod_flash import Endpoint
+
+
+@Endpoint(name="caller", cpu="cpu3c-1-2", env={{"FLASH_SERVER_URL": "{url}"}})
+async def relay(text: str) -> dict:
+    job = await Endpoint(id="echo").runsync({{"text": text}})
+    return {{"relayed": job.output, "status": await job.status()}}
+"""
+
+
 @pytest.fixture(scope="module")
 def server(
     tmp_path_factory: pytest.TempPathFactory, session_home: Path, uv_cache: Path, apt_dir: Path
@@ -102,12 +113,14 @@ def server(
     write(project / "slow.py", SLOW)
     write(project / "routes.py", ROUTES)
     write(project / "mixed.py", MIXED)
+    port = free_port()
+    write(project / "caller.py", CALLER.format(url=f"http://127.0.0.1:{port}"))
     env = {
         "FLASH_HOME": str(session_home),
         "FLASH_UV_CACHE_DIR": str(uv_cache),
         "FLASH_APT_DIR": str(apt_dir),
     }
-    with FlashServer(project, "--no-reload", env=env) as running:
+    with FlashServer(project, "--no-reload", port=port, env=env) as running:
         yield running
 
 
@@ -132,6 +145,8 @@ def test_endpoint_by_id_runs_jobs_and_answers_health(at: FlashServer) -> None:
     job = run(echo.runsync({"text": "now"}))
     assert isinstance(job, EndpointJob) and job.done
     assert job.output == {"echo": "now"} and job.error is None
+    # A runsync call's answer stays at /status/{id} a while, as on Runpod (a minute).
+    assert run(echo.status(job.id)).output == {"echo": "now"}
 
     async def submit_and_wait() -> tuple[EndpointJob, str, str]:
         job = await echo.run({"text": "later"})
@@ -242,6 +257,15 @@ def test_a_route_of_the_users_own_wins_over_a_generated_health(at: FlashServer) 
     assert httpx.get(f"{at.url}/mixed/health", timeout=60).json() == {"status": "mine"}
     assert httpx.post(f"{at.url}/mixed/runsync", json={"input": {"n": 1}}).json()["output"] == 2
     assert set(run(Endpoint(id="mixed-queue").health())) == {"jobs", "workers"}
+
+
+def test_a_function_in_a_worker_calls_another_endpoint_by_id(at: FlashServer) -> None:
+    # Inside the worker, Endpoint is the light client's; the endpoint's env says where flash
+    # run is. The echo endpoint's health shows the call.
+    before = run(Endpoint(id="echo").health())["jobs"]["completed"]
+    r = httpx.post(f"{at.url}/caller/runsync", json={"input": {"text": "via"}}, timeout=120)
+    assert r.json().get("output") == {"relayed": {"echo": "via"}, "status": "COMPLETED"}, r.text
+    assert run(Endpoint(id="echo").health())["jobs"]["completed"] == before + 1
 
 
 def test_client_errors_name_the_endpoint_and_say_what_to_do(

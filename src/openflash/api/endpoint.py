@@ -369,3 +369,8 @@ class _RouteOrCall:
 
     def __await__(self) -> Any:
         return self._call.__await__()
+
+
+# A function that uses Endpoint (a client made in its body) travels to workers with a reference
+# to it: by its public name, which inside a worker is the light client's Endpoint.
+Endpoint.__module__ = "openflash"

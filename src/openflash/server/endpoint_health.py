@@ -13,18 +13,20 @@ serverless API.
 
 Runpod's API answers these per endpoint (``https://api.runpod.ai/v2/{id}/health``; the runpod
 SDK's ``Endpoint.health()`` and ``purge_queue()`` call them). Here ``jobs`` counts the route's
-calls since its journal began: ``/run`` jobs from the journal (until FLASH_JOB_TTL removes them),
-``/runsync`` calls since the server started; ``failed`` includes timed-out jobs, ``retried`` the
-jobs that were started more than once. ``workers`` are the endpoint's workers now (shared by
-every route of the endpoint): ``initializing`` ones are starting, ``ready`` ones can take calls,
-of which ``running`` ones run at least one and ``idle`` ones none. ``throttled`` and ``unhealthy``
-are Runpod's cloud states: always 0 here (a crashed worker is replaced, never left unhealthy).
+calls since its journal began: ``/run`` jobs from the journal (until FLASH_JOB_TTL removes
+them), ``/runsync`` calls since the server started (``SyncCalls``); ``failed`` includes timed-out
+jobs, ``retried`` the jobs that were started more than once. ``workers`` are the endpoint's
+workers now (shared by every route of the endpoint): ``initializing`` ones are starting,
+``ready`` ones can take calls, of which ``running`` ones run at least one and ``idle`` ones none.
+``throttled`` and ``unhealthy`` are Runpod's cloud states: always 0 here (a crashed worker is
+replaced, never left unhealthy).
 """
 
 from __future__ import annotations
 
 import asyncio
 import collections
+import time
 from typing import Any
 
 from fastapi import APIRouter
@@ -35,15 +37,23 @@ from openflash.server.job_streams import not_found
 from openflash.server.jobs import JobRunner
 from openflash.server.responses import JSONResponse
 
-__all__ = ["Tallies", "add_health_routes", "health_body", "id_bases"]
+__all__ = ["SyncCalls", "add_health_routes", "health_body", "id_bases"]
 
 
-class Tallies:
-    """The outcomes of each queue route's ``/runsync`` calls since the server started (they
-    are not journaled, as ``/run`` jobs are)."""
+class SyncCalls:
+    """What each queue route's ``/runsync`` calls leave behind (they are not journaled, as
+    ``/run`` jobs are): their outcomes counted since the server started, for ``/health``, and
+    their answers kept ``KEEP_S`` seconds (Runpod keeps a runsync result a minute), so that
+    ``/status/{id}`` answers them too, as Runpod's API does."""
+
+    KEEP_S = 60.0
+    MOST = 1000  # answers kept at most: the oldest go first
 
     def __init__(self) -> None:
         self._counts: collections.Counter[tuple[str, str]] = collections.Counter()
+        self._answers: collections.OrderedDict[str, tuple[float, str, dict[str, Any]]] = (
+            collections.OrderedDict()
+        )
 
     def note(self, call: dict[str, Any]) -> None:
         """A call the routes recorded (server/routes.py's ``record``): runsync ones count."""
@@ -52,6 +62,21 @@ class Tallies:
 
     def of(self, route: str) -> dict[str, int]:
         return {status: n for (r, status), n in self._counts.items() if r == route}
+
+    def keep(self, route: str, answer: dict[str, Any]) -> None:
+        now = time.monotonic()
+        self._answers[answer["id"]] = (now + self.KEEP_S, route, answer)
+        while self._answers and (
+            len(self._answers) > self.MOST or next(iter(self._answers.values()))[0] < now
+        ):
+            self._answers.popitem(last=False)
+
+    def answer(self, job_id: str, route: str) -> dict[str, Any] | None:
+        """The kept answer of the runsync call ``job_id`` of ``route``, if still kept."""
+        kept = self._answers.get(job_id)
+        if kept is None or kept[0] < time.monotonic() or kept[1] != route:
+            return None
+        return kept[2]
 
 
 def health_body(
@@ -86,7 +111,7 @@ def health_body(
 
 
 def add_health_routes(
-    router: APIRouter, base: str, route: QueueRoute, jobs: JobRunner, tallies: Tallies
+    router: APIRouter, base: str, route: QueueRoute, jobs: JobRunner, sync: SyncCalls
 ) -> None:
     """``{base}/health`` and ``{base}/purge-queue`` for the queue route ``route``."""
 
@@ -96,7 +121,7 @@ def add_health_routes(
         pool = await asyncio.get_running_loop().run_in_executor(
             None, get_runtime().pool_stats, route.handle.endpoint
         )
-        return JSONResponse(health_body(journaled, retried, tallies.of(route.path), pool))
+        return JSONResponse(health_body(journaled, retried, sync.of(route.path), pool))
 
     async def purge_queue() -> JSONResponse:
         removed = 0

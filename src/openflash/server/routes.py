@@ -39,7 +39,7 @@ from openflash.api.remote import RemoteClass, RemoteFunction, RemoteInstance
 from openflash.project import Project, QueueRoute
 from openflash.server import job_streams, webhooks
 from openflash.server.balanced_routes import add_lb_route
-from openflash.server.endpoint_health import Tallies, add_health_routes, id_bases
+from openflash.server.endpoint_health import SyncCalls, add_health_routes, id_bases
 from openflash.server.invocation import (
     arguments,
     call_outcome,
@@ -58,7 +58,7 @@ JobInvoker = Callable[[dict[str, Any]], Awaitable[tuple[str, Any, "str | None"]]
 
 
 def build_router(
-    project: Project, jobs: JobRunner, record: RecentCalls, tallies: Tallies | None = None
+    project: Project, jobs: JobRunner, record: RecentCalls, sync: SyncCalls | None = None
 ) -> tuple[APIRouter, dict[str, JobInvoker]]:
     """A router with every route of ``project``, and the job invokers by queue base path.
 
@@ -72,6 +72,7 @@ def build_router(
     instances: dict[int, RemoteInstance] = {}
     feeds = job_streams.Feeds()
     ids = id_bases(project)
+    sync = sync or SyncCalls()
     # Route handlers first: a route the user declared (a GET /health of their own) wins over a
     # queue route's generated one at the same path.
     for lb in project.lb:
@@ -81,9 +82,9 @@ def build_router(
         model = input_model(_target(route), f"{_ident(route.path)}_input")
         invokers[route.path] = _job_invoker(invoke, model)
         for base in filter(None, (route.path, route.short_path, ids[route.path])):
-            _add_queue_routes(router, route, base, model, invoke, jobs, record, feeds)
+            _add_queue_routes(router, route, base, model, invoke, jobs, record, feeds, sync)
             job_streams.add_stream_routes(router, base, route.path, jobs, feeds)
-            add_health_routes(router, base, route, jobs, tallies or Tallies())
+            add_health_routes(router, base, route, jobs, sync)
     for served in router.routes:  # the /v2 aliases repeat routes: /docs lists each once
         if isinstance(served, APIRoute) and served.path.startswith("/v2/"):
             served.include_in_schema = False
@@ -157,6 +158,7 @@ def _add_queue_routes(
     jobs: JobRunner,
     record: RecentCalls,
     feeds: job_streams.Feeds,
+    sync: SyncCalls,
 ) -> None:
     required = any(f.is_required() for f in model.model_fields.values())
     request_model = create_model(
@@ -186,6 +188,7 @@ def _add_queue_routes(
             payload["output"] = outcome.output
         else:
             payload["error"] = outcome.error
+        sync.keep(route.path, payload)  # /status/{id} answers it for a while, as Runpod's does
         return JSONResponse(payload, status_code=outcome.http_status)
 
     async def run(body: Any) -> JSONResponse:
@@ -213,6 +216,9 @@ def _add_queue_routes(
     async def status(job_id: str) -> JSONResponse:
         job = jobs.journal.get(job_id)
         if job is None or job.route != route.path:
+            kept = sync.answer(job_id, route.path)  # a runsync call's, kept a minute
+            if kept is not None:
+                return JSONResponse(kept)
             return job_streams.not_found(jobs, job_id, route.path, base)
         return JSONResponse(job_streams.with_progress(job.to_response(), feeds.get(job_id)))
 

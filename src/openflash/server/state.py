@@ -27,7 +27,7 @@ from openflash.project import Project, discover
 from openflash.runtime.definitions import EndpointDef
 from openflash.runtime.process import get_runtime
 from openflash.server.access_log import CallLog, error_summary
-from openflash.server.endpoint_health import Tallies
+from openflash.server.endpoint_health import SyncCalls
 from openflash.server.jobs import Invoker, JobJournal, JobRunner
 from openflash.server.routes import JobInvoker, build_router, constructor_warnings
 from openflash.workers import events
@@ -49,8 +49,8 @@ class ServerState:
         default_factory=lambda: collections.deque(maxlen=100)
     )
     jobs: JobRunner = field(init=False)
-    #: runsync calls' outcomes per route, for the routes' /health (endpoint_health.py).
-    tallies: Tallies = field(default_factory=Tallies)
+    #: What runsync calls leave: outcomes for /health, answers for /status (endpoint_health.py).
+    sync_calls: SyncCalls = field(default_factory=SyncCalls)
     quiet: bool = False
     #: Serve only these endpoints (an image made by `flash build` serves one).
     only: frozenset[str] | None = None
@@ -73,7 +73,7 @@ class ServerState:
 
     def record(self, call: dict[str, Any]) -> None:
         self.recent.append({"time": time.time(), **call})
-        self.tallies.note(call)
+        self.sync_calls.note(call)
         events.note(**{k: call[k] for k in ("id", "endpoint", "status") if k in call})
 
     def _job_invoker(self, route: str) -> Invoker | None:
@@ -132,7 +132,7 @@ class ServerState:
             )
         for warning in constructor_warnings(project):
             self.say(warning, "warning")
-        router, invokers = build_router(project, self.jobs, self.record, self.tallies)
+        router, invokers = build_router(project, self.jobs, self.record, self.sync_calls)
         self.project, self.router = project, router
         self.invokers.clear()
         self.invokers.update(invokers)

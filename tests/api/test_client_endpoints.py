@@ -22,7 +22,7 @@ from openflash import (
     remote,
 )
 from openflash.api.remote import RemoteFunction
-from openflash.server.endpoint_health import health_body
+from openflash.server.endpoint_health import SyncCalls, health_body
 
 
 def test_id_points_at_flash_run_and_url_at_itself(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -181,3 +181,20 @@ def test_the_light_client_inside_workers_has_client_mode(monkeypatch: pytest.Mon
     assert routes.routes == [("GET", "/here", _triple)]
     with pytest.raises(FlashError, match="is not a client inside a worker"):
         asyncio.run(client.Endpoint(name="img", image="some/image").runsync({}))
+
+
+def test_runsync_answers_are_kept_a_while_and_counted(monkeypatch: pytest.MonkeyPatch) -> None:
+    sync = SyncCalls()
+    sync.note({"kind": "runsync", "route": "/a/f", "status": "COMPLETED"})
+    sync.note({"kind": "run", "route": "/a/f", "status": "IN_QUEUE"})  # journaled: not here
+    assert sync.of("/a/f") == {"COMPLETED": 1}
+    sync.keep("/a/f", {"id": "j1", "status": "COMPLETED", "output": 1})
+    assert sync.answer("j1", "/a/f") == {"id": "j1", "status": "COMPLETED", "output": 1}
+    assert sync.answer("j1", "/b/g") is None  # another route's id is not this route's job
+    monkeypatch.setattr(SyncCalls, "MOST", 2)
+    for n in range(2, 5):
+        sync.keep("/a/f", {"id": f"j{n}", "status": "COMPLETED"})
+    assert sync.answer("j1", "/a/f") is None and sync.answer("j4", "/a/f") is not None
+    monkeypatch.setattr(SyncCalls, "KEEP_S", -1.0)  # past its time: gone
+    sync.keep("/a/f", {"id": "j5", "status": "COMPLETED"})
+    assert sync.answer("j5", "/a/f") is None
