@@ -20,6 +20,9 @@ workers now (shared by every route of the endpoint): ``initializing`` ones are s
 ``ready`` ones can take calls, of which ``running`` ones run at least one and ``idle`` ones none.
 ``throttled`` and ``unhealthy`` are Runpod's cloud states: always 0 here (a crashed worker is
 replaced, never left unhealthy).
+
+They are plumbing of Runpod's API (its SDK and clients call them), not the endpoint's own
+operations: ``/docs`` does not list them.
 """
 
 from __future__ import annotations
@@ -144,15 +147,16 @@ def add_health_routes(
     name = route.name + (f".{route.method}" if route.method else "")
     router.add_api_route(
         f"{base}/retry/{{job_id}}", retry, methods=["POST"],
-        summary=f"run an ended {name} job again", name=f"{base}/retry",
+        summary=f"run an ended {name} job again", name=f"{base}/retry", include_in_schema=False,
     )  # fmt: skip
     router.add_api_route(
         f"{base}/health", health, methods=["GET"], summary=f"health of {name}'s endpoint",
-        name=f"{base}/health",
+        name=f"{base}/health", include_in_schema=False,
     )  # fmt: skip
     router.add_api_route(
         f"{base}/purge-queue", purge_queue, methods=["POST"],
         summary=f"cancel {name}'s jobs that have not started", name=f"{base}/purge-queue",
+        include_in_schema=False,
     )  # fmt: skip
 
 
