@@ -198,3 +198,22 @@ def test_runsync_answers_are_kept_a_while_and_counted(monkeypatch: pytest.Monkey
     monkeypatch.setattr(SyncCalls, "KEEP_S", -1.0)  # past its time: gone
     sync.keep("/a/f", {"id": "j5", "status": "COMPLETED"})
     assert sync.answer("j5", "/a/f") is None
+
+
+def test_an_image_endpoint_still_declares_routes_run_in_its_image() -> None:
+    """With image= and a handler to decorate, @api.post(path) is a route whose workers run in
+    the image (openflash's custom images); awaited instead, the same call goes to the image's
+    own server (tests/backends/test_image_clients.py)."""
+    api = Endpoint(name="img-routes", image="localhost/some:image", cpu="cpu3c-1-2")
+    assert api.is_client
+
+    @api.post("/go")
+    async def go(x: int) -> int:
+        return x
+
+    assert [(r.method, r.path) for r in api.routes] == [("POST", "/go")]
+    assert api.routes[0].handle.endpoint.resource.image == "localhost/some:image"
+    with pytest.raises(
+        ConfigError, match="route path '/ping' of endpoint 'img-routes' is reserved"
+    ):
+        api.get("/ping")(go)
