@@ -93,6 +93,16 @@ async def work(n: int) -> int:
 """
 
 
+COUNTER = """
+from runpod_flash import Endpoint
+
+
+@Endpoint(name="counter", cpu="cpu3c-1-2")
+async def count(n: int):
+    for i in range(n):
+        yield i
+"""
+
 CALLER = """
 from runpod_flash import Endpoint
 
@@ -113,6 +123,7 @@ def server(
     write(project / "slow.py", SLOW)
     write(project / "routes.py", ROUTES)
     write(project / "mixed.py", MIXED)
+    write(project / "counter.py", COUNTER)
     port = free_port()
     write(project / "caller.py", CALLER.format(url=f"http://127.0.0.1:{port}"))
     env = {
@@ -305,8 +316,10 @@ job = endpoint.run({"text": "queued"})
 output = job.output(timeout=120)
 status = job.status()
 sync = endpoint.run_sync({"text": "sync"}, timeout=120)
+after = endpoint.health()
+streamed = list(runpod.Endpoint("counter").run({"n": 3}).stream())
 print(json.dumps({"before": before, "status": status, "output": output, "sync": sync,
-                  "after": endpoint.health()}))
+                  "after": after, "streamed": streamed}))
 """
 
 
@@ -338,6 +351,7 @@ def test_the_runpod_sdk_calls_flash_run(
         assert set(seen["before"]) == {"jobs", "workers"}
         done_before = seen["before"]["jobs"]["completed"]
         assert seen["after"]["jobs"]["completed"] == done_before + 2
+        assert seen["streamed"] == [0, 1, 2]  # a generator's items through job.stream()
 
 
 SCRIPT = """
