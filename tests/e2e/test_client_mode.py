@@ -221,24 +221,33 @@ def test_a_failed_job_is_retried_under_its_id(at: FlashServer) -> None:
     assert run(fails.health())["jobs"]["retried"] == 1
 
 
-def test_cancel_and_running_workers(at: FlashServer) -> None:
-    slow = Endpoint(id="slow")
+def test_queued_jobs_running_workers_cancel_and_purge(at: FlashServer) -> None:
+    slow = Endpoint(id="slow")  # workers=1: a second job waits for the first one's worker
 
-    async def scenario() -> tuple[dict[str, Any], EndpointJob, str, dict[str, Any]]:
-        job = await slow.run({"seconds": 600})
+    async def scenario() -> tuple[dict[str, Any], str, dict[str, Any], str, str]:
+        first = await slow.run({"seconds": 600})
         for _ in range(600):  # wait (no timing asserted) until its worker runs it
             health = await slow.health()
             if health["workers"]["running"] == 1:
                 break
             await asyncio.sleep(0.2)
-        cancelled = await slow.cancel(job.id)
-        return health, cancelled, await job.status(), await slow.purge_queue()
+        second = await slow.run({"seconds": 1})
+        for _ in range(600):  # until the server has handed it to the pool, where it waits
+            busy = await slow.health()
+            if busy["jobs"]["inQueue"] == 1 and await second.status() == "IN_QUEUE":
+                break
+            await asyncio.sleep(0.2)
+        purged = await slow.purge_queue()
+        cancelled = await slow.cancel(first.id)
+        return busy, await second.status(), purged, await first.status(), cancelled._data["status"]
 
-    health, cancelled, status, purged = run(scenario())
-    assert health["workers"]["running"] == 1 and health["jobs"]["inProgress"] == 1
-    assert cancelled.done and status == "CANCELLED"
+    busy, second, purged, first, answered = run(scenario())
+    # As on Runpod: IN_QUEUE until a worker takes the job, IN_PROGRESS while it runs.
+    assert busy["jobs"]["inProgress"] == 1 and busy["jobs"]["inQueue"] == 1
+    assert busy["workers"]["running"] == 1 and busy["workers"]["idle"] == 0
+    assert purged == {"removed": 1, "status": "completed"} and second == "CANCELLED"
+    assert first == "CANCELLED" and answered == "CANCELLED"
     assert run(slow.health())["jobs"]["inProgress"] == 0
-    assert purged == {"removed": 0, "status": "completed"}
 
 
 def test_endpoint_by_url_and_load_balanced_routes(at: FlashServer) -> None:
