@@ -11,7 +11,8 @@ Finished jobs are removed ``FLASH_JOB_TTL`` after their end (server/retention.py
 tombstone. ``attempt`` is the number of the job's call under its endpoint's ``retries`` (1, then
 2, ...: api/retries.py); ``attempts`` counts the starts of the job across server restarts.
 
-Status names are Runpod's: IN_QUEUE, IN_PROGRESS, COMPLETED, FAILED, CANCELLED, TIMED_OUT.
+Status names are Runpod's: IN_QUEUE, IN_PROGRESS, COMPLETED, FAILED, CANCELLED, TIMED_OUT. Under
+``flash run`` (``on_worker``) a job starts when a worker takes its call: IN_QUEUE until then.
 """
 
 from __future__ import annotations
