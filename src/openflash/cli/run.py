@@ -187,3 +187,5 @@ def _print_routes(state: object, host: str, port: int, locked: bool) -> None:
         f"dashboard http://{host}:{port}/  ·  docs http://{host}:{port}/docs  ·  "
         f"jobs also at .../run, .../status/{{id}}" + ("  ·  API key required" if locked else "")
     )
+    if project.queue or project.lb:  # Runpod's API shape: what Endpoint(id=name) and the SDK call
+        console.print(f"by endpoint name (Endpoint(id=...)): http://{host}:{port}/v2/{{name}}/...")
