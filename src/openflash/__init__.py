@@ -55,7 +55,9 @@ from openflash.errors import (
     WorkerCrashedError,
 )
 from openflash.runtime.process import configure
+from openflash.workers.flash_apps import FlashApp, ResourceManager
 from openflash.workers.portable import register_portable
+from openflash.workers.serverless_client import EndpointJob
 from openflash.workers.streaming import progress
 
 __all__ = [
@@ -74,8 +76,10 @@ __all__ = [
     "DependencyConflictError",
     "DependencyError",
     "Endpoint",
+    "EndpointJob",
     "EnvironmentBuildError",
     "ExecutionTimeoutError",
+    "FlashApp",
     "FlashError",
     "GpuGroup",
     "GpuType",
@@ -85,6 +89,7 @@ __all__ = [
     "NetworkVolume",
     "PodTemplate",
     "RemoteError",
+    "ResourceManager",
     "Retries",
     "ServerlessEndpoint",
     "ServerlessScalerType",

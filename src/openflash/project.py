@@ -180,7 +180,12 @@ def _collect(project: Project, module: types.ModuleType, file: Path) -> None:
     base = "/" + module_name(project.root, file).replace(".", "/")
     callables: list[QueueRoute] = []  # functions and class methods, counted together as Runpod does
     for attr, value in vars(module).items():
-        if isinstance(value, (RemoteFunction, RemoteClass)):
+        route = getattr(value, "__flash_route__", None)  # remote(LiveLoadBalancer(), path=...)
+        if isinstance(route, Route) and getattr(value, "__module__", None) == module.__name__:
+            project.lb.append(
+                LBRoute(route.method, base + route.path, module.__name__, file, route)
+            )
+        elif isinstance(value, (RemoteFunction, RemoteClass)):
             if getattr(value, "__is_lb_route_handler__", False):
                 continue  # a route's handler: served at its route
             if getattr(value, "__module__", None) != module.__name__:

@@ -183,8 +183,8 @@ def test_endpoint_errors() -> None:
         Endpoint("a", gpu="ADA_24")  # type: ignore[arg-type]
     with pytest.raises(ConfigError, match="idleTimeout=0"):
         Endpoint("a", idle_timeout=0)
-    with pytest.raises(ConfigError, match="Endpoint\\(id='abc'\\) calls an endpoint deployed"):
-        Endpoint(id="abc")
+    with pytest.raises(ConfigError, match=r"Endpoint\(id=..., image=...\): these are exclusive"):
+        Endpoint(id="abc", image="vllm/vllm-openai:latest")
     with pytest.raises(TypeError, match="'dependecies' \\(did you mean 'dependencies'\\?\\)"):
         Endpoint("a", dependecies=["six"])
 

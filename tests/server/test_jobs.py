@@ -47,8 +47,10 @@ def test_unfinished_jobs_run_again_once_then_fail(tmp_path: Path) -> None:
     interrupted = journal.add("/r", {"value": 7})
     journal.started(interrupted.id)  # a server died while running it
     twice = journal.add("/r", {"value": 8})
-    for _ in range(MAX_ATTEMPTS):
+    for _ in range(MAX_ATTEMPTS):  # each server queued it again, then started it
+        journal.requeue(twice.id)
         journal.started(twice.id)
+        journal.started(twice.id)  # a second call of the same start counts once
     gone = journal.add("/gone", {"value": 9})
     journal.close()
 

@@ -20,11 +20,12 @@ from __future__ import annotations
 import inspect
 import logging
 from collections.abc import Callable, Iterable, Mapping
-from dataclasses import dataclass
 from typing import Any, TypeVar
 
+from openflash.api.endpoint_args import cpus, gpus, workers_range
 from openflash.api.remote import RemoteFunction, _decorator, _reject_unknown
 from openflash.api.retries import Retries, retry_policy
+from openflash.api.routing import RESERVED_PATHS, Route, check_route
 from openflash.config.hardware import CpuInstanceType, GpuGroup, GpuType
 from openflash.config.resources import (
     CpuLiveLoadBalancer,
@@ -41,24 +42,11 @@ from openflash.config.resources import (
 from openflash.envs.uv_options import OPTION_NAMES
 from openflash.errors import ConfigError
 from openflash.runtime.preload import normalize_preload
+from openflash.workers.serverless_client import ClientCall, ClientMode, EndpointAddress
 
 __all__ = ["RESERVED_PATHS", "Endpoint", "Route"]
 
 F = TypeVar("F", bound=Callable[..., Any])
-
-#: Paths the serving framework keeps for itself on a load-balanced endpoint.
-RESERVED_PATHS = frozenset({"/execute", "/ping"})
-
-
-@dataclass(frozen=True)
-class Route:
-    """One handler of a load-balanced endpoint: ``method path`` runs ``handle`` on a worker."""
-
-    method: str
-    path: str
-    function: Callable[..., Any]
-    handle: RemoteFunction
-
 
 logger = logging.getLogger("openflash")
 
@@ -75,6 +63,8 @@ _PARAMETERS = (
     "execution_timeout_ms",
     "max_concurrency",
     "image",
+    "id",
+    "url",
     "preload",
     "volume",
     "retries",
@@ -92,8 +82,18 @@ _CLOUD_ONLY = (
 )
 
 
-class Endpoint:
-    """An endpoint: its hardware, scaling and dependencies; decorate a function or class with it."""
+class Endpoint(ClientMode):
+    """An endpoint: its hardware, scaling and dependencies; decorate a function or class with it.
+
+    Client mode (Runpod Flash's ``Endpoint(id=...)`` and ``Endpoint(image=...)``): with ``id=``
+    (an endpoint's name on a ``flash run``, found at FLASH_SERVER_URL, default
+    http://localhost:8888) or ``url=`` (any base URL of Runpod's serverless API), it is a client
+    of an endpoint served elsewhere; with ``image=`` and no function to decorate, a client of the
+    image's own server, run as a container (runtime/image_servers.py). A client's coroutines
+    ``run``, ``runsync``, ``status``, ``cancel`` (returning an ``EndpointJob``), ``health`` and
+    ``purge_queue`` make queue calls, and ``await ep.post(path, data)`` (get, put, delete,
+    patch) calls a load-balanced route (workers/serverless_client.py).
+    """
 
     def __init__(
         self,
@@ -111,6 +111,7 @@ class Endpoint:
         max_concurrency: int = 1,
         image: str | None = None,
         id: str | None = None,
+        url: str | None = None,
         preload: Iterable[str] | None = None,
         volume: NetworkVolume | str | None = None,
         retries: int | Retries | None = None,
@@ -122,12 +123,18 @@ class Endpoint:
         _reject_unknown("Endpoint", extra, (*_PARAMETERS, *OPTION_NAMES, *_CLOUD_ONLY))
         for key, value in cloud.items():
             logger.debug("Endpoint(%s=%r) only applies on Runpod's cloud; ignored", key, value)
-        if id is not None:
+        given = [k for k, v in (("id", id), ("url", url), ("image", image)) if v is not None]
+        if len(given) > 1:
             raise ConfigError(
-                f"Endpoint(id={id!r}) calls an endpoint deployed on Runpod's cloud, which "
-                "openflash does not reach",
-                hint="decorate the function with Endpoint(name=...) to run it locally",
+                f"Endpoint({'=..., '.join(given)}=...): these are exclusive",
+                hint="id= or url= calls an endpoint served elsewhere, image= runs an image's "
+                "server; give one",
             )
+        #: Where a client's calls go (id= or url=); an image's server is found when first called.
+        self.address = (
+            EndpointAddress.of(id=id, url=url) if given[:1] in (["id"], ["url"]) else None
+        )
+        self.id, self.url = id, url
         if gpu is not None and cpu is not None:
             raise ConfigError(
                 "gpu and cpu are mutually exclusive: specify one or neither",
@@ -139,9 +146,9 @@ class Endpoint:
                 hint="max_concurrency is how many calls one worker runs at once",
             )
         self.name = name
-        self.gpu = _gpus(gpu)
-        self.cpu = _cpus(cpu)
-        self.workers_min, self.workers_max = _workers(workers)
+        self.gpu = gpus(gpu)
+        self.cpu = cpus(cpu)
+        self.workers_min, self.workers_max = workers_range(workers)
         self.idle_timeout = idle_timeout
         self.dependencies = list(dependencies) if dependencies is not None else None
         self.system_dependencies = (
@@ -158,7 +165,7 @@ class Endpoint:
         self.volume = NetworkVolume(name=volume) if isinstance(volume, str) else volume
         self.routes: list[Route] = []
         self._decorated = False
-        if name is not None:
+        if name is not None and self.address is None:
             self._resource(name)  # invalid values fail here, not at decoration
 
     @property
@@ -169,24 +176,46 @@ class Endpoint:
     def is_load_balanced(self) -> bool:
         return bool(self.routes)
 
-    # The route form (load-balanced): @api.post("/path") on handlers of one endpoint.
+    @property
+    def is_client(self) -> bool:
+        """A client of an endpoint served elsewhere (id= or url=) or of an image's server."""
+        return self.address is not None or (self.image is not None and not self._decorated)
 
-    def get(self, path: str) -> Callable[[F], F]:
-        return self._route("GET", path)
+    # The route form (load-balanced): @api.post("/path") on handlers of one endpoint; on a
+    # client, await api.post("/path", data) calls the route.
 
-    def post(self, path: str) -> Callable[[F], F]:
-        return self._route("POST", path)
+    def get(self, path: str, data: Any = None, **kwargs: Any) -> Any:
+        return self._verb("GET", path, data, kwargs)
 
-    def put(self, path: str) -> Callable[[F], F]:
-        return self._route("PUT", path)
+    def post(self, path: str, data: Any = None, **kwargs: Any) -> Any:
+        return self._verb("POST", path, data, kwargs)
 
-    def delete(self, path: str) -> Callable[[F], F]:
-        return self._route("DELETE", path)
+    def put(self, path: str, data: Any = None, **kwargs: Any) -> Any:
+        return self._verb("PUT", path, data, kwargs)
 
-    def patch(self, path: str) -> Callable[[F], F]:
-        return self._route("PATCH", path)
+    def delete(self, path: str, data: Any = None, **kwargs: Any) -> Any:
+        return self._verb("DELETE", path, data, kwargs)
 
-    def _route(self, method: str, path: str) -> Callable[[F], F]:
+    def patch(self, path: str, data: Any = None, **kwargs: Any) -> Any:
+        return self._verb("PATCH", path, data, kwargs)
+
+    def _verb(self, method: str, path: str, data: Any, kwargs: dict[str, Any]) -> Any:
+        if self.address is not None or (self.image is not None and (data is not None or kwargs)):
+            return self._client_call(method, path, data, kwargs)
+        local = kwargs.pop("local", False)
+        if data is not None or kwargs:
+            raise ConfigError(
+                f"{method.lower()}({path!r}, ...): data and {sorted(kwargs) or 'keywords'} only "
+                "go with a client endpoint (Endpoint(id=...), url= or image=)",
+                hint=f"to declare a route write @api.{method.lower()}({path!r}) (local=True "
+                "runs it in the serving process)",
+            )
+        if self.image is not None:  # a route of the image's endpoint, or a call to its server
+            call = self._client_call(method, path, None, {})
+            return _RouteOrCall(lambda fn: self._route(method, path, local)(fn), call)
+        return self._route(method, path, local)
+
+    def _route(self, method: str, path: str, local: bool = False) -> Callable[[F], F]:
         if self.name is None:
             raise ConfigError(
                 f"{method.lower()}({path!r}): a load-balanced endpoint needs a name",
@@ -197,13 +226,7 @@ class Endpoint:
                 f"endpoint {self.name!r} was used as a direct decorator; it cannot have routes",
                 hint="use one Endpoint per style: @Endpoint(...) or api = Endpoint(...); @api.post",
             )
-        if not isinstance(path, str) or not path.startswith("/"):
-            raise ConfigError(f"route path {path!r} must start with '/'", hint="e.g. '/process'")
-        if path.rstrip("/") in RESERVED_PATHS:
-            raise ConfigError(
-                f"route path {path!r} of endpoint {self.name!r} is reserved",
-                hint=f"reserved paths: {', '.join(sorted(RESERVED_PATHS))}; pick another",
-            )
+        method = check_route(method, path, self.name, f"{method.lower()}({path!r})")
         for route in self.routes:
             if (route.method, route.path) == (method, path):
                 raise ConfigError(
@@ -231,13 +254,16 @@ class Endpoint:
                 install=self.install,
                 where="Endpoint()",
             )(fn)
-            self.routes.append(Route(method, path, fn, handle))
+            self.routes.append(Route(method, path, fn, handle, local=bool(local)))
             # Marker attributes on the user's function (F promises no such attributes).
             fn.__remote_config__ = handle.__remote_config__  # type: ignore[attr-defined]
             fn.__is_lb_route_handler__ = True  # type: ignore[attr-defined]
             # Awaiting the handler (from a script, or from another endpoint's function) runs it
             # on this endpoint's workers, as a queue-style function's call does.
             handle.__is_lb_route_handler__ = True
+            if local:  # as remote(local=True): the function itself, run where it is called
+                fn.__flash_local__ = True  # type: ignore[attr-defined]
+                return fn
             # The handle stands in for the function: called the same way, awaited for its result.
             return handle  # type: ignore[return-value]
 
@@ -274,6 +300,13 @@ class Endpoint:
         return cls(gpus=self.gpu or [GpuGroup.ANY], gpuCount=self.gpu_count, **fields)
 
     def __call__(self, obj: Any) -> Any:
+        if self.address is not None:
+            raise ConfigError(
+                f"{self.address.label} is a client of an endpoint served elsewhere; it cannot "
+                f"decorate {getattr(obj, '__name__', obj)!r}",
+                hint="decorate with Endpoint(name=...) to run your code; use this one to call "
+                "the other endpoint (await ep.runsync(...))",
+            )
         if self.routes:
             raise ConfigError(
                 f"endpoint {self.name!r} has routes ({self.routes[0].method} "
@@ -299,65 +332,45 @@ class Endpoint:
         )
         return decorate(obj)
 
+    async def _address(self) -> EndpointAddress:
+        if self.address is not None:
+            return self.address
+        if self.image is None or self._decorated:
+            raise ConfigError(
+                f"endpoint {self.name!r} is not a client: run/runsync/status belong to "
+                "Endpoint(id=...), url= or image=",
+                hint="call the decorated function itself (await fn(...)), or create a client "
+                f"with Endpoint(id={self.name!r}) against a flash run that serves it",
+            )
+        from openflash.runtime.image_servers import image_server
+
+        return await image_server(self.name, self.image, self.env)
+
+    def _client_label(self) -> str:
+        return self.address.label if self.address else f"Endpoint(image={self.image!r})"
+
     def __repr__(self) -> str:
+        if self.address is not None:
+            return self.address.label
         kind = f"cpu={[c.value for c in self.cpu]}" if self.cpu else "gpu"
         workers = (self.workers_min, self.workers_max)
         return f"Endpoint(name={self.name!r}, {kind}, workers={workers})"
 
 
-def _gpus(gpu: Any) -> list[GpuGroup | GpuType] | None:
-    if gpu is None:
-        return None
-    items = list(gpu) if isinstance(gpu, (list, tuple)) else [gpu]
-    for item in items:
-        if not isinstance(item, (GpuGroup, GpuType)):
-            raise ConfigError(
-                f"gpu must be a GpuGroup, a GpuType or a list of them, got {item!r}",
-                hint="e.g. gpu=GpuGroup.ADA_24 or gpu=GpuType.NVIDIA_L4",
-            )
-    return items
+class _RouteOrCall:
+    """``api.get(path)`` on an endpoint with an ``image``: a route decorator for its handlers
+    (they run in that image), or, awaited, a call to the image's server at ``path``."""
+
+    def __init__(self, register: Callable[[Any], Any], call: ClientCall) -> None:
+        self._register, self._call = register, call
+
+    def __call__(self, fn: Any) -> Any:
+        return self._register(fn)
+
+    def __await__(self) -> Any:
+        return self._call.__await__()
 
 
-def _cpus(cpu: Any) -> list[CpuInstanceType] | None:
-    if cpu is None:
-        return None
-    items = list(cpu) if isinstance(cpu, (list, tuple)) else [cpu]
-    result = []
-    valid = [c.value for c in CpuInstanceType]
-    for item in items:
-        try:
-            result.append(CpuInstanceType(item))
-        except ValueError:
-            raise ConfigError(
-                f"cpu={item!r} is not a CPU instance type",
-                hint=f"use a CpuInstanceType member or one of {valid}",
-            ) from None
-    return result
-
-
-def _workers(workers: Any) -> tuple[int, int]:
-    if workers is None:
-        return 0, 1
-    if isinstance(workers, bool):
-        pass
-    elif isinstance(workers, int):
-        low, high = 0, workers
-        if high < 1:
-            raise ConfigError(
-                f"workers={workers} must be at least 1",
-                hint="workers=N means up to N workers; (min, max) sets both",
-            )
-        return low, high
-    elif isinstance(workers, (tuple, list)) and len(workers) == 2:
-        low, high = workers
-        if isinstance(low, int) and isinstance(high, int):
-            if low < 0 or high < 1 or low > high:
-                raise ConfigError(
-                    f"workers=({low}, {high}) is not a valid (min, max) range",
-                    hint="use 0 <= min <= max and max >= 1, e.g. workers=(0, 3)",
-                )
-            return low, high
-    raise ConfigError(
-        f"workers must be an int or a (min, max) tuple, got {workers!r}",
-        hint="e.g. workers=3 or workers=(1, 3)",
-    )
+# A function that uses Endpoint (a client made in its body) travels to workers with a reference
+# to it: by its public name, which inside a worker is the light client's Endpoint.
+Endpoint.__module__ = "openflash"

@@ -19,6 +19,7 @@ from typing import Any
 
 from openflash.api import dispatch, streams, values
 from openflash.api.retries import Retries, retried, retry_policy
+from openflash.api.routing import route_form
 from openflash.api.shipping import register_by_value, shippable, source_dir
 from openflash.config.resources import CpuLiveServerless, ServerlessResource
 from openflash.deps.project_defaults import project_options
@@ -28,7 +29,7 @@ from openflash.errors import ConfigError, FlashError
 from openflash.runtime import nested_calls as nested
 from openflash.runtime.definitions import EndpointDef
 from openflash.runtime.preload import imported_modules, normalize_preload
-from openflash.workers import client, protocol
+from openflash.workers import client, flash_apps, protocol
 from openflash.workers.calls import Call
 from openflash.workers.fanning import FanOut, Method, window_for
 
@@ -40,6 +41,8 @@ _REMOTE_PARAMETERS = (
     "system_dependencies",
     "accelerate_downloads",
     "local",
+    "method",
+    "path",
     "preload",
     *OPTION_NAMES,
     "retries",
@@ -55,6 +58,8 @@ def remote(
     preload: Iterable[str] | None = None,
     retries: int | Retries | None = None,
     *,
+    method: str | None = None,
+    path: str | None = None,
     index_url: str | None = None,
     extra_index_urls: Iterable[str] | None = None,
     find_links: Iterable[str] | None = None,
@@ -81,6 +86,8 @@ def remote(
     ``extra-build-dependencies``: ``{"flash-attn": ["torch"]}``), ``no_build_isolation`` (True, or
     package names) and ``prerelease`` (uv's ``--prerelease`` strategy).
     ``retries`` (an int or ``Retries``) sends a failed call again (api/retries.py).
+    ``method`` and ``path`` with a load-balancer config (``LiveLoadBalancer``, ...) make the
+    function a route of that endpoint, Runpod Flash's older route form (api/routing.py).
     """
     _reject_unknown("remote", unknown, _REMOTE_PARAMETERS)
     install = {
@@ -92,16 +99,18 @@ def remote(
         "no_build_isolation": no_build_isolation,
         "prerelease": prerelease,
     }
-    return _decorator(
-        resource_config,
-        dependencies,
-        system_dependencies,
-        local,
-        1,
-        preload,
-        retries,
+    decorate = _decorator(
+        resource_config, dependencies, system_dependencies, local, 1, preload, retries,
         install=install,
-    )
+    )  # fmt: skip
+    if method is None and path is None:
+        return decorate
+    # Runpod Flash's older route form: a route of a load-balanced endpoint (api/routing.py).
+    routed = _decorator(
+        resource_config, dependencies, system_dependencies, False, 1, preload, retries,
+        install=install,
+    )  # fmt: skip
+    return route_form(resource_config, method, path, local, routed, decorate)
 
 
 def _decorator(
@@ -374,3 +383,6 @@ def _reject_unknown(func: str, unknown: dict[str, Any], known: Iterable[str]) ->
 
 
 copyreg.pickle(RemoteClass, _Remote.__reduce__)  # a class, still by reference
+
+
+flash_apps.use_remote(remote)  # FlashApp.remote decorates with this module's remote

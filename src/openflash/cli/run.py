@@ -172,7 +172,8 @@ def _print_routes(state: object, host: str, port: int, locked: bool) -> None:
                 "POST", f"{route.short_path}/runsync", route.endpoint_name, "queue (Runpod's URL)"
             )
     for lb in project.lb:
-        table.add_row(lb.method, lb.path, lb.endpoint_name, "load-balanced")
+        kind = "load-balanced, in this process" if lb.route.local else "load-balanced"
+        table.add_row(lb.method, lb.path, lb.endpoint_name, kind)
     console.print(table)
     if not project.queue and not project.lb:
         console.print(
@@ -188,3 +189,5 @@ def _print_routes(state: object, host: str, port: int, locked: bool) -> None:
         f"dashboard http://{host}:{port}/  ·  docs http://{host}:{port}/docs  ·  "
         f"jobs also at .../run, .../status/{{id}}" + ("  ·  API key required" if locked else "")
     )
+    if project.queue or project.lb:  # Runpod's API shape: what Endpoint(id=name) and the SDK call
+        console.print(f"by endpoint name (Endpoint(id=...)): http://{host}:{port}/v2/{{name}}/...")

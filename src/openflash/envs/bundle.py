@@ -60,6 +60,8 @@ _PACKAGE_FILES = {
     "openflash/workers/streaming.py": "openflash.workers.streaming",
     "openflash/workers/interrupts.py": "openflash.workers.interrupts",
     "openflash/workers/fanning.py": "openflash.workers.fanning",
+    "openflash/workers/serverless_client.py": "openflash.workers.serverless_client",
+    "openflash/workers/flash_apps.py": "openflash.workers.flash_apps",
     "openflash/errors.py": "openflash.errors",
     "openflash/config/__init__.py": None,
     "openflash/config/hardware.py": "openflash.config.hardware",
@@ -71,6 +73,8 @@ LIGHT_MODULES = (
     "openflash.workers.client",
     "openflash.workers.portable",
     "openflash.workers.streaming",
+    "openflash.workers.serverless_client",
+    "openflash.workers.flash_apps",
     "openflash.config.hardware",
     "openflash.errors",
 )

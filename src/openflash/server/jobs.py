@@ -11,12 +11,14 @@ Finished jobs are removed ``FLASH_JOB_TTL`` after their end (server/retention.py
 tombstone. ``attempt`` is the number of the job's call under its endpoint's ``retries`` (1, then
 2, ...: api/retries.py); ``attempts`` counts the starts of the job across server restarts.
 
-Status names are Runpod's: IN_QUEUE, IN_PROGRESS, COMPLETED, FAILED, CANCELLED, TIMED_OUT.
+Status names are Runpod's: IN_QUEUE, IN_PROGRESS, COMPLETED, FAILED, CANCELLED, TIMED_OUT. Under
+``flash run`` (``on_worker``) a job starts when a worker takes its call: IN_QUEUE until then.
 """
 
 from __future__ import annotations
 
 import asyncio
+import functools
 import json
 import sqlite3
 import threading
@@ -29,6 +31,7 @@ from typing import Any
 
 from openflash.api.retries import attempt_sink
 from openflash.server import retention, webhooks
+from openflash.workers import events
 
 __all__ = ["FINAL", "Job", "JobJournal", "JobRunner"]
 
@@ -133,7 +136,7 @@ class JobJournal:
     def started(self, job_id: str) -> None:
         self._run(
             "UPDATE jobs SET status='IN_PROGRESS', started=?, attempts=attempts+1, "
-            "call_attempt=1 WHERE id=?",
+            "call_attempt=1 WHERE id=? AND status='IN_QUEUE'",  # once per start of the job
             (time.time(), job_id),
         )
 
@@ -193,12 +196,27 @@ class JobJournal:
             (status, json.dumps(output), error, time.time(), job_id),
         )
 
-    def requeue(self, job_id: str) -> None:
-        self._run("UPDATE jobs SET status='IN_QUEUE', started=NULL WHERE id=?", (job_id,))
+    def requeue(self, job_id: str, *, reopen: bool = False) -> None:
+        """Queue a job again (``reopen``: an ended one, its outcome cleared, for a retry)."""
+        cleared = ", output=NULL, error=NULL, finished=NULL" if reopen else ""
+        self._run(f"UPDATE jobs SET status='IN_QUEUE', started=NULL{cleared} WHERE id=?", (job_id,))
 
     def get(self, job_id: str) -> Job | None:
         rows = self._run(f"SELECT {_COLUMNS} FROM jobs WHERE id=?", (job_id,))
         return _job(rows[0]) if rows else None
+
+    def counts(self, route: str) -> tuple[dict[str, int], int]:
+        """``route``'s jobs by status, and how many were started more than once."""
+        sql = (
+            "SELECT status, count(*), sum(attempts > 1 OR call_attempt > 1) FROM jobs WHERE route=?"
+        )
+        rows = self._run(sql + " GROUP BY status", (route,))
+        return {status: n for status, n, _ in rows}, sum(r or 0 for _, _, r in rows)
+
+    def queued(self, route: str) -> list[str]:
+        """The ids of ``route``'s jobs that have not started."""
+        sql = "SELECT id FROM jobs WHERE route=? AND status='IN_QUEUE'"
+        return [r[0] for r in self._run(sql, (route,))]
 
     def unfinished(self) -> list[Job]:
         rows = self._run(
@@ -243,7 +261,9 @@ class JobRunner:
         ttl: float | None = None,
         webhook_policy: webhooks.WebhookPolicy | None = None,
         say: Callable[[str, str], None] | None = None,
+        on_worker: bool = False,
     ) -> None:
+        self.on_worker = on_worker  # IN_QUEUE until a worker takes its call, as on Runpod
         self.journal = journal
         self.resolve = resolve
         self.ttl = retention.job_ttl() if ttl is None else ttl
@@ -288,6 +308,15 @@ class JobRunner:
         if self.ttl > 0 and self.sweeper is None:
             self.sweeper = asyncio.get_running_loop().create_task(self._sweep())
         return recovered
+
+    def retry(self, job_id: str) -> Job | None:
+        """A FAILED, TIMED_OUT or CANCELLED job run again under its id (Runpod's /retry)."""
+        job = self.journal.get(job_id)
+        if job is None or job.status not in FINAL - {"COMPLETED"}:
+            return job
+        self.journal.requeue(job_id, reopen=True)
+        self._start(again := self.journal.get(job_id) or job)
+        return again
 
     def cancel(self, job_id: str) -> Job | None:
         task = self.tasks.get(job_id)
@@ -343,7 +372,10 @@ class JobRunner:
         if invoker is None:
             self.journal.finish(job.id, "FAILED", error=f"no route {job.route} is served")
             return
-        self.journal.started(job.id)
+        if self.on_worker:  # at the first call a worker takes (workers/events.py)
+            events.call_started.set(functools.partial(self.journal.started, job.id))
+        else:
+            self.journal.started(job.id)
         attempt_sink.set(lambda number: self.journal.attempt(job.id, number))
         try:
             status, output, error = await invoker(job.input)

@@ -10,11 +10,16 @@ Queue-style (per function, and per public method of an endpoint class):
                                   ...}; a 404 with status EXPIRED past FLASH_JOB_TTL
     POST {base}/cancel/{id}
 
+    GET  {base}/health         -> the endpoint's jobs and workers, Runpod's shape
+    POST {base}/purge-queue    -> cancels the route's jobs that have not started
+    POST {base}/retry/{id}     -> runs an ended job that did not complete again (these three:
+                                  endpoint_health.py)
+
 ``base`` is ``/{file path}/{function}``, and also ``/{file path}`` when the file holds a single
-endpoint function. Load-balanced handlers are served at ``{METHOD} /{file path}{route path}``:
-their parameters come from the path, the query (GET, DELETE) or a JSON body of parameters by
-name; they answer with the function's return value, or a generator function's items as
-server-sent events (route_streams.py).
+endpoint function, and ``/v2/{endpoint name}`` (``/v2/{endpoint name}/{function}`` for an
+endpoint with several), as Runpod's API addresses an endpoint by its id: ``Endpoint(id=name)``
+and the runpod SDK (``runpod.endpoint_url_base = "http://localhost:8888/v2"``) call it there.
+Load-balanced handlers are served by balanced_routes.py.
 """
 
 from __future__ import annotations
@@ -24,25 +29,23 @@ import inspect
 import re
 import time
 from collections.abc import Awaitable, Callable
-from typing import Annotated, Any
+from typing import Any
 
-from fastapi import APIRouter, Query
-from pydantic import BaseModel, Field, create_model
-from starlette.responses import Response
+from fastapi import APIRouter
+from fastapi.routing import APIRoute
+from pydantic import BaseModel, create_model
 
 from openflash.api import streams
 from openflash.api.remote import RemoteClass, RemoteFunction, RemoteInstance
-from openflash.errors import ExecutionTimeoutError, FlashError, RemoteError
-from openflash.project import LBRoute, Project, QueueRoute
-from openflash.server import job_streams, route_streams, webhooks
+from openflash.project import Project, QueueRoute
+from openflash.server import job_streams, webhooks
+from openflash.server.balanced_routes import add_lb_route
 from openflash.server.call_records import call_fields
+from openflash.server.endpoint_health import SyncCalls, add_health_routes, id_bases
 from openflash.server.invocation import (
     arguments,
     call_outcome,
-    flat_body_type,
     input_model,
-    parameters_of,
-    to_json,
 )
 from openflash.server.jobs import JobRunner
 from openflash.server.responses import JSONResponse
@@ -50,9 +53,6 @@ from openflash.server.responses import JSONResponse
 __all__ = ["ROUTE_TAG", "RecentCalls", "build_router", "constructor_warnings"]
 
 ROUTE_TAG = "openflash-project"
-_PATH_PARAM = re.compile(r"{([A-Za-z_][A-Za-z0-9_]*)(?::[^}]*)?}")
-#: User errors that mean the request was wrong, as Runpod Flash's dev server maps them.
-_CLIENT_ERRORS = (ValueError, KeyError, TypeError)
 
 RecentCalls = Callable[[dict[str, Any]], None]
 Invoke = Callable[[dict[str, Any]], Awaitable[Any]]
@@ -60,22 +60,36 @@ JobInvoker = Callable[[dict[str, Any]], Awaitable[tuple[str, Any, "str | None"]]
 
 
 def build_router(
-    project: Project, jobs: JobRunner, record: RecentCalls
+    project: Project, jobs: JobRunner, record: RecentCalls, sync: SyncCalls | None = None
 ) -> tuple[APIRouter, dict[str, JobInvoker]]:
-    """A router with every route of ``project``, and the job invokers by queue base path."""
+    """A router with every route of ``project``, and the job invokers by queue base path.
+
+    Each queue route is also served by its endpoint's name, as Runpod's API serves an endpoint
+    by its id (``/v2/{name}/runsync``; ``/v2/{name}/{function or method}/runsync`` where the
+    endpoint has several), with ``/health`` and ``/purge-queue`` (endpoint_health.py); a
+    load-balanced route also at ``/v2/{name}{path}``.
+    """
     router = APIRouter(tags=["endpoints"])
     invokers: dict[str, JobInvoker] = {}
     instances: dict[int, RemoteInstance] = {}
     feeds = job_streams.Feeds()
+    ids = id_bases(project)
+    sync = sync or SyncCalls()
+    # Route handlers first: a route the user declared (a GET /health of their own) wins over a
+    # queue route's generated one at the same path.
+    for lb in project.lb:
+        add_lb_route(router, lb, record)
     for route in project.queue:
         invoke = _queue_invoker(route, instances)
         model = input_model(_target(route), f"{_ident(route.path)}_input")
         invokers[route.path] = _job_invoker(invoke, model)
-        for base in filter(None, (route.path, route.short_path)):
-            _add_queue_routes(router, route, base, model, invoke, jobs, record, feeds)
+        for base in filter(None, (route.path, route.short_path, ids[route.path])):
+            _add_queue_routes(router, route, base, model, invoke, jobs, record, feeds, sync)
             job_streams.add_stream_routes(router, base, route.path, jobs, feeds)
-    for lb in project.lb:
-        _add_lb_route(router, lb, record)
+            add_health_routes(router, base, route, jobs, sync)
+    for served in router.routes:  # the /v2 aliases repeat routes: /docs lists each once
+        if isinstance(served, APIRoute) and served.path.startswith("/v2/"):
+            served.include_in_schema = False
     return router, invokers
 
 
@@ -146,6 +160,7 @@ def _add_queue_routes(
     jobs: JobRunner,
     record: RecentCalls,
     feeds: job_streams.Feeds,
+    sync: SyncCalls,
 ) -> None:
     required = any(f.is_required() for f in model.model_fields.values())
     request_model = create_model(
@@ -178,6 +193,7 @@ def _add_queue_routes(
             payload["output"] = outcome.output
         else:
             payload["error"] = outcome.error
+        sync.keep(route.path, payload)  # /status/{id} answers it for a while, as Runpod's does
         return JSONResponse(payload, status_code=outcome.http_status)
 
     async def run(body: Any) -> JSONResponse:
@@ -205,6 +221,9 @@ def _add_queue_routes(
     async def status(job_id: str) -> JSONResponse:
         job = jobs.journal.get(job_id)
         if job is None or job.route != route.path:
+            kept = sync.answer(job_id, route.path)  # a runsync call's, kept a minute
+            if kept is not None:
+                return JSONResponse(kept)
             return job_streams.not_found(jobs, job_id, route.path, base)
         return JSONResponse(job_streams.with_progress(job.to_response(), feeds.get(job_id)))
 
@@ -239,122 +258,6 @@ def _job_invoker(invoke: Invoke, model: type[BaseModel]) -> JobInvoker:
     return run_job
 
 
-def _add_lb_route(router: APIRouter, lb: LBRoute, record: RecentCalls) -> None:
-    fn = lb.route.function
-    handle = lb.route.handle
-    path_names = set(_PATH_PARAM.findall(lb.path))
-    params = parameters_of(fn)
-    model_fields = [p for p in params if p.name not in path_names]
-    body_method = lb.method in ("POST", "PUT", "PATCH")
-    signature: list[inspect.Parameter] = []
-    hints = _hints(fn)
-    for p in params:
-        if p.name in path_names:
-            signature.append(
-                inspect.Parameter(
-                    p.name, inspect.Parameter.KEYWORD_ONLY, annotation=hints.get(p.name, str)
-                )
-            )
-        elif not body_method:
-            default = ... if p.default is inspect.Parameter.empty else p.default
-            signature.append(
-                inspect.Parameter(
-                    p.name,
-                    inspect.Parameter.KEYWORD_ONLY,
-                    annotation=hints.get(p.name, str),
-                    default=Query(default),
-                )
-            )
-    body_model = None
-    if body_method and model_fields:
-        body_model = input_model(_without(fn, path_names), f"{_ident(lb.path)}_{lb.method}_body")
-        required = any(f.is_required() for f in body_model.model_fields.values())
-        annotation: Any = body_model
-        flat = flat_body_type(fn, [p.name for p in model_fields])
-        if flat is not None:  # {"item": {...}} as before, or FastAPI's flat {...} as the item
-            annotation = Annotated[body_model | flat, Field(union_mode="left_to_right")]
-        signature.append(
-            inspect.Parameter(
-                "body",
-                inspect.Parameter.KEYWORD_ONLY,
-                annotation=annotation,
-                default=... if required else None,
-            )
-        )
-
-    async def handler(**values: Any) -> Response:
-        started, wall = asyncio.get_running_loop().time(), time.time()
-        body = values.pop("body", None)
-        kwargs = dict(values)
-        if isinstance(body, BaseModel) and type(body) is body_model:
-            kwargs.update(arguments(body))
-        elif body is not None:  # the flat form: the body is the one model parameter
-            kwargs[model_fields[0].name] = body
-
-        def done(status: str, content: Any = None) -> None:
-            failed = status != "COMPLETED" and isinstance(content, dict)
-            record(
-                {
-                    "id": _new_id(),
-                    "route": f"{lb.method} {lb.path}",
-                    "endpoint": lb.endpoint_name,
-                    "kind": "route",
-                    "status": status,
-                    "seconds": asyncio.get_running_loop().time() - started,
-                    **call_fields(
-                        to_json(kwargs),
-                        wall,
-                        None if failed else content,
-                        str(content.get("detail")) if failed else None,
-                    ),
-                }
-            )
-
-        try:
-            call = handle(**kwargs)
-        except Exception as e:
-            call = _raise(e)
-        if isinstance(call, streams.Stream):  # a generator function: its items as events
-            return await route_streams.respond(call, _lb_failure, done)
-        status_code, content = await _lb_call(call)
-        done("COMPLETED" if status_code == 200 else "FAILED", content)
-        return JSONResponse(content, status_code=status_code)
-
-    # FastAPI reads the parameters from __signature__, which functions do not declare.
-    handler.__signature__ = inspect.Signature(signature)  # type: ignore[attr-defined]
-    summary = (inspect.getdoc(fn) or fn.__name__).splitlines()[0]
-    router.add_api_route(
-        lb.path, handler, methods=[lb.method], summary=summary, name=f"{lb.method} {lb.path}"
-    )
-
-
-async def _lb_call(call: Awaitable[Any]) -> tuple[int, Any]:
-    try:
-        result = await call
-    except Exception as e:
-        return _lb_failure(e)
-    try:
-        return 200, to_json(result)
-    except Exception as e:
-        return 500, {"detail": f"the result cannot be sent as JSON: {e}"}
-
-
-def _lb_failure(e: Exception) -> tuple[int, Any]:
-    """The status code and body a route-style call's exception answers with."""
-    if isinstance(e, ExecutionTimeoutError):
-        return 504, {"detail": str(e)}
-    if isinstance(e, RemoteError):
-        client = isinstance(e.exception, _CLIENT_ERRORS) or isinstance(e, _CLIENT_ERRORS)
-        return (422 if client else 500), {"detail": str(e)}
-    if isinstance(e, FlashError):
-        return 500, {"detail": str(e)}
-    return 500, {"detail": f"{type(e).__name__}: {e}"}
-
-
-async def _raise(e: Exception) -> Any:
-    raise e
-
-
 def _typed(fn: Callable[..., Any], **annotations: Any) -> None:
     # FastAPI reads the parameters from __signature__, which functions do not declare.
     fn.__signature__ = inspect.Signature(  # type: ignore[attr-defined]
@@ -363,33 +266,6 @@ def _typed(fn: Callable[..., Any], **annotations: Any) -> None:
             for n, a in annotations.items()
         ]
     )
-
-
-def _hints(fn: Any) -> dict[str, Any]:
-    import typing
-
-    try:
-        return typing.get_type_hints(fn)
-    except Exception:
-        return {}
-
-
-def _without(fn: Callable[..., Any], names: set[str]) -> Callable[..., Any]:
-    """A stand-in for ``fn`` whose signature lacks ``names`` (path parameters)."""
-    sig = inspect.signature(fn)
-    hints = _hints(fn)
-
-    def stand_in() -> None: ...
-
-    # FastAPI reads the parameters from __signature__, which functions do not declare.
-    stand_in.__signature__ = sig.replace(  # type: ignore[attr-defined]
-        parameters=[
-            p.replace(annotation=hints.get(p.name, p.annotation))
-            for p in sig.parameters.values()
-            if p.name not in names
-        ]
-    )
-    return stand_in
 
 
 def _new_id() -> str:

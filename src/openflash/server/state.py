@@ -28,6 +28,7 @@ from openflash.runtime.definitions import EndpointDef
 from openflash.runtime.process import get_runtime
 from openflash.server.access_log import CallLog, error_summary
 from openflash.server.call_records import CallRecords, WorkerOutput
+from openflash.server.endpoint_health import SyncCalls
 from openflash.server.jobs import Invoker, JobJournal, JobRunner
 from openflash.server.routes import JobInvoker, build_router, constructor_warnings
 from openflash.workers import events
@@ -49,6 +50,8 @@ class ServerState:
         default_factory=lambda: collections.deque(maxlen=100)
     )
     jobs: JobRunner = field(init=False)
+    #: What runsync calls leave: outcomes for /health, answers for /status (endpoint_health.py).
+    sync_calls: SyncCalls = field(default_factory=SyncCalls)
     quiet: bool = False
     #: Serve only these endpoints (an image made by `flash build` serves one).
     only: frozenset[str] | None = None
@@ -59,7 +62,7 @@ class ServerState:
     def __post_init__(self) -> None:
         self.root = self.root.resolve()
         self.project = Project(self.root)
-        self.jobs = JobRunner(self.journal, self._job_invoker, say=self.say)
+        self.jobs = JobRunner(self.journal, self._job_invoker, say=self.say, on_worker=True)
 
     def say(self, message: str, level: str = "info") -> None:
         """Tell the terminal and the dashboard."""
@@ -71,7 +74,12 @@ class ServerState:
             print(f"flash: {message}", file=sys.stderr, flush=True)
 
     def record(self, call: dict[str, Any]) -> None:
+<<<<<<< HEAD
         self.calls.add(call)
+=======
+        self.recent.append({"time": time.time(), **call})
+        self.sync_calls.note(call)
+>>>>>>> i18
         events.note(**{k: call[k] for k in ("id", "endpoint", "status") if k in call})
 
     def _job_invoker(self, route: str) -> Invoker | None:
@@ -137,7 +145,7 @@ class ServerState:
             )
         for warning in constructor_warnings(project):
             self.say(warning, "warning")
-        router, invokers = build_router(project, self.jobs, self.record)
+        router, invokers = build_router(project, self.jobs, self.record, self.sync_calls)
         self.project, self.router = project, router
         self.invokers.clear()
         self.invokers.update(invokers)
@@ -173,7 +181,8 @@ class ServerState:
         for route in self.project.queue:
             seen.setdefault(route.endpoint_name, route.handle.endpoint)
         for lb in self.project.lb:
-            seen.setdefault(lb.endpoint_name, lb.route.handle.endpoint)
+            if not lb.route.local:  # a local handler runs in this process: no workers
+                seen.setdefault(lb.endpoint_name, lb.route.handle.endpoint)
         return list(seen.values())
 
     def prepare(self) -> None:

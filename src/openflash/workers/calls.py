@@ -51,6 +51,8 @@ class Call:
     caller_modules: tuple[str, ...] | None = None
     #: Whether the caller streams its items (a generator function): ITEM frames, then RESULT.
     stream: bool = False
+    #: Run when a worker takes the call (events.call_started of its caller).
+    on_start: Callable[[], None] | None = None
     #: Called (on the pool's loop) with each ITEM and PROGRESS frame the call's worker sends.
     on_frame: Callable[[Any], None] | None = None
     #: Once sent: how to write a frame to its worker, and its call id there (CREDIT, CANCEL).

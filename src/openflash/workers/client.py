@@ -32,9 +32,10 @@ from typing import Any
 import cloudpickle
 
 from openflash.errors import FlashError, RemoteError
-from openflash.workers import protocol
+from openflash.workers import flash_apps, protocol
 from openflash.workers.channel import current_call, get_channel
 from openflash.workers.fanning import LIGHT_WINDOW, FanOut, Method
+from openflash.workers.serverless_client import ClientMode, EndpointAddress
 
 #: The public names of openflash listed here are resolved to this module inside a worker (the
 #: runtime's ``openflash`` package, envs/bundle.py); the enums and errors come from their modules.
@@ -268,40 +269,55 @@ def remote(
     return (lambda obj: obj) if local else _decorate
 
 
-class Endpoint:
+class Endpoint(ClientMode):
     """``Endpoint`` inside a worker: a decorator, or a holder of routes, whose handles call
-    through the parent."""
+    through the parent; with ``id=`` or ``url=``, a client of an endpoint served elsewhere
+    (serverless_client.py), as in the parent."""
 
     def __init__(self, name: str | None = None, **config: Any) -> None:
         self.name = name
         self.config = config
         self.routes: list[tuple[str, str, Any]] = []
+        given = {k: config[k] for k in ("id", "url") if config.get(k) is not None}
+        self.address = EndpointAddress.of(**given) if given else None
 
     def __call__(self, obj: Any) -> Any:
         return _decorate(obj)
 
-    def _route(self, method: str, path: str) -> Callable[[Any], Any]:
+    async def _address(self) -> EndpointAddress:
+        if self.address is None:
+            raise FlashError(
+                f"Endpoint(name={self.name!r}) is not a client inside a worker (an image's "
+                "server is started by the process that owns the pools)",
+                hint="call it by id: Endpoint(id=...) reaches the flash run that serves it",
+            )
+        return self.address
+
+    def _verb(self, method: str, path: str, data: Any, kwargs: dict[str, Any]) -> Any:
+        if self.address is not None or data is not None:
+            return self._client_call(method, path, data, kwargs)
+
         def register(fn: Any) -> Any:
-            handle = _decorate(fn)
+            handle = fn if kwargs.get("local") else _decorate(fn)
             self.routes.append((method, path, handle))
             return handle
 
         return register
 
-    def get(self, path: str) -> Callable[[Any], Any]:
-        return self._route("GET", path)
+    def get(self, path: str, data: Any = None, **kwargs: Any) -> Any:
+        return self._verb("GET", path, data, kwargs)
 
-    def post(self, path: str) -> Callable[[Any], Any]:
-        return self._route("POST", path)
+    def post(self, path: str, data: Any = None, **kwargs: Any) -> Any:
+        return self._verb("POST", path, data, kwargs)
 
-    def put(self, path: str) -> Callable[[Any], Any]:
-        return self._route("PUT", path)
+    def put(self, path: str, data: Any = None, **kwargs: Any) -> Any:
+        return self._verb("PUT", path, data, kwargs)
 
-    def delete(self, path: str) -> Callable[[Any], Any]:
-        return self._route("DELETE", path)
+    def delete(self, path: str, data: Any = None, **kwargs: Any) -> Any:
+        return self._verb("DELETE", path, data, kwargs)
 
-    def patch(self, path: str) -> Callable[[Any], Any]:
-        return self._route("PATCH", path)
+    def patch(self, path: str, data: Any = None, **kwargs: Any) -> Any:
+        return self._verb("PATCH", path, data, kwargs)
 
 
 def _dump(args: tuple[Any, ...], kwargs: dict[str, Any]) -> bytes:
@@ -357,3 +373,6 @@ def _release(file: str, qualname: str, instance_id: str) -> None:
     channel = get_channel()
     if channel is not None:
         channel.release(file, qualname, instance_id)
+
+
+flash_apps.use_remote(remote)  # inside a worker, FlashApp.remote is this module's

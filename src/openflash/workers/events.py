@@ -19,7 +19,7 @@ import logging
 from collections.abc import Callable
 from typing import Any
 
-__all__ = ["Observer", "call_note", "emit", "note", "subscribe"]
+__all__ = ["Observer", "call_note", "call_started", "emit", "note", "subscribe"]
 
 logger = logging.getLogger("openflash")
 
@@ -30,6 +30,13 @@ _observers: list[Observer] = []
 #: The note of the call the current task serves, if a server keeps one.
 call_note: contextvars.ContextVar[dict[str, Any] | None] = contextvars.ContextVar(
     "openflash_call_note", default=None
+)
+
+
+#: What to run when a worker takes the current task's call (a ``/run`` job: it is IN_PROGRESS
+#: from then on, IN_QUEUE before, as on Runpod); the pool runs it once per call it sends.
+call_started: contextvars.ContextVar[Callable[[], None] | None] = contextvars.ContextVar(
+    "openflash_call_started", default=None
 )
 
 

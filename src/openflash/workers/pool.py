@@ -75,6 +75,7 @@ class Pool(WorkerLives):
         call.pool = self
         cancels.watch(self, call)
         call.queued_at = asyncio.get_running_loop().time()
+        call.on_start = events.call_started.get()
         self.queue.append(call)
         if not self._started:
             self._started = True
@@ -191,6 +192,12 @@ class Pool(WorkerLives):
         )
         worker.handle.writer.write(protocol.encode_call(call_id, payload))
         call.running = True
+        if call.on_start is not None:
+            started, call.on_start = call.on_start, None
+            try:
+                started()
+            except Exception:  # a server's bookkeeping never stops a call
+                logger.debug("openflash: a call's start hook failed", exc_info=True)
         call.wire = (worker.handle.writer.write, call_id)
         call.worker_pid = worker.pid
         call.waited = asyncio.get_running_loop().time() - call.queued_at
