@@ -74,12 +74,8 @@ class ServerState:
             print(f"flash: {message}", file=sys.stderr, flush=True)
 
     def record(self, call: dict[str, Any]) -> None:
-<<<<<<< HEAD
         self.calls.add(call)
-=======
-        self.recent.append({"time": time.time(), **call})
         self.sync_calls.note(call)
->>>>>>> i18
         events.note(**{k: call[k] for k in ("id", "endpoint", "status") if k in call})
 
     def _job_invoker(self, route: str) -> Invoker | None:
