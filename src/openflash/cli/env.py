@@ -244,6 +244,10 @@ def prune(
     age = _parse_age(older_than) if older_than else None
     limit = _parse_size(max_size) if max_size else None
     store = _store()
+    if not dry_run:
+        swept = store.sweep_tmp()
+        if swept and not quiet:
+            console.print(f"removed {swept} folders that builders which died left in tmp/")
     rows = _rows(store)
     total = sum(int(r["bytes"]) for r in rows)
     doomed = []

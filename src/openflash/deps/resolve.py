@@ -42,7 +42,7 @@ from openflash.envs.local_sources import local_sources_digest
 from openflash.envs.store import Store, content_key, write_atomic
 from openflash.envs.uv import tighten_lock_files, uv_argv, uv_environ
 from openflash.envs.uv_options import NO_OPTIONS, UvOptions
-from openflash.errors import DependencyConflictError, DependencyError
+from openflash.errors import DependencyConflictError, DependencyError, StorePermissionError
 
 __all__ = [
     "Lock",
@@ -198,7 +198,7 @@ def resolve(
         "resolve", specs, files, uv_env, options.digest(), python_tag(), platform_tag()
     )
     cache_file = store.resolutions / f"{key}.json"
-    cached = _read_cache(cache_file, specs)
+    cached = _read_cache(store, cache_file, specs)
     if cached is not None and now - cached.resolved_at < ttl:
         return cached
     try:
@@ -352,13 +352,17 @@ def _uv_compile(
     return done
 
 
-def _read_cache(path: Path, specs: tuple[str, ...]) -> Lock | None:
+def _read_cache(store: Store, path: Path, specs: tuple[str, ...]) -> Lock | None:
+    """The cached resolution at ``path``, None where there is none; one another user could
+    have planted is refused (StorePermissionError): it names the wheels to install."""
     try:
-        data = json.loads(path.read_text())
+        data = json.loads(store.read_text(path))
         if tuple(data["specs"]) != specs:
             return None
         yanked = tuple(str(w) for w in data.get("yanked", []))
         return Lock(specs, str(data["lock"]), float(data["resolved_at"]), yanked=yanked)
+    except StorePermissionError:
+        raise
     except (OSError, ValueError, KeyError, TypeError):
         return None
 
