@@ -243,11 +243,11 @@ def prune(
         fail("say what to prune", "pass --older-than (e.g. 7d) and/or --max-size (e.g. 20G)")
     age = _parse_age(older_than) if older_than else None
     limit = _parse_size(max_size) if max_size else None
-    store = _store()
-    if not dry_run:
-        swept = store.sweep_tmp()
-        if swept and not quiet:
-            console.print(f"removed {swept} folders that builders which died left in tmp/")
+    preparer = _preparer()  # its start removes what dead builders left in tmp/
+    store = preparer.store
+    swept = preparer.swept
+    if swept and not quiet:
+        console.print(f"removed {swept} folders that builders which died left in tmp/")
     rows = _rows(store)
     total = sum(int(r["bytes"]) for r in rows)
     doomed = []

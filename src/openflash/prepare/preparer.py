@@ -76,7 +76,8 @@ class Preparer:
     def __init__(self, settings: Settings | None = None) -> None:
         self.settings = settings if settings is not None else Settings.from_env()
         self.store = Store(self.settings.home)
-        self.store.sweep_tmp()  # what builders that died (or were killed) left
+        #: How many folders builders that died (or were killed) left in tmp/, removed now.
+        self.swept = self.store.sweep_tmp()
         s = self.settings
         self.apt = Apt(s.apt_root, s.system_base, s.resolve_ttl)
         self._lockfiles = LockFileCache()
