@@ -331,3 +331,61 @@ def test_leftovers_of_dead_builders_are_swept(
         "removed when the next program starts and by `flash env prune`; the live builder's "
         "folder is kept until it ends",
     )
+
+
+def test_a_full_disk_while_writing_the_store_s_records(
+    tmp_path: Path, uv_cache: Path, report: Report
+) -> None:
+    home = tmp_path / "home"
+    program = write(
+        tmp_path / "six_version.py",
+        """
+        import asyncio
+        from openflash import CpuLiveServerless, remote
+
+        @remote(CpuLiveServerless(name="full"), dependencies=["six==1.16.0"])
+        def version():
+            import six
+            return six.__version__
+
+        print(asyncio.run(version()))
+        """,
+    )
+    checker = write(
+        tmp_path / "check.py",
+        f"""
+        import os, subprocess, sys
+        from pathlib import Path
+        home = Path({str(home)!r})
+        env = {{**os.environ, "FLASH_HOME": str(home / "store"),
+                "FLASH_UV_CACHE_DIR": {str(uv_cache)!r}, "PYTHONPATH": {str(ROOT / "src")!r}}}
+        fd = os.open(home / "filler", os.O_WRONLY | os.O_CREAT)  # the disk full, before the store
+        try:
+            while True:
+                os.write(fd, b"x" * 4096)
+        except OSError:
+            os.close(fd)
+        full = subprocess.run([sys.executable, {str(program)!r}], env=env,
+                              capture_output=True, text=True, timeout=600)
+        print(full.returncode)
+        print(full.stderr.strip().splitlines()[-2] if full.stderr.strip() else "")
+        os.unlink(home / "filler")
+        again = subprocess.run([sys.executable, {str(program)!r}], env=env,
+                               capture_output=True, text=True, timeout=600)
+        print(again.stdout.strip() or again.stderr[-2000:])
+        """,
+    )
+    done = _in_tmpfs(f'exec "{sys.executable}" "{checker}"', home, "1m")
+    assert done.returncode == 0, done.stderr
+    code, error, again = done.stdout.splitlines()[:3]
+    assert code != "0"
+    assert error.startswith(
+        f"openflash.errors.StoreFullError: no space left on the device holding {home}/store/"
+    ), done.stdout
+    assert again == "1.16.0", done.stdout
+    report(
+        "disk",
+        "a first call whose resolution cannot be written: FLASH_HOME on a full filesystem",
+        "StoreFullError naming the file it was writing (not a bare OSError); after space was "
+        "freed the same program ran",
+    )

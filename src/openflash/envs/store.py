@@ -30,7 +30,6 @@ import hashlib
 import json
 import os
 import shutil
-import stat
 import tempfile
 import time
 from collections.abc import Callable, Iterator
@@ -41,8 +40,8 @@ from typing import IO, Any
 from filelock import FileLock, Timeout
 
 from openflash.envs import trust
-from openflash.envs.trust import check_owner, make_dirs
-from openflash.errors import EnvironmentBuildError, StoreFullError, StorePermissionError
+from openflash.envs.trust import check_owner, drop_shared_write, make_dirs, umask
+from openflash.errors import FlashError, StoreFullError, StorePermissionError
 
 __all__ = ["READY_MARKER", "Entry", "Store", "content_key"]
 
@@ -127,8 +126,8 @@ class Store:
                 make_dirs(tmp_root)
                 tmp = Path(tempfile.mkdtemp(prefix=f"{kind}-{key}-", dir=tmp_root))
                 info = build(tmp)
-                if _umask() & 0o022 != 0o022:
-                    _drop_shared_write(tmp)
+                if umask() & 0o022 != 0o022:
+                    drop_shared_write(tmp)
                 make_dirs(final.parent)
                 os.rename(tmp, final)
                 tmp = None
@@ -308,6 +307,8 @@ class Store:
         fd = trust.open_trusted(self.root / "store.log", self.root, flags, 0o644)
         try:
             os.write(fd, line.encode())
+        except OSError as e:
+            raise _full(e, self.root / "store.log") from e
         finally:
             os.close(fd)
 
@@ -340,46 +341,38 @@ def _folder_usage(folder: Path, seen: set[tuple[int, int]]) -> int:
 
 def write_atomic(path: Path, text: str) -> None:
     """Write ``text`` to ``path`` through a temporary file and a rename."""
-    make_dirs(path.parent)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+    try:
+        make_dirs(path.parent)
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+    except OSError as e:
+        raise _full(e, path) from e
     try:
         with os.fdopen(fd, "w") as f:
             f.write(text)
         os.replace(tmp, path)
-    except BaseException:
+    except BaseException as e:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(tmp)
-        raise
-
-
-def _umask() -> int:
-    """This process's umask, read without changing it (Linux); 0o022 where it cannot be read."""
-    try:
-        with open("/proc/self/status") as f:
-            for line in f:
-                if line.startswith("Umask:"):
-                    return int(line.split()[1], 8)
-    except (OSError, ValueError):
-        pass
-    return 0o022
-
-
-def _drop_shared_write(root: Path) -> None:
-    """Clear group and world write on everything under ``root`` (a build under a lax umask)."""
-    for dirpath, dirnames, filenames in os.walk(root):
-        for name in [".", *dirnames, *filenames]:
-            path = os.path.join(dirpath, name)
-            st = os.lstat(path)
-            if st.st_mode & 0o022 and not stat.S_ISLNK(st.st_mode):
-                os.chmod(path, stat.S_IMODE(st.st_mode) & ~0o022)
+        raise _full(e, path) from e
 
 
 def _disk_full(error: BaseException) -> bool:
     if isinstance(error, OSError) and error.errno in (errno.ENOSPC, errno.EDQUOT):
         return True
-    text = str(error)
-    return isinstance(error, EnvironmentBuildError) and (
-        "No space left on device" in text or "os error 28" in text
+    text = str(error)  # what uv, apt or dpkg-deb said, quoted in a FlashError
+    return isinstance(error, FlashError) and any(
+        said in text for said in ("No space left on device", "os error 28", "Disk quota exceeded")
+    )
+
+
+def _full(error: BaseException, path: Path) -> BaseException:
+    """StoreFullError for writing ``path`` where ``error`` says the disk is full; else
+    ``error`` itself."""
+    if isinstance(error, StoreFullError) or not _disk_full(error):
+        return error
+    return StoreFullError(
+        f"no space left on the device holding {path} ({_free(path.parent)} free): {error}",
+        path=str(path),
     )
 
 

@@ -31,11 +31,13 @@ __all__ = [
     "check_entry",
     "check_levels",
     "check_owner",
+    "drop_shared_write",
     "ensure_root",
     "make_dirs",
     "open_trusted",
     "read_bytes",
     "read_text",
+    "umask",
 ]
 
 logger = logging.getLogger("openflash")
@@ -222,3 +224,25 @@ def read_bytes(path: Path, root: Path) -> bytes:
 
 def read_text(path: Path, root: Path) -> str:
     return read_bytes(path, root).decode()
+
+
+def umask() -> int:
+    """This process's umask, read without changing it (Linux); 0o022 where it cannot be read."""
+    try:
+        with open("/proc/self/status") as f:
+            for line in f:
+                if line.startswith("Umask:"):
+                    return int(line.split()[1], 8)
+    except (OSError, ValueError):
+        pass
+    return 0o022
+
+
+def drop_shared_write(root: Path) -> None:
+    """Clear group and world write on everything under ``root`` (a build under a lax umask)."""
+    for dirpath, dirnames, filenames in os.walk(root):
+        for name in [".", *dirnames, *filenames]:
+            path = os.path.join(dirpath, name)
+            st = os.lstat(path)
+            if st.st_mode & 0o022 and not stat.S_ISLNK(st.st_mode):
+                os.chmod(path, stat.S_IMODE(st.st_mode) & ~0o022)
