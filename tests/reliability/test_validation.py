@@ -11,6 +11,7 @@ import shutil
 import signal
 import subprocess
 import sys
+import threading
 from collections.abc import Callable
 from pathlib import Path
 
@@ -388,4 +389,113 @@ def test_a_full_disk_while_writing_the_store_s_records(
         "a first call whose resolution cannot be written: FLASH_HOME on a full filesystem",
         "StoreFullError naming the file it was writing (not a bare OSError); after space was "
         "freed the same program ran",
+    )
+
+
+NESTED_PROJECT = """
+from openflash import Endpoint
+
+@Endpoint(name="nest")
+def depth(data: dict) -> int:
+    n = 0
+    while isinstance(data, (dict, list)) and data:
+        data = next(iter(data.values())) if isinstance(data, dict) else data[0]
+        n += 1
+    return n
+
+@Endpoint(name="nest")
+def anything(data):
+    return 1
+"""
+
+
+def _nested(levels: int, kind: str) -> bytes:
+    inner = b'{"a":' * levels + b"1" + b"}" * levels
+    if kind == "list":
+        inner = b"[" * levels + b"1" + b"]" * levels
+    return b'{"input": {"data": ' + inner + b"}}"
+
+
+def test_deep_nesting_in_a_request_body_is_4xx(
+    tmp_path: Path, session_home: Path, uv_cache: Path, report: Report
+) -> None:
+    import httpx
+
+    from openflash.server.security import MAX_DEPTH
+
+    from helpers import FlashServer
+
+    project = tmp_path / "project"
+    write(project / "app.py", NESTED_PROJECT)
+    env = {"FLASH_HOME": str(session_home), "FLASH_UV_CACHE_DIR": str(uv_cache)}
+    answers = []
+    with FlashServer(project, "--no-reload", env=env) as server:
+
+        def post(path: str, body: bytes) -> httpx.Response:
+            headers = {"content-type": "application/json"}
+            return httpx.post(f"{server.url}{path}", content=body, headers=headers, timeout=60)
+
+        # Within the bound: answered (the body's own two levels, input and data, count too).
+        fine = post("/app/depth/runsync", _nested(MAX_DEPTH - 3, "object"))
+        assert fine.status_code == 200 and fine.json()["output"] == MAX_DEPTH - 3, fine.text
+        for levels in (MAX_DEPTH, 500, 900, 5_000, 100_000):
+            for route in ("depth", "anything"):
+                for kind in ("object", "list"):
+                    for verb in ("runsync", "run"):
+                        r = post(f"/app/{route}/{verb}", _nested(levels, kind))
+                        answers.append(r.status_code)
+                        assert 400 <= r.status_code < 500, (levels, route, kind, verb, r.text)
+                        said = r.json().get("error") or r.json().get("detail")
+                        assert said, r.text
+        assert "500 Internal Server Error" not in server.output()
+    report(
+        "HTTP",
+        f"{len(answers)} bodies nested {MAX_DEPTH} to 100,000 levels (objects and arrays) to "
+        "runsync and run routes taking a dict or an unannotated value",
+        f"each a 4xx saying what is wrong (beyond {MAX_DEPTH} levels: 400 before any call), "
+        "never a 500; a body within the bound is answered",
+    )
+
+
+def test_names_reaching_the_terminal_have_control_characters_escaped(
+    tmp_path: Path, session_home: Path, uv_cache: Path, report: Report
+) -> None:
+    import httpx
+
+    from helpers import FlashServer
+
+    project = tmp_path / "project"
+    write(project / "app.py", NESTED_PROJECT)
+    env = {"FLASH_HOME": str(session_home), "FLASH_UV_CACHE_DIR": str(uv_cache)}
+    hostile = [
+        "/app/%1b%5b2J%1b%5bHcleared",  # clear the screen, cursor home
+        "/app/x%0a12:00:00 INFO:     forged line",  # a fake log line
+        "/app/%1b%5d0%3bowned%07title",  # retitle the terminal
+        "/app/%c2%9b31mred",  # C1 CSI
+        "/app/%e2%80%aeevil",  # right-to-left override
+    ]
+    with FlashServer(project, "--no-reload", env=env) as server:
+        for path in hostile:
+            r = httpx.get(f"{server.url}{path}", timeout=30)
+            assert r.status_code == 404, (path, r.status_code)
+        ok = httpx.post(f"{server.url}/app/anything/runsync", json={"input": {"data": 1}})
+        assert ok.status_code == 200
+        output = server.output()
+        for _ in range(100):  # until the last call's line is in (a bound, not a timing)
+            if "/app/anything/runsync" in output:
+                break
+            threading.Event().wait(0.1)
+            output = server.output()
+    raw = [c for c in "\x1b\x07\x9b\u202e" if c in output]
+    assert not raw, f"raw control characters reached the terminal: {raw!r}"
+    assert "forged line" in output and "\n12:00:00 INFO:     forged line" not in output
+    for seen in ("\\x1b[2J\\x1b[Hcleared", "x\\n12:00:00", "\\x1b]0;owned\\x07title", "\\x9b31m"):
+        assert seen in output, (seen, output[-2000:])
+    assert "\\u202eevil" in output
+    report(
+        "HTTP",
+        f"{len(hostile)} request paths carrying terminal escapes (clear screen, retitle, C1 CSI, "
+        "right-to-left override) and a newline forging a log line",
+        "each logged with its control characters escaped (\\x1b, \\n, \\u202e); none reached "
+        "the terminal raw, no forged line",
     )

@@ -180,7 +180,8 @@ class Apt:
 
     @contextmanager
     def locked(self) -> Iterator[None]:
-        make_dirs(self.root)
+        check_levels(self.root, self.root)  # made 0700 if missing
+        check_owner(self.root / "openflash.lock")  # before opening it: a link would be followed
         with FileLock(str(self.root / "openflash.lock"), mode=0o644):
             for sub in ("lists/partial", "archives/partial", "cache", "state", "log"):
                 make_dirs(self.root / sub)
