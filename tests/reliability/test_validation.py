@@ -499,3 +499,30 @@ def test_names_reaching_the_terminal_have_control_characters_escaped(
         "each logged with its control characters escaped (\\x1b, \\n, \\u202e); none reached "
         "the terminal raw, no forged line",
     )
+
+
+def test_flash_build_never_sees_a_hostile_endpoint_name(tmp_path: Path, report: Report) -> None:
+    project = tmp_path / "project"
+    write(
+        project / "app.py",
+        """
+        from openflash import Endpoint
+
+        @Endpoint(name="../../escaped\\nRUN touch /tmp/openflash-pwned")
+        def f(x: int) -> int:
+            return x
+        """,
+    )
+    done = run_flash("build", cwd=project, env={"FLASH_HOME": str(tmp_path / "home")})
+    assert done.returncode != 0
+    assert "not a valid endpoint name" in done.stderr and ENDPOINT_NAME.pattern in done.stderr
+    assert "\\nRUN touch" in done.stderr  # the name is shown escaped
+    made = sorted(str(p.relative_to(tmp_path)) for p in tmp_path.rglob("*") if p.is_file())
+    assert made == ["project/app.py"], made
+    report(
+        "bad input",
+        "`flash build` of a project whose endpoint name climbs out of .flash/build and carries "
+        "a newline and a Dockerfile RUN line",
+        "refused at decoration (ConfigError naming it escaped, with the pattern); no file "
+        "written anywhere, no Dockerfile",
+    )
