@@ -111,7 +111,7 @@ def _templates(store: Store) -> list[dict[str, object]]:
     found = []
     for note in sorted((store.root / "templates").glob("*.json")):
         try:
-            info = json.loads(note.read_text())
+            info = json.loads(store.read_text(note))  # another user's note: removed
             pid = int(info["pid"])
             cmdline = Path(f"/proc/{pid}/cmdline").read_bytes()
             if b"openflash.workers.forkserver" not in cmdline:
