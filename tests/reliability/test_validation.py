@@ -527,3 +527,52 @@ def test_flash_build_never_sees_a_hostile_endpoint_name(tmp_path: Path, report: 
         "refused at decoration (ConfigError naming it escaped, with the pattern); no file "
         "written anywhere, no Dockerfile",
     )
+
+
+def test_a_full_disk_under_uv_s_cache_while_resolving(tmp_path: Path, report: Report) -> None:
+    cache = tmp_path / "uv-cache"
+    program = write(
+        tmp_path / "six_version.py",
+        """
+        import asyncio
+        from openflash import CpuLiveServerless, remote
+
+        @remote(CpuLiveServerless(name="full-cache"), dependencies=["six==1.16.0"])
+        def version():
+            import six
+            return six.__version__
+
+        print(asyncio.run(version()))
+        """,
+    )
+    checker = write(
+        tmp_path / "check.py",
+        f"""
+        import os, subprocess, sys
+        env = {{**os.environ, "FLASH_HOME": {str(tmp_path / "home")!r},
+                "FLASH_UV_CACHE_DIR": {str(cache)!r}, "PYTHONPATH": {str(ROOT / "src")!r}}}
+        fd = os.open({str(cache / "filler")!r}, os.O_WRONLY | os.O_CREAT)
+        try:
+            while True:
+                os.write(fd, b"x" * 4096)
+        except OSError:
+            os.close(fd)
+        full = subprocess.run([sys.executable, {str(program)!r}], env=env,
+                              capture_output=True, text=True, timeout=600)
+        print(full.returncode)
+        print(full.stderr)
+        """,
+    )
+    done = _in_tmpfs(f'exec "{sys.executable}" "{checker}"', cache, "1m")
+    assert done.returncode == 0, done.stderr
+    code, _, stderr = done.stdout.partition("\n")
+    assert code != "0"
+    said = (
+        f"openflash.errors.StoreFullError: no space left on the device holding uv's cache {cache}"
+    )
+    assert said in stderr, stderr[-3000:]
+    report(
+        "disk",
+        "a first call whose uv cache (FLASH_UV_CACHE_DIR) is on a full filesystem",
+        "StoreFullError naming uv's cache and quoting uv, not a DependencyError about the package",
+    )

@@ -42,7 +42,12 @@ from openflash.envs.local_sources import local_sources_digest
 from openflash.envs.store import Store, content_key, write_atomic
 from openflash.envs.uv import tighten_lock_files, uv_argv, uv_environ
 from openflash.envs.uv_options import NO_OPTIONS, UvOptions
-from openflash.errors import DependencyConflictError, DependencyError, StorePermissionError
+from openflash.errors import (
+    DependencyConflictError,
+    DependencyError,
+    StoreFullError,
+    StorePermissionError,
+)
 
 __all__ = [
     "Lock",
@@ -321,6 +326,10 @@ def _compile(specs: tuple[str, ...], uv_cache: Path, options: UvOptions, *args: 
     return parse_lock(_uv_compile(specs, uv_cache, options, *args).stdout)
 
 
+#: What uv says when a disk is full.
+_DISK_FULL = ("No space left on device", "os error 28", "Disk quota exceeded")
+
+
 def _uv_compile(
     specs: tuple[str, ...], uv_cache: Path, options: UvOptions, *args: str
 ) -> _subprocess.Completed:
@@ -346,6 +355,12 @@ def _uv_compile(
             timeout=RESOLVE_TIMEOUT_S,
             check=False,
             error=DependencyError,
+        )
+    if not done.ok and any(full in done.stderr for full in _DISK_FULL):
+        raise StoreFullError(
+            f"no space left on the device holding uv's cache {uv_cache} while resolving "
+            f"{', '.join(specs)}:\n{_subprocess.tail(done.stderr, 5)}",
+            path=str(uv_cache),
         )
     if not done.ok:
         raise failure_to_error(done.stderr, specs)
