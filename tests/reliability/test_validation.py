@@ -227,7 +227,7 @@ def _in_tmpfs(script: str, home: Path, size: str) -> subprocess.CompletedProcess
     argv = ["unshare", "--mount", "--propagation", "private"]
     if os.geteuid() != 0:
         argv += ["--user", "--map-root-user"]
-    full = f'mount -t tmpfs -o size={size} tmpfs "$1" || exit 97\n{script}'
+    full = f'mount -t tmpfs -o size={size},mode=0700 tmpfs "$1" || exit 97\n{script}'
     done = subprocess.run(
         [*argv, "sh", "-c", full, "sh", str(home)], capture_output=True, text=True, timeout=600
     )
