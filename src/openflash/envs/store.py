@@ -16,9 +16,12 @@ Every artifact is built in ``tmp/``, renamed into place, and only then marked re
 without its marker does not exist. Builders of one key take its file lock; whoever loses the race
 waits, finds the marker and reuses the winner's result. That holds across threads and processes.
 
-Nothing in the store is group- or world-writable (whatever the umask), and an entry or lock file
-that belongs to another user is refused, not used: another user could have changed what this one
-would run. A build that fills the disk raises StoreFullError and keeps nothing.
+Nothing in the store is group- or world-writable (whatever the umask; the root is 0700), and
+whatever is read from it (entries, markers, usage records, store.log, locks, and through
+``read_text`` resolutions and the like) must be this user's alone, opened without following a
+link: ``envs.trust`` owns those checks. A build that fills the disk, or a record that cannot be
+written for lack of space, raises StoreFullError and keeps nothing. What builders that died left
+in ``tmp/`` is removed by ``sweep_tmp`` (at every preparer's start, and by ``flash env prune``).
 """
 
 from __future__ import annotations
