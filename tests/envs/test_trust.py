@@ -78,3 +78,22 @@ def test_a_store_in_a_folder_anyone_can_rename_it_out_of_is_refused(tmp_path: Pa
         trust.ensure_root(open_folder / "store")
     assert f"lies in {open_folder}" in str(info.value)
     assert "under your home directory" in info.value.hint
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="giving a folder to another user needs root")
+def test_a_uv_cache_in_the_store_of_another_user_is_refused(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from openflash.prepare.preparer import Preparer
+
+    home = tmp_path / "store"
+    monkeypatch.setenv("FLASH_HOME", str(home))
+    monkeypatch.delenv("FLASH_UV_CACHE_DIR", raising=False)
+    monkeypatch.delenv("UV_CACHE_DIR", raising=False)
+    trust.ensure_root(home)
+    (home / "uv-cache").mkdir()
+    os.chown(home / "uv-cache", 54321, 54321)
+    with pytest.raises(StorePermissionError, match=f"{home / 'uv-cache'} belongs to uid 54321"):
+        Preparer()
+    os.chown(home / "uv-cache", 0, 0)
+    assert Preparer().store.root == home  # given back: used
