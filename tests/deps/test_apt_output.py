@@ -6,7 +6,13 @@ from pathlib import Path
 
 import pytest
 
-from openflash.deps.apt import DebPackage, deb_filename, failure_to_error, parse_simulation
+from openflash.deps.apt import (
+    DebPackage,
+    deb_filename,
+    failure_to_error,
+    parse_index_hashes,
+    parse_simulation,
+)
 from openflash.errors import SystemDependencyError
 
 DATA = Path(__file__).parent / "data"
@@ -73,3 +79,12 @@ def test_conflicts_quote_the_unmet_dependencies() -> None:
     )
     assert "exim4-config : Conflicts: postfix" in error.message
     assert "Unable to correct problems" in error.message
+
+
+def test_index_hashes_are_read_per_package() -> None:
+    hashes = parse_index_hashes(saved("apt-cache-show.txt"))
+    jq = DebPackage("jq", "1.6-2.1+deb12u3", "amd64")
+    assert hashes[jq] == {"c25f3fda201207ed98b1d63686f2d81b9dfeb99f1ab2d1d35fb3f7b6a1c107dc"}
+    assert len(hashes) == 2 and all(len(h) == 1 for h in hashes.values())
+    # A record without a SHA256 (dpkg's status of an installed package) gives none.
+    assert parse_index_hashes("Package: bash\nVersion: 5.2\nArchitecture: amd64\n") == {}

@@ -223,3 +223,23 @@ def test_a_missing_base_status_is_explained(tmp_path: Path, apt_dir: Path) -> No
     ) as info:
         resolve_system(("wget",), store=Store(tmp_path), apt=apt, ttl=60)
     assert "FLASH_SYSTEM_BASE" in info.value.hint
+
+
+def test_a_deb_that_does_not_match_the_index_is_removed_before_extraction(
+    tmp_path: Path, apt: Apt
+) -> None:
+    assert not host_has("tree")
+    lock = resolve_system(("tree",), store=Store(tmp_path), apt=apt, ttl=60)
+    with apt.locked():
+        debs = apt.download(lock.packages)  # verified against the index: accepted
+        tampered = debs[0]
+        tampered.write_bytes(tampered.read_bytes() + b"\0")
+        with pytest.raises(SystemDependencyError) as info:
+            apt.verify(lock.packages, debs)
+    message = str(info.value)
+    assert f"{tampered} does not match apt's package index" in message
+    assert "its SHA256 is" in message and "the index gives" in message
+    assert not tampered.exists(), "removed, so that the next build downloads it afresh"
+    assert "call again" in info.value.hint
+    layer = build_layer(Store(tmp_path), lock, apt)  # downloaded again, verified, built
+    assert layer.path is not None and (layer.path / "usr/bin/tree").exists()

@@ -198,7 +198,8 @@ def _in_small_filesystem(script: str, home: Path) -> subprocess.CompletedProcess
     argv = [unshare, "--mount", "--propagation", "private"]
     if os.geteuid() != 0:
         argv += ["--user", "--map-root-user"]
-    full = f'mount -t tmpfs -o size=8m tmpfs "$1" || exit 97\n{script}'
+    # mode=0700: a fresh tmpfs is 1777, which the store refuses (another user could write it).
+    full = f'mount -t tmpfs -o size=8m,mode=0700 tmpfs "$1" || exit 97\n{script}'
     done = subprocess.run(
         [*argv, "sh", "-c", full, "sh", str(home)],
         capture_output=True,

@@ -140,9 +140,13 @@ class Endpoint(ClientMode):
                 "gpu and cpu are mutually exclusive: specify one or neither",
                 hint="use gpu=... for a GPU endpoint or cpu=... for a CPU one",
             )
-        if not isinstance(max_concurrency, int) or max_concurrency < 1:
+        if (
+            not isinstance(max_concurrency, int)
+            or isinstance(max_concurrency, bool)
+            or not 1 <= max_concurrency <= 1000
+        ):
             raise ConfigError(
-                f"max_concurrency must be >= 1, got {max_concurrency!r}",
+                f"max_concurrency must be >= 1, got {max_concurrency!r} (a number up to 1000)",
                 hint="max_concurrency is how many calls one worker runs at once",
             )
         self.name = name

@@ -23,6 +23,8 @@ from typing import Any
 
 from openflash.backends.targets import LocalTarget
 from openflash.backends.worker_view import worker_main
+from openflash.envs.store import write_atomic
+from openflash.envs.trust import check_levels
 from openflash.workers.namespace import NAMESPACE_VARIABLE
 from openflash.workers.port import WorkerSpec
 
@@ -313,10 +315,8 @@ class Template:
         if note is None:
             return
         with contextlib.suppress(OSError):
-            note.parent.mkdir(mode=0o755, parents=True, exist_ok=True)
-            tmp = note.with_suffix(".tmp")
-            tmp.write_text(json.dumps({k: v for k, v in self.describe().items() if k != "rss"}))
-            os.replace(tmp, note)
+            check_levels(note.parent, note.parent.parent)  # in FLASH_HOME: its owner's only
+            write_atomic(note, json.dumps({k: v for k, v in self.describe().items() if k != "rss"}))
 
     def _kill(self) -> None:
         note = self._note()

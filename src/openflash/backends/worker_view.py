@@ -22,6 +22,7 @@ import os
 from pathlib import Path
 
 from openflash.deps.namespace_mode import namespace_env
+from openflash.envs.trust import check_owner
 from openflash.workers.library_shim import LIBRARY_VARIABLE
 from openflash.workers.port import WorkerSpec
 
@@ -81,12 +82,14 @@ def make_worker_folders(env: dict[str, str], volume: Path | None) -> None:
     the namespace's scratch root, and the volume's folder (shared: the umask's mode)."""
     home = Path(env["HOME"])
     for folder in (home.parent, home):
+        check_owner(folder)  # in the store: another user's (or a link) is refused, not used
         folder.mkdir(mode=0o700, exist_ok=True)
         folder.chmod(0o700)
     for sub in _XDG.values():
         folder = home
         for part in Path(sub).parts:  # each level this user's only (mkdir's parents= is not)
             folder = folder / part
+            check_owner(folder)
             folder.mkdir(mode=0o700, exist_ok=True)
             folder.chmod(0o700)
     if volume is not None:

@@ -111,7 +111,7 @@ def _templates(store: Store) -> list[dict[str, object]]:
     found = []
     for note in sorted((store.root / "templates").glob("*.json")):
         try:
-            info = json.loads(note.read_text())
+            info = json.loads(store.read_text(note))  # another user's note: removed
             pid = int(info["pid"])
             cmdline = Path(f"/proc/{pid}/cmdline").read_bytes()
             if b"openflash.workers.forkserver" not in cmdline:
@@ -243,7 +243,11 @@ def prune(
         fail("say what to prune", "pass --older-than (e.g. 7d) and/or --max-size (e.g. 20G)")
     age = _parse_age(older_than) if older_than else None
     limit = _parse_size(max_size) if max_size else None
-    store = _store()
+    preparer = _preparer()  # its start removes what dead builders left in tmp/
+    store = preparer.store
+    swept = preparer.swept
+    if swept and not quiet:
+        console.print(f"removed {swept} folders that builders which died left in tmp/")
     rows = _rows(store)
     total = sum(int(r["bytes"]) for r in rows)
     doomed = []

@@ -14,9 +14,24 @@ import logging
 import re
 from typing import Any, ClassVar
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
 
 from openflash.config.hardware import CpuInstanceType, GpuGroup, GpuType
+from openflash.config.limits import (
+    ENDPOINT_NAME,
+    INT_LIMITS,
+    check_env_size,
+    check_integer,
+    shown,
+)
 from openflash.errors import ConfigError
 
 __all__ = [
@@ -72,16 +87,21 @@ CLOUD_ONLY_FIELDS = frozenset(
 _ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 
 _HINTS = {
-    "name": "give the endpoint a name, e.g. name='my-worker'",
+    "name": "an endpoint's name names files, routes and log lines: use 1 to 128 letters, "
+    f"digits, '_', '.' and '-', not starting with '.' or '-' (the pattern {ENDPOINT_NAME.pattern}"
+    "), e.g. name='my-worker'",
     "workersMin": "use 0 <= workersMin <= workersMax",
     "workersMax": "use workersMax >= 1 and >= workersMin",
     "idleTimeout": "idleTimeout is in seconds, between 1 and 3600",
-    "executionTimeoutMs": "executionTimeoutMs is in milliseconds; 0 means no limit",
-    "gpuCount": "gpuCount is the number of GPUs per worker, at least 1",
+    "executionTimeoutMs": "executionTimeoutMs is in milliseconds, at most 30 days "
+    f"({INT_LIMITS['executionTimeoutMs']}); 0 means no limit",
+    "gpuCount": "gpuCount is the number of GPUs per worker, from 1 to 64",
     "gpus": "use GpuGroup or GpuType members, e.g. gpus=[GpuGroup.ADA_24]",
     "gpuIds": "use GpuType values ('NVIDIA GeForce RTX 4090') or GpuGroup names ('ADA_24')",
     "instanceIds": "use CpuInstanceType members, e.g. instanceIds=[CpuInstanceType.CPU3G_2_8]",
-    "env": "env maps variable names (letters, digits, _) to string values",
+    "env": "env maps variable names (letters, digits, _) to string values, each small enough "
+    "for a process environment (Linux: 128 KiB a variable); pass large data as an argument or "
+    "in a file on a volume",
     "unknown": "fix the field's spelling, or remove it",
 }
 
@@ -168,7 +188,14 @@ class ServerlessResource(_Model):
     def _check_name(cls, value: str) -> str:
         if not value.strip():
             raise ValueError("name is empty")
+        if not ENDPOINT_NAME.fullmatch(value):
+            raise ValueError(f"not a valid endpoint name (the pattern is {ENDPOINT_NAME.pattern})")
         return value
+
+    @field_validator(*INT_LIMITS, mode="before")
+    @classmethod
+    def _check_integer(cls, value: Any, info: ValidationInfo) -> Any:
+        return check_integer(str(info.field_name), value)
 
     @field_validator("gpuIds", mode="before")
     @classmethod
@@ -203,6 +230,7 @@ class ServerlessResource(_Model):
                 raise ValueError(f"{key!r} is not a valid environment variable name")
             if "\0" in item:
                 raise ValueError(f"the value of {key!r} contains a NUL byte")
+        check_env_size(value or {})
         return value
 
     @model_validator(mode="after")
@@ -326,7 +354,7 @@ def _config_error(cls_name: str, data: dict[str, Any], error: ValidationError) -
             problems.append(f"{loc} is required")
         elif loc:
             fields.append(str(item["loc"][0]))
-            problems.append(f"{loc}={item['input']!r}: {msg}")
+            problems.append(f"{loc}={shown(item['input'])}: {msg}")
         elif msg.startswith("unknown field"):
             fields.append("unknown")
             problems.append(msg)
@@ -334,7 +362,7 @@ def _config_error(cls_name: str, data: dict[str, Any], error: ValidationError) -
             fields.append(re.split(r"[\s=(]", msg, maxsplit=1)[0])
             problems.append(msg)
     name = data.get("name")
-    label = f"{cls_name}(name={name!r})" if isinstance(name, str) else cls_name
+    label = f"{cls_name}(name={shown(name)})" if isinstance(name, str) else cls_name
     hints = [_HINTS[f] for f in dict.fromkeys(fields) if f in _HINTS]
     return ConfigError(
         f"invalid {label}: " + "; ".join(problems),

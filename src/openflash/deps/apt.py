@@ -16,6 +16,7 @@ is parsed by the pure functions ``parse_simulation`` and ``failure_to_error``.
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import os
 import re
@@ -29,10 +30,17 @@ from pathlib import Path
 from filelock import FileLock
 
 from openflash import _subprocess
-from openflash.envs.store import make_dirs
+from openflash.envs.trust import check_levels, check_owner, make_dirs
 from openflash.errors import SystemDependencyError
 
-__all__ = ["Apt", "DebPackage", "deb_filename", "failure_to_error", "parse_simulation"]
+__all__ = [
+    "Apt",
+    "DebPackage",
+    "deb_filename",
+    "failure_to_error",
+    "parse_index_hashes",
+    "parse_simulation",
+]
 
 logger = logging.getLogger("openflash")
 
@@ -91,6 +99,30 @@ def parse_simulation(stdout: str) -> list[DebPackage]:
         if match:
             found.append(DebPackage(match["name"], match["version"], match["arch"]))
     return found
+
+
+def parse_index_hashes(stdout: str) -> dict[DebPackage, set[str]]:
+    """The SHA256 of each package record ``apt-cache show`` printed (a version several
+    sources have may be listed more than once)."""
+    hashes: dict[DebPackage, set[str]] = {}
+    for record in stdout.split("\n\n"):
+        fields: dict[str, str] = {}
+        for line in record.splitlines():
+            name, sep, value = line.partition(":")
+            if sep and not line.startswith(" "):
+                fields[name] = value.strip()
+        if {"Package", "Version", "Architecture", "SHA256"} <= fields.keys():
+            package = DebPackage(fields["Package"], fields["Version"], fields["Architecture"])
+            hashes.setdefault(package, set()).add(fields["SHA256"].lower())
+    return hashes
+
+
+def _sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as f:
+        while chunk := f.read(1 << 20):
+            digest.update(chunk)
+    return digest.hexdigest()
 
 
 def failure_to_error(output: str, names: Sequence[str]) -> SystemDependencyError:
@@ -162,7 +194,8 @@ class Apt:
 
     @contextmanager
     def locked(self) -> Iterator[None]:
-        make_dirs(self.root)
+        check_levels(self.root, self.root)  # made 0700 if missing
+        check_owner(self.root / "openflash.lock")  # before opening it: a link would be followed
         with FileLock(str(self.root / "openflash.lock"), mode=0o644):
             for sub in ("lists/partial", "archives/partial", "cache", self.state, "log"):
                 make_dirs(self.root / sub)
@@ -248,7 +281,40 @@ class Apt:
                 f"apt did not download {absent}",
                 hint="the package index may have changed meanwhile; call again",
             )
+        self.verify(packages, paths)
         return paths
+
+    def verify(self, packages: Sequence[DebPackage], paths: Sequence[Path]) -> None:
+        """Each .deb is this user's and has the SHA256 the package index apt used gives it;
+        one that does not is removed and refused (SystemDependencyError naming it): nothing
+        unverified is ever extracted."""
+        for folder in (self.root / "lists", self.archives):
+            check_levels(folder, self.root)
+        lists = self.root / "lists"
+        check_owner(*(p for p in lists.iterdir() if p.is_file() or p.is_symlink()))
+        check_owner(*paths)
+        if not packages:
+            return
+        done = _subprocess.run(
+            ["apt-cache", *self.options(), "show", *(p.pin for p in packages)],
+            env=_apt_environ(),
+            timeout=APT_TIMEOUT_S,
+            check=False,
+        )
+        known = parse_index_hashes(done.stdout)
+        for package, path in zip(packages, paths, strict=True):
+            wanted = known.get(package, set())
+            actual = _sha256(path)
+            if actual not in wanted:
+                path.unlink(missing_ok=True)
+                said = ", ".join(sorted(wanted)) or "no SHA256 at all"
+                raise SystemDependencyError(
+                    f"{path} does not match apt's package index: its SHA256 is {actual}, the "
+                    f"index gives {said} for {package.name} {package.version} ({package.arch}); "
+                    "it was removed and nothing of it was extracted",
+                    hint="call again to download it afresh; if it fails again, refresh the index "
+                    f"(remove {self.root / 'lists'}: it is fetched again)",
+                )
 
     def install_on_host(self, names: Sequence[str]) -> None:
         """``apt-get install`` on the host itself (FLASH_SYSTEM_DEPS=host): root only."""

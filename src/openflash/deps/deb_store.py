@@ -47,10 +47,10 @@ def _digest(store: Store, deb: Path) -> str:
     st = deb.stat()
     memo = store.path(KIND, _BY_FILE) / f"{deb.name}.{st.st_size}.{st.st_mtime_ns}"
     try:
-        known = memo.read_text()
+        known = store.read_text(memo)
         if len(known) == 64:
             return known
-    except OSError:
+    except FileNotFoundError:
         pass
     h = hashlib.sha256()
     with deb.open("rb") as f:

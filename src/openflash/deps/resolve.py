@@ -42,7 +42,12 @@ from openflash.envs.local_sources import local_sources_digest
 from openflash.envs.store import Store, content_key, write_atomic
 from openflash.envs.uv import tighten_lock_files, uv_argv, uv_environ
 from openflash.envs.uv_options import NO_OPTIONS, UvOptions
-from openflash.errors import DependencyConflictError, DependencyError
+from openflash.errors import (
+    DependencyConflictError,
+    DependencyError,
+    StoreFullError,
+    StorePermissionError,
+)
 
 __all__ = [
     "Lock",
@@ -198,7 +203,7 @@ def resolve(
         "resolve", specs, files, uv_env, options.digest(), python_tag(), platform_tag()
     )
     cache_file = store.resolutions / f"{key}.json"
-    cached = _read_cache(cache_file, specs)
+    cached = _read_cache(store, cache_file, specs)
     if cached is not None and now - cached.resolved_at < ttl:
         return cached
     try:
@@ -321,6 +326,10 @@ def _compile(specs: tuple[str, ...], uv_cache: Path, options: UvOptions, *args: 
     return parse_lock(_uv_compile(specs, uv_cache, options, *args).stdout)
 
 
+#: What uv says when a disk is full.
+_DISK_FULL = ("No space left on device", "os error 28", "Disk quota exceeded")
+
+
 def _uv_compile(
     specs: tuple[str, ...], uv_cache: Path, options: UvOptions, *args: str
 ) -> _subprocess.Completed:
@@ -347,18 +356,28 @@ def _uv_compile(
             check=False,
             error=DependencyError,
         )
+    if not done.ok and any(full in done.stderr for full in _DISK_FULL):
+        raise StoreFullError(
+            f"no space left on the device holding uv's cache {uv_cache} while resolving "
+            f"{', '.join(specs)}:\n{_subprocess.tail(done.stderr, 5)}",
+            path=str(uv_cache),
+        )
     if not done.ok:
         raise failure_to_error(done.stderr, specs)
     return done
 
 
-def _read_cache(path: Path, specs: tuple[str, ...]) -> Lock | None:
+def _read_cache(store: Store, path: Path, specs: tuple[str, ...]) -> Lock | None:
+    """The cached resolution at ``path``, None where there is none; one another user could
+    have planted is refused (StorePermissionError): it names the wheels to install."""
     try:
-        data = json.loads(path.read_text())
+        data = json.loads(store.read_text(path))
         if tuple(data["specs"]) != specs:
             return None
         yanked = tuple(str(w) for w in data.get("yanked", []))
         return Lock(specs, str(data["lock"]), float(data["resolved_at"]), yanked=yanked)
+    except StorePermissionError:
+        raise
     except (OSError, ValueError, KeyError, TypeError):
         return None
 

@@ -89,8 +89,8 @@ def recall(
     if not folder.is_dir():
         return None
     for requirement in _pins(lock_text):
-        with contextlib.suppress(OSError, ValueError, KeyError, TypeError):
-            data = json.loads(_path(store, requirement, options, platform).read_text())
+        with contextlib.suppress(FileNotFoundError, ValueError, KeyError, TypeError):
+            data = json.loads(store.read_text(_path(store, requirement, options, platform)))
             return BuildFailure(requirement, float(data["failed_at"]), str(data["reason"]))
     return None
 

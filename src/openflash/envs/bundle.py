@@ -24,10 +24,10 @@ light module whose ``__all__`` lists it.
 from __future__ import annotations
 
 import ast
-import compileall
 import hashlib
 import importlib
 import importlib.util
+import py_compile
 import sys
 from pathlib import Path
 
@@ -216,8 +216,14 @@ def worker_runtime(store: Store) -> Path:
             target = tmp / name
             target.parent.mkdir(parents=True, exist_ok=True)
             target.write_bytes(data)
-        if not compileall.compile_dir(tmp, quiet=2, workers=1):
-            raise RuntimeError(f"could not compile the worker runtime in {tmp}")
+        # py_compile raises what writing raises (ENOSPC: StoreFullError from build_once), where
+        # compileall only prints it.
+        for name in files:
+            if name.endswith(".py"):
+                try:
+                    py_compile.compile(str(tmp / name), doraise=True)
+                except py_compile.PyCompileError as e:
+                    raise RuntimeError(f"could not compile the worker runtime: {e.msg}") from e
         return {"python": sys.version.split()[0], "files": len(files)}
 
     path = store.build_once("runtime", key, build)

@@ -21,7 +21,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 from openflash import _subprocess
-from openflash.envs.store import make_dirs
+from openflash.envs.trust import check_entry, make_dirs
 
 __all__ = ["link_bytecode", "prune"]
 
@@ -47,6 +47,8 @@ def link_bytecode(site_packages: Path, python: Path, store_dir: Path) -> dict[st
             continue
         blob = blobs / digest[:2] / f"{digest}.pyc"
         pyc = Path(importlib.util.cache_from_source(str(source)))
+        # A blob runs at import in every environment linking it: only this user's own.
+        check_entry(blob, store_dir)
         if _link(blob, pyc):
             linked += 1
         else:

@@ -16,9 +16,12 @@ Every artifact is built in ``tmp/``, renamed into place, and only then marked re
 without its marker does not exist. Builders of one key take its file lock; whoever loses the race
 waits, finds the marker and reuses the winner's result. That holds across threads and processes.
 
-Nothing in the store is group- or world-writable (whatever the umask), and an entry or lock file
-that belongs to another user is refused, not used: another user could have changed what this one
-would run. A build that fills the disk raises StoreFullError and keeps nothing.
+Nothing in the store is group- or world-writable (whatever the umask; the root is 0700), and
+whatever is read from it (entries, markers, usage records, store.log, locks, and through
+``read_text`` resolutions and the like) must be this user's alone, opened without following a
+link: ``envs.trust`` owns those checks. A build that fills the disk, or a record that cannot be
+written for lack of space, raises StoreFullError and keeps nothing. What builders that died left
+in ``tmp/`` is removed by ``sweep_tmp`` (at every preparer's start, and by ``flash env prune``).
 """
 
 from __future__ import annotations
@@ -30,7 +33,6 @@ import hashlib
 import json
 import os
 import shutil
-import stat
 import tempfile
 import time
 from collections.abc import Callable, Iterator
@@ -38,9 +40,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Any
 
-from filelock import FileLock
+from filelock import FileLock, Timeout
 
-from openflash.errors import EnvironmentBuildError, StoreFullError, StorePermissionError
+from openflash.envs import trust
+from openflash.envs.trust import check_owner, drop_shared_write, make_dirs, umask
+from openflash.errors import FlashError, StoreFullError, StorePermissionError
 
 __all__ = ["READY_MARKER", "Entry", "Store", "content_key"]
 
@@ -78,6 +82,11 @@ class Store:
     def is_ready(self, kind: str, key: str) -> bool:
         return (self.path(kind, key) / READY_MARKER).is_file()
 
+    def read_text(self, path: Path) -> str:
+        """A file of the store, read only if it and the folders above it are this user's alone
+        (``envs.trust``); FileNotFoundError as ``open``."""
+        return trust.read_text(path, self.root)
+
     @property
     def bytecode(self) -> Path:
         return self.root / "bytecode"
@@ -89,8 +98,10 @@ class Store:
     @contextlib.contextmanager
     def lock(self, kind: str, key: str, timeout: float = -1) -> Iterator[None]:
         locks = self.root / "locks"
+        trust.check_levels(locks, self.root)
         make_dirs(locks)
         path = locks / f"{kind}-{key}.lock"
+        check_owner(path)  # before opening it: a planted link would be followed and truncated
         with FileLock(str(path), timeout=timeout, mode=0o644):
             check_owner(path)
             yield
@@ -102,6 +113,7 @@ class Store:
         once per key across threads and processes; if it raises, nothing is published.
         """
         final = self.path(kind, key)
+        trust.check_levels(final.parent, self.root)
         if self.is_ready(kind, key):
             check_owner(final, final / READY_MARKER)
             return final
@@ -117,8 +129,8 @@ class Store:
                 make_dirs(tmp_root)
                 tmp = Path(tempfile.mkdtemp(prefix=f"{kind}-{key}-", dir=tmp_root))
                 info = build(tmp)
-                if _umask() & 0o022 != 0o022:
-                    _drop_shared_write(tmp)
+                if umask() & 0o022 != 0o022:
+                    drop_shared_write(tmp)
                 make_dirs(final.parent)
                 os.rename(tmp, final)
                 tmp = None
@@ -150,10 +162,12 @@ class Store:
             raise ValueError(f"unknown store kind {kind!r}")
         found = []
         base = self.root / kind
+        trust.check_levels(base, self.root)
         for path in sorted(base.iterdir()) if base.is_dir() else []:
             if (path / READY_MARKER).is_file():
+                check_owner(path)
                 try:
-                    info = json.loads((path / READY_MARKER).read_text())
+                    info = json.loads(trust.read_text(path / READY_MARKER, self.root))
                 except ValueError:
                     info = {}
                 found.append(Entry(kind, path.name, path, info))
@@ -167,14 +181,18 @@ class Store:
         # Read, add, write under a lock: two endpoints noting their use at once (two processes,
         # or a Ray node's agent serving two drivers' calls) must not lose one of the two.
         try:
-            fd = os.open(self.path(kind, key) / USAGE_LOCK, os.O_WRONLY | os.O_CREAT, 0o600)
+            fd = trust.open_trusted(
+                self.path(kind, key) / USAGE_LOCK, self.root, os.O_WRONLY | os.O_CREAT
+            )
+        except StorePermissionError:
+            raise
         except OSError:
             return  # the entry went away meanwhile
         try:
             fcntl.flock(fd, fcntl.LOCK_EX)
             try:
-                usage = json.loads(path.read_text())
-            except (OSError, ValueError):
+                usage = json.loads(trust.read_text(path, self.root))
+            except (FileNotFoundError, ValueError):
                 usage = {"endpoints": []}
             usage["last_used"] = time.time()
             usage["endpoints"] = sorted(set(usage.get("endpoints", [])) | {endpoint})
@@ -185,14 +203,16 @@ class Store:
 
     def usage(self, entry: Entry) -> dict[str, Any]:
         try:
-            usage: dict[str, Any] = json.loads((entry.path / USAGE_FILE).read_text())
+            text = trust.read_text(entry.path / USAGE_FILE, self.root)
+            usage: dict[str, Any] = json.loads(text)
             return usage
-        except (OSError, ValueError):
+        except (FileNotFoundError, ValueError):
             return {"endpoints": [], "last_used": entry.info.get("built_at", 0.0)}
 
     def hold(self, kind: str, key: str) -> IO[bytes]:
         """A shared lock that marks the entry in use for as long as the returned file is open."""
-        fd = os.open(self.path(kind, key) / IN_USE_FILE, os.O_WRONLY | os.O_CREAT, 0o644)
+        path = self.path(kind, key) / IN_USE_FILE
+        fd = trust.open_trusted(path, self.root, os.O_WRONLY | os.O_CREAT, 0o644)
         handle = os.fdopen(fd, "ab")
         fcntl.flock(handle, fcntl.LOCK_SH)
         return handle
@@ -200,7 +220,8 @@ class Store:
     def busy(self, kind: str, key: str) -> bool:
         """Whether a process holds the entry (a runtime that has it prepared)."""
         try:
-            fd = os.open(self.path(kind, key) / IN_USE_FILE, os.O_WRONLY | os.O_CREAT, 0o644)
+            path = self.path(kind, key) / IN_USE_FILE
+            fd = trust.open_trusted(path, self.root, os.O_WRONLY | os.O_CREAT, 0o644)
             with os.fdopen(fd, "ab") as probe:
                 try:
                     fcntl.flock(probe, fcntl.LOCK_EX | fcntl.LOCK_NB)
@@ -208,6 +229,8 @@ class Store:
                     return True
                 fcntl.flock(probe, fcntl.LOCK_UN)
                 return False
+        except StorePermissionError:
+            raise
         except OSError:
             return False
 
@@ -247,6 +270,30 @@ class Store:
         self.record({"event": "removed", "kind": kind, "key": key, "pid": os.getpid()})
         return True
 
+    def sweep_tmp(self) -> int:
+        """Remove what dead builders left in ``tmp/`` (a build whose key's lock nobody holds,
+        a removal's leftovers); a live builder's folder is kept. Returns how many went."""
+        tmp_root = self.root / "tmp"
+        if not tmp_root.is_dir():
+            return 0
+        trust.check_levels(tmp_root, self.root)
+        swept = 0
+        for stale in sorted(tmp_root.iterdir()):
+            kind, _, rest = stale.name.partition("-")
+            key = rest.rpartition("-")[0]
+            if kind == "removing":
+                shutil.rmtree(stale, ignore_errors=True)  # its remover may run: both ignore
+            elif kind in KINDS and key and "/" not in key:
+                try:
+                    with self.lock(kind, key, timeout=0):
+                        shutil.rmtree(stale, ignore_errors=True)
+                except Timeout:
+                    continue  # its builder is alive
+            else:
+                continue
+            swept += 1
+        return swept
+
     def _clear_leftovers(self, kind: str, key: str) -> None:
         """Remove what an interrupted build of this key left (the caller holds its lock)."""
         shutil.rmtree(self.path(kind, key), ignore_errors=True)
@@ -257,18 +304,21 @@ class Store:
 
     def record(self, event: dict[str, Any]) -> None:
         """Append one JSON line to ``store.log`` (a single write, safe across processes)."""
-        make_dirs(self.root)
+        trust.ensure_root(self.root)
         line = json.dumps({"time": time.time(), **event}, default=str) + "\n"
-        fd = os.open(self.root / "store.log", os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
+        flags = os.O_WRONLY | os.O_CREAT | os.O_APPEND
+        fd = trust.open_trusted(self.root / "store.log", self.root, flags, 0o644)
         try:
             os.write(fd, line.encode())
+        except OSError as e:
+            raise _full(e, self.root / "store.log") from e
         finally:
             os.close(fd)
 
     def events(self) -> list[dict[str, Any]]:
         """Every line of ``store.log``, oldest first."""
         try:
-            text = (self.root / "store.log").read_text()
+            text = trust.read_text(self.root / "store.log", self.root)
         except FileNotFoundError:
             return []
         return [json.loads(line) for line in text.splitlines() if line.strip()]
@@ -294,84 +344,38 @@ def _folder_usage(folder: Path, seen: set[tuple[int, int]]) -> int:
 
 def write_atomic(path: Path, text: str) -> None:
     """Write ``text`` to ``path`` through a temporary file and a rename."""
-    make_dirs(path.parent)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+    try:
+        make_dirs(path.parent)
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+    except OSError as e:
+        raise _full(e, path) from e
     try:
         with os.fdopen(fd, "w") as f:
             f.write(text)
         os.replace(tmp, path)
-    except BaseException:
+    except BaseException as e:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(tmp)
-        raise
-
-
-def make_dirs(path: Path) -> None:
-    """``mkdir -p`` where every directory made is 0755 whatever the umask (``Path.mkdir`` gives
-    the parents it makes the umask's permissions)."""
-    missing = []
-    while not path.is_dir():
-        missing.append(path)
-        if path.parent == path:
-            break
-        path = path.parent
-    for directory in reversed(missing):
-        with contextlib.suppress(FileExistsError):
-            os.mkdir(directory, 0o755)
-
-
-def check_owner(*paths: Path) -> None:
-    """Refuse store files another user owns: they could have changed what this user runs."""
-    me = os.geteuid()
-    for path in paths:
-        try:
-            owner = os.lstat(path).st_uid
-        except FileNotFoundError:
-            continue
-        if owner != me:
-            raise StorePermissionError(
-                f"{path} belongs to {_user(owner)}, not to {_user(me)} who runs this; "
-                "openflash does not use store files another user could have changed"
-            )
-
-
-def _user(uid: int) -> str:
-    import pwd
-
-    try:
-        return f"user {pwd.getpwuid(uid).pw_name!r} (uid {uid})"
-    except KeyError:
-        return f"uid {uid}"
-
-
-def _umask() -> int:
-    """This process's umask, read without changing it (Linux); 0o022 where it cannot be read."""
-    try:
-        with open("/proc/self/status") as f:
-            for line in f:
-                if line.startswith("Umask:"):
-                    return int(line.split()[1], 8)
-    except (OSError, ValueError):
-        pass
-    return 0o022
-
-
-def _drop_shared_write(root: Path) -> None:
-    """Clear group and world write on everything under ``root`` (a build under a lax umask)."""
-    for dirpath, dirnames, filenames in os.walk(root):
-        for name in [".", *dirnames, *filenames]:
-            path = os.path.join(dirpath, name)
-            st = os.lstat(path)
-            if st.st_mode & 0o022 and not stat.S_ISLNK(st.st_mode):
-                os.chmod(path, stat.S_IMODE(st.st_mode) & ~0o022)
+        raise _full(e, path) from e
 
 
 def _disk_full(error: BaseException) -> bool:
     if isinstance(error, OSError) and error.errno in (errno.ENOSPC, errno.EDQUOT):
         return True
-    text = str(error)
-    return isinstance(error, EnvironmentBuildError) and (
-        "No space left on device" in text or "os error 28" in text
+    text = str(error)  # what uv, apt or dpkg-deb said, quoted in a FlashError
+    return isinstance(error, FlashError) and any(
+        said in text for said in ("No space left on device", "os error 28", "Disk quota exceeded")
+    )
+
+
+def _full(error: BaseException, path: Path) -> BaseException:
+    """StoreFullError for writing ``path`` where ``error`` says the disk is full; else
+    ``error`` itself."""
+    if isinstance(error, StoreFullError) or not _disk_full(error):
+        return error
+    return StoreFullError(
+        f"no space left on the device holding {path} ({_free(path.parent)} free): {error}",
+        path=str(path),
     )
 
 

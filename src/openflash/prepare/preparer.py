@@ -49,6 +49,7 @@ from openflash.envs.environment import (
     python_tag,
 )
 from openflash.envs.store import Store
+from openflash.envs.trust import check_levels
 from openflash.envs.uv_options import NO_OPTIONS, UvOptions
 from openflash.prepare.dependency_checks import no_wheel_text
 from openflash.prepare.lock_cache import LockFileCache
@@ -76,6 +77,11 @@ class Preparer:
     def __init__(self, settings: Settings | None = None) -> None:
         self.settings = settings if settings is not None else Settings.from_env()
         self.store = Store(self.settings.home)
+        #: How many folders builders that died (or were killed) left in tmp/, removed now.
+        self.swept = self.store.sweep_tmp()
+        cache = self.settings.uv_cache_dir
+        if cache.is_relative_to(self.store.root) and cache.is_dir():
+            check_levels(cache, self.store.root)  # uv's cache decides what gets installed
         s = self.settings
         self.apt = Apt(s.apt_root, s.system_base, s.resolve_ttl)
         self._lockfiles = LockFileCache()

@@ -16,6 +16,7 @@ from __future__ import annotations
 import datetime
 import http
 import json
+import re
 import sys
 import threading
 import time
@@ -24,7 +25,7 @@ from typing import Any, TextIO
 
 from openflash.workers import events
 
-__all__ = ["AccessLog", "CallLog", "error_summary"]
+__all__ = ["AccessLog", "CallLog", "error_summary", "escaped"]
 
 Scope = MutableMapping[str, Any]
 Message = MutableMapping[str, Any]
@@ -62,9 +63,9 @@ class CallLog:
         if self.fmt == "json":
             record = {"time": round(now, 3), "level": level.lower(), "event": event, **fields}
             line = json.dumps({k: v for k, v in record.items() if v is not None}, default=str)
-        else:
+        else:  # a terminal: nothing in it may move the cursor, recolour or retitle it
             stamp = datetime.datetime.fromtimestamp(now).strftime("%H:%M:%S")
-            line = f"{stamp} {level + ':':<9} {text}"
+            line = f"{stamp} {level + ':':<9} {escaped(text, newlines=True)}"
         out = self.out or sys.stderr
         with self._lock:
             out.write(line + "\n")
@@ -78,7 +79,8 @@ class CallLog:
             phrase = http.HTTPStatus(code).phrase
         except ValueError:
             phrase = ""
-        text = f'{fields.get("client") or "-"} - "{fields["method"]} {fields["path"]} HTTP/1.1" '
+        said = " ".join(escaped(str(fields[k])) for k in ("method", "path"))  # as the client sent
+        text = f'{escaped(str(fields.get("client") or "-"))} - "{said} HTTP/1.1" '
         text += f"{code} {phrase}".rstrip() + _details(fields)
         self.write("call", level, text, fields)
 
@@ -114,6 +116,23 @@ class CallLog:
     def message(self, text: str, level: str = "info") -> None:
         """The server's own messages (serving, reloaded, import failures)."""
         self.write("server", level.upper(), text, {"message": text})
+
+
+#: Characters a terminal acts on (C0 and C1 controls, DEL) or that reorder text (bidi controls).
+_CONTROL = re.compile(r"[\x00-\x08\x0a-\x1f\x7f-\x9f\u061c\u200e\u200f\u202a-\u202e\u2066-\u2069]")
+
+
+def escaped(text: str, *, newlines: bool = False) -> str:
+    """``text`` with control characters written as escapes (``\\x1b``), so that a name, a path or
+    an error never reaches a terminal raw; ``newlines`` keeps line breaks (a message's own)."""
+
+    def escape(match: re.Match[str]) -> str:
+        char = match.group()
+        if newlines and char == "\n":
+            return char
+        return repr(char)[1:-1] if ord(char) < 0x100 else f"\\u{ord(char):04x}"
+
+    return _CONTROL.sub(escape, text)
 
 
 def _details(fields: dict[str, Any]) -> str:
