@@ -116,7 +116,8 @@ class RayBackend:
             atexit.register(self._kill_all)
         if self._cache is None and self.settings.ray_package_cache:
             upstream = os.environ.get("UV_INDEX_URL") or "https://pypi.org/simple"
-            self._cache = PackageCache(self.settings.home / "package-cache", upstream)
+            hosts = self.preparer.apt.repository_hosts()  # the .debs' archives, served too
+            self._cache = PackageCache(self.settings.home / "package-cache", upstream, hosts)
             self._cache.start(host=ray.util.get_node_ip_address())
 
     async def start_worker(self, spec: WorkerSpec) -> RayWorkerHandle:
@@ -288,7 +289,10 @@ class RayBackend:
         info: dict[str, Any]
         if self._cache is not None and node not in self._cache_told:
             agent = await self._agent(node)
-            await agent.use_package_cache.remote(self._cache.url, self._cache.upstream.url)
+            cache = self._cache
+            await agent.use_package_cache.remote(
+                cache.url, cache.upstream.url, cache.proxy_url, cache.apt_hosts
+            )
             self._cache_told.add(node)
         try:
             info = await (await self._agent(node)).prepare.remote(target)

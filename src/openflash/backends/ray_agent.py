@@ -31,20 +31,25 @@ class NodeAgent:
 
     def __init__(self) -> None:
         self._node_preparer: Preparer | None = None
+        self._apt_proxy: tuple[str, tuple[str, ...]] = ("", ())
 
     def _preparer(self) -> Preparer:
         """The node's preparer (its settings, store, apt and caches), made on first use."""
         if self._node_preparer is None:
             self._node_preparer = Preparer()
+        self._node_preparer.apt.use_proxy(*self._apt_proxy)
         return self._node_preparer
 
-    def use_package_cache(self, url: str, upstream: str) -> None:
+    def use_package_cache(
+        self, url: str, upstream: str, proxy: str = "", apt_hosts: tuple[str, ...] = ()
+    ) -> None:
         """Install from the driver's package cache at ``url`` first, ``upstream`` (the index it
-        mirrors) as the fallback (deps/package_cache.py); this agent's builds only."""
-        extra = os.environ.get("UV_EXTRA_INDEX_URL", "").split()
-        if url not in extra:
-            os.environ["UV_EXTRA_INDEX_URL"] = " ".join([url, *extra])
+        mirrors) as the fallback, and fetch the .debs of the archives at ``apt_hosts`` through
+        it as apt's proxy ``proxy`` (deps/package_cache.py); this agent's builds only."""
+        extra = [u for u in os.environ.get("UV_EXTRA_INDEX_URL", "").split() if u != url]
+        os.environ["UV_EXTRA_INDEX_URL"] = " ".join([url, *extra])
         os.environ.setdefault("UV_INDEX_URL", upstream)
+        self._apt_proxy = (proxy, tuple(apt_hosts))
 
     def prepare(self, spec: RayTarget) -> dict[str, Any]:
         """The environment, layer and worker runtime for ``spec``, built once per key (for an

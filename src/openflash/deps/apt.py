@@ -9,7 +9,12 @@
 
 Nothing here changes the host: packages are only simulated and downloaded. Every call takes one
 file lock, because apt refuses (rather than waits) when its own locks are taken. What apt prints
-is parsed by the pure functions ``parse_simulation`` and ``failure_to_error``.
+is parsed by the pure functions ``parse_simulation``, ``failure_to_error`` and ``http_hosts``.
+
+On a Ray node, ``use_proxy`` sends the requests for the archives' hosts through the cluster
+package cache (deps/package_cache.py): apt's own ``Acquire::http::Proxy::<host>``, so that apt
+still verifies every file against the archive's signed index. A command that fails through the
+proxy is run once more without it (the cache unreachable: the archive is asked directly).
 """
 
 from __future__ import annotations
@@ -19,6 +24,7 @@ import os
 import re
 import shutil
 import time
+import urllib.parse
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -30,7 +36,14 @@ from openflash import _subprocess
 from openflash.envs.store import make_dirs
 from openflash.errors import SystemDependencyError
 
-__all__ = ["Apt", "DebPackage", "deb_filename", "failure_to_error", "parse_simulation"]
+__all__ = [
+    "Apt",
+    "DebPackage",
+    "deb_filename",
+    "failure_to_error",
+    "http_hosts",
+    "parse_simulation",
+]
 
 logger = logging.getLogger("openflash")
 
@@ -46,6 +59,7 @@ _INST = re.compile(
     r"^Inst (?P<name>[^\s:]+)(?::\S+)? (?:\[(?P<old>[^\]]+)\] )?"
     r"\((?P<version>\S+) (?P<origin>.*?) ?\[(?P<arch>[^\]]+)\]\)"
 )
+_HOST = re.compile(r"[a-z0-9]([a-z0-9.-]*[a-z0-9])?")
 _UNKNOWN = (
     re.compile(r"Unable to locate package (\S+)"),
     re.compile(r"Version '[^']*' for '([^']+)' was not found"),
@@ -91,6 +105,17 @@ def parse_simulation(stdout: str) -> list[DebPackage]:
     return found
 
 
+def http_hosts(repositories: str) -> tuple[str, ...]:
+    """The hosts of the plain-http archives in ``apt-get indextargets --format '$(REPO_URI)'``'s
+    output (one URI a line), sorted, each once: those an http proxy can serve."""
+    hosts = set()
+    for line in repositories.split():
+        parts = urllib.parse.urlsplit(line.strip())
+        if parts.scheme == "http" and parts.hostname and _HOST.fullmatch(parts.hostname):
+            hosts.add(parts.hostname)
+    return tuple(sorted(hosts))
+
+
 def failure_to_error(output: str, names: Sequence[str]) -> SystemDependencyError:
     """The error a failed apt-get means, quoting apt's ``E:`` lines."""
     lines = output.splitlines()
@@ -124,14 +149,35 @@ class Apt:
         self.root = root
         self.base_status = base_status
         self.index_ttl = index_ttl
+        #: The package cache's URL (http://host:port) apt's requests go through, or "".
+        self.proxy = ""
+        #: The archives' hosts whose requests go through ``proxy``.
+        self.proxy_hosts: tuple[str, ...] = ()
+
+    def use_proxy(self, url: str, hosts: tuple[str, ...]) -> None:
+        """Send requests for ``hosts`` (archives' hosts, plain http) through the proxy at
+        ``url`` (the cluster package cache); "" and () for none."""
+        self.proxy, self.proxy_hosts = url, tuple(h for h in hosts if _HOST.fullmatch(h))
+
+    def repository_hosts(self) -> tuple[str, ...]:
+        """The hosts of the plain-http archives this machine's apt sources name (() where there
+        is no apt)."""
+        if shutil.which("apt-get") is None:
+            return ()
+        argv = ["apt-get", *self.options(), "indextargets", "--no-release-info"]
+        argv += ["--format", "$(REPO_URI)"]
+        done = _subprocess.run(argv, env=_apt_environ(), timeout=60, check=False)
+        return http_hosts(done.stdout) if done.ok else ()
 
     @property
     def archives(self) -> Path:
         return self.root / "archives"
 
-    def options(self) -> list[str]:
+    def options(self, *, direct: bool = False) -> list[str]:
+        """apt's ``-o`` arguments: this folder's state and caches, and (unless ``direct``) the
+        proxy for its hosts."""
         state = self.root / "state"
-        options = {
+        options: dict[str, object] = {
             "Dir::State::Lists": self.root / "lists",
             "Dir::State::status": state / "status",
             "Dir::State::extended_states": state / "extended_states",
@@ -144,6 +190,8 @@ class Apt:
         if os.geteuid() == 0:
             # As root apt drops to the _apt user to download, which cannot write here.
             options["APT::Sandbox::User"] = "root"
+        if self.proxy and not direct:
+            options.update({f"Acquire::http::Proxy::{h}": self.proxy for h in self.proxy_hosts})
         return [arg for key, value in options.items() for arg in ("-o", f"{key}={value}")]
 
     @contextmanager
@@ -260,7 +308,22 @@ class Apt:
                 "system_dependencies need apt-get, which this machine does not have",
                 hint="run on a Debian or Ubuntu machine, or drop system_dependencies",
             )
-        argv = ["apt-get", "-q", *self.options(), *args]
+        done = self._run_apt_get(args, check=check and not self.proxy, direct=False)
+        # apt-get update exits 0 after some failed fetches ("W: Failed to fetch"): asked again too.
+        if self.proxy and _fetch_failed(done.stdout + done.stderr):
+            logger.warning(
+                "openflash: apt through the package cache %s failed; asking the archive "
+                "directly:\n%s",
+                self.proxy,
+                _subprocess.tail(done.stderr, 5),
+            )
+            done = self._run_apt_get(args, check=check, direct=True)
+        return done
+
+    def _run_apt_get(
+        self, args: tuple[str, ...], *, check: bool, direct: bool
+    ) -> _subprocess.Completed:
+        argv = ["apt-get", "-q", *self.options(direct=direct), *args]
         return _subprocess.run(
             argv,
             env=_apt_environ(),
@@ -268,6 +331,14 @@ class Apt:
             check=check,
             error=SystemDependencyError,
         )
+
+
+def _fetch_failed(output: str) -> bool:
+    """Whether apt's ``output`` says a download failed (rather than, say, an unknown name)."""
+    return any(
+        words in output
+        for words in ("Failed to fetch", "Could not connect", "Unable to connect", "Err:")
+    )
 
 
 def _apt_environ() -> dict[str, str]:
