@@ -115,20 +115,36 @@ def start_cluster(
     return Cluster(address, homes), stop
 
 
-@pytest.fixture(scope="session")
-def ray_cluster(
-    tmp_path_factory: pytest.TempPathFactory, uv_cache: Path, apt_dir: Path
+@contextlib.contextmanager
+def running_cluster(
+    tmp_path_factory: pytest.TempPathFactory,
+    prefix: str,
+    nodes: dict[str, list[str]],
+    env: dict[str, str],
 ) -> Iterator[Cluster]:
-    cluster, stop = start_cluster(
-        tmp_path_factory.mktemp("ray"),
-        {"head": ["--num-cpus=2"], "node2": ["--num-cpus=2"]},
-        {"FLASH_UV_CACHE_DIR": str(uv_cache), "FLASH_APT_DIR": str(apt_dir)},
-    )
+    """A cluster for a fixture (``start_cluster`` in a folder named ``prefix``, keep it short:
+    Ray's socket paths): on leaving, this process's runtime stops (its actors go while the
+    cluster is up), then the cluster."""
+    cluster, stop = start_cluster(tmp_path_factory.mktemp(prefix), nodes, env)
     try:
         yield cluster
     finally:
         process.shutdown()
         stop()
+
+
+def shared_caches(uv_cache: Path, apt_dir: Path) -> dict[str, str]:
+    """The variables giving every node the run's uv cache and apt folder (downloads once)."""
+    return {"FLASH_UV_CACHE_DIR": str(uv_cache), "FLASH_APT_DIR": str(apt_dir)}
+
+
+@pytest.fixture(scope="session")
+def ray_cluster(
+    tmp_path_factory: pytest.TempPathFactory, uv_cache: Path, apt_dir: Path
+) -> Iterator[Cluster]:
+    nodes = {"head": ["--num-cpus=2"], "node2": ["--num-cpus=2"]}
+    with running_cluster(tmp_path_factory, "ray", nodes, shared_caches(uv_cache, apt_dir)) as c:
+        yield c
 
 
 @pytest.fixture
