@@ -10,8 +10,8 @@ output pipes over that connection (SCM_RIGHTS), and gets back the forked worker'
 exit status. As locally, the endpoint's first worker on a node is spawned while the template
 starts, and later ones fork (also a later driver's: templates outlive drivers, until their
 environment is removed or the agent ends); a template that cannot fork (threads started by
-its imports) says so once, and the node's workers are spawned. The template's control socket is the agent's:
-when the agent ends, so do its templates (their workers run on).
+its imports) says so once, and the node's workers are spawned. The template's control socket
+is the agent's: when the agent ends, so do its templates (their workers run on).
 """
 
 from __future__ import annotations
