@@ -10,17 +10,20 @@ mount (``FLASH_VOLUMES``, as a shared filesystem would be).
   forked from the node's template after the first.
 - A volume on the shared folder: what one endpoint writes on one node, another reads on the
   other.
+- On a node without namespaces (a one-node cluster with them turned off), layers are used
+  relocated, and the driver says so.
 """
 
 from __future__ import annotations
 
 import asyncio
+import logging
 import sys
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from test_ray import Cluster, running_cluster
+from test_ray import Cluster, running_cluster, shared_caches
 
 import openflash
 from openflash import CpuInstanceType, Endpoint
@@ -168,3 +171,37 @@ def test_a_file_written_to_a_shared_volume_is_read_on_another_node(
     assert got["text"] == "written on one node"
     assert node_of(wrote["prefix"], on_own_caches) != node_of(got["prefix"], on_own_caches)
     assert (shared_volumes / "ray-shared" / "note.txt").read_text() == "written on one node"
+
+
+@pytest.fixture(scope="module")
+def without_namespaces(
+    tmp_path_factory: pytest.TempPathFactory, uv_cache: Path, apt_dir: Path
+) -> Iterator[Cluster]:
+    """One node whose ``ray start`` turns namespaces off, as a node without them would be."""
+    env = {**shared_caches(uv_cache, apt_dir), "FLASH_NAMESPACES": "off"}
+    with running_cluster(tmp_path_factory, "rr", {"head": ["--num-cpus=2"]}, env) as cluster:
+        yield cluster
+
+
+def test_a_node_without_namespaces_runs_layers_relocated_and_says_so(
+    without_namespaces: Cluster, flash_home: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    openflash.configure(backend="ray", address=without_namespaces.address)
+
+    @Endpoint(name="ray-relocated", cpu=CpuInstanceType.CPU3C_1_2, system_dependencies=["tree"])
+    def which_tree() -> dict:
+        import os
+        import shutil
+
+        return {"which": shutil.which("tree"), "real": os.path.exists("/usr/bin/tree")}
+
+    try:
+        with caplog.at_level(logging.WARNING, logger="openflash"):
+            found = asyncio.run(which_tree())
+    finally:
+        process._overrides.clear()
+        process.shutdown()
+    layers = without_namespaces.homes["head"] / "layers"
+    assert Path(found["which"]).is_relative_to(layers) and not found["real"], found
+    reports = [r.getMessage() for r in caplog.records if "relocated mode" in r.getMessage()]
+    assert len(reports) == 1 and "FLASH_NAMESPACES=off" in reports[0], reports
