@@ -200,8 +200,12 @@ class RayWorker:
         base = {k: v for k, v in env.items() if k not in _PER_WORKER}
         cwd = spec.cwd if spec.cwd.is_dir() else target.runtime_path
         request = TemplateRequest(TemplateKey.of(spec, target, base), cwd)
-        agent = ray.get_actor(agent_name(ray.get_runtime_context().get_node_id()), "openflash")
-        path, why = await agent.template.remote(request)
+        try:
+            node = ray.get_runtime_context().get_node_id()
+            agent = ray.get_actor(agent_name(node), "openflash")
+            path, why = await agent.template.remote(request)
+        except (ValueError, ray.exceptions.RayError) as e:  # no agent (lost): spawned
+            path, why = None, f"the node's agent did not answer: {e}"
         if path is None:
             self.started = f"spawned ({why})"
             return None
