@@ -132,7 +132,7 @@ def test_debs_are_fetched_from_the_archive_once_for_many_nodes(tmp_path: Path) -
     assert index and all(cache.records[CacheRecord("apt-index", r.name, "hit")] for r in index)
 
 
-def test_the_apt_proxy_serves_only_the_archives_hosts(tmp_path: Path) -> None:
+def test_the_apt_proxy_serves_only_the_archives_hosts_and_file_names(tmp_path: Path) -> None:
     cache = PackageCache(tmp_path / "cache", "http://127.0.0.1:9/simple", ("deb.debian.org",))
     cache.start()
     try:
@@ -141,6 +141,10 @@ def test_the_apt_proxy_serves_only_the_archives_hosts(tmp_path: Path) -> None:
         with pytest.raises(urllib.error.HTTPError) as caught:
             opener.open("http://example.org/debian/pool/main/t/tree/tree_2.1.0-1_amd64.deb")
         assert caught.value.code == 403
+        # A name that would be a path in the store is not fetched, whatever it ends with.
+        with pytest.raises(urllib.error.HTTPError) as caught:
+            opener.open("http://deb.debian.org/debian/pool/..%2F..%2F..%2Fescaped.deb")
+        assert caught.value.code == 404
     finally:
         cache.close()
     assert not cache.records

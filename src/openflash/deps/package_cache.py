@@ -48,6 +48,7 @@ PAGE_TTL_S = 600.0
 _ANCHOR = re.compile(r"<a\s([^>]*?)href=\"([^\"]+)\"([^>]*)>([^<]*)</a>", re.I)
 _TIMEOUT_S = 300.0
 _BY_HASH = re.compile(r"/by-hash/SHA256/([0-9a-f]{64})$")
+_FILE_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._+~%-]*")
 #: The upstream headers a passed-through apt reply keeps.
 _PASSED_HEADERS = ("Last-Modified", "Content-Type", "ETag")
 
@@ -176,7 +177,9 @@ class PackageCache:
         parts = urllib.parse.urlsplit(url)
         if parts.scheme != "http" or parts.hostname not in self.apt_hosts:
             return None
-        name = urllib.parse.unquote(parts.path.rsplit("/", 1)[-1])
+        name = parts.path.rsplit("/", 1)[-1]  # as apt names the file (an epoch's ':' is %3a)
+        if not _FILE_NAME.fullmatch(name):  # never a path: %2F, "..", hidden names
+            return b"", {}, 404
         by_hash = _BY_HASH.search(parts.path)
         immutable = by_hash is not None or (
             "/pool/" in parts.path and name.endswith((".deb", ".udeb"))
