@@ -134,6 +134,11 @@ def test_system_packages_are_at_their_real_paths_and_later_workers_fork(
         return first, list(await asyncio.gather(*(where(6) for _ in range(4))))
 
     first, later = asyncio.run(scenario())
+    stats = process.get_runtime().pool_stats(where.endpoint)
+    assert stats is not None
+    started = [str(w["started"]) for w in stats["detail"]]  # what the dashboard shows
+    assert any(s.startswith("forked from template") for s in started), started
+    assert any(s.startswith("spawned") for s in started), started
     assert first["tree"] == ["tree"]  # the layer, overlaid in the worker's namespace
     assert "openflash.workers.forkserver" not in first["parent"]  # the first is spawned
     assert all(r["tree"] == ["tree"] for r in later), later
