@@ -189,3 +189,31 @@ def _streamed(
     return subprocess.CompletedProcess(
         argv, proc.returncode, "".join(captured["stdout"]), "".join(captured["stderr"])
     )
+
+
+def start(
+    argv: Sequence[str],
+    *,
+    env: Mapping[str, str],
+    cwd: str | os.PathLike[str] | None = None,
+    pass_fds: Sequence[int] = (),
+) -> subprocess.Popen[bytes]:
+    """Start ``argv`` in the background, in a session of its own (one ``killpg`` stops it and
+    what it starts), its output discarded, ``pass_fds`` inherited: a long-lived helper process
+    (a Ray node's worker template). A missing program raises FlashError."""
+    try:
+        return subprocess.Popen(
+            [str(a) for a in argv],
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+            env=dict(env),
+            cwd=cwd,
+            pass_fds=tuple(pass_fds),
+            start_new_session=True,
+        )
+    except OSError as e:
+        raise FlashError(
+            f"cannot start {argv[0]!r}: {e}",
+            hint="check that the program exists and that this user may run it",
+        ) from e

@@ -115,20 +115,36 @@ def start_cluster(
     return Cluster(address, homes), stop
 
 
-@pytest.fixture(scope="session")
-def ray_cluster(
-    tmp_path_factory: pytest.TempPathFactory, uv_cache: Path, apt_dir: Path
+@contextlib.contextmanager
+def running_cluster(
+    tmp_path_factory: pytest.TempPathFactory,
+    prefix: str,
+    nodes: dict[str, list[str]],
+    env: dict[str, str],
 ) -> Iterator[Cluster]:
-    cluster, stop = start_cluster(
-        tmp_path_factory.mktemp("ray"),
-        {"head": ["--num-cpus=2"], "node2": ["--num-cpus=2"]},
-        {"FLASH_UV_CACHE_DIR": str(uv_cache), "FLASH_APT_DIR": str(apt_dir)},
-    )
+    """A cluster for a fixture (``start_cluster`` in a folder named ``prefix``, keep it short:
+    Ray's socket paths): on leaving, this process's runtime stops (its actors go while the
+    cluster is up), then the cluster."""
+    cluster, stop = start_cluster(tmp_path_factory.mktemp(prefix), nodes, env)
     try:
         yield cluster
     finally:
         process.shutdown()
         stop()
+
+
+def shared_caches(uv_cache: Path, apt_dir: Path) -> dict[str, str]:
+    """The variables giving every node the run's uv cache and apt folder (downloads once)."""
+    return {"FLASH_UV_CACHE_DIR": str(uv_cache), "FLASH_APT_DIR": str(apt_dir)}
+
+
+@pytest.fixture(scope="session")
+def ray_cluster(
+    tmp_path_factory: pytest.TempPathFactory, uv_cache: Path, apt_dir: Path
+) -> Iterator[Cluster]:
+    nodes = {"head": ["--num-cpus=2"], "node2": ["--num-cpus=2"]}
+    with running_cluster(tmp_path_factory, "ray", nodes, shared_caches(uv_cache, apt_dir)) as c:
+        yield c
 
 
 @pytest.fixture
@@ -542,23 +558,26 @@ def test_without_ray_installed_the_error_says_what_to_install(tmp_path: Path) ->
     assert "pip install 'openflash[ray]'" in done.stdout, done.stderr
 
 
-def test_a_volume_on_ray_is_refused_at_the_call_with_a_hint(flash_home: Path) -> None:
-    # Refused before any node is reached: the address is one no cluster listens on.
-    openflash.configure(backend="ray", address=f"127.0.0.1:{free_port()}")
+def test_a_volume_is_a_folder_of_the_node_that_runs_the_worker(on_ray: Cluster) -> None:
+    """Without a shared FLASH_VOLUMES (test_ray_nodes.py has one), a volume is per node: the
+    folder of that name in the worker's node's FLASH_HOME/volumes, and no other node's."""
 
-    @Endpoint(name="ray-volume", cpu=CpuInstanceType.CPU3C_1_2, volume="ray-shared")
-    def reads() -> list:
+    @Endpoint(name="ray-volume", cpu=CpuInstanceType.CPU3C_1_2, volume="ray-per-node")
+    def write(text: str) -> dict:
         import os
+        import sys
 
-        return os.listdir(os.environ["FLASH_VOLUME_PATH"])
+        folder = os.environ["FLASH_VOLUME_PATH"]
+        with open(os.path.join(folder, "note.txt"), "w") as f:
+            f.write(text)
+        return {"folder": folder, "prefix": sys.prefix}
 
-    try:
-        with pytest.raises(openflash.FlashError) as caught:
-            run(asyncio.wait_for(reads(), 300))
-    finally:
-        process._overrides.clear()
-        process.shutdown()
-    assert "has the volume 'ray-shared', and volumes are not mounted on Ray nodes" in str(
-        caught.value
+    wrote = run(write("on this node only"))
+    assert wrote["folder"] == "/runpod-volume"  # mounted there in the worker's namespace
+    (node,) = [n for n, h in on_ray.homes.items() if Path(wrote["prefix"]).is_relative_to(h)]
+    for name, home in on_ray.homes.items():
+        note = home / "volumes" / "ray-per-node" / "note.txt"
+        assert note.exists() == (name == node), name
+    assert (on_ray.homes[node] / "volumes" / "ray-per-node" / "note.txt").read_text() == (
+        "on this node only"
     )
-    assert "FLASH_BACKEND=local" in (caught.value.hint or "")

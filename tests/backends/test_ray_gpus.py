@@ -11,7 +11,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from test_ray import Cluster, start_cluster
+from test_ray import Cluster, running_cluster, shared_caches
 
 import openflash
 from openflash import Endpoint, FlashError, GpuGroup, GpuType
@@ -24,27 +24,21 @@ pytestmark = pytest.mark.ray
 def typed_cluster(
     tmp_path_factory: pytest.TempPathFactory, uv_cache: Path, apt_dir: Path
 ) -> Iterator[Cluster]:
-    cluster, stop = start_cluster(
-        tmp_path_factory.mktemp("ray-gpus"),
-        {
-            "h100": [
-                "--num-cpus=1",
-                "--num-gpus=1",
-                "--resources=" + json.dumps({"accelerator_type:H100": 1}),
-            ],
-            "l4": [
-                "--num-cpus=1",
-                "--num-gpus=1",
-                "--resources=" + json.dumps({"gpu_type:NVIDIA_L4": 1}),
-            ],
-        },
-        {"FLASH_UV_CACHE_DIR": str(uv_cache), "FLASH_APT_DIR": str(apt_dir)},
-    )
-    try:
+    nodes = {
+        "h100": [
+            "--num-cpus=1",
+            "--num-gpus=1",
+            "--resources=" + json.dumps({"accelerator_type:H100": 1}),
+        ],
+        "l4": [
+            "--num-cpus=1",
+            "--num-gpus=1",
+            "--resources=" + json.dumps({"gpu_type:NVIDIA_L4": 1}),
+        ],
+    }
+    env = shared_caches(uv_cache, apt_dir)
+    with running_cluster(tmp_path_factory, "ray-gpus", nodes, env) as cluster:
         yield cluster
-    finally:
-        process.shutdown()
-        stop()
 
 
 @pytest.fixture

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 from test_containers import IMAGE, MARKER, containers, images  # noqa: F401 (a fixture)
-from test_ray import Cluster, start_cluster
+from test_ray import Cluster, running_cluster, shared_caches
 
 import openflash
 from openflash import CpuServerlessEndpoint, remote
@@ -24,16 +24,9 @@ pytestmark = pytest.mark.ray
 def cluster(
     tmp_path_factory: pytest.TempPathFactory, uv_cache: Path, apt_dir: Path
 ) -> Iterator[Cluster]:
-    running, stop = start_cluster(
-        tmp_path_factory.mktemp("ri"),
-        {"head": ["--num-cpus=2"], "node2": ["--num-cpus=2"]},
-        {"FLASH_UV_CACHE_DIR": str(uv_cache), "FLASH_APT_DIR": str(apt_dir)},
-    )
-    try:
-        yield running
-    finally:
-        process.shutdown()
-        stop()
+    nodes = {"head": ["--num-cpus=2"], "node2": ["--num-cpus=2"]}
+    with running_cluster(tmp_path_factory, "ri", nodes, shared_caches(uv_cache, apt_dir)) as c:
+        yield c
 
 
 @pytest.mark.usefixtures("images", "flash_home")

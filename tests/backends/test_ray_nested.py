@@ -12,7 +12,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from test_ray import Cluster, start_cluster
+from test_ray import Cluster, running_cluster, shared_caches
 
 from helpers import run_python, write
 
@@ -25,15 +25,9 @@ FIXTURE = Path(__file__).resolve().parents[1] / "fixtures" / "apps" / "pipeline"
 def cluster(
     tmp_path_factory: pytest.TempPathFactory, uv_cache: Path, apt_dir: Path
 ) -> Iterator[Cluster]:
-    running, stop = start_cluster(
-        tmp_path_factory.mktemp("rn"),
-        {"head": ["--num-cpus=3"], "node2": ["--num-cpus=3"]},
-        {"FLASH_UV_CACHE_DIR": str(uv_cache), "FLASH_APT_DIR": str(apt_dir)},
-    )
-    try:
-        yield running
-    finally:
-        stop()
+    nodes = {"head": ["--num-cpus=3"], "node2": ["--num-cpus=3"]}
+    with running_cluster(tmp_path_factory, "rn", nodes, shared_caches(uv_cache, apt_dir)) as c:
+        yield c
 
 
 @pytest.fixture(scope="module")

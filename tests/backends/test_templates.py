@@ -45,6 +45,9 @@ def test_forked_workers_answer_and_share_no_state() -> None:
         return first, list(burst)
 
     first, forked = run(main())
+    stats = process.get_runtime().pool_stats(mark.endpoint)
+    assert stats is not None and isinstance(stats["detail"], list)
+    assert sorted(w["started"] for w in stats["detail"]) == ["forked", "forked", "spawned"]
     assert first["parent"] == os.getpid(), "the first worker is spawned"
     pids = {a["pid"] for a in forked}
     parents = {a["parent"] for a in forked}

@@ -144,6 +144,8 @@ class LocalWorker:
         self.proc = proc
         self.pid = proc.pid
         self.node = "local"
+        #: Forked from a template, or spawned (the dashboard's detail).
+        self.started = "forked" if isinstance(proc, ForkedProcess) else "spawned"
         self.reader = reader
         self.writer = writer
         self.gpus = gpus

@@ -14,8 +14,14 @@ Mapping: ``gpuCount`` -> ``num_gpus``, ``gpus`` (GPU types) -> the nodes whose R
 ``accelerator_type:`` or custom ``gpu_type:`` resources say they have them (gpu_types.py), the
 CPU instance type's vCPUs -> ``num_cpus``, ``max_concurrency`` -> the actor's concurrency. A
 dead actor (killed, out of memory, its node lost) ends the worker: its calls fail with
-WorkerCrashedError naming the node. A volume (a folder of this machine) is not mounted on
-nodes: an endpoint with one is refused at its first worker, before any node is reached.
+WorkerCrashedError naming the node.
+
+As on the local backend, a worker with a system layer or a volume runs in a private namespace
+(the layer at its packages' real paths, the volume at ``/runpod-volume``) where the node allows
+it, else in the relocated mode, which the driver reports once per node. A volume
+(``NetworkVolume(name=...)``, ``volume=``) is the folder of that name in the node's
+``FLASH_VOLUMES`` (default its ``FLASH_HOME/volumes``): one folder per node, unless every node's
+``FLASH_VOLUMES`` is the same shared filesystem mount.
 """
 
 from __future__ import annotations
@@ -36,9 +42,8 @@ from ray.actor import ActorClass
 from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
 from openflash._settings import Settings
-from openflash._version import __version__
 from openflash.backends.gpu_types import ray_nodes_for
-from openflash.backends.ray_agent import NodeAgent
+from openflash.backends.ray_agent import NodeAgent, agent_name
 from openflash.backends.ray_handles import RayWorkerHandle, cause
 from openflash.backends.ray_project import PackedProject, pack_project
 from openflash.backends.targets import RayTarget
@@ -83,6 +88,8 @@ class RayBackend:
         self._agents: dict[str, Any] = {}
         self._per_node: collections.Counter[str] = collections.Counter()
         self._warned: set[str] = set()
+        #: Nodes reported as running layers relocated (no namespaces there).
+        self._relocated: set[str] = set()
         self._live: set[RayWorkerHandle] = set()
         self._addresses: dict[str, str] = {}
         self._cache: PackageCache | None = None
@@ -116,7 +123,8 @@ class RayBackend:
             atexit.register(self._kill_all)
         if self._cache is None and self.settings.ray_package_cache:
             upstream = os.environ.get("UV_INDEX_URL") or "https://pypi.org/simple"
-            self._cache = PackageCache(self.settings.home / "package-cache", upstream)
+            hosts = self.preparer.apt.repository_hosts()  # the .debs' archives, served too
+            self._cache = PackageCache(self.settings.home / "package-cache", upstream, hosts)
             self._cache.start(host=ray.util.get_node_ip_address())
 
     async def start_worker(self, spec: WorkerSpec) -> RayWorkerHandle:
@@ -127,15 +135,6 @@ class RayBackend:
             raise FlashError(
                 f"endpoint {spec.endpoint!r} was prepared for another backend than Ray",
                 hint="this is a bug in openflash: please report it",
-            )
-        if spec.volume is not None:
-            raise FlashError(
-                f"endpoint {spec.endpoint!r} has the volume {spec.volume.name!r}, and volumes "
-                "are not mounted on Ray nodes: a volume is a folder of this machine "
-                f"({spec.volume}), which the cluster's other nodes do not have",
-                hint="run this endpoint on the local backend (FLASH_BACKEND=local), or drop "
-                "networkVolume/volume= and read shared storage the nodes mount at a path of "
-                "their own (an NFS or object-store path passed in env=...)",
             )
         loop = asyncio.get_running_loop()
         try:
@@ -248,6 +247,14 @@ class RayBackend:
                 f"{self._addresses.get(node, node)} failed:\n{cause(e)}",
                 hint="read the node's error above; fix the dependencies and call again",
             ) from None
+        if layer and not info.get("namespaces", True) and node not in self._relocated:
+            self._relocated.add(node)
+            logger.warning(
+                "openflash: Ray node %s runs workers with system packages in the relocated mode "
+                "(%s): programs find them through PATH and LD_LIBRARY_PATH, not at /usr",
+                self._addresses.get(node, node),
+                info.get("mode_reason", "no namespaces"),
+            )
         agent = await self._agent(node)
         # Awaited (a few ms): once a worker runs, its node's store says who uses what, so that
         # `flash env prune` there and the tests that read it never see a use still in flight.
@@ -288,7 +295,10 @@ class RayBackend:
         info: dict[str, Any]
         if self._cache is not None and node not in self._cache_told:
             agent = await self._agent(node)
-            await agent.use_package_cache.remote(self._cache.url, self._cache.upstream.url)
+            cache = self._cache
+            await agent.use_package_cache.remote(
+                cache.url, cache.upstream.url, cache.proxy_url, cache.apt_hosts
+            )
             self._cache_told.add(node)
         try:
             info = await (await self._agent(node)).prepare.remote(target)
@@ -304,7 +314,7 @@ class RayBackend:
             # ray.remote made NodeAgent an actor class (its stubs, ignored above, do not say so).
             agents = cast(ActorClass[NodeAgent], NodeAgent)
             options = agents.options(
-                name=f"openflash-{__version__}-{node}",
+                name=agent_name(node),
                 namespace="openflash",
                 lifetime="detached",
                 get_if_exists=True,

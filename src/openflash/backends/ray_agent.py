@@ -12,14 +12,22 @@ from typing import Any
 
 import ray
 
+from openflash._version import __version__
 from openflash.backends.ray_project import unpack_project
+from openflash.backends.ray_templates import NodeTemplates, TemplateRequest
 from openflash.backends.targets import RayTarget
+from openflash.deps.namespace_mode import layer_mode
 from openflash.envs.engine import NoEngineError, find_engine
 from openflash.envs.images import prepare_image
 from openflash.errors import FlashError
 from openflash.prepare import Preparer
 
-__all__ = ["NodeAgent"]
+__all__ = ["NodeAgent", "agent_name"]
+
+
+def agent_name(node: str) -> str:
+    """The name of the agent of the node with Ray id ``node`` (namespace ``openflash``)."""
+    return f"openflash-{__version__}-{node}"
 
 
 # Ray's stubs for ray.remote omit the actor options (max_concurrency, max_restarts).
@@ -31,33 +39,58 @@ class NodeAgent:
 
     def __init__(self) -> None:
         self._node_preparer: Preparer | None = None
+        self._apt_proxy: tuple[str, tuple[str, ...]] = ("", ())
+        self._templates = NodeTemplates()
+
+    def template(self, request: TemplateRequest) -> tuple[str | None, str]:
+        """The socket of the node's template for ``request`` (ray_templates.py), or None and
+        why: it is starting (this worker is spawned), or it cannot fork."""
+        return self._templates.socket_for(request)
 
     def _preparer(self) -> Preparer:
         """The node's preparer (its settings, store, apt and caches), made on first use."""
         if self._node_preparer is None:
             self._node_preparer = Preparer()
+        self._node_preparer.apt.use_proxy(*self._apt_proxy)
         return self._node_preparer
 
-    def use_package_cache(self, url: str, upstream: str) -> None:
+    def use_package_cache(
+        self, url: str, upstream: str, proxy: str = "", apt_hosts: tuple[str, ...] = ()
+    ) -> None:
         """Install from the driver's package cache at ``url`` first, ``upstream`` (the index it
-        mirrors) as the fallback (deps/package_cache.py); this agent's builds only."""
-        extra = os.environ.get("UV_EXTRA_INDEX_URL", "").split()
-        if url not in extra:
-            os.environ["UV_EXTRA_INDEX_URL"] = " ".join([url, *extra])
+        mirrors) as the fallback, and fetch the .debs of the archives at ``apt_hosts`` through
+        it as apt's proxy ``proxy`` (deps/package_cache.py); this agent's builds only."""
+        extra = [u for u in os.environ.get("UV_EXTRA_INDEX_URL", "").split() if u != url]
+        os.environ["UV_EXTRA_INDEX_URL"] = " ".join([url, *extra])
         os.environ.setdefault("UV_INDEX_URL", upstream)
+        self._apt_proxy = (proxy, tuple(apt_hosts))
 
     def prepare(self, spec: RayTarget) -> dict[str, Any]:
         """The environment, layer and worker runtime for ``spec``, built once per key (for an
         image endpoint, the image derived with the lock by the node's engine, once per key)."""
         if spec.image is not None:
             return self._derive(spec, spec.image)
-        built = self._preparer().build_from_lock(spec.lock_text, spec.system_lock)
+        preparer = self._preparer()
+        built = preparer.build_from_lock(spec.lock_text, spec.system_lock)
+        mode = layer_mode(preparer.settings.namespaces)
         return {
             "python": str(built.environment.python),
             "runtime": str(built.runtime_path),
+            "layer": str(built.layer.path) if built.layer.path else None,
             "layer_env": built.layer.env,
             "layer_paths": built.layer.paths,
+            "namespaces": mode.namespaces,
+            "mode": mode.name,
+            "mode_reason": mode.reason,
+            "fork": preparer.settings.fork,
+            **self._node_info(),
+        }
+
+    def _node_info(self) -> dict[str, Any]:
+        """What every worker on this node is told: its address, its volumes' folder."""
+        return {
             "ip": ray.util.get_node_ip_address(),
+            "volumes": str(self._preparer().settings.volumes_root),
         }
 
     def _derive(self, spec: RayTarget, image: str) -> dict[str, Any]:
@@ -88,7 +121,7 @@ class NodeAgent:
             "runtime": str(preparer.worker_runtime()),
             "layer_env": {},
             "layer_paths": {},
-            "ip": ray.util.get_node_ip_address(),
+            **self._node_info(),
         }
 
     def project(self, sha256: str, data: bytes | None) -> str | None:

@@ -73,6 +73,8 @@ class RayWorkerHandle:
         self.node = node
         self.pid = 0
         self.gpus: tuple[str, ...] = ()
+        #: How its node started the worker: forked from the node's template, or spawned (why).
+        self.started: str | None = None
         self.reader = asyncio.StreamReader()
         self.writer = _FrameWriter(self)
         self._ended: asyncio.Future[int] = asyncio.get_running_loop().create_future()
@@ -99,6 +101,7 @@ class RayWorkerHandle:
         self.pid = int(info["pid"])
         self.node = str(info.get("ip") or self.node)
         self.gpus = tuple(g for g in str(info["gpus"]).split(",") if g)
+        self.started = str(info.get("started") or "") or None
         while not self.ended:
             try:
                 data, code, tail = await self.actor.receive.remote()

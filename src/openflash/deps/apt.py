@@ -11,7 +11,12 @@
 
 Nothing here changes the host: packages are only simulated and downloaded. Every call takes one
 file lock, because apt refuses (rather than waits) when its own locks are taken. What apt prints
-is parsed by the pure functions ``parse_simulation`` and ``failure_to_error``.
+is parsed by the pure functions of deps/apt_output.py (re-exported here).
+
+On a Ray node, ``use_proxy`` sends the requests for the archives' hosts through the cluster
+package cache (deps/package_cache.py): apt's own ``Acquire::http::Proxy::<host>``, so that apt
+still verifies every file against the archive's signed index. A command that fails through the
+proxy is run once more without it (the cache unreachable: the archive is asked directly).
 """
 
 from __future__ import annotations
@@ -19,17 +24,24 @@ from __future__ import annotations
 import hashlib
 import logging
 import os
-import re
 import shutil
 import time
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass
 from pathlib import Path
 
 from filelock import FileLock
 
 from openflash import _subprocess
+from openflash.deps.apt_output import (
+    HOST,
+    DebPackage,
+    deb_filename,
+    failure_to_error,
+    http_hosts,
+    parse_index_hashes,
+    parse_simulation,
+)
 from openflash.envs.trust import check_levels, check_owner, make_dirs
 from openflash.errors import SystemDependencyError
 
@@ -38,6 +50,7 @@ __all__ = [
     "DebPackage",
     "deb_filename",
     "failure_to_error",
+    "http_hosts",
     "parse_index_hashes",
     "parse_simulation",
 ]
@@ -52,70 +65,6 @@ _INSTALL_FLAGS = ("--no-install-recommends", "--no-upgrade")
 #: After "unable to locate", an index older than this is refreshed and the question asked again.
 RECHECK_AFTER_S = 600.0
 
-_INST = re.compile(
-    r"^Inst (?P<name>[^\s:]+)(?::\S+)? (?:\[(?P<old>[^\]]+)\] )?"
-    r"\((?P<version>\S+) (?P<origin>.*?) ?\[(?P<arch>[^\]]+)\]\)"
-)
-_UNKNOWN = (
-    re.compile(r"Unable to locate package (\S+)"),
-    re.compile(r"Version '[^']*' for '([^']+)' was not found"),
-    re.compile(r"Package '?([^'\s]+)'? has no installation candidate"),
-    re.compile(r"Couldn't find any package by (?:glob|regex) '([^']+)'"),
-)
-
-
-@dataclass(frozen=True)
-class DebPackage:
-    """One package of a closure: what apt would install."""
-
-    name: str
-    version: str
-    arch: str
-
-    @property
-    def filename(self) -> str:
-        return deb_filename(self.name, self.version, self.arch)
-
-    @property
-    def pin(self) -> str:
-        """``name:arch=version``, what apt-get install takes to get exactly this package."""
-        return (
-            f"{self.name}:{self.arch}={self.version}"
-            if self.arch != "all"
-            else (f"{self.name}={self.version}")
-        )
-
-
-def deb_filename(name: str, version: str, arch: str) -> str:
-    """The file name apt gives a downloaded package (an epoch's colon becomes %3a)."""
-    return f"{name}_{version.replace(':', '%3a')}_{arch}.deb"
-
-
-def parse_simulation(stdout: str) -> list[DebPackage]:
-    """The packages an ``apt-get install -s`` would install or upgrade, in its order."""
-    found = []
-    for line in stdout.splitlines():
-        match = _INST.match(line)
-        if match:
-            found.append(DebPackage(match["name"], match["version"], match["arch"]))
-    return found
-
-
-def parse_index_hashes(stdout: str) -> dict[DebPackage, set[str]]:
-    """The SHA256 of each package record ``apt-cache show`` printed (a version several
-    sources have may be listed more than once)."""
-    hashes: dict[DebPackage, set[str]] = {}
-    for record in stdout.split("\n\n"):
-        fields: dict[str, str] = {}
-        for line in record.splitlines():
-            name, sep, value = line.partition(":")
-            if sep and not line.startswith(" "):
-                fields[name] = value.strip()
-        if {"Package", "Version", "Architecture", "SHA256"} <= fields.keys():
-            package = DebPackage(fields["Package"], fields["Version"], fields["Architecture"])
-            hashes.setdefault(package, set()).add(fields["SHA256"].lower())
-    return hashes
-
 
 def _sha256(path: Path) -> str:
     digest = hashlib.sha256()
@@ -123,32 +72,6 @@ def _sha256(path: Path) -> str:
         while chunk := f.read(1 << 20):
             digest.update(chunk)
     return digest.hexdigest()
-
-
-def failure_to_error(output: str, names: Sequence[str]) -> SystemDependencyError:
-    """The error a failed apt-get means, quoting apt's ``E:`` lines."""
-    lines = output.splitlines()
-    errors = [line[3:].strip() for line in lines if line.startswith("E: ")]
-    unmet = []
-    if "The following packages have unmet dependencies:" in lines:
-        start = lines.index("The following packages have unmet dependencies:")
-        unmet = [line for line in lines[start:] if not line.startswith("E: ")]
-    quoted = "\n".join(unmet + errors) or _subprocess.tail(output, 10)
-    for pattern in _UNKNOWN:
-        for line in errors:
-            match = pattern.search(line)
-            if match:
-                name = match[1]
-                return SystemDependencyError(
-                    f"system package {name!r} is not known to apt (system_dependencies: "
-                    f"{list(names)}):\n{quoted}",
-                    hint=f"check the name and version of {name!r} with `apt-cache policy "
-                    f"{name.split('=')[0]}` or on https://packages.debian.org",
-                )
-    return SystemDependencyError(
-        f"apt cannot install system_dependencies {list(names)}:\n{quoted}",
-        hint="read apt's message above; it usually names the package to drop or pin",
-    )
 
 
 class Apt:
@@ -161,6 +84,25 @@ class Apt:
         self.base_status = base_status
         self.index_ttl = index_ttl
         self.state = state
+        #: The package cache's URL (http://host:port) apt's requests go through, or "".
+        self.proxy = ""
+        #: The archives' hosts whose requests go through ``proxy``.
+        self.proxy_hosts: tuple[str, ...] = ()
+
+    def use_proxy(self, url: str, hosts: tuple[str, ...]) -> None:
+        """Send requests for ``hosts`` (archives' hosts, plain http) through the proxy at
+        ``url`` (the cluster package cache); "" and () for none."""
+        self.proxy, self.proxy_hosts = url, tuple(h for h in hosts if HOST.fullmatch(h))
+
+    def repository_hosts(self) -> tuple[str, ...]:
+        """The hosts of the plain-http archives this machine's apt sources name (() where there
+        is no apt)."""
+        if shutil.which("apt-get") is None:
+            return ()
+        argv = ["apt-get", *self.options(), "indextargets", "--no-release-info"]
+        argv += ["--format", "$(REPO_URI)"]
+        done = _subprocess.run(argv, env=_apt_environ(), timeout=60, check=False)
+        return http_hosts(done.stdout) if done.ok else ()
 
     def bare(self) -> Apt:
         """This apt (its index and .deb cache) for a system with no packages at all: its
@@ -169,15 +111,19 @@ class Apt:
         if not status.is_file():
             make_dirs(status.parent)
             status.touch()
-        return Apt(self.root, status, self.index_ttl, state="bare/state")
+        bare = Apt(self.root, status, self.index_ttl, state="bare/state")
+        bare.use_proxy(self.proxy, self.proxy_hosts)
+        return bare
 
     @property
     def archives(self) -> Path:
         return self.root / "archives"
 
-    def options(self) -> list[str]:
+    def options(self, *, direct: bool = False) -> list[str]:
+        """apt's ``-o`` arguments: this folder's state and caches, and (unless ``direct``) the
+        proxy for its hosts."""
         state = self.root / self.state
-        options = {
+        options: dict[str, object] = {
             "Dir::State::Lists": self.root / "lists",
             "Dir::State::status": state / "status",
             "Dir::State::extended_states": state / "extended_states",
@@ -190,6 +136,8 @@ class Apt:
         if os.geteuid() == 0:
             # As root apt drops to the _apt user to download, which cannot write here.
             options["APT::Sandbox::User"] = "root"
+        if self.proxy and not direct:
+            options.update({f"Acquire::http::Proxy::{h}": self.proxy for h in self.proxy_hosts})
         return [arg for key, value in options.items() for arg in ("-o", f"{key}={value}")]
 
     @contextmanager
@@ -340,7 +288,22 @@ class Apt:
                 "system_dependencies need apt-get, which this machine does not have",
                 hint="run on a Debian or Ubuntu machine, or drop system_dependencies",
             )
-        argv = ["apt-get", "-q", *self.options(), *args]
+        done = self._run_apt_get(args, check=check and not self.proxy, direct=False)
+        # apt-get update exits 0 after some failed fetches ("W: Failed to fetch"): asked again too.
+        if self.proxy and _fetch_failed(done.stdout + done.stderr):
+            logger.warning(
+                "openflash: apt through the package cache %s failed; asking the archive "
+                "directly:\n%s",
+                self.proxy,
+                _subprocess.tail(done.stderr, 5),
+            )
+            done = self._run_apt_get(args, check=check, direct=True)
+        return done
+
+    def _run_apt_get(
+        self, args: tuple[str, ...], *, check: bool, direct: bool
+    ) -> _subprocess.Completed:
+        argv = ["apt-get", "-q", *self.options(direct=direct), *args]
         return _subprocess.run(
             argv,
             env=_apt_environ(),
@@ -348,6 +311,14 @@ class Apt:
             check=check,
             error=SystemDependencyError,
         )
+
+
+def _fetch_failed(output: str) -> bool:
+    """Whether apt's ``output`` says a download failed (rather than, say, an unknown name)."""
+    return any(
+        words in output
+        for words in ("Failed to fetch", "Could not connect", "Unable to connect", "Err:")
+    )
 
 
 def _apt_environ() -> dict[str, str]:

@@ -11,11 +11,23 @@ fetch however many nodes ask at once), verified against that hash, stored as
 index does not have is a 404 here, and uv falls back to the extra index: the index is reached
 only for what the cache lacks. Nothing here writes to the upstream index; the server only reads.
 
+The same server is the nodes' apt proxy for the Debian archives the driver's apt uses (its
+``hosts``, plain http: a node's apt is told ``Acquire::http::Proxy::<host>`` for each, see
+deps/apt.py): an archive's immutable files, the .debs under ``/pool/`` and the index files under
+``/by-hash/``, are fetched from the archive once and served from ``<folder>/apt/`` to every later
+node; the rest (``InRelease``, which changes) is passed through. apt on the node verifies every
+file against the archive's signed index, as it does without a proxy, and a ``by-hash`` file is
+verified here against the hash its path names too. A request for another host is refused (403),
+so the server is no open proxy.
+
+Every file served is counted in ``records`` (``CacheRecord``: its kind, name, and whether it was
+fetched from upstream or was a hit), so that what reached upstream can be read back.
 bench/package_cache.py measures the upstream traffic for 1, 4 and 16 node stores.
 """
 
 from __future__ import annotations
 
+import collections
 import hashlib
 import html
 import http.server
@@ -27,13 +39,29 @@ import urllib.parse
 import urllib.request
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Literal
 
-__all__ = ["PAGE_TTL_S", "PackageCache"]
+__all__ = ["PAGE_TTL_S", "CacheRecord", "PackageCache"]
 
 #: Seconds a project page fetched from upstream is reused.
 PAGE_TTL_S = 600.0
 _ANCHOR = re.compile(r"<a\s([^>]*?)href=\"([^\"]+)\"([^>]*)>([^<]*)</a>", re.I)
 _TIMEOUT_S = 300.0
+_BY_HASH = re.compile(r"/by-hash/SHA256/([0-9a-f]{64})$")
+_FILE_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._+~%-]*")
+#: The upstream headers a passed-through apt reply keeps.
+_PASSED_HEADERS = ("Last-Modified", "Content-Type", "ETag")
+
+
+@dataclass(frozen=True, slots=True)
+class CacheRecord:
+    """One kind of answer the cache gave: a ``wheel`` (or other file of the package index), a
+    ``deb``, an ``apt-index`` file (``by-hash``), or an apt file ``passed`` through uncached;
+    ``outcome`` says whether upstream was asked (``fetched``, ``passed``) or not (``hit``)."""
+
+    kind: Literal["wheel", "deb", "apt-index", "apt-other"]
+    name: str
+    outcome: Literal["fetched", "hit", "passed"]
 
 
 @dataclass
@@ -63,15 +91,29 @@ class _Upstream:
 class PackageCache:
     """The index: ``start()`` serves it on ``host``; ``url`` is its simple API's root."""
 
-    def __init__(self, folder: Path, upstream: str) -> None:
+    def __init__(self, folder: Path, upstream: str, apt_hosts: tuple[str, ...] = ()) -> None:
         self.folder = folder
         self.upstream = _Upstream(upstream.rstrip("/"))
+        #: The Debian archives' hosts (plain http) whose files this server proxies for apt.
+        self.apt_hosts = apt_hosts
+        #: How many times each answer was given (``CacheRecord``), since the server started.
+        self.records: collections.Counter[CacheRecord] = collections.Counter()
+        self._records_guard = threading.Lock()
         self._server: http.server.ThreadingHTTPServer | None = None
         self.url = ""
 
     @property
     def upstream_fetches(self) -> int:
         return self.upstream.fetches
+
+    @property
+    def proxy_url(self) -> str:
+        """The server's root (``http://host:port``): apt's proxy for ``apt_hosts``."""
+        return self.url.rsplit("/simple", 1)[0]
+
+    def record(self, record: CacheRecord) -> None:
+        with self._records_guard:
+            self.records[record] += 1
 
     def start(self, host: str = "127.0.0.1", port: int = 0) -> str:
         self.folder.mkdir(parents=True, exist_ok=True)
@@ -121,21 +163,67 @@ class PackageCache:
         """The stored file (fetched and verified on first use); None when unknown here."""
         stored = self.folder / digest / name
         if stored.is_file():
+            self.record(CacheRecord("wheel", name, "hit"))
             return stored
         known = self.upstream.files.get(name)
         if known is None or known[1] != digest:
             return None
-        with self.upstream.lock_for(f"file:{digest}"):
+        return self._once(known[0], stored, digest, CacheRecord("wheel", name, "fetched"))
+
+    def apt_file(self, url: str) -> tuple[bytes, dict[str, str], int] | None:
+        """What apt asked for at ``url`` through this proxy: (body, headers, status); an
+        immutable file from the store (fetched once), anything else passed through. None when
+        ``url`` is on a host this cache does not proxy."""
+        parts = urllib.parse.urlsplit(url)
+        if parts.scheme != "http" or parts.hostname not in self.apt_hosts:
+            return None
+        name = parts.path.rsplit("/", 1)[-1]  # as apt names the file (an epoch's ':' is %3a)
+        if not _FILE_NAME.fullmatch(name):  # never a path: %2F, "..", hidden names
+            return b"", {}, 404
+        by_hash = _BY_HASH.search(parts.path)
+        immutable = by_hash is not None or (
+            "/pool/" in parts.path and name.endswith((".deb", ".udeb"))
+        )
+        if not immutable:
+            self.record(CacheRecord("apt-other", name, "passed"))
+            return self._pass(url)
+        kind: Literal["deb", "apt-index"] = "apt-index" if by_hash else "deb"
+        key = hashlib.sha256(url.encode()).hexdigest()
+        stored = self.folder / "apt" / key / name
+        if stored.is_file():
+            self.record(CacheRecord(kind, name, "hit"))
+        else:
+            digest = by_hash[1] if by_hash else None
+            self._once(url, stored, digest, CacheRecord(kind, name, "fetched"))
+        return stored.read_bytes(), {"Content-Type": "application/octet-stream"}, 200
+
+    def _once(self, url: str, stored: Path, digest: str | None, fetched: CacheRecord) -> Path:
+        """``stored``, fetched from ``url`` by the first request only (later ones wait for it
+        and are hits), verified against ``digest`` (its sha256) where there is one."""
+        with self.upstream.lock_for(f"file:{url}"):
             if stored.is_file():  # another node's request fetched it meanwhile
+                self.record(CacheRecord(fetched.kind, fetched.name, "hit"))
                 return stored
-            data = self.upstream.get(known[0])
-            if hashlib.sha256(data).hexdigest() != digest:
-                raise ValueError(f"{name} from {known[0]} does not match its sha256 {digest}")
+            data = self.upstream.get(url)
+            if digest is not None and hashlib.sha256(data).hexdigest() != digest:
+                raise ValueError(f"{stored.name} from {url} does not match its sha256 {digest}")
             stored.parent.mkdir(parents=True, exist_ok=True)
-            scratch = stored.with_name(f".{name}.part")
+            scratch = stored.with_name(f".{stored.name}.part")
             scratch.write_bytes(data)
             scratch.rename(stored)
+            self.record(fetched)
         return stored
+
+    def _pass(self, url: str) -> tuple[bytes, dict[str, str], int]:
+        """``url`` fetched from upstream as it is now (not stored)."""
+        try:
+            with self.upstream.guard:
+                self.upstream.fetches += 1
+            with urllib.request.urlopen(url, timeout=_TIMEOUT_S) as reply:
+                headers = {h: reply.headers[h] for h in _PASSED_HEADERS if reply.headers[h]}
+                return reply.read(), headers, 200
+        except urllib.error.HTTPError as e:
+            return b"", {}, e.code
 
 
 class _Handler(http.server.BaseHTTPRequestHandler):
@@ -149,6 +237,8 @@ class _Handler(http.server.BaseHTTPRequestHandler):
         self.do_GET()
 
     def do_GET(self) -> None:
+        if self.path.startswith("http://"):  # apt, with this server as its proxy
+            return self._proxy()
         path = urllib.parse.unquote(self.path.split("?", 1)[0])
         try:
             match = re.fullmatch(r"/simple/([^/]+)/?", path)
@@ -165,10 +255,24 @@ class _Handler(http.server.BaseHTTPRequestHandler):
             return self._status(404)
         return self._status(404)
 
-    def _send(self, data: bytes, kind: str) -> None:
+    def _proxy(self) -> None:
+        try:
+            answer = self.cache.apt_file(self.path)
+        except (OSError, ValueError):  # upstream unreachable, a short or bad file
+            return self._status(502)
+        if answer is None:
+            return self._status(403)
+        data, headers, code = answer
+        if code != 200:
+            return self._status(code)
+        return self._send(data, headers.pop("Content-Type", "application/octet-stream"), headers)
+
+    def _send(self, data: bytes, kind: str, headers: dict[str, str] | None = None) -> None:
         self.send_response(200)
         self.send_header("Content-Type", kind)
         self.send_header("Content-Length", str(len(data)))
+        for name, value in (headers or {}).items():
+            self.send_header(name, value)
         self.end_headers()
         if not getattr(self, "_head", False):
             self.wfile.write(data)

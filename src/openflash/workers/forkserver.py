@@ -13,7 +13,11 @@ modules in ``OPENFLASH_PRELOAD`` (a JSON list), and answers on the SOCK_SEQPACKE
 - ``{"op": "exited", "pid", "code"}`` when a child ends (``code`` as subprocess reports it:
   negative for a signal).
 
-It exits when the pool closes the socket. Only the standard library is imported here.
+It exits when the pool closes the socket. With ``OPENFLASH_FORK_LISTEN`` (the descriptor of a
+listening SOCK_SEQPACKET socket its starter bound, a Ray node's agent: backends/ray_templates.py),
+it also accepts connections there and answers ``fork`` on each the same way, telling each
+child's exit to the connection that asked for it; those connections come and go. Only the
+standard library is imported here.
 """
 
 from __future__ import annotations
@@ -26,6 +30,7 @@ if __name__ == "__main__":
 
     _isolate_path()
 
+import contextlib
 import importlib
 import json
 import select
@@ -37,6 +42,7 @@ from typing import Any
 from openflash.workers import child
 
 PRELOAD_VARIABLE = "OPENFLASH_PRELOAD"
+LISTEN_VARIABLE = "OPENFLASH_FORK_LISTEN"
 _MESSAGE_MAX = 1 << 20
 
 
@@ -71,12 +77,13 @@ def unsafe_reason() -> str | None:
 
 
 def _become_worker(
-    request: dict[str, Any], fds: list[int], control: socket.socket, wakeup: int
+    request: dict[str, Any], fds: list[int], controls: list[socket.socket], wakeup: int
 ) -> None:
     """In the forked child: a session of its own, its descriptors, its environment; then serve."""
     try:
         os.setsid()
-        control.close()
+        for control in controls:
+            control.close()
         signal.set_wakeup_fd(-1)
         os.close(wakeup)
         signal.signal(signal.SIGCHLD, signal.SIG_DFL)
@@ -111,33 +118,53 @@ def serve(fd: int) -> None:
     )
     if unsafe:
         return
+    listen = os.environ.pop(LISTEN_VARIABLE, "")
+    listener = socket.socket(fileno=int(listen)) if listen else None
+    clients: list[socket.socket] = []
+    #: Which connection asked for each child (its exit is told there).
+    askers: dict[int, socket.socket] = {}
     read_end, write_end = os.pipe()
     os.set_blocking(write_end, False)
     signal.set_wakeup_fd(write_end)
     signal.signal(signal.SIGCHLD, lambda *_: None)
     while True:
-        waiting: list[socket.socket | int] = [control, read_end]
+        waiting: list[socket.socket | int] = [control, read_end, *clients]
+        if listener is not None:
+            waiting.append(listener)
         readable, _, _ = select.select(waiting, [], [])
         if read_end in readable:
             os.read(read_end, 4096)
-            _reap(control)
-        if control not in readable:
-            continue
-        message, fds, _, _ = socket.recv_fds(control, _MESSAGE_MAX, 3)
-        if not message:
-            return  # the pool is gone
-        request = json.loads(message)
-        sys.stdout.flush()
-        sys.stderr.flush()
-        pid = os.fork()
-        if pid == 0:
-            _become_worker(request, fds, control, read_end)
-        for descriptor in fds:
-            os.close(descriptor)
-        _send(control, {"op": "forked", "id": request["id"], "pid": pid})
+            _reap(control, askers)
+        if listener is not None and listener in readable:
+            clients.append(listener.accept()[0])
+        for asker in [control, *clients]:
+            if asker not in readable:
+                continue
+            try:
+                message, fds, _, _ = socket.recv_fds(asker, _MESSAGE_MAX, 3)
+            except OSError:
+                message, fds = b"", []
+            if not message:
+                if asker is control:
+                    return  # the pool (or the node's agent) is gone
+                clients.remove(asker)
+                asker.close()
+                continue
+            request = json.loads(message)
+            sys.stdout.flush()
+            sys.stderr.flush()
+            pid = os.fork()
+            if pid == 0:
+                others = [control, *clients] + ([listener] if listener is not None else [])
+                _become_worker(request, fds, others, read_end)
+            for descriptor in fds:
+                os.close(descriptor)
+            askers[pid] = asker
+            with contextlib.suppress(OSError):  # it left meanwhile: its child's exit goes nowhere
+                _send(asker, {"op": "forked", "id": request["id"], "pid": pid})
 
 
-def _reap(control: socket.socket) -> None:
+def _reap(control: socket.socket, askers: dict[int, socket.socket]) -> None:
     while True:
         try:
             pid, status = os.waitpid(-1, os.WNOHANG)
@@ -146,7 +173,8 @@ def _reap(control: socket.socket) -> None:
         if pid == 0:
             return
         code = -os.WTERMSIG(status) if os.WIFSIGNALED(status) else os.WEXITSTATUS(status)
-        _send(control, {"op": "exited", "pid": pid, "code": code})
+        with contextlib.suppress(OSError):  # the connection that asked has gone
+            _send(askers.pop(pid, control), {"op": "exited", "pid": pid, "code": code})
 
 
 if __name__ == "__main__":

@@ -139,6 +139,7 @@ class Pool(WorkerLives):
                     "calls": len(w.in_flight),
                     "gpus": list(w.handle.gpus) if w.handle else [],
                     "node": getattr(w.handle, "node", None),
+                    "started": getattr(w.handle, "started", None),  # forked or spawned (why)
                 }
                 for w in self.workers
             ],
