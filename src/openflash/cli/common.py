@@ -112,6 +112,8 @@ def dependency_sets(project: Project, preparer: Preparer) -> list[DependencySet]
             endpoint.system_dependencies,
             options=endpoint.options,
             gpu_imports=endpoint.gpu_imports,
+            imports=endpoint.imports,
+            gpu=endpoint.wants_gpu,
         )
         dep_set = sets.setdefault(
             key, DependencySet(key.python, key.system, options=key.options, base=key.base)

@@ -38,7 +38,7 @@ from openflash.deps.system import (
     resolve_system,
     system_layer,
 )
-from openflash.deps.torch_variants import route_torch
+from openflash.deps.torch_variants import default_backend, route_torch
 from openflash.envs.build_failures import forget_failures, recall
 from openflash.envs.bundle import worker_runtime
 from openflash.envs.environment import (
@@ -94,12 +94,20 @@ class Preparer:
         options: UvOptions = NO_OPTIONS,
         *,
         gpu_imports: Iterable[str] = (),
+        imports: Iterable[str] = (),
+        gpu: bool = False,
     ) -> DependencyKey:
         """An endpoint's key: its declared sets, plus the packages of the GPU base set
         (deps/gpu_base.py, FLASH_GPU_BASE_PACKAGES) that ``gpu_imports`` use and ``python``
         does not declare. ``gpu_imports`` are the top-level modules a GPU endpoint's code
-        imports; a CPU endpoint passes none, and so never gets the base set."""
+        imports; a CPU endpoint passes none, and so never gets the base set.
+
+        ``imports`` (the top-level modules its code imports) and ``gpu`` (it asks for a GPU)
+        decide ``torch_backend="auto"``, the default of an endpoint using torch
+        (deps/torch_variants.py's ``default_backend``): the CPU build for a CPU endpoint and on a
+        machine without an NVIDIA driver, the driver's CUDA build otherwise."""
         base = from_base(python, gpu_imports, self.gpu_base())
+        options = default_backend(options, python + base, imports, gpu=gpu)
         return DependencyKey(python + base, system, lockfile, local, options, base)
 
     def gpu_base(self) -> tuple[str, ...]:

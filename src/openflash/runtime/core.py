@@ -128,6 +128,8 @@ class Runtime:
             local_sources_digest(endpoint.dependencies),
             endpoint.options,
             gpu_imports=endpoint.gpu_imports,
+            imports=endpoint.imports,
+            gpu=endpoint.wants_gpu,
         )
 
     def build(self, endpoint: EndpointDef) -> Prepared:

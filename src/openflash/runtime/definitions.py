@@ -45,6 +45,11 @@ class EndpointDef:
         return () if r.is_cpu or r.image else self.imports
 
     @property
+    def wants_gpu(self) -> bool:
+        """Whether its workers ask for a GPU (what ``torch_backend="auto"`` builds torch for)."""
+        return not self.resource.is_cpu
+
+    @property
     def lockfile(self) -> Path | None:
         return find_lockfile(self.source_dir or self.cwd)
 
