@@ -11,12 +11,15 @@ FLASH_TORCH_INDEX_URL.
 
 from __future__ import annotations
 
+import json
 import os
 from pathlib import Path
 
 import pytest
+from packaging.tags import Tag
 
 from index_server import serve_index, serve_torch_index
+from openflash.deps.download_sizes import human_size, parse_sizes
 from openflash.deps.torch_variants import (
     cuda_driver,
     cuda_variants,
@@ -25,7 +28,7 @@ from openflash.deps.torch_variants import (
 )
 from openflash.envs.uv_options import uv_options
 
-from helpers import make_wheel, run_python, write
+from helpers import make_wheel, run_flash, run_python, write
 
 SCRIPT = """
 import asyncio
@@ -128,3 +131,85 @@ def test_what_auto_decides_and_what_it_leaves_alone(
     assert locked_variant("numpy==2.0\ntorch==2.1.0+cu121\n") == "cu121"
     assert locked_variant("torch==2.5.1\n") == "default"
     assert locked_variant("numpy==2.0\n") is None
+
+
+CHECKED = """
+from openflash import CpuInstanceType, Endpoint
+
+@Endpoint(name="embed", cpu=CpuInstanceType.CPU3C_1_2, dependencies=["torch==2.1.0"])
+def embed() -> str:
+    import torch
+    return torch.BUILD
+"""
+
+
+def test_flash_check_reports_the_torch_build_and_its_download_size(
+    tmp_path: Path, fresh_home: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    stand_in_torch(tmp_path / "torch-index")
+    wheel = tmp_path / "torch-index" / "cpu" / "torch-2.1.0+cpu-py3-none-any.whl"
+    project = tmp_path / "project"
+    write(project / "app.py", CHECKED)
+    monkeypatch.delenv("UV_CUDA_DRIVER_VERSION", raising=False)
+    with (
+        serve_torch_index(tmp_path / "torch-index") as (base, requests),
+        serve_index(tmp_path / "empty") as (empty, _),
+    ):
+        env = {"FLASH_TORCH_INDEX_URL": base, "UV_INDEX_URL": empty}
+        done = run_flash("check", str(project), "--json", cwd=project, env=env)
+        text = run_flash("check", str(project), cwd=project, env=env)
+    assert done.returncode == 0, done.stderr[-3000:]
+    found = [i for i in json.loads(done.stdout)["issues"] if i["kind"] == "torch-variant"]
+    # The stand-in index serves HTML pages without sizes, as the PyTorch index does: the size
+    # is the file's Content-Length (one HEAD request).
+    size = wheel.stat().st_size
+    assert size < 1000
+    assert found == [
+        {
+            "level": "info",
+            "kind": "torch-variant",
+            "endpoints": ["embed"],
+            "message": f"torch: the cpu build, {size} B to download",
+        }
+    ]
+    assert any(r.startswith("/whl/files/cpu/torch-2.1.0+cpu") for r in requests)
+    assert "info: embed: torch: the cpu build" in text.stderr
+    assert "all endpoints resolve" in text.stderr
+
+
+def test_sizes_come_from_uvs_pylock_and_the_wheel_for_this_interpreter() -> None:
+    # Saved from `uv pip compile --format pylock.toml` against PyPI (sizes from its JSON API).
+    pylock = """
+lock-version = "1.0"
+created-by = "uv"
+
+[[packages]]
+name = "Idna"
+version = "3.10"
+sdist = { url = "https://files.example/idna-3.10.tar.gz", size = 190490 }
+wheels = [{ url = "https://files.example/idna-3.10-py3-none-any.whl", size = 70442 }]
+
+[[packages]]
+name = "fast"
+version = "1.0"
+wheels = [
+  { url = "https://files.example/fast-1.0-cp311-cp311-manylinux_2_17_x86_64.whl", size = 900 },
+  { url = "https://files.example/fast-1.0-py3-none-any.whl", size = 100 },
+]
+
+[[packages]]
+name = "html-only"
+version = "1.0"
+wheels = [{ url = "https://torch.example/html_only-1.0-py3-none-any.whl" }]
+"""
+    tags = [Tag("cp311", "cp311", "manylinux_2_17_x86_64"), Tag("py3", "none", "any")]
+    asked: list[str] = []
+
+    def head(url: str) -> int | None:
+        asked.append(url)
+        return 4321
+
+    sizes = parse_sizes(pylock, tags, head=head)
+    assert sizes == {"idna": 70442, "fast": 900, "html-only": 4321}
+    assert asked == ["https://torch.example/html_only-1.0-py3-none-any.whl"]
+    assert human_size(4_700_000_000) == "4.7 GB" and human_size(70442) == "70 kB"

@@ -6,7 +6,8 @@
   their index has yanked; a flash.lock out of date with the code;
 - suggestions: sets that differ in one package only, which could share one environment;
   packages a GPU endpoint gets from the GPU base set (deps/gpu_base.py), which it could declare
-  to pin.
+  to pin;
+- information: the torch build a set installs (cpu, cu121, ...) and what it downloads.
 """
 
 from __future__ import annotations
@@ -18,20 +19,21 @@ from typing import Protocol
 from packaging.requirements import Requirement
 from packaging.utils import canonicalize_name
 
+from openflash.deps.download_sizes import human_size
 from openflash.deps.lockfile import LockFile
 from openflash.errors import FlashError
 from openflash.prepare.outcomes import SetCheck
 
 __all__ = ["CheckedSet", "Issue", "issues_of", "no_wheel_text"]
 
-_ORDER = {"error": 0, "warning": 1, "suggestion": 2}
+_ORDER = {"error": 0, "warning": 1, "suggestion": 2, "info": 3}
 
 
 @dataclass(frozen=True)
 class Issue:
-    """One finding: ``level`` is error, warning or suggestion; ``kind`` a short name
-    (``no-wheel``, ``yanked``, ``unpinned``, ``stale-lock``, ``near-duplicate``, ``gpu-base``, or
-    an error's class name); ``endpoints`` the names it is about."""
+    """One finding: ``level`` is error, warning, suggestion or info; ``kind`` a short name
+    (``no-wheel``, ``yanked``, ``unpinned``, ``stale-lock``, ``near-duplicate``, ``gpu-base``,
+    ``torch-variant``, or an error's class name); ``endpoints`` the names it is about."""
 
     level: str
     kind: str
@@ -70,6 +72,8 @@ def issues_of(
         else:
             issues += [_no_wheel(dep_set.names, package) for package in result.no_wheels]
             issues += [Issue("warning", "yanked", dep_set.names, t) for t in result.lock.yanked]
+            if result.torch_variant is not None:
+                issues.append(_torch_variant(dep_set.names, result))
         declared = [s for s in dep_set.dependencies if s not in dep_set.base]
         issues += [_unpinned(dep_set.names, s) for s in declared if not _pinned(s)]
         issues += [_from_base(dep_set.names, s) for s in dep_set.base]
@@ -85,6 +89,16 @@ def no_wheel_text(package: str) -> str:
         f"{package} has no wheel for this platform and would be built "
         "from source (slow, needs compilers); pin a release with wheels"
     )
+
+
+def _torch_variant(names: list[str], result: SetCheck) -> Issue:
+    variant = result.torch_variant
+    what = (
+        "PyPI's default build (CUDA on Linux)" if variant == "default" else f"the {variant} build"
+    )
+    size = result.torch_download
+    shown = f"{human_size(size)} to download" if size is not None else "download size unknown"
+    return Issue("info", "torch-variant", names, f"torch: {what}, {shown}")
 
 
 def _from_base(names: list[str], spec: str) -> Issue:

@@ -76,7 +76,14 @@ class NodeBuild:
 class SetCheck:
     """What ``flash check`` learns of one dependency set: it resolves (``lock``), its system
     packages resolve too, and ``no_wheels`` names (canonical) the locked packages that have no
-    wheel for this interpreter and platform."""
+    wheel for this interpreter and platform; ``torch_variant`` and ``torch_download`` say which
+    torch build it holds and its size."""
 
     lock: Lock
     no_wheels: tuple[str, ...] = ()
+    #: The torch build the lock holds (``cpu``, ``cu121``, ``default``: PyPI's), None without
+    #: torch (deps/torch_variants.py's ``locked_variant``).
+    torch_variant: str | None = None
+    #: What that build downloads here (the torch family and its ``nvidia-*`` packages), in
+    #: bytes; None when unknown.
+    torch_download: int | None = None

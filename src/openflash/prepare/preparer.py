@@ -26,6 +26,7 @@ from packaging.utils import canonicalize_name
 from openflash import _subprocess
 from openflash._settings import Settings
 from openflash.deps.apt import Apt
+from openflash.deps.download_sizes import torch_build
 from openflash.deps.gpu_base import base_set, from_base
 from openflash.deps.lockfile import LockEntry, LockFile
 from openflash.deps.namespace_mode import layer_mode
@@ -346,8 +347,10 @@ class Preparer:
             resolve_system(system, store=self.store, apt=self.apt, ttl=self.settings.resolve_ttl)
         lock = dataclasses.replace(self.resolve(python, options), base=base)
         routed = self.routed(python, options)
-        missing = without_wheels(lock.text, uv_cache=self.settings.uv_cache_dir, options=routed)
-        return SetCheck(lock, tuple(missing))
+        uv_cache = self.settings.uv_cache_dir
+        missing = without_wheels(lock.text, uv_cache=uv_cache, options=routed)
+        variant, size = torch_build(lock.text, uv_cache=uv_cache, options=routed)
+        return SetCheck(lock, tuple(missing), torch_variant=variant, torch_download=size)
 
     def lock_entry(
         self,
