@@ -88,7 +88,12 @@ def run_checks(project: Project, reporter: Reporter) -> list[Issue]:
             (
                 s.label,
                 functools.partial(
-                    preparer.check, s.dependencies, s.system_dependencies, s.options, s.base
+                    preparer.check,
+                    s.dependencies,
+                    s.system_dependencies,
+                    s.options,
+                    s.base,
+                    s.project_lock,
                 ),
             )
             for s in sets

@@ -22,6 +22,7 @@ from rich.console import Console
 from rich.progress import Progress, SpinnerColumn, TaskID, TextColumn, TimeElapsedColumn
 
 from openflash import _subprocess
+from openflash.deps.project_lock import ProjectLock
 from openflash.envs.uv_options import NO_OPTIONS, UvOptions
 from openflash.prepare import DependencyKey, Preparer
 from openflash.project import Project, discover
@@ -81,6 +82,8 @@ class DependencySet:
     endpoints: list[EndpointDef] = field(default_factory=list)
     options: UvOptions = NO_OPTIONS
     base: tuple[str, ...] = ()
+    #: The project's uv.lock, whose versions constrain the set (deps/project_lock.py).
+    project_lock: ProjectLock | None = None
 
     @property
     def names(self) -> list[str]:
@@ -114,9 +117,17 @@ def dependency_sets(project: Project, preparer: Preparer) -> list[DependencySet]
             gpu_imports=endpoint.gpu_imports,
             imports=endpoint.imports,
             gpu=endpoint.wants_gpu,
+            project_lock=endpoint.uv_lock,
         )
         dep_set = sets.setdefault(
-            key, DependencySet(key.python, key.system, options=key.options, base=key.base)
+            key,
+            DependencySet(
+                key.python,
+                key.system,
+                options=key.options,
+                base=key.base,
+                project_lock=key.project_lock,
+            ),
         )
         if endpoint.name not in dep_set.names:
             dep_set.endpoints.append(endpoint)

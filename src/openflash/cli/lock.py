@@ -78,6 +78,7 @@ def lock(
             previous=old,
             upgrade=moving,
             options=dep_set.options,
+            project=dep_set.project_lock,
         )
 
     reporter = Reporter(quiet=quiet, verbose=verbose)

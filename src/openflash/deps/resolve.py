@@ -183,31 +183,34 @@ def resolve(
     ttl: float,
     now: float | None = None,
     options: UvOptions = NO_OPTIONS,
+    constraints: tuple[str, ...] = (),
 ) -> Lock:
     """The lock for the normalised ``specs``: from the cache if younger than ``ttl``, else uv's.
 
     ``options`` (an endpoint's index, find-links, build and pre-release options) go to uv and
-    into the cache's key (as a hash: no credential is written)."""
+    into the cache's key (as a hash: no credential is written); ``constraints`` (``name==1.2``
+    lines: a project lock's versions) too, as uv's ``--constraint``."""
     now = time.time() if now is None else now
     if not specs:
         return Lock(specs, "", now)
     files = local_sources_digest(specs)  # a rebuilt local wheel may declare other deps
     # uv's index and build variables change the answer (hashed into the key, never stored).
     uv_env = sorted(resolution_environ().items())
-    key = content_key(
-        "resolve", specs, files, uv_env, options.digest(), python_tag(), platform_tag()
-    )
+    parts: tuple[object, ...] = (specs, files, uv_env, options.digest())
+    if constraints:  # keys of resolutions without constraints stay as they were
+        parts = (*parts, constraints)
+    key = content_key("resolve", *parts, python_tag(), platform_tag())
     cache_file = store.resolutions / f"{key}.json"
     cached = _read_cache(cache_file, specs)
     if cached is not None and now - cached.resolved_at < ttl:
         return cached
     try:
-        done = _uv_compile(specs, uv_cache, options, _FRESH)
+        done = _uv_compile(specs, uv_cache, options, _FRESH, constraints=constraints)
         lock = Lock(specs, parse_lock(done.stdout), now, yanked=yanked_warnings(done.stderr))
     except DependencyError as e:
         if type(e) is not DependencyError or not _NETWORK.search(e.message):
             raise
-        return _offline_fallback(specs, cached, uv_cache, e, options)
+        return _offline_fallback(specs, cached, uv_cache, e, options, constraints)
     finally:
         tighten_lock_files(uv_cache, store.root)
     payload = {
@@ -226,6 +229,7 @@ def _offline_fallback(
     uv_cache: Path,
     error: DependencyError,
     options: UvOptions,
+    constraints: tuple[str, ...],
 ) -> Lock:
     """The index is unreachable: an expired resolution of ``specs``, else uv's cache alone
     (``--offline``), each announced by a warning; ``error`` if neither gives a lock."""
@@ -238,7 +242,9 @@ def _offline_fallback(
         )
         return cached
     try:
-        text = _compile(specs, uv_cache, options, "--offline")
+        text = parse_lock(
+            _uv_compile(specs, uv_cache, options, "--offline", constraints=constraints).stdout
+        )
     except DependencyError:
         raise error from None
     logger.warning(
@@ -256,6 +262,7 @@ def resolve_pinned(
     previous: list[LockedPackage] | None = None,
     upgrade: bool | Sequence[str] = False,
     options: UvOptions = NO_OPTIONS,
+    constraints: tuple[str, ...] = (),
 ) -> list[LockedPackage]:
     """Resolve for ``flash lock``: with hashes, keeping ``previous`` versions where they fit.
 
@@ -276,7 +283,15 @@ def resolve_pinned(
             else [a for n in upgrade for a in ("--upgrade-package", n)]
         )
         done = _uv_compile(
-            specs, uv_cache, options, _FRESH, "-o", str(output), "--generate-hashes", *extra
+            specs,
+            uv_cache,
+            options,
+            _FRESH,
+            "-o",
+            str(output),
+            "--generate-hashes",
+            *extra,
+            constraints=constraints,
         )
         warn_yanked(yanked_warnings(done.stderr))
         return parse_hashed(output.read_text())
@@ -317,16 +332,21 @@ def without_wheels(lock_text: str, *, uv_cache: Path, options: UvOptions = NO_OP
     return missing
 
 
-def _compile(specs: tuple[str, ...], uv_cache: Path, options: UvOptions, *args: str) -> str:
-    return parse_lock(_uv_compile(specs, uv_cache, options, *args).stdout)
-
-
 def _uv_compile(
-    specs: tuple[str, ...], uv_cache: Path, options: UvOptions, *args: str
+    specs: tuple[str, ...],
+    uv_cache: Path,
+    options: UvOptions,
+    *args: str,
+    constraints: tuple[str, ...] = (),
 ) -> _subprocess.Completed:
     """``uv pip compile`` of ``specs`` for this interpreter, with ``options`` (index URLs
-    through uv's variables, never the argv); uv's failure as our error (stderr redacted)."""
-    with options.arguments() as flags:
+    through uv's variables, never the argv) and ``constraints`` (a ``--constraint`` file);
+    uv's failure as our error (stderr redacted)."""
+    with options.arguments() as flags, tempfile.TemporaryDirectory(prefix="openflash-c-") as tmp:
+        if constraints:
+            file = Path(tmp) / "constraints.txt"
+            file.write_text("".join(f"{c}\n" for c in constraints))
+            flags = [*flags, "--constraint", str(file)]
         argv = uv_argv(
             "pip",
             "compile",

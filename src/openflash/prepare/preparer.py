@@ -30,15 +30,9 @@ from openflash.deps.download_sizes import torch_build
 from openflash.deps.gpu_base import base_set, from_base
 from openflash.deps.lockfile import LockEntry, LockFile
 from openflash.deps.namespace_mode import layer_mode
+from openflash.deps.project_lock import ProjectLock, constraints_for
 from openflash.deps.resolve import Lock, resolve, resolve_pinned, warn_yanked, without_wheels
-from openflash.deps.system import (
-    SystemLayer,
-    SystemLock,
-    build_layer,
-    distribution_release,
-    resolve_system,
-    system_layer,
-)
+from openflash.deps.system import SystemLayer, SystemLock, build_layer, resolve_system
 from openflash.deps.torch_variants import default_backend, route_torch
 from openflash.envs.build_failures import forget_failures, recall
 from openflash.envs.bundle import worker_runtime
@@ -60,6 +54,7 @@ from openflash.prepare.outcomes import (
     Prepared,
     SetCheck,
 )
+from openflash.prepare.system_layers import system_layer_for, system_lock_for
 from openflash.workers import events
 
 __all__ = ["Preparer"]
@@ -97,6 +92,7 @@ class Preparer:
         gpu_imports: Iterable[str] = (),
         imports: Iterable[str] = (),
         gpu: bool = False,
+        project_lock: ProjectLock | None = None,
     ) -> DependencyKey:
         """An endpoint's key: its declared sets, plus the packages of the GPU base set
         (deps/gpu_base.py, FLASH_GPU_BASE_PACKAGES) that ``gpu_imports`` use and ``python``
@@ -106,10 +102,11 @@ class Preparer:
         ``imports`` (the top-level modules its code imports) and ``gpu`` (it asks for a GPU)
         decide ``torch_backend="auto"``, the default of an endpoint using torch
         (deps/torch_variants.py's ``default_backend``): the CPU build for a CPU endpoint and on a
-        machine without an NVIDIA driver, the driver's CUDA build otherwise."""
+        machine without an NVIDIA driver, the driver's CUDA build otherwise. ``project_lock``
+        (the project's uv.lock) constrains the resolution to its versions."""
         base = from_base(python, gpu_imports, self.gpu_base())
         options = default_backend(options, python + base, imports, gpu=gpu)
-        return DependencyKey(python + base, system, lockfile, local, options, base)
+        return DependencyKey(python + base, system, lockfile, local, options, base, project_lock)
 
     def gpu_base(self) -> tuple[str, ...]:
         """The GPU base set's requirements. Raises ConfigError for a malformed setting."""
@@ -159,13 +156,25 @@ class Preparer:
         """The worker runtime's folder in the store (envs/bundle.py), built once."""
         return worker_runtime(self.store)
 
-    def resolve(self, python: tuple[str, ...], options: UvOptions = NO_OPTIONS) -> Lock:
+    def resolve(
+        self,
+        python: tuple[str, ...],
+        options: UvOptions = NO_OPTIONS,
+        project: ProjectLock | None = None,
+    ) -> Lock:
         """The lock of ``python`` specs with ``options`` (cached for FLASH_RESOLVE_TTL), nothing
-        built. A ``+cpu``/``+cuXYZ`` pin of the torch family routes it to the PyTorch index."""
+        built. A ``+cpu``/``+cuXYZ`` pin of the torch family routes it to the PyTorch index;
+        ``project``'s versions constrain it (a spec they cannot satisfy raises
+        DependencyConflictError naming the package, the spec and the locked version)."""
         s = self.settings
         options = self.routed(python, options)
         return resolve(
-            python, store=self.store, uv_cache=s.uv_cache_dir, ttl=s.resolve_ttl, options=options
+            python,
+            store=self.store,
+            uv_cache=s.uv_cache_dir,
+            ttl=s.resolve_ttl,
+            options=options,
+            constraints=constraints_for(python, project),
         )
 
     def routed(self, python: tuple[str, ...], options: UvOptions) -> UvOptions:
@@ -235,7 +244,8 @@ class Preparer:
                 )
             if python:
                 _subprocess.report(f"resolving with uv: {' '.join(python)}")
-            lock = dataclasses.replace(self.resolve(python, key.options), base=key.base)
+            lock = self.resolve(python, key.options, key.project_lock)
+            lock = dataclasses.replace(lock, base=key.base)
             warn_yanked(lock.yanked)
         options = self.routed(python, key.options)
         if not local:
@@ -279,35 +289,10 @@ class Preparer:
 
     def _system_lock(self, names: tuple[str, ...], entry: LockEntry | None) -> SystemLock | None:
         """The closure to build a layer from elsewhere (resolved here, built on the nodes)."""
-        if not names or self.settings.system_deps_mode != "layer":
-            return None
-        return self._closure(names, entry)
-
-    def _closure(self, names: tuple[str, ...], entry: LockEntry | None) -> SystemLock:
-        if entry is not None:
-            return SystemLock(
-                names, tuple(entry.system_packages), distribution_release(), time.time()
-            )
-        return resolve_system(names, store=self.store, apt=self.apt, ttl=self.settings.resolve_ttl)
+        return system_lock_for(names, entry, self.settings, self.store, self.apt)
 
     def _system_layer(self, names: tuple[str, ...], entry: LockEntry | None) -> SystemLayer:
-        if not names or self.settings.system_deps_mode == "none":
-            return SystemLayer()
-        if self.settings.system_deps_mode == "host":
-            with self.apt.locked():
-                self.apt.install_on_host(names)
-            return SystemLayer()
-        if entry is not None:
-            return build_layer(
-                self.store, self._closure(names, entry), self.apt, real_paths=self._real_paths()
-            )
-        return system_layer(
-            names,
-            store=self.store,
-            apt=self.apt,
-            ttl=self.settings.resolve_ttl,
-            real_paths=self._real_paths(),
-        )
+        return system_layer_for(names, entry, self.settings, self.store, self.apt)
 
     def _real_paths(self) -> bool:
         """Whether workers here see layers at their real paths (``deps.namespace_mode``)."""
@@ -338,6 +323,7 @@ class Preparer:
         system: tuple[str, ...],
         options: UvOptions = NO_OPTIONS,
         base: tuple[str, ...] = (),
+        project: ProjectLock | None = None,
     ) -> SetCheck:
         """Resolve a set without building it, for ``flash check``: its system packages (an
         unknown one raises SystemDependencyError), its Python lock (a conflict raises
@@ -345,7 +331,7 @@ class Preparer:
         locked packages without a wheel here."""
         if system:
             resolve_system(system, store=self.store, apt=self.apt, ttl=self.settings.resolve_ttl)
-        lock = dataclasses.replace(self.resolve(python, options), base=base)
+        lock = dataclasses.replace(self.resolve(python, options, project), base=base)
         routed = self.routed(python, options)
         uv_cache = self.settings.uv_cache_dir
         missing = without_wheels(lock.text, uv_cache=uv_cache, options=routed)
@@ -361,6 +347,7 @@ class Preparer:
         previous: LockEntry | None = None,
         upgrade: bool | Sequence[str] = False,
         options: UvOptions = NO_OPTIONS,
+        project: ProjectLock | None = None,
     ) -> LockEntry:
         """A flash.lock entry for the sets: pinned with hashes, and their system closure.
 
@@ -373,6 +360,7 @@ class Preparer:
             previous=previous.packages if previous else None,
             upgrade=upgrade,
             options=self.routed(python, options),
+            constraints=constraints_for(python, project),
         )
         ttl = 0 if upgrade else self.settings.resolve_ttl
         closure = resolve_system(system, store=self.store, apt=self.apt, ttl=ttl)
@@ -385,7 +373,11 @@ class Preparer:
         if found is not None:
             return found
         return self.lock_entry(
-            [endpoint], dependencies.python, dependencies.system, options=dependencies.options
+            [endpoint],
+            dependencies.python,
+            dependencies.system,
+            options=dependencies.options,
+            project=dependencies.project_lock,
         )
 
 

@@ -130,6 +130,7 @@ class Runtime:
             gpu_imports=endpoint.gpu_imports,
             imports=endpoint.imports,
             gpu=endpoint.wants_gpu,
+            project_lock=endpoint.uv_lock,
         )
 
     def build(self, endpoint: EndpointDef) -> Prepared:
