@@ -28,6 +28,7 @@ from openflash._settings import Settings
 from openflash.deps.apt import Apt
 from openflash.deps.download_sizes import torch_build
 from openflash.deps.gpu_base import base_set, from_base
+from openflash.deps.imports import modules_provided
 from openflash.deps.lockfile import LockEntry, LockFile
 from openflash.deps.namespace_mode import layer_mode
 from openflash.deps.project_lock import ProjectLock, constraints_for
@@ -249,7 +250,8 @@ class Preparer:
             warn_yanked(lock.yanked)
         options = self.routed(python, key.options)
         if not local:
-            return Prepared(lock, environment_key(lock.text, options), system_lock=system_lock)
+            key_ = environment_key(lock.text, options)
+            return Prepared(lock, key_, system_lock=system_lock, options=options)
         status.state = "building"
         if not self.store.is_ready("envs", environment_key(lock.text, options)):
             self._warn_source_builds(lock.text, options)
@@ -265,7 +267,8 @@ class Preparer:
             self._holds.append(self.store.hold("envs", environment.key))
             if layer.key:
                 self._holds.append(self.store.hold("layers", layer.key))
-        return Prepared(lock, environment.key, environment, layer, self.worker_runtime())
+        runtime = self.worker_runtime()
+        return Prepared(lock, environment.key, environment, layer, runtime, options=options)
 
     def _warn_source_builds(self, lock_text: str, options: UvOptions) -> None:
         """Say, before a build starts, which locked packages uv will build from source (what
@@ -301,13 +304,19 @@ class Preparer:
     # Ray's node agent.
 
     def build_from_lock(
-        self, lock_text: str, system_lock: SystemLock | None, *, overlay: str | None = None
+        self,
+        lock_text: str,
+        system_lock: SystemLock | None,
+        *,
+        overlay: str | None = None,
+        options: UvOptions = NO_OPTIONS,
     ) -> NodeBuild:
-        """Build on this machine what was resolved elsewhere: the environment of ``lock_text``,
+        """Build on this machine what was resolved elsewhere: the environment of ``lock_text``
+        with the install ``options`` it was resolved with (its indexes, find-links, build flags),
         the layer of ``system_lock`` (none without one), the worker runtime, and the environment
         of the ``overlay`` lock if given. Each once per key in this machine's store."""
         uv_cache = self.settings.uv_cache_dir
-        environment = build_environment(self.store, lock_text, uv_cache=uv_cache)
+        environment = build_environment(self.store, lock_text, uv_cache=uv_cache, options=options)
         layer = SystemLayer()
         if system_lock is not None:
             layer = build_layer(self.store, system_lock, self.apt, real_paths=self._real_paths())
@@ -336,7 +345,13 @@ class Preparer:
         uv_cache = self.settings.uv_cache_dir
         missing = without_wheels(lock.text, uv_cache=uv_cache, options=routed)
         variant, size = torch_build(lock.text, uv_cache=uv_cache, options=routed)
-        return SetCheck(lock, tuple(missing), torch_variant=variant, torch_download=size)
+        key = environment_key(lock.text, routed)
+        built = self.store.path("envs", key) if self.store.is_ready("envs", key) else None
+        site = next(built.glob("lib/python*/site-packages"), None) if built else None
+        provided = modules_provided(lock.packages, site)
+        return SetCheck(
+            lock, tuple(missing), torch_variant=variant, torch_download=size, provided=provided
+        )
 
     def lock_entry(
         self,
