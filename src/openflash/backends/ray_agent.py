@@ -51,7 +51,9 @@ class NodeAgent:
         image endpoint, the image derived with the lock by the node's engine, once per key)."""
         if spec.image is not None:
             return self._derive(spec, spec.image)
-        built = self._preparer().build_from_lock(spec.lock_text, spec.system_lock)
+        built = self._preparer().build_from_lock(
+            spec.lock_text, spec.system_lock, options=spec.options
+        )
         return {
             "python": str(built.environment.python),
             "runtime": str(built.runtime_path),
