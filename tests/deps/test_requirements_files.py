@@ -8,7 +8,7 @@ import pytest
 
 from openflash.deps.requirements_files import read_requirements
 from openflash.deps.specs import normalize_dependencies
-from openflash.errors import DependencyError
+from openflash.errors import ConfigError, DependencyError
 
 from helpers import run_python, write
 
@@ -121,3 +121,47 @@ def test_a_constraints_file_in_an_include_is_refused_with_uv_constraint(tmp_path
     base = (tmp_path / "more" / "base.txt").resolve()
     assert f"requirements file '{base}', line 4: '-c ../constraints.txt'" in said, said
     assert f"set UV_CONSTRAINT={(tmp_path / 'constraints.txt').resolve()}" in said
+
+
+def test_the_requirements_keyword_adds_a_file_to_dependencies_of_both_decorators(
+    tmp_path: Path, flash_home: Path
+) -> None:
+    project = tmp_path / "project"
+    write(project / "requirements.txt", "six==1.17.0  # pinned\n-r base.txt\n")
+    write(project / "base.txt", "idna==3.10\n")
+    app = write(
+        project / "app.py",
+        """
+        import asyncio
+        from openflash import CpuLiveServerless, Endpoint, remote
+
+        @remote(CpuLiveServerless(name="req-kw"), requirements="requirements.txt")
+        def versions() -> str:
+            import idna, six
+            return six.__version__ + " " + idna.__version__
+
+        @Endpoint(name="req-ep", dependencies=["six==1.17.0"], requirements="base.txt")
+        def idna_version() -> str:
+            import idna
+            return idna.__version__
+
+        if __name__ == "__main__":
+            print(asyncio.run(versions()), asyncio.run(idna_version()))
+            print(sorted(versions.endpoint.dependencies), idna_version.endpoint.dependencies)
+        """,
+    )
+    done = run_python(app, cwd=tmp_path)  # the file's folder is the base, not the working one
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.splitlines() == [
+        "1.17.0 3.10 3.10",
+        "['idna==3.10', 'six==1.17.0'] ('idna==3.10', 'six==1.17.0')",
+    ]
+
+
+def test_the_requirements_keyword_names_a_bad_value() -> None:
+    from openflash import remote
+
+    with pytest.raises(ConfigError, match=r"remote\(\): requirements must be the path of"):
+        remote(requirements=["requirements.txt"])(lambda: None)  # type: ignore[arg-type]
+    with pytest.raises(DependencyError, match=r"no-such-file\.txt"):
+        remote(requirements="no-such-file.txt")(lambda: None)

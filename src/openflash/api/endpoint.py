@@ -118,8 +118,10 @@ class Endpoint:
     ) -> None:
         cloud = {k: extra.pop(k) for k in list(extra) if k in _CLOUD_ONLY}
         #: Install options (openflash extensions, as remote()'s: envs/uv_options.py).
-        self.install = {k: extra.pop(k) for k in list(extra) if k in OPTION_NAMES}
-        _reject_unknown("Endpoint", extra, (*_PARAMETERS, *OPTION_NAMES, *_CLOUD_ONLY))
+        #: ``requirements`` (a pip requirements file added to ``dependencies``) travels with them.
+        wanted = (*OPTION_NAMES, "requirements")
+        self.install = {k: extra.pop(k) for k in list(extra) if k in wanted}
+        _reject_unknown("Endpoint", extra, (*_PARAMETERS, *wanted, *_CLOUD_ONLY))
         for key, value in cloud.items():
             logger.debug("Endpoint(%s=%r) only applies on Runpod's cloud; ignored", key, value)
         if id is not None:

@@ -12,12 +12,14 @@ import difflib
 import functools
 import hashlib
 import inspect
+import os
 import uuid
 import weakref
 from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
 from openflash.api import dispatch, streams, values
+from openflash.api.requirements import requirements_at
 from openflash.api.retries import Retries, retried, retry_policy
 from openflash.api.shipping import register_by_value, shippable, source_dir
 from openflash.config.resources import CpuLiveServerless, ServerlessResource
@@ -41,6 +43,7 @@ _REMOTE_PARAMETERS = (
     "accelerate_downloads",
     "local",
     "preload",
+    "requirements",
     *OPTION_NAMES,
     "retries",
 )
@@ -55,6 +58,7 @@ def remote(
     preload: Iterable[str] | None = None,
     retries: int | Retries | None = None,
     *,
+    requirements: str | os.PathLike[str] | None = None,
     index_url: str | None = None,
     extra_index_urls: Iterable[str] | None = None,
     find_links: Iterable[str] | None = None,
@@ -70,6 +74,8 @@ def remote(
     ``dependencies`` are PEP 508 strings (or local wheel paths), validated now; they are resolved
     with uv and installed into a cached environment at the first call. ``system_dependencies``
     are Debian package names. ``local=True`` leaves the object as it is: it runs in-process.
+    ``requirements`` names a pip requirements file (relative to the decorated file) whose
+    requirements are added to ``dependencies``, read as ``openflash.requirements()`` reads it.
     ``accelerate_downloads`` is accepted for compatibility (downloads are always cached here).
     ``preload`` names modules for the endpoint's worker template to import before it forks
     workers, beyond those the function's code imports (found by reading it).
@@ -84,6 +90,7 @@ def remote(
     """
     _reject_unknown("remote", unknown, _REMOTE_PARAMETERS)
     install = {
+        "requirements": requirements,
         "index_url": index_url,
         "extra_index_urls": extra_index_urls,
         "find_links": find_links,
@@ -132,8 +139,13 @@ def _decorator(
                 f"@remote decorates functions and classes, not {type(obj).__name__}",
                 hint="put @remote(...) directly above a def, an async def or a class",
             )
-        deps = normalize_dependencies(dependencies, base_dir=source_dir(obj))
         given = {k: v for k, v in (install or {}).items() if v is not None}
+        deps = normalize_dependencies(dependencies, base_dir=source_dir(obj))
+        if "requirements" in given:  # a pip requirements file, added to `dependencies`
+            listed = requirements_at(
+                given.pop("requirements"), source_dir(obj), where=f"{where}: requirements"
+            )
+            deps = normalize_dependencies([*deps, *listed], base_dir=source_dir(obj))
         options = uv_options(**given, base_dir=source_dir(obj), where=where).over(
             project_options(source_dir(obj))
         )

@@ -7,8 +7,9 @@ import sys
 from pathlib import Path
 
 from openflash.deps.requirements_files import read_requirements
+from openflash.errors import ConfigError
 
-__all__ = ["requirements"]
+__all__ = ["requirements", "requirements_at"]
 
 
 def requirements(path: str | os.PathLike[str]) -> list[str]:
@@ -25,9 +26,22 @@ def requirements(path: str | os.PathLike[str]) -> list[str]:
     the file and line of an installer option (``--index-url``, ``-c constraints.txt``), which
     is not applied: the error says which ``remote()`` option or uv variable does the same.
     """
+    caller = sys._getframe(1).f_globals.get("__file__")
+    return requirements_at(path, Path(caller).resolve().parent if caller else None)
+
+
+def requirements_at(
+    path: str | os.PathLike[str], base_dir: Path | None, where: str = "requirements"
+) -> list[str]:
+    """The requirements of the file ``path`` (relative to ``base_dir``, else the working
+    directory), as ``requirements()`` reads them: ``remote(requirements="requirements.txt")``.
+    Raises ConfigError when ``path`` is not a path, DependencyError as ``requirements()``."""
+    if not isinstance(path, (str, os.PathLike)) or not str(path).strip():
+        raise ConfigError(
+            f"{where} must be the path of a requirements file, got {path!r}",
+            hint='write requirements="requirements.txt" (relative to the decorated file)',
+        )
     file = Path(path).expanduser()
     if not file.is_absolute():
-        caller = sys._getframe(1).f_globals.get("__file__")
-        base = Path(caller).resolve().parent if caller else Path.cwd()
-        file = base / file
+        file = (base_dir or Path.cwd()) / file
     return read_requirements(file)
