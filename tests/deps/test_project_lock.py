@@ -85,7 +85,11 @@ def test_endpoints_resolve_to_the_project_locks_versions_and_check_names_what_it
     assert "these dependencies disagree with the project's lock" in lines[2]
     assert lines[3] == f"'acme-a>=2' cannot be met: {locked} locks acme-a 1.0"
     assert check.returncode == 1, check.stderr[-3000:]
-    errors = [i for i in json.loads(check.stdout)["issues"] if i["level"] == "error"]
+    issues = json.loads(check.stdout)["issues"]
+    # The lock pins what it holds: only acme-c, which it does not hold, is "not pinned".
+    unpinned = [(i["endpoints"], i["message"][:9]) for i in issues if i["kind"] == "unpinned"]
+    assert unpinned == [(["second"], "'acme-c' ")]
+    errors = [i for i in issues if i["level"] == "error"]
     assert [(e["endpoints"], e["kind"]) for e in errors] == [(["newer"], "DependencyConflictError")]
     assert f"'acme-a>=2' cannot be met: {locked} locks acme-a 1.0" in errors[0]["message"]
 

@@ -200,7 +200,7 @@ wheels = [
 [[packages]]
 name = "html-only"
 version = "1.0"
-wheels = [{ url = "https://torch.example/html_only-1.0-py3-none-any.whl" }]
+wheels = [{ url = "https://torch.example/html_only-1.0%2Bcpu-py3-none-any.whl" }]
 """
     tags = [Tag("cp311", "cp311", "manylinux_2_17_x86_64"), Tag("py3", "none", "any")]
     asked: list[str] = []
@@ -211,5 +211,5 @@ wheels = [{ url = "https://torch.example/html_only-1.0-py3-none-any.whl" }]
 
     sizes = parse_sizes(pylock, tags, head=head)
     assert sizes == {"idna": 70442, "fast": 900, "html-only": 4321}
-    assert asked == ["https://torch.example/html_only-1.0-py3-none-any.whl"]
+    assert asked == ["https://torch.example/html_only-1.0%2Bcpu-py3-none-any.whl"]
     assert human_size(4_700_000_000) == "4.7 GB" and human_size(70442) == "70 kB"

@@ -14,6 +14,7 @@ import sys
 import urllib.error
 import urllib.request
 from collections.abc import Callable, Iterable
+from urllib.parse import unquote
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -104,8 +105,8 @@ def parse_sizes(
         best: tuple[int, dict[str, object]] | None = None
         for wheel in package.get("wheels", []):
             name = str(wheel.get("name") or str(wheel.get("url", "")).rsplit("/", 1)[-1])
-            try:
-                wheel_tags = parse_wheel_filename(name.split("#")[0])[3]
+            try:  # a URL's name is percent-encoded (torch-2.1.0%2Bcpu-...)
+                wheel_tags = parse_wheel_filename(unquote(name.split("#")[0]))[3]
             except InvalidWheelFilename:
                 continue
             score = min((rank[t] for t in wheel_tags if t in rank), default=None)

@@ -25,6 +25,7 @@ from packaging.utils import canonicalize_name
 from openflash.deps.download_sizes import human_size
 from openflash.deps.imports import distribution_for_module
 from openflash.deps.lockfile import LockFile
+from openflash.deps.project_lock import ProjectLock
 from openflash.errors import FlashError
 from openflash.prepare.outcomes import SetCheck
 
@@ -61,6 +62,11 @@ class CheckedSet(Protocol):
     @property
     def base(self) -> tuple[str, ...]: ...
     @property
+    def project_lock(self) -> ProjectLock | None:
+        """The project's uv.lock, which pins what it holds (no ``unpinned`` warning for those)."""
+        ...
+
+    @property
     def imports(self) -> dict[str, tuple[str, ...]]:
         """Each endpoint's top-level imports, less the project's own modules."""
         ...
@@ -86,7 +92,12 @@ def issues_of(
                 issues.append(_torch_variant(dep_set.names, result))
             issues += _undeclared(dep_set.imports, result.provided)
         declared = [s for s in dep_set.dependencies if s not in dep_set.base]
-        issues += [_unpinned(dep_set.names, s) for s in declared if not _pinned(s)]
+        locked = dep_set.project_lock.versions if dep_set.project_lock is not None else {}
+        issues += [
+            _unpinned(dep_set.names, s)
+            for s in declared
+            if not _pinned(s) and canonicalize_name(Requirement(s).name) not in locked
+        ]
         issues += [_from_base(dep_set.names, s) for s in dep_set.base]
     if lockfile is not None:
         issues += _stale_lock(lockfile, sets)
