@@ -11,7 +11,9 @@ FLASH_TORCH_INDEX_URL.
 
 from __future__ import annotations
 
+import dataclasses
 import json
+import logging
 import os
 from pathlib import Path
 
@@ -19,6 +21,7 @@ import pytest
 from packaging.tags import Tag
 
 from index_server import serve_index, serve_torch_index
+from openflash._settings import Settings
 from openflash.deps.download_sizes import human_size, parse_sizes
 from openflash.deps.torch_variants import (
     cuda_driver,
@@ -27,8 +30,10 @@ from openflash.deps.torch_variants import (
     locked_variant,
 )
 from openflash.envs.uv_options import uv_options
+from openflash.errors import DependencyError
+from openflash.prepare import Preparer
 
-from helpers import make_wheel, run_flash, run_python, write
+from helpers import free_port, make_wheel, run_flash, run_python, write
 
 SCRIPT = """
 import asyncio
@@ -213,3 +218,31 @@ wheels = [{ url = "https://torch.example/html_only-1.0%2Bcpu-py3-none-any.whl" }
     assert sizes == {"idna": 70442, "fast": 900, "html-only": 4321}
     assert asked == ["https://torch.example/html_only-1.0%2Bcpu-py3-none-any.whl"]
     assert human_size(4_700_000_000) == "4.7 GB" and human_size(70442) == "70 kB"
+
+
+def test_a_default_backend_whose_index_cannot_be_reached_falls_back_with_a_warning(
+    tmp_path: Path,
+    fresh_home: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    # A PyPI-only mirror (a loopback index holding a plain torch) and no PyTorch index: the
+    # stand-in's base is a port nothing listens on.
+    make_wheel(tmp_path / "pypi", "torch", "2.1.0", {"torch.py": "BUILD = 'default'\n"})
+    monkeypatch.setenv("FLASH_TORCH_INDEX_URL", f"http://127.0.0.1:{free_port()}/whl")
+    monkeypatch.delenv("UV_CUDA_DRIVER_VERSION", raising=False)
+    with serve_index(tmp_path / "pypi") as (pypi, _):
+        monkeypatch.setenv("UV_INDEX_URL", pypi)
+        preparer = Preparer(dataclasses.replace(Settings.from_env(), resolve_ttl=0))
+        # Written, it is an error (first: with nothing in uv's cache for this index, the
+        # offline fallback of deps/resolve.py has nothing to offer either).
+        written = preparer.dependency_key(
+            ("torch",), (), options=uv_options(torch_backend="cpu"), imports=("torch",)
+        )
+        with pytest.raises(DependencyError, match="could not reach the package index"):
+            preparer.resolve(written.python, written.options)
+        default = preparer.dependency_key(("torch",), (), imports=("torch",), gpu=False)
+        assert (default.options.torch_backend, default.options.torch_default) == ("cpu", True)
+        with caplog.at_level(logging.WARNING, logger="openflash"):
+            assert preparer.resolve(default.python, default.options).text == "torch==2.1.0\n"
+        assert "the PyTorch index could not be reached for the cpu build" in caplog.text

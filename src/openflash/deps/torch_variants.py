@@ -22,11 +22,13 @@ A setting the user wrote (``torch_backend="cu121"``, a ``+cpu`` pin) always wins
 from __future__ import annotations
 
 import functools
+import logging
 import os
 import re
 import shutil
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import replace
+from typing import TypeVar
 
 from packaging.requirements import InvalidRequirement, Requirement
 from packaging.utils import canonicalize_name
@@ -44,7 +46,11 @@ __all__ = [
     "locked_variant",
     "pinned_variant",
     "route_torch",
+    "with_torch_fallback",
 ]
+
+logger = logging.getLogger("openflash")
+T = TypeVar("T")
 
 DEFAULT_TORCH_INDEX = "https://download.pytorch.org/whl"
 #: The packages the PyTorch index builds per variant (uv's --torch-backend routes these).
@@ -136,9 +142,40 @@ def default_backend(
         backend = "auto"
     if backend != "auto" or pinned is not None:
         return options
+    default = options.torch_backend is None
     if not gpu or cuda_driver() is None:
-        return replace(options, torch_backend="cpu")
-    return replace(options, torch_backend="auto")
+        return replace(options, torch_backend="cpu", torch_default=default)
+    return replace(options, torch_backend="auto", torch_default=default)
+
+
+def with_torch_fallback(
+    options: UvOptions, route: Callable[[UvOptions], UvOptions], attempt: Callable[[UvOptions], T]
+) -> tuple[T, UvOptions]:
+    """``attempt(route(options))`` and the routed options it used. When ``torch_backend`` is
+    openflash's default (not written) and the PyTorch index cannot be reached (a firewall, a
+    PyPI-only mirror), the same attempt again with the torch family from the other indexes
+    (PyPI's default build: CUDA on Linux), announced by a warning; a backend the user wrote
+    fails instead."""
+    routed = route(options)
+    try:
+        return attempt(routed), routed
+    except DependencyError as e:
+        if not options.torch_default or type(e) is not DependencyError or not _unreachable(e):
+            raise
+    plain = route(replace(options, torch_backend=None, torch_default=False))
+    text = (
+        f"the PyTorch index could not be reached for the {options.torch_backend} build of "
+        "torch; it comes from the package index instead (on Linux PyPI's is the CUDA build, "
+        "gigabytes). Set FLASH_TORCH_INDEX_URL to a mirror of the PyTorch index, or "
+        "torch_backend= to make this an error"
+    )
+    _subprocess.report(f"warning: {text}")
+    logger.warning("openflash: %s", text)
+    return attempt(plain), plain
+
+
+def _unreachable(error: DependencyError) -> bool:
+    return error.message.startswith("could not reach the package index")
 
 
 def _uses_torch(specs: tuple[str, ...], imports: Iterable[str]) -> bool:

@@ -69,6 +69,9 @@ class UvOptions:
     #: ``(":all:",)`` for every package, else the packages built without isolation.
     no_build_isolation: tuple[str, ...] = ()
     prerelease: str | None = None
+    #: ``torch_backend`` was openflash's default (deps/torch_variants.py), not written by the
+    #: user: if the PyTorch index cannot be reached, torch comes from the other indexes.
+    torch_default: bool = False
 
     def __bool__(self) -> bool:
         return self != UvOptions()
@@ -82,7 +85,7 @@ class UvOptions:
         shown: dict[str, object] = {}
         for f in fields(self):
             value = getattr(self, f.name)
-            if not value:
+            if not value or f.name == "torch_default":
                 continue
             if f.name in ("index_url", "extra_index_urls", "find_links"):
                 value = (

@@ -14,14 +14,13 @@ leaves it alone.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import logging
 import threading
 import time
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import IO
-
-from packaging.utils import canonicalize_name
 
 from openflash import _subprocess
 from openflash._settings import Settings
@@ -34,19 +33,16 @@ from openflash.deps.namespace_mode import layer_mode
 from openflash.deps.project_lock import ProjectLock, constraints_for
 from openflash.deps.resolve import Lock, resolve, resolve_pinned, warn_yanked, without_wheels
 from openflash.deps.system import SystemLayer, SystemLock, build_layer, resolve_system
-from openflash.deps.torch_variants import default_backend, route_torch
-from openflash.envs.build_failures import forget_failures, recall
+from openflash.deps.torch_variants import default_backend, route_torch, with_torch_fallback
+from openflash.envs.build_failures import forget_failures
 from openflash.envs.bundle import worker_runtime
 from openflash.envs.environment import (
     Environment,
     build_environment,
     environment_key,
-    platform_tag,
-    python_tag,
 )
 from openflash.envs.store import Store
 from openflash.envs.uv_options import NO_OPTIONS, UvOptions
-from openflash.prepare.dependency_checks import no_wheel_text
 from openflash.prepare.lock_cache import LockFileCache
 from openflash.prepare.outcomes import (
     BuildStatus,
@@ -55,6 +51,7 @@ from openflash.prepare.outcomes import (
     Prepared,
     SetCheck,
 )
+from openflash.prepare.source_builds import warn_source_builds
 from openflash.prepare.system_layers import system_layer_for, system_lock_for
 from openflash.workers import events
 
@@ -167,15 +164,25 @@ class Preparer:
         built. A ``+cpu``/``+cuXYZ`` pin of the torch family routes it to the PyTorch index;
         ``project``'s versions constrain it (a spec they cannot satisfy raises
         DependencyConflictError naming the package, the spec and the locked version)."""
-        s = self.settings
-        options = self.routed(python, options)
-        return resolve(
-            python,
-            store=self.store,
-            uv_cache=s.uv_cache_dir,
-            ttl=s.resolve_ttl,
-            options=options,
-            constraints=constraints_for(python, project),
+        return self._resolved(python, options, project)[0]
+
+    def _resolved(
+        self, python: tuple[str, ...], options: UvOptions, project: ProjectLock | None
+    ) -> tuple[Lock, UvOptions]:
+        """``resolve``'s lock and the routed options it used (deps/torch_variants.py's
+        ``with_torch_fallback``: a default torch backend whose index is unreachable)."""
+        s, constraints = self.settings, constraints_for(python, project)
+        return with_torch_fallback(
+            options,
+            functools.partial(self.routed, python),
+            lambda routed: resolve(
+                python,
+                store=self.store,
+                uv_cache=s.uv_cache_dir,
+                ttl=s.resolve_ttl,
+                options=routed,
+                constraints=constraints,
+            ),
         )
 
     def routed(self, python: tuple[str, ...], options: UvOptions) -> UvOptions:
@@ -238,6 +245,7 @@ class Preparer:
         if entry is not None:
             _subprocess.report(f"installing the versions locked in {key.lockfile}")
             lock = Lock(python, entry.lock_text(), time.time(), base=key.base)
+            options = self.routed(python, key.options)
         else:
             if key.base:
                 _subprocess.report(
@@ -245,16 +253,15 @@ class Preparer:
                 )
             if python:
                 _subprocess.report(f"resolving with uv: {' '.join(python)}")
-            lock = self.resolve(python, key.options, key.project_lock)
+            lock, options = self._resolved(python, key.options, key.project_lock)
             lock = dataclasses.replace(lock, base=key.base)
             warn_yanked(lock.yanked)
-        options = self.routed(python, key.options)
         if not local:
             key_ = environment_key(lock.text, options)
             return Prepared(lock, key_, system_lock=system_lock, options=options)
         status.state = "building"
         if not self.store.is_ready("envs", environment_key(lock.text, options)):
-            self._warn_source_builds(lock.text, options)
+            warn_source_builds(self.store, self.settings, lock.text, options)
         environment = build_environment(
             self.store,
             lock.text,
@@ -269,21 +276,6 @@ class Preparer:
                 self._holds.append(self.store.hold("layers", layer.key))
         runtime = self.worker_runtime()
         return Prepared(lock, environment.key, environment, layer, runtime, options=options)
-
-    def _warn_source_builds(self, lock_text: str, options: UvOptions) -> None:
-        """Say, before a build starts, which locked packages uv will build from source (what
-        ``flash check`` warns of): a source build can take minutes with nothing printed.
-        Not when a build failed before: that set fails at once (envs/build_failures.py)."""
-        if not self.settings.retry_builds and recall(
-            self.store, lock_text, options=options, platform=(python_tag(), platform_tag())
-        ):
-            return
-        pins = {line.split("==")[0]: line for line in lock_text.splitlines()}
-        missing = without_wheels(lock_text, uv_cache=self.settings.uv_cache_dir, options=options)
-        for name in missing:
-            text = no_wheel_text(next((p for n, p in pins.items() if _same(n, name)), name))
-            _subprocess.report(f"warning: {text}")
-            logger.warning("openflash: %s", text)
 
     def forget_build_failures(self) -> int:
         """Forget the source builds remembered as failed (``--refresh``): they are tried again.
@@ -340,8 +332,8 @@ class Preparer:
         locked packages without a wheel here."""
         if system:
             resolve_system(system, store=self.store, apt=self.apt, ttl=self.settings.resolve_ttl)
-        lock = dataclasses.replace(self.resolve(python, options, project), base=base)
-        routed = self.routed(python, options)
+        lock, routed = self._resolved(python, options, project)
+        lock = dataclasses.replace(lock, base=base)
         uv_cache = self.settings.uv_cache_dir
         missing = without_wheels(lock.text, uv_cache=uv_cache, options=routed)
         variant, size = torch_build(lock.text, uv_cache=uv_cache, options=routed)
@@ -369,13 +361,17 @@ class Preparer:
         ``previous`` versions are kept where they fit unless ``upgrade`` (True: all may move;
         names: those may). Moving also resolves the system packages afresh.
         """
-        packages = resolve_pinned(
-            python,
-            uv_cache=self.settings.uv_cache_dir,
-            previous=previous.packages if previous else None,
-            upgrade=upgrade,
-            options=self.routed(python, options),
-            constraints=constraints_for(python, project),
+        packages, _ = with_torch_fallback(
+            options,
+            functools.partial(self.routed, python),
+            lambda routed: resolve_pinned(
+                python,
+                uv_cache=self.settings.uv_cache_dir,
+                previous=previous.packages if previous else None,
+                upgrade=upgrade,
+                options=routed,
+                constraints=constraints_for(python, project),
+            ),
         )
         ttl = 0 if upgrade else self.settings.resolve_ttl
         closure = resolve_system(system, store=self.store, apt=self.apt, ttl=ttl)
@@ -394,7 +390,3 @@ class Preparer:
             options=dependencies.options,
             project=dependencies.project_lock,
         )
-
-
-def _same(name: str, canonical: str) -> bool:
-    return canonicalize_name(name.strip()) == canonical
