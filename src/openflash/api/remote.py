@@ -8,6 +8,7 @@ method calls run on one worker that holds the instance.
 from __future__ import annotations
 
 import copyreg
+import dataclasses
 import difflib
 import functools
 import hashlib
@@ -24,6 +25,7 @@ from openflash.api.retries import Retries, retried, retry_policy
 from openflash.api.shipping import register_by_value, shippable, source_dir
 from openflash.config.resources import CpuLiveServerless, ServerlessResource
 from openflash.deps.project_defaults import project_options
+from openflash.deps.requirements_files import read_requirements, read_requirements_file
 from openflash.deps.specs import normalize_dependencies, normalize_system_dependencies
 from openflash.envs.uv_options import OPTION_NAMES, uv_options
 from openflash.errors import ConfigError, FlashError
@@ -141,14 +143,20 @@ def _decorator(
             )
         given = {k: v for k, v in (install or {}).items() if v is not None}
         deps = normalize_dependencies(dependencies, base_dir=source_dir(obj))
-        if "requirements" in given:  # a pip requirements file, added to `dependencies`
-            listed = requirements_at(
+        constraints: list[str] = []
+        if "requirements" in given:  # a pip requirements file: dependencies and its options
+            file = requirements_at(
                 given.pop("requirements"), source_dir(obj), where=f"{where}: requirements"
             )
+            listed, in_file = read_requirements_file(file)
             deps = normalize_dependencies([*deps, *listed], base_dir=source_dir(obj))
+            given = {**in_file.keywords(), **given}  # what the decorator says wins
+            constraints = [c for f in in_file.constraint_files for c in read_requirements(f)]
         options = uv_options(**given, base_dir=source_dir(obj), where=where).over(
             project_options(source_dir(obj))
         )
+        if constraints:
+            options = dataclasses.replace(options, constraints=tuple(constraints))
         # Without a config (as in the user guide's `@remote(dependencies=[...])`), the function
         # gets a CPU endpoint of its own name.
         resource = resource_config or CpuLiveServerless(name=obj.__name__)

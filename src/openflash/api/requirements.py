@@ -27,21 +27,21 @@ def requirements(path: str | os.PathLike[str]) -> list[str]:
     is not applied: the error says which ``remote()`` option or uv variable does the same.
     """
     caller = sys._getframe(1).f_globals.get("__file__")
-    return requirements_at(path, Path(caller).resolve().parent if caller else None)
+    return read_requirements(
+        requirements_at(path, Path(caller).resolve().parent if caller else None)
+    )
 
 
 def requirements_at(
     path: str | os.PathLike[str], base_dir: Path | None, where: str = "requirements"
-) -> list[str]:
-    """The requirements of the file ``path`` (relative to ``base_dir``, else the working
-    directory), as ``requirements()`` reads them: ``remote(requirements="requirements.txt")``.
-    Raises ConfigError when ``path`` is not a path, DependencyError as ``requirements()``."""
+) -> Path:
+    """The requirements file ``path`` names (relative to ``base_dir``, else the working
+    directory), for ``requirements()`` and ``remote(requirements="requirements.txt")``.
+    Raises ConfigError when ``path`` is not a path."""
     if not isinstance(path, (str, os.PathLike)) or not str(path).strip():
         raise ConfigError(
             f"{where} must be the path of a requirements file, got {path!r}",
             hint='write requirements="requirements.txt" (relative to the decorated file)',
         )
     file = Path(path).expanduser()
-    if not file.is_absolute():
-        file = (base_dir or Path.cwd()) / file
-    return read_requirements(file)
+    return file if file.is_absolute() else (base_dir or Path.cwd()) / file
