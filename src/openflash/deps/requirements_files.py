@@ -182,7 +182,8 @@ def _refuse_options(path: Path, seen: set[Path]) -> None:
         raise DependencyError(
             f"the requirements file {str(path)!r}, line {number}: {redact(line)!r} is an "
             "installer option, which openflash.requirements() does not apply",
-            hint=hint,
+            hint=f"{hint}; or pass the file as requirements= to remote() or Endpoint(), which "
+            "applies the installer options pip applies",
         )
 
 
