@@ -6,11 +6,13 @@ from pathlib import Path
 
 import pytest
 
+from index_server import serve_index
+from openflash import remote
 from openflash.deps.requirements_files import read_requirements
 from openflash.deps.specs import normalize_dependencies
-from openflash.errors import DependencyError
+from openflash.errors import ConfigError, DependencyError
 
-from helpers import run_python, write
+from helpers import make_wheel, run_python, write
 
 EVERY_CONSTRUCT = """\
 # a comment line, then a blank one
@@ -121,3 +123,93 @@ def test_a_constraints_file_in_an_include_is_refused_with_uv_constraint(tmp_path
     base = (tmp_path / "more" / "base.txt").resolve()
     assert f"requirements file '{base}', line 4: '-c ../constraints.txt'" in said, said
     assert f"set UV_CONSTRAINT={(tmp_path / 'constraints.txt').resolve()}" in said
+
+
+def test_the_requirements_keyword_adds_a_file_to_dependencies_of_both_decorators(
+    tmp_path: Path, flash_home: Path
+) -> None:
+    project = tmp_path / "project"
+    write(project / "requirements.txt", "six==1.17.0  # pinned\n-r base.txt\n")
+    write(project / "base.txt", "idna==3.10\n")
+    app = write(
+        project / "app.py",
+        """
+        import asyncio
+        from openflash import CpuLiveServerless, Endpoint, remote
+
+        @remote(CpuLiveServerless(name="req-kw"), requirements="requirements.txt")
+        def versions() -> str:
+            import idna, six
+            return six.__version__ + " " + idna.__version__
+
+        @Endpoint(name="req-ep", dependencies=["six==1.17.0"], requirements="base.txt")
+        def idna_version() -> str:
+            import idna
+            return idna.__version__
+
+        if __name__ == "__main__":
+            print(asyncio.run(versions()), asyncio.run(idna_version()))
+            print(sorted(versions.endpoint.dependencies), idna_version.endpoint.dependencies)
+        """,
+    )
+    done = run_python(app, cwd=tmp_path)  # the file's folder is the base, not the working one
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.splitlines() == [
+        "1.17.0 3.10 3.10",
+        "['idna==3.10', 'six==1.17.0'] ('idna==3.10', 'six==1.17.0')",
+    ]
+
+
+def test_the_requirements_keyword_names_a_bad_value() -> None:
+    with pytest.raises(ConfigError, match=r"remote\(\): requirements must be the path of"):
+        remote(requirements=["requirements.txt"])(lambda: None)  # type: ignore[arg-type]
+    with pytest.raises(DependencyError, match=r"no-such-file\.txt"):
+        remote(requirements="no-such-file.txt")(lambda: None)
+
+
+def test_requirements_keyword_applies_the_files_installer_options_and_constraints(
+    tmp_path: Path, flash_home: Path
+) -> None:
+    """pip's -r semantics, options included: a private index with basic auth (a loopback index,
+    tests/index_server.py; its password never printed), find-links relative to the file, a -c
+    constraints file, and an include, for requirements=."""
+    project = tmp_path / "project"
+    for version in ("1.0", "2.0"):
+        make_wheel(tmp_path / "index", "acme_req", version, {"acme_req.py": f"V = {version!r}\n"})
+    make_wheel(tmp_path / "index", "acme_more", "1.5", {"acme_more.py": "V = '1.5'\n"})
+    make_wheel(project / "wheels", "acme_linked", "3.0", {"acme_linked.py": "V = '3.0'\n"})
+    write(project / "constraints.txt", "acme-req<2\n")
+    write(project / "more.txt", 'acme-more ; python_version >= "3"\n')
+    app = write(
+        project / "app.py",
+        """
+        import asyncio
+        from openflash import CpuLiveServerless, remote
+
+        @remote(CpuLiveServerless(name="req-options"), requirements="requirements.txt")
+        def versions() -> str:
+            import acme_linked, acme_more, acme_req
+            return " ".join((acme_req.V, acme_more.V, acme_linked.V))
+
+        if __name__ == "__main__":
+            print(asyncio.run(versions()))
+        """,
+    )
+    secret = "pw-req-7781"
+    with serve_index(tmp_path / "index", auth=f"alice:{secret}") as (url, requests):
+        private = url.replace("http://", f"http://alice:{secret}@")
+        write(
+            project / "requirements.txt",
+            f"# the index, with its credentials\n--index-url {private}\n"
+            "--find-links ./wheels\n-c constraints.txt\nacme-req  # bounded by the constraint\n"
+            "acme-linked>=3\n-r more.txt\n",
+        )
+        done = run_python(app, cwd=tmp_path)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert done.stdout.strip() == "1.0 1.5 3.0"
+    assert any(r.startswith("/simple/acme-req") for r in requests)
+    assert secret not in done.stdout + done.stderr
+    # An option requirements= does not apply is refused, naming the file and the line.
+    write(project / "binary.txt", "acme-req\n--only-binary :all:\n")
+    with pytest.raises(DependencyError, match=r"binary\.txt', line 2: '--only-binary :all:'"):
+        remote(requirements=str(project / "binary.txt"))(lambda: None)

@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from openflash.deps.lockfile import LockedPackage, LockEntry, LockFile
+from openflash.deps.project_lock import ProjectLock
 from openflash.deps.resolve import Lock
 from openflash.errors import DependencyConflictError
 from openflash.prepare import DependencyKey, Preparer, SetCheck
@@ -54,6 +55,8 @@ class _Set:
     system_dependencies: tuple[str, ...]
     names: list[str]
     base: tuple[str, ...] = ()
+    imports: dict[str, tuple[str, ...]] = field(default_factory=dict)
+    project_lock: ProjectLock | None = None
 
     @property
     def label(self) -> str:

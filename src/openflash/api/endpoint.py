@@ -119,8 +119,10 @@ class Endpoint(ClientMode):
     ) -> None:
         cloud = {k: extra.pop(k) for k in list(extra) if k in _CLOUD_ONLY}
         #: Install options (openflash extensions, as remote()'s: envs/uv_options.py).
-        self.install = {k: extra.pop(k) for k in list(extra) if k in OPTION_NAMES}
-        _reject_unknown("Endpoint", extra, (*_PARAMETERS, *OPTION_NAMES, *_CLOUD_ONLY))
+        #: ``requirements`` (a pip requirements file added to ``dependencies``) travels with them.
+        wanted = (*OPTION_NAMES, "requirements")
+        self.install = {k: extra.pop(k) for k in list(extra) if k in wanted}
+        _reject_unknown("Endpoint", extra, (*_PARAMETERS, *wanted, *_CLOUD_ONLY))
         for key, value in cloud.items():
             logger.debug("Endpoint(%s=%r) only applies on Runpod's cloud; ignored", key, value)
         given = [k for k, v in (("id", id), ("url", url), ("image", image)) if v is not None]

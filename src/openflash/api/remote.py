@@ -12,19 +12,20 @@ import difflib
 import functools
 import hashlib
 import inspect
+import os
 import uuid
 import weakref
 from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
 from openflash.api import dispatch, streams, values
+from openflash.api.requirements import install_options
 from openflash.api.retries import Retries, retried, retry_policy
 from openflash.api.routing import route_form
 from openflash.api.shipping import register_by_value, shippable, source_dir
 from openflash.config.resources import CpuLiveServerless, ServerlessResource
-from openflash.deps.project_defaults import project_options
-from openflash.deps.specs import normalize_dependencies, normalize_system_dependencies
-from openflash.envs.uv_options import OPTION_NAMES, uv_options
+from openflash.deps.specs import normalize_system_dependencies
+from openflash.envs.uv_options import OPTION_NAMES
 from openflash.errors import ConfigError, FlashError
 from openflash.runtime import nested_calls as nested
 from openflash.runtime.definitions import EndpointDef
@@ -44,6 +45,7 @@ _REMOTE_PARAMETERS = (
     "method",
     "path",
     "preload",
+    "requirements",
     *OPTION_NAMES,
     "retries",
 )
@@ -60,6 +62,7 @@ def remote(
     *,
     method: str | None = None,
     path: str | None = None,
+    requirements: str | os.PathLike[str] | None = None,
     index_url: str | None = None,
     extra_index_urls: Iterable[str] | None = None,
     find_links: Iterable[str] | None = None,
@@ -75,6 +78,8 @@ def remote(
     ``dependencies`` are PEP 508 strings (or local wheel paths), validated now; they are resolved
     with uv and installed into a cached environment at the first call. ``system_dependencies``
     are Debian package names. ``local=True`` leaves the object as it is: it runs in-process.
+    ``requirements`` names a pip requirements file (relative to the decorated file) whose
+    requirements are added to ``dependencies``, read as ``openflash.requirements()`` reads it.
     ``accelerate_downloads`` is accepted for compatibility (downloads are always cached here).
     ``preload`` names modules for the endpoint's worker template to import before it forks
     workers, beyond those the function's code imports (found by reading it).
@@ -91,6 +96,7 @@ def remote(
     """
     _reject_unknown("remote", unknown, _REMOTE_PARAMETERS)
     install = {
+        "requirements": requirements,
         "index_url": index_url,
         "extra_index_urls": extra_index_urls,
         "find_links": find_links,
@@ -141,11 +147,7 @@ def _decorator(
                 f"@remote decorates functions and classes, not {type(obj).__name__}",
                 hint="put @remote(...) directly above a def, an async def or a class",
             )
-        deps = normalize_dependencies(dependencies, base_dir=source_dir(obj))
-        given = {k: v for k, v in (install or {}).items() if v is not None}
-        options = uv_options(**given, base_dir=source_dir(obj), where=where).over(
-            project_options(source_dir(obj))
-        )
+        deps, options = install_options(dependencies, install or {}, source_dir(obj), where)
         # Without a config (as in the user guide's `@remote(dependencies=[...])`), the function
         # gets a CPU endpoint of its own name.
         resource = resource_config or CpuLiveServerless(name=obj.__name__)

@@ -71,7 +71,7 @@ class NodeAgent:
         if spec.image is not None:
             return self._derive(spec, spec.image)
         preparer = self._preparer()
-        built = preparer.build_from_lock(spec.lock_text, spec.system_lock)
+        built = preparer.build_from_lock(spec.lock_text, spec.system_lock, options=spec.options)
         mode = layer_mode(preparer.settings.namespaces)
         return {
             "python": str(built.environment.python),

@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from openflash.deps.system import SystemLock
+from openflash.envs.uv_options import NO_OPTIONS, UvOptions
 from openflash.workers.port import Target
 
 __all__ = ["ContainerTarget", "LocalTarget", "RayTarget", "WorkerTarget"]
@@ -57,6 +58,9 @@ class RayTarget(Target):
     #: ``image_system`` (apt packages installed in the image) and runs containers of it.
     image: str | None = None
     image_system: tuple[str, ...] = ()
+    #: The install options the lock was resolved with (index URLs, find-links, build flags):
+    #: the node installs with them too. Index credentials travel inside; their repr is redacted.
+    options: UvOptions = NO_OPTIONS
 
     @property
     def layer_key(self) -> str:

@@ -250,6 +250,9 @@ def _locked_images(project: Project, reporter: Reporter, preparer: Preparer) -> 
             lockfile,
             options=endpoint.options,
             gpu_imports=endpoint.gpu_imports,
+            imports=endpoint.imports,
+            gpu=endpoint.wants_gpu,
+            project_lock=endpoint.uv_lock,
         )
         return preparer.entry_for(endpoint.name, key)
 

@@ -9,7 +9,8 @@ It discovers the endpoints as ``flash run`` does, has the preparer resolve every
   platform, which would be compiled from source; yanked releases; a flash.lock out of date with
   the code;
 - suggestions: endpoints whose sets differ in one package only, which could share one
-  environment.
+  environment;
+- information: the torch build each set installs (cpu, cu121, ...) and its download size.
 
 ``--refresh`` forgets the source builds remembered as failed (envs/build_failures.py), so that
 the next call builds them again.
@@ -64,13 +65,13 @@ def check(
         report = {"ok": not failing, "issues": [asdict(i) for i in issues]}
         typer.echo(json.dumps({**report, "layer_mode": asdict(mode)}, indent=2))
     else:
-        colours = {"error": "red", "warning": "yellow", "suggestion": "cyan"}
+        colours = {"error": "red", "warning": "yellow", "suggestion": "cyan", "info": "blue"}
         for issue in issues:
             who = ", ".join(issue.endpoints)
             console.print(
                 f"[{colours[issue.level]}]{issue.level}[/]: [bold]{who}[/bold]: {issue.message}"
             )
-        if not issues and not quiet:
+        if all(i.level == "info" for i in issues) and not quiet:
             console.print("[green]all endpoints resolve[/green]")
         if not quiet:
             console.print(f"system layers: {mode.name} mode ({mode.reason})")
@@ -87,7 +88,12 @@ def run_checks(project: Project, reporter: Reporter) -> list[Issue]:
             (
                 s.label,
                 functools.partial(
-                    preparer.check, s.dependencies, s.system_dependencies, s.options, s.base
+                    preparer.check,
+                    s.dependencies,
+                    s.system_dependencies,
+                    s.options,
+                    s.base,
+                    s.project_lock,
                 ),
             )
             for s in sets

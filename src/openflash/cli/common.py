@@ -22,6 +22,7 @@ from rich.console import Console
 from rich.progress import Progress, SpinnerColumn, TaskID, TextColumn, TimeElapsedColumn
 
 from openflash import _subprocess
+from openflash.deps.project_lock import ProjectLock
 from openflash.envs.uv_options import NO_OPTIONS, UvOptions
 from openflash.prepare import DependencyKey, Preparer
 from openflash.project import Project, discover
@@ -81,6 +82,8 @@ class DependencySet:
     endpoints: list[EndpointDef] = field(default_factory=list)
     options: UvOptions = NO_OPTIONS
     base: tuple[str, ...] = ()
+    #: The project's uv.lock, whose versions constrain the set (deps/project_lock.py).
+    project_lock: ProjectLock | None = None
 
     @property
     def names(self) -> list[str]:
@@ -89,6 +92,19 @@ class DependencySet:
     @property
     def label(self) -> str:
         return ", ".join(self.names)
+
+    @property
+    def imports(self) -> dict[str, tuple[str, ...]]:
+        """Each endpoint's top-level imports, less the project's own modules (a ``name.py`` or
+        ``name/`` in its project's folder or its file's)."""
+        found: dict[str, dict[str, None]] = {}
+        for e in self.endpoints:
+            roots = [r for r in (e.project, e.source_dir) if r is not None]
+            own = found.setdefault(e.name, {})
+            for module in e.imports:
+                if not any((r / f"{module}.py").is_file() or (r / module).is_dir() for r in roots):
+                    own[module] = None
+        return {name: tuple(modules) for name, modules in found.items()}
 
 
 def endpoint_defs(project: Project) -> list[EndpointDef]:
@@ -112,9 +128,19 @@ def dependency_sets(project: Project, preparer: Preparer) -> list[DependencySet]
             endpoint.system_dependencies,
             options=endpoint.options,
             gpu_imports=endpoint.gpu_imports,
+            imports=endpoint.imports,
+            gpu=endpoint.wants_gpu,
+            project_lock=endpoint.uv_lock,
         )
         dep_set = sets.setdefault(
-            key, DependencySet(key.python, key.system, options=key.options, base=key.base)
+            key,
+            DependencySet(
+                key.python,
+                key.system,
+                options=key.options,
+                base=key.base,
+                project_lock=key.project_lock,
+            ),
         )
         if endpoint.name not in dep_set.names:
             dep_set.endpoints.append(endpoint)

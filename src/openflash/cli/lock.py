@@ -79,6 +79,7 @@ def lock(
             previous=old,
             upgrade=moving,
             options=dep_set.options,
+            project=dep_set.project_lock,
         )
 
     reporter = Reporter(quiet=quiet, verbose=verbose)

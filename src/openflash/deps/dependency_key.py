@@ -6,6 +6,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
+from openflash.deps.project_lock import ProjectLock
 from openflash.envs.uv_options import NO_OPTIONS, UvOptions
 
 __all__ = ["DependencyKey"]
@@ -24,8 +25,9 @@ class DependencyKey:
     over the project's ``[tool.openflash]`` defaults: different options, different environments.
     ``base`` names the requirements of ``python`` that came from the GPU base set
     (deps/gpu_base.py: a GPU endpoint's code imports them undeclared), added by
-    ``Preparer.dependency_key``. Endpoints with equal keys share one preparation, and so one
-    environment and layer.
+    ``Preparer.dependency_key``. ``project_lock`` is the project's ``uv.lock``, whose versions
+    constrain the resolution (deps/project_lock.py), or None. Endpoints with equal keys share
+    one preparation, and so one environment and layer.
     """
 
     python: tuple[str, ...]
@@ -34,3 +36,4 @@ class DependencyKey:
     local: str = ""
     options: UvOptions = NO_OPTIONS
     base: tuple[str, ...] = ()
+    project_lock: ProjectLock | None = None

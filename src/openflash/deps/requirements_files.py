@@ -27,6 +27,7 @@ from pathlib import Path
 from openflash import _subprocess
 from openflash._subprocess import redact
 from openflash.deps.pip_options import option_hint
+from openflash.deps.requirements_options import FileOptions, parse_option_line
 from openflash.envs.uv import uv_argv, uv_environ
 from openflash.errors import DependencyError
 
@@ -35,7 +36,7 @@ if sys.version_info >= (3, 11):
 else:  # pragma: no cover - Python 3.10
     import tomli as tomllib
 
-__all__ = ["read_requirements"]
+__all__ = ["read_requirements", "read_requirements_file"]
 
 _SCRATCH_PROJECT = """\
 [project]
@@ -64,6 +65,67 @@ def read_requirements(path: Path) -> list[str]:
             "calls openflash.requirements()",
         )
     _refuse_options(path, set())
+    return _uv_parse(path, {})
+
+
+def read_requirements_file(path: Path) -> tuple[list[str], FileOptions]:
+    """``read_requirements``, with the file's installer options (and its includes') applied
+    rather than refused (deps/requirements_options.py): for ``requirements=``."""
+    if not path.is_file():
+        raise DependencyError(
+            f"the requirements file {str(path)!r} does not exist",
+            hint="fix the path; a relative path starts at the decorated file's folder",
+        )
+    with tempfile.TemporaryDirectory(prefix="openflash-requirements-") as tmp:
+        copies: dict[Path, Path] = {}
+        options = _without_options(path.resolve(), Path(tmp), copies, FileOptions())
+        if options == FileOptions():  # nothing to apply: uv reads the files themselves
+            return _uv_parse(path, {}), options
+        # (uv reads the copies: a relative path in them would start at the copy's folder.)
+        shown = {str(copy): str(original) for original, copy in copies.items()}
+        return _uv_parse(copies[path.resolve()], shown), options
+
+
+def _without_options(
+    path: Path, tmp: Path, copies: dict[Path, Path], options: FileOptions
+) -> FileOptions:
+    """Copy ``path`` (and its ``-r`` includes) into ``tmp`` with option lines blanked (line
+    numbers kept) and includes pointing at the copies; ``options`` plus theirs."""
+    if path in copies or not path.is_file():
+        return options  # a loop, or a missing include: uv's parse reports it
+    copy = copies[path] = tmp / f"{len(copies)}-{path.name}"
+    raw = path.read_text(errors="replace").splitlines()
+    out = list(raw)
+    for number, line, end in _logical_spans(raw):
+        if not line.startswith("-") or (_KEPT.match(line) and not _INCLUDE.match(line)):
+            continue
+        for index in range(number - 1, end):
+            out[index] = ""
+        include = _INCLUDE.match(line)
+        if include:
+            target = (path.parent / include[1]).resolve()
+            options = _without_options(target, tmp, copies, options)
+            out[number - 1] = f"-r {copies.get(target, target)}"
+        else:
+            options = parse_option_line(line, path, number, options)
+    copy.write_text("\n".join(out) + "\n")
+    return options
+
+
+def _logical_spans(raw: list[str]) -> list[tuple[int, str, int]]:
+    """``_logical_lines`` with each one's last physical line number."""
+    spans = []
+    for start, line in _logical_lines("\n".join(raw)):
+        end = start
+        while end < len(raw) and _COMMENT.sub("", raw[end - 1]).endswith("\\"):
+            end += 1
+        spans.append((start, line, end))
+    return spans
+
+
+def _uv_parse(path: Path, shown: dict[str, str]) -> list[str]:
+    """The requirements uv reads in ``path`` (``shown`` maps copies' paths to the originals
+    named in its errors)."""
     with tempfile.TemporaryDirectory(prefix="openflash-requirements-") as tmp:
         project = Path(tmp)
         (project / "pyproject.toml").write_text(_SCRATCH_PROJECT)
@@ -86,6 +148,9 @@ def read_requirements(path: Path) -> list[str]:
         )
         if not done.ok:
             message = done.stderr.strip().removeprefix("error: ")
+            for copy, original in shown.items():
+                message = message.replace(copy, original)
+            path = Path(shown.get(str(path), str(path)))
             raise DependencyError(
                 f"the requirements file {str(path)!r} could not be read: {message}",
                 hint="fix the named line; the format is pip's (pip install -r)",
@@ -117,7 +182,8 @@ def _refuse_options(path: Path, seen: set[Path]) -> None:
         raise DependencyError(
             f"the requirements file {str(path)!r}, line {number}: {redact(line)!r} is an "
             "installer option, which openflash.requirements() does not apply",
-            hint=hint,
+            hint=f"{hint}; or pass the file as requirements= to remote() or Endpoint(), which "
+            "applies the installer options pip applies",
         )
 
 

@@ -16,8 +16,7 @@ A pinned version that its index has yanked (PEP 592) is resolved as uv resolves 
 exact pin selects a yanked release), and warned of, as pip does: at each call, by ``flash check``
 and ``flash lock`` (``Lock.yanked``, kept with the cached resolution; ``warn_yanked`` says it).
 
-What uv prints is parsed by the pure functions ``parse_lock``, ``yanked_warnings`` and
-``failure_to_error``.
+What uv prints is parsed by the pure functions of deps/uv_output.py (re-exported here).
 """
 
 from __future__ import annotations
@@ -37,13 +36,19 @@ from packaging.utils import canonicalize_name
 from openflash import _subprocess
 from openflash.deps.lockfile import LockedPackage, parse_hashed
 from openflash.deps.pip_options import resolution_environ
+from openflash.deps.uv_output import (
+    NETWORK,
+    failure_to_error,
+    parse_lock,
+    warn_yanked,
+    yanked_warnings,
+)
 from openflash.envs.environment import platform_tag, python_tag
 from openflash.envs.local_sources import local_sources_digest
 from openflash.envs.store import Store, content_key, write_atomic
 from openflash.envs.uv import tighten_lock_files, uv_argv, uv_environ
 from openflash.envs.uv_options import NO_OPTIONS, UvOptions
 from openflash.errors import (
-    DependencyConflictError,
     DependencyError,
     StoreFullError,
     StorePermissionError,
@@ -64,20 +69,9 @@ logger = logging.getLogger("openflash")
 
 RESOLVE_TIMEOUT_S = 300.0
 
-_NOT_FOUND = re.compile(r"Because (\S+) was not found in the package registry")
-_NO_VERSION = re.compile(
-    r"^Because there is no version of (\S+) and you require \1, we can conclude that your "
-    r"requirements are unsatisfiable\.$"
-)
-_NETWORK = re.compile(
-    r"Failed to fetch|error sending request|tcp connect error|dns error|Connection refused|"
-    r"timed out|Network is unreachable|Could not connect|network was disabled",
-    re.IGNORECASE,
-)
 #: Revalidate every index page uv asked about (cheap: a conditional request each).
 _FRESH = "--refresh"
 _NO_WHEELS = re.compile(r"Because (\S+?)==\S+ has no usable wheels")
-_YANKED = re.compile(r"`([^`]+)` is yanked(?: \(reason: \"(.*)\"\))?")
 
 
 @dataclass(frozen=True)
@@ -106,80 +100,6 @@ class Lock:
         return pins
 
 
-def parse_lock(stdout: str) -> str:
-    """The pinned lines of ``uv pip compile`` output, comments and blank lines dropped, sorted."""
-    lines = []
-    for raw in stdout.splitlines():
-        line = raw.split(" #", 1)[0].strip()
-        if line and not line.startswith("#"):
-            lines.append(line)
-    return "".join(f"{line}\n" for line in sorted(lines))
-
-
-def yanked_warnings(stderr: str) -> tuple[str, ...]:
-    """A warning for each yanked release uv's ``stderr`` names (``warning: `x==1.1` is yanked
-    (reason: "...")``), with the index's reason."""
-    found = []
-    for match in _YANKED.finditer(stderr):
-        reason = f" (reason: {match[2]!r})" if match[2] else ""
-        found.append(
-            f"{match[1]} is yanked from its index{reason}: pin another version, "
-            "unless you mean to install this one"
-        )
-    return tuple(dict.fromkeys(found))
-
-
-def warn_yanked(warnings: tuple[str, ...]) -> None:
-    """Tell the user (the openflash logger, the progress channel) of yanked pins."""
-    for text in warnings:
-        _subprocess.report(f"warning: {text}")
-        logger.warning("openflash: %s", text)
-
-
-def failure_to_error(stderr: str, specs: tuple[str, ...]) -> DependencyError:
-    """The error a failed ``uv pip compile`` means, with uv's explanation."""
-    explanation = _explanation(stderr)
-    listed = ", ".join(repr(s) for s in specs)
-    missing = _NOT_FOUND.search(stderr)
-    if missing:
-        name = missing[1]
-        # uv says why an index could not be asked (401: credentials), the URL without them.
-        said = [
-            line.split("hint:", 1)[1].strip()
-            for line in stderr.splitlines()
-            if line.strip().startswith("hint:")
-        ]
-        return DependencyError(
-            f"package {name!r} was not found on the package index (dependencies: {listed})"
-            + "".join(f"\n{line}" for line in said),
-            hint="check the index URL and its credentials (index_url, extra_index_urls)"
-            if said
-            else f"check the spelling of {name!r} (https://pypi.org/project/{name}/), or remove it",
-        )
-    if "No solution found" in stderr:
-        explanation = "\n".join(
-            line for line in explanation.splitlines() if not line.startswith("No solution found")
-        )
-        no_version = _NO_VERSION.match(explanation)
-        if no_version:
-            return DependencyError(
-                f"no release matches {no_version[1]!r} (dependencies: {listed})",
-                hint="check the version on the package index, or relax the pin",
-            )
-        return DependencyConflictError(
-            f"these dependencies cannot be installed together: {listed}\n{explanation}",
-        )
-    if _NETWORK.search(stderr):
-        return DependencyError(
-            f"could not reach the package index to resolve {listed}:\n{explanation}",
-            hint="check the network connection or the index settings (UV_INDEX_URL), then retry",
-        )
-    return DependencyError(
-        f"resolving {listed} failed:\n{explanation}",
-        hint="read uv's message above; fix the named requirement and call again",
-    )
-
-
 def resolve(
     specs: tuple[str, ...],
     *,
@@ -188,31 +108,34 @@ def resolve(
     ttl: float,
     now: float | None = None,
     options: UvOptions = NO_OPTIONS,
+    constraints: tuple[str, ...] = (),
 ) -> Lock:
     """The lock for the normalised ``specs``: from the cache if younger than ``ttl``, else uv's.
 
     ``options`` (an endpoint's index, find-links, build and pre-release options) go to uv and
-    into the cache's key (as a hash: no credential is written)."""
+    into the cache's key (as a hash: no credential is written); ``constraints`` (``name==1.2``
+    lines: a project lock's versions) too, as uv's ``--constraint``."""
     now = time.time() if now is None else now
     if not specs:
         return Lock(specs, "", now)
     files = local_sources_digest(specs)  # a rebuilt local wheel may declare other deps
     # uv's index and build variables change the answer (hashed into the key, never stored).
     uv_env = sorted(resolution_environ().items())
-    key = content_key(
-        "resolve", specs, files, uv_env, options.digest(), python_tag(), platform_tag()
-    )
+    parts: tuple[object, ...] = (specs, files, uv_env, options.digest())
+    if constraints:  # keys of resolutions without constraints stay as they were
+        parts = (*parts, constraints)
+    key = content_key("resolve", *parts, python_tag(), platform_tag())
     cache_file = store.resolutions / f"{key}.json"
     cached = _read_cache(store, cache_file, specs)
     if cached is not None and now - cached.resolved_at < ttl:
         return cached
     try:
-        done = _uv_compile(specs, uv_cache, options, _FRESH)
+        done = _uv_compile(specs, uv_cache, options, _FRESH, constraints=constraints)
         lock = Lock(specs, parse_lock(done.stdout), now, yanked=yanked_warnings(done.stderr))
     except DependencyError as e:
-        if type(e) is not DependencyError or not _NETWORK.search(e.message):
+        if type(e) is not DependencyError or not NETWORK.search(e.message):
             raise
-        return _offline_fallback(specs, cached, uv_cache, e, options)
+        return _offline_fallback(specs, cached, uv_cache, e, options, constraints)
     finally:
         tighten_lock_files(uv_cache, store.root)
     payload = {
@@ -231,6 +154,7 @@ def _offline_fallback(
     uv_cache: Path,
     error: DependencyError,
     options: UvOptions,
+    constraints: tuple[str, ...],
 ) -> Lock:
     """The index is unreachable: an expired resolution of ``specs``, else uv's cache alone
     (``--offline``), each announced by a warning; ``error`` if neither gives a lock."""
@@ -243,7 +167,9 @@ def _offline_fallback(
         )
         return cached
     try:
-        text = _compile(specs, uv_cache, options, "--offline")
+        text = parse_lock(
+            _uv_compile(specs, uv_cache, options, "--offline", constraints=constraints).stdout
+        )
     except DependencyError:
         raise error from None
     logger.warning(
@@ -261,6 +187,7 @@ def resolve_pinned(
     previous: list[LockedPackage] | None = None,
     upgrade: bool | Sequence[str] = False,
     options: UvOptions = NO_OPTIONS,
+    constraints: tuple[str, ...] = (),
 ) -> list[LockedPackage]:
     """Resolve for ``flash lock``: with hashes, keeping ``previous`` versions where they fit.
 
@@ -281,7 +208,15 @@ def resolve_pinned(
             else [a for n in upgrade for a in ("--upgrade-package", n)]
         )
         done = _uv_compile(
-            specs, uv_cache, options, _FRESH, "-o", str(output), "--generate-hashes", *extra
+            specs,
+            uv_cache,
+            options,
+            _FRESH,
+            "-o",
+            str(output),
+            "--generate-hashes",
+            *extra,
+            constraints=constraints,
         )
         warn_yanked(yanked_warnings(done.stderr))
         return parse_hashed(output.read_text())
@@ -322,20 +257,25 @@ def without_wheels(lock_text: str, *, uv_cache: Path, options: UvOptions = NO_OP
     return missing
 
 
-def _compile(specs: tuple[str, ...], uv_cache: Path, options: UvOptions, *args: str) -> str:
-    return parse_lock(_uv_compile(specs, uv_cache, options, *args).stdout)
-
-
 #: What uv says when a disk is full.
 _DISK_FULL = ("No space left on device", "os error 28", "Disk quota exceeded")
 
 
 def _uv_compile(
-    specs: tuple[str, ...], uv_cache: Path, options: UvOptions, *args: str
+    specs: tuple[str, ...],
+    uv_cache: Path,
+    options: UvOptions,
+    *args: str,
+    constraints: tuple[str, ...] = (),
 ) -> _subprocess.Completed:
     """``uv pip compile`` of ``specs`` for this interpreter, with ``options`` (index URLs
-    through uv's variables, never the argv); uv's failure as our error (stderr redacted)."""
-    with options.arguments() as flags:
+    through uv's variables, never the argv) and ``constraints`` (a ``--constraint`` file);
+    uv's failure as our error (stderr redacted)."""
+    with options.arguments() as flags, tempfile.TemporaryDirectory(prefix="openflash-c-") as tmp:
+        if constraints:
+            file = Path(tmp) / "constraints.txt"
+            file.write_text("".join(f"{c}\n" for c in constraints))
+            flags = [*flags, "--constraint", str(file)]
         argv = uv_argv(
             "pip",
             "compile",
@@ -380,15 +320,3 @@ def _read_cache(store: Store, path: Path, specs: tuple[str, ...]) -> Lock | None
         raise
     except (OSError, ValueError, KeyError, TypeError):
         return None
-
-
-def _explanation(stderr: str) -> str:
-    """uv's error text without its ``error:``/``cause:`` labels, indentation kept."""
-    lines = []
-    for raw in stderr.splitlines():
-        line = raw.rstrip()
-        if not line.strip() or line.startswith(("Resolved ", "Using ")):
-            continue
-        line = re.sub(r"^(\s*)(?:error|cause|hint): ", r"\1", line)
-        lines.append(line.strip())
-    return "\n".join(lines)

@@ -8,22 +8,49 @@ there; with another base (a mirror, or the loopback stand-in of the tests) that 
 as an extra index, which uv asks first (its ``first-index`` strategy), so the torch family comes
 from it and every package it does not serve from PyPI.
 
-``torch_backend="auto"`` with the real index is uv's ``--torch-backend auto`` (the build the
-machine's driver supports, the CPU build without one).
+``torch_backend="auto"`` is the default for an endpoint that imports torch (torchvision,
+torchaudio) or declares one of the torch family (``default_backend``): a CPU endpoint, or any
+endpoint on a machine without an NVIDIA driver, gets the CPU build (``cpu``); a GPU endpoint on a
+machine with one gets the CUDA build its driver supports. The driver's version is read as uv
+reads it (``UV_CUDA_DRIVER_VERSION``, else ``nvidia-smi --query-gpu=driver_version``). With the
+real index that is uv's own ``--torch-backend auto``; with another base, the variants that
+driver supports, newest first, then ``cpu``, as extra indexes (uv's ``LINUX_CUDA_DRIVERS`` table,
+after NVIDIA's CUDA toolkit release notes): uv takes each package from the first that has it.
+A setting the user wrote (``torch_backend="cu121"``, a ``+cpu`` pin) always wins.
 """
 
 from __future__ import annotations
 
+import functools
+import logging
+import os
 import re
+import shutil
+from collections.abc import Callable, Iterable
 from dataclasses import replace
+from typing import TypeVar
 
 from packaging.requirements import InvalidRequirement, Requirement
 from packaging.utils import canonicalize_name
 
+from openflash import _subprocess
 from openflash.envs.uv_options import UvOptions
 from openflash.errors import DependencyError
 
-__all__ = ["DEFAULT_TORCH_INDEX", "TORCH_FAMILY", "pinned_variant", "route_torch"]
+__all__ = [
+    "DEFAULT_TORCH_INDEX",
+    "TORCH_FAMILY",
+    "cuda_driver",
+    "cuda_variants",
+    "default_backend",
+    "locked_variant",
+    "pinned_variant",
+    "route_torch",
+    "with_torch_fallback",
+]
+
+logger = logging.getLogger("openflash")
+T = TypeVar("T")
 
 DEFAULT_TORCH_INDEX = "https://download.pytorch.org/whl"
 #: The packages the PyTorch index builds per variant (uv's --torch-backend routes these).
@@ -45,6 +72,134 @@ TORCH_FAMILY = frozenset(
     }
 )
 _VARIANT = re.compile(r"^(cpu|cu\d{2,3}|rocm\d+(\.\d+)*|xpu)$")
+#: The modules whose import makes ``torch_backend="auto"`` an endpoint's default.
+TORCH_IMPORTS = frozenset({"torch", "torchvision", "torchaudio"})
+#: Linux CUDA builds and the oldest driver each runs on, newest first (uv's LINUX_CUDA_DRIVERS,
+#: from NVIDIA's CUDA toolkit release notes, tables 2 and 3).
+_CUDA_DRIVERS: tuple[tuple[str, tuple[int, ...]], ...] = (
+    ("cu130", (580, 65, 6)),
+    *((f"cu12{minor}", (525, 60, 13)) for minor in (9, 8, 6, 5, 4, 3, 2, 1, 0)),
+    *((f"cu11{minor}", (450, 80, 2)) for minor in (8, 7, 6, 5, 4, 3, 2, 1)),
+    ("cu110", (450, 36, 6)),
+    ("cu102", (440, 33)),
+    ("cu101", (418, 39)),
+    ("cu100", (410, 48)),
+    ("cu92", (396, 26)),
+    ("cu91", (390, 46)),
+    ("cu90", (384, 81)),
+    ("cu80", (375, 26)),
+)
+
+
+def cuda_driver() -> str | None:
+    """This machine's NVIDIA driver version (``550.54.15``), or None without one: as uv reads
+    it, ``UV_CUDA_DRIVER_VERSION`` first, else ``nvidia-smi --query-gpu=driver_version``."""
+    given = os.environ.get("UV_CUDA_DRIVER_VERSION", "").strip()
+    if given:
+        return given
+    return _driver_from_smi(shutil.which("nvidia-smi"))
+
+
+@functools.lru_cache(maxsize=8)
+def _driver_from_smi(exe: str | None) -> str | None:
+    if exe is None:
+        return None
+    argv = [exe, "--query-gpu=driver_version", "--format=csv,noheader"]
+    done = _subprocess.run(argv, timeout=20, check=False)
+    first = done.stdout.strip().splitlines()[:1] if done.ok else []
+    version = first[0].strip() if first else ""
+    return version if re.fullmatch(r"\d+(\.\d+)*", version) else None
+
+
+def cuda_variants(driver: str) -> tuple[str, ...]:
+    """The CUDA builds a Linux driver of version ``driver`` runs, newest first (none for a
+    version that does not parse)."""
+    try:
+        have = tuple(int(part) for part in driver.split("."))
+    except ValueError:
+        return ()
+    return tuple(variant for variant, oldest in _CUDA_DRIVERS if have >= oldest)
+
+
+def default_backend(
+    options: UvOptions, specs: tuple[str, ...], imports: Iterable[str], *, gpu: bool
+) -> UvOptions:
+    """``options`` with ``torch_backend="auto"`` decided for one endpoint on this machine.
+
+    ``auto`` is the default where the endpoint's code ``imports`` torch (or torchvision,
+    torchaudio) or ``specs`` name one of the torch family; it becomes ``cpu`` for a CPU endpoint
+    (``gpu`` False) and on a machine without an NVIDIA driver, and stays ``auto`` for a GPU
+    endpoint on a machine with one (``route_torch`` picks the driver's build). A backend the
+    user set, or a ``+cpu``/``+cuXYZ`` pin, is left as it is."""
+    backend = options.torch_backend
+    try:
+        pinned = pinned_variant(specs)
+    except DependencyError:
+        return options  # route_torch reports the disagreement for this set
+    if backend is None:
+        if pinned is not None or not _uses_torch(specs, imports):
+            return options
+        backend = "auto"
+    if backend != "auto" or pinned is not None:
+        return options
+    default = options.torch_backend is None
+    if not gpu or cuda_driver() is None:
+        return replace(options, torch_backend="cpu", torch_default=default)
+    return replace(options, torch_backend="auto", torch_default=default)
+
+
+def with_torch_fallback(
+    options: UvOptions, route: Callable[[UvOptions], UvOptions], attempt: Callable[[UvOptions], T]
+) -> tuple[T, UvOptions]:
+    """``attempt(route(options))`` and the routed options it used. When ``torch_backend`` is
+    openflash's default (not written) and the PyTorch index cannot be reached (a firewall, a
+    PyPI-only mirror), the same attempt again with the torch family from the other indexes
+    (PyPI's default build: CUDA on Linux), announced by a warning; a backend the user wrote
+    fails instead."""
+    routed = route(options)
+    try:
+        return attempt(routed), routed
+    except DependencyError as e:
+        if not options.torch_default or type(e) is not DependencyError or not _unreachable(e):
+            raise
+    plain = route(replace(options, torch_backend=None, torch_default=False))
+    text = (
+        f"the PyTorch index could not be reached for the {options.torch_backend} build of "
+        "torch; it comes from the package index instead (on Linux PyPI's is the CUDA build, "
+        "gigabytes). Set FLASH_TORCH_INDEX_URL to a mirror of the PyTorch index, or "
+        "torch_backend= to make this an error"
+    )
+    _subprocess.report(f"warning: {text}")
+    logger.warning("openflash: %s", text)
+    return attempt(plain), plain
+
+
+def _unreachable(error: DependencyError) -> bool:
+    return error.message.startswith("could not reach the package index")
+
+
+def _uses_torch(specs: tuple[str, ...], imports: Iterable[str]) -> bool:
+    if TORCH_IMPORTS & set(imports):
+        return True
+    for spec in specs:
+        try:
+            req = Requirement(spec)
+        except InvalidRequirement:
+            continue
+        if req.url is None and canonicalize_name(req.name) in TORCH_FAMILY:
+            return True
+    return False
+
+
+def locked_variant(lock_text: str) -> str | None:
+    """The build of the torch family a lock holds: its local version (``cpu``, ``cu121``),
+    ``"default"`` for a torch without one (PyPI's: CUDA on Linux), or None without torch."""
+    for line in lock_text.splitlines():
+        name, sep, version = line.partition("==")
+        if sep and canonicalize_name(name.strip()) == "torch":
+            local = version.split()[0].partition("+")[2].lower() if version.strip() else ""
+            return local if _VARIANT.match(local) else "default"
+    return None
 
 
 def pinned_variant(specs: tuple[str, ...]) -> str | None:
@@ -87,10 +242,18 @@ def route_torch(specs: tuple[str, ...], options: UvOptions, base: str) -> UvOpti
     base = base.rstrip("/")
     if chosen is None:
         if backend == "auto" and base != DEFAULT_TORCH_INDEX:
-            return replace(options, torch_backend=None)  # uv's auto knows the real index only
+            # uv's auto knows the real index only: the same choice, as that base's pages.
+            driver = cuda_driver()
+            wanted = (*(cuda_variants(driver) if driver else ()), "cpu")
+            return _pages(options, base, wanted)
         return options
     if base == DEFAULT_TORCH_INDEX:
         return replace(options, torch_backend=chosen)
-    index = f"{base}/{chosen}"
-    extra = (index, *(u for u in options.extra_index_urls if u != index))
+    return _pages(options, base, (chosen,))
+
+
+def _pages(options: UvOptions, base: str, variants: tuple[str, ...]) -> UvOptions:
+    """``options`` asking ``base``'s pages of ``variants`` first, in that order."""
+    pages = tuple(f"{base}/{v}" for v in variants)
+    extra = (*pages, *(u for u in options.extra_index_urls if u not in pages))
     return replace(options, torch_backend=None, extra_index_urls=extra)

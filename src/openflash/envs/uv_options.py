@@ -69,6 +69,11 @@ class UvOptions:
     #: ``(":all:",)`` for every package, else the packages built without isolation.
     no_build_isolation: tuple[str, ...] = ()
     prerelease: str | None = None
+    #: Constraints (PEP 508 lines, uv's ``--constraint``): a requirements file's ``-c`` files.
+    constraints: tuple[str, ...] = ()
+    #: ``torch_backend`` was openflash's default (deps/torch_variants.py), not written by the
+    #: user: if the PyTorch index cannot be reached, torch comes from the other indexes.
+    torch_default: bool = False
 
     def __bool__(self) -> bool:
         return self != UvOptions()
@@ -82,7 +87,7 @@ class UvOptions:
         shown: dict[str, object] = {}
         for f in fields(self):
             value = getattr(self, f.name)
-            if not value:
+            if not value or f.name == "torch_default":
                 continue
             if f.name in ("index_url", "extra_index_urls", "find_links"):
                 value = (
@@ -121,7 +126,8 @@ class UvOptions:
     @contextlib.contextmanager
     def arguments(self) -> Iterator[list[str]]:
         """uv's flags for the other options; a ``--config-file`` holding
-        ``extra-build-dependencies`` while the context lasts (the setting has no flag)."""
+        ``extra-build-dependencies`` (the setting has no flag) and a ``--constraint`` file,
+        while the context lasts."""
         args: list[str] = []
         if self.torch_backend:
             args += ["--torch-backend", self.torch_backend]
@@ -132,17 +138,23 @@ class UvOptions:
         else:
             for name in self.no_build_isolation:
                 args += ["--no-build-isolation-package", name]
-        if not self.extra_build_dependencies:
+        if not self.extra_build_dependencies and not self.constraints:
             yield args
             return
-        table = ", ".join(
-            f"{json.dumps(name)} = {json.dumps(list(reqs))}"
-            for name, reqs in self.extra_build_dependencies
-        )
         with tempfile.TemporaryDirectory(prefix="openflash-uv-") as tmp:
-            config = Path(tmp) / "uv.toml"
-            config.write_text(f"extra-build-dependencies = {{ {table} }}\n")
-            yield [*args, "--config-file", str(config)]
+            if self.constraints:
+                constraints = Path(tmp) / "constraints.txt"
+                constraints.write_text("".join(f"{c}\n" for c in self.constraints))
+                args += ["--constraint", str(constraints)]
+            if self.extra_build_dependencies:
+                table = ", ".join(
+                    f"{json.dumps(name)} = {json.dumps(list(reqs))}"
+                    for name, reqs in self.extra_build_dependencies
+                )
+                config = Path(tmp) / "uv.toml"
+                config.write_text(f"extra-build-dependencies = {{ {table} }}\n")
+                args += ["--config-file", str(config)]
+            yield args
 
 
 #: No options: uv's defaults.

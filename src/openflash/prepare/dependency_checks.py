@@ -3,14 +3,18 @@
 - errors: sets that cannot be installed together, system packages apt does not know (the
   FlashError the preparer raised for the set);
 - warnings: unpinned specs; packages with no wheel here (built from source); pins of releases
-  their index has yanked; a flash.lock out of date with the code;
+  their index has yanked; a flash.lock out of date with the code; modules an endpoint imports
+  that its set does not provide (not the standard library's, nor the project's own), with the
+  distribution to add (deps/imports.py);
 - suggestions: sets that differ in one package only, which could share one environment;
   packages a GPU endpoint gets from the GPU base set (deps/gpu_base.py), which it could declare
-  to pin.
+  to pin;
+- information: the torch build a set installs (cpu, cu121, ...) and what it downloads.
 """
 
 from __future__ import annotations
 
+import sys
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Protocol
@@ -18,20 +22,25 @@ from typing import Protocol
 from packaging.requirements import Requirement
 from packaging.utils import canonicalize_name
 
+from openflash.deps.download_sizes import human_size
+from openflash.deps.imports import distribution_for_module
 from openflash.deps.lockfile import LockFile
+from openflash.deps.project_lock import ProjectLock
 from openflash.errors import FlashError
 from openflash.prepare.outcomes import SetCheck
 
 __all__ = ["CheckedSet", "Issue", "issues_of", "no_wheel_text"]
 
-_ORDER = {"error": 0, "warning": 1, "suggestion": 2}
+_ORDER = {"error": 0, "warning": 1, "suggestion": 2, "info": 3}
+#: What every worker can import without declaring it (the worker runtime, envs/bundle.py).
+_RUNTIME = frozenset({"openflash", "runpod_flash", "runpod", "cloudpickle"})
 
 
 @dataclass(frozen=True)
 class Issue:
-    """One finding: ``level`` is error, warning or suggestion; ``kind`` a short name
-    (``no-wheel``, ``yanked``, ``unpinned``, ``stale-lock``, ``near-duplicate``, ``gpu-base``, or
-    an error's class name); ``endpoints`` the names it is about."""
+    """One finding: ``level`` is error, warning, suggestion or info; ``kind`` a short name
+    (``no-wheel``, ``yanked``, ``unpinned``, ``stale-lock``, ``near-duplicate``, ``gpu-base``,
+    ``torch-variant``, or an error's class name); ``endpoints`` the names it is about."""
 
     level: str
     kind: str
@@ -52,6 +61,15 @@ class CheckedSet(Protocol):
     def label(self) -> str: ...
     @property
     def base(self) -> tuple[str, ...]: ...
+    @property
+    def project_lock(self) -> ProjectLock | None:
+        """The project's uv.lock, which pins what it holds (no ``unpinned`` warning for those)."""
+        ...
+
+    @property
+    def imports(self) -> dict[str, tuple[str, ...]]:
+        """Each endpoint's top-level imports, less the project's own modules."""
+        ...
 
 
 def issues_of(
@@ -70,8 +88,16 @@ def issues_of(
         else:
             issues += [_no_wheel(dep_set.names, package) for package in result.no_wheels]
             issues += [Issue("warning", "yanked", dep_set.names, t) for t in result.lock.yanked]
+            if result.torch_variant is not None:
+                issues.append(_torch_variant(dep_set.names, result))
+            issues += _undeclared(dep_set.imports, result.provided)
         declared = [s for s in dep_set.dependencies if s not in dep_set.base]
-        issues += [_unpinned(dep_set.names, s) for s in declared if not _pinned(s)]
+        locked = dep_set.project_lock.versions if dep_set.project_lock is not None else {}
+        issues += [
+            _unpinned(dep_set.names, s)
+            for s in declared
+            if not _pinned(s) and canonicalize_name(Requirement(s).name) not in locked
+        ]
         issues += [_from_base(dep_set.names, s) for s in dep_set.base]
     if lockfile is not None:
         issues += _stale_lock(lockfile, sets)
@@ -85,6 +111,37 @@ def no_wheel_text(package: str) -> str:
         f"{package} has no wheel for this platform and would be built "
         "from source (slow, needs compilers); pin a release with wheels"
     )
+
+
+def _undeclared(imports: dict[str, tuple[str, ...]], provided: frozenset[str]) -> list[Issue]:
+    """An issue per module an endpoint imports that neither its set, the standard library nor
+    the worker runtime (openflash, its ``runpod`` shim) provides."""
+    issues = []
+    for name, modules in sorted(imports.items()):
+        for module in modules:
+            if module in provided or module in sys.stdlib_module_names or module in _RUNTIME:
+                continue
+            add = distribution_for_module(module)
+            issues.append(
+                Issue(
+                    "warning",
+                    "undeclared-import",
+                    [name],
+                    f"imports {module!r}, which none of its dependencies provides: add "
+                    f"{add!r} to its dependencies",
+                )
+            )
+    return issues
+
+
+def _torch_variant(names: list[str], result: SetCheck) -> Issue:
+    variant = result.torch_variant
+    what = (
+        "PyPI's default build (CUDA on Linux)" if variant == "default" else f"the {variant} build"
+    )
+    size = result.torch_download
+    shown = f"{human_size(size)} to download" if size is not None else "download size unknown"
+    return Issue("info", "torch-variant", names, f"torch: {what}, {shown}")
 
 
 def _from_base(names: list[str], spec: str) -> Issue:

@@ -16,6 +16,7 @@ from openflash.deps.dependency_key import DependencyKey
 from openflash.deps.resolve import Lock
 from openflash.deps.system import SystemLayer, SystemLock
 from openflash.envs.environment import Environment
+from openflash.envs.uv_options import NO_OPTIONS, UvOptions
 
 __all__ = ["BuildStatus", "DependencyKey", "NodeBuild", "Prepared", "SetCheck"]
 
@@ -55,6 +56,9 @@ class Prepared:
     layer: SystemLayer = field(default_factory=SystemLayer)
     runtime_path: Path | None = None
     system_lock: SystemLock | None = None
+    #: The install options the environment is built with (routed: deps/torch_variants.py),
+    #: which machines elsewhere build it with too.
+    options: UvOptions = NO_OPTIONS
 
 
 @dataclass(frozen=True, slots=True)
@@ -76,7 +80,16 @@ class NodeBuild:
 class SetCheck:
     """What ``flash check`` learns of one dependency set: it resolves (``lock``), its system
     packages resolve too, and ``no_wheels`` names (canonical) the locked packages that have no
-    wheel for this interpreter and platform."""
+    wheel for this interpreter and platform; ``torch_variant`` and ``torch_download`` say which
+    torch build it holds and its size."""
 
     lock: Lock
     no_wheels: tuple[str, ...] = ()
+    #: The torch build the lock holds (``cpu``, ``cu121``, ``default``: PyPI's), None without
+    #: torch (deps/torch_variants.py's ``locked_variant``).
+    torch_variant: str | None = None
+    #: What that build downloads here (the torch family and its ``nvidia-*`` packages), in
+    #: bytes; None when unknown.
+    torch_download: int | None = None
+    #: The top-level modules the set provides (deps/imports.py's ``modules_provided``).
+    provided: frozenset[str] = frozenset()

@@ -14,6 +14,7 @@ leaves it alone.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import logging
 import threading
 import time
@@ -21,37 +22,28 @@ from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import IO
 
-from packaging.utils import canonicalize_name
-
 from openflash import _subprocess
 from openflash._settings import Settings
 from openflash.deps.apt import Apt
+from openflash.deps.download_sizes import torch_build
 from openflash.deps.gpu_base import base_set, from_base
+from openflash.deps.imports import modules_provided
 from openflash.deps.lockfile import LockEntry, LockFile
 from openflash.deps.namespace_mode import layer_mode
+from openflash.deps.project_lock import ProjectLock, constraints_for
 from openflash.deps.resolve import Lock, resolve, resolve_pinned, warn_yanked, without_wheels
-from openflash.deps.system import (
-    SystemLayer,
-    SystemLock,
-    build_layer,
-    distribution_release,
-    resolve_system,
-    system_layer,
-)
-from openflash.deps.torch_variants import route_torch
-from openflash.envs.build_failures import forget_failures, recall
+from openflash.deps.system import SystemLayer, SystemLock, build_layer, resolve_system
+from openflash.deps.torch_variants import default_backend, route_torch, with_torch_fallback
+from openflash.envs.build_failures import forget_failures
 from openflash.envs.bundle import worker_runtime
 from openflash.envs.environment import (
     Environment,
     build_environment,
     environment_key,
-    platform_tag,
-    python_tag,
 )
 from openflash.envs.store import Store
 from openflash.envs.trust import check_levels
 from openflash.envs.uv_options import NO_OPTIONS, UvOptions
-from openflash.prepare.dependency_checks import no_wheel_text
 from openflash.prepare.lock_cache import LockFileCache
 from openflash.prepare.outcomes import (
     BuildStatus,
@@ -60,6 +52,8 @@ from openflash.prepare.outcomes import (
     Prepared,
     SetCheck,
 )
+from openflash.prepare.source_builds import warn_source_builds
+from openflash.prepare.system_layers import system_layer_for, system_lock_for
 from openflash.workers import events
 
 __all__ = ["Preparer"]
@@ -100,13 +94,23 @@ class Preparer:
         options: UvOptions = NO_OPTIONS,
         *,
         gpu_imports: Iterable[str] = (),
+        imports: Iterable[str] = (),
+        gpu: bool = False,
+        project_lock: ProjectLock | None = None,
     ) -> DependencyKey:
         """An endpoint's key: its declared sets, plus the packages of the GPU base set
         (deps/gpu_base.py, FLASH_GPU_BASE_PACKAGES) that ``gpu_imports`` use and ``python``
         does not declare. ``gpu_imports`` are the top-level modules a GPU endpoint's code
-        imports; a CPU endpoint passes none, and so never gets the base set."""
+        imports; a CPU endpoint passes none, and so never gets the base set.
+
+        ``imports`` (the top-level modules its code imports) and ``gpu`` (it asks for a GPU)
+        decide ``torch_backend="auto"``, the default of an endpoint using torch
+        (deps/torch_variants.py's ``default_backend``): the CPU build for a CPU endpoint and on a
+        machine without an NVIDIA driver, the driver's CUDA build otherwise. ``project_lock``
+        (the project's uv.lock) constrains the resolution to its versions."""
         base = from_base(python, gpu_imports, self.gpu_base())
-        return DependencyKey(python + base, system, lockfile, local, options, base)
+        options = default_backend(options, python + base, imports, gpu=gpu)
+        return DependencyKey(python + base, system, lockfile, local, options, base, project_lock)
 
     def gpu_base(self) -> tuple[str, ...]:
         """The GPU base set's requirements. Raises ConfigError for a malformed setting."""
@@ -156,13 +160,35 @@ class Preparer:
         """The worker runtime's folder in the store (envs/bundle.py), built once."""
         return worker_runtime(self.store)
 
-    def resolve(self, python: tuple[str, ...], options: UvOptions = NO_OPTIONS) -> Lock:
+    def resolve(
+        self,
+        python: tuple[str, ...],
+        options: UvOptions = NO_OPTIONS,
+        project: ProjectLock | None = None,
+    ) -> Lock:
         """The lock of ``python`` specs with ``options`` (cached for FLASH_RESOLVE_TTL), nothing
-        built. A ``+cpu``/``+cuXYZ`` pin of the torch family routes it to the PyTorch index."""
-        s = self.settings
-        options = self.routed(python, options)
-        return resolve(
-            python, store=self.store, uv_cache=s.uv_cache_dir, ttl=s.resolve_ttl, options=options
+        built. A ``+cpu``/``+cuXYZ`` pin of the torch family routes it to the PyTorch index;
+        ``project``'s versions constrain it (a spec they cannot satisfy raises
+        DependencyConflictError naming the package, the spec and the locked version)."""
+        return self._resolved(python, options, project)[0]
+
+    def _resolved(
+        self, python: tuple[str, ...], options: UvOptions, project: ProjectLock | None
+    ) -> tuple[Lock, UvOptions]:
+        """``resolve``'s lock and the routed options it used (deps/torch_variants.py's
+        ``with_torch_fallback``: a default torch backend whose index is unreachable)."""
+        s, constraints = self.settings, constraints_for(python, project)
+        return with_torch_fallback(
+            options,
+            functools.partial(self.routed, python),
+            lambda routed: resolve(
+                python,
+                store=self.store,
+                uv_cache=s.uv_cache_dir,
+                ttl=s.resolve_ttl,
+                options=routed,
+                constraints=constraints,
+            ),
         )
 
     def routed(self, python: tuple[str, ...], options: UvOptions) -> UvOptions:
@@ -225,6 +251,7 @@ class Preparer:
         if entry is not None:
             _subprocess.report(f"installing the versions locked in {key.lockfile}")
             lock = Lock(python, entry.lock_text(), time.time(), base=key.base)
+            options = self.routed(python, key.options)
         else:
             if key.base:
                 _subprocess.report(
@@ -232,14 +259,15 @@ class Preparer:
                 )
             if python:
                 _subprocess.report(f"resolving with uv: {' '.join(python)}")
-            lock = dataclasses.replace(self.resolve(python, key.options), base=key.base)
+            lock, options = self._resolved(python, key.options, key.project_lock)
+            lock = dataclasses.replace(lock, base=key.base)
             warn_yanked(lock.yanked)
-        options = self.routed(python, key.options)
         if not local:
-            return Prepared(lock, environment_key(lock.text, options), system_lock=system_lock)
+            key_ = environment_key(lock.text, options)
+            return Prepared(lock, key_, system_lock=system_lock, options=options)
         status.state = "building"
         if not self.store.is_ready("envs", environment_key(lock.text, options)):
-            self._warn_source_builds(lock.text, options)
+            warn_source_builds(self.store, self.settings, lock.text, options)
         environment = build_environment(
             self.store,
             lock.text,
@@ -252,22 +280,8 @@ class Preparer:
             self._holds.append(self.store.hold("envs", environment.key))
             if layer.key:
                 self._holds.append(self.store.hold("layers", layer.key))
-        return Prepared(lock, environment.key, environment, layer, self.worker_runtime())
-
-    def _warn_source_builds(self, lock_text: str, options: UvOptions) -> None:
-        """Say, before a build starts, which locked packages uv will build from source (what
-        ``flash check`` warns of): a source build can take minutes with nothing printed.
-        Not when a build failed before: that set fails at once (envs/build_failures.py)."""
-        if not self.settings.retry_builds and recall(
-            self.store, lock_text, options=options, platform=(python_tag(), platform_tag())
-        ):
-            return
-        pins = {line.split("==")[0]: line for line in lock_text.splitlines()}
-        missing = without_wheels(lock_text, uv_cache=self.settings.uv_cache_dir, options=options)
-        for name in missing:
-            text = no_wheel_text(next((p for n, p in pins.items() if _same(n, name)), name))
-            _subprocess.report(f"warning: {text}")
-            logger.warning("openflash: %s", text)
+        runtime = self.worker_runtime()
+        return Prepared(lock, environment.key, environment, layer, runtime, options=options)
 
     def forget_build_failures(self) -> int:
         """Forget the source builds remembered as failed (``--refresh``): they are tried again.
@@ -276,35 +290,10 @@ class Preparer:
 
     def _system_lock(self, names: tuple[str, ...], entry: LockEntry | None) -> SystemLock | None:
         """The closure to build a layer from elsewhere (resolved here, built on the nodes)."""
-        if not names or self.settings.system_deps_mode != "layer":
-            return None
-        return self._closure(names, entry)
-
-    def _closure(self, names: tuple[str, ...], entry: LockEntry | None) -> SystemLock:
-        if entry is not None:
-            return SystemLock(
-                names, tuple(entry.system_packages), distribution_release(), time.time()
-            )
-        return resolve_system(names, store=self.store, apt=self.apt, ttl=self.settings.resolve_ttl)
+        return system_lock_for(names, entry, self.settings, self.store, self.apt)
 
     def _system_layer(self, names: tuple[str, ...], entry: LockEntry | None) -> SystemLayer:
-        if not names or self.settings.system_deps_mode == "none":
-            return SystemLayer()
-        if self.settings.system_deps_mode == "host":
-            with self.apt.locked():
-                self.apt.install_on_host(names)
-            return SystemLayer()
-        if entry is not None:
-            return build_layer(
-                self.store, self._closure(names, entry), self.apt, real_paths=self._real_paths()
-            )
-        return system_layer(
-            names,
-            store=self.store,
-            apt=self.apt,
-            ttl=self.settings.resolve_ttl,
-            real_paths=self._real_paths(),
-        )
+        return system_layer_for(names, entry, self.settings, self.store, self.apt)
 
     def _real_paths(self) -> bool:
         """Whether workers here see layers at their real paths (``deps.namespace_mode``)."""
@@ -313,13 +302,19 @@ class Preparer:
     # Ray's node agent.
 
     def build_from_lock(
-        self, lock_text: str, system_lock: SystemLock | None, *, overlay: str | None = None
+        self,
+        lock_text: str,
+        system_lock: SystemLock | None,
+        *,
+        overlay: str | None = None,
+        options: UvOptions = NO_OPTIONS,
     ) -> NodeBuild:
-        """Build on this machine what was resolved elsewhere: the environment of ``lock_text``,
+        """Build on this machine what was resolved elsewhere: the environment of ``lock_text``
+        with the install ``options`` it was resolved with (its indexes, find-links, build flags),
         the layer of ``system_lock`` (none without one), the worker runtime, and the environment
         of the ``overlay`` lock if given. Each once per key in this machine's store."""
         uv_cache = self.settings.uv_cache_dir
-        environment = build_environment(self.store, lock_text, uv_cache=uv_cache)
+        environment = build_environment(self.store, lock_text, uv_cache=uv_cache, options=options)
         layer = SystemLayer()
         if system_lock is not None:
             layer = build_layer(self.store, system_lock, self.apt, real_paths=self._real_paths())
@@ -335,6 +330,7 @@ class Preparer:
         system: tuple[str, ...],
         options: UvOptions = NO_OPTIONS,
         base: tuple[str, ...] = (),
+        project: ProjectLock | None = None,
     ) -> SetCheck:
         """Resolve a set without building it, for ``flash check``: its system packages (an
         unknown one raises SystemDependencyError), its Python lock (a conflict raises
@@ -342,10 +338,18 @@ class Preparer:
         locked packages without a wheel here."""
         if system:
             resolve_system(system, store=self.store, apt=self.apt, ttl=self.settings.resolve_ttl)
-        lock = dataclasses.replace(self.resolve(python, options), base=base)
-        routed = self.routed(python, options)
-        missing = without_wheels(lock.text, uv_cache=self.settings.uv_cache_dir, options=routed)
-        return SetCheck(lock, tuple(missing))
+        lock, routed = self._resolved(python, options, project)
+        lock = dataclasses.replace(lock, base=base)
+        uv_cache = self.settings.uv_cache_dir
+        missing = without_wheels(lock.text, uv_cache=uv_cache, options=routed)
+        variant, size = torch_build(lock.text, uv_cache=uv_cache, options=routed)
+        key = environment_key(lock.text, routed)
+        built = self.store.path("envs", key) if self.store.is_ready("envs", key) else None
+        site = next(built.glob("lib/python*/site-packages"), None) if built else None
+        provided = modules_provided(lock.packages, site)
+        return SetCheck(
+            lock, tuple(missing), torch_variant=variant, torch_download=size, provided=provided
+        )
 
     def lock_entry(
         self,
@@ -356,18 +360,24 @@ class Preparer:
         previous: LockEntry | None = None,
         upgrade: bool | Sequence[str] = False,
         options: UvOptions = NO_OPTIONS,
+        project: ProjectLock | None = None,
     ) -> LockEntry:
         """A flash.lock entry for the sets: pinned with hashes, and their system closure.
 
         ``previous`` versions are kept where they fit unless ``upgrade`` (True: all may move;
         names: those may). Moving also resolves the system packages afresh.
         """
-        packages = resolve_pinned(
-            python,
-            uv_cache=self.settings.uv_cache_dir,
-            previous=previous.packages if previous else None,
-            upgrade=upgrade,
-            options=self.routed(python, options),
+        packages, _ = with_torch_fallback(
+            options,
+            functools.partial(self.routed, python),
+            lambda routed: resolve_pinned(
+                python,
+                uv_cache=self.settings.uv_cache_dir,
+                previous=previous.packages if previous else None,
+                upgrade=upgrade,
+                options=routed,
+                constraints=constraints_for(python, project),
+            ),
         )
         ttl = 0 if upgrade else self.settings.resolve_ttl
         closure = resolve_system(system, store=self.store, apt=self.apt, ttl=ttl)
@@ -380,9 +390,9 @@ class Preparer:
         if found is not None:
             return found
         return self.lock_entry(
-            [endpoint], dependencies.python, dependencies.system, options=dependencies.options
+            [endpoint],
+            dependencies.python,
+            dependencies.system,
+            options=dependencies.options,
+            project=dependencies.project_lock,
         )
-
-
-def _same(name: str, canonical: str) -> bool:
-    return canonicalize_name(name.strip()) == canonical

@@ -128,6 +128,9 @@ class Runtime:
             local_sources_digest(endpoint.dependencies),
             endpoint.options,
             gpu_imports=endpoint.gpu_imports,
+            imports=endpoint.imports,
+            gpu=endpoint.wants_gpu,
+            project_lock=endpoint.uv_lock,
         )
 
     def build(self, endpoint: EndpointDef) -> Prepared:
@@ -261,7 +264,9 @@ class Runtime:
         """Where the backend runs ``endpoint``'s workers: in the environment built here, or
         (a backend whose workers build their own) from the lock and system layer resolved here."""
         if not self.backend.builds_locally:
-            return RayTarget(prepared.lock.text, prepared.env_key, prepared.system_lock)
+            return RayTarget(
+                prepared.lock.text, prepared.env_key, prepared.system_lock, options=prepared.options
+            )
         if prepared.environment is None or prepared.runtime_path is None:
             raise FlashError(
                 f"endpoint {endpoint.name!r} has no environment on this machine",

@@ -9,6 +9,7 @@ from pathlib import Path
 
 from openflash.config.resources import ServerlessResource
 from openflash.deps.lockfile import find_lockfile
+from openflash.deps.project_lock import ProjectLock, project_lock
 from openflash.envs.uv_options import NO_OPTIONS, UvOptions
 from openflash.runtime.nested_calls import project_root
 from openflash.workers.pool import PoolConfig
@@ -45,8 +46,18 @@ class EndpointDef:
         return () if r.is_cpu or r.image else self.imports
 
     @property
+    def wants_gpu(self) -> bool:
+        """Whether its workers ask for a GPU (what ``torch_backend="auto"`` builds torch for)."""
+        return not self.resource.is_cpu
+
+    @property
     def lockfile(self) -> Path | None:
         return find_lockfile(self.source_dir or self.cwd)
+
+    @property
+    def uv_lock(self) -> ProjectLock | None:
+        """Its project's ``uv.lock``, whose versions constrain its resolution, or None."""
+        return project_lock(self.source_dir or self.cwd)
 
     @property
     def project(self) -> Path | None:
