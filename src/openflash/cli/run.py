@@ -15,6 +15,7 @@ import uvicorn
 from dotenv import load_dotenv
 from rich.table import Table
 
+from openflash._settings import Settings
 from openflash.cli.common import Quiet, Verbose, console
 from openflash.server.app import create_app
 from openflash.server.security import DEFAULT_MAX_BODY
@@ -70,6 +71,8 @@ def run(
         os.environ["FLASH_BACKEND"] = backend  # read when the server's runtime starts
     if address:
         os.environ["RAY_ADDRESS"] = address
+    # A bad FLASH_* value stops here, as its message and hint (cli/main.py), not in the server.
+    Settings.from_env()
     api_key = os.environ.get("FLASH_API_KEY") or os.environ.get("RUNPOD_API_KEY") or None
     if not _is_loopback(host) and not api_key:
         _fail(
