@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import errno
+import inspect
 import ipaddress
+import json
 import logging
 import os
 import socket
+import typing
 from pathlib import Path
 from typing import Annotated
 
@@ -17,6 +20,7 @@ from rich.table import Table
 
 from openflash._settings import Settings
 from openflash.cli.common import Quiet, Verbose, console
+from openflash.project import Project
 from openflash.server.app import create_app
 from openflash.server.security import DEFAULT_MAX_BODY
 
@@ -189,3 +193,49 @@ def _print_routes(state: object, host: str, port: int, locked: bool) -> None:
         f"dashboard http://{host}:{port}/  ·  docs http://{host}:{port}/docs  ·  "
         f"jobs also at .../run, .../status/{{id}}" + ("  ·  API key required" if locked else "")
     )
+    for line in next_commands(project, host, port, locked):
+        console.print(line, markup=False)
+
+
+def next_commands(project: Project, host: str, port: int, locked: bool) -> list[str]:
+    """What to run next: a ready-to-paste call of the first queue function (its parameters
+    filled with sample values of their types), and how to stop."""
+    lines = ["next:"]
+    auth = " -H 'Authorization: Bearer $FLASH_API_KEY'" if locked else ""
+    if project.queue:
+        route = project.queue[0]
+        fn = route.handle.__wrapped__
+        fn = getattr(fn, route.method) if route.method else fn
+        body = json.dumps({"input": _sample_input(fn)})
+        lines.append(
+            f"  curl -X POST http://{host}:{port}{route.path}/runsync{auth} "
+            f"-H 'Content-Type: application/json' -d '{body}'"
+        )
+    elif project.lb:
+        lb = project.lb[0]
+        lines.append(f"  curl -X {lb.method} http://{host}:{port}{lb.path}{auth}")
+    lines.append("  Ctrl-C stops the server and its workers")
+    return lines
+
+
+_SAMPLES: dict[object, object] = {str: "text", int: 1, float: 1.0, bool: True, list: [], dict: {}}
+
+
+def _sample_input(fn: object) -> dict[str, object]:
+    """A sample value for each parameter of ``fn``: its default, or a value of its type."""
+    try:
+        signature = inspect.signature(fn)  # type: ignore[arg-type]
+        hints = typing.get_type_hints(fn)
+    except (TypeError, ValueError, NameError):
+        return {}
+    sample: dict[str, object] = {}
+    for name, param in signature.parameters.items():
+        if name in ("self", "cls") or param.kind in (param.VAR_POSITIONAL, param.VAR_KEYWORD):
+            continue
+        if param.default is not param.empty:
+            if isinstance(param.default, (str, int, float, bool, list, dict)):
+                sample[name] = param.default  # a value the function itself expects
+            continue
+        kind = hints.get(name)
+        sample[name] = _SAMPLES.get(typing.get_origin(kind) or kind, "...")
+    return sample
