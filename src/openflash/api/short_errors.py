@@ -8,8 +8,10 @@ frames that are not the user's before the one message that matters. ``install`` 
 openflash is imported) wraps ``sys.excepthook`` so that an uncaught ``FlashError`` is printed as
 the frames that lead to it up to the last of the user's own (the decorator's line, the awaited
 call), the error's message and its hint, and one line saying how to see the rest. The library
-detail stays in ``__cause__``; FLASH_VERBOSE=1 prints everything as Python would. Other exceptions
-go to the hook that was there before, unchanged.
+detail stays in ``__cause__``; FLASH_VERBOSE=1 prints everything as Python would. A Ctrl-C
+(KeyboardInterrupt) while openflash builds or runs calls is one line saying what was stopped
+(runtime/stopping.py), its commands killed. Other exceptions go to the hook that was there
+before, unchanged.
 """
 
 from __future__ import annotations
@@ -21,7 +23,10 @@ import traceback
 from pathlib import Path
 from types import TracebackType
 
+from openflash import _subprocess
 from openflash.errors import FlashError
+from openflash.runtime import process
+from openflash.runtime.stopping import stop_line
 
 __all__ = ["install", "short_report"]
 
@@ -44,6 +49,10 @@ def install() -> None:
         short = None
         if isinstance(error, FlashError) and not _verbose():
             short = short_report(error, tb)
+        elif isinstance(error, KeyboardInterrupt):  # Ctrl-C while openflash was busy: one line
+            short = stop_line(process.current(), "Ctrl-C")
+            _subprocess.stop_all()
+            short = short and short + "\n"
         if short is None:
             previous(kind, error, tb)
         else:

@@ -201,6 +201,7 @@ def resolve(
     cached = _read_cache(cache_file, specs)
     if cached is not None and now - cached.resolved_at < ttl:
         return cached
+    _subprocess.report(f"resolving with uv: {' '.join(specs)}")
     try:
         done = _uv_compile(specs, uv_cache, options, _FRESH)
         lock = Lock(specs, parse_lock(done.stdout), now, yanked=yanked_warnings(done.stderr))

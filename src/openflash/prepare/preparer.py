@@ -50,6 +50,7 @@ from openflash.envs.environment import (
 )
 from openflash.envs.store import Store
 from openflash.envs.uv_options import NO_OPTIONS, UvOptions
+from openflash.prepare.build_progress import step_sink
 from openflash.prepare.dependency_checks import no_wheel_text
 from openflash.prepare.lock_cache import LockFileCache
 from openflash.prepare.outcomes import (
@@ -184,7 +185,7 @@ class Preparer:
         what = " ".join(dependencies.python + dependencies.system) or "no dependencies"
         events.emit("build_started", what=what)
         try:
-            with _subprocess.reporting(status.log.append):
+            with _subprocess.reporting(step_sink(what)), _subprocess.reporting(status.log.append):
                 prepared = self._prepare(dependencies, status, local)
         except BaseException as e:
             status.state, status.error, status.finished = "failed", str(e), time.time()
@@ -224,8 +225,6 @@ class Preparer:
                 _subprocess.report(
                     f"from the GPU base image (imported, not declared): {' '.join(key.base)}"
                 )
-            if python:
-                _subprocess.report(f"resolving with uv: {' '.join(python)}")
             lock = dataclasses.replace(self.resolve(python, key.options), base=key.base)
             warn_yanked(lock.yanked)
         options = self.routed(python, key.options)
@@ -260,8 +259,8 @@ class Preparer:
         missing = without_wheels(lock_text, uv_cache=self.settings.uv_cache_dir, options=options)
         for name in missing:
             text = no_wheel_text(next((p for n, p in pins.items() if _same(n, name)), name))
-            _subprocess.report(f"warning: {text}")
-            logger.warning("openflash: %s", text)
+            _subprocess.report(f"warning: {text}")  # announced by the displays (build_progress)
+            logger.info("openflash: %s", text)
 
     def forget_build_failures(self) -> int:
         """Forget the source builds remembered as failed (``--refresh``): they are tried again.

@@ -101,6 +101,9 @@ class CallLog:
                 first, hint = error_summary(fields.get("error"))
                 text = f"build failed after {seconds:.1f}s: {fields['what']}\n    error: {first}"
                 self.write(kind, "ERROR", text + (f"\n    hint: {hint}" if hint else ""), fields)
+        elif kind == "build_step":
+            level = "WARNING" if fields.get("announce") else "INFO"
+            self.write(kind, level, f"build {fields['what']}: {fields['step']}", fields)
         elif kind == "worker_started":
             self.write(
                 kind, "INFO", f"worker started: {fields['endpoint']} pid {fields['pid']}", fields

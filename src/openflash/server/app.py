@@ -78,6 +78,7 @@ def create_app(
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         run_on_current_loop()  # pools on the server's loop: requests reach them directly
+        get_runtime().progress = None  # builds' steps are logged as build_step events
         unsubscribe = events.subscribe(runtime_event)
         state.say(f"serving {len(state.endpoints())} endpoint(s) from {state.root}")
         recovered = state.jobs.recover()
