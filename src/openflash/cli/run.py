@@ -10,8 +10,10 @@ import logging
 import os
 import socket
 import typing
+from collections.abc import Callable
 from pathlib import Path
-from typing import Annotated
+from types import FrameType
+from typing import Annotated, Any
 
 import typer
 import uvicorn
@@ -111,7 +113,27 @@ def run(
     if not quiet:
         _print_routes(app.state.flash, host, bound, api_key is not None)
     config = uvicorn.Config(app, log_level="warning", lifespan="on", timeout_graceful_shutdown=5)
-    uvicorn.Server(config).run(sockets=[sock])
+    _Server(config, on_exit=lambda: _stop(app)).run(sockets=[sock])
+
+
+class _Server(uvicorn.Server):
+    """uvicorn's server, which also stops openflash's builds and calls as soon as a Ctrl-C or
+    SIGTERM comes (server/app.py's ``stop``), so that its graceful shutdown has nothing to wait
+    for."""
+
+    def __init__(self, config: uvicorn.Config, on_exit: Callable[[], None]) -> None:
+        super().__init__(config)
+        self._on_exit = on_exit
+
+    def handle_exit(self, sig: int, frame: FrameType | None) -> None:
+        super().handle_exit(sig, frame)
+        self._on_exit()
+
+
+def _stop(app: Any) -> None:
+    stop = getattr(app.state, "stop", None)  # set once the server has started
+    if stop is not None:
+        stop()
 
 
 def _fail(message: str, hint: str) -> None:

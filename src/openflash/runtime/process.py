@@ -88,6 +88,7 @@ def run_on_current_loop() -> Runtime:
     shutdown()
     with _runtime_lock:
         _runtime = Runtime(_settings(), loop=asyncio.get_running_loop())
+        stopping.install(current)  # the server handles signals; this kills builds at exit
         return _runtime
 
 

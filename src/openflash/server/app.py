@@ -25,8 +25,15 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.openapi.docs import get_swagger_ui_html
 from fastapi.responses import FileResponse, HTMLResponse, Response
 
+from openflash import _subprocess
 from openflash.deps.namespace_mode import layer_mode
-from openflash.runtime.process import get_runtime, run_on_current_loop, shutdown_current_loop
+from openflash.runtime.process import (
+    current,
+    get_runtime,
+    run_on_current_loop,
+    shutdown_current_loop,
+)
+from openflash.runtime.stopping import stop_line
 from openflash.server.access_log import AccessLog, CallLog
 from openflash.server.jobs import FINAL, JobJournal
 from openflash.server.metrics import CONTENT_TYPE, Metrics
@@ -90,9 +97,33 @@ def create_app(
             from openflash.server.reload import watch
 
             watcher = asyncio.get_running_loop().create_task(watch(state, app))
+        loop = asyncio.get_running_loop()
+        stopped = False
+
+        def stop() -> None:
+            """A stop (Ctrl-C, SIGTERM: `flash run` calls it from its signal handler): what runs
+            is killed with its process groups and said in one line; calls in flight fail now
+            instead of holding the server's graceful shutdown (their workers stop with it)."""
+            nonlocal stopped
+            if stopped:
+                return
+            stopped = True
+            line = stop_line(current(), "flash run stopping")
+            _subprocess.stop_all()
+            if line:
+                state.say(line.removeprefix("openflash: "), "warning")
+            loop.call_soon_threadsafe(
+                lambda: closing.append(loop.create_task(shutdown_current_loop()))
+            )
+
+        closing: list[asyncio.Task[None]] = []
+        app.state.stop = stop
         try:
             yield
         finally:
+            stop()
+            await asyncio.sleep(0)  # the close stop() scheduled has started
+            await asyncio.gather(*closing, return_exceptions=True)
             if watcher is not None:
                 watcher.cancel()
                 with contextlib.suppress(asyncio.CancelledError):
