@@ -110,3 +110,18 @@ def test_flash_discovery_reports_a_bad_file_short(tmp_path: Path) -> None:
     assert lines[1] == f'  File "{tmp_path / "bad.py"}", line 5, in <module>'
     assert "did you mean 'pandas==2.2.3'?" in failure.traceback
     assert "importlib" not in failure.traceback and len(lines) <= 10
+
+
+def test_a_ctrl_c_with_nothing_of_openflash_running_is_pythons_own(tmp_path: Path) -> None:
+    script = write(
+        tmp_path / "interrupted.py",
+        """
+        import openflash
+
+        raise KeyboardInterrupt
+        """,
+    )
+    done = run_python(script, timeout=120)
+    assert done.returncode in (130, -2)
+    assert "Traceback (most recent call last):" in done.stderr
+    assert done.stderr.splitlines()[-1] == "KeyboardInterrupt"

@@ -202,3 +202,51 @@ def test_sigint_reaches_a_python_program_as_one_line(tmp_path: Path, env: dict[s
     assert proc.returncode in (130, -signal.SIGINT), err
     assert err.splitlines() == ["openflash: Ctrl-C: stopped 1 call(s) in flight"], err
     assert not _alive(worker)
+
+
+def test_the_commands_on_a_terminal_show_a_live_display(
+    tmp_path: Path, env: dict[str, str]
+) -> None:
+    import pty
+    import select
+
+    version = f"1.0.{uuid.uuid4().int % 10**9}"
+    project = tmp_path / "project"
+    slow_sdist(
+        project / "links",
+        "acme-slow",
+        version,
+        hold=tmp_path / "no-hold",
+        compiler_pid=tmp_path / "pid",
+    )
+    write(project / "app.py", SLOW.format(version=version))
+    controller, terminal = pty.openpty()
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "openflash", "env", "build", "."],
+        cwd=project,
+        env={**os.environ, **env, "TERM": "xterm", "COLUMNS": "160"},
+        stdin=terminal,
+        stdout=terminal,
+        stderr=terminal,
+    )
+    os.close(terminal)
+    seen = b""
+    while True:
+        ready, _, _ = select.select([controller], [], [], 1)
+        if ready:
+            try:
+                chunk = os.read(controller, 65536)
+            except OSError:  # the terminal closed: the command ended
+                break
+            if not chunk:
+                break
+            seen += chunk
+        elif proc.poll() is not None:
+            break
+    os.close(controller)
+    text = seen.decode(errors="replace")
+    assert proc.wait(60) == 0, text
+    assert "\x1b[" in text  # drawn in place
+    assert f"slow: building acme-slow=={version} from source" in text  # announced above it
+    assert "slow: started" not in text and "slow: installing" not in text  # no plain lines
+    assert "done" in text

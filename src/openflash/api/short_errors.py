@@ -50,9 +50,9 @@ def install() -> None:
         if isinstance(error, FlashError) and not _verbose():
             short = short_report(error, tb)
         elif isinstance(error, KeyboardInterrupt):  # Ctrl-C while openflash was busy: one line
-            short = stop_line(process.current(), "Ctrl-C")
+            line = stop_line(process.current(), "Ctrl-C")
             _subprocess.stop_all()
-            short = short and short + "\n"
+            short = f"{line}\n" if line else None  # nothing of ours ran: Python's own report
         if short is None:
             previous(kind, error, tb)
         else:

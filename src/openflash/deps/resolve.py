@@ -276,6 +276,7 @@ def resolve_pinned(
             if isinstance(upgrade, bool)
             else [a for n in upgrade for a in ("--upgrade-package", n)]
         )
+        _subprocess.report(f"resolving with uv (with hashes): {' '.join(specs)}")
         done = _uv_compile(
             specs, uv_cache, options, _FRESH, "-o", str(output), "--generate-hashes", *extra
         )

@@ -45,7 +45,7 @@ class Step:
 
 
 _RULES: list[tuple[re.Pattern[str], Callable[[re.Match[str]], Step]]] = [
-    (re.compile(r"^resolving with uv: "), lambda m: Step("resolving with uv")),
+    (re.compile(r"^resolving with uv\b"), lambda m: Step("resolving with uv")),
     (
         re.compile(r"^system dependencies: (.+)$"),
         lambda m: Step(f"resolving system packages: {m[1]}"),
