@@ -250,3 +250,46 @@ def test_the_commands_on_a_terminal_show_a_live_display(
     assert f"slow: building acme-slow=={version} from source" in text  # announced above it
     assert "slow: started" not in text and "slow: installing" not in text  # no plain lines
     assert "done" in text
+
+
+@pytest.mark.parametrize(
+    ("sig", "codes"), [(signal.SIGINT, (130, -signal.SIGINT)), (signal.SIGTERM, (143,))]
+)
+def test_a_command_stopped_during_a_build_leaves_nothing_running(
+    tmp_path: Path, env: dict[str, str], sig: int, codes: tuple[int, ...]
+) -> None:
+    version = f"1.0.{uuid.uuid4().int % 10**9}"
+    project = tmp_path / "project"
+    hold, compiler_pid = tmp_path / "hold", tmp_path / "compiler.pid"
+    hold.write_text("")
+    slow_sdist(project / "links", "acme-slow", version, hold=hold, compiler_pid=compiler_pid)
+    write(project / "app.py", SLOW.format(version=version))
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "openflash", "env", "build", "."],
+        cwd=project,
+        env={**os.environ, **env},
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        while not compiler_pid.exists():
+            assert proc.poll() is None, proc.communicate()
+            time.sleep(0.05)
+        compiler = int(compiler_pid.read_text())
+        group = int(Path(f"/proc/{compiler}/stat").read_text().rsplit(")", 1)[1].split()[2])
+        proc.send_signal(sig)
+        _, err = proc.communicate(timeout=60)
+    finally:
+        hold.unlink(missing_ok=True)
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode in codes, err
+    assert "Traceback" not in err
+    if sig == signal.SIGTERM:
+        assert err.splitlines()[-1] == (
+            "openflash: SIGTERM: stopped 1 running command(s); nothing partial was kept"
+        )
+    assert not _alive(compiler) and _group_members(group) == []
+    envs = tmp_path / "home" / "envs"
+    assert not envs.exists() or list(envs.iterdir()) == []

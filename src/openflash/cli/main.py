@@ -24,6 +24,7 @@ from openflash.cli.init import init
 from openflash.cli.lock import lock
 from openflash.cli.run import run
 from openflash.errors import FlashError
+from openflash.runtime import process, stopping
 
 app = typer.Typer(
     name="flash",
@@ -71,6 +72,9 @@ def command() -> Any:
 
 
 def main() -> None:
+    # A Ctrl-C or SIGTERM while a command builds kills uv and what it started (their own
+    # process groups), at once and at exit (runtime/stopping.py).
+    stopping.install(process.current)
     try:
         command()(prog_name="flash")
     except FlashError as e:
