@@ -293,3 +293,20 @@ def test_a_command_stopped_during_a_build_leaves_nothing_running(
     assert not _alive(compiler) and _group_members(group) == []
     envs = tmp_path / "home" / "envs"
     assert not envs.exists() or list(envs.iterdir()) == []
+
+
+def test_flash_run_quiet_hides_the_build_steps(tmp_path: Path, env: dict[str, str]) -> None:
+    version = f"1.0.{uuid.uuid4().int % 10**9}"
+    project = tmp_path / "project"
+    slow_sdist(
+        project / "links",
+        "acme-slow",
+        version,
+        hold=tmp_path / "no-hold",
+        compiler_pid=tmp_path / "pid",
+    )
+    write(project / "app.py", SLOW.format(version=version))
+    with FlashServer(project, "--no-reload", env={**env, "FLASH_QUIET": "1"}) as server:
+        answer = httpx.post(f"{server.url}/app/built/runsync", json={"input": {}}, timeout=300)
+        assert answer.json()["output"] == f"built {version}"
+    assert f"build acme-slow=={version}" not in server.output()

@@ -22,6 +22,7 @@ from rich.table import Table
 
 from openflash._settings import Settings
 from openflash.cli.common import Quiet, Verbose, console
+from openflash.prepare.build_progress import quiet_from_env
 from openflash.project import Project
 from openflash.server.app import create_app
 from openflash.server.security import DEFAULT_MAX_BODY
@@ -68,6 +69,7 @@ def run(
 
     Example: flash run --port 8888
     """
+    quiet = quiet or quiet_from_env()  # FLASH_QUIET=1 is -q
     root = path.resolve()
     if not root.is_dir():
         _fail(f"{path} is not a folder", "run flash run in your project folder, or pass its path")
