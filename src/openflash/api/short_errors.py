@@ -77,10 +77,11 @@ def short_report(error: FlashError, tb: TracebackType | None) -> str | None:
     last_user = max(i for i in range(start, first_ours) if _users(frames[i].filename))
     kept = traceback.StackSummary.from_list(frames[start : last_user + 1])
     trimmed = len(frames) - len(kept) + (error.__cause__ is not None)
-    lines = ["Traceback (most recent call last):\n", *kept.format()]
+    header = "Traceback (most recent call last"
+    if trimmed:  # said first, so that the hint stays the last line
+        header += "; openflash's own frames left out, FLASH_VERBOSE=1 shows them"
+    lines = [f"{header}):\n", *kept.format()]
     lines += traceback.format_exception_only(type(error), error)
-    if trimmed:
-        lines.append("(openflash's own frames are left out: FLASH_VERBOSE=1 shows them)\n")
     return "".join(lines)
 
 
