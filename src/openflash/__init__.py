@@ -16,6 +16,7 @@ from openflash.api.progress import on_progress
 from openflash.api.remote import remote
 from openflash.api.requirements import requirements
 from openflash.api.retries import Retries
+from openflash.api.short_errors import install as _short_errors
 from openflash.config.hardware import (
     CPU_DATACENTERS,
     CpuInstanceType,
@@ -106,3 +107,6 @@ __all__ = [
     "remote",
     "requirements",
 ]
+
+# An uncaught FlashError prints as the user's line, its message and hint (api/short_errors.py).
+_short_errors()

@@ -6,7 +6,12 @@ umask 022, so that nothing they create is group- or world-writable.
 
 Progress: inside ``with reporting(sink):`` every line a command prints (and every ``report``ed
 line) also goes to ``sink`` as it comes, so that a build's log can be shown live without passing
-a callback through every layer.
+a callback through every layer. Sinks nest: an inner one (a build's own log) does not hide the
+outer one (a command's display).
+
+Stopping: each command leads its own process group; ``stop_all`` (a Ctrl-C or SIGTERM of the
+process, see runtime/stopping.py) kills every running command with what it started (uv's build
+backends and their compilers), and their ``run`` raises instead of returning a failure.
 
 Credentials: a URL's user and password (``https://user:token@host``, as private index URLs hold)
 are replaced by ``***`` in every line reported and in every command's stderr, whatever tool
@@ -19,6 +24,7 @@ import contextlib
 import contextvars
 import os
 import re
+import signal
 import subprocess
 import threading
 from collections.abc import Callable, Iterator, Mapping, Sequence
@@ -33,6 +39,12 @@ TOOL_UMASK = 0o022
 
 _CREDENTIALS = re.compile(r"\b([A-Za-z][A-Za-z0-9+.-]*://)[^\s/@'\"`<>]+@")
 
+#: The commands running now, by pid, and those ``stop_all`` killed.
+_running: dict[int, subprocess.Popen[str]] = {}
+_stopped: set[int] = set()
+_stop_called = False
+_lock = threading.Lock()
+
 _sink: contextvars.ContextVar[Callable[[str], None] | None] = contextvars.ContextVar(
     "openflash_progress_sink", default=None
 )
@@ -40,7 +52,19 @@ _sink: contextvars.ContextVar[Callable[[str], None] | None] = contextvars.Contex
 
 @contextlib.contextmanager
 def reporting(sink: Callable[[str], None]) -> Iterator[None]:
-    """Send the output of commands run in this context (this thread) to ``sink``."""
+    """Send the output of commands run in this context (this thread) to ``sink``, and still to
+    the sink of an enclosing ``reporting``: a build keeps its own log while the command or
+    terminal that started it shows the same lines."""
+    outer = _sink.get()
+    if outer is not None:
+        inner = sink
+
+        def sink(line: str) -> None:
+            try:
+                inner(line)
+            finally:
+                outer(line)
+
     token = _sink.set(sink)
     try:
         yield
@@ -94,59 +118,82 @@ def run(
     """Run ``argv`` and capture its output.
 
     With ``check`` (the default) a non-zero exit raises ``error`` naming the command and quoting
-    the tail of its stderr. A missing program or a timeout always raises ``error``. ``on_line``
-    receives each line the command prints (stdout or stderr) as it prints it.
+    the tail of its stderr. A missing program, a timeout or a ``stop_all`` always raises
+    ``error``. ``on_line`` receives each line the command prints (stdout or stderr) as it
+    prints it. The command leads a process group of its own (``stop_all``).
     """
     argv = tuple(str(a) for a in argv)
     shown = " ".join(argv[:3])
     on_line = on_line or _sink.get()
     try:
-        if on_line is None:
-            proc = subprocess.run(
-                argv,
-                capture_output=True,
-                text=True,
-                errors="replace",
-                timeout=timeout,
-                env=dict(env) if env is not None else None,
-                cwd=cwd,
-                input=input,
-                stdin=None if input is not None else subprocess.DEVNULL,
-                check=False,
-                umask=TOOL_UMASK,
-            )
-        else:
-            proc = _streamed(argv, timeout=timeout, env=env, cwd=cwd, input=input, on_line=on_line)
+        proc = _started(argv, env=env, cwd=cwd, input=input)
     except FileNotFoundError as e:
         raise error(
             f"cannot run {argv[0]!r}: program not found",
             hint=hint or f"install {os.path.basename(argv[0])!r} or put it on PATH",
         ) from e
+    try:
+        if on_line is None:
+            stdout, stderr = proc.communicate(input, timeout)
+        else:
+            stdout, stderr = _streamed(proc, timeout=timeout, input=input, on_line=on_line)
     except subprocess.TimeoutExpired as e:
+        _kill(proc)
         raise error(
             f"`{shown}` did not finish within {timeout:g} s and was stopped",
             hint=hint or "check the network or the machine's load, then try again",
         ) from e
-    done = Completed(argv, proc.returncode, proc.stdout, redact(proc.stderr))
+    finally:
+        with _lock:
+            _running.pop(proc.pid, None)
+            stopped = proc.pid in _stopped
+            _stopped.discard(proc.pid)
+    if stopped:
+        raise error(
+            f"`{shown}` was stopped: this process is stopping",
+            hint="nothing it was making was kept; run again to build it",
+        )
+    done = Completed(argv, proc.returncode, stdout, redact(stderr))
     if check and not done.ok:
         raise error(
-            f"`{shown}` failed with exit code {proc.returncode}:\n"
-            f"{tail(redact(proc.stderr or proc.stdout))}",
+            f"`{shown}` failed with exit code {proc.returncode}:\n{tail(redact(stderr or stdout))}",
             hint=hint or error.hint or "read the command's output above",
         )
     return done
 
 
-def _streamed(
+def stop_all() -> int:
+    """Kill every command running now, with the processes it started (uv's build backends,
+    compilers, apt's methods: its process group). Each ``run`` raises its error saying that
+    it was stopped. Returns how many were killed."""
+    global _stop_called
+    with _lock:
+        _stop_called = True
+        procs = list(_running.values())
+        _stopped.update(p.pid for p in procs)
+    for proc in procs:
+        _kill(proc)
+    return len(procs)
+
+
+def stopping() -> bool:
+    """Whether ``stop_all`` was called in this process (it is stopping)."""
+    return _stop_called
+
+
+def running() -> int:
+    """How many commands run now."""
+    with _lock:
+        return len(_running)
+
+
+def _started(
     argv: tuple[str, ...],
     *,
-    timeout: float | None,
     env: Mapping[str, str] | None,
     cwd: str | os.PathLike[str] | None,
     input: str | None,
-    on_line: Callable[[str], None],
-) -> subprocess.CompletedProcess[str]:
-    """``subprocess.run`` that also hands every output line to ``on_line`` as it comes."""
+) -> subprocess.Popen[str]:
     proc = subprocess.Popen(
         argv,
         stdin=subprocess.PIPE if input is not None else subprocess.DEVNULL,
@@ -157,7 +204,28 @@ def _streamed(
         umask=TOOL_UMASK,
         env=dict(env) if env is not None else None,
         cwd=cwd,
+        start_new_session=True,  # its own process group: stop_all kills what it started too
     )
+    with _lock:
+        _running[proc.pid] = proc
+    return proc
+
+
+def _kill(proc: subprocess.Popen[str]) -> None:
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        os.killpg(proc.pid, signal.SIGKILL)
+    with contextlib.suppress(ProcessLookupError):
+        proc.kill()
+
+
+def _streamed(
+    proc: subprocess.Popen[str],
+    *,
+    timeout: float | None,
+    input: str | None,
+    on_line: Callable[[str], None],
+) -> tuple[str, str]:
+    """``proc.communicate`` that also hands every output line to ``on_line`` as it comes."""
     captured: dict[str, list[str]] = {"stdout": [], "stderr": []}
 
     def pump(name: str, stream: IO[str]) -> None:
@@ -179,16 +247,10 @@ def _streamed(
         proc.stdin.close()
     try:
         proc.wait(timeout)
-    except subprocess.TimeoutExpired:
-        proc.kill()
-        proc.wait()
-        raise
     finally:
         for reader in readers:
             reader.join(5)
-    return subprocess.CompletedProcess(
-        argv, proc.returncode, "".join(captured["stdout"]), "".join(captured["stderr"])
-    )
+    return "".join(captured["stdout"]), "".join(captured["stderr"])
 
 
 def start(

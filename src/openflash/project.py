@@ -28,6 +28,8 @@ import pathspec
 from openflash.api.decorated import decorates_something
 from openflash.api.endpoint import Endpoint, Route
 from openflash.api.remote import RemoteClass, RemoteFunction
+from openflash.api.short_errors import short_report
+from openflash.errors import FlashError
 
 __all__ = ["ImportFailure", "LBRoute", "Project", "QueueRoute", "discover", "project_files"]
 
@@ -168,7 +170,8 @@ def discover(root: Path, files: list[Path] | None = None, *, fresh: bool = False
         except BaseException as e:  # a broken file must not stop the others
             if isinstance(e, KeyboardInterrupt):
                 raise
-            text = "".join(traceback.format_exception(type(e), e, e.__traceback__))
+            short = short_report(e, e.__traceback__) if isinstance(e, FlashError) else None
+            text = short or "".join(traceback.format_exception(type(e), e, e.__traceback__))
             project.failures.append(ImportFailure(file, name, text))
             continue
         project.modules[file] = name

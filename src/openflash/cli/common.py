@@ -1,8 +1,10 @@
 """What the commands share: the console, loading a project, and showing progress.
 
 Progress: on a terminal, a rich progress display with one line per task (an endpoint's
-resolution, an environment's build) showing the last thing its tools printed; elsewhere (CI),
-plain lines: one when a task starts and one when it ends, and with ``-v`` every line of output.
+resolution, an environment's build) showing its current step (prepare/build_progress.py:
+resolving, downloading, installing, a source build announced, compiling); elsewhere (CI),
+plain lines: one when a task starts, one per step, one when it ends, and with ``-v`` every line
+of output. ``-q`` prints only results and errors.
 """
 
 from __future__ import annotations
@@ -19,12 +21,14 @@ from typing import Annotated, TypeVar
 import typer
 from dotenv import load_dotenv
 from rich.console import Console
+from rich.markup import escape
 from rich.progress import Progress, SpinnerColumn, TaskID, TextColumn, TimeElapsedColumn
 
 from openflash import _subprocess
 from openflash.deps.project_lock import ProjectLock
 from openflash.envs.uv_options import NO_OPTIONS, UvOptions
 from openflash.prepare import DependencyKey, Preparer
+from openflash.prepare.build_progress import quiet_from_env, step
 from openflash.project import Project, discover
 from openflash.runtime.definitions import EndpointDef
 
@@ -151,9 +155,9 @@ class Reporter:
     """Runs tasks in parallel threads and shows their progress."""
 
     def __init__(self, *, quiet: bool = False, verbose: bool = False) -> None:
-        self.quiet = quiet
+        self.quiet = quiet or quiet_from_env()
         self.verbose = verbose
-        self.live = console.is_terminal and not quiet
+        self.live = console.is_terminal and not self.quiet
 
     def say(self, message: str) -> None:
         if not self.quiet:
@@ -209,8 +213,12 @@ class Reporter:
                     ids[index] = progress.add_task("starting", label=label, total=None)
 
             def line(index: int, label: str, text: str) -> None:
-                if index in ids and text.strip():
-                    progress.update(ids[index], description=text.strip()[:80])
+                found = step(text)
+                if index not in ids or found is None:
+                    return
+                if found.announce:
+                    progress.console.print(f"{escape(label)}: {escape(found.text)}")
+                progress.update(ids[index], description=escape(found.text[:80]))
 
             def finish(index: int, label: str, error: BaseException | None) -> None:
                 status = "[green]done[/green]" if error is None else "[red]failed[/red]"
@@ -226,9 +234,15 @@ class Reporter:
             if not self.quiet:
                 console.print(f"{label}: started")
 
+        last: dict[int, str] = {}
+
         def plain_line(index: int, label: str, text: str) -> None:
+            found = step(text)
             if self.verbose and text.strip():
-                console.print(f"{label}: {text}")
+                console.print(f"{label}: {text}", markup=False)
+            elif found is not None and not self.quiet and last.get(index) != found.text:
+                last[index] = found.text
+                console.print(f"{label}: {found.text}", markup=False)
 
         def plain_finish(index: int, label: str, error: BaseException | None) -> None:
             took = time.monotonic() - started.get(index, time.monotonic())

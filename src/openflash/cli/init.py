@@ -52,8 +52,13 @@ def init(
     if quiet:
         return
     console.print(f"created {project} in {target.resolve()}: {', '.join(FILES.values())}")
-    console.print(
-        f"next: cd {name} && flash check && flash run"
-        if name != "."
-        else "next: flash check && flash run"
-    )
+    steps = [] if name == "." else [(f"cd {name}", "")]
+    steps += [
+        ("flash check", "resolve every endpoint's dependencies (nothing is built)"),
+        ("python cpu_worker.py", "call the CPU endpoint from Python (built on the first call)"),
+        ("flash run", "serve them all: dashboard at http://127.0.0.1:8888/, API at /docs"),
+    ]
+    width = max(len(command) for command, _ in steps)
+    console.print("next:", markup=False)
+    for command, why in steps:
+        console.print(f"  {command.ljust(width)}  {why}".rstrip(), markup=False)

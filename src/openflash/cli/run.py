@@ -3,19 +3,27 @@
 from __future__ import annotations
 
 import errno
+import inspect
 import ipaddress
+import json
 import logging
 import os
 import socket
+import typing
+from collections.abc import Callable
 from pathlib import Path
-from typing import Annotated
+from types import FrameType
+from typing import Annotated, Any
 
 import typer
 import uvicorn
 from dotenv import load_dotenv
 from rich.table import Table
 
+from openflash._settings import Settings
 from openflash.cli.common import Quiet, Verbose, console
+from openflash.prepare.build_progress import quiet_from_env
+from openflash.project import Project
 from openflash.server.app import create_app
 from openflash.server.security import DEFAULT_MAX_BODY
 
@@ -61,6 +69,7 @@ def run(
 
     Example: flash run --port 8888
     """
+    quiet = quiet or quiet_from_env()  # FLASH_QUIET=1 is -q
     root = path.resolve()
     if not root.is_dir():
         _fail(f"{path} is not a folder", "run flash run in your project folder, or pass its path")
@@ -70,6 +79,8 @@ def run(
         os.environ["FLASH_BACKEND"] = backend  # read when the server's runtime starts
     if address:
         os.environ["RAY_ADDRESS"] = address
+    # A bad FLASH_* value stops here, as its message and hint (cli/main.py), not in the server.
+    Settings.from_env()
     api_key = os.environ.get("FLASH_API_KEY") or os.environ.get("RUNPOD_API_KEY") or None
     if not _is_loopback(host) and not api_key:
         _fail(
@@ -104,9 +115,29 @@ def run(
     if not quiet:
         _print_routes(app.state.flash, host, bound, api_key is not None)
     config = uvicorn.Config(app, log_level="warning", lifespan="on", timeout_graceful_shutdown=5)
-    server = uvicorn.Server(config)
+    server = _Server(config, on_exit=lambda: _stop(app))
     app.state.flash_stopping = lambda: server.should_exit  # open dashboards let go at a stop
     server.run(sockets=[sock])
+
+
+class _Server(uvicorn.Server):
+    """uvicorn's server, which also stops openflash's builds and calls as soon as a Ctrl-C or
+    SIGTERM comes (server/app.py's ``stop``), so that its graceful shutdown has nothing to wait
+    for."""
+
+    def __init__(self, config: uvicorn.Config, on_exit: Callable[[], None]) -> None:
+        super().__init__(config)
+        self._on_exit = on_exit
+
+    def handle_exit(self, sig: int, frame: FrameType | None) -> None:
+        super().handle_exit(sig, frame)
+        self._on_exit()
+
+
+def _stop(app: Any) -> None:
+    stop = getattr(app.state, "stop", None)  # set once the server has started
+    if stop is not None:
+        stop()
 
 
 def _fail(message: str, hint: str) -> None:
@@ -191,3 +222,49 @@ def _print_routes(state: object, host: str, port: int, locked: bool) -> None:
     )
     if project.queue or project.lb:  # Runpod's API shape: what Endpoint(id=name) and the SDK call
         console.print(f"by endpoint name (Endpoint(id=...)): http://{host}:{port}/v2/{{name}}/...")
+    for line in next_commands(project, host, port, locked):
+        console.print(line, markup=False)
+
+
+def next_commands(project: Project, host: str, port: int, locked: bool) -> list[str]:
+    """What to run next: a ready-to-paste call of the first queue function (its parameters
+    filled with sample values of their types), and how to stop."""
+    lines = ["next:"]
+    auth = " -H 'Authorization: Bearer $FLASH_API_KEY'" if locked else ""
+    if project.queue:
+        route = project.queue[0]
+        fn = route.handle.__wrapped__
+        fn = getattr(fn, route.method) if route.method else fn
+        body = json.dumps({"input": _sample_input(fn)})
+        lines.append(
+            f"  curl -X POST http://{host}:{port}{route.path}/runsync{auth} "
+            f"-H 'Content-Type: application/json' -d '{body}'"
+        )
+    elif project.lb:
+        lb = project.lb[0]
+        lines.append(f"  curl -X {lb.method} http://{host}:{port}{lb.path}{auth}")
+    lines.append("  Ctrl-C stops the server and its workers")
+    return lines
+
+
+_SAMPLES: dict[object, object] = {str: "text", int: 1, float: 1.0, bool: True, list: [], dict: {}}
+
+
+def _sample_input(fn: object) -> dict[str, object]:
+    """A sample value for each parameter of ``fn``: its default, or a value of its type."""
+    try:
+        signature = inspect.signature(fn)  # type: ignore[arg-type]
+        hints = typing.get_type_hints(fn)
+    except (TypeError, ValueError, NameError):
+        return {}
+    sample: dict[str, object] = {}
+    for name, param in signature.parameters.items():
+        if name in ("self", "cls") or param.kind in (param.VAR_POSITIONAL, param.VAR_KEYWORD):
+            continue
+        if param.default is not param.empty:
+            if isinstance(param.default, (str, int, float, bool, list, dict)):
+                sample[name] = param.default  # a value the function itself expects
+            continue
+        kind = hints.get(name)
+        sample[name] = _SAMPLES.get(typing.get_origin(kind) or kind, "...")
+    return sample

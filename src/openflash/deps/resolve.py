@@ -129,6 +129,7 @@ def resolve(
     cached = _read_cache(store, cache_file, specs)
     if cached is not None and now - cached.resolved_at < ttl:
         return cached
+    _subprocess.report(f"resolving with uv: {' '.join(specs)}")
     try:
         done = _uv_compile(specs, uv_cache, options, _FRESH, constraints=constraints)
         lock = Lock(specs, parse_lock(done.stdout), now, yanked=yanked_warnings(done.stderr))
@@ -207,6 +208,7 @@ def resolve_pinned(
             if isinstance(upgrade, bool)
             else [a for n in upgrade for a in ("--upgrade-package", n)]
         )
+        _subprocess.report(f"resolving with uv (with hashes): {' '.join(specs)}")
         done = _uv_compile(
             specs,
             uv_cache,

@@ -130,6 +130,7 @@ def build_environment(
         bytecode = {}
         if _lines(lock_text):
             site_packages = next((tmp / "lib").glob("python*/site-packages"))
+            _subprocess.report("compiling bytecode (linked from the store where it exists)")
             bytecode = link_bytecode(site_packages, tmp / "bin" / "python", store.bytecode)
         return {
             "bytecode": bytecode,

@@ -44,6 +44,7 @@ from openflash.envs.environment import (
 from openflash.envs.store import Store
 from openflash.envs.trust import check_levels
 from openflash.envs.uv_options import NO_OPTIONS, UvOptions
+from openflash.prepare.build_progress import step_sink
 from openflash.prepare.lock_cache import LockFileCache
 from openflash.prepare.outcomes import (
     BuildStatus,
@@ -216,7 +217,7 @@ class Preparer:
         what = " ".join(dependencies.python + dependencies.system) or "no dependencies"
         events.emit("build_started", what=what)
         try:
-            with _subprocess.reporting(status.log.append):
+            with _subprocess.reporting(step_sink(what)), _subprocess.reporting(status.log.append):
                 prepared = self._prepare(dependencies, status, local)
         except BaseException as e:
             status.state, status.error, status.finished = "failed", str(e), time.time()
@@ -257,8 +258,6 @@ class Preparer:
                 _subprocess.report(
                     f"from the GPU base image (imported, not declared): {' '.join(key.base)}"
                 )
-            if python:
-                _subprocess.report(f"resolving with uv: {' '.join(python)}")
             lock, options = self._resolved(python, key.options, key.project_lock)
             lock = dataclasses.replace(lock, base=key.base)
             warn_yanked(lock.yanked)

@@ -36,5 +36,5 @@ def warn_source_builds(
     }
     for name in without_wheels(lock_text, uv_cache=settings.uv_cache_dir, options=options):
         text = no_wheel_text(pins.get(name, name))
-        _subprocess.report(f"warning: {text}")
-        logger.warning("openflash: %s", text)
+        _subprocess.report(f"warning: {text}")  # announced by the displays (build_progress)
+        logger.info("openflash: %s", text)

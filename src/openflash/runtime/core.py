@@ -23,6 +23,7 @@ from openflash.config.volumes import volume_folder
 from openflash.envs.local_sources import local_sources_digest
 from openflash.errors import FlashError
 from openflash.prepare import DependencyKey, Prepared, Preparer
+from openflash.prepare.build_progress import BuildProgress
 from openflash.runtime.definitions import EndpointDef
 from openflash.runtime.image_endpoints import (
     ImageKey,
@@ -76,6 +77,8 @@ class Runtime:
         #: The key each endpoint's pool was prepared for (to notice edited local sources).
         self._endpoint_keys: dict[EndpointDef, DependencyKey] = {}
         self._closing = False
+        #: Where first calls' builds show their steps (None: a server logs them itself).
+        self.progress: BuildProgress | None = BuildProgress()
         self.nested = NestedCalls(self)
         self.waits = Waits()
         if self._owns_loop:
@@ -318,6 +321,8 @@ class Runtime:
         future = self._prepared.get(dependencies)
         if future is None:
             future = self._prepared[dependencies] = asyncio.ensure_future(self._build(dependencies))
+            # Its error reaches every caller; one nobody awaits any more (a stop) is not logged.
+            future.add_done_callback(lambda f: f.cancelled() or f.exception())
         try:
             return await asyncio.shield(future)
         except BaseException:
@@ -328,9 +333,14 @@ class Runtime:
     async def _build(self, dependencies: DependencyKey) -> Prepared:
         loop = asyncio.get_running_loop()
         local = self.backend.builds_locally
-        return await loop.run_in_executor(
-            self._builders, lambda: self.preparer.build(dependencies, local=local)
-        )
+
+        def build() -> Prepared:
+            if self.progress is None:
+                return self.preparer.build(dependencies, local=local)
+            with self.progress.showing(_label(dependencies)):
+                return self.preparer.build(dependencies, local=local)
+
+        return await loop.run_in_executor(self._builders, build)
 
     async def _refresh(self, endpoints: list[EndpointDef]) -> list[str]:
         results = await asyncio.gather(
@@ -367,3 +377,9 @@ class Runtime:
 
 async def _stats(pool: Pool) -> dict[str, object]:
     return pool.stats()
+
+
+def _label(dependencies: DependencyKey) -> str:
+    """How a build is named in progress lines: its sets, shortened."""
+    what = " ".join(dependencies.python + dependencies.system) or "no dependencies"
+    return what if len(what) <= 48 else what[:47] + "…"

@@ -15,10 +15,12 @@ from typing import TypedDict
 
 from openflash._settings import BACKENDS, Settings
 from openflash.errors import ConfigError
+from openflash.runtime import stopping
 from openflash.runtime.core import Runtime
 
 __all__ = [
     "configure",
+    "current",
     "get_runtime",
     "run_on_current_loop",
     "shutdown",
@@ -71,7 +73,13 @@ def get_runtime() -> Runtime:
     with _runtime_lock:
         if _runtime is None:
             _runtime = Runtime(_settings())
+            stopping.install(current)
         return _runtime
+
+
+def current() -> Runtime | None:
+    """The process's runtime if one runs (none is started)."""
+    return _runtime
 
 
 def run_on_current_loop() -> Runtime:
@@ -80,6 +88,7 @@ def run_on_current_loop() -> Runtime:
     shutdown()
     with _runtime_lock:
         _runtime = Runtime(_settings(), loop=asyncio.get_running_loop())
+        stopping.install(current)  # the server handles signals; this kills builds at exit
         return _runtime
 
 

@@ -23,6 +23,7 @@ import time
 from collections.abc import Awaitable, Callable, MutableMapping
 from typing import Any, TextIO
 
+from openflash import _subprocess
 from openflash.workers import events
 
 __all__ = ["AccessLog", "CallLog", "error_summary", "escaped"]
@@ -99,10 +100,13 @@ class CallLog:
             seconds = fields.get("seconds") or 0.0
             if fields.get("ok"):
                 self.write(kind, "INFO", f"build done in {seconds:.1f}s: {fields['what']}", fields)
-            else:
+            elif not _subprocess.stopping():  # a stop said what it stopped, in one line
                 first, hint = error_summary(fields.get("error"))
                 text = f"build failed after {seconds:.1f}s: {fields['what']}\n    error: {first}"
                 self.write(kind, "ERROR", text + (f"\n    hint: {hint}" if hint else ""), fields)
+        elif kind == "build_step":
+            level = "WARNING" if fields.get("announce") else "INFO"
+            self.write(kind, level, f"build {fields['what']}: {fields['step']}", fields)
         elif kind == "worker_started":
             self.write(
                 kind, "INFO", f"worker started: {fields['endpoint']} pid {fields['pid']}", fields

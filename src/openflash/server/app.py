@@ -23,7 +23,14 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.openapi.docs import get_swagger_ui_html
 from fastapi.responses import FileResponse, HTMLResponse, Response
 
-from openflash.runtime.process import get_runtime, run_on_current_loop, shutdown_current_loop
+from openflash import _subprocess
+from openflash.runtime.process import (
+    current,
+    get_runtime,
+    run_on_current_loop,
+    shutdown_current_loop,
+)
+from openflash.runtime.stopping import stop_line
 from openflash.server.access_log import AccessLog, CallLog
 from openflash.server.dashboard_routes import add_dashboard_routes
 from openflash.server.jobs import JobJournal
@@ -81,6 +88,7 @@ def create_app(
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         run_on_current_loop()  # pools on the server's loop: requests reach them directly
+        get_runtime().progress = None  # builds' steps are logged as build_step events
         unsubscribe = events.subscribe(runtime_event)
         state.say(f"serving {len(state.endpoints())} endpoint(s) from {state.root}")
         recovered = state.jobs.recover()
@@ -92,9 +100,33 @@ def create_app(
             from openflash.server.reload import watch
 
             watcher = asyncio.get_running_loop().create_task(watch(state, app))
+        loop = asyncio.get_running_loop()
+        stopped = False
+
+        def stop() -> None:
+            """A stop (Ctrl-C, SIGTERM: `flash run` calls it from its signal handler): what runs
+            is killed with its process groups and said in one line; calls in flight fail now
+            instead of holding the server's graceful shutdown (their workers stop with it)."""
+            nonlocal stopped
+            if stopped:
+                return
+            stopped = True
+            line = stop_line(current(), "flash run stopping")
+            _subprocess.stop_all()
+            if line:
+                state.say(line.removeprefix("openflash: "), "warning")
+            loop.call_soon_threadsafe(
+                lambda: closing.append(loop.create_task(shutdown_current_loop()))
+            )
+
+        closing: list[asyncio.Task[None]] = []
+        app.state.stop = stop
         try:
             yield
         finally:
+            stop()
+            await asyncio.sleep(0)  # the close stop() scheduled has started
+            await asyncio.gather(*closing, return_exceptions=True)
             if watcher is not None:
                 watcher.cancel()
                 with contextlib.suppress(asyncio.CancelledError):

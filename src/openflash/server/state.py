@@ -23,6 +23,7 @@ from typing import Any, TextIO
 
 from fastapi import APIRouter, FastAPI
 
+from openflash import _subprocess
 from openflash.project import Project, discover
 from openflash.runtime.definitions import EndpointDef
 from openflash.runtime.process import get_runtime
@@ -191,12 +192,13 @@ class ServerState:
         def done(f: concurrent.futures.Future[list[str]]) -> None:
             try:
                 retired = f.result()
-            except Exception as e:  # reported per endpoint below
-                self.say(f"preparing endpoints failed: {e}", "error")
+            except (Exception, concurrent.futures.CancelledError) as e:  # reported per endpoint
+                if not f.cancelled() and not _subprocess.stopping():  # a stop says so itself
+                    self.say(f"preparing endpoints failed: {e}", "error")
                 return
             for endpoint in endpoints:
                 build = get_runtime().build_status(endpoint)
-                if build["state"] == "failed":
+                if build["state"] == "failed" and not _subprocess.stopping():
                     self.say(f"endpoint {endpoint.name!r} cannot start:\n{build['error']}", "error")
             if retired:
                 self.say(f"replaced the workers of {', '.join(sorted(set(retired)))}")

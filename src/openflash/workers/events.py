@@ -3,8 +3,9 @@ the worker a call ran on.
 
 ``subscribe`` registers an observer, called with ``(kind, fields)`` for each ``emit``, on
 whichever thread emits (a build's thread, the pools' loop); an observer that raises is logged
-and otherwise ignored, so reporting never breaks a call. Kinds: ``build_started`` and
-``build_finished`` (prepare/preparer.py), ``worker_started`` and ``worker_exited``
+and otherwise ignored, so reporting never breaks a call. Kinds: ``build_started``,
+``build_step`` (resolving, downloading, ...: prepare/build_progress.py) and ``build_finished``
+(prepare/preparer.py), ``worker_started`` and ``worker_exited``
 (workers/lifecycle.py, workers/pool.py), ``worker_output`` (a line a local worker printed, with its
 endpoint, pid and stream: backends/output.py).
 
