@@ -12,6 +12,10 @@
   0: no cap.
 - FLASH_FORK: 0 starts every local worker as a new interpreter; default 1: workers are forked from
   a template process per environment that has already imported what the endpoint imports.
+- FLASH_TEMPLATE_IDLE_TIMEOUT: seconds a worker template stays with none of its workers alive
+  and no new worker asked of it, so that a pool scaled to zero forks its next worker instead of
+  starting an interpreter; default 600 (longer than the workers' default idleTimeout, 60 s);
+  0: stopped as soon as its last worker ends.
 - FLASH_SYSTEM_DEPS: how system_dependencies are provided: "layer" (default: downloaded and
   extracted into a cached layer, the host untouched), "host" (apt-get install on the host, as
   root; for disposable machines and containers) or "none" (the image already has them: what
@@ -76,6 +80,8 @@ class Settings:
     ray_address: str | None = None
     worker_max_rss: int | None = None
     fork: bool = True
+    #: FLASH_TEMPLATE_IDLE_TIMEOUT: how long a template outlives its last worker (seconds).
+    template_idle_timeout: float = 600.0
     container_engine: str | None = None
     #: The PyTorch index's base URL: its variants are ``<base>/cpu``, ``<base>/cu121``, ...
     torch_index_url: str = "https://download.pytorch.org/whl"
@@ -136,6 +142,7 @@ class Settings:
             ray_address=env.get("RAY_ADDRESS") or None,
             worker_max_rss=_size(env, "FLASH_WORKER_MAX_RSS"),
             fork=_flag(env, "FLASH_FORK") if env.get("FLASH_FORK", "").strip() else True,
+            template_idle_timeout=_seconds(env, "FLASH_TEMPLATE_IDLE_TIMEOUT", 600.0),
             container_engine=env.get("FLASH_CONTAINER_ENGINE", "").strip() or None,
             namespaces=_namespaces(env),
             volumes_dir=_path(env, "FLASH_VOLUMES"),

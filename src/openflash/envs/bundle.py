@@ -60,6 +60,7 @@ _PACKAGE_FILES = {
     "openflash/workers/streaming.py": "openflash.workers.streaming",
     "openflash/workers/interrupts.py": "openflash.workers.interrupts",
     "openflash/workers/fanning.py": "openflash.workers.fanning",
+    "openflash/workers/learning.py": "openflash.workers.learning",
     "openflash/errors.py": "openflash.errors",
     "openflash/config/__init__.py": None,
     "openflash/config/hardware.py": "openflash.config.hardware",
