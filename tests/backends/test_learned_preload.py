@@ -161,3 +161,37 @@ def test_a_pool_scaled_to_zero_forks_and_the_template_stops_when_idle(
         for _ in range(50):
             os.kill(template["pid"], 0)
             time.sleep(0.1)
+
+
+def test_learned_imports_that_start_threads_are_dropped_not_forking(
+    fresh_home: Path, tmp_path: Path
+) -> None:
+    wheel = make_wheel(
+        tmp_path / "wheels",
+        "spinner",
+        "1.0",
+        {"spinner/__init__.py": "",
+         "spinner/spin.py": "import threading, time\n"
+         "threading.Thread(target=time.sleep, args=(3600,), daemon=True, name='spin').start()\n"},
+    )  # fmt: skip
+    from openflash import CpuLiveServerless, remote
+
+    @remote(CpuLiveServerless(name="spinning", workersMax=2), dependencies=[str(wheel)])
+    async def spin(hold: float = 0.0) -> dict:
+        import asyncio
+        import importlib
+        import os
+
+        importlib.import_module("spinner" + ".spin")
+        await asyncio.sleep(hold)
+        return {"parent": os.getppid()}
+
+    run(spin())
+    [record] = _records(fresh_home, "spinning")
+    assert "spinner.spin" in record["functions"]["spin"]
+    process.shutdown()
+    run(spin())
+    template = _template()  # the one started without the learned imports
+    assert "spinner.spin" not in template["preloaded"], template
+    forked = run(_second_worker(spin))  # type: ignore[arg-type]
+    assert forked["parent"] == template["pid"], "still forked, from the code's imports"

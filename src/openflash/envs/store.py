@@ -230,11 +230,13 @@ class Store:
     def remove(self, kind: str, key: str) -> bool:
         """Remove an entry: it disappears at once (a rename), then its files are deleted.
 
-        Takes the key's lock, so it never removes what a builder is publishing. Returns whether
-        there was anything to remove.
+        Takes the key's lock, so it never removes what a builder is publishing, and waits for an
+        environment's bytecode compiler. Returns whether there was anything to remove.
         """
         path = self.path(kind, key)
-        with self.lock(kind, key):
+        # An environment's bytecode compiler (envs/bytecode_later.py) finishes first.
+        compiler = self.lock("bytecode", key) if kind == "envs" else contextlib.nullcontext()
+        with self.lock(kind, key), compiler:
             if not path.exists():
                 return False
             if self.busy(kind, key):
