@@ -69,11 +69,17 @@ function render(state) {
        el("td", { class: "progress" }, progressText(call.progress))));
   $("recent").tBodies[0].replaceChildren(
     ...(rows.length ? rows : [el("tr", {}, el("td", { colspan: "6", class: "dim" }, "no calls yet"))]));
+  // What a template imported by name (the first few), and how many learned modules it holds.
+  const preloadedText = (t) => {
+    const names = t.preloaded || [];
+    const more = names.length > 8 ? `, +${names.length - 8} more` : "";
+    return (names.slice(0, 8).join(", ") + more || "-") + (t.learned ? ` (${t.learned} learned)` : "");
+  };
   const templates = (state.templates || []).map((t) =>
     el("tr", { class: "template" },
        el("td", {}, String(t.pid ?? "stopped")),
        el("td", {}, t.environment || ""),
-       el("td", {}, (t.preloaded || []).join(", ") || "-"),
+       el("td", {}, preloadedText(t)),
        el("td", {}, t.rss ? `${(t.rss / 2 ** 20).toFixed(0)} MiB` : ""),
        el("td", {}, String(t.forks))));
   $("templates").tBodies[0].replaceChildren(
