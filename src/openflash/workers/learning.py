@@ -33,7 +33,10 @@ class Learning:
         self.seen = set(sys.modules)
         self.calls = 0
         prefixes = {sys.prefix, sys.base_prefix, sys.exec_prefix, sys.base_exec_prefix}
-        self.roots = tuple(os.path.join(os.path.realpath(p), "") for p in prefixes)
+        # As given and resolved: module paths are compared as strings (no system call per
+        # module, so that a first call importing a thousand modules is not slowed).
+        prefixes |= {os.path.realpath(p) for p in prefixes}
+        self.roots = tuple(os.path.join(p, "") for p in prefixes)
 
     def with_imports(self, call_id: int, reply: bytes) -> bytes:
         """A call's ``reply`` frame, after an IMPORTED frame if the call imported anything."""
@@ -68,7 +71,7 @@ class Learning:
         return self._under_prefix(origin)
 
     def _under_prefix(self, path: str) -> bool:
-        return os.path.realpath(path).startswith(self.roots)
+        return path.startswith(self.roots)
 
 
 def encode(modules: list[str]) -> bytes:
