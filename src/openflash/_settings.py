@@ -20,6 +20,8 @@
   packages are installed, and the bytecode the store does not have yet is compiled by a
   detached process at the lowest CPU priority while its first worker starts (it imports from
   source meanwhile; envs/bytecode_later.py); "eager": compiled before publishing.
+- FLASH_BYTECODE_NICE: how much that background compiler yields the CPUs, 0-19 (the nice value
+  of its process and of its session's scheduling group); default 19: it takes what is left.
 - FLASH_SYSTEM_DEPS: how system_dependencies are provided: "layer" (default: downloaded and
   extracted into a cached layer, the host untouched), "host" (apt-get install on the host, as
   root; for disposable machines and containers) or "none" (the image already has them: what

@@ -13,6 +13,8 @@ import subprocess
 import time
 from pathlib import Path
 
+import pytest
+
 from openflash.envs.bytecode_later import COMPLETE_MARKER, is_compiling
 from openflash.envs.environment import Environment, build_environment
 from openflash.envs.store import Store
@@ -89,6 +91,12 @@ def _wait_compiled(env: Environment, sources: list[Path], deadline_s: float = 30
     return seen
 
 
+@pytest.fixture(autouse=True)
+def _compiler_not_starved(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The compiler at the priority of the test: on a busy machine, at 19 it may wait long."""
+    monkeypatch.setenv("FLASH_BYTECODE_NICE", "0")
+
+
 def test_an_environment_compiling_its_bytecode_never_serves_a_half_published_state(
     tmp_path: Path, uv_cache: Path
 ) -> None:
@@ -122,8 +130,27 @@ def test_a_killed_compiler_is_finished_by_the_next_preparation(
     assert again.path == env.path
     _wait_compiled(env, sources)
     assert _check(sources) == len(sources)
-    assert store.remove("envs", env.key)  # waits for no compiler now; nothing left behind
+
+
+def test_removing_an_environment_stops_its_compiler(tmp_path: Path, uv_cache: Path) -> None:
+    store, lock, _ = _environment(tmp_path, uv_cache)
+    env = build_environment(store, lock, uv_cache=uv_cache, compile_later=True)
+    compiler = _compiler_pid(env.key)
+    assert is_compiling(env.path)
+    assert store.remove("envs", env.key)  # at once, not after the compile
     assert not env.path.exists()
+    deadline = time.monotonic() + 30
+    while _alive(compiler) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert not _alive(compiler), "the compiler was stopped"
+
+
+def _alive(pid: int) -> bool:
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except OSError:
+        return False
+    return state != "Z"
 
 
 def _compiler_pid(key: str, deadline_s: float = 30) -> int:

@@ -213,7 +213,7 @@ def test_builds_killed_while_downloading_installing_and_before_publishing(
     # with the program. The environment is whole, its bytecode a cache: every .pyc in place is
     # complete and right for its source; the next run's preparation finishes the rest.
     home = tmp_path / "home-background"
-    env = {"FLASH_HOME": str(home), "FLASH_UV_CACHE_DIR": str(cache)}
+    env = {"FLASH_HOME": str(home), "FLASH_UV_CACHE_DIR": str(cache), "FLASH_BYTECODE_NICE": "0"}
     proc = _start(program, env)
     _wait_for(proc, "compileall")
     _kill_tree(proc.pid)

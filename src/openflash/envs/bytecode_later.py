@@ -17,7 +17,7 @@ once every file has its bytecode.
 
 One compiler per environment (the store lock ``bytecode-<key>``, taken without waiting: a second
 one leaves); a compiler that was killed is started again by the next process that prepares the
-environment, and finishes what is left. Removing the environment waits for its compiler.
+environment, and finishes what is left. Removing the environment stops its compiler first.
 """
 
 from __future__ import annotations
@@ -68,12 +68,14 @@ def main(argv: list[str]) -> int:
     """Compile environment ``argv[2]``'s pending bytecode in the store at ``argv[1]``."""
     store, key = Store(Path(argv[1])), argv[2]
     environment = store.path("envs", key)
-    os.nice(19)  # the CPUs go to the workers first
+    _lower_priority(os.environ.get("FLASH_BYTECODE_NICE", ""))
     started = time.monotonic()
     try:
         with store.lock("bytecode", key, timeout=0):
             if not store.is_ready("envs", key) or not is_compiling(environment):
                 return 0
+            # Named, so that removing the environment stops it (Store.remove).
+            write_atomic(store.root / "locks" / f"bytecode-{key}.pid", str(os.getpid()))
             site_packages = next((environment / "lib").glob("python*/site-packages"))
             python = environment / "bin" / "python"
             done = link_bytecode(site_packages, python, store.bytecode)
@@ -85,6 +87,25 @@ def main(argv: list[str]) -> int:
         print(f"openflash: bytecode of {key} not finished: {e}", file=sys.stderr)
         return 1
     return 0
+
+
+def _lower_priority(text: str) -> None:
+    """Take the CPUs only when little else wants them: FLASH_BYTECODE_NICE (0-19, default 19),
+    as nice and, where the kernel groups processes by session (autogroup, Linux's default: nice
+    then only ranks the processes of one session), for this session's group, which its
+    compileall processes share."""
+    try:
+        level = min(19, max(0, int(text))) if text.strip() else 19
+    except ValueError:
+        level = 19
+    if not level:
+        return
+    os.nice(level)
+    try:
+        with open("/proc/self/autogroup", "w") as f:
+            f.write(str(level))
+    except OSError:  # no autogroup here: nice is enough
+        pass
 
 
 if __name__ == "__main__":

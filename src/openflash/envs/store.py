@@ -38,7 +38,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Any
 
-from filelock import FileLock
+from filelock import FileLock, Timeout
 
 from openflash.errors import EnvironmentBuildError, StoreFullError, StorePermissionError
 
@@ -230,12 +230,11 @@ class Store:
     def remove(self, kind: str, key: str) -> bool:
         """Remove an entry: it disappears at once (a rename), then its files are deleted.
 
-        Takes the key's lock, so it never removes what a builder is publishing, and waits for an
-        environment's bytecode compiler. Returns whether there was anything to remove.
+        Takes the key's lock, so it never removes what a builder is publishing; stops an
+        environment's bytecode compiler first. Returns whether there was anything to remove.
         """
         path = self.path(kind, key)
-        # An environment's bytecode compiler (envs/bytecode_later.py) finishes first.
-        compiler = self.lock("bytecode", key) if kind == "envs" else contextlib.nullcontext()
+        compiler = self._compiler_stopped(key) if kind == "envs" else contextlib.nullcontext()
         with self.lock(kind, key), compiler:
             if not path.exists():
                 return False
@@ -248,6 +247,22 @@ class Store:
         shutil.rmtree(doomed, ignore_errors=True)
         self.record({"event": "removed", "kind": kind, "key": key, "pid": os.getpid()})
         return True
+
+    @contextlib.contextmanager
+    def _compiler_stopped(self, key: str) -> Iterator[None]:
+        """Hold environment ``key``'s bytecode lock, first stopping the compiler holding it (its
+        session, named by ``locks/bytecode-<key>.pid``; every file it writes appears whole)."""
+        try:
+            with self.lock("bytecode", key, timeout=0):
+                yield
+                return
+        except Timeout:
+            with contextlib.suppress(OSError, ValueError):  # the holder, if the note is its own
+                pid = int((self.root / "locks" / f"bytecode-{key}.pid").read_text())
+                if key.encode() in Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0"):
+                    os.killpg(pid, 9)
+        with self.lock("bytecode", key, timeout=60):
+            yield
 
     def _clear_leftovers(self, kind: str, key: str) -> None:
         """Remove what an interrupted build of this key left (the caller holds its lock)."""
