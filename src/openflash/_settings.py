@@ -18,10 +18,11 @@
   0: stopped as soon as its last worker ends.
 - FLASH_BYTECODE: "background" (default): a new environment is published as soon as its
   packages are installed, and the bytecode the store does not have yet is compiled by a
-  detached process at the lowest CPU priority while its first worker starts (it imports from
+  detached process at a low CPU priority while its first worker starts (it imports from
   source meanwhile; envs/bytecode_later.py); "eager": compiled before publishing.
 - FLASH_BYTECODE_NICE: how much that background compiler yields the CPUs, 0-19 (the nice value
-  of its process and of its session's scheduling group); default 19: it takes what is left.
+  of its process and of its session's scheduling group); default 10: about a tenth of a CPU
+  that a worker wants; 19 takes only what is left (which may be little on a busy machine).
 - FLASH_SYSTEM_DEPS: how system_dependencies are provided: "layer" (default: downloaded and
   extracted into a cached layer, the host untouched), "host" (apt-get install on the host, as
   root; for disposable machines and containers) or "none" (the image already has them: what

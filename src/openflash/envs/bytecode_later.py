@@ -5,7 +5,7 @@ used to compile every ``.py`` before it was published: most of its build (medium
 which about 5.5 s compiling, against 1.2 s with the bytecode stored). Now a build links what the
 store has (envs/bytecode.py), is published with the rest ``pending`` (the ready marker says how
 many), and a detached process, ``python -m openflash.envs.bytecode_later STORE KEY``, compiles
-the rest at the lowest CPU priority while the first worker starts and imports from source.
+the rest at a low CPU priority while the first worker starts and imports from source.
 
 What "published" means for bytecode: an environment is complete when its packages are; its
 bytecode is a cache that Python checks on every import (checked-hash, envs/bytecode.py). Every
@@ -38,6 +38,8 @@ from openflash.errors import FlashError
 __all__ = ["COMPLETE_MARKER", "compile_later", "is_compiling", "main"]
 
 COMPLETE_MARKER = ".openflash-bytecode"
+#: FLASH_BYTECODE_NICE's default.
+DEFAULT_NICE = 10
 #: The package folder of openflash, for the compiler's path.
 _SOURCE_ROOT = Path(__file__).resolve().parents[2]
 
@@ -90,14 +92,14 @@ def main(argv: list[str]) -> int:
 
 
 def _lower_priority(text: str) -> None:
-    """Take the CPUs only when little else wants them: FLASH_BYTECODE_NICE (0-19, default 19),
-    as nice and, where the kernel groups processes by session (autogroup, Linux's default: nice
-    then only ranks the processes of one session), for this session's group, which its
-    compileall processes share."""
+    """Yield the CPUs to the workers: FLASH_BYTECODE_NICE (0-19, default 10), as nice and, where
+    the kernel groups processes by session (autogroup, Linux's default: nice then only ranks the
+    processes of one session), for this session's group, which its compileall processes share.
+    At 10 it gets about a tenth of a CPU that a worker wants, and finishes on a busy machine."""
     try:
-        level = min(19, max(0, int(text))) if text.strip() else 19
+        level = min(19, max(0, int(text))) if text.strip() else DEFAULT_NICE
     except ValueError:
-        level = 19
+        level = DEFAULT_NICE
     if not level:
         return
     os.nice(level)
