@@ -15,7 +15,7 @@
 - FLASH_TEMPLATE_IDLE_TIMEOUT: seconds a worker template stays with none of its workers alive
   and no new worker asked of it, so that a pool scaled to zero forks its next worker instead of
   starting an interpreter; default 600 (longer than the workers' default idleTimeout, 60 s);
-  0: stopped as soon as its last worker ends.
+  0: stopped whenever no worker forked from it is alive (so most workers are spawned).
 - FLASH_BYTECODE: "background" (default): a new environment is published as soon as its
   packages are installed, and the bytecode the store does not have yet is compiled by a
   detached process at a low CPU priority while its first worker starts (it imports from

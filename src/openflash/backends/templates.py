@@ -1,10 +1,10 @@
 """Worker templates: one process per environment that has done the endpoint's imports, forking
 each new worker in milliseconds (the process side is workers/forkserver.py).
 
-``Template`` starts and talks to one template (a forked worker is a ``backends.forked``
-``ForkedProcess``). The template is the forked workers' parent: it
-reports their exit status. If it dies, its workers run on (calls in flight are unaffected), and a
-worker that later ends has an unknown status; the next fork starts a new template.
+``Template`` starts and talks to one template (its forked workers are backends/forked.py's
+``ForkedProcess``). The template is the forked workers' parent: it reports their exit status.
+If it dies, its workers run on (calls in flight are unaffected), and a worker that later ends
+has an unknown status; the next fork starts a new template.
 
 A template imports its declared modules, then what its endpoint's workers were seen importing
 (the learned record, read when it starts: envs/preload_records.py). It outlives its workers: it
