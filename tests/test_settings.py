@@ -41,6 +41,8 @@ def test_values(tmp_path: Path) -> None:
         ("FLASH_WORKER_MAX_RSS", "-5M"),
         ("FLASH_WORKER_MAX_RSS", "5X"),
         ("FLASH_NAMESPACES", "sometimes"),
+        ("FLASH_TEMPLATE_IDLE_TIMEOUT", "forever"),
+        ("FLASH_BYTECODE", "later"),
     ],
 )
 def test_bad_values_are_named(name: str, value: str) -> None:
@@ -68,3 +70,11 @@ def test_worker_memory_cap_sizes(text: str, size: int | None) -> None:
 @pytest.mark.parametrize(("text", "on"), [("", True), ("auto", True), ("1", True), ("off", False)])
 def test_namespaces_setting(text: str, on: bool) -> None:
     assert Settings.from_env({"FLASH_NAMESPACES": text}).namespaces is on
+
+
+def test_template_idle_timeout_and_bytecode_settings() -> None:
+    defaults = Settings.from_env({})
+    assert defaults.template_idle_timeout == 600 and defaults.bytecode_later is True
+    given = Settings.from_env({"FLASH_TEMPLATE_IDLE_TIMEOUT": "30", "FLASH_BYTECODE": "eager"})
+    assert given.template_idle_timeout == 30 and given.bytecode_later is False
+    assert Settings.from_env({"FLASH_BYTECODE": "Background"}).bytecode_later is True

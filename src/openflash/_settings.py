@@ -12,6 +12,17 @@
   0: no cap.
 - FLASH_FORK: 0 starts every local worker as a new interpreter; default 1: workers are forked from
   a template process per environment that has already imported what the endpoint imports.
+- FLASH_TEMPLATE_IDLE_TIMEOUT: seconds a worker template stays with none of its workers alive
+  and no new worker asked of it, so that a pool scaled to zero forks its next worker instead of
+  starting an interpreter; default 600 (longer than the workers' default idleTimeout, 60 s);
+  0: stopped whenever no worker forked from it is alive (so most workers are spawned).
+- FLASH_BYTECODE: "background" (default): a new environment is published as soon as its
+  packages are installed, and the bytecode the store does not have yet is compiled by a
+  detached process at a low CPU priority while its first worker starts (it imports from
+  source meanwhile; envs/bytecode_later.py); "eager": compiled before publishing.
+- FLASH_BYTECODE_NICE: how much that background compiler yields the CPUs, 0-19 (the nice value
+  of its process and of its session's scheduling group); default 10: about a tenth of a CPU
+  that a worker wants; 19 takes only what is left (which may be little on a busy machine).
 - FLASH_SYSTEM_DEPS: how system_dependencies are provided: "layer" (default: downloaded and
   extracted into a cached layer, the host untouched), "host" (apt-get install on the host, as
   root; for disposable machines and containers) or "none" (the image already has them: what
@@ -76,6 +87,10 @@ class Settings:
     ray_address: str | None = None
     worker_max_rss: int | None = None
     fork: bool = True
+    #: FLASH_TEMPLATE_IDLE_TIMEOUT: how long a template outlives its last worker (seconds).
+    template_idle_timeout: float = 600.0
+    #: FLASH_BYTECODE: whether bytecode the store lacks is compiled after publishing.
+    bytecode_later: bool = True
     container_engine: str | None = None
     #: The PyTorch index's base URL: its variants are ``<base>/cpu``, ``<base>/cu121``, ...
     torch_index_url: str = "https://download.pytorch.org/whl"
@@ -136,6 +151,8 @@ class Settings:
             ray_address=env.get("RAY_ADDRESS") or None,
             worker_max_rss=_size(env, "FLASH_WORKER_MAX_RSS"),
             fork=_flag(env, "FLASH_FORK") if env.get("FLASH_FORK", "").strip() else True,
+            template_idle_timeout=_seconds(env, "FLASH_TEMPLATE_IDLE_TIMEOUT", 600.0),
+            bytecode_later=_bytecode_later(env),
             container_engine=env.get("FLASH_CONTAINER_ENGINE", "").strip() or None,
             namespaces=_namespaces(env),
             volumes_dir=_path(env, "FLASH_VOLUMES"),
@@ -210,4 +227,16 @@ def _namespaces(env: dict[str, str]) -> bool:
     raise ConfigError(
         f"FLASH_NAMESPACES={word!r} is not a namespace mode",
         hint="set FLASH_NAMESPACES to auto (the default) or off",
+    )
+
+
+def _bytecode_later(env: dict[str, str]) -> bool:
+    word = env.get("FLASH_BYTECODE", "").strip().lower()
+    if word in ("", "background"):
+        return True
+    if word == "eager":
+        return False
+    raise ConfigError(
+        f"FLASH_BYTECODE={word!r} is not a way to compile bytecode",
+        hint="set FLASH_BYTECODE to background (the default) or eager",
     )

@@ -279,3 +279,32 @@ def start(
             f"cannot start {argv[0]!r}: {e}",
             hint="check that the program exists and that this user may run it",
         ) from e
+
+
+def start_detached(
+    argv: Sequence[str],
+    *,
+    env: Mapping[str, str] | None = None,
+    error: type[FlashError] = FlashError,
+) -> int:
+    """Start ``argv`` in a session of its own, its output discarded, and return its pid without
+    waiting: work that outlives the caller (the store's background bytecode)."""
+    argv = tuple(str(a) for a in argv)
+    try:
+        proc = subprocess.Popen(
+            argv,
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+            env=dict(env) if env is not None else None,
+            start_new_session=True,
+            umask=TOOL_UMASK,
+        )
+    except OSError as e:
+        raise error(
+            f"cannot start {argv[0]!r}: {e}",
+            hint=f"check that {argv[0]!r} exists and can run",
+        ) from e
+    # Reaped by a thread, so that it leaves no zombie while the caller runs on.
+    threading.Thread(target=proc.wait, name="openflash-detached", daemon=True).start()
+    return proc.pid

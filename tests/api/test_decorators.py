@@ -254,17 +254,27 @@ def test_preload_lists_what_the_code_imports_and_the_modules_of_what_it_uses() -
     source = """
 from json import dumps
 import logging
+from xml.etree import ElementTree
+import xml.dom.minidom as minidom
 
 def uses():
     import email.message
     dumps({})
     logging.getLogger()
+    ElementTree.fromstring("<a/>"), minidom.parseString("<a/>")
     return helper()
 
 def helper():
     return 1
 """
     exec(compile(source, "user_module.py", "exec"), namespace)
-    # email (imported inside), json (a function used from it), logging (a module used); not
-    # the function's own module.
-    assert imported_modules(namespace["uses"]) == ("email", "json", "logging")
+    # email.message (imported inside, by its dotted name: a template that imported only email
+    # would leave it to each forked worker), json (a function used from it), logging and the
+    # submodules used through globals, dotted too; not the function's own module.
+    assert imported_modules(namespace["uses"]) == (
+        "email.message",
+        "json",
+        "logging",
+        "xml.etree.ElementTree",
+        "xml.dom.minidom",
+    )

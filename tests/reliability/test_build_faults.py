@@ -1,9 +1,10 @@
-"""Environment builds SIGKILLed at three points, and a build filling its disk.
+"""Environment builds SIGKILLed at four points, and a build filling its disk.
 
 A user program's first call builds an environment; the test watches the program's process tree
 and kills all of it at a chosen point: while uv downloads (an empty uv cache), while uv links the
-packages in (warm cache, uv stopped mid-install), and after the install while bytecode compiles,
-before the environment is published. Each time the next run of the program must build cleanly
+packages in (warm cache, uv stopped mid-install), after the install while bytecode compiles
+before the environment is published (FLASH_BYTECODE=eager), and while the bytecode compiles
+after publishing (the default). Each time the next run of the program must build cleanly
 and nothing half-built may ever be used: every directory in the store's ``envs/`` is either
 complete with its marker or absent.
 """
@@ -11,7 +12,9 @@ complete with its marker or absent.
 from __future__ import annotations
 
 import contextlib
+import importlib.util
 import json
+import marshal
 import os
 import shutil
 import signal
@@ -23,6 +26,7 @@ from pathlib import Path
 
 import pytest
 
+from openflash.envs.bytecode_later import is_compiling
 from openflash.envs.store import READY_MARKER, Store
 
 from helpers import write
@@ -98,6 +102,29 @@ def _wait_for(
     raise AssertionError(f"{needle!r} never ran")
 
 
+def _sources(environment: Path) -> list[Path]:
+    return list(environment.glob("lib/python*/site-packages/numpy/**/*.py"))
+
+
+def _bytecode_whole(environment: Path) -> int:
+    """How many of numpy's sources have a .pyc; each must be whole (it loads), and the
+    checked-hash ones openflash writes must be right for their source. (numpy's wheel ships a
+    timestamp .pyc of its own, numpy/distutils/conv_template: Python finds it stale and compiles
+    the source, as it does in any environment.)"""
+    whole = 0
+    for source in _sources(environment):
+        try:
+            pyc = Path(importlib.util.cache_from_source(str(source))).read_bytes()
+        except FileNotFoundError:
+            continue
+        assert pyc[:4] == importlib.util.MAGIC_NUMBER, source
+        if int.from_bytes(pyc[4:8], "little") & 1:
+            assert pyc[8:16] == importlib.util.source_hash(source.read_bytes()), source
+        marshal.loads(pyc[16:])  # a torn file does not load
+        whole += 1
+    return whole
+
+
 def _assert_nothing_half_built(home: Path) -> None:
     for env in (home / "envs").glob("*") if (home / "envs").exists() else []:
         assert (env / READY_MARKER).is_file(), f"a half-built environment is in place: {env}"
@@ -168,16 +195,40 @@ def test_builds_killed_while_downloading_installing_and_before_publishing(
     entries = f"{linked} entr{'y' if linked == 1 else 'ies'}"
     points.append((f"while uv links numpy in ({entries} of numpy's in place)", 1, took))
 
-    # 3. Before publishing: installed, bytecode compiling (a store with no bytecode yet).
+    # 3. Before publishing: installed, bytecode compiling (a store with no bytecode yet), with
+    # FLASH_BYTECODE=eager (compiled before the environment is published).
     home = tmp_path / "home-publish"
-    env = {"FLASH_HOME": str(home), "FLASH_UV_CACHE_DIR": str(cache)}
+    env = {"FLASH_HOME": str(home), "FLASH_UV_CACHE_DIR": str(cache), "FLASH_BYTECODE": "eager"}
     proc = _start(program, env)
     _wait_for(proc, "compileall")
     _kill_tree(proc.pid)
     proc.wait(30)
     _assert_nothing_half_built(home)
     took = _rerun_cleanly(program, env, home)
-    points.append(("after the install, while bytecode compiles, before publishing", 1, took))
+    points.append(
+        ("after the install, while bytecode compiles, before publishing (eager)", 1, took)
+    )
+
+    # 4. After publishing (the default): the bytecode compiler, a process of its own, is killed
+    # with the program. The environment is whole, its bytecode a cache: every .pyc in place is
+    # complete and right for its source; the next run's preparation finishes the rest.
+    home = tmp_path / "home-background"
+    env = {"FLASH_HOME": str(home), "FLASH_UV_CACHE_DIR": str(cache), "FLASH_BYTECODE_NICE": "0"}
+    proc = _start(program, env)
+    _wait_for(proc, "compileall")
+    _kill_tree(proc.pid)
+    proc.wait(30)
+    _assert_nothing_half_built(home)
+    [published] = Store(home).entries("envs")
+    assert is_compiling(published.path), "killed before its bytecode was done"
+    assert _bytecode_whole(published.path) > 0
+    took = _rerun_cleanly(program, env, home)
+    deadline = time.monotonic() + 300
+    while is_compiling(published.path) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert not is_compiling(published.path), "the next run finished the bytecode"
+    assert _bytecode_whole(published.path) == len(_sources(published.path))
+    points.append(("after publishing, while the bytecode compiles in the background", 1, took))
 
     for where, _, took in points:
         report(

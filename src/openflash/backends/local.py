@@ -24,10 +24,12 @@ from pathlib import Path
 
 from openflash._settings import Settings
 from openflash.backends.containers import ContainerWorker, start_container
+from openflash.backends.forked import ForkedProcess
+from openflash.backends.forking import Forking
 from openflash.backends.gpus import GpuAllocator
 from openflash.backends.output import OUTPUT_LINE_LIMIT, PUMP_GRACE_S, STDERR_TAIL_LINES, pump
 from openflash.backends.targets import ContainerTarget, LocalTarget
-from openflash.backends.templates import ForkedProcess, Template, TemplateKey, TemplateUnsafe
+from openflash.backends.templates import TemplateKey
 from openflash.backends.worker_view import make_worker_folders, worker_main, worker_view_env
 from openflash.deps.namespace_mode import layer_mode, namespace_argv
 from openflash.envs.engine import find_engine
@@ -205,6 +207,7 @@ class LocalBackend:
             registry=settings.home / "templates",
             container_engine=settings.container_engine,
             namespaces=settings.namespaces,
+            template_idle_timeout=settings.template_idle_timeout,
         )
 
     def __init__(
@@ -216,6 +219,7 @@ class LocalBackend:
         registry: Path | None = None,
         container_engine: str | None = None,
         namespaces: bool = True,
+        template_idle_timeout: float | None = None,
     ) -> None:
         #: Whether workers with a layer may run in a namespace (FLASH_NAMESPACES), if it works.
         self.namespaces = namespaces
@@ -228,12 +232,7 @@ class LocalBackend:
         self._next_cpu = 0
         #: Fork workers from templates (FLASH_FORK), where the platform can.
         self.fork = fork and hasattr(os, "fork") and hasattr(socket, "send_fds")
-        self._templates: dict[TemplateKey, Template] = {}
-        self._registry = registry
-        #: Templates that cannot fork, and why (their workers are spawned).
-        self._unsafe: dict[TemplateKey, str] = {}
-        #: Templates of older project versions, being stopped.
-        self._retiring: set[asyncio.Future[None]] = set()
+        self._forking = Forking(registry, template_idle_timeout)
 
     def _gpu_allocator(self) -> GpuAllocator:
         if self._allocator is None:
@@ -344,45 +343,11 @@ class LocalBackend:
         base = worker_environ(
             spec, target, (), bool(self._gpu_allocator().devices), self._in_namespace(spec)
         )
-        key = TemplateKey.of(spec, target, base)
-        if key in self._unsafe:
-            return None
-        template = self._templates.get(key)
-        if template is None:
-            # A template that preloaded an older version of the project's files forks no more.
-            for old in [k for k in self._templates if k.family == key.family]:
-                closing = asyncio.ensure_future(self._templates.pop(old).close())
-                self._retiring.add(closing)
-                closing.add_done_callback(self._retiring.discard)
-            # The endpoint's first worker is spawned while its template starts beside it: a
-            # cold start costs what it did, and the workers after it are forked.
-            template = self._templates[key] = Template(
-                target.python, base, spec.cwd, spec.preload, self._registry
-            )
-            started = asyncio.ensure_future(template.ensure_started())
-            started.add_done_callback(lambda done: self._started(key, spec.endpoint, done))
-            return None
-        try:
-            return await template.fork(env, spec.max_concurrency, sock.fileno())
-        except TemplateUnsafe as e:
-            self._give_up(key, spec.endpoint, e)
-            return None
-
-    def _started(self, key: TemplateKey, endpoint: str, done: asyncio.Future[None]) -> None:
-        error = None if done.cancelled() else done.exception()
-        if isinstance(error, TemplateUnsafe):
-            self._give_up(key, endpoint, error)
-
-    def _give_up(self, key: TemplateKey, endpoint: str, error: TemplateUnsafe) -> None:
-        self._unsafe[key] = str(error)
-        self._templates.pop(key, None)
-        logger.debug("openflash: endpoint %r: workers are spawned, not forked: %s", endpoint, error)
+        return await self._forking.fork(spec, TemplateKey.of(spec, target, base), env, sock)
 
     def templates(self) -> list[dict[str, object]]:
         """What each template preloaded, its memory and forks (for the dashboard)."""
-        return [t.describe() for t in self._templates.values()]
+        return self._forking.describe()
 
     async def close(self) -> None:
-        await asyncio.gather(*self._retiring, return_exceptions=True)
-        templates, self._templates = list(self._templates.values()), {}
-        await asyncio.gather(*(t.close() for t in templates), return_exceptions=True)
+        await self._forking.close()

@@ -32,12 +32,13 @@ from typing import Any
 
 from openflash import _subprocess
 from openflash.backends.containers import container_argv
+from openflash.backends.forked import ForkedProcess
 from openflash.backends.local import worker_environ
 from openflash.backends.output import OUTPUT_LINE_LIMIT, STDERR_TAIL_LINES, pump
 from openflash.backends.ray_agent import agent_name
 from openflash.backends.ray_templates import AttachedTemplate, TemplateRequest
 from openflash.backends.targets import ContainerTarget, LocalTarget
-from openflash.backends.templates import ForkedProcess, TemplateKey, TemplateUnsafe
+from openflash.backends.templates import TemplateKey, TemplateUnsafe
 from openflash.backends.worker_view import make_worker_folders, worker_main
 from openflash.deps.namespace_mode import namespace_argv
 from openflash.envs.engine import Engine

@@ -1,11 +1,15 @@
 """Worker templates: one process per environment that has done the endpoint's imports, forking
 each new worker in milliseconds (the process side is workers/forkserver.py).
 
-``Template`` starts and talks to one template; ``ForkedProcess`` gives a forked worker the face of
-an ``asyncio.subprocess.Process`` (pid, stdout, stderr, wait, returncode), so that the local
-backend's worker handle serves both kinds alike. The template is the forked workers' parent: it
-reports their exit status. If it dies, its workers run on (calls in flight are unaffected), and a
-worker that later ends has an unknown status; the next fork starts a new template.
+``Template`` starts and talks to one template (its forked workers are backends/forked.py's
+``ForkedProcess``). The template is the forked workers' parent: it reports their exit status.
+If it dies, its workers run on (calls in flight are unaffected), and a worker that later ends
+has an unknown status; the next fork starts a new template.
+
+A template imports its declared modules, then what its endpoint's workers were seen importing
+(the learned record, read when it starts: envs/preload_records.py). It outlives its workers: it
+stops only once ``idle_timeout`` seconds (FLASH_TEMPLATE_IDLE_TIMEOUT) have passed with no worker
+of its own alive and no fork asked of it, so that a pool scaled to zero forks its next worker.
 """
 
 from __future__ import annotations
@@ -17,18 +21,21 @@ import json
 import logging
 import os
 import socket
+from collections.abc import Callable
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
+from openflash.backends.forked import ForkedProcess, reader_for
 from openflash.backends.targets import LocalTarget
 from openflash.backends.worker_view import worker_main
+from openflash.envs.preload_records import learned_modules
 from openflash.envs.store import write_atomic
 from openflash.envs.trust import check_levels
 from openflash.workers.namespace import NAMESPACE_VARIABLE
 from openflash.workers.port import WorkerSpec
 
-__all__ = ["ForkedProcess", "Template", "TemplateKey", "TemplateUnsafe"]
+__all__ = ["LearnedUnsafe", "Template", "TemplateKey", "TemplateUnsafe"]
 
 logger = logging.getLogger("openflash")
 
@@ -53,6 +60,8 @@ class TemplateKey:
     #: The template's variables (a worker's, less its GPUs), as sorted items.
     environ: tuple[tuple[str, str], ...]
     project_digest: str = ""
+    #: The learned record it reads when it starts (its name holds the project's fingerprint).
+    learned_preload: Path | None = None
 
     @classmethod
     def of(cls, spec: WorkerSpec, target: LocalTarget, environ: dict[str, str]) -> TemplateKey:
@@ -64,63 +73,21 @@ class TemplateKey:
             spec.preload,
             tuple(sorted(environ.items())),
             spec.project_digest,
+            spec.learned_preload,
         )
 
     @property
     def family(self) -> TemplateKey:
-        """The key less the project's fingerprint."""
-        return replace(self, project_digest="")
+        """The key less the project's fingerprint (and the learned record named after it)."""
+        return replace(self, project_digest="", learned_preload=None)
 
 
 class TemplateUnsafe(Exception):
     """The template cannot fork safely (or could not start): spawn workers instead."""
 
 
-class ForkedProcess:
-    """A worker forked by a template, as the local backend sees a process."""
-
-    def __init__(
-        self,
-        pid: int,
-        stdout: asyncio.StreamReader,
-        stderr: asyncio.StreamReader,
-        exit_code: asyncio.Future[int | None],
-    ) -> None:
-        self.pid = pid
-        self.stdout = stdout
-        self.stderr = stderr
-        self._exit = exit_code
-        self._pidfd: int | None = None
-        loop = asyncio.get_running_loop()
-        try:
-            self._pidfd = os.pidfd_open(pid)
-        except (OSError, AttributeError):  # already gone, or no pidfd here
-            loop.call_later(0.5, self._unknown)
-        else:
-            loop.add_reader(self._pidfd, self._gone)
-        exit_code.add_done_callback(lambda _: self._close_pidfd())
-
-    @property
-    def returncode(self) -> int | None:
-        return self._exit.result() if self._exit.done() else None
-
-    def _gone(self) -> None:
-        """The process ended; its status comes from its template, unless the template is gone."""
-        self._close_pidfd()
-        asyncio.get_running_loop().call_later(0.5, self._unknown)
-
-    def _unknown(self) -> None:
-        if not self._exit.done():
-            self._exit.set_result(None)
-
-    def _close_pidfd(self) -> None:
-        if self._pidfd is not None:
-            asyncio.get_running_loop().remove_reader(self._pidfd)
-            os.close(self._pidfd)
-            self._pidfd = None
-
-    async def wait(self) -> int | None:
-        return await asyncio.shield(self._exit)
+class LearnedUnsafe(TemplateUnsafe):
+    """Only the learned imports made the template unsafe: start one without them."""
 
 
 class Template:
@@ -133,8 +100,20 @@ class Template:
         cwd: Path,
         preload: tuple[str, ...],
         registry: Path | None = None,
+        *,
+        learned: Path | None = None,
+        idle_timeout: float | None = None,
+        on_idle: Callable[[Template], None] | None = None,
     ) -> None:
         self.python = python
+        #: The learned record read at each start (None: declared imports only).
+        self.learned = learned
+        #: How long it stays with no worker of its own and no fork (None: until closed); then
+        #: ``on_idle`` is told, and closes it.
+        self.idle_timeout = idle_timeout
+        self._on_idle = on_idle
+        self._idle: asyncio.TimerHandle | None = None
+        self.learned_count = 0
         #: A folder where a running template leaves a note (``flash env ls`` lists them).
         self.registry = registry
         self.env = env
@@ -170,7 +149,12 @@ class Template:
 
     async def _start(self) -> None:
         ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
-        env = {**self.env, "OPENFLASH_PRELOAD": json.dumps(list(self.preload))}
+        learned = learned_modules(self.learned) if self.learned else ()
+        env = {
+            **self.env,
+            "OPENFLASH_PRELOAD": json.dumps(list(self.preload)),
+            "OPENFLASH_PRELOAD_LEARNED": json.dumps([m for m in learned if m not in self.preload]),
+        }
         main = worker_main(env, ["openflash.workers.forkserver", str(theirs.fileno())])
         if NAMESPACE_VARIABLE in env:  # its forks share the namespace it starts in
             main = ["openflash.workers.namespace", *main]
@@ -215,12 +199,33 @@ class Template:
         ready = json.loads(raw)
         if ready.get("unsafe"):
             self._kill()
-            raise TemplateUnsafe(str(ready["unsafe"]))
+            unsafe = LearnedUnsafe if ready.get("unsafe_learned") else TemplateUnsafe
+            raise unsafe(str(ready["unsafe"]))
         self.pid = int(ready["pid"])
         self.preloaded = list(ready.get("preloaded", []))
         self.failed = dict(ready.get("failed", {}))
+        self.learned_count = int(ready.get("learned", 0))
         self._reader = asyncio.ensure_future(self._read())
         self._register()
+        self._arm_idle()
+
+    def _arm_idle(self) -> None:
+        """(Re)start the idle clock: it runs while no worker of this template is alive."""
+        if self._idle is not None:
+            self._idle.cancel()
+            self._idle = None
+        if self.idle_timeout is None or self._on_idle is None:
+            return
+        if not self._exits and not self._waiting:
+            self._idle = asyncio.get_running_loop().call_later(self.idle_timeout, self._idled)
+
+    def _idled(self) -> None:
+        self._idle = None
+        if self._exits or self._waiting or not self.alive:
+            return
+        logger.debug("openflash: template %s idle for %gs: stopped", self.pid, self.idle_timeout)
+        if self._on_idle is not None:
+            self._on_idle(self)
 
     async def fork(self, env: dict[str, str], max_concurrency: int, sock_fd: int) -> ForkedProcess:
         """A new worker with ``sock_fd`` as its socket to the pool."""
@@ -251,8 +256,8 @@ class Template:
             os.close(out_w)
             os.close(err_w)
         self.forks += 1
-        stdout = await _reader_for(out_r)
-        stderr = await _reader_for(err_r)
+        stdout = await reader_for(out_r)
+        stderr = await reader_for(err_r)
         return ForkedProcess(pid, stdout, stderr, exit_code)
 
     async def _read(self) -> None:
@@ -276,6 +281,7 @@ class Template:
                 code = self._exits.pop(int(message["pid"]), None)
                 if code is not None and not code.done():
                     code.set_result(int(message["code"]))
+            self._arm_idle()
         for waiting in self._waiting.values():
             if not waiting.done():
                 waiting.set_exception(TemplateUnsafe("the template died during a fork"))
@@ -302,6 +308,7 @@ class Template:
             "environment": self.python.parent.parent.name,
             "endpoint": self.env.get("OPENFLASH_ENDPOINT"),
             "preloaded": self.preloaded,
+            "learned": self.learned_count,
             "failed": self.failed,
             "forks": self.forks,
             "rss": self.memory(),
@@ -331,6 +338,9 @@ class Template:
             self._sock = None
 
     async def close(self) -> None:
+        if self._idle is not None:
+            self._idle.cancel()
+            self._idle = None
         if self._started is not None and not self._started.done():
             self._started.cancel()  # still starting: it must not outlive the loop
             await asyncio.gather(self._started, return_exceptions=True)
@@ -342,15 +352,6 @@ class Template:
             self._reader.cancel()
         if self._drain is not None:
             self._drain.cancel()
-
-
-async def _reader_for(fd: int) -> asyncio.StreamReader:
-    loop = asyncio.get_running_loop()
-    reader = asyncio.StreamReader(limit=1 << 20)
-    await loop.connect_read_pipe(
-        lambda: asyncio.StreamReaderProtocol(reader), os.fdopen(fd, "rb", buffering=0)
-    )
-    return reader
 
 
 async def _drain(stream: asyncio.StreamReader, keep: collections.deque[str]) -> None:

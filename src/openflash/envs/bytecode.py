@@ -30,12 +30,18 @@ COMPILE_TIMEOUT_S = 3600.0
 _FILES_PER_PROCESS = 100
 
 
-def link_bytecode(site_packages: Path, python: Path, store_dir: Path) -> dict[str, int]:
+def link_bytecode(
+    site_packages: Path, python: Path, store_dir: Path, *, compile_missing: bool = True
+) -> dict[str, int]:
     """Give every ``.py`` under ``site_packages`` its bytecode; returns how many were linked
-    from ``store_dir`` and how many compiled.
+    from ``store_dir`` and how many compiled (without ``compile_missing``: how many are left to
+    compile, ``pending``, for envs/bytecode_later.py).
 
     ``python`` is the environment's interpreter, of the same version as this one (the store is
-    per cache tag, e.g. ``cpython-311``).
+    per cache tag, e.g. ``cpython-311``). Every file appears whole: a link, or a compiled file
+    written to a temporary name and renamed (py_compile), so that a process importing meanwhile
+    finds either no bytecode (and compiles in memory) or a complete one. Running it again on
+    an environment finishes what an interrupted run left.
     """
     blobs = store_dir / sys.implementation.cache_tag
     missing: list[tuple[Path, Path, Path]] = []  # (source, its bytecode, the stored copy)
@@ -53,14 +59,28 @@ def link_bytecode(site_packages: Path, python: Path, store_dir: Path) -> dict[st
             linked += 1
         else:
             missing.append((source, pyc, blob))
+    if not compile_missing:
+        return {"linked": linked, "pending": len(missing)}
     if missing:
         _compile(python, [source for source, _, _ in missing])
         for _, pyc, blob in missing:
-            if pyc.is_file():  # a file that does not compile (old syntax, a template) has none
+            # A file that does not compile (old syntax, a template) has none; one a worker
+            # wrote meanwhile (a timestamp .pyc, where bytecode writing is on) is not stored.
+            if _checked_hash(pyc):
                 make_dirs(blob.parent)
                 with contextlib.suppress(FileExistsError):  # another build stored it first
                     os.link(pyc, blob)
     return {"linked": linked, "compiled": len(missing)}
+
+
+def _checked_hash(pyc: Path) -> bool:
+    """Whether ``pyc`` is there and is checked-hash bytecode (PEP 552 flags 0b11)."""
+    try:
+        with open(pyc, "rb") as f:
+            header = f.read(8)
+    except OSError:
+        return False
+    return len(header) == 8 and int.from_bytes(header[4:8], "little") == 0b11
 
 
 def prune(store_dir: Path) -> int:

@@ -19,6 +19,7 @@ from packaging.tags import sys_tags
 from openflash import _subprocess
 from openflash.envs.build_failures import failed_build, recall, remember
 from openflash.envs.bytecode import link_bytecode
+from openflash.envs.bytecode_later import compile_later as compile_pending
 from openflash.envs.local_sources import local_paths, local_sources_digest
 from openflash.envs.store import Store, content_key
 from openflash.envs.uv import run_pinned, tighten_lock_files, uv_argv, uv_environ
@@ -93,9 +94,14 @@ def build_environment(
     uv_cache: Path,
     options: UvOptions = NO_OPTIONS,
     retry_failed: bool = False,
+    compile_later: bool = False,
 ) -> Environment:
     """The environment for ``lock_text`` (pinned requirement lines), built once per key, with
     ``options`` (where packages come from, how they build).
+
+    With ``compile_later`` (FLASH_BYTECODE=background), bytecode the store lacks is compiled
+    after publishing, by a detached process (envs/bytecode_later.py), also for an environment
+    found published with its compiling unfinished.
 
     A pin whose source build failed here before (envs.build_failures) fails at once with the
     remembered reason, without building anything (unless ``retry_failed``: FLASH_RETRY_BUILDS);
@@ -130,8 +136,12 @@ def build_environment(
         bytecode = {}
         if _lines(lock_text):
             site_packages = next((tmp / "lib").glob("python*/site-packages"))
-            _subprocess.report("compiling bytecode (linked from the store where it exists)")
-            bytecode = link_bytecode(site_packages, tmp / "bin" / "python", store.bytecode)
+            python = tmp / "bin" / "python"
+            if not compile_later:
+                _subprocess.report("compiling bytecode (linked from the store where it exists)")
+            bytecode = link_bytecode(
+                site_packages, python, store.bytecode, compile_missing=not compile_later
+            )
         return {
             "bytecode": bytecode,
             "python": python_tag(),
@@ -139,7 +149,10 @@ def build_environment(
             "packages": len(_lines(lock_text)),
         }
 
-    return Environment(key, store.build_once("envs", key, build))
+    environment = Environment(key, store.build_once("envs", key, build))
+    if compile_later:
+        compile_pending(store, key)
+    return environment
 
 
 def summarize_uv_failure(stderr: str, tail: int = 12) -> str:

@@ -27,7 +27,6 @@ in ``tmp/`` is removed by ``sweep_tmp`` (at every preparer's start, and by ``fla
 from __future__ import annotations
 
 import contextlib
-import errno
 import fcntl
 import hashlib
 import json
@@ -43,8 +42,9 @@ from typing import IO, Any
 from filelock import FileLock, Timeout
 
 from openflash.envs import trust
+from openflash.envs.disk_full import disk_full, free_space, full_error
 from openflash.envs.trust import check_owner, drop_shared_write, make_dirs, umask
-from openflash.errors import FlashError, StoreFullError, StorePermissionError
+from openflash.errors import StoreFullError, StorePermissionError
 
 __all__ = ["READY_MARKER", "Entry", "Store", "content_key"]
 
@@ -141,11 +141,11 @@ class Store:
             except BaseException as e:
                 if tmp is not None:
                     shutil.rmtree(tmp, ignore_errors=True)
-                if _disk_full(e):
+                if disk_full(e):
                     shutil.rmtree(final, ignore_errors=True)  # renamed, not marked: not there
                     raise StoreFullError(
                         f"no space left on the device holding the store {self.root} while "
-                        f"building {kind}/{key} ({_free(self.root)} free): "
+                        f"building {kind}/{key} ({free_space(self.root)} free): "
                         f"{getattr(e, 'message', None) or e}",
                         path=str(self.root),
                     ) from e
@@ -253,11 +253,12 @@ class Store:
     def remove(self, kind: str, key: str) -> bool:
         """Remove an entry: it disappears at once (a rename), then its files are deleted.
 
-        Takes the key's lock, so it never removes what a builder is publishing. Returns whether
-        there was anything to remove.
+        Takes the key's lock, so it never removes what a builder is publishing; stops an
+        environment's bytecode compiler first. Returns whether there was anything to remove.
         """
         path = self.path(kind, key)
-        with self.lock(kind, key):
+        compiler = self._compiler_stopped(key) if kind == "envs" else contextlib.nullcontext()
+        with self.lock(kind, key), compiler:
             if not path.exists():
                 return False
             if self.busy(kind, key):
@@ -294,6 +295,22 @@ class Store:
             swept += 1
         return swept
 
+    @contextlib.contextmanager
+    def _compiler_stopped(self, key: str) -> Iterator[None]:
+        """Hold environment ``key``'s bytecode lock, first stopping the compiler holding it (its
+        session, named by ``locks/bytecode-<key>.pid``; every file it writes appears whole)."""
+        try:
+            with self.lock("bytecode", key, timeout=0):
+                yield
+                return
+        except Timeout:
+            with contextlib.suppress(OSError, ValueError):  # the holder, if the note is its own
+                pid = int((self.root / "locks" / f"bytecode-{key}.pid").read_text())
+                if key.encode() in Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0"):
+                    os.killpg(pid, 9)
+        with self.lock("bytecode", key, timeout=60):
+            yield
+
     def _clear_leftovers(self, kind: str, key: str) -> None:
         """Remove what an interrupted build of this key left (the caller holds its lock)."""
         shutil.rmtree(self.path(kind, key), ignore_errors=True)
@@ -311,7 +328,7 @@ class Store:
         try:
             os.write(fd, line.encode())
         except OSError as e:
-            raise _full(e, self.root / "store.log") from e
+            raise full_error(e, self.root / "store.log") from e
         finally:
             os.close(fd)
 
@@ -348,7 +365,7 @@ def write_atomic(path: Path, text: str) -> None:
         make_dirs(path.parent)
         fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
     except OSError as e:
-        raise _full(e, path) from e
+        raise full_error(e, path) from e
     try:
         with os.fdopen(fd, "w") as f:
             f.write(text)
@@ -356,32 +373,4 @@ def write_atomic(path: Path, text: str) -> None:
     except BaseException as e:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(tmp)
-        raise _full(e, path) from e
-
-
-def _disk_full(error: BaseException) -> bool:
-    if isinstance(error, OSError) and error.errno in (errno.ENOSPC, errno.EDQUOT):
-        return True
-    text = str(error)  # what uv, apt or dpkg-deb said, quoted in a FlashError
-    return isinstance(error, FlashError) and any(
-        said in text for said in ("No space left on device", "os error 28", "Disk quota exceeded")
-    )
-
-
-def _full(error: BaseException, path: Path) -> BaseException:
-    """StoreFullError for writing ``path`` where ``error`` says the disk is full; else
-    ``error`` itself."""
-    if isinstance(error, StoreFullError) or not _disk_full(error):
-        return error
-    return StoreFullError(
-        f"no space left on the device holding {path} ({_free(path.parent)} free): {error}",
-        path=str(path),
-    )
-
-
-def _free(path: Path) -> str:
-    try:
-        st = os.statvfs(path)
-    except OSError:
-        return "unknown"
-    return f"{st.f_bavail * st.f_frsize / 2**20:.1f} MiB"
+        raise full_error(e, path) from e

@@ -273,6 +273,7 @@ class Preparer:
             uv_cache=self.settings.uv_cache_dir,
             options=options,
             retry_failed=self.settings.retry_builds,
+            compile_later=self.settings.bytecode_later,
         )
         # In use while this process runs: `flash env prune` leaves them alone.
         with self._lock:

@@ -35,6 +35,7 @@ from openflash.runtime.image_endpoints import (
 )
 from openflash.runtime.nested_calls import NestedCalls, project_digest
 from openflash.runtime.pool_keys import PoolKey
+from openflash.runtime.preload import learned_record, recorder
 from openflash.workers.calls import Call, Reply
 from openflash.workers.pool import Pool
 from openflash.workers.port import Backend, WorkerSpec
@@ -231,6 +232,8 @@ class Runtime:
                 )
         prepared = await self._prepare(key)
         r = endpoint.resource
+        env = prepared.environment if self.backend.builds_locally else None
+        record = learned_record(endpoint.name, env.path, endpoint.project) if env else None
         spec = WorkerSpec(
             endpoint=endpoint.name,
             target=self._target(endpoint, prepared),
@@ -249,6 +252,7 @@ class Runtime:
             project_digest=(
                 project_digest(endpoint.project, endpoint.preload) if endpoint.project else ""
             ),
+            learned_preload=record.path if record else None,
         )
         config = endpoint.pool_config()
         # One pool per endpoint name, environment and layer; a changed config is a new pool.
@@ -257,7 +261,12 @@ class Runtime:
         pool = self._pools.get(pool_key)
         if pool is None:
             pool = self._pools[pool_key] = Pool(
-                config, self.backend, spec, nested=self.nested, waits=self.waits
+                config,
+                self.backend,
+                spec,
+                nested=self.nested,
+                waits=self.waits,
+                on_imports=recorder(record) if record else None,
             )
             self.preparer.record_use(endpoint.name, prepared)
         self._endpoint_pools[endpoint] = pool

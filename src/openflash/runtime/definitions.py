@@ -34,7 +34,7 @@ class EndpointDef:
     #: Install options (index URLs, find-links, torch backend, build flags), the project's
     #: ``[tool.openflash]`` defaults merged in at decoration.
     options: UvOptions = NO_OPTIONS
-    #: The top-level modules its code imports (runtime/preload.py's ``imported_modules``).
+    #: The modules its code imports, dotted (runtime/preload.py's ``imported_modules``).
     imports: tuple[str, ...] = ()
 
     @property

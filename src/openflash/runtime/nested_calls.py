@@ -38,6 +38,7 @@ __all__ = [
     "NestedCalls",
     "lookup",
     "project_digest",
+    "project_fingerprint",
     "project_root",
     "register",
     "source_file",
@@ -88,6 +89,12 @@ def project_digest(root: Path, modules: Iterable[str]) -> str:
     tops = {m.split(".")[0] for m in modules}
     if not any((root / f"{m}.py").is_file() or (root / m / "__init__.py").is_file() for m in tops):
         return ""
+    return project_fingerprint(root)
+
+
+def project_fingerprint(root: Path) -> str:
+    """A fingerprint of the Python files under ``root`` (names, sizes, modification times);
+    "" past ``_DIGEST_LIMIT`` files."""
     digest = hashlib.sha256()
     count = 0
     for folder, dirs, files in os.walk(root):

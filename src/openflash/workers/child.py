@@ -50,6 +50,7 @@ from typing import Any  # noqa: E402
 import cloudpickle  # noqa: E402
 
 from openflash.workers import channel, interrupts, pickling, protocol, streaming  # noqa: E402
+from openflash.workers.learning import Learning  # noqa: E402
 
 MAX_RSS_VARIABLE = "OPENFLASH_MAX_RSS"
 
@@ -175,6 +176,7 @@ class Worker:
         self.executor = executor
         self.drain_lock = asyncio.Lock()
         self.tasks: dict[int, asyncio.Task[None]] = {}
+        self.learning = Learning()  # what its first calls import (workers/learning.py)
 
     async def send(self, frame: bytes) -> None:
         self.writer.write(frame)
@@ -189,6 +191,7 @@ class Worker:
 
     async def handle(self, call_id: int, payload: bytes) -> None:
         reply = await self.executor.reply(call_id, payload)
+        reply = self.learning.with_imports(call_id, reply)
         if not self.executor.exhausted:
             await self.send(reply)
             return
@@ -322,10 +325,8 @@ def _nested_error_frame(call_id: int, error: Any, stack: traceback.StackSummary)
 
 
 def _qualified_name(cls: type) -> str:
-    module = cls.__module__
-    return (
-        cls.__qualname__ if module in ("builtins", "__main__") else f"{module}.{cls.__qualname__}"
-    )
+    module, name = cls.__module__, cls.__qualname__
+    return name if module in ("builtins", "__main__") else f"{module}.{name}"
 
 
 async def _stdio_streams() -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:

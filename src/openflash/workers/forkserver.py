@@ -1,11 +1,16 @@
 """A template: ``python -m openflash.workers.forkserver FD``, forking workers with imports done.
 
 It runs in an endpoint's environment like a worker (the runtime behind site-packages), imports the
-modules in ``OPENFLASH_PRELOAD`` (a JSON list), and answers on the SOCK_SEQPACKET socket FD:
+modules in ``OPENFLASH_PRELOAD`` (a JSON list), checks that forking is still safe, then imports
+those in ``OPENFLASH_PRELOAD_LEARNED`` (what the endpoint's workers were seen importing, in that
+order; one already imported by an earlier one is not imported again) and checks again, and
+answers on the SOCK_SEQPACKET socket FD:
 
-- first ``{"op": "ready", "pid", "preloaded", "failed", "unsafe"}``; ``unsafe`` says why forking
-  would not be safe (threads running after the imports, CUDA initialised), and the template then
-  exits: the pool spawns workers instead;
+- first ``{"op": "ready", "pid", "preloaded", "failed", "learned", "unsafe", "unsafe_learned"}``;
+  ``preloaded`` lists what it imported by name, ``learned`` how many learned modules it holds;
+  ``unsafe`` says why forking would not be safe (threads running after the imports, CUDA
+  initialised), and the template then exits: the pool spawns workers instead, or, when only the
+  learned imports made it unsafe (``unsafe_learned``), starts a template without them;
 - to ``{"op": "fork", "id", "max_concurrency", "env"}`` with three descriptors (the worker's socket,
   its stdout and its stderr), ``{"op": "forked", "id", "pid"}``: the child starts a session of
   its own, takes those descriptors and that environment, and serves as ``workers.child`` does,
@@ -43,6 +48,7 @@ from openflash.workers import child
 
 PRELOAD_VARIABLE = "OPENFLASH_PRELOAD"
 LISTEN_VARIABLE = "OPENFLASH_FORK_LISTEN"
+LEARNED_VARIABLE = "OPENFLASH_PRELOAD_LEARNED"
 _MESSAGE_MAX = 1 << 20
 
 
@@ -50,9 +56,11 @@ def _send(sock: socket.socket, message: dict[str, object]) -> None:
     sock.send(json.dumps(message).encode())
 
 
-def _preload(names: list[str]) -> tuple[list[str], dict[str, str]]:
+def _preload(names: list[str], skip_loaded: bool = False) -> tuple[list[str], dict[str, str]]:
     done, failed = [], {}
     for name in names:
+        if skip_loaded and name in sys.modules:
+            continue  # imported by an earlier one
         try:
             importlib.import_module(name)
             done.append(name)
@@ -104,8 +112,16 @@ def _become_worker(
 def serve(fd: int) -> None:
     control = socket.socket(fileno=fd)
     names = json.loads(os.environ.pop(PRELOAD_VARIABLE, "[]"))
+    learned = json.loads(os.environ.pop(LEARNED_VARIABLE, "[]"))
     preloaded, failed = _preload(names)
     unsafe = unsafe_reason()
+    if not unsafe and learned:
+        more, _ = _preload(learned, skip_loaded=True)  # one failing is only not preloaded
+        preloaded += more
+        unsafe = unsafe_reason()
+        unsafe_learned = bool(unsafe)
+    else:
+        unsafe_learned = False
     _send(
         control,
         {
@@ -113,7 +129,9 @@ def serve(fd: int) -> None:
             "pid": os.getpid(),
             "preloaded": preloaded,
             "failed": failed,
+            "learned": sum(1 for name in learned if name in sys.modules),
             "unsafe": unsafe,
+            "unsafe_learned": unsafe_learned,
         },
     )
     if unsafe:

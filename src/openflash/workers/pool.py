@@ -24,9 +24,10 @@ import dataclasses
 import itertools
 import logging
 from collections import deque
+from collections.abc import Callable
 
 from openflash.errors import ExecutionTimeoutError, FlashError
-from openflash.workers import cancels, events, protocol
+from openflash.workers import cancels, events, learning, protocol
 from openflash.workers.calls import Call, Reply
 from openflash.workers.crashes import died
 from openflash.workers.lifecycle import STOP_GRACE_S, PoolConfig, Worker, WorkerLives, WorkerState
@@ -50,8 +51,11 @@ class Pool(WorkerLives):
         *,
         nested: NestedHandler | None = None,
         waits: Waits | None = None,
+        on_imports: Callable[[str, list[str]], None] | None = None,
     ) -> None:
         spec = dataclasses.replace(spec, max_concurrency=config.max_concurrency)
+        #: Told (function, modules) what a worker imported during its first calls.
+        self.on_imports = on_imports
         super().__init__(config, backend, spec)
         self.queue: deque[Call] = deque()
         self.instance_home: dict[str, Worker] = {}
@@ -256,6 +260,12 @@ class Pool(WorkerLives):
                 streaming = worker.in_flight.get(frame.call_id)
                 if streaming is not None and streaming.on_frame is not None:
                     streaming.on_frame(frame)
+                continue
+            if frame.kind == protocol.IMPORTED:
+                imported = worker.in_flight.get(frame.call_id)
+                if imported is not None and self.on_imports is not None:
+                    function = imported.label.removesuffix("()")
+                    self.on_imports(function, learning.decode(frame.payload))
                 continue
             if frame.kind == protocol.RETIRE:
                 worker.state = WorkerState.STOPPING  # no new calls; a replacement starts if needed

@@ -71,6 +71,9 @@ class WorkerSpec:
     #: A fingerprint of the project's files when the functions import them (else ""): workers
     #: (and templates) of another fingerprint hold other versions of those modules.
     project_digest: str = ""
+    #: The file of modules its workers imported during their first calls (learned preload,
+    #: envs/preload_records.py), or None: a template started later preloads them too.
+    learned_preload: Path | None = None
 
 
 class WorkerHandle(Protocol):

@@ -2,7 +2,8 @@
 
 A frame is a 17-byte header (kind: u8, call id: u64, payload length: u64, network order) followed
 by the payload. The parent sends CALL, RELEASE and SHUTDOWN; the worker sends READY once, then
-RESULT or ERROR for each CALL (a generator's ITEMs before its RESULT, PROGRESS at any time).
+RESULT or ERROR for each CALL (a generator's ITEMs before its RESULT, PROGRESS at any time,
+IMPORTED before the answer of one of its first calls).
 Right after READY, the parent sends CALLER once (the modules the caller can import). A function
 running in a worker may call another endpoint: the worker sends NESTED (its own numbering of such
 calls in the call id field) and the parent answers NESTED_REPLY with that id; a worker drops a
@@ -45,6 +46,9 @@ ITEM = 11
 CREDIT = 12
 CANCEL = 13
 PROGRESS = 14
+#: From a worker, during its first calls, before a call's RESULT or ERROR: the modules it
+#: imported since the last such frame (workers/learning.py), for the next template to preload.
+IMPORTED = 15
 
 #: An ERROR's type when the worker could not unpickle a call's arguments for lack of a module
 #: (``missing_module``): the caller may send them again in portable form.
@@ -65,6 +69,7 @@ KIND_NAMES = {
     CREDIT: "CREDIT",
     CANCEL: "CANCEL",
     PROGRESS: "PROGRESS",
+    IMPORTED: "IMPORTED",
 }
 
 #: A call runs a function (``target`` = the function's id) or a method of an instance

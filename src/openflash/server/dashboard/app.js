@@ -188,11 +188,17 @@ function render(state) {
   const opened = state.recent.find((call) => call.id === openCall);
   const running = opened && (opened.status === "IN_QUEUE" || opened.status === "IN_PROGRESS");
   if (opened && (running || opened.status !== openStatus)) showCall(openCall); // as it is now
+  // What a template imported by name (the first few), and how many learned modules it holds.
+  const preloadedText = (t) => {
+    const names = t.preloaded || [];
+    const more = names.length > 8 ? `, +${names.length - 8} more` : "";
+    return (names.slice(0, 8).join(", ") + more || "-") + (t.learned ? ` (${t.learned} learned)` : "");
+  };
   const templates = (state.templates || []).map((t) =>
     el("tr", { class: "template" },
        el("td", {}, String(t.pid ?? "stopped")),
        el("td", {}, t.endpoint || "", el("span", { class: "dim" }, t.environment ? ` · ${t.environment.slice(0, 12)}` : "")),
-       el("td", {}, (t.preloaded || []).join(", ") || "-"),
+       el("td", {}, preloadedText(t)),
        el("td", {}, t.rss ? `${(t.rss / 2 ** 20).toFixed(0)} MiB` : ""),
        el("td", {}, String(t.forks))));
   $("templates").tBodies[0].replaceChildren(

@@ -1,0 +1,169 @@
+"""Bytecode compiled after publishing (FLASH_BYTECODE=background): the environment is usable at
+once, and while its compiler runs nothing half-written is ever seen: every source in place, every
+.pyc either absent or complete and right for its source; a killed compiler is finished by the next
+preparation."""
+
+from __future__ import annotations
+
+import importlib.util
+import marshal
+import os
+import signal
+import subprocess
+import time
+from pathlib import Path
+
+import pytest
+
+from openflash.envs.bytecode_later import COMPLETE_MARKER, is_compiling
+from openflash.envs.environment import Environment, build_environment
+from openflash.envs.store import Store
+
+from helpers import make_wheel
+
+MODULES = 1200
+#: Enough code per module that compiling them all takes a while.
+SOURCE = "VALUE = {i}\n" + "".join(
+    f"def f{j}(x):\n    y = [x * k for k in range({j} + 3)]\n    return sum(y) + VALUE\n\n"
+    for j in range(25)
+)
+
+
+def _environment(tmp_path: Path, uv_cache: Path) -> tuple[Store, str, list[Path]]:
+    files = {"manymods/__init__.py": ""}
+    files.update({f"manymods/m{i:04d}.py": SOURCE.format(i=i) for i in range(MODULES)})
+    wheel = make_wheel(tmp_path / "wheels", "manymods", "1.0", files)
+    return Store(tmp_path / "home"), f"manymods @ {wheel.as_uri()}\n", []
+
+
+def _sources(env: Environment) -> list[Path]:
+    site = next((env.path / "lib").glob("python*/site-packages"))
+    return sorted((site / "manymods").glob("*.py"))
+
+
+def _pyc(source: Path) -> Path:
+    return Path(importlib.util.cache_from_source(str(source)))
+
+
+def _check(sources: list[Path]) -> int:
+    """Every source is there; every .pyc present is whole and right for its source (checked-hash
+    flags, its source's hash, code that loads). Returns how many .pyc are there."""
+    present = 0
+    for source in sources:
+        data = source.read_bytes()  # a missing source raises
+        try:
+            pyc = _pyc(source).read_bytes()
+        except FileNotFoundError:
+            continue
+        present += 1
+        assert pyc[:4] == importlib.util.MAGIC_NUMBER, source
+        assert int.from_bytes(pyc[4:8], "little") == 0b11, f"not checked-hash: {source}"
+        assert pyc[8:16] == importlib.util.source_hash(data), f"stale: {source}"
+        assert marshal.loads(pyc[16:]).co_filename.endswith(source.name), f"torn: {source}"
+    return present
+
+
+def _import_all(env: Environment) -> subprocess.Popen[str]:
+    """A second process importing every module while the compiler runs (from source or not)."""
+    check = (
+        "import importlib\n"
+        f"for i in range({MODULES}):\n"
+        "    m = importlib.import_module(f'manymods.m{i:04d}')\n"
+        "    assert m.VALUE == i and m.f3(1) == 15 + i, i\n"
+        "print('ok')\n"
+    )
+    return subprocess.Popen(
+        [str(env.python), "-c", check],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env={**os.environ, "PYTHONDONTWRITEBYTECODE": "1"},
+    )
+
+
+def _wait_compiled(env: Environment, sources: list[Path], deadline_s: float = 300) -> set[int]:
+    """Check the environment over and over until its compiler is done; the .pyc counts seen."""
+    seen = set()
+    deadline = time.monotonic() + deadline_s
+    while is_compiling(env.path) and time.monotonic() < deadline:
+        seen.add(_check(sources))
+    assert not is_compiling(env.path), "the compiler did not finish"
+    return seen
+
+
+@pytest.fixture(autouse=True)
+def _compiler_not_starved(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The compiler at the priority of the test: on a busy machine, at 19 it may wait long."""
+    monkeypatch.setenv("FLASH_BYTECODE_NICE", "0")
+
+
+def test_an_environment_compiling_its_bytecode_never_serves_a_half_published_state(
+    tmp_path: Path, uv_cache: Path
+) -> None:
+    store, lock, _ = _environment(tmp_path, uv_cache)
+    env = build_environment(store, lock, uv_cache=uv_cache, compile_later=True)
+    sources = _sources(env)
+    assert len(sources) == MODULES + 1
+    # Published with its bytecode to come: usable at once (this is what is tested below).
+    assert is_compiling(env.path)
+    importer = _import_all(env)
+    seen = _wait_compiled(env, sources)
+    out, err = importer.communicate(timeout=300)
+    assert importer.returncode == 0 and out.strip() == "ok", err
+    assert any(0 < n < len(sources) for n in seen), f"never caught mid-compile: {sorted(seen)}"
+    assert _check(sources) == len(sources), "every module has its bytecode in the end"
+    assert all(_pyc(s).stat().st_nlink == 2 for s in sources), "and the store keeps a copy"
+    assert (env.path / COMPLETE_MARKER).is_file()
+
+
+def test_a_killed_compiler_is_finished_by_the_next_preparation(
+    tmp_path: Path, uv_cache: Path
+) -> None:
+    store, lock, _ = _environment(tmp_path, uv_cache)
+    env = build_environment(store, lock, uv_cache=uv_cache, compile_later=True)
+    sources = _sources(env)
+    compiler = _compiler_pid(env.key)
+    os.killpg(compiler, signal.SIGKILL)  # it and its compileall processes
+    _check(sources)  # what it left is whole
+    assert is_compiling(env.path) and not (env.path / COMPLETE_MARKER).exists()
+    again = build_environment(store, lock, uv_cache=uv_cache, compile_later=True)
+    assert again.path == env.path
+    _wait_compiled(env, sources)
+    assert _check(sources) == len(sources)
+
+
+def test_removing_an_environment_stops_its_compiler(tmp_path: Path, uv_cache: Path) -> None:
+    store, lock, _ = _environment(tmp_path, uv_cache)
+    env = build_environment(store, lock, uv_cache=uv_cache, compile_later=True)
+    compiler = _compiler_pid(env.key)
+    assert is_compiling(env.path)
+    assert store.remove("envs", env.key)  # at once, not after the compile
+    assert not env.path.exists()
+    deadline = time.monotonic() + 30
+    while _alive(compiler) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert not _alive(compiler), "the compiler was stopped"
+
+
+def _alive(pid: int) -> bool:
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except OSError:
+        return False
+    return state != "Z"
+
+
+def _compiler_pid(key: str, deadline_s: float = 30) -> int:
+    deadline = time.monotonic() + deadline_s
+    while time.monotonic() < deadline:
+        for entry in Path("/proc").iterdir():
+            if not entry.name.isdigit():
+                continue
+            try:
+                argv = (entry / "cmdline").read_bytes().split(b"\0")
+            except OSError:
+                continue
+            if b"openflash.envs.bytecode_later" in argv and key.encode() in argv:
+                return int(entry.name)
+        time.sleep(0.01)
+    raise AssertionError("no bytecode compiler started")
