@@ -91,6 +91,35 @@ def test_idle_and_half_open_connections_do_not_starve_requests(
     )
 
 
+def test_past_the_connection_cap_a_request_is_told_503_not_left_waiting(
+    tmp_path: Path, session_home: Path, uv_cache: Path, report: Report
+) -> None:
+    cap = 50
+    env = _env(session_home, uv_cache, FLASH_MAX_CONNECTIONS=str(cap), FLASH_HEADER_TIMEOUT_S="3")
+    idle: list[socket.socket] = []
+    with FlashServer(_project(tmp_path), "--no-reload", env=env) as server:
+        try:
+            for _ in range(cap + 10):
+                idle.append(socket.create_connection(("127.0.0.1", server.port), timeout=30))
+            # accepted in order: every idle connection is counted before this request is read
+            with httpx.Client(timeout=30) as client:
+                busy = client.get(f"{server.url}/health", headers={"Connection": "close"})
+                assert busy.status_code == 503, busy.text
+                assert _wait_closed(idle, bound_s=60) == len(idle)
+                after = client.get(f"{server.url}/health")
+                assert after.status_code == 200, after.text
+        finally:
+            for sock in idle:
+                sock.close()
+    report(
+        "HTTP",
+        f"{cap + 10} idle connections to `flash run` under `FLASH_MAX_CONNECTIONS={cap}`, "
+        "then `/health`",
+        "503 at once instead of a wait; after `FLASH_HEADER_TIMEOUT_S=3` closed the idle "
+        "connections, `/health` answered 200",
+    )
+
+
 def _wait_closed(socks: list[socket.socket], bound_s: float) -> int:
     """How many of ``socks`` the server closed (EOF or reset) within ``bound_s`` (a hang guard)."""
     import time
