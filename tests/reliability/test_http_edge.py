@@ -67,6 +67,8 @@ def test_idle_and_half_open_connections_do_not_starve_requests(
                 idle.append(sock)
                 if i % 4 == 0:  # a quarter send half a request line and stop
                     sock.sendall(b"GET /heal")
+                elif i % 100 == 1:  # and a few trickle a head, a byte at a time (slowloris)
+                    sock.sendall(b"GET /health HTTP/1.1\r\nX-Slow: ")
             with httpx.Client(timeout=30, headers=auth) as client:
                 health = client.get(f"{server.url}/health")
                 assert health.status_code == 200, health.text
@@ -76,7 +78,8 @@ def test_idle_and_half_open_connections_do_not_starve_requests(
                 assert call.status_code == 200, call.text
                 assert call.json()["output"] == "hello edge"
             # and the server lets go of them: each silent or half-open connection is closed
-            closed = _wait_closed(idle, bound_s=60)
+            slow = [sock for i, sock in enumerate(idle) if i % 100 == 1]
+            closed = _wait_closed(idle, bound_s=60, trickle=slow)
             assert closed == IDLE, f"{IDLE - closed} of {IDLE} idle connections still open"
     finally:
         for sock in idle:
@@ -85,7 +88,8 @@ def test_idle_and_half_open_connections_do_not_starve_requests(
     report(
         "HTTP",
         f"{IDLE} idle connections to `flash run` (started with a soft limit of 1024 open "
-        "files), a quarter of them having sent half a request line, then `/health` and a call",
+        "files), a quarter of them having sent half a request line and 20 trickling a header a "
+        "byte at a time, then `/health` and a call",
         "both answered at once; every idle connection was closed by the server after "
         "`FLASH_HEADER_TIMEOUT_S=3`",
     )
@@ -120,8 +124,11 @@ def test_past_the_connection_cap_a_request_is_told_503_not_left_waiting(
     )
 
 
-def _wait_closed(socks: list[socket.socket], bound_s: float) -> int:
-    """How many of ``socks`` the server closed (EOF or reset) within ``bound_s`` (a hang guard)."""
+def _wait_closed(
+    socks: list[socket.socket], bound_s: float, trickle: list[socket.socket] | None = None
+) -> int:
+    """How many of ``socks`` the server closed (EOF or reset) within ``bound_s`` (a hang guard),
+    sending a byte to each of ``trickle`` still open every half second meanwhile."""
     import time
 
     selector = selectors.DefaultSelector()
@@ -129,10 +136,16 @@ def _wait_closed(socks: list[socket.socket], bound_s: float) -> int:
         sock.setblocking(False)
         selector.register(sock, selectors.EVENT_READ)
     closed = 0
+    open_slow = set(trickle or [])
     deadline = time.monotonic() + bound_s
     try:
         while closed < len(socks) and time.monotonic() < deadline:
-            for key, _ in selector.select(timeout=1):
+            for sock in list(open_slow):
+                try:
+                    sock.send(b"x")
+                except OSError:  # reset: the server closed it; select sees that too
+                    open_slow.discard(sock)
+            for key, _ in selector.select(timeout=0.5):
                 sock = key.fileobj
                 assert isinstance(sock, socket.socket)
                 try:
@@ -141,6 +154,7 @@ def _wait_closed(socks: list[socket.socket], bound_s: float) -> int:
                     data = b""
                 if not data:
                     selector.unregister(sock)
+                    open_slow.discard(sock)
                     closed += 1
     finally:
         selector.close()
