@@ -178,6 +178,10 @@ def test_a_keyless_loopback_server_refuses_foreign_host_names(
             assert "FLASH_ALLOWED_HOSTS" in refused.json()["error"], refused.text
         refused = httpx.get(f"{server.url}/", headers={"Host": "evil.example"}, timeout=30)
         assert refused.status_code == 400
+        # an unfinished request head past h11's 16 KiB is refused, not buffered on
+        with socket.create_connection(("127.0.0.1", server.port), timeout=30) as sock:
+            sock.sendall(b"GET /health HTTP/1.1\r\nHost: localhost\r\nX-Big: " + b"x" * 65536)
+            assert sock.recv(4096).startswith(b"HTTP/1.1 400 ")
         for host in ["localhost", f"localhost:{server.port}", "127.0.0.1", f"[::1]:{server.port}"]:
             ok = httpx.post(url, json=body, headers={"Host": host}, timeout=60)
             assert ok.status_code == 200 and ok.json()["output"] == "hello x", (host, ok.text)

@@ -82,14 +82,14 @@ def _number(name: str, default: float, example: str) -> float:
     return value
 
 
-def allowed_hosts(bound_host: str) -> frozenset[str]:
+def allowed_hosts(bound_host: str) -> frozenset[str] | None:
     """Host names (no port) a key-less loopback server answers to: the loopback names, the
-    bound address, and ``FLASH_ALLOWED_HOSTS`` (comma-separated; ``*`` allows any)."""
+    bound address, and ``FLASH_ALLOWED_HOSTS`` (comma-separated); None for any (``*``)."""
     bound = bound_host.lower()
     names = {*LOOPBACK_NAMES, f"[{bound}]" if ":" in bound else bound}
     extra = os.environ.get("FLASH_ALLOWED_HOSTS", "")
     names.update(n.strip().lower() for n in extra.split(",") if n.strip())
-    return frozenset(names)
+    return None if "*" in names else frozenset(names)
 
 
 class HeaderTimeoutH11(H11Protocol):
