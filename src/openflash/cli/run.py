@@ -22,9 +22,16 @@ from rich.table import Table
 
 from openflash._settings import Settings
 from openflash.cli.common import Quiet, Verbose, console
+from openflash.errors import ConfigError
 from openflash.prepare.build_progress import quiet_from_env
 from openflash.project import Project
 from openflash.server.app import create_app
+from openflash.server.edge import (
+    allowed_hosts,
+    edge_settings,
+    header_timeout_protocol,
+    raise_fd_limit,
+)
 from openflash.server.security import DEFAULT_MAX_BODY
 
 __all__ = ["run"]
@@ -92,6 +99,13 @@ def run(
             os.environ.get("FLASH_API_KEY") or None
         )  # a Runpod key alone does not lock localhost
     max_body = _max_body()
+    fd_limit = raise_fd_limit()  # thousands of connections do not exhaust a default of 1024
+    try:
+        edge = edge_settings(fd_limit)
+    except ConfigError as e:
+        _fail(e.message, e.hint)
+    # a key-less server on loopback answers only to its own names (no DNS rebinding)
+    hosts = allowed_hosts(host) if api_key is None and _is_loopback(host) else None
     if log_format not in ("text", "json"):
         _fail(f"--log-format {log_format!r} is not text or json", "pass --log-format json")
     names = frozenset(n.strip() for item in only or [] for n in item.split(",") if n.strip())
@@ -106,6 +120,7 @@ def run(
         only=names or None,
         quiet=quiet,
         log_format=log_format,
+        allowed_hosts=hosts,
     )
     if names and not app.state.flash.endpoints():
         _fail(f"no endpoint named {', '.join(sorted(names))} in {root}", "check --only's names")
@@ -114,7 +129,15 @@ def run(
         console.print(f"[yellow]port {port} is taken; using {bound}[/yellow]")
     if not quiet:
         _print_routes(app.state.flash, host, bound, api_key is not None)
-    config = uvicorn.Config(app, log_level="warning", lifespan="on", timeout_graceful_shutdown=5)
+    config = uvicorn.Config(
+        app,
+        log_level="warning",
+        lifespan="on",
+        timeout_graceful_shutdown=5,
+        http=header_timeout_protocol(edge.header_timeout_s),
+        timeout_keep_alive=edge.keep_alive_s,
+        limit_concurrency=edge.max_connections,
+    )
     server = _Server(config, on_exit=lambda: _stop(app))
     app.state.flash_stopping = lambda: server.should_exit  # open dashboards let go at a stop
     server.run(sockets=[sock])

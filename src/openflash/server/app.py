@@ -54,10 +54,12 @@ def create_app(
     quiet: bool = False,
     only: frozenset[str] | None = None,
     log_format: str = "text",
+    allowed_hosts: frozenset[str] | None = None,
 ) -> FastAPI:
     """Discover the project at ``root`` and build its app (routes are live at once).
 
     ``log_format`` is how calls and runtime events are logged to stderr: text or json.
+    ``allowed_hosts``: the only ``Host`` names answered (None: any), see security.py.
     """
     journal = JobJournal(root.resolve() / ".flash" / "jobs.sqlite3")
     log = CallLog(log_format, quiet=quiet)
@@ -145,7 +147,9 @@ def create_app(
         default_response_class=JSONResponse,
     )
     app.state.flash = state
-    app.add_middleware(SecurityMiddleware, api_key=api_key, max_body=max_body)
+    app.add_middleware(
+        SecurityMiddleware, api_key=api_key, max_body=max_body, allowed_hosts=allowed_hosts
+    )
     app.add_middleware(AccessLog, report=call_ended)  # outside: refused calls are logged too
     app.state.flash_stopping = lambda: False  # `flash run` tells the live feed of a stop
     _add_fixed_routes(app, state)

@@ -4,6 +4,8 @@ An ASGI middleware (no per-request objects beyond the body it must count):
 
 - with an API key, every path but ``/health`` needs ``Authorization: Bearer <key>``, compared
   in constant time (401 otherwise);
+- with an allow-list of host names (a key-less server on loopback), a request whose ``Host``
+  header names another host is a 400 saying how to allow it (DNS rebinding from a browser);
 - a request body must be JSON (415 otherwise) and at most ``max_body`` bytes (413), whether or
   not it announces its length;
 - and nested at most ``MAX_DEPTH`` arrays or objects deep (400): deeper values cannot be sent
@@ -33,16 +35,34 @@ ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
 
 
 class SecurityMiddleware:
-    def __init__(self, app: ASGIApp, *, api_key: str | None, max_body: int = DEFAULT_MAX_BODY):
+    def __init__(
+        self,
+        app: ASGIApp,
+        *,
+        api_key: str | None,
+        max_body: int = DEFAULT_MAX_BODY,
+        allowed_hosts: frozenset[str] | None = None,
+    ):
         self.app = app
         self.api_key = api_key.encode() if api_key else None
         self.max_body = max_body
+        self.allowed_hosts = allowed_hosts
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
         headers = {k.decode("latin-1").lower(): v for k, v in scope.get("headers", [])}
+        if self.allowed_hosts is not None and "host" in headers:
+            name = _host_name(headers["host"].decode("latin-1"))
+            if name not in self.allowed_hosts:
+                message = (
+                    f"Host {name!r} is not one this server answers to (it serves without an API "
+                    f"key, on loopback only); to allow it, set FLASH_ALLOWED_HOSTS={name} (a "
+                    "comma-separated list), or set FLASH_API_KEY"
+                )
+                await _reply(send, 400, message)
+                return
         if self.api_key is not None and scope["path"] not in OPEN_PATHS:
             given = headers.get("authorization", b"")
             if not hmac.compare_digest(given, b"Bearer " + self.api_key):
@@ -107,6 +127,14 @@ def nesting_depth(body: bytes, limit: int) -> int:
             break
         brackets, depth = fewer, depth + 1
     return depth
+
+
+def _host_name(host: str) -> str:
+    """The name in a ``Host`` header, lower-case and without its port (``[::1]`` keeps brackets)."""
+    host = host.strip().lower()
+    if host.startswith("["):
+        return host[: host.find("]") + 1] if "]" in host else host
+    return host.rsplit(":", 1)[0] if host.count(":") == 1 else host
 
 
 async def _read_body(receive: Receive, limit: int) -> tuple[bytes, bool]:

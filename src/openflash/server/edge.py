@@ -1,0 +1,139 @@
+"""The HTTP edge of ``flash run``: what bounds connections before any request reaches the app.
+
+- ``raise_fd_limit()`` lifts the process's soft open-file limit to its hard limit, so that
+  thousands of connections do not exhaust the common default of 1024 (at which accepting stops
+  and every new request hangs);
+- ``HeaderTimeoutH11`` is uvicorn's h11 protocol with a header read timeout: a connection that
+  has not sent a whole request head within ``header_timeout`` seconds of connecting (or of its
+  previous response) is closed, so silent and half-open connections are let go of;
+- ``edge_settings()`` reads ``FLASH_HEADER_TIMEOUT_S``, ``FLASH_KEEP_ALIVE_S`` and
+  ``FLASH_MAX_CONNECTIONS`` (uvicorn's ``limit_concurrency``: past it, a 503 at once);
+- ``allowed_hosts()`` is the ``Host`` allow-list of a key-less server bound to loopback, which
+  keeps a browser's DNS rebinding out (checked by security.py).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import resource
+from dataclasses import dataclass
+from typing import Any
+
+import h11
+from uvicorn.protocols.http.h11_impl import H11Protocol
+
+from openflash.errors import ConfigError
+
+__all__ = [
+    "EdgeSettings",
+    "HeaderTimeoutH11",
+    "allowed_hosts",
+    "edge_settings",
+    "header_timeout_protocol",
+    "raise_fd_limit",
+]
+
+DEFAULT_HEADER_TIMEOUT_S = 10.0
+DEFAULT_KEEP_ALIVE_S = 5
+MAX_CONNECTIONS_CAP = 8192
+LOOPBACK_NAMES = ("localhost", "127.0.0.1", "[::1]")
+
+
+@dataclass(frozen=True)
+class EdgeSettings:
+    header_timeout_s: float
+    keep_alive_s: int
+    max_connections: int
+
+
+def raise_fd_limit() -> int:
+    """Set the soft open-file limit to the hard one (where allowed); the soft limit after."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if hard == resource.RLIM_INFINITY or soft == resource.RLIM_INFINITY or soft < hard:
+        target = hard if hard != resource.RLIM_INFINITY else max(soft, 1 << 20)
+        with contextlib.suppress(OSError, ValueError):  # not allowed here: keep the soft limit
+            resource.setrlimit(resource.RLIMIT_NOFILE, (target, hard))
+    return resource.getrlimit(resource.RLIMIT_NOFILE)[0]
+
+
+def edge_settings(fd_limit: int) -> EdgeSettings:
+    """The edge's settings from the environment; ``fd_limit`` bounds the default connections."""
+    header = _number(
+        "FLASH_HEADER_TIMEOUT_S", DEFAULT_HEADER_TIMEOUT_S, "FLASH_HEADER_TIMEOUT_S=10"
+    )
+    keep_alive = _number("FLASH_KEEP_ALIVE_S", DEFAULT_KEEP_ALIVE_S, "FLASH_KEEP_ALIVE_S=5")
+    default_max = max(64, min(MAX_CONNECTIONS_CAP, fd_limit // 2))
+    connections = _number("FLASH_MAX_CONNECTIONS", default_max, "FLASH_MAX_CONNECTIONS=4096")
+    return EdgeSettings(header, max(1, round(keep_alive)), max(1, int(connections)))
+
+
+def _number(name: str, default: float, example: str) -> float:
+    text = os.environ.get(name, "").strip()
+    if not text:
+        return default
+    try:
+        value = float(text)
+    except ValueError:
+        value = -1.0
+    if not value > 0 or value == float("inf"):
+        raise ConfigError(f"{name}={text!r} is not a positive number", hint=f"e.g. {example}")
+    return value
+
+
+def allowed_hosts(bound_host: str) -> frozenset[str] | None:
+    """Host names (no port) a key-less loopback server answers to: the loopback names, the
+    bound address, and ``FLASH_ALLOWED_HOSTS`` (comma-separated); None for any (``*``)."""
+    bound = bound_host.lower()
+    names = {*LOOPBACK_NAMES, f"[{bound}]" if ":" in bound else bound}
+    extra = os.environ.get("FLASH_ALLOWED_HOSTS", "")
+    names.update(n.strip().lower() for n in extra.split(",") if n.strip())
+    return None if "*" in names else frozenset(names)
+
+
+class HeaderTimeoutH11(H11Protocol):
+    """uvicorn's h11 protocol, closing a connection whose request head is late."""
+
+    header_timeout: float = DEFAULT_HEADER_TIMEOUT_S
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._head_timer: asyncio.TimerHandle | None = None
+
+    def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
+        super().connection_made(transport)
+        self._arm()
+
+    def data_received(self, data: bytes) -> None:
+        super().data_received(data)
+        if self.conn.their_state is not h11.IDLE:  # the whole head arrived
+            self._disarm()
+
+    def on_response_complete(self) -> None:
+        super().on_response_complete()
+        if self.conn.their_state is h11.IDLE and not self.transport.is_closing():
+            self._arm()  # waiting for the next request's head
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._disarm()
+        super().connection_lost(exc)
+
+    def _arm(self) -> None:
+        self._disarm()
+        self._head_timer = self.loop.call_later(self.header_timeout, self._head_late)
+
+    def _disarm(self) -> None:
+        if self._head_timer is not None:
+            self._head_timer.cancel()
+            self._head_timer = None
+
+    def _head_late(self) -> None:
+        self._head_timer = None
+        if self.conn.their_state is h11.IDLE and not self.transport.is_closing():
+            self.transport.close()
+
+
+def header_timeout_protocol(seconds: float) -> type[HeaderTimeoutH11]:
+    """A ``HeaderTimeoutH11`` with this timeout, for ``uvicorn.Config(http=...)``."""
+    return type("HeaderTimeoutH11", (HeaderTimeoutH11,), {"header_timeout": seconds})
