@@ -8,7 +8,7 @@ import logging
 import os
 import socket
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, NoReturn
 
 import typer
 import uvicorn
@@ -16,7 +16,9 @@ from dotenv import load_dotenv
 from rich.table import Table
 
 from openflash.cli.common import Quiet, Verbose, console
+from openflash.errors import FlashError
 from openflash.server.app import create_app
+from openflash.server.journal_files import JournalLock
 from openflash.server.security import DEFAULT_MAX_BODY
 
 __all__ = ["run"]
@@ -87,18 +89,26 @@ def run(
     if verbose:
         logging.basicConfig(format="%(name)s: %(message)s")
         logging.getLogger("openflash").setLevel(logging.DEBUG)
-    app = create_app(
-        root,
-        api_key=api_key,
-        max_body=max_body,
-        reload=reload,
-        only=names or None,
-        quiet=quiet,
-        log_format=log_format,
-    )
+    try:  # before anything is imported or resumed: one server per journal
+        journal_lock = JournalLock.acquire(root / ".flash")
+    except FlashError as e:
+        _fail(e.message, e.hint)
+    try:
+        app = create_app(
+            root,
+            api_key=api_key,
+            max_body=max_body,
+            reload=reload,
+            only=names or None,
+            quiet=quiet,
+            log_format=log_format,
+        )
+    except FlashError as e:  # the journal refused, say
+        _fail(e.message, e.hint)
     if names and not app.state.flash.endpoints():
         _fail(f"no endpoint named {', '.join(sorted(names))} in {root}", "check --only's names")
     sock, bound = _bind(host, port)
+    journal_lock.record(host=host, port=bound)
     if bound != port:
         console.print(f"[yellow]port {port} is taken; using {bound}[/yellow]")
     if not quiet:
@@ -107,7 +117,7 @@ def run(
     uvicorn.Server(config).run(sockets=[sock])
 
 
-def _fail(message: str, hint: str) -> None:
+def _fail(message: str, hint: str) -> NoReturn:
     console.print(f"[red]error:[/red] {message}\n[dim]hint:[/dim] {hint}")
     raise typer.Exit(2)
 

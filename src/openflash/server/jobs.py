@@ -29,6 +29,7 @@ from typing import Any
 
 from openflash.api.retries import attempt_sink
 from openflash.server import retention, webhooks
+from openflash.server.journal_files import private_file, private_folder
 
 __all__ = ["FINAL", "Job", "JobJournal", "JobRunner"]
 
@@ -101,7 +102,9 @@ class JobJournal:
     """The SQLite journal; safe to use from several threads."""
 
     def __init__(self, path: Path) -> None:
-        path.parent.mkdir(parents=True, exist_ok=True)
+        private_folder(path.parent)  # 0700, and its files 0600: nobody else writes jobs in
+        for name in (path.name, f"{path.name}-wal", f"{path.name}-shm"):
+            private_file(path.with_name(name), create=name == path.name)
         self.path = path
         self._lock = threading.Lock()
         self._db = sqlite3.connect(path, check_same_thread=False, isolation_level=None)
