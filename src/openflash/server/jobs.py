@@ -1,9 +1,11 @@
 """Async jobs (``/run``), journaled in SQLite so that none vanishes.
 
 Every job is written before it is acknowledged, and every change of state is written as it
-happens. When the server starts it reads the journal back: finished jobs keep their output, and a
-job the previous server left queued or running is run again once; if it is found unfinished a
-second time it is marked FAILED with the reason. ``status`` answers from the journal.
+happens. A job is IN_QUEUE until a worker takes its call, then IN_PROGRESS: its start is counted
+then. When the server starts it reads the journal back: finished jobs keep their output, a job
+left queued is queued again, and one the previous server left running is run again once; if it
+was started twice it is marked FAILED with the reason. A result that cannot be journaled (a full
+disk) fails the job with the reason. ``status`` answers from the journal.
 
 A job may name a webhook (server/webhooks.py): when it ends, its status body is POSTed there, in
 a task of its own; a delivery the server could not finish before it stopped is made by the next.
@@ -30,6 +32,7 @@ from typing import Any
 from openflash.api.retries import attempt_sink
 from openflash.server import retention, webhooks
 from openflash.server.journal_files import private_file, private_folder
+from openflash.workers import events
 
 __all__ = ["FINAL", "Job", "JobJournal", "JobRunner"]
 
@@ -346,7 +349,15 @@ class JobRunner:
         if invoker is None:
             self.journal.finish(job.id, "FAILED", error=f"no route {job.route} is served")
             return
-        self.journal.started(job.id)
+        taken = False
+
+        def take() -> None:  # IN_PROGRESS, and an attempt, once a worker takes the job's call
+            nonlocal taken
+            if not taken:
+                taken = True
+                self.journal.started(job.id)
+
+        events.call_taken.set(take)
         attempt_sink.set(lambda number: self.journal.attempt(job.id, number))
         try:
             status, output, error = await invoker(job.input)
@@ -358,7 +369,21 @@ class JobRunner:
             raise
         except Exception as e:  # a job records its failure, never loses it
             status, output, error = "FAILED", None, f"{type(e).__name__}: {e}"
-        self.journal.finish(job.id, status, output=output, error=error)
+        self._end(job, status, output, error)
+
+    def _end(self, job: Job, status: str, output: Any, error: str | None) -> None:
+        """Journal the job's end; where its result cannot be (a full disk), fail it with the
+        reason, so that it is never run again."""
+        try:
+            self.journal.finish(job.id, status, output=output, error=error)
+            return
+        except Exception as e:  # sqlite3's "database or disk is full", an unwritable value
+            reason = (
+                f"the job ended ({status}) but its result could not be journaled in "
+                f"{self.journal.path} ({type(e).__name__}: {e}); it is not run again"
+            )
+        self.say(f"job {job.id} on {job.route}: {reason}", "error")
+        self.journal.finish(job.id, "FAILED", error=reason)
 
     async def close(self) -> None:
         self.closing = True

@@ -59,6 +59,8 @@ class Call:
     queued_at: float = 0.0
     worker_pid: int | None = None
     waited: float | None = None
+    #: What its caller wants done when a worker takes it (events.call_taken, read at submit).
+    on_taken: Callable[[], None] | None = None
 
     def signal(self, kind: int) -> None:
         """Send its worker a CREDIT or CANCEL frame for it (on the pool's loop)."""

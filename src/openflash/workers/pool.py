@@ -75,6 +75,7 @@ class Pool(WorkerLives):
         call.pool = self
         cancels.watch(self, call)
         call.queued_at = asyncio.get_running_loop().time()
+        call.on_taken = events.call_taken.get()
         self.queue.append(call)
         if not self._started:
             self._started = True
@@ -206,6 +207,7 @@ class Pool(WorkerLives):
                     call.label,
                 )
         worker.in_flight[call_id] = call
+        events.taken(call.on_taken)
         if worker.idle_timer is not None:
             worker.idle_timer.cancel()
             worker.idle_timer = None
