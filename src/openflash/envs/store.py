@@ -15,6 +15,7 @@
 Every artifact is built in ``tmp/``, renamed into place, and only then marked ready; a directory
 without its marker does not exist. Builders of one key take its file lock; whoever loses the race
 waits, finds the marker and reuses the winner's result. That holds across threads and processes.
+A wait says whose build it waits for and is bounded (FLASH_BUILD_LOCK_TIMEOUT; envs/build_locks.py).
 
 Nothing in the store is group- or world-writable (whatever the umask), and an entry or lock file
 that belongs to another user is refused, not used: another user could have changed what this one
@@ -38,8 +39,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Any
 
-from filelock import FileLock
-
+from openflash.envs.build_locks import hold_build_lock
 from openflash.errors import EnvironmentBuildError, StoreFullError, StorePermissionError
 
 __all__ = ["READY_MARKER", "Entry", "Store", "content_key"]
@@ -87,11 +87,13 @@ class Store:
         return self.root / "resolutions"
 
     @contextlib.contextmanager
-    def lock(self, kind: str, key: str, timeout: float = -1) -> Iterator[None]:
+    def lock(self, kind: str, key: str, timeout: float | None = None) -> Iterator[None]:
+        """Hold the build lock of ``(kind, key)``, waiting ``timeout`` seconds at most (None:
+        FLASH_BUILD_LOCK_TIMEOUT); envs/build_locks.py."""
         locks = self.root / "locks"
         make_dirs(locks)
         path = locks / f"{kind}-{key}.lock"
-        with FileLock(str(path), timeout=timeout, mode=0o644):
+        with hold_build_lock(path, f"{kind}/{key}", timeout):
             check_owner(path)
             yield
 
