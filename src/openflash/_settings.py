@@ -48,6 +48,10 @@
   environment needing it fails at once with the remembered reason; envs/build_failures.py).
 - FLASH_RAY_PACKAGE_CACHE: 1 (default): the Ray driver serves the package files its nodes
   install through a read-only caching index (deps/package_cache.py); 0: nodes use the index.
+- FLASH_BUILD_LOCK_TIMEOUT: seconds a caller waits for another process's build of the
+  environment (or layer, runtime, image) it needs before failing with EnvironmentBuildError
+  naming that process; default 1800; 0 waits for ever. After a few seconds of waiting it says
+  whose build it waits for (envs/build_locks.py).
 - FLASH_GPU_BASE_PACKAGES: the GPU base set (deps/gpu_base.py), comma-separated requirements;
   unset: the packages of Runpod's GPU image; empty: none.
 """
@@ -106,6 +110,8 @@ class Settings:
     gpu_base_packages: str | None = None
     #: FLASH_RETRY_BUILDS: whether source builds that failed before are tried again.
     retry_builds: bool = False
+    #: FLASH_BUILD_LOCK_TIMEOUT: seconds to wait for another builder of a key (0: for ever).
+    build_lock_timeout: float = 1800.0
 
     @property
     def apt_root(self) -> Path:
@@ -167,7 +173,14 @@ class Settings:
                 else True
             ),
             gpu_base_packages=env.get("FLASH_GPU_BASE_PACKAGES"),
+            build_lock_timeout=build_lock_timeout(env),
         )
+
+
+def build_lock_timeout(environ: dict[str, str] | None = None) -> float:
+    """FLASH_BUILD_LOCK_TIMEOUT alone (the store reads it where it waits)."""
+    env = os.environ if environ is None else environ
+    return _seconds(dict(env), "FLASH_BUILD_LOCK_TIMEOUT", 1800.0)
 
 
 def _path(env: dict[str, str], name: str) -> Path | None:

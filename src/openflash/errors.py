@@ -213,6 +213,7 @@ def _remote_subclass(base: type[BaseException]) -> type[RemoteError]:
             "__module__": __name__,
             "__init__": RemoteError.__init__,
             "__str__": RemoteError.__str__,
+            "__repr__": RemoteError.__repr__,  # not the original's, which may fail
             "__reduce__": _reduce_remote_subclass,
         }
         sub: type[RemoteError] = type(f"Remote{base.__name__}", (RemoteError, base), namespace)

@@ -7,9 +7,16 @@ from pathlib import Path
 from typing import Any
 
 from openflash.server.jobs import MAX_ATTEMPTS, JobJournal, JobRunner
+from openflash.workers import events
+
+
+def _taken() -> None:
+    """What the pool does when a worker takes the job's call."""
+    events.taken(events.call_taken.get())
 
 
 async def echo(payload: dict[str, Any]) -> tuple[str, Any, str | None]:
+    _taken()
     await asyncio.sleep(payload.get("sleep", 0))
     return "COMPLETED", {"echo": payload["value"]}, None
 
@@ -25,6 +32,52 @@ def test_jobs_run_and_are_journaled(tmp_path: Path) -> None:
         assert done.status == "COMPLETED" and done.output == {"echo": 1}
         response = done.to_response()
         assert response["output"] == {"echo": 1} and "executionTime" in response
+
+    asyncio.run(main())
+
+
+def test_a_job_is_queued_until_a_worker_takes_it(tmp_path: Path) -> None:
+    gate = asyncio.Event()
+
+    async def queued(payload: dict[str, Any]) -> tuple[str, Any, str | None]:
+        await gate.wait()  # in the pool's queue
+        _taken()
+        _taken()  # a retry's call taken again: one start
+        return "COMPLETED", payload["value"], None
+
+    async def main() -> None:
+        runner = JobRunner(JobJournal(tmp_path / "j.sqlite3"), {"/r": queued}.get)
+        job = runner.submit("/r", {"value": 1})
+        await asyncio.sleep(0.05)
+        waiting = runner.journal.get(job.id)
+        assert waiting.status == "IN_QUEUE" and waiting.attempts == 0
+        gate.set()
+        await asyncio.sleep(0.05)
+        done = runner.journal.get(job.id)
+        assert done.status == "COMPLETED" and done.attempts == 1 and done.started is not None
+
+    asyncio.run(main())
+
+
+def test_a_result_that_cannot_be_journaled_fails_the_job(tmp_path: Path) -> None:
+    async def unwritable(payload: dict[str, Any]) -> tuple[str, Any, str | None]:
+        _taken()
+        return "COMPLETED", {1j}, None  # not JSON
+
+    said: list[tuple[str, str]] = []
+
+    async def main() -> None:
+        journal = JobJournal(tmp_path / "j.sqlite3")
+        runner = JobRunner(
+            journal, {"/r": unwritable}.get, say=lambda m, level: said.append((m, level))
+        )
+        job = runner.submit("/r", {})
+        await asyncio.sleep(0.05)
+        failed = journal.get(job.id)
+        assert failed.status == "FAILED", failed
+        assert "ended (COMPLETED) but its result could not be journaled" in failed.error
+        assert "TypeError" in failed.error and "not run again" in failed.error
+        assert said and said[0][1] == "error" and job.id in said[0][0]
 
     asyncio.run(main())
 

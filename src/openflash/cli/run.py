@@ -13,7 +13,7 @@ import typing
 from collections.abc import Callable
 from pathlib import Path
 from types import FrameType
-from typing import Annotated, Any
+from typing import Annotated, Any, NoReturn
 
 import typer
 import uvicorn
@@ -22,7 +22,7 @@ from rich.table import Table
 
 from openflash._settings import Settings
 from openflash.cli.common import Quiet, Verbose, console
-from openflash.errors import ConfigError
+from openflash.errors import ConfigError, FlashError
 from openflash.prepare.build_progress import quiet_from_env
 from openflash.project import Project
 from openflash.server.app import create_app
@@ -32,6 +32,7 @@ from openflash.server.edge import (
     header_timeout_protocol,
     raise_fd_limit,
 )
+from openflash.server.journal_files import JournalLock
 from openflash.server.security import DEFAULT_MAX_BODY
 
 __all__ = ["run"]
@@ -112,19 +113,27 @@ def run(
     if verbose:
         logging.basicConfig(format="%(name)s: %(message)s")
         logging.getLogger("openflash").setLevel(logging.DEBUG)
-    app = create_app(
-        root,
-        api_key=api_key,
-        max_body=max_body,
-        reload=reload,
-        only=names or None,
-        quiet=quiet,
-        log_format=log_format,
-        allowed_hosts=hosts,
-    )
+    try:  # before anything is imported or resumed: one server per journal
+        journal_lock = JournalLock.acquire(root / ".flash")
+    except FlashError as e:
+        _fail(e.message, e.hint)
+    try:
+        app = create_app(
+            root,
+            api_key=api_key,
+            max_body=max_body,
+            reload=reload,
+            only=names or None,
+            quiet=quiet,
+            log_format=log_format,
+            allowed_hosts=hosts,
+        )
+    except FlashError as e:  # the journal refused, say
+        _fail(e.message, e.hint)
     if names and not app.state.flash.endpoints():
         _fail(f"no endpoint named {', '.join(sorted(names))} in {root}", "check --only's names")
     sock, bound = _bind(host, port)
+    journal_lock.record(host=host, port=bound)
     if bound != port:
         console.print(f"[yellow]port {port} is taken; using {bound}[/yellow]")
     if not quiet:
@@ -163,7 +172,7 @@ def _stop(app: Any) -> None:
         stop()
 
 
-def _fail(message: str, hint: str) -> None:
+def _fail(message: str, hint: str) -> NoReturn:
     console.print(f"[red]error:[/red] {message}\n[dim]hint:[/dim] {hint}")
     raise typer.Exit(2)
 

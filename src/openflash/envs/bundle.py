@@ -50,6 +50,7 @@ _PACKAGE_FILES = {
     "openflash/workers/__init__.py": None,
     "openflash/workers/child.py": "openflash.workers.child",
     "openflash/workers/protocol.py": "openflash.workers.protocol",
+    "openflash/workers/error_frames.py": "openflash.workers.error_frames",
     "openflash/workers/forkserver.py": "openflash.workers.forkserver",
     "openflash/workers/namespace.py": "openflash.workers.namespace",
     "openflash/workers/library_shim.py": "openflash.workers.library_shim",

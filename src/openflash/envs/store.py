@@ -15,6 +15,7 @@
 Every artifact is built in ``tmp/``, renamed into place, and only then marked ready; a directory
 without its marker does not exist. Builders of one key take its file lock; whoever loses the race
 waits, finds the marker and reuses the winner's result. That holds across threads and processes.
+A wait says whose build it waits for and is bounded (FLASH_BUILD_LOCK_TIMEOUT; envs/build_locks.py).
 
 Nothing in the store is group- or world-writable (whatever the umask; the root is 0700), and
 whatever is read from it (entries, markers, usage records, store.log, locks, and through
@@ -39,9 +40,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Any
 
-from filelock import FileLock, Timeout
+from filelock import Timeout
 
 from openflash.envs import trust
+from openflash.envs.build_locks import hold_build_lock
 from openflash.envs.disk_full import disk_full, free_space, full_error
 from openflash.envs.trust import check_owner, drop_shared_write, make_dirs, umask
 from openflash.errors import StoreFullError, StorePermissionError
@@ -96,13 +98,15 @@ class Store:
         return self.root / "resolutions"
 
     @contextlib.contextmanager
-    def lock(self, kind: str, key: str, timeout: float = -1) -> Iterator[None]:
+    def lock(self, kind: str, key: str, timeout: float | None = None) -> Iterator[None]:
+        """Hold the build lock of ``(kind, key)``, waiting ``timeout`` seconds at most (None:
+        FLASH_BUILD_LOCK_TIMEOUT); envs/build_locks.py."""
         locks = self.root / "locks"
         trust.check_levels(locks, self.root)
         make_dirs(locks)
         path = locks / f"{kind}-{key}.lock"
         check_owner(path)  # before opening it: a planted link would be followed and truncated
-        with FileLock(str(path), timeout=timeout, mode=0o644):
+        with hold_build_lock(path, f"{kind}/{key}", timeout):
             check_owner(path)
             yield
 

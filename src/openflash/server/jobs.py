@@ -1,9 +1,11 @@
 """Async jobs (``/run``), journaled in SQLite so that none vanishes.
 
 Every job is written before it is acknowledged, and every change of state is written as it
-happens. When the server starts it reads the journal back: finished jobs keep their output, and a
-job the previous server left queued or running is run again once; if it is found unfinished a
-second time it is marked FAILED with the reason. ``status`` answers from the journal.
+happens. A job is IN_QUEUE until a worker takes its call, then IN_PROGRESS: its start is counted
+then. When the server starts it reads the journal back: finished jobs keep their output, a job
+left queued is queued again, and one the previous server left running is run again once; if it
+was started twice it is marked FAILED with the reason. A result that cannot be journaled (a full
+disk) fails the job with the reason. ``status`` answers from the journal.
 
 A job may name a webhook (server/webhooks.py): when it ends, its status body is POSTed there, in
 a task of its own; a delivery the server could not finish before it stopped is made by the next.
@@ -11,238 +13,24 @@ Finished jobs are removed ``FLASH_JOB_TTL`` after their end (server/retention.py
 tombstone. ``attempt`` is the number of the job's call under its endpoint's ``retries`` (1, then
 2, ...: api/retries.py); ``attempts`` counts the starts of the job across server restarts.
 
-Status names are Runpod's: IN_QUEUE, IN_PROGRESS, COMPLETED, FAILED, CANCELLED, TIMED_OUT. Under
-``flash run`` (``on_worker``) a job starts when a worker takes its call: IN_QUEUE until then.
+Status names are Runpod's: IN_QUEUE, IN_PROGRESS, COMPLETED, FAILED, CANCELLED, TIMED_OUT. A job
+starts (IN_PROGRESS, one more of its ``attempts``) when a worker takes its call
+(``events.call_taken``): IN_QUEUE until then, as on Runpod.
 """
 
 from __future__ import annotations
 
 import asyncio
-import functools
-import json
-import sqlite3
-import threading
 import time
-import uuid
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 from openflash.api.retries import attempt_sink
 from openflash.server import retention, webhooks
+from openflash.server.job_journal import FINAL, MAX_ATTEMPTS, Job, JobJournal
 from openflash.workers import events
 
-__all__ = ["FINAL", "Job", "JobJournal", "JobRunner"]
-
-FINAL = frozenset({"COMPLETED", "FAILED", "CANCELLED", "TIMED_OUT"})
-#: How many times a job interrupted by a server stop is started again.
-MAX_ATTEMPTS = 2
-
-_SCHEMA = """
-CREATE TABLE IF NOT EXISTS jobs (
-    id TEXT PRIMARY KEY,
-    route TEXT NOT NULL,
-    input TEXT NOT NULL,
-    status TEXT NOT NULL,
-    output TEXT,
-    error TEXT,
-    attempts INTEGER NOT NULL DEFAULT 0,
-    created REAL NOT NULL,
-    started REAL,
-    finished REAL
-);
-CREATE INDEX IF NOT EXISTS jobs_created ON jobs (created);
-CREATE TABLE IF NOT EXISTS expired (
-    id TEXT PRIMARY KEY,
-    route TEXT NOT NULL,
-    finished REAL NOT NULL,
-    removed REAL NOT NULL
-);
-"""
-#: Columns added after the first journals were written (added to those when opened).
-_ADDED = {
-    "webhook": "TEXT",
-    "webhook_state": "TEXT",  # pending, delivered or failed
-    "call_attempt": "INTEGER NOT NULL DEFAULT 0",
-}
-
-
-@dataclass(frozen=True)
-class Job:
-    id: str
-    route: str
-    input: dict[str, Any]
-    status: str
-    output: Any = None
-    error: str | None = None
-    attempts: int = 0
-    created: float = 0.0
-    started: float | None = None
-    finished: float | None = None
-    webhook: str | None = None
-    webhook_state: str | None = None
-    attempt: int = 0
-
-    def to_response(self) -> dict[str, Any]:
-        """The job as Runpod's status API shows it."""
-        body: dict[str, Any] = {"id": self.id, "status": self.status}
-        if self.started is not None:
-            body["delayTime"] = round((self.started - self.created) * 1000)
-        if self.finished is not None and self.started is not None:
-            body["executionTime"] = round((self.finished - self.started) * 1000)
-        if self.status == "COMPLETED":
-            body["output"] = self.output
-        if self.error is not None:
-            body["error"] = self.error
-        if self.attempt:
-            body["attempt"] = self.attempt
-        return body
-
-
-class JobJournal:
-    """The SQLite journal; safe to use from several threads."""
-
-    def __init__(self, path: Path) -> None:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        self.path = path
-        self._lock = threading.Lock()
-        self._db = sqlite3.connect(path, check_same_thread=False, isolation_level=None)
-        self._db.execute("PRAGMA journal_mode=WAL")
-        self._db.execute("PRAGMA synchronous=NORMAL")
-        self._db.executescript(_SCHEMA)
-        present = {row[1] for row in self._db.execute("PRAGMA table_info(jobs)")}
-        for column, kind in _ADDED.items():
-            if column not in present:
-                self._db.execute(f"ALTER TABLE jobs ADD COLUMN {column} {kind}")
-
-    def _run(self, sql: str, args: tuple[Any, ...] = ()) -> list[tuple[Any, ...]]:
-        with self._lock:
-            return self._db.execute(sql, args).fetchall()
-
-    def add(self, route: str, payload: dict[str, Any], webhook: str | None = None) -> Job:
-        state = "pending" if webhook else None
-        job = Job(
-            uuid.uuid4().hex, route, payload, "IN_QUEUE", created=time.time(), webhook=webhook,
-            webhook_state=state,
-        )  # fmt: skip
-        self._run(
-            "INSERT INTO jobs (id, route, input, status, created, webhook, webhook_state) "
-            "VALUES (?, ?, ?, ?, ?, ?, ?)",
-            (job.id, route, json.dumps(payload), job.status, job.created, webhook, state),
-        )
-        return job
-
-    def started(self, job_id: str) -> None:
-        self._run(
-            "UPDATE jobs SET status='IN_PROGRESS', started=?, attempts=attempts+1, "
-            "call_attempt=1 WHERE id=? AND status='IN_QUEUE'",  # once per start of the job
-            (time.time(), job_id),
-        )
-
-    def attempt(self, job_id: str, number: int) -> None:
-        """The job's call is being sent again under its retries: this is attempt ``number``."""
-        self._run("UPDATE jobs SET call_attempt=? WHERE id=?", (number, job_id))
-
-    def webhook_ended(self, job_id: str, state: str) -> None:
-        self._run("UPDATE jobs SET webhook_state=? WHERE id=?", (state, job_id))
-
-    def pending_webhooks(self) -> list[Job]:
-        """Ended jobs whose webhook was not delivered yet (a server stopped during it)."""
-        rows = self._run(
-            f"SELECT {_COLUMNS} FROM jobs WHERE webhook_state='pending' AND status IN "
-            "('COMPLETED', 'FAILED', 'CANCELLED', 'TIMED_OUT') ORDER BY finished"
-        )
-        return [_job(r) for r in rows]
-
-    def expire(self, before: float) -> list[str]:
-        """Remove the jobs that ended before ``before`` (their webhooks done), leaving
-        tombstones; forget tombstones older than retention.TOMBSTONE_S. Returns the ids."""
-        now = time.time()
-        with self._lock:
-            db = self._db
-            db.execute("BEGIN IMMEDIATE")
-            try:
-                rows = db.execute(
-                    "SELECT id, route, finished FROM jobs WHERE finished < ? AND status IN "
-                    "('COMPLETED', 'FAILED', 'CANCELLED', 'TIMED_OUT') AND "
-                    "(webhook_state IS NULL OR webhook_state != 'pending')",
-                    (before,),
-                ).fetchall()
-                db.executemany(
-                    "INSERT OR REPLACE INTO expired (id, route, finished, removed) "
-                    "VALUES (?, ?, ?, ?)",
-                    [(r[0], r[1], r[2], now) for r in rows],
-                )
-                db.executemany("DELETE FROM jobs WHERE id=?", [(r[0],) for r in rows])
-                db.execute("DELETE FROM expired WHERE removed < ?", (now - retention.TOMBSTONE_S,))
-                db.execute("COMMIT")
-            except BaseException:
-                db.execute("ROLLBACK")
-                raise
-        return [r[0] for r in rows]
-
-    def tombstone(self, job_id: str) -> tuple[str, float, float] | None:
-        """(route, ended, removed) of a job removed by ``expire``, or None."""
-        rows = self._run("SELECT route, finished, removed FROM expired WHERE id=?", (job_id,))
-        return (rows[0][0], rows[0][1], rows[0][2]) if rows else None
-
-    def finish(
-        self, job_id: str, status: str, *, output: Any = None, error: str | None = None
-    ) -> None:
-        self._run(
-            "UPDATE jobs SET status=?, output=?, error=?, finished=? WHERE id=? AND status NOT IN "
-            "('COMPLETED', 'FAILED', 'CANCELLED', 'TIMED_OUT')",
-            (status, json.dumps(output), error, time.time(), job_id),
-        )
-
-    def requeue(self, job_id: str, *, reopen: bool = False) -> None:
-        """Queue a job again (``reopen``: an ended one, its outcome cleared, for a retry)."""
-        cleared = ", output=NULL, error=NULL, finished=NULL" if reopen else ""
-        self._run(f"UPDATE jobs SET status='IN_QUEUE', started=NULL{cleared} WHERE id=?", (job_id,))
-
-    def get(self, job_id: str) -> Job | None:
-        rows = self._run(f"SELECT {_COLUMNS} FROM jobs WHERE id=?", (job_id,))
-        return _job(rows[0]) if rows else None
-
-    def counts(self, route: str) -> tuple[dict[str, int], int]:
-        """``route``'s jobs by status, and how many were started more than once."""
-        sql = (
-            "SELECT status, count(*), sum(attempts > 1 OR call_attempt > 1) FROM jobs WHERE route=?"
-        )
-        rows = self._run(sql + " GROUP BY status", (route,))
-        return {status: n for status, n, _ in rows}, sum(r or 0 for _, _, r in rows)
-
-    def queued(self, route: str) -> list[str]:
-        """The ids of ``route``'s jobs that have not started."""
-        sql = "SELECT id FROM jobs WHERE route=? AND status='IN_QUEUE'"
-        return [r[0] for r in self._run(sql, (route,))]
-
-    def unfinished(self) -> list[Job]:
-        rows = self._run(
-            f"SELECT {_COLUMNS} FROM jobs WHERE status IN ('IN_QUEUE', 'IN_PROGRESS') "
-            "ORDER BY created"
-        )
-        return [_job(r) for r in rows]
-
-    def recent(self, limit: int = 50) -> list[Job]:
-        rows = self._run(f"SELECT {_COLUMNS} FROM jobs ORDER BY created DESC LIMIT ?", (limit,))
-        return [_job(r) for r in rows]
-
-    def close(self) -> None:
-        with self._lock:
-            self._db.close()
-
-
-_COLUMNS = (
-    "id, route, input, status, output, error, attempts, created, started, finished, webhook, "
-    "webhook_state, call_attempt"
-)
-
-
-def _job(row: tuple[Any, ...]) -> Job:
-    output = json.loads(row[4]) if row[4] is not None else None
-    return Job(row[0], row[1], json.loads(row[2]), row[3], output, *row[5:])
+__all__ = ["FINAL", "MAX_ATTEMPTS", "Invoker", "Job", "JobJournal", "JobRunner"]
 
 
 #: Runs a job's input on its route; returns (status, output, error).
@@ -261,9 +49,7 @@ class JobRunner:
         ttl: float | None = None,
         webhook_policy: webhooks.WebhookPolicy | None = None,
         say: Callable[[str, str], None] | None = None,
-        on_worker: bool = False,
     ) -> None:
-        self.on_worker = on_worker  # IN_QUEUE until a worker takes its call, as on Runpod
         self.journal = journal
         self.resolve = resolve
         self.ttl = retention.job_ttl() if ttl is None else ttl
@@ -372,10 +158,15 @@ class JobRunner:
         if invoker is None:
             self.journal.finish(job.id, "FAILED", error=f"no route {job.route} is served")
             return
-        if self.on_worker:  # at the first call a worker takes (workers/events.py)
-            events.call_started.set(functools.partial(self.journal.started, job.id))
-        else:
-            self.journal.started(job.id)
+        taken = False
+
+        def take() -> None:  # IN_PROGRESS, and an attempt, once a worker takes the job's call
+            nonlocal taken
+            if not taken:
+                taken = True
+                self.journal.started(job.id)
+
+        events.call_taken.set(take)
         attempt_sink.set(lambda number: self.journal.attempt(job.id, number))
         try:
             status, output, error = await invoker(job.input)
@@ -387,7 +178,21 @@ class JobRunner:
             raise
         except Exception as e:  # a job records its failure, never loses it
             status, output, error = "FAILED", None, f"{type(e).__name__}: {e}"
-        self.journal.finish(job.id, status, output=output, error=error)
+        self._end(job, status, output, error)
+
+    def _end(self, job: Job, status: str, output: Any, error: str | None) -> None:
+        """Journal the job's end; where its result cannot be (a full disk), fail it with the
+        reason, so that it is never run again."""
+        try:
+            self.journal.finish(job.id, status, output=output, error=error)
+            return
+        except Exception as e:  # sqlite3's "database or disk is full", an unwritable value
+            reason = (
+                f"the job ended ({status}) but its result could not be journaled in "
+                f"{self.journal.path} ({type(e).__name__}: {e}); it is not run again"
+            )
+        self.say(f"job {job.id} on {job.route}: {reason}", "error")
+        self.journal.finish(job.id, "FAILED", error=reason)
 
     async def close(self) -> None:
         self.closing = True

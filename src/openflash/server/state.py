@@ -63,7 +63,7 @@ class ServerState:
     def __post_init__(self) -> None:
         self.root = self.root.resolve()
         self.project = Project(self.root)
-        self.jobs = JobRunner(self.journal, self._job_invoker, say=self.say, on_worker=True)
+        self.jobs = JobRunner(self.journal, self._job_invoker, say=self.say)
 
     def say(self, message: str, level: str = "info") -> None:
         """Tell the terminal and the dashboard."""

@@ -51,8 +51,6 @@ class Call:
     caller_modules: tuple[str, ...] | None = None
     #: Whether the caller streams its items (a generator function): ITEM frames, then RESULT.
     stream: bool = False
-    #: Run when a worker takes the call (events.call_started of its caller).
-    on_start: Callable[[], None] | None = None
     #: Called (on the pool's loop) with each ITEM and PROGRESS frame the call's worker sends.
     on_frame: Callable[[Any], None] | None = None
     #: Once sent: how to write a frame to its worker, and its call id there (CREDIT, CANCEL).
@@ -61,6 +59,8 @@ class Call:
     queued_at: float = 0.0
     worker_pid: int | None = None
     waited: float | None = None
+    #: What its caller wants done when a worker takes it (events.call_taken, read at submit).
+    on_taken: Callable[[], None] | None = None
 
     def signal(self, kind: int) -> None:
         """Send its worker a CREDIT or CANCEL frame for it (on the pool's loop)."""

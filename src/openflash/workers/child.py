@@ -38,7 +38,6 @@ if __name__ == "__main__":
     _isolate_path()
 
 import asyncio  # noqa: E402
-import concurrent.futures.thread  # noqa: E402
 import contextvars  # noqa: E402
 import inspect  # noqa: E402
 import socket  # noqa: E402
@@ -49,18 +48,18 @@ from typing import Any  # noqa: E402
 
 import cloudpickle  # noqa: E402
 
-from openflash.workers import channel, interrupts, pickling, protocol, streaming  # noqa: E402
+from openflash.workers import (  # noqa: E402
+    channel,
+    error_frames,
+    interrupts,
+    pickling,
+    protocol,
+    streaming,
+)
 from openflash.workers.learning import Learning  # noqa: E402
 
 MAX_RSS_VARIABLE = "OPENFLASH_MAX_RSS"
 
-_RUNTIME_FILES = frozenset(
-    os.path.abspath(f) for f in (__file__, interrupts.__file__, concurrent.futures.thread.__file__)
-)
-#: The light client's own frames, at the end of a nested call's traceback.
-_CLIENT_FILES = frozenset(
-    os.path.join(os.path.dirname(os.path.abspath(__file__)), f) for f in ("client.py", "channel.py")
-)
 _FLUSH_AT = 1 << 16
 
 
@@ -109,11 +108,11 @@ class Executor:
             )
         except MemoryError as e:
             if self.max_rss is None:
-                return _error_frame(call_id, e)
+                return error_frames.error_frame(call_id, e)
             self.exhausted = True
-            return _error_frame(call_id, _over_cap(e, self.max_rss))
+            return error_frames.error_frame(call_id, _over_cap(e, self.max_rss))
         except BaseException as e:  # everything goes back to the caller
-            return _error_frame(call_id, e)
+            return error_frames.error_frame(call_id, e)
         return protocol.encode(protocol.RESULT, call_id, data)
 
     def release(self, instance_id: str) -> None:
@@ -263,70 +262,6 @@ def _with_filename(code: types.CodeType, source: str) -> types.CodeType:
         _with_filename(c, source) if isinstance(c, types.CodeType) else c for c in code.co_consts
     )
     return code.replace(co_filename=source, co_consts=consts)
-
-
-def _error_frame(call_id: int, error: BaseException) -> bytes:
-    te = traceback.TracebackException.from_exception(error)
-    frames = list(te.stack)
-    while frames and os.path.abspath(frames[0].filename) in _RUNTIME_FILES:
-        frames.pop(0)  # how the call reached user code is of no interest to the user
-    while len(frames) > 1 and os.path.abspath(frames[-1].filename) in _CLIENT_FILES:
-        frames.pop()  # nor how a nested call's error was raised
-    te.stack = traceback.StackSummary.from_list(frames)
-    if _is_nested_failure(error):
-        return _nested_error_frame(call_id, error, te.stack)
-    return protocol.encode_error(
-        call_id,
-        type_name=_qualified_name(type(error)),
-        message=str(error),
-        traceback="".join(te.format()),
-        exception=_pickled(error),
-        missing_module=error.name if isinstance(error, ModuleNotFoundError) else None,
-    )
-
-
-def _pickled(error: BaseException | None) -> bytes | None:
-    try:
-        return cloudpickle.dumps(error) if error is not None else None
-    except Exception:
-        return None
-
-
-def _is_nested_failure(error: BaseException) -> bool:
-    """A RemoteError from a nested call (the light client raises openflash.errors')."""
-    return isinstance(getattr(error, "remote_traceback", None), str) and isinstance(
-        getattr(error, "exc_type", None), str
-    )
-
-
-def _nested_error_frame(call_id: int, error: Any, stack: traceback.StackSummary) -> bytes:
-    """An inner function's exception that went through this one: reported as the original
-    exception (its type and text, where each call raised it), with both tracebacks."""
-    exc_type: str = error.exc_type
-    message: str = error.message
-    if message.startswith(f"{exc_type}: "):
-        message = message[len(exc_type) + 2 :]
-    inner = error.remote_traceback.rstrip()
-    if error.hint and error.hint != type(error).hint:
-        inner += f"\nHint: {error.hint}"
-    text = (
-        f"{inner}\n\nThe nested call above failed here:\nTraceback (most recent call last):\n"
-        + "".join(stack.format())
-        + f"{exc_type}: {message}\n"
-    )
-    return protocol.encode_error(
-        call_id,
-        type_name=exc_type,
-        message=message,
-        traceback=text,
-        exception=_pickled(getattr(error, "exception", None)),
-        missing_module=None,
-    )
-
-
-def _qualified_name(cls: type) -> str:
-    module, name = cls.__module__, cls.__qualname__
-    return name if module in ("builtins", "__main__") else f"{module}.{name}"
 
 
 async def _stdio_streams() -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:

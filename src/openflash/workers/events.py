@@ -11,6 +11,9 @@ endpoint, pid and stream: backends/output.py).
 
 ``note`` adds fields to the current call's note, a dict an HTTP request puts in ``call_note``
 (server/access_log.py); the pool notes the worker's pid and how long the call waited there.
+
+``call_taken`` is what a task that makes calls wants done when a worker takes one (sent, no
+longer queued): a journaled job becomes IN_PROGRESS then, not when it was accepted.
 """
 
 from __future__ import annotations
@@ -20,7 +23,7 @@ import logging
 from collections.abc import Callable
 from typing import Any
 
-__all__ = ["Observer", "call_note", "call_started", "emit", "note", "subscribe"]
+__all__ = ["Observer", "call_note", "call_taken", "emit", "note", "subscribe", "taken"]
 
 logger = logging.getLogger("openflash")
 
@@ -33,11 +36,9 @@ call_note: contextvars.ContextVar[dict[str, Any] | None] = contextvars.ContextVa
     "openflash_call_note", default=None
 )
 
-
-#: What to run when a worker takes the current task's call (a ``/run`` job: it is IN_PROGRESS
-#: from then on, IN_QUEUE before, as on Runpod); the pool runs it once per call it sends.
-call_started: contextvars.ContextVar[Callable[[], None] | None] = contextvars.ContextVar(
-    "openflash_call_started", default=None
+#: Called (on the pool's loop) each time a call the current task makes is taken by a worker.
+call_taken: contextvars.ContextVar[Callable[[], None] | None] = contextvars.ContextVar(
+    "openflash_call_taken", default=None
 )
 
 
@@ -65,3 +66,13 @@ def note(**fields: Any) -> None:
     current = call_note.get()
     if current is not None:
         current.update(fields)
+
+
+def taken(hook: Callable[[], None] | None) -> None:
+    """Run a call's ``call_taken`` hook; one that raises is logged, never breaks the call."""
+    if hook is None:
+        return
+    try:
+        hook()
+    except Exception:
+        logger.warning("openflash: recording that a worker took a call failed", exc_info=True)

@@ -79,7 +79,7 @@ class Pool(WorkerLives):
         call.pool = self
         cancels.watch(self, call)
         call.queued_at = asyncio.get_running_loop().time()
-        call.on_start = events.call_started.get()
+        call.on_taken = events.call_taken.get()
         self.queue.append(call)
         if not self._started:
             self._started = True
@@ -197,12 +197,6 @@ class Pool(WorkerLives):
         )
         worker.handle.writer.write(protocol.encode_call(call_id, payload))
         call.running = True
-        if call.on_start is not None:
-            started, call.on_start = call.on_start, None
-            try:
-                started()
-            except Exception:  # a server's bookkeeping never stops a call
-                logger.debug("openflash: a call's start hook failed", exc_info=True)
         call.wire = (worker.handle.writer.write, call_id)
         call.worker_pid = worker.pid
         call.waited = asyncio.get_running_loop().time() - call.queued_at
@@ -218,6 +212,7 @@ class Pool(WorkerLives):
                     call.label,
                 )
         worker.in_flight[call_id] = call
+        events.taken(call.on_taken)
         if worker.idle_timer is not None:
             worker.idle_timer.cancel()
             worker.idle_timer = None
