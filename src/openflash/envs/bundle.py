@@ -49,6 +49,7 @@ _PACKAGE_FILES = {
     "openflash/__init__.py": None,
     "openflash/workers/__init__.py": None,
     "openflash/workers/child.py": "openflash.workers.child",
+    "openflash/workers/error_frames.py": "openflash.workers.error_frames",
     "openflash/workers/protocol.py": "openflash.workers.protocol",
     "openflash/workers/forkserver.py": "openflash.workers.forkserver",
     "openflash/workers/namespace.py": "openflash.workers.namespace",

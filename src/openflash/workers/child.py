@@ -38,7 +38,6 @@ if __name__ == "__main__":
     _isolate_path()
 
 import asyncio  # noqa: E402
-import concurrent.futures.thread  # noqa: E402
 import contextvars  # noqa: E402
 import inspect  # noqa: E402
 import socket  # noqa: E402
@@ -49,17 +48,17 @@ from typing import Any  # noqa: E402
 
 import cloudpickle  # noqa: E402
 
-from openflash.workers import channel, interrupts, pickling, protocol, streaming  # noqa: E402
+from openflash.workers import (  # noqa: E402
+    channel,
+    error_frames,
+    interrupts,
+    pickling,
+    protocol,
+    streaming,
+)
 
 MAX_RSS_VARIABLE = "OPENFLASH_MAX_RSS"
 
-_RUNTIME_FILES = frozenset(
-    os.path.abspath(f) for f in (__file__, interrupts.__file__, concurrent.futures.thread.__file__)
-)
-#: The light client's own frames, at the end of a nested call's traceback.
-_CLIENT_FILES = frozenset(
-    os.path.join(os.path.dirname(os.path.abspath(__file__)), f) for f in ("client.py", "channel.py")
-)
 _FLUSH_AT = 1 << 16
 
 
@@ -86,7 +85,8 @@ class Executor:
         self.send: streaming.Send | None = None  # ITEM frames' way out (None: cannot stream)
         self.credits = streaming.Credits()
 
-    async def reply(self, call_id: int, payload: bytes) -> bytes:
+    async def reply(self, call_id: int, payload: bytes) -> list[protocol.Buffer]:
+        """The frame to send back, in parts (a result's large buffers each on its own)."""
         channel.current_call.set(call_id)  # nested calls name the call they are made for
         try:
             call = protocol.decode_call(payload)
@@ -96,9 +96,9 @@ class Executor:
             if call.stream or streaming.is_stream(result):
                 await streaming.serve(self, call_id, result, call.stream)
                 result = None  # the RESULT that ends the stream
-            data = self.dump_result(result, call.caller)
+            data = self.pack_result(result, call.caller)
         except pickling.ArgumentsNotLoadable as e:
-            return protocol.encode_error(
+            error = protocol.encode_error(
                 call_id,
                 type_name=protocol.ARGUMENTS_NOT_LOADABLE,
                 message=str(e.__cause__),
@@ -106,14 +106,15 @@ class Executor:
                 exception=None,
                 missing_module=e.missing,
             )
+            return [error]
         except MemoryError as e:
-            if self.max_rss is None:
-                return _error_frame(call_id, e)
-            self.exhausted = True
-            return _error_frame(call_id, _over_cap(e, self.max_rss))
+            if self.max_rss is not None:
+                self.exhausted = True
+                e = _over_cap(e, self.max_rss)
+            return [error_frames.error_frame(call_id, e)]
         except BaseException as e:  # everything goes back to the caller
-            return _error_frame(call_id, e)
-        return protocol.encode(protocol.RESULT, call_id, data)
+            return [error_frames.error_frame(call_id, e)]
+        return protocol.encode_packed(protocol.RESULT, call_id, data)
 
     def release(self, instance_id: str) -> None:
         self.instances.pop(instance_id, None)
@@ -137,7 +138,9 @@ class Executor:
             raise
         return getattr(instance, call.method)
 
-    async def create(self, blob: bytes, source: str | None, init_args: bytes) -> Any:
+    async def create(
+        self, blob: bytes, source: str | None, init_args: bytes | protocol.Packed
+    ) -> Any:
         cls = _load(blob, source)
         args, kwargs = pickling.load_arguments(init_args)
         return await self.invoke(cls, args, kwargs)
@@ -152,6 +155,18 @@ class Executor:
         if inspect.isawaitable(result):
             result = await result
         return result
+
+    def pack_result(self, result: Any, caller: tuple[str, ...] | None) -> protocol.Packed:
+        """A RESULT's pickle, its large buffers out of band (as ``dump_result`` otherwise)."""
+        known = self.caller_modules if caller is None else frozenset(caller)
+        try:
+            lacks = None if known is None else (lambda module: module not in known)
+            return pickling.pack(result, lacks)
+        except Exception as e:
+            raise TypeError(
+                f"the function returned a {type(result).__name__}, which cannot be pickled "
+                f"to send back: {e}"
+            ) from e
 
     def dump_result(self, result: Any, caller: tuple[str, ...] | None = None) -> bytes:
         known = self.caller_modules if caller is None else frozenset(caller)
@@ -177,7 +192,10 @@ class Worker:
         self.tasks: dict[int, asyncio.Task[None]] = {}
 
     async def send(self, frame: bytes) -> None:
-        self.writer.write(frame)
+        await self.send_parts([frame])
+
+    async def send_parts(self, parts: list[protocol.Buffer]) -> None:
+        protocol.write_parts(self.writer, parts)
         if self.writer.transport.get_write_buffer_size() > _FLUSH_AT:
             async with self.drain_lock:
                 await self.writer.drain()
@@ -190,11 +208,11 @@ class Worker:
     async def handle(self, call_id: int, payload: bytes) -> None:
         reply = await self.executor.reply(call_id, payload)
         if not self.executor.exhausted:
-            await self.send(reply)
+            await self.send_parts(reply)
             return
         # Its memory may be fragmented or half-freed: say so before the reply (so that the pool
         # sends nothing more), then exit and let the pool start a fresh worker.
-        self.writer.write(protocol.encode(protocol.RETIRE) + reply)
+        protocol.write_parts(self.writer, [protocol.encode(protocol.RETIRE), *reply])
         await self.writer.drain()
         sys.stderr.write("openflash: the worker ran out of memory under its cap; exiting\n")
         sys.stderr.flush()
@@ -260,72 +278,6 @@ def _with_filename(code: types.CodeType, source: str) -> types.CodeType:
         _with_filename(c, source) if isinstance(c, types.CodeType) else c for c in code.co_consts
     )
     return code.replace(co_filename=source, co_consts=consts)
-
-
-def _error_frame(call_id: int, error: BaseException) -> bytes:
-    te = traceback.TracebackException.from_exception(error)
-    frames = list(te.stack)
-    while frames and os.path.abspath(frames[0].filename) in _RUNTIME_FILES:
-        frames.pop(0)  # how the call reached user code is of no interest to the user
-    while len(frames) > 1 and os.path.abspath(frames[-1].filename) in _CLIENT_FILES:
-        frames.pop()  # nor how a nested call's error was raised
-    te.stack = traceback.StackSummary.from_list(frames)
-    if _is_nested_failure(error):
-        return _nested_error_frame(call_id, error, te.stack)
-    return protocol.encode_error(
-        call_id,
-        type_name=_qualified_name(type(error)),
-        message=str(error),
-        traceback="".join(te.format()),
-        exception=_pickled(error),
-        missing_module=error.name if isinstance(error, ModuleNotFoundError) else None,
-    )
-
-
-def _pickled(error: BaseException | None) -> bytes | None:
-    try:
-        return cloudpickle.dumps(error) if error is not None else None
-    except Exception:
-        return None
-
-
-def _is_nested_failure(error: BaseException) -> bool:
-    """A RemoteError from a nested call (the light client raises openflash.errors')."""
-    return isinstance(getattr(error, "remote_traceback", None), str) and isinstance(
-        getattr(error, "exc_type", None), str
-    )
-
-
-def _nested_error_frame(call_id: int, error: Any, stack: traceback.StackSummary) -> bytes:
-    """An inner function's exception that went through this one: reported as the original
-    exception (its type and text, where each call raised it), with both tracebacks."""
-    exc_type: str = error.exc_type
-    message: str = error.message
-    if message.startswith(f"{exc_type}: "):
-        message = message[len(exc_type) + 2 :]
-    inner = error.remote_traceback.rstrip()
-    if error.hint and error.hint != type(error).hint:
-        inner += f"\nHint: {error.hint}"
-    text = (
-        f"{inner}\n\nThe nested call above failed here:\nTraceback (most recent call last):\n"
-        + "".join(stack.format())
-        + f"{exc_type}: {message}\n"
-    )
-    return protocol.encode_error(
-        call_id,
-        type_name=exc_type,
-        message=message,
-        traceback=text,
-        exception=_pickled(getattr(error, "exception", None)),
-        missing_module=None,
-    )
-
-
-def _qualified_name(cls: type) -> str:
-    module = cls.__module__
-    return (
-        cls.__qualname__ if module in ("builtins", "__main__") else f"{module}.{cls.__qualname__}"
-    )
 
 
 async def _stdio_streams() -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:

@@ -184,12 +184,12 @@ class Pool(WorkerLives):
             blob=call.blob if call.sent_blob else None,
             source=call.source if call.sent_blob else None,
             method=call.method,
-            args=call.args,
+            args=protocol.packed(call.args),
             init_args=call.init_args if call.sent_blob else None,
             stream=call.stream,
             caller=call.caller_modules,
         )
-        worker.handle.writer.write(protocol.encode_call(call_id, payload))
+        protocol.write_parts(worker.handle.writer, protocol.encode_call(call_id, payload))
         call.running = True
         call.wire = (worker.handle.writer.write, call_id)
         call.worker_pid = worker.pid
