@@ -51,6 +51,7 @@ _PACKAGE_FILES = {
     "openflash/workers/child.py": "openflash.workers.child",
     "openflash/workers/error_frames.py": "openflash.workers.error_frames",
     "openflash/workers/protocol.py": "openflash.workers.protocol",
+    "openflash/workers/payloads.py": "openflash.workers.payloads",
     "openflash/workers/forkserver.py": "openflash.workers.forkserver",
     "openflash/workers/namespace.py": "openflash.workers.namespace",
     "openflash/workers/library_shim.py": "openflash.workers.library_shim",

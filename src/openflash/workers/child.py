@@ -188,17 +188,22 @@ class Worker:
     def __init__(self, writer: asyncio.StreamWriter, executor: Executor) -> None:
         self.writer = writer
         self.executor = executor
-        self.drain_lock = asyncio.Lock()
+        self.lock = asyncio.Lock()  # held while a frame is written in chunks, or drained
         self.tasks: dict[int, asyncio.Task[None]] = {}
 
     async def send(self, frame: bytes) -> None:
         await self.send_parts([frame])
 
     async def send_parts(self, parts: list[protocol.Buffer]) -> None:
-        protocol.write_parts(self.writer, parts)
-        if self.writer.transport.get_write_buffer_size() > _FLUSH_AT:
-            async with self.drain_lock:
-                await self.writer.drain()
+        """Write a frame; a large one a chunk at a time, other frames waiting (``lock``)."""
+        if not self.lock.locked() and sum(memoryview(p).nbytes for p in parts) < _FLUSH_AT:
+            protocol.write_parts(self.writer, parts)
+            if self.writer.transport.get_write_buffer_size() <= _FLUSH_AT:
+                return
+            parts = []
+        async with self.lock:
+            await protocol.write_chunked(self.writer, parts, _FLUSH_AT)
+            await self.writer.drain()
 
     def start(self, call_id: int, payload: bytes) -> None:
         task = asyncio.get_running_loop().create_task(self.handle(call_id, payload))

@@ -16,30 +16,27 @@ part's length, then the parts: the pickle, then its buffers), written part by pa
 buffer is never copied into one bytes with the rest) and read into one preallocated buffer, which
 the loaded values then share.
 
-This module is part of the worker runtime: it imports the standard library only.
+This module is part of the worker runtime: it imports the standard library (and payloads.py).
 """
 
 from __future__ import annotations
 
 import asyncio
-import io
 import pickle
 import struct
-from collections.abc import Callable
 from typing import Any, NamedTuple, TypedDict, cast
 
+from openflash.workers import payloads
+from openflash.workers.payloads import Buffer as Buffer
+from openflash.workers.payloads import Packed as Packed
+from openflash.workers.payloads import collector as collector
+from openflash.workers.payloads import pack as pack
+from openflash.workers.payloads import packed as packed
+from openflash.workers.payloads import reduce_buffer as reduce_buffer
+from openflash.workers.payloads import write_chunked as write_chunked
+from openflash.workers.payloads import write_parts as write_parts
+
 HEADER = struct.Struct("!BQQ")
-
-#: The start of an envelope (a plain pickle starts with PROTO, 0x80), then the number of parts.
-MAGIC = b"\x00OB5"
-_COUNT = struct.Struct("!I")
-#: Buffers from this size travel out of band, each written on its own; smaller ones are joined.
-SEPARATE = 1 << 14
-#: Payloads from this size are read into one preallocated buffer, chunk by chunk.
-_PREALLOCATE = 1 << 16
-_CHUNK = 1 << 20
-
-Buffer = bytes | bytearray | memoryview
 
 READY = 1
 CALL = 2
@@ -95,126 +92,6 @@ class Frame(NamedTuple):
     kind: int
     call_id: int
     payload: bytes
-
-
-class Packed:
-    """A pickle (``data``) and its out-of-band buffers: a call's arguments or a result, pickled
-    once. Pickled again (inside a CALL frame's payload), both go out of band, not copied."""
-
-    __slots__ = ("buffers", "data")
-
-    def __init__(self, data: Buffer, buffers: tuple[Buffer, ...] = ()) -> None:
-        self.data = data
-        self.buffers = buffers
-
-    def __reduce_ex__(self, protocol: Any) -> Any:
-        if protocol < 5:  # in band, copied
-            return Packed, (bytes(self.data), tuple(bytes(b) for b in self.buffers))
-        parts = tuple(pickle.PickleBuffer(b) for b in self.buffers)
-        return Packed, (pickle.PickleBuffer(self.data), parts)
-
-    def __eq__(self, other: object) -> bool:
-        return (
-            isinstance(other, Packed)
-            and bytes(self.data) == bytes(other.data)
-            and [bytes(b) for b in self.buffers] == [bytes(b) for b in other.buffers]
-        )
-
-    __hash__ = None  # type: ignore[assignment]
-
-    def load(self) -> Any:
-        return pickle.loads(self.data, buffers=self.buffers)
-
-
-def packed(value: bytes | Packed) -> Packed:
-    """``value`` as a Packed (a plain pickle has no buffers)."""
-    return value if isinstance(value, Packed) else Packed(value)
-
-
-def collector(buffers: list[Buffer]) -> Callable[[pickle.PickleBuffer], bool]:
-    """A ``buffer_callback`` that keeps large contiguous buffers out of band in ``buffers``."""
-
-    def keep(buffer: pickle.PickleBuffer) -> bool:
-        try:
-            raw = buffer.raw()
-        except BufferError:  # not contiguous: in band
-            return True
-        if raw.nbytes < SEPARATE:
-            return True
-        buffers.append(raw)
-        return False
-
-    return keep
-
-
-def _memoryview(data: Any, fmt: str, shape: tuple[int, ...], readonly: bool) -> memoryview:
-    raw: Any = memoryview(data).cast("B")
-    view: memoryview = raw.cast(fmt, shape)
-    return view.toreadonly() if readonly else view
-
-
-def reduce_buffer(obj: Any) -> Any:
-    """How a pickler's ``reducer_override`` sends a memoryview (not picklable otherwise): its
-    memory out of band. NotImplemented for anything else. (Picklers never ask about bytes and
-    bytearrays: those are copied into the pickle, which itself travels out of band.)"""
-    if type(obj) is memoryview:
-        data = obj if obj.c_contiguous else obj.tobytes()
-        return _memoryview, (pickle.PickleBuffer(data), obj.format, obj.shape, obj.readonly)
-    return NotImplemented
-
-
-class _Pickler(pickle.Pickler):
-    def reducer_override(self, obj: Any) -> Any:
-        return reduce_buffer(obj)
-
-
-def pack(value: Any) -> Packed:
-    """``value`` pickled (protocol 5), its large buffers out of band."""
-    buffers: list[Buffer] = []
-    file = io.BytesIO()
-    _Pickler(file, protocol=5, buffer_callback=collector(buffers)).dump(value)
-    return Packed(file.getbuffer(), tuple(buffers))
-
-
-def encode_packed(kind: int, call_id: int, value: Packed) -> list[Buffer]:
-    """A frame of ``value``: a plain pickle without buffers, else an envelope; the parts to
-    write one after the other (large buffers on their own, never copied)."""
-    if not value.buffers:
-        size = memoryview(value.data).nbytes
-        header = HEADER.pack(kind, call_id, size)
-        return [header + value.data] if size < SEPARATE else [header, value.data]
-    parts = [memoryview(value.data), *(memoryview(b) for b in value.buffers)]
-    sizes = [p.nbytes for p in parts]
-    prefix = MAGIC + _COUNT.pack(len(parts)) + struct.pack(f"!{len(parts)}Q", *sizes)
-    out: list[Buffer] = []
-    small: list[Buffer] = [HEADER.pack(kind, call_id, len(prefix) + sum(sizes)), prefix]
-    for part, size in zip(parts, sizes, strict=True):
-        if size < SEPARATE:
-            small.append(part)
-            continue
-        if small:
-            out.append(b"".join(small))
-            small = []
-        out.append(part)
-    if small:
-        out.append(b"".join(small))
-    return out
-
-
-def unpack(payload: Buffer) -> Packed:
-    """A payload as its pickle and buffers (views of ``payload``: nothing copied)."""
-    view = memoryview(payload)
-    if view[: len(MAGIC)] != MAGIC:
-        return Packed(payload)
-    (count,) = _COUNT.unpack_from(view, len(MAGIC))
-    start = len(MAGIC) + _COUNT.size
-    sizes = struct.unpack_from(f"!{count}Q", view, start)
-    offset = start + 8 * count
-    parts = []
-    for size in sizes:
-        parts.append(view[offset : offset + size])
-        offset += size
-    return Packed(parts[0], tuple(parts[1:]))
 
 
 class CallPayload(NamedTuple):
@@ -290,40 +167,26 @@ async def read_frame(reader: asyncio.StreamReader) -> Frame | None:
     try:
         header = await reader.readexactly(HEADER.size)
         kind, call_id, size = HEADER.unpack(header)
-        if size >= _PREALLOCATE:
-            return Frame(kind, call_id, cast(bytes, await _read_into(reader, size)))
+        if size >= payloads.PREALLOCATE:
+            return Frame(kind, call_id, cast(bytes, await payloads.read_into(reader, size)))
         payload = await reader.readexactly(size) if size else b""
     except (asyncio.IncompleteReadError, ConnectionError):
         return None
     return Frame(kind, call_id, payload)
 
 
-async def _read_into(reader: asyncio.StreamReader, size: int) -> bytearray:
-    """``size`` bytes read into one buffer allocated once (not grown, nor copied at the end)."""
-    payload = bytearray(size)
-    view = memoryview(payload)
-    got = 0
-    while got < size:
-        chunk = await reader.read(min(size - got, _CHUNK))
-        if not chunk:
-            raise asyncio.IncompleteReadError(bytes(view[:got]), size)
-        view[got : got + len(chunk)] = chunk
-        got += len(chunk)
-    return payload
-
-
-def write_parts(writer: asyncio.StreamWriter, parts: list[Buffer]) -> None:
-    for part in parts:
-        writer.write(part)
-
-
 def dumps(value: Any) -> bytes:
     return pickle.dumps(value, protocol=pickle.HIGHEST_PROTOCOL)
 
 
+def encode_packed(kind: int, call_id: int, value: Packed) -> list[Buffer]:
+    """A frame of ``value``, in parts to write one after the other (payloads.envelope)."""
+    return payloads.envelope(value, lambda size: HEADER.pack(kind, call_id, size))
+
+
 def loads(data: Buffer) -> Any:
     """A payload unpickled: a plain pickle, or an envelope with its out-of-band buffers."""
-    return unpack(data).load()
+    return payloads.unpack(data).load()
 
 
 def load_exception(data: bytes | None) -> BaseException | None:
@@ -339,7 +202,7 @@ def load_exception(data: bytes | None) -> BaseException | None:
 
 def encode_call(call_id: int, call: CallPayload) -> list[Buffer]:
     """A CALL frame's parts: its arguments (a Packed) go out of band, pickled only once."""
-    return encode_packed(CALL, call_id, pack(tuple(call)))
+    return encode_packed(CALL, call_id, payloads.pack(tuple(call)))
 
 
 def decode_call(payload: bytes) -> CallPayload:
