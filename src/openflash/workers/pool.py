@@ -205,10 +205,7 @@ class Pool(WorkerLives):
                     self.config.name,
                     call.label,
                 )
-        worker.in_flight[call_id] = call
-        if worker.idle_timer is not None:
-            worker.idle_timer.cancel()
-            worker.idle_timer = None
+        worker.in_flight[call_id] = call  # its idle timer, if it fires meanwhile, sees it busy
         if self.config.execution_timeout:
             call.timer = asyncio.get_running_loop().call_later(
                 self.config.execution_timeout, self._on_timeout, worker, call_id
