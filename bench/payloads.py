@@ -36,7 +36,7 @@ PROGRAM = textwrap.dedent(
 
     @remote(CpuLiveServerless(name="bench-payload"), dependencies=[sys.argv[4]])
     def echo(array):
-        return array + 1  # a new array as large as the argument
+        return array  # sent back: a second array as large as the argument in the caller
 
     def peak_mib():
         return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
@@ -63,7 +63,7 @@ PROGRAM = textwrap.dedent(
             started = time.perf_counter()
             result = await echo(array)
             out["round_trip"] = time.perf_counter() - started
-            assert result.shape == array.shape and result[7] == array[7] + 1
+            assert result.shape == array.shape and result[7] == array[7] and result is not array
             out["peak_mib"], out["base_mib"] = peak_mib(), base
             out["arrays_mib"] = (array.nbytes + result.nbytes) / 2**20
             del result

@@ -139,3 +139,16 @@ def test_a_payload_larger_than_the_socket_buffer_round_trips() -> None:
     frame = _over_a_socket(protocol.encode_packed(protocol.RESULT, 5, protocol.pack(big)))
     assert frame is not None and not isinstance(frame.payload, bytes)  # read into one buffer
     assert protocol.loads(frame.payload) == big
+
+
+def test_a_large_frame_cut_short_reads_as_closed() -> None:
+    async def main() -> protocol.Frame | None:
+        a, b = socket.socketpair()
+        _, writer = await asyncio.open_unix_connection(sock=a)
+        reader, _ = await asyncio.open_unix_connection(sock=b)
+        writer.write(protocol.HEADER.pack(protocol.RESULT, 1, 4 << 20) + b"x" * (300 << 10))
+        await writer.drain()
+        writer.close()  # the other side dies a third of the way through the payload
+        return await asyncio.wait_for(protocol.read_frame(reader), 30)
+
+    assert asyncio.run(main()) is None

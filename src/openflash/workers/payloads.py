@@ -177,6 +177,8 @@ async def read_into(reader: asyncio.StreamReader, size: int) -> mmap.mmap:
     transport = getattr(reader, "_transport", None)
     sock = transport.get_extra_info("socket") if transport is not None else None
     if got < size and transport is not None and sock is not None and hasattr(reader, "_paused"):
+        if transport.is_closing():  # its socket may be gone: what the reader holds is all
+            raise asyncio.IncompleteReadError(bytes(view[:got]), size)
         transport.pause_reading()  # the socket's bytes are ours until the payload is in
         try:
             with sock.dup() as raw:

@@ -170,7 +170,7 @@ async def read_frame(reader: asyncio.StreamReader) -> Frame | None:
         if size >= payloads.PREALLOCATE:
             return Frame(kind, call_id, cast(bytes, await payloads.read_into(reader, size)))
         payload = await reader.readexactly(size) if size else b""
-    except (asyncio.IncompleteReadError, ConnectionError):
+    except (asyncio.IncompleteReadError, OSError):  # closed, reset, or its socket gone
         return None
     return Frame(kind, call_id, payload)
 
