@@ -152,3 +152,13 @@ def test_a_large_frame_cut_short_reads_as_closed() -> None:
         return await asyncio.wait_for(protocol.read_frame(reader), 30)
 
     assert asyncio.run(main()) is None
+
+
+def test_a_call_with_small_arguments_is_one_plain_frame() -> None:
+    args = protocol.pack(((1, "two"), {"three": 3.0}))
+    parts = protocol.encode_call(4, protocol.CallPayload("fn", "t1", None, "", args, None))
+    assert len(parts) == 1 and parts[0][protocol.HEADER.size] == pickle.PROTO[0]
+    frame = _over_a_socket(parts)
+    assert frame is not None and frame.call_id == 4
+    decoded = protocol.decode_call(frame.payload)
+    assert protocol.packed(decoded.args).load() == ((1, "two"), {"three": 3.0})

@@ -152,9 +152,9 @@ def envelope(value: Packed, header: Callable[[int], bytes]) -> list[Buffer]:
 
 def unpack(payload: Buffer) -> Packed:
     """A payload as its pickle and buffers (views of ``payload``: nothing copied)."""
-    view = memoryview(payload)
-    if view[: len(MAGIC)] != MAGIC:
+    if payload[:4] != MAGIC:  # a plain pickle (bytes slicing: cheaper than a view's compare)
         return Packed(payload)
+    view = memoryview(payload)
     (count,) = _COUNT.unpack_from(view, len(MAGIC))
     start = len(MAGIC) + _COUNT.size
     sizes = struct.unpack_from(f"!{count}Q", view, start)

@@ -201,7 +201,11 @@ def load_exception(data: bytes | None) -> BaseException | None:
 
 
 def encode_call(call_id: int, call: CallPayload) -> list[Buffer]:
-    """A CALL frame's parts: its arguments (a Packed) go out of band, pickled only once."""
+    """A CALL frame's parts: its arguments (a Packed) go out of band, pickled only once.
+    Small arguments without buffers are plain bytes in one plain pickle (the common call)."""
+    args = call.args
+    if isinstance(args, Packed) and not args.buffers and len(args.data) < payloads.SEPARATE:
+        return [encode(CALL, call_id, dumps(tuple(call._replace(args=bytes(args.data)))))]
     return encode_packed(CALL, call_id, payloads.pack(tuple(call)))
 
 
