@@ -23,7 +23,7 @@ NUMPY = "numpy==2.1.3"
 
 PROGRAM = textwrap.dedent(
     """
-    import asyncio, json, pickle, resource, sys, time
+    import asyncio, json, os, pickle, resource, sys, time
     import numpy as np
     from openflash import CpuLiveServerless, remote
     from openflash.runtime import process
@@ -37,6 +37,11 @@ PROGRAM = textwrap.dedent(
     @remote(CpuLiveServerless(name="bench-payload"), dependencies=[sys.argv[4]])
     def echo(array):
         return array  # sent back: a second array as large as the argument in the caller
+
+    def worker_cpu(pid):  # seconds of CPU (user and system) the worker used so far
+        with open(f"/proc/{pid}/stat") as f:
+            fields = f.read().rsplit(")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
     def peak_mib():
         return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
@@ -55,7 +60,12 @@ PROGRAM = textwrap.dedent(
             out["hop"] = await warm()
         elif MODE == "warm-loop":
             process.run_on_current_loop()  # the runtime on this loop: no thread hop
+            await trivial(0)
+            pid = process.get_runtime().pool_stats(trivial.endpoint)["pids"][0]
+            cpu, worker = time.process_time(), worker_cpu(pid)
             out["loop"] = await warm()
+            out["caller_cpu_us"] = (time.process_time() - cpu) / (CALLS + 50) * 1e6
+            out["worker_cpu_us"] = (worker_cpu(pid) - worker) / (CALLS + 50) * 1e6
         else:
             await echo(np.zeros(4))  # the worker starts
             array = np.random.default_rng(0).standard_normal(MB * 2**20 // 8)
@@ -114,7 +124,8 @@ def main() -> None:
         for tree, src in trees.items():
             store = root / f"home-{tree}"
             hop = cases.summary(run(program, store, "warm", options.calls, 0, src)["hop"])
-            loop = cases.summary(run(program, store, "warm-loop", options.calls, 0, src)["loop"])
+            on_loop = run(program, store, "warm-loop", options.calls, 0, src)
+            loop = cases.summary(on_loop["loop"])
             big = run(program, store, "payload", 0, options.mb, src)
             row = {
                 "run": i + 1,
@@ -124,6 +135,8 @@ def main() -> None:
                 "hop_p99_us": round(hop["p99"] * 1e6, 1),
                 "loop_p50_us": round(loop["p50"] * 1e6, 1),
                 "loop_p99_us": round(loop["p99"] * 1e6, 1),
+                "caller_cpu_us": round(on_loop["caller_cpu_us"], 1),
+                "worker_cpu_us": round(on_loop["worker_cpu_us"], 1),
                 "round_trip_s": round(big["round_trip"], 3),
                 "local_pickle_s": round(big["local_pickle"], 3),
                 "peak_mib": round(big["peak_mib"]),
