@@ -119,32 +119,36 @@ def main() -> None:
     trees = {"after": ""}
     if options.before:
         trees = {"before": options.before, **trees}
-    for i in range(options.runs):  # interleaved: each run measures every row once
-        floor = cases.summary(cases.raw_pipe_round_trip(bench, options.calls))
-        for tree, src in trees.items():
-            store = root / f"home-{tree}"
-            hop = cases.summary(run(program, store, "warm", options.calls, 0, src)["hop"])
-            on_loop = run(program, store, "warm-loop", options.calls, 0, src)
-            loop = cases.summary(on_loop["loop"])
-            big = run(program, store, "payload", 0, options.mb, src)
-            row = {
-                "run": i + 1,
-                "tree": tree,
-                "floor_p50_us": round(floor["p50"] * 1e6, 1),
-                "hop_p50_us": round(hop["p50"] * 1e6, 1),
-                "hop_p99_us": round(hop["p99"] * 1e6, 1),
-                "loop_p50_us": round(loop["p50"] * 1e6, 1),
-                "loop_p99_us": round(loop["p99"] * 1e6, 1),
-                "caller_cpu_us": round(on_loop["caller_cpu_us"], 1),
-                "worker_cpu_us": round(on_loop["worker_cpu_us"], 1),
-                "round_trip_s": round(big["round_trip"], 3),
-                "local_pickle_s": round(big["local_pickle"], 3),
-                "peak_mib": round(big["peak_mib"]),
-                "base_mib": round(big["base_mib"]),
-                "arrays_mib": round(big["arrays_mib"]),
-                "load": round(os.getloadavg()[0], 1),
-            }
-            print(json.dumps(row), flush=True)
+    try:
+        for i in range(options.runs):  # interleaved: each run measures every row once
+            floor = cases.summary(cases.raw_pipe_round_trip(bench, options.calls))
+            for tree, src in trees.items():
+                store = root / f"home-{tree}"
+                hop = cases.summary(run(program, store, "warm", options.calls, 0, src)["hop"])
+                on_loop = run(program, store, "warm-loop", options.calls, 0, src)
+                loop = cases.summary(on_loop["loop"])
+                big = run(program, store, "payload", 0, options.mb, src)
+                row = {
+                    "run": i + 1,
+                    "tree": tree,
+                    "floor_p50_us": round(floor["p50"] * 1e6, 1),
+                    "hop_p50_us": round(hop["p50"] * 1e6, 1),
+                    "hop_p99_us": round(hop["p99"] * 1e6, 1),
+                    "loop_p50_us": round(loop["p50"] * 1e6, 1),
+                    "loop_p99_us": round(loop["p99"] * 1e6, 1),
+                    "caller_cpu_us": round(on_loop["caller_cpu_us"], 1),
+                    "worker_cpu_us": round(on_loop["worker_cpu_us"], 1),
+                    "round_trip_s": round(big["round_trip"], 3),
+                    "local_pickle_s": round(big["local_pickle"], 3),
+                    "peak_mib": round(big["peak_mib"]),
+                    "base_mib": round(big["base_mib"]),
+                    "arrays_mib": round(big["arrays_mib"]),
+                    "load": round(os.getloadavg()[0], 1),
+                }
+                print(json.dumps(row), flush=True)
+
+    finally:
+        bench.cleanup()  # the stores and the program
 
 
 if __name__ == "__main__":
