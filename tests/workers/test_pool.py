@@ -113,6 +113,20 @@ def test_idle_workers_stop_after_idle_timeout_down_to_min(bare_spec: WorkerSpec)
     run(bare_spec, PoolConfig("p", workers_min=1, workers_max=3, idle_timeout=1), body)
 
 
+def test_a_worker_in_use_past_its_idle_timeout_stays_and_stops_once_idle(
+    bare_spec: WorkerSpec,
+) -> None:
+    async def body(pool: Pool) -> None:
+        first = await result(pool, fn_call(sleepy_pid, 0))
+        # Calls one after another keep it in use well past its idle timeout (1 s): its idle
+        # timer fires meanwhile (busy, or idle for a moment between calls) and must spare it.
+        pids = {await result(pool, fn_call(sleepy_pid, 0.15)) for _ in range(14)}
+        assert pids == {first}
+        await wait_until(lambda: pool.stats()["workers"] == 0)  # idle at last: stopped
+
+    run(bare_spec, PoolConfig("p", workers_min=0, workers_max=1, idle_timeout=1), body)
+
+
 def test_max_concurrency_runs_calls_together_in_one_worker(bare_spec: WorkerSpec) -> None:
     async def rendezvous(n: int) -> int:
         # Every call waits until n calls are inside this worker at once.

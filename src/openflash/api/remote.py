@@ -293,7 +293,10 @@ class RemoteInstance:
     """An instance of a decorated class, created on a worker at its first method call."""
 
     def _setup(
-        self, cls: RemoteClass, init_args: bytes, raw: tuple[tuple[Any, ...], dict[str, Any]]
+        self,
+        cls: RemoteClass,
+        init_args: protocol.Packed,
+        raw: tuple[tuple[Any, ...], dict[str, Any]],
     ) -> None:
         self._cls = cls
         self._init_args = init_args
@@ -361,7 +364,7 @@ def _start(
 
 def _dump_args(
     owner: _Remote, args: tuple[Any, ...], kwargs: dict[str, Any], fn: Any = None
-) -> bytes:
+) -> protocol.Packed:
     return values.dump_arguments(
         owner.__wrapped__ if fn is None else fn,
         owner._label(),

@@ -29,8 +29,13 @@ class _Pickler(cloudpickle.Pickler):  # type: ignore[misc]
     classes before looking at copyreg)."""
 
     def reducer_override(self, obj: Any) -> Any:
-        reduce = copyreg.dispatch_table.get(type(obj)) if isinstance(obj, type) else None
-        return reduce(obj) if reduce is not None else super().reducer_override(obj)
+        if isinstance(obj, type):
+            reduce = copyreg.dispatch_table.get(type(obj))
+            if reduce is not None:
+                return reduce(obj)
+        elif (reduced := protocol.reduce_buffer(obj)) is not NotImplemented:
+            return reduced
+        return super().reducer_override(obj)
 
 
 def dumps(obj: Any) -> bytes:
@@ -40,6 +45,14 @@ def dumps(obj: Any) -> bytes:
     return buffer.getvalue()
 
 
+def _pack(obj: Any) -> protocol.Packed:
+    """``obj`` pickled once (protocol 5), its large buffers (arrays, bytes) out of band."""
+    buffers: list[protocol.Buffer] = []
+    file = io.BytesIO()
+    _Pickler(file, protocol=5, buffer_callback=protocol.collector(buffers)).dump(obj)
+    return protocol.Packed(file.getbuffer(), tuple(buffers))
+
+
 def dump_arguments(
     fn: Any,
     label: str,
@@ -47,18 +60,18 @@ def dump_arguments(
     args: tuple[Any, ...],
     kwargs: dict[str, Any],
     lacks: set[str],
-) -> bytes:
-    """``(args, kwargs)`` pickled for a worker of ``endpoint`` lacking the modules ``lacks``.
+) -> protocol.Packed:
+    """``(args, kwargs)`` pickled for a worker of ``endpoint`` lacking the modules ``lacks``
+    (their large buffers out of band: they are sent from the caller's own memory).
 
     Raises FlashError naming the argument that cannot be pickled, or that comes from a module in
     ``lacks`` and has no portable form.
     """
     try:
         if not lacks:
-            blob = dumps((args, kwargs))
-            return blob
+            return _pack((args, kwargs))
         known = frozenset(lacks)
-        return pickling.dumps((args, kwargs), known.__contains__, strict=True)
+        return pickling.pack((args, kwargs), known.__contains__, strict=True)
     except pickling.NotPortableError as e:
         name = _culprit(fn, args, kwargs, known)
         raise FlashError(
@@ -96,11 +109,11 @@ def _culprit(fn: Any, args: tuple[Any, ...], kwargs: dict[str, Any], lacks: froz
     return "(one of them)"
 
 
-def load_result(endpoint: str, label: str, payload: bytes) -> Any:
+def load_result(endpoint: str, label: str, payload: protocol.Buffer) -> Any:
     """A worker's pickled result, unpickled here; FlashError where a class it needs is not
     importable here (a worker sends portable forms for those it knows: portable.py)."""
     try:
-        return pickle.loads(payload)
+        return protocol.loads(payload)
     except Exception as e:
         raise FlashError(
             f"the result of {label} on endpoint {endpoint!r} could not be unpickled "

@@ -29,14 +29,14 @@ class Call:
     target: str
     #: the pickled function or class (sent to a worker only once)
     blob: bytes
-    #: the pickled ``(args, kwargs)``
-    args: bytes
+    #: the pickled ``(args, kwargs)`` (a Packed: large buffers out of band, sent as they are)
+    args: bytes | protocol.Packed
     #: how errors name the call, e.g. ``process()`` or ``Model.predict()``
     label: str
     #: the file the function or class comes from, for remote tracebacks
     source: str | None = None
     method: str = ""
-    init_args: bytes | None = None
+    init_args: bytes | protocol.Packed | None = None
     future: asyncio.Future[Reply] | None = None
     sent_blob: bool = False
     timer: asyncio.TimerHandle | None = None

@@ -86,7 +86,8 @@ class Executor:
         self.send: streaming.Send | None = None  # ITEM frames' way out (None: cannot stream)
         self.credits = streaming.Credits()
 
-    async def reply(self, call_id: int, payload: bytes) -> bytes:
+    async def reply(self, call_id: int, payload: bytes) -> list[protocol.Buffer]:
+        """The frame to send back, in parts (a result's large buffers each on its own)."""
         channel.current_call.set(call_id)  # nested calls name the call they are made for
         try:
             call = protocol.decode_call(payload)
@@ -96,9 +97,9 @@ class Executor:
             if call.stream or streaming.is_stream(result):
                 await streaming.serve(self, call_id, result, call.stream)
                 result = None  # the RESULT that ends the stream
-            data = self.dump_result(result, call.caller)
+            data = self.pack_result(result, call.caller)
         except pickling.ArgumentsNotLoadable as e:
-            return protocol.encode_error(
+            error = protocol.encode_error(
                 call_id,
                 type_name=protocol.ARGUMENTS_NOT_LOADABLE,
                 message=str(e.__cause__),
@@ -106,14 +107,15 @@ class Executor:
                 exception=None,
                 missing_module=e.missing,
             )
+            return [error]
         except MemoryError as e:
-            if self.max_rss is None:
-                return error_frames.error_frame(call_id, e)
-            self.exhausted = True
-            return error_frames.error_frame(call_id, _over_cap(e, self.max_rss))
+            if self.max_rss is not None:
+                self.exhausted = True
+                e = _over_cap(e, self.max_rss)
+            return [error_frames.error_frame(call_id, e)]
         except BaseException as e:  # everything goes back to the caller
-            return error_frames.error_frame(call_id, e)
-        return protocol.encode(protocol.RESULT, call_id, data)
+            return [error_frames.error_frame(call_id, e)]
+        return protocol.encode_packed(protocol.RESULT, call_id, data)
 
     def release(self, instance_id: str) -> None:
         self.instances.pop(instance_id, None)
@@ -137,7 +139,9 @@ class Executor:
             raise
         return getattr(instance, call.method)
 
-    async def create(self, blob: bytes, source: str | None, init_args: bytes) -> Any:
+    async def create(
+        self, blob: bytes, source: str | None, init_args: bytes | protocol.Packed
+    ) -> Any:
         cls = _load(blob, source)
         args, kwargs = pickling.load_arguments(init_args)
         return await self.invoke(cls, args, kwargs)
@@ -152,6 +156,18 @@ class Executor:
         if inspect.isawaitable(result):
             result = await result
         return result
+
+    def pack_result(self, result: Any, caller: tuple[str, ...] | None) -> protocol.Packed:
+        """A RESULT's pickle, its large buffers out of band (as ``dump_result`` otherwise)."""
+        known = self.caller_modules if caller is None else frozenset(caller)
+        try:
+            lacks = None if known is None else (lambda module: module not in known)
+            return pickling.pack(result, lacks)
+        except Exception as e:
+            raise TypeError(
+                f"the function returned a {type(result).__name__}, which cannot be pickled "
+                f"to send back: {e}"
+            ) from e
 
     def dump_result(self, result: Any, caller: tuple[str, ...] | None = None) -> bytes:
         known = self.caller_modules if caller is None else frozenset(caller)
@@ -173,15 +189,23 @@ class Worker:
     def __init__(self, writer: asyncio.StreamWriter, executor: Executor) -> None:
         self.writer = writer
         self.executor = executor
-        self.drain_lock = asyncio.Lock()
+        self.lock = asyncio.Lock()  # held while a frame is written in chunks, or drained
         self.tasks: dict[int, asyncio.Task[None]] = {}
         self.learning = Learning()  # what its first calls import (workers/learning.py)
 
     async def send(self, frame: bytes) -> None:
-        self.writer.write(frame)
-        if self.writer.transport.get_write_buffer_size() > _FLUSH_AT:
-            async with self.drain_lock:
-                await self.writer.drain()
+        await self.send_parts([frame])
+
+    async def send_parts(self, parts: list[protocol.Buffer]) -> None:
+        """Write a frame; a large one a chunk at a time, other frames waiting (``lock``)."""
+        if not self.lock.locked() and sum(memoryview(p).nbytes for p in parts) < _FLUSH_AT:
+            protocol.write_parts(self.writer, parts)
+            if self.writer.transport.get_write_buffer_size() <= _FLUSH_AT:
+                return
+            parts = []
+        async with self.lock:
+            await protocol.write_chunked(self.writer, parts, _FLUSH_AT)
+            await self.writer.drain()
 
     def start(self, call_id: int, payload: bytes) -> None:
         task = asyncio.get_running_loop().create_task(self.handle(call_id, payload))
@@ -192,11 +216,11 @@ class Worker:
         reply = await self.executor.reply(call_id, payload)
         reply = self.learning.with_imports(call_id, reply)
         if not self.executor.exhausted:
-            await self.send(reply)
+            await self.send_parts(reply)
             return
         # Its memory may be fragmented or half-freed: say so before the reply (so that the pool
         # sends nothing more), then exit and let the pool start a fresh worker.
-        self.writer.write(protocol.encode(protocol.RETIRE) + reply)
+        protocol.write_parts(self.writer, [protocol.encode(protocol.RETIRE), *reply])
         await self.writer.drain()
         sys.stderr.write("openflash: the worker ran out of memory under its cap; exiting\n")
         sys.stderr.flush()

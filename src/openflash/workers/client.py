@@ -23,7 +23,6 @@ from __future__ import annotations
 import functools
 import inspect
 import os
-import pickle
 import uuid
 import weakref
 from collections.abc import Callable
@@ -182,7 +181,9 @@ class RemoteClass(_Handle):
 class RemoteInstance:
     """An instance of a decorated class, created on a worker of its endpoint at the first call."""
 
-    def __init__(self, cls: RemoteClass, init_args: bytes, instance_id: str = "") -> None:
+    def __init__(
+        self, cls: RemoteClass, init_args: bytes | protocol.Packed, instance_id: str = ""
+    ) -> None:
         self._cls = cls
         self._init_args = init_args
         self._id = instance_id or uuid.uuid4().hex
@@ -221,7 +222,7 @@ def reference(file: str, qualname: str, label: str, kind: str = "RemoteFunction"
 
 
 def instance_reference(
-    file: str, qualname: str, init_args: bytes, instance_id: str
+    file: str, qualname: str, init_args: bytes | protocol.Packed, instance_id: str
 ) -> RemoteInstance:
     """An instance from a pickle: the one its maker holds (the maker drops it, not this copy)."""
     return RemoteInstance(RemoteClass(file, qualname, qualname), init_args, instance_id)
@@ -343,7 +344,7 @@ async def _call(request: protocol.NestedRequest, label: str) -> Any:
     reply = await channel.request(request)
     if reply.ok:
         try:
-            return pickle.loads(reply.payload)
+            return protocol.loads(reply.payload)
         except Exception as e:
             raise FlashError(
                 f"the result of {label} could not be unpickled in this worker: "

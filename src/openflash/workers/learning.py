@@ -38,12 +38,13 @@ class Learning:
         prefixes |= {os.path.realpath(p) for p in prefixes}
         self.roots = tuple(os.path.join(p, "") for p in prefixes)
 
-    def with_imports(self, call_id: int, reply: bytes) -> bytes:
-        """A call's ``reply`` frame, after an IMPORTED frame if the call imported anything."""
+    def with_imports(self, call_id: int, reply: list[protocol.Buffer]) -> list[protocol.Buffer]:
+        """A call's ``reply`` (a frame's parts), after an IMPORTED frame if the call imported
+        anything."""
         imported = self.after_call()
         if imported is None:
             return reply
-        return protocol.encode(protocol.IMPORTED, call_id, imported) + reply
+        return [protocol.encode(protocol.IMPORTED, call_id, imported), *reply]
 
     def after_call(self) -> bytes | None:
         """The IMPORTED payload for modules imported since the last look (None: none, or past

@@ -61,6 +61,8 @@ class Worker:
     in_flight: dict[int, Call] = field(default_factory=dict)
     loaded: set[str] = field(default_factory=set)
     idle_timer: asyncio.TimerHandle | None = None
+    #: When it last became idle (loop time).
+    idle_since: float = 0.0
     doom: str = ""
     task: asyncio.Future[None] | None = None
 
@@ -168,17 +170,22 @@ class WorkerLives:
         self._none_started(error)
 
     def _arm_idle(self, worker: Worker) -> None:
+        """Note that ``worker`` is idle from now; one timer per worker, armed once and moved on
+        when it fires early (not a new timer for every call)."""
         if worker.in_flight or worker.state is not WorkerState.READY:
             return
-        if worker.idle_timer is not None:
-            worker.idle_timer.cancel()
-        worker.idle_timer = asyncio.get_running_loop().call_later(
-            self.config.idle_timeout, self._reap_idle, worker
-        )
+        loop = asyncio.get_running_loop()
+        worker.idle_since = loop.time()
+        if worker.idle_timer is None:
+            worker.idle_timer = loop.call_later(self.config.idle_timeout, self._reap_idle, worker)
 
     def _reap_idle(self, worker: Worker) -> None:
         worker.idle_timer = None
         if worker.in_flight or worker.state is not WorkerState.READY:
+            return  # busy: armed again when its last call ends
+        left = worker.idle_since + self.config.idle_timeout - asyncio.get_running_loop().time()
+        if left > 0:  # it worked since the timer was armed
+            worker.idle_timer = asyncio.get_running_loop().call_later(left, self._reap_idle, worker)
             return
         if len(self._live()) <= self.config.workers_min:
             return

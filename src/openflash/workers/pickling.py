@@ -16,7 +16,7 @@ from typing import Any
 
 import cloudpickle
 
-from openflash.workers import portable
+from openflash.workers import portable, protocol
 
 __all__ = [
     "ArgumentsNotLoadable",
@@ -25,6 +25,7 @@ __all__ = [
     "caller_payload",
     "dumps",
     "load_arguments",
+    "pack",
 ]
 
 
@@ -42,14 +43,23 @@ class NotPortableError(TypeError):
 
 
 class _Pickler(cloudpickle.Pickler):  # type: ignore[misc]
-    def __init__(self, file: io.BytesIO, lacks: Callable[[str], bool], strict: bool) -> None:
-        super().__init__(file, protocol=pickle.HIGHEST_PROTOCOL)
+    def __init__(
+        self,
+        file: io.BytesIO,
+        lacks: Callable[[str], bool],
+        strict: bool,
+        buffers: list[protocol.Buffer] | None = None,
+    ) -> None:
+        keep = protocol.collector(buffers) if buffers is not None else None
+        super().__init__(file, protocol=pickle.HIGHEST_PROTOCOL, buffer_callback=keep)
         self.lacks = lacks
         self.strict = strict
         self.verdicts: dict[type, str | None] = {}
 
     def reducer_override(self, obj: Any) -> Any:
         cls = type(obj)
+        if (reduced := protocol.reduce_buffer(obj)) is not NotImplemented:
+            return reduced
         if cls not in self.verdicts:
             self.verdicts[cls] = (
                 None if isinstance(obj, type) else portable.foreign_class(cls, self.lacks)
@@ -77,6 +87,27 @@ def dumps(value: Any, lacks: Callable[[str], bool], *, strict: bool = False) -> 
     return buffer.getvalue()
 
 
+def pack(
+    value: Any, lacks: Callable[[str], bool] | None, *, strict: bool = False
+) -> protocol.Packed:
+    """As ``dumps`` (``lacks`` None: nothing converted), large buffers (arrays, bytes,
+    memoryviews) out of band: pickled once, never copied into the pickle."""
+    buffer = io.BytesIO()
+    buffers: list[protocol.Buffer] = []
+    keep = protocol.collector(buffers)
+    if lacks is None:
+        _Plain(buffer, protocol=pickle.HIGHEST_PROTOCOL, buffer_callback=keep).dump(value)
+    else:
+        _Pickler(buffer, lacks, strict, buffers).dump(value)
+    return protocol.Packed(buffer.getbuffer(), tuple(buffers))
+
+
+class _Plain(cloudpickle.Pickler):  # type: ignore[misc]
+    def reducer_override(self, obj: Any) -> Any:
+        reduced = protocol.reduce_buffer(obj)
+        return super().reducer_override(obj) if reduced is NotImplemented else reduced
+
+
 class ArgumentsNotLoadable(Exception):
     """A call's arguments need a module this environment lacks (``missing``)."""
 
@@ -85,11 +116,11 @@ class ArgumentsNotLoadable(Exception):
         self.missing = missing
 
 
-def load_arguments(blob: bytes) -> Any:
+def load_arguments(blob: bytes | protocol.Packed) -> Any:
     """A call's or a constructor's ``(args, kwargs)``; ArgumentsNotLoadable where they need a
     module this environment lacks (the caller can send them again in portable form)."""
     try:
-        return cloudpickle.loads(blob)
+        return protocol.packed(blob).load()
     except ModuleNotFoundError as e:
         raise ArgumentsNotLoadable(e.name or "") from e
 

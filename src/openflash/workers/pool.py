@@ -190,12 +190,12 @@ class Pool(WorkerLives):
             blob=call.blob if call.sent_blob else None,
             source=call.source if call.sent_blob else None,
             method=call.method,
-            args=call.args,
+            args=protocol.packed(call.args),
             init_args=call.init_args if call.sent_blob else None,
             stream=call.stream,
             caller=call.caller_modules,
         )
-        worker.handle.writer.write(protocol.encode_call(call_id, payload))
+        protocol.write_parts(worker.handle.writer, protocol.encode_call(call_id, payload))
         call.running = True
         call.wire = (worker.handle.writer.write, call_id)
         call.worker_pid = worker.pid
@@ -211,11 +211,8 @@ class Pool(WorkerLives):
                     self.config.name,
                     call.label,
                 )
-        worker.in_flight[call_id] = call
+        worker.in_flight[call_id] = call  # its idle timer, if it fires meanwhile, sees it busy
         events.taken(call.on_taken)
-        if worker.idle_timer is not None:
-            worker.idle_timer.cancel()
-            worker.idle_timer = None
         if self.config.execution_timeout:
             call.timer = asyncio.get_running_loop().call_later(
                 self.config.execution_timeout, self._on_timeout, worker, call_id

@@ -10,9 +10,14 @@ calls in the call id field) and the parent answers NESTED_REPLY with that id; a 
 class instance it made that way with RELEASE. A worker's first NESTED names the modules it can
 import, and the CALL of each nested call names them, so that its result is converted for the
 worker that made it (not for the parent).
-Payloads are pickles whose shapes are fixed by the helpers below.
+Payloads are pickles whose shapes are fixed by the helpers below. A call's arguments and its
+result are pickles of protocol 5 with out-of-band buffers (numpy arrays, memoryviews, objects
+exporting a PickleBuffer): such a payload is an envelope (``MAGIC``, the number of parts, each
+part's length, then the parts: the pickle, then its buffers), written part by part (a large
+buffer is never copied into one bytes with the rest) and read into one preallocated buffer, which
+the loaded values then share.
 
-This module is part of the worker runtime: it imports the standard library only.
+This module is part of the worker runtime: it imports the standard library (and payloads.py).
 """
 
 from __future__ import annotations
@@ -20,7 +25,17 @@ from __future__ import annotations
 import asyncio
 import pickle
 import struct
-from typing import Any, NamedTuple, TypedDict
+from typing import Any, NamedTuple, TypedDict, cast
+
+from openflash.workers import payloads
+from openflash.workers.payloads import Buffer as Buffer
+from openflash.workers.payloads import Packed as Packed
+from openflash.workers.payloads import collector as collector
+from openflash.workers.payloads import pack as pack
+from openflash.workers.payloads import packed as packed
+from openflash.workers.payloads import reduce_buffer as reduce_buffer
+from openflash.workers.payloads import write_chunked as write_chunked
+from openflash.workers.payloads import write_parts as write_parts
 
 HEADER = struct.Struct("!BQQ")
 
@@ -91,10 +106,10 @@ class CallPayload(NamedTuple):
     blob: bytes | None
     #: The method name (OP_METHOD).
     method: str
-    #: The pickled ``(args, kwargs)``.
-    args: bytes
+    #: The pickled ``(args, kwargs)`` (a Packed: its buffers travel out of band).
+    args: bytes | Packed
     #: The pickled ``(args, kwargs)`` of the constructor (OP_METHOD).
-    init_args: bytes | None
+    init_args: bytes | Packed | None
     #: The file the function or class was defined in, sent with ``blob``, for tracebacks.
     source: str | None = None
     #: Whether the caller streams a generator's items (ITEM frames before the RESULT).
@@ -118,7 +133,7 @@ class NestedRequest(NamedTuple):
     #: OP_METHOD: the instance's id, the method, the constructor's pickled ``(args, kwargs)``.
     instance: str = ""
     method: str = ""
-    init_args: bytes | None = None
+    init_args: bytes | Packed | None = None
     #: The top-level modules the calling worker can import: sent with its first nested call
     #: (the relay keeps them for that worker's later ones), so that results come to it portable.
     caller: tuple[str, ...] | None = None
@@ -157,8 +172,10 @@ async def read_frame(reader: asyncio.StreamReader) -> Frame | None:
     try:
         header = await reader.readexactly(HEADER.size)
         kind, call_id, size = HEADER.unpack(header)
+        if size >= payloads.PREALLOCATE:
+            return Frame(kind, call_id, cast(bytes, await payloads.read_into(reader, size)))
         payload = await reader.readexactly(size) if size else b""
-    except (asyncio.IncompleteReadError, ConnectionError):
+    except (asyncio.IncompleteReadError, OSError):  # closed, reset, or its socket gone
         return None
     return Frame(kind, call_id, payload)
 
@@ -167,8 +184,14 @@ def dumps(value: Any) -> bytes:
     return pickle.dumps(value, protocol=pickle.HIGHEST_PROTOCOL)
 
 
-def loads(data: bytes) -> Any:
-    return pickle.loads(data)
+def encode_packed(kind: int, call_id: int, value: Packed) -> list[Buffer]:
+    """A frame of ``value``, in parts to write one after the other (payloads.envelope)."""
+    return payloads.envelope(value, lambda size: HEADER.pack(kind, call_id, size))
+
+
+def loads(data: Buffer) -> Any:
+    """A payload unpickled: a plain pickle, or an envelope with its out-of-band buffers."""
+    return payloads.unpack(data).load()
 
 
 def load_exception(data: bytes | None) -> BaseException | None:
@@ -182,8 +205,13 @@ def load_exception(data: bytes | None) -> BaseException | None:
     return error if isinstance(error, BaseException) else None
 
 
-def encode_call(call_id: int, call: CallPayload) -> bytes:
-    return encode(CALL, call_id, dumps(tuple(call)))
+def encode_call(call_id: int, call: CallPayload) -> list[Buffer]:
+    """A CALL frame's parts: its arguments (a Packed) go out of band, pickled only once.
+    Small arguments without buffers are plain bytes in one plain pickle (the common call)."""
+    args = call.args
+    if isinstance(args, Packed) and not args.buffers and len(args.data) < payloads.SEPARATE:
+        return [encode(CALL, call_id, dumps(tuple(call._replace(args=bytes(args.data)))))]
+    return encode_packed(CALL, call_id, payloads.pack(tuple(call)))
 
 
 def decode_call(payload: bytes) -> CallPayload:

@@ -1,0 +1,64 @@
+"""Large values through real workers: numpy arrays and memoryviews as out-of-band buffers.
+
+The endpoint's environment holds numpy (from the test uv cache), as this test's interpreter does;
+its arguments and results travel as pickle protocol 5 buffers, written from the caller's own
+memory and read into one buffer allocated once (workers/protocol.py).
+"""
+
+from __future__ import annotations
+
+import asyncio
+
+import numpy as np
+import pytest
+
+from openflash import CpuLiveServerless, remote
+
+
+@pytest.mark.usefixtures("flash_home")
+def test_arrays_of_several_dtypes_and_a_memoryview_round_trip_exactly() -> None:
+    @remote(CpuLiveServerless(name="payloads-dtypes"), dependencies=["numpy==2.1.3"])
+    def echo(arrays, view, scale):
+        import numpy
+
+        doubled = {k: (a * scale if a.dtype.kind in "iuf" else a) for k, a in arrays.items()}
+        checks = {k: (str(a.dtype), a.shape, bool(a.flags.c_contiguous)) for k, a in arrays.items()}
+        return doubled, view, memoryview(numpy.arange(6000, dtype=numpy.int16)), checks
+
+    rng = np.random.default_rng(25)
+    arrays = {
+        "float64": rng.standard_normal((300, 200)),
+        "float32": rng.standard_normal(50_000).astype(np.float32),
+        "int8": rng.integers(-128, 127, 70_000, dtype=np.int8),
+        "uint64": rng.integers(0, 2**63, 9_000, dtype=np.uint64),
+        "complex128": (rng.standard_normal(5000) + 1j * rng.standard_normal(5000)),
+        "bool": rng.integers(0, 2, 40_000).astype(bool),
+        "fortran": np.asfortranarray(rng.standard_normal((120, 90))),
+        "strided": rng.standard_normal((400, 100))[:, ::3],
+        "small": np.array([1, 2, 3], dtype=np.int32),
+    }
+    view = memoryview(np.arange(20_000, dtype=np.float64)).cast("B").cast("d", (100, 200))
+
+    doubled, back, made, checks = asyncio.run(echo(arrays, view, 2))
+
+    for name, array in arrays.items():
+        expected = array * 2 if array.dtype.kind in "iuf" else array
+        assert doubled[name].dtype == array.dtype, name
+        assert doubled[name].shape == array.shape, name
+        assert np.array_equal(doubled[name], expected), name
+        assert checks[name][:2] == (str(array.dtype), array.shape), name
+    assert back.format == "d" and back.shape == (100, 200) and back.tolist() == view.tolist()
+    assert made.format == "h" and made.tolist() == list(range(6000))
+
+
+@pytest.mark.usefixtures("flash_home")
+def test_a_payload_larger_than_the_socket_buffer_round_trips() -> None:
+    @remote(CpuLiveServerless(name="payloads-large"), dependencies=["numpy==2.1.3"])
+    def negate(array):
+        return -array, int(array.nbytes), float(array[8_345_678])
+
+    array = np.arange(8 << 20, dtype=np.float64)  # 64 MiB
+    negated, size, probe = asyncio.run(negate(array))
+    assert size == array.nbytes and probe == 8_345_678.0
+    assert negated.dtype == np.float64 and np.array_equal(negated, -array)
+    assert negated.flags.writeable  # read into a buffer of its own, not a read-only bytes
