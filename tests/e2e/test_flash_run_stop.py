@@ -157,6 +157,7 @@ def test_the_commands_show_a_builds_steps_through_a_pipe(
         "slow: installing 1 package",
         f"slow: building {pin}",
         f"slow: built {pin}",
+        "slow: downloaded or built 1 package",
         "slow: installed 1 package",
         # no "compiling bytecode": by default it is compiled after publishing, in the background
     ], done.stderr

@@ -1,10 +1,12 @@
 """What a build is doing, shown while it happens.
 
 ``step`` (pure) reads one line a build reports (openflash's own ``_subprocess.report`` lines and
-what uv prints) and returns the step it marks: resolving, downloading (a file and its size),
-installing, a package built from source, compiling bytecode, extracting a system layer; or None
-for detail (a lock's pins, uv's offline attempt, its progress counters). A package about to be
-built from source is announced (``building X from source ..., this can take minutes``).
+what uv prints) and returns the step it marks: resolving, downloading (a file and its size:
+uv names only its larger downloads, with their size), how many packages uv downloaded or built
+(its ``Prepared N packages`` summary; with the total size of the files it named, when it named
+some), installing, a package built from source, compiling bytecode, extracting a system layer;
+or None for detail (a lock's pins, uv's offline attempt, its progress counters). A package about
+to be built from source is announced (``building X from source ..., this can take minutes``).
 
 ``BuildProgress`` shows the steps of the builds a process runs (``python app.py``'s first
 calls): on a terminal, a rich progress line per build (spinner, bar, step, time); elsewhere (a
@@ -42,12 +44,15 @@ _UNITS = {"B": 1, "KiB": 1024, "MiB": 1024**2, "GiB": 1024**3, "kB": 1000, "MB":
 
 @dataclass(frozen=True)
 class Step:
-    """A step of a build: ``text`` to show; ``size`` bytes for a download; ``announce`` for
-    what must be said even where steps are shown in place (a source build)."""
+    """A step of a build: ``text`` to show; ``size`` bytes for a download; ``count`` packages
+    for uv's summary of what it fetched; ``announce`` for what must be said even where steps
+    are shown in place (a source build)."""
 
     text: str
     size: int = 0
     announce: bool = False
+    #: How many packages uv fetched (downloaded, or built from a source it downloaded).
+    count: int = 0
 
 
 _RULES: list[tuple[re.Pattern[str], Callable[[re.Match[str]], Step]]] = [
@@ -78,6 +83,12 @@ _RULES: list[tuple[re.Pattern[str], Callable[[re.Match[str]], Step]]] = [
         re.compile(r"^\s*Downloading (\S+) \(([\d.]+)\s*([KMG]i?B|kB|MB|B)\)"),
         lambda m: Step(
             f"downloading {m[1]} ({m[2]} {m[3]})", size=int(float(m[2]) * _UNITS.get(m[3], 1))
+        ),
+    ),
+    (
+        re.compile(r"^Prepared (\d+) packages? in "),
+        lambda m: Step(
+            f"downloaded or built {m[1]} package{'s' if m[1] != '1' else ''}", count=int(m[1])
         ),
     ),
     (re.compile(r"^\s*Building (\S+)$"), lambda m: Step(f"building {m[1]}")),
@@ -210,6 +221,9 @@ class BuildProgress:
             build.downloads += 1
             build.downloaded += found.size
             text += f"; {build.downloads} file(s), {_mib(build.downloaded)} so far"
+        elif found.count and build.downloads:
+            text += f" ({_mib(build.downloaded)} in {build.downloads} large file(s)"
+            text += "; uv gives no size for smaller ones)"
         with self._lock:
             build.shown = True
             if not self.live:
