@@ -67,10 +67,49 @@ def test_steps_are_read_from_uvs_own_lines() -> None:
     assert announced is not None and announced.announce
     assert announced.text.endswith("this can take minutes")
     assert step("Installed 2 packages in 42ms").text == "installed 2 packages"
+    fetched = step("Prepared 3 packages in 469ms")
+    assert fetched is not None and fetched.count == 3
+    assert fetched.text == "downloaded or built 3 packages"
     assert step("building environment 0a1b (3 packages)").text == "installing 3 packages"
     assert step("building environment 0a1b (0 packages)") is None  # a bare venv: no news
     for detail in ("numpy==1.26.4", "Resolved 2 packages in 351ms", " + six==1.17.0", ""):
         assert step(detail) is None
+
+
+#: What `uv pip sync` printed through a pipe installing six, idna and numpy with an empty cache
+#: (uv 0.13.9): it names only numpy's download, with its size; the others only in its count.
+UV_SYNC = """\
+Using Python 3.11.7 environment at: v
+Resolved 3 packages in 94ms
+Downloading numpy (15.6MiB)
+ Downloaded numpy
+Prepared 3 packages in 469ms
+Installed 3 packages in 35ms
+ + idna==3.10
+ + numpy==2.1.3
+ + six==1.17.0
+"""
+
+
+def test_downloads_show_uvs_count_and_the_bytes_it_names() -> None:
+    import io
+
+    from openflash import _subprocess
+    from openflash.prepare.build_progress import BuildProgress
+
+    shown = io.StringIO()
+    progress = BuildProgress(shown, live=False, quiet=False)
+    with progress.showing("numpy"):
+        for line in UV_SYNC.splitlines():
+            _subprocess.report(line)
+    progress.close()
+    assert shown.getvalue().splitlines()[:4] == [
+        "openflash: numpy: downloading numpy (15.6 MiB); 1 file(s), 15.6 MiB so far",
+        "openflash: numpy: downloaded or built 3 packages (15.6 MiB in 1 large file(s); uv "
+        "gives no size for smaller ones)",
+        "openflash: numpy: installed 3 packages",
+        "openflash: numpy: starting a worker",
+    ]
 
 
 def test_a_first_call_shows_its_steps_in_order_through_a_pipe(
@@ -89,8 +128,9 @@ def test_a_first_call_shows_its_steps_in_order_through_a_pipe(
         "installing 1 package",
         f"building acme-slow=={version}",
         f"built acme-slow=={version}",
+        "downloaded or built 1 package",  # uv's count; no size: it names only larger files
         "installed 1 package",
-        "compiling bytecode",
+        "starting a worker",
     ]
     assert lines[: len(expected)] == expected, done.stderr
     assert lines[-1].startswith("ready in ") and len(lines) == len(expected) + 1
@@ -141,7 +181,9 @@ def test_a_first_call_on_a_terminal_shows_a_live_progress_line(
     assert f"building acme-slow=={version} from source" in text
     assert "this can take minutes" in text
     assert "ready in" in text
-    assert f"built {version}" in text
+    # The worker's start is a step of its own: after the build, before the result.
+    assert text.index("installed 1 package") < text.index("starting a worker")
+    assert text.index("starting a worker") < text.index("ready in") < text.index(f"built {version}")
     assert f"openflash: acme-slow=={version}: installing" not in text  # no plain lines
 
 

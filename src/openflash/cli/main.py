@@ -73,8 +73,9 @@ def command() -> Any:
 
 def main() -> None:
     # A Ctrl-C or SIGTERM while a command builds kills uv and what it started (their own
-    # process groups), at once and at exit (runtime/stopping.py).
-    stopping.install(process.current)
+    # process groups), at once and at exit, and says in one line what it stopped
+    # (runtime/stopping.py).
+    stopping.install(process.current, sigint=True)
     try:
         command()(prog_name="flash")
     except FlashError as e:

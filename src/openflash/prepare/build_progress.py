@@ -1,15 +1,19 @@
 """What a build is doing, shown while it happens.
 
 ``step`` (pure) reads one line a build reports (openflash's own ``_subprocess.report`` lines and
-what uv prints) and returns the step it marks: resolving, downloading (a file and its size),
-installing, a package built from source, compiling bytecode, extracting a system layer; or None
-for detail (a lock's pins, uv's offline attempt, its progress counters). A package about to be
-built from source is announced (``building X from source ..., this can take minutes``).
+what uv prints) and returns the step it marks: resolving, downloading (a file and its size:
+uv names only its larger downloads, with their size), how many packages uv downloaded or built
+(its ``Prepared N packages`` summary; with the total size of the files it named, when it named
+some), installing, a package built from source, compiling bytecode, extracting a system layer;
+or None for detail (a lock's pins, uv's offline attempt, its progress counters). A package about
+to be built from source is announced (``building X from source ..., this can take minutes``).
 
 ``BuildProgress`` shows the steps of the builds a process runs (``python app.py``'s first
 calls): on a terminal, a rich progress line per build (spinner, bar, step, time); elsewhere (a
 pipe, CI logs, notebooks) one plain line per step, ``openflash: <label>: <step>``. A build with
-nothing to do (its environment exists) shows nothing. FLASH_QUIET=1 silences it. ``flash run``
+nothing to do (its environment exists) shows nothing. A build shown then shows ``starting a
+worker`` until its first call reaches a worker (``until_started``); only then is it ``ready in``
+(the time counts both). FLASH_QUIET=1 silences it. ``flash run``
 logs the same steps as ``build_step`` events instead (``step_sink``), and the ``flash`` commands
 show them in their own display (cli/common.py).
 """
@@ -22,26 +26,33 @@ import re
 import sys
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import dataclass, field
-from typing import Any, TextIO
+from typing import Any, TextIO, TypeVar
 
 from openflash import _subprocess
 from openflash.workers import events
 
-__all__ = ["BuildProgress", "Step", "quiet_from_env", "step", "step_sink"]
+__all__ = ["STARTING", "BuildProgress", "Step", "quiet_from_env", "step", "step_sink"]
+
+T = TypeVar("T")
+#: The step a first call shows between its environment's build and its worker taking the call.
+STARTING = "starting a worker"
 
 _UNITS = {"B": 1, "KiB": 1024, "MiB": 1024**2, "GiB": 1024**3, "kB": 1000, "MB": 1000**2}
 
 
 @dataclass(frozen=True)
 class Step:
-    """A step of a build: ``text`` to show; ``size`` bytes for a download; ``announce`` for
-    what must be said even where steps are shown in place (a source build)."""
+    """A step of a build: ``text`` to show; ``size`` bytes for a download; ``count`` packages
+    for uv's summary of what it fetched; ``announce`` for what must be said even where steps
+    are shown in place (a source build)."""
 
     text: str
     size: int = 0
     announce: bool = False
+    #: How many packages uv fetched (downloaded, or built from a source it downloaded).
+    count: int = 0
 
 
 _RULES: list[tuple[re.Pattern[str], Callable[[re.Match[str]], Step]]] = [
@@ -72,6 +83,12 @@ _RULES: list[tuple[re.Pattern[str], Callable[[re.Match[str]], Step]]] = [
         re.compile(r"^\s*Downloading (\S+) \(([\d.]+)\s*([KMG]i?B|kB|MB|B)\)"),
         lambda m: Step(
             f"downloading {m[1]} ({m[2]} {m[3]})", size=int(float(m[2]) * _UNITS.get(m[3], 1))
+        ),
+    ),
+    (
+        re.compile(r"^Prepared (\d+) packages? in "),
+        lambda m: Step(
+            f"downloaded or built {m[1]} package{'s' if m[1] != '1' else ''}", count=int(m[1])
         ),
     ),
     (re.compile(r"^\s*Building (\S+)$"), lambda m: Step(f"building {m[1]}")),
@@ -138,6 +155,8 @@ class BuildProgress:
         self._lock = threading.Lock()
         self._progress: Any = None
         self._active = 0
+        #: Builds done whose first call waits for a worker, by label.
+        self._starting: dict[str, _Build] = {}
 
     @contextlib.contextmanager
     def showing(self, label: str) -> Iterator[None]:
@@ -152,10 +171,48 @@ class BuildProgress:
             except BaseException:
                 self._end(build, ok=False)
                 raise
-        self._end(build, ok=True)
+        if build.shown:  # its first call now waits for a worker (``until_started``)
+            self._line(build, STARTING)
+            with self._lock:
+                self._starting[label] = build
+
+    async def until_started(self, label: str, reply: Awaitable[T]) -> T:
+        """Await ``reply`` (a call's), ending the build of ``label`` shown, if it waits for its
+        worker (``STARTING``), once the call reaches a worker: ``ready in``, or ``failed``."""
+        with self._lock:
+            build = self._starting.pop(label, None)
+        if build is None:
+            return await reply
+        previous = events.call_started.get()
+        ended: list[bool] = []
+
+        def started() -> None:
+            if previous is not None:
+                previous()
+            if not ended:
+                ended.append(True)
+                self._end(build, ok=True)
+
+        token = events.call_started.set(started)
+        try:
+            return await reply
+        except BaseException:
+            if not ended:
+                ended.append(False)
+                self._end(build, ok=False)
+            raise
+        finally:
+            events.call_started.reset(token)
+
+    def close(self) -> None:
+        """End what still waits for a worker (a build no call followed)."""
+        with self._lock:
+            left, self._starting = list(self._starting.values()), {}
+        for build in left:
+            self._end(build, ok=True)
 
     def _line(self, build: _Build, line: str) -> None:
-        found = step(line)
+        found = Step(STARTING) if line == STARTING else step(line)
         if found is None or found.text == build.last:
             return
         build.last = found.text
@@ -164,6 +221,9 @@ class BuildProgress:
             build.downloads += 1
             build.downloaded += found.size
             text += f"; {build.downloads} file(s), {_mib(build.downloaded)} so far"
+        elif found.count and build.downloads:
+            text += f" ({_mib(build.downloaded)} in {build.downloads} large file(s)"
+            text += "; uv gives no size for smaller ones)"
         with self._lock:
             build.shown = True
             if not self.live:
@@ -180,7 +240,7 @@ class BuildProgress:
             build.task = progress.add_task(text, label=escape(build.label), total=None)
         if announce:
             progress.console.print(f"openflash: {escape(build.label)}: {escape(text)}")
-        progress.update(build.task, description=escape(text))
+        progress.update(build.task, description=escape(text), refresh=True)  # every step drawn
 
     def _live(self) -> Any:
         if self._progress is None:

@@ -204,6 +204,9 @@ class Runtime:
         pool = self._endpoint_pools.get(endpoint)
         if pool is None or self._local_sources_changed(endpoint):
             pool = await self._pool_for(endpoint)
+            key = self._endpoint_keys.get(endpoint)
+            if self.progress is not None and key is not None:  # a first call: its worker starts
+                return await self.progress.until_started(_label(key), pool.submit(call))
         return await pool.submit(call)
 
     def _local_sources_changed(self, endpoint: EndpointDef) -> bool:
@@ -380,6 +383,8 @@ class Runtime:
         self._pools.clear()
         self._endpoint_pools.clear()
         await asyncio.gather(*(p.close() for p in pools), return_exceptions=True)
+        if self.progress is not None:
+            self.progress.close()
         self.preparer.release()
         await self.backend.close()
 

@@ -12,7 +12,10 @@ handling, server/app.py):
   (where SIGTERM still has its default action: a program's own handler is left alone);
 - Ctrl-C: Python's KeyboardInterrupt, which the short-error hook (api/short_errors.py) prints as
   the same one line, not a traceback, when openflash had something running; the exit code
-  stays Python's (130, by SIGINT);
+  stays Python's (130, by SIGINT). The ``flash`` commands (``sigint=True``: their framework
+  turns KeyboardInterrupt into exit code 130 before any hook sees it) print that line from
+  the signal handler instead, kill every command, then raise KeyboardInterrupt as Python would
+  (where SIGINT still has Python's default handler);
 - at interpreter exit, before Python waits for threads (a build's thread among them), every
   command still running is killed, so that exiting never waits for a build nobody awaits.
 """
@@ -33,9 +36,9 @@ __all__ = ["in_progress", "install", "stop_line"]
 _installed = False
 
 
-def install(current: Callable[[], Runtime | None]) -> None:
-    """Stop cleanly on SIGTERM and at exit (see the module's docstring); once per process.
-    ``current`` is the process's runtime when the signal comes."""
+def install(current: Callable[[], Runtime | None], *, sigint: bool = False) -> None:
+    """Stop cleanly on SIGTERM and at exit, and on Ctrl-C with ``sigint`` (see the module's
+    docstring); once per process. ``current`` is the process's runtime when the signal comes."""
     global _installed
     if _installed:
         return
@@ -57,6 +60,17 @@ def install(current: Callable[[], Runtime | None]) -> None:
             raise SystemExit(128 + signum)
 
         signal.signal(signal.SIGTERM, on_sigterm)
+    if sigint and signal.getsignal(signal.SIGINT) is signal.default_int_handler:
+
+        def on_sigint(signum: int, frame: FrameType | None) -> None:
+            line = stop_line(current(), "Ctrl-C")
+            if line:
+                _subprocess.stop_all()
+                sys.stderr.write(line + "\n")
+                sys.stderr.flush()
+            raise KeyboardInterrupt
+
+        signal.signal(signal.SIGINT, on_sigint)
 
 
 def in_progress(runtime: Runtime) -> tuple[list[str], int]:
