@@ -171,5 +171,5 @@ class _Set:
     base: tuple[str, ...] = ()
     project_lock: None = None
     imports: dict[str, tuple[str, ...]] = field(
-        default_factory=lambda: {"vision": ("acmetk", "cv2", "json")}
+        default_factory=lambda: {"vision": ("acmetk.sub", "cv2", "json", "os.path")}
     )

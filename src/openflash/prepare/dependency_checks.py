@@ -124,7 +124,8 @@ def _undeclared(
     issues = []
     for name, modules in sorted(imports.items()):
         for module in modules:
-            if module in provided or module in sys.stdlib_module_names or module in _RUNTIME:
+            top = module.split(".")[0]  # `from nltk.tokenize import x`: nltk provides it
+            if top in provided or top in sys.stdlib_module_names or top in _RUNTIME:
                 continue
             add = distribution_for_module(module)
             if unverified:
