@@ -127,6 +127,14 @@ def test_check_reads_a_wheels_modules_from_the_index_before_any_build(
             "imports 'notthere', which none of its dependencies provides: add 'notthere' to its "
             "dependencies",
         )
+        # Only when an import is explained by nothing known is a wheel fetched.
+        pins, scratch = {"acme-tools": "==1.0"}, tmp_path / "scratch-cache"
+        options = UvOptions(index_url=url)
+        _, unread = set_modules(pins, None, uv_cache=scratch, options=options, wanted=["os"])
+        assert (unread, requests) == (("acme-tools",), [])
+        got, unread = set_modules(pins, None, uv_cache=scratch, options=options, wanted=["acmetk"])
+        assert "acmetk" in got and unread == ()
+        requests.clear()
         assert _issues(project, env) == [notthere]
         assert any(r.startswith("/files/acme_tools-1.0") for r in requests)
         assert list(cache.glob("archive-v*/*/acme_tools-1.0.dist-info/RECORD"))

@@ -102,16 +102,21 @@ def set_modules(
     uv_cache: Path,
     options: UvOptions = NO_OPTIONS,
     skip: Iterable[str] = (),
+    wanted: Iterable[str] | None = None,
 ) -> tuple[frozenset[str], tuple[str, ...]]:
     """The modules a locked set provides and the packages (canonical) whose modules were not
     read: from the installed set (``site_packages``) where it is built, else from uv's cache,
-    else from the wheels fetched (``wheel_modules``; ``skip``: not those)."""
+    else from the wheels fetched (``wheel_modules``; ``skip``: not those). Given ``wanted``
+    (the modules the code imports), wheels are fetched only if one of those (not the standard
+    library's) is provided by nothing known yet."""
     provided = modules_provided(packages, site_packages)
     if site_packages is not None and site_packages.is_dir():
         return provided, ()
     known = cached_modules(packages, uv_cache)
     rest = {n: p for n, p in packages.items() if canonicalize_name(n) not in known}
-    known |= wheel_modules(rest, uv_cache=uv_cache, options=options, skip=skip)
+    so_far = provided.union(*known.values(), sys.stdlib_module_names)
+    if wanted is None or {m.split(".")[0] for m in wanted} - so_far:
+        known |= wheel_modules(rest, uv_cache=uv_cache, options=options, skip=skip)
     read = frozenset().union(*known.values())
     unverified = sorted({canonicalize_name(n) for n in packages} - set(known))
     return provided | read, tuple(unverified)

@@ -331,11 +331,12 @@ class Preparer:
         options: UvOptions = NO_OPTIONS,
         base: tuple[str, ...] = (),
         project: ProjectLock | None = None,
+        imports: Iterable[str] = (),
     ) -> SetCheck:
         """Resolve a set without building it, for ``flash check``: its system packages (an
         unknown one raises SystemDependencyError), its Python lock (a conflict raises
-        DependencyError; ``base``: which of ``python`` came from the GPU base set) and the
-        locked packages without a wheel here."""
+        DependencyError; ``base``: which of ``python`` came from the GPU base set), the locked
+        packages without a wheel here and the modules it provides (of ``imports``: its code's)."""
         if system:
             resolve_system(system, store=self.store, apt=self.apt, ttl=self.settings.resolve_ttl)
         lock, routed = self._resolved(python, options, project)
@@ -347,7 +348,7 @@ class Preparer:
         built = self.store.path("envs", key) if self.store.is_ready("envs", key) else None
         site = next(built.glob("lib/python*/site-packages"), None) if built else None
         provided, unread = set_modules(
-            lock.packages, site, uv_cache=uv_cache, options=routed, skip=missing
+            lock.packages, site, uv_cache=uv_cache, options=routed, skip=missing, wanted=imports
         )
         return SetCheck(lock, tuple(missing), variant, size, provided, unread)
 
