@@ -94,6 +94,7 @@ def run_checks(project: Project, reporter: Reporter) -> list[Issue]:
                     s.options,
                     s.base,
                     s.project_lock,
+                    [m for modules in s.imports.values() for m in modules],
                 ),
             )
             for s in sets

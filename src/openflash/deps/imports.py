@@ -9,7 +9,7 @@ from pathlib import Path
 
 from packaging.utils import canonicalize_name
 
-__all__ = ["distribution_for_module", "modules_provided"]
+__all__ = ["distribution_for_module", "modules_provided", "record_modules"]
 
 #: Import names whose distribution is called something else.
 IMPORT_TO_DISTRIBUTION = {
@@ -60,7 +60,7 @@ def modules_provided(packages: Iterable[str], site_packages: Path | None = None)
     found: set[str] = set()
     if site_packages is not None and site_packages.is_dir():
         for record in site_packages.glob("*.dist-info/RECORD"):
-            found |= _record_modules(record)
+            found |= record_modules(record)
     names = {canonicalize_name(p) for p in packages}
     found |= {n.replace("-", "_") for n in names}
     found |= {n.split("-")[0] for n in names}  # namespaces: google-cloud-storage -> google
@@ -70,7 +70,7 @@ def modules_provided(packages: Iterable[str], site_packages: Path | None = None)
     return frozenset(found)
 
 
-def _record_modules(record: Path) -> set[str]:
+def record_modules(record: Path) -> set[str]:
     """The top-level modules a wheel's RECORD lists (``pkg/__init__.py``, ``mod.py``,
     ``ext.cpython-311-x86_64-linux-gnu.so``)."""
     found: set[str] = set()

@@ -5,7 +5,8 @@
 - warnings: unpinned specs; packages with no wheel here (built from source); pins of releases
   their index has yanked; a flash.lock out of date with the code; modules an endpoint imports
   that its set does not provide (not the standard library's, nor the project's own), with the
-  distribution to add (deps/imports.py);
+  distribution to add (deps/imports.py), or said not verified where some package's modules
+  could not be read (deps/package_modules.py);
 - suggestions: sets that differ in one package only, which could share one environment;
   packages a GPU endpoint gets from the GPU base set (deps/gpu_base.py), which it could declare
   to pin;
@@ -90,7 +91,7 @@ def issues_of(
             issues += [Issue("warning", "yanked", dep_set.names, t) for t in result.lock.yanked]
             if result.torch_variant is not None:
                 issues.append(_torch_variant(dep_set.names, result))
-            issues += _undeclared(dep_set.imports, result.provided)
+            issues += _undeclared(dep_set.imports, result.provided, result.unverified)
         declared = [s for s in dep_set.dependencies if s not in dep_set.base]
         locked = dep_set.project_lock.versions if dep_set.project_lock is not None else {}
         issues += [
@@ -113,15 +114,35 @@ def no_wheel_text(package: str) -> str:
     )
 
 
-def _undeclared(imports: dict[str, tuple[str, ...]], provided: frozenset[str]) -> list[Issue]:
+def _undeclared(
+    imports: dict[str, tuple[str, ...]], provided: frozenset[str], unverified: tuple[str, ...]
+) -> list[Issue]:
     """An issue per module an endpoint imports that neither its set, the standard library nor
-    the worker runtime (openflash, its ``runpod`` shim) provides."""
+    the worker runtime (openflash, its ``runpod`` shim) provides: ``undeclared-import``, or
+    ``unverified-import`` where some of the set's packages (``unverified``) had their modules
+    read from nowhere (only their names are known), so one of them may provide it."""
     issues = []
     for name, modules in sorted(imports.items()):
         for module in modules:
-            if module in provided or module in sys.stdlib_module_names or module in _RUNTIME:
+            top = module.split(".")[0]  # `from nltk.tokenize import x`: nltk provides it
+            if top in provided or top in sys.stdlib_module_names or top in _RUNTIME:
                 continue
             add = distribution_for_module(module)
+            if unverified:
+                shown = ", ".join(unverified[:5]) + (
+                    f" and {len(unverified) - 5} more" if len(unverified) > 5 else ""
+                )
+                issues.append(
+                    Issue(
+                        "warning",
+                        "unverified-import",
+                        [name],
+                        f"imports {module!r}, which no dependency is known to provide; not "
+                        f"verified: the modules of {shown} were not read (not installed, not "
+                        f"in uv's cache, wheel not fetched); if none provides it, add {add!r}",
+                    )
+                )
+                continue
             issues.append(
                 Issue(
                     "warning",

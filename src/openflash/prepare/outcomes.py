@@ -93,3 +93,6 @@ class SetCheck:
     torch_download: int | None = None
     #: The top-level modules the set provides (deps/imports.py's ``modules_provided``).
     provided: frozenset[str] = frozenset()
+    #: The locked packages (canonical) whose modules were read neither from the installed set,
+    #: uv's cache nor their wheel (deps/package_modules.py): only their names say what they give.
+    unverified: tuple[str, ...] = ()

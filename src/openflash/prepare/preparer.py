@@ -27,9 +27,9 @@ from openflash._settings import Settings
 from openflash.deps.apt import Apt
 from openflash.deps.download_sizes import torch_build
 from openflash.deps.gpu_base import base_set, from_base
-from openflash.deps.imports import modules_provided
 from openflash.deps.lockfile import LockEntry, LockFile
 from openflash.deps.namespace_mode import layer_mode
+from openflash.deps.package_modules import set_modules
 from openflash.deps.project_lock import ProjectLock, constraints_for
 from openflash.deps.resolve import Lock, resolve, resolve_pinned, warn_yanked, without_wheels
 from openflash.deps.system import SystemLayer, SystemLock, build_layer, resolve_system
@@ -331,11 +331,12 @@ class Preparer:
         options: UvOptions = NO_OPTIONS,
         base: tuple[str, ...] = (),
         project: ProjectLock | None = None,
+        imports: Iterable[str] = (),
     ) -> SetCheck:
         """Resolve a set without building it, for ``flash check``: its system packages (an
         unknown one raises SystemDependencyError), its Python lock (a conflict raises
-        DependencyError; ``base``: which of ``python`` came from the GPU base set) and the
-        locked packages without a wheel here."""
+        DependencyError; ``base``: which of ``python`` came from the GPU base set), the locked
+        packages without a wheel here and the modules it provides (of ``imports``: its code's)."""
         if system:
             resolve_system(system, store=self.store, apt=self.apt, ttl=self.settings.resolve_ttl)
         lock, routed = self._resolved(python, options, project)
@@ -346,10 +347,10 @@ class Preparer:
         key = environment_key(lock.text, routed)
         built = self.store.path("envs", key) if self.store.is_ready("envs", key) else None
         site = next(built.glob("lib/python*/site-packages"), None) if built else None
-        provided = modules_provided(lock.packages, site)
-        return SetCheck(
-            lock, tuple(missing), torch_variant=variant, torch_download=size, provided=provided
+        provided, unread = set_modules(
+            lock.packages, site, uv_cache=uv_cache, options=routed, skip=missing, wanted=imports
         )
+        return SetCheck(lock, tuple(missing), variant, size, provided, unread)
 
     def lock_entry(
         self,
