@@ -94,11 +94,23 @@ def test_the_base_set_follows_runpods_gpu_image_and_the_setting_replaces_it() ->
 
 def test_only_imported_undeclared_members_are_added() -> None:
     base = GPU_BASE_PACKAGES
-    assert from_base((), ("torch", "os", "json"), base) == ("torch",)
+    assert from_base((), ("os", "json"), base) == ()
     assert from_base(("torch==2.5.1",), ("torch", "numpy"), base) == ("numpy",)
-    assert from_base(("Torch>=2",), ("torch",), base) == ()  # names compare canonically
+    assert from_base(("Torch>=2", "numpy"), ("torch",), base) == ()  # names compare canonically
     assert from_base(("pandas",), ("pandas",), base) == ()
-    assert from_base((), ("torchvision", "torch"), base) == ("torch", "torchvision")
+    assert from_base((), ("triton",), base) == ("triton",)
+
+
+def test_torch_from_the_base_set_brings_the_images_numpy() -> None:
+    """A GPU worker importing only torch (a matrix product, then ``.numpy()`` or a list) has
+    numpy beside it, as on Runpod's image, declared torch or not; a declared numpy wins, a
+    stand-in set without numpy adds none."""
+    base = GPU_BASE_PACKAGES
+    assert from_base((), ("torch", "os", "json"), base) == ("torch", "numpy")
+    assert from_base((), ("torchvision", "torch"), base) == ("torch", "torchvision", "numpy")
+    assert from_base(("numpy==2.1.3",), ("torchaudio",), base) == ("torchaudio",)
+    assert from_base(("torch==2.5.1",), ("torch",), base) == ("numpy",)  # the image has it
+    assert from_base((), ("torch",), ("torch==2.5.1",)) == ("torch==2.5.1",)
 
 
 def test_a_gpu_endpoint_gets_an_undeclared_import_declared_wins_cpu_never(
