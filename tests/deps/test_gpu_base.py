@@ -172,3 +172,37 @@ def test_flash_check_and_lock_report_the_base_set(
     assert 'dependencies = [\n    "acme-torch==2.0",\n]' in lock_text or (
         'dependencies = ["acme-torch==2.0"]' in lock_text
     ), lock_text
+
+
+TORCH_ONLY = """
+import asyncio
+from runpod_flash import Endpoint, GpuType
+
+
+@Endpoint(name="matmul", gpu=GpuType.NVIDIA_GEFORCE_RTX_4090, workers=(0, 2))
+async def matmul(payload: dict) -> dict:
+    import torch  # undeclared: the GPU image has it
+
+    return {"as_array": torch.to_numpy(payload.get("n", 3))}
+
+
+if __name__ == "__main__":
+    print(asyncio.run(matmul({"n": 4})))
+"""
+
+
+def test_a_worker_importing_only_torch_finds_numpy_beside_it(
+    tmp_path: Path, fresh_home: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The examples' GPU workers import torch alone; torch reaches for numpy by itself (here a
+    tiny stand-in ``torch`` whose ``to_numpy`` imports ``numpy``, both from a loopback index)."""
+    torch_src = "def to_numpy(n):\n    import numpy\n    return numpy.VERSION * n\n"
+    make_wheel(tmp_path / "index", "torch", "0.1", {"torch/__init__.py": torch_src})
+    make_wheel(tmp_path / "index", "numpy", "0.1", {"numpy/__init__.py": "VERSION = 'np'\n"})
+    with serve_index(tmp_path / "index") as (url, _):
+        monkeypatch.setenv("UV_INDEX_URL", url)
+        monkeypatch.setenv("FLASH_TORCH_INDEX_URL", url)
+        monkeypatch.setenv("FLASH_GPU_BASE_PACKAGES", "torch==0.1,numpy==0.1")
+        done = run_python(write(tmp_path / "gpu_worker.py", TORCH_ONLY))
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip().endswith("{'as_array': 'npnpnpnp'}"), done.stdout
