@@ -103,13 +103,13 @@ def test_only_imported_undeclared_members_are_added() -> None:
 
 def test_torch_from_the_base_set_brings_the_images_numpy() -> None:
     """A GPU worker importing only torch (a matrix product, then ``.numpy()`` or a list) has
-    numpy beside it, as on Runpod's image, declared torch or not; a declared numpy wins, a
-    stand-in set without numpy adds none."""
+    numpy beside it, as on Runpod's image; a declared numpy wins, a declared torch brings
+    nothing, a stand-in set without numpy adds none."""
     base = GPU_BASE_PACKAGES
     assert from_base((), ("torch", "os", "json"), base) == ("torch", "numpy")
     assert from_base((), ("torchvision", "torch"), base) == ("torch", "torchvision", "numpy")
     assert from_base(("numpy==2.1.3",), ("torchaudio",), base) == ("torchaudio",)
-    assert from_base(("torch==2.5.1",), ("torch",), base) == ("numpy",)  # the image has it
+    assert from_base(("torch==2.5.1",), ("torch",), base) == ()  # its own set: nothing added
     assert from_base((), ("torch",), ("torch==2.5.1",)) == ("torch==2.5.1",)
 
 

@@ -10,8 +10,8 @@ installed. The image's tag is ``latest``, so the set is unpinned: the newest ver
 the declared ones. FLASH_GPU_BASE_PACKAGES replaces the set (comma-separated requirements; empty:
 none), for tests with a small stand-in or to pin the image's versions.
 
-A member that uses another one at run time without the code importing it brings that one too
-(``COMPANIONS``): torch converts to and from numpy arrays (``tensor.numpy()``,
+A member taken from the set that uses another one at run time without the code importing it
+brings that one too (``COMPANIONS``): torch converts to and from numpy arrays (``tensor.numpy()``,
 ``torch.from_numpy``) with the image's numpy, so code that imports only torch finds numpy there,
 as it does on Runpod, instead of torch's "Failed to initialize NumPy" warning and a failing call.
 """
@@ -62,12 +62,15 @@ def base_set(text: str | None) -> tuple[str, ...]:
 def from_base(
     declared: Iterable[str], imports: Iterable[str], base: Iterable[str]
 ) -> tuple[str, ...]:
-    """The requirements of ``base`` whose distribution ``imports`` (top-level module names)
-    use, or that such a member uses at run time (``COMPANIONS``), and ``declared`` (PEP 508
-    requirements) does not name, in ``base``'s order."""
+    """The requirements of ``base`` whose distribution ``imports`` (module names) use and
+    ``declared`` (PEP 508 requirements) does not name, plus what a member taken so uses at run
+    time (``COMPANIONS``, unless declared too), in ``base``'s order. A declared torch is the
+    endpoint's own set, which brings nothing from the base set."""
     named = {_name(spec) for spec in declared}
+    in_base = {_name(spec) for spec in base}
     used: set[str] = {canonicalize_name(distribution_for_module(module)) for module in imports}
-    used |= {companion for name in used for companion in COMPANIONS.get(name, ())}
+    taken = (used & in_base) - named
+    used |= {companion for name in taken for companion in COMPANIONS.get(name, ())}
     return tuple(spec for spec in base if _name(spec) in used and _name(spec) not in named)
 
 
