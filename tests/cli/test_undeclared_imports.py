@@ -31,6 +31,7 @@ from openflash import CpuLiveServerless, remote
 def vision() -> str:
     import json
     import yaml
+    from yaml.constructor import SafeConstructor  # dotted: still yaml's
     import acmetk
     import cv2
     return helpers.tag(json.dumps(yaml.safe_load("a: 1")))

@@ -94,11 +94,23 @@ def test_the_base_set_follows_runpods_gpu_image_and_the_setting_replaces_it() ->
 
 def test_only_imported_undeclared_members_are_added() -> None:
     base = GPU_BASE_PACKAGES
-    assert from_base((), ("torch", "os", "json"), base) == ("torch",)
+    assert from_base((), ("os", "json"), base) == ()
     assert from_base(("torch==2.5.1",), ("torch", "numpy"), base) == ("numpy",)
-    assert from_base(("Torch>=2",), ("torch",), base) == ()  # names compare canonically
+    assert from_base(("Torch>=2", "numpy"), ("torch",), base) == ()  # names compare canonically
     assert from_base(("pandas",), ("pandas",), base) == ()
-    assert from_base((), ("torchvision", "torch"), base) == ("torch", "torchvision")
+    assert from_base((), ("triton",), base) == ("triton",)
+
+
+def test_torch_from_the_base_set_brings_the_images_numpy() -> None:
+    """A GPU worker importing only torch (a matrix product, then ``.numpy()`` or a list) has
+    numpy beside it, as on Runpod's image; a declared numpy wins, a declared torch brings
+    nothing, a stand-in set without numpy adds none."""
+    base = GPU_BASE_PACKAGES
+    assert from_base((), ("torch", "os", "json"), base) == ("torch", "numpy")
+    assert from_base((), ("torchvision", "torch"), base) == ("torch", "torchvision", "numpy")
+    assert from_base(("numpy==2.1.3",), ("torchaudio",), base) == ("torchaudio",)
+    assert from_base(("torch==2.5.1",), ("torch",), base) == ()  # its own set: nothing added
+    assert from_base((), ("torch",), ("torch==2.5.1",)) == ("torch==2.5.1",)
 
 
 def test_a_gpu_endpoint_gets_an_undeclared_import_declared_wins_cpu_never(
@@ -160,3 +172,37 @@ def test_flash_check_and_lock_report_the_base_set(
     assert 'dependencies = [\n    "acme-torch==2.0",\n]' in lock_text or (
         'dependencies = ["acme-torch==2.0"]' in lock_text
     ), lock_text
+
+
+TORCH_ONLY = """
+import asyncio
+from runpod_flash import Endpoint, GpuType
+
+
+@Endpoint(name="matmul", gpu=GpuType.NVIDIA_GEFORCE_RTX_4090, workers=(0, 2))
+async def matmul(payload: dict) -> dict:
+    import torch  # undeclared: the GPU image has it
+
+    return {"as_array": torch.to_numpy(payload.get("n", 3))}
+
+
+if __name__ == "__main__":
+    print(asyncio.run(matmul({"n": 4})))
+"""
+
+
+def test_a_worker_importing_only_torch_finds_numpy_beside_it(
+    tmp_path: Path, fresh_home: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The examples' GPU workers import torch alone; torch reaches for numpy by itself (here a
+    tiny stand-in ``torch`` whose ``to_numpy`` imports ``numpy``, both from a loopback index)."""
+    torch_src = "def to_numpy(n):\n    import numpy\n    return numpy.VERSION * n\n"
+    make_wheel(tmp_path / "index", "torch", "0.1", {"torch/__init__.py": torch_src})
+    make_wheel(tmp_path / "index", "numpy", "0.1", {"numpy/__init__.py": "VERSION = 'np'\n"})
+    with serve_index(tmp_path / "index") as (url, _):
+        monkeypatch.setenv("UV_INDEX_URL", url)
+        monkeypatch.setenv("FLASH_TORCH_INDEX_URL", url)
+        monkeypatch.setenv("FLASH_GPU_BASE_PACKAGES", "torch==0.1,numpy==0.1")
+        done = run_python(write(tmp_path / "gpu_worker.py", TORCH_ONLY))
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip().endswith("{'as_array': 'npnpnpnp'}"), done.stdout

@@ -123,6 +123,7 @@ def test_what_auto_decides_and_what_it_leaves_alone(
 
     assert chosen(("torch",), (), gpu=False) == "cpu"
     assert chosen(("sentence-transformers",), ("torch",), gpu=True) == "auto"  # imported
+    assert chosen(("sentence-transformers",), ("torch.nn.functional",), gpu=False) == "cpu"
     assert chosen(("numpy",), ("numpy",), gpu=False) is None  # no torch: nothing changes
     assert chosen(("torch",), (), gpu=False, torch_backend="cu121") == "cu121"  # written wins
     assert chosen(("torch==2.1.0+cu121",), (), gpu=False) is None  # the pin routes it

@@ -100,12 +100,13 @@ class DependencySet:
     @property
     def imports(self) -> dict[str, tuple[str, ...]]:
         """Each endpoint's top-level imports, less the project's own modules (a ``name.py`` or
-        ``name/`` in its project's folder or its file's)."""
+        ``name/`` in its project's folder or its file's). ``e.imports`` is dotted
+        (``nltk.tokenize``, for preloading); a distribution provides its top-level module."""
         found: dict[str, dict[str, None]] = {}
         for e in self.endpoints:
             roots = [r for r in (e.project, e.source_dir) if r is not None]
             own = found.setdefault(e.name, {})
-            for module in e.imports:
+            for module in dict.fromkeys(m.split(".")[0] for m in e.imports):
                 if not any((r / f"{module}.py").is_file() or (r / module).is_dir() for r in roots):
                     own[module] = None
         return {name: tuple(modules) for name, modules in found.items()}

@@ -179,7 +179,7 @@ def _unreachable(error: DependencyError) -> bool:
 
 
 def _uses_torch(specs: tuple[str, ...], imports: Iterable[str]) -> bool:
-    if TORCH_IMPORTS & set(imports):
+    if TORCH_IMPORTS & {module.split(".")[0] for module in imports}:  # dotted: torch.nn
         return True
     for spec in specs:
         try:
