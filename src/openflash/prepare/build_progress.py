@@ -183,7 +183,7 @@ class BuildProgress:
             build = self._starting.pop(label, None)
         if build is None:
             return await reply
-        previous = events.call_started.get()
+        previous = events.call_taken.get()
         ended: list[bool] = []
 
         def started() -> None:
@@ -193,7 +193,7 @@ class BuildProgress:
                 ended.append(True)
                 self._end(build, ok=True)
 
-        token = events.call_started.set(started)
+        token = events.call_taken.set(started)
         try:
             return await reply
         except BaseException:
@@ -202,7 +202,7 @@ class BuildProgress:
                 self._end(build, ok=False)
             raise
         finally:
-            events.call_started.reset(token)
+            events.call_taken.reset(token)
 
     def close(self) -> None:
         """End what still waits for a worker (a build no call followed)."""
