@@ -43,6 +43,8 @@ def test_values(tmp_path: Path) -> None:
         ("FLASH_NAMESPACES", "sometimes"),
         ("FLASH_TEMPLATE_IDLE_TIMEOUT", "forever"),
         ("FLASH_BYTECODE", "later"),
+        ("FLASH_CANCEL_GRACE_S", "abc"),
+        ("FLASH_BUILD_LOCK_TIMEOUT", "-3"),
     ],
 )
 def test_bad_values_are_named(name: str, value: str) -> None:

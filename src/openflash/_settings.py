@@ -112,6 +112,8 @@ class Settings:
     retry_builds: bool = False
     #: FLASH_BUILD_LOCK_TIMEOUT: seconds to wait for another builder of a key (0: for ever).
     build_lock_timeout: float = 1800.0
+    #: FLASH_CANCEL_GRACE_S: seconds a cancelled call has to stop before its worker is killed.
+    cancel_grace: float = 2.0
 
     @property
     def apt_root(self) -> Path:
@@ -174,6 +176,7 @@ class Settings:
             ),
             gpu_base_packages=env.get("FLASH_GPU_BASE_PACKAGES"),
             build_lock_timeout=build_lock_timeout(env),
+            cancel_grace=cancel_grace(env),
         )
 
 
@@ -181,6 +184,12 @@ def build_lock_timeout(environ: dict[str, str] | None = None) -> float:
     """FLASH_BUILD_LOCK_TIMEOUT alone (the store reads it where it waits)."""
     env = os.environ if environ is None else environ
     return _seconds(dict(env), "FLASH_BUILD_LOCK_TIMEOUT", 1800.0)
+
+
+def cancel_grace(environ: dict[str, str] | None = None) -> float:
+    """FLASH_CANCEL_GRACE_S alone (a pool reads it when a call is cancelled)."""
+    env = os.environ if environ is None else environ
+    return _seconds(dict(env), "FLASH_CANCEL_GRACE_S", 2.0)
 
 
 def _path(env: dict[str, str], name: str) -> Path | None:

@@ -99,6 +99,29 @@ def test_unknown_apt_package_exits_1(tmp_path: Path, env: dict[str, str]) -> Non
     )
 
 
+def test_a_file_that_fails_to_import_fails_the_check(tmp_path: Path, env: dict[str, str]) -> None:
+    """Its endpoints would be missing from `flash run`: `flash check` fails (exit 1), naming
+    the file, beside a good one that still resolves."""
+    write(
+        tmp_path / "good.py",
+        """
+        from runpod_flash import CpuLiveServerless, remote
+
+        @remote(CpuLiveServerless(name="good"))
+        def f(): ...
+    """,
+    )
+    write(tmp_path / "broken.py", "from runpod_flash import remote\n\ndef broken(:\n    pass\n")
+    done = run_flash("check", "--json", cwd=tmp_path, env=env)
+    assert done.returncode == 1, done.stdout + done.stderr
+    report = json.loads(done.stdout)
+    assert report["ok"] is False
+    [issue] = [i for i in report["issues"] if i["level"] == "error"]
+    assert issue["kind"] == "import-failed" and issue["endpoints"] == ["broken.py"]
+    plain = run_flash("check", cwd=tmp_path, env=env)
+    assert plain.returncode == 1 and "all endpoints resolve" not in plain.stdout
+
+
 def test_warnings_suggestions_and_strict(tmp_path: Path, env: dict[str, str]) -> None:
     write(
         tmp_path / "app.py",

@@ -221,3 +221,43 @@ def test_a_build_that_fills_the_disk_raises_store_full_and_keeps_nothing(tmp_pat
     assert "flash env prune" in error.hint
     assert not store.is_ready("envs", "k")
     assert not list((tmp_path / "tmp").iterdir())
+
+
+def _hold_lock(
+    root: str, key: str, held: multiprocessing.Event, release: multiprocessing.Event
+) -> None:
+    with Store(Path(root)).lock("envs", key):
+        held.set()
+        release.wait(120)
+
+
+def test_a_lock_asked_without_waiting_is_refused_at_once_while_another_process_builds(
+    tmp_path: Path,
+) -> None:
+    """``timeout=0`` is "do not wait" (the tmp/ sweep and a second bytecode compiler rely on
+    it), not "wait for ever" as FLASH_BUILD_LOCK_TIMEOUT=0 means."""
+    from filelock import Timeout
+
+    store = Store(tmp_path)
+    ctx = multiprocessing.get_context("spawn")
+    held, release = ctx.Event(), ctx.Event()
+    holder = ctx.Process(target=_hold_lock, args=(str(tmp_path), "k1", held, release))
+    holder.start()
+    try:
+        assert held.wait(60)
+        with pytest.raises(Timeout), store.lock("envs", "k1", timeout=0):
+            pass
+        # The sweep skips a live builder's folder instead of waiting for its lock.
+        leftover = tmp_path / "tmp" / "envs-k1-abc"
+        leftover.mkdir(parents=True)
+        swept: list[int] = []
+        sweeper = threading.Thread(target=lambda: swept.append(store.sweep_tmp()), daemon=True)
+        sweeper.start()
+        sweeper.join(60)  # a hang guard: the sweep must not wait for the holder
+        assert swept == [0] and leftover.is_dir()
+    finally:
+        release.set()
+        holder.join(60)
+    with store.lock("envs", "k1", timeout=0):  # free again: taken at once
+        pass
+    assert store.sweep_tmp() == 1 and not leftover.exists()

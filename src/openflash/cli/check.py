@@ -59,6 +59,16 @@ def check(
         if forgotten and not (quiet or as_json):
             console.print(f"forgot {forgotten} failed source build(s): they will be tried again")
     issues = run_checks(project, Reporter(quiet=quiet or as_json, verbose=verbose))
+    issues[:0] = [  # a file that does not import serves nothing: the check fails
+        Issue(
+            "error",
+            "import-failed",
+            [str(failure.file.relative_to(project.root))],
+            "failed to import, so its endpoints are left out (its traceback is above); fix it "
+            "and check again",
+        )
+        for failure in project.failures
+    ]
     failing = [i for i in issues if i.level == "error" or (strict and i.level == "warning")]
     mode = layer_mode(Preparer().settings.namespaces)
     if as_json:

@@ -18,6 +18,8 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
+from filelock import Timeout
+
 from openflash import _subprocess
 from openflash._settings import build_lock_timeout
 from openflash.errors import EnvironmentBuildError
@@ -32,13 +34,23 @@ _POLL_S = (0.01, 0.2)  # first and longest pause between tries
 
 
 @contextlib.contextmanager
-def hold_build_lock(path: Path, what: str, timeout: float | None = None) -> Iterator[None]:
+def hold_build_lock(
+    path: Path, what: str, timeout: float | None = None, *, wait: bool = True
+) -> Iterator[None]:
     """Hold the lock at ``path`` (for the build of ``what``); ``timeout`` seconds at most of
-    waiting (None: FLASH_BUILD_LOCK_TIMEOUT; 0 or less: no bound)."""
+    waiting (None: FLASH_BUILD_LOCK_TIMEOUT; 0 or less: no bound). ``wait=False`` tries once and
+    raises filelock's ``Timeout`` when another holds it (a sweep or a second compiler, which
+    skip what is busy)."""
     bound = build_lock_timeout() if timeout is None else timeout
     fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC, 0o644)
     try:
-        _acquire(fd, path, what, bound)
+        if wait:
+            _acquire(fd, path, what, bound)
+        else:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                raise Timeout(str(path)) from None
         os.ftruncate(fd, 0)
         os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
         try:

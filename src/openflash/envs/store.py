@@ -100,13 +100,15 @@ class Store:
     @contextlib.contextmanager
     def lock(self, kind: str, key: str, timeout: float | None = None) -> Iterator[None]:
         """Hold the build lock of ``(kind, key)``, waiting ``timeout`` seconds at most (None:
-        FLASH_BUILD_LOCK_TIMEOUT); envs/build_locks.py."""
+        FLASH_BUILD_LOCK_TIMEOUT; 0: not at all, filelock's ``Timeout`` when it is held);
+        envs/build_locks.py."""
         locks = self.root / "locks"
         trust.check_levels(locks, self.root)
         make_dirs(locks)
         path = locks / f"{kind}-{key}.lock"
         check_owner(path)  # before opening it: a planted link would be followed and truncated
-        with hold_build_lock(path, f"{kind}/{key}", timeout):
+        wait = timeout != 0
+        with hold_build_lock(path, f"{kind}/{key}", timeout if wait else None, wait=wait):
             check_owner(path)
             yield
 

@@ -4,7 +4,7 @@ When the awaiting side of a running call is cancelled (``Job.cancel()``, ``/canc
 cancelled ``await``, leaving ``map`` early), the pool sends its worker CANCEL for it: an async
 function gets CancelledError at its next ``await`` and its worker stays. A sync function cannot
 be interrupted in its thread (the worker waits for it, child.py), and an async one may ignore the
-CancelledError: if the call has not ended ``CANCEL_GRACE_S`` seconds later, its worker is killed
+CancelledError: if the call has not ended FLASH_CANCEL_GRACE_S seconds later, its worker is killed
 and replaced, and the other calls it was running fail with a WorkerCrashedError that says why.
 This is what Runpod's worker SDK does for a cancelled job, and Modal's ``FunctionCall.cancel``.
 
@@ -14,17 +14,14 @@ The pool never delivers a cancelled call's result: its future is already cancell
 from __future__ import annotations
 
 import asyncio
-import os
 from typing import Any
 
+from openflash._settings import cancel_grace
 from openflash.workers import protocol
 from openflash.workers.calls import Call
 from openflash.workers.lifecycle import WorkerState
 
-__all__ = ["CANCEL_GRACE_S", "watch"]
-
-#: Seconds a cancelled call has to end before its worker is killed (FLASH_CANCEL_GRACE_S).
-CANCEL_GRACE_S = float(os.environ.get("FLASH_CANCEL_GRACE_S", "2") or 2)
+__all__ = ["watch"]
 
 
 def watch(pool: Any, call: Call) -> None:
@@ -44,7 +41,9 @@ def _cancelled(pool: Any, call: Call, future: asyncio.Future[Any]) -> None:
     if call.timer is not None:
         call.timer.cancel()
         call.timer = None
-    asyncio.get_running_loop().call_later(CANCEL_GRACE_S, _kill_if_running, pool, worker, call)
+    # FLASH_CANCEL_GRACE_S, read at each cancellation: a bad value is a ConfigError naming it.
+    grace = cancel_grace()
+    asyncio.get_running_loop().call_later(grace, _kill_if_running, pool, worker, call)
 
 
 def _kill_if_running(pool: Any, worker: Any, call: Call) -> None:
@@ -54,7 +53,7 @@ def _kill_if_running(pool: Any, worker: Any, call: Call) -> None:
         return
     worker.doom = (
         f"killed because {call.label} was cancelled and did not stop within "
-        f"{CANCEL_GRACE_S:g} s (FLASH_CANCEL_GRACE_S)"
+        f"{cancel_grace():g} s (FLASH_CANCEL_GRACE_S)"
     )
     worker.state = WorkerState.STOPPING  # no new calls; a replacement starts if needed
     for call_id, running in list(worker.in_flight.items()):
