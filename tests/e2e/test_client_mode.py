@@ -298,6 +298,7 @@ def test_client_errors_name_the_endpoint_and_say_what_to_do(
     with pytest.raises(FlashError) as invalid:
         run(Endpoint(id="echo").runsync({"wrong": 1}))
     assert "answered 422" in str(invalid.value) and "parameters" in str(invalid.value)
+    assert "text: Field required" in str(invalid.value)  # which field the server refused
     monkeypatch.setenv("FLASH_SERVER_URL", f"http://127.0.0.1:{free_port()}")
     with pytest.raises(FlashError) as down:
         run(Endpoint(id="echo").health())

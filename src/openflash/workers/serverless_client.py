@@ -141,6 +141,8 @@ def _http_error(
     address: EndpointAddress, method: str, url: str, code: int, answer: Any
 ) -> FlashError:
     detail = answer.get("error") or answer.get("detail") if isinstance(answer, dict) else answer
+    if isinstance(answer, dict) and answer.get("error") and answer.get("detail"):
+        detail = f"{answer['error']} ({_fields(answer['detail'])})"  # flash run's 422: which field
     message = f"{address.label}: {method} {url} answered {code}: {str(detail)[:500]}"
     if code == 401:
         hint = "set FLASH_API_KEY (or RUNPOD_API_KEY) to the server's key"
@@ -156,6 +158,20 @@ def _http_error(
     error = FlashError(message, hint=hint)
     error.status_code = code  # type: ignore[attr-defined]
     return error
+
+
+def _fields(detail: Any) -> str:
+    """A validation error's entries (``[{"loc": [...], "msg": ...}]``) as ``loc: msg; ...``."""
+    if not isinstance(detail, list):
+        return str(detail)
+    parts = []
+    for entry in detail:
+        if isinstance(entry, dict):
+            where = ".".join(str(p) for p in entry.get("loc", ()) if p not in ("body", "input"))
+            parts.append(f"{where or 'input'}: {entry.get('msg', entry)}")
+        else:
+            parts.append(str(entry))
+    return "; ".join(parts)
 
 
 async def _call(
