@@ -319,7 +319,8 @@ def test_a_transport_that_cannot_stream_says_so() -> None:
             None,
             True,
         )
-        frame = await executor.reply(1, protocol.dumps(tuple(payload)))
+        parts = await executor.reply(1, protocol.dumps(tuple(payload)))  # a frame's parts
+        frame = b"".join(bytes(part) for part in parts)
         return protocol.decode_error(frame[protocol.HEADER.size :])
 
     info = asyncio.run(main())
