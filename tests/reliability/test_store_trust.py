@@ -112,6 +112,10 @@ class Scene:
             "PYTHONPATH": str(ROOT / "src"),
             "PYTHONDONTWRITEBYTECODE": "1",
             "FLASH_HOME": str(self.home),
+            # Bytecode compiled before the program ends (the default compiles it afterwards, in
+            # a detached process): the planted-blob case needs the blob there to replace, and
+            # no process of the victim's may outlive the case (userdel refuses while one runs).
+            "FLASH_BYTECODE": "eager",
         }
         return self.victim.run([str(self.venv / "bin/python"), str(program)], env=env, cwd=self.den)
 
