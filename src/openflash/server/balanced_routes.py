@@ -36,14 +36,15 @@ from openflash.server.invocation import (
 )
 from openflash.server.responses import JSONResponse
 
-__all__ = ["add_lb_route"]
+__all__ = ["add_lb_route", "model_name"]
 
 _PATH_PARAM = re.compile(r"{([A-Za-z_][A-Za-z0-9_]*)(?::[^}]*)?}")
 #: User errors that mean the request was wrong, as Runpod Flash's dev server maps them.
 _CLIENT_ERRORS = (ValueError, KeyError, TypeError)
 
 
-def _ident(path: str) -> str:
+def model_name(path: str) -> str:
+    """A route path as an identifier, for the names of its generated pydantic models."""
     return re.sub(r"\W", "_", path.strip("/")) or "root"
 
 
@@ -75,7 +76,9 @@ def add_lb_route(router: APIRouter, lb: LBRoute, record: Callable[[dict[str, Any
             )
     body_model = None
     if body_method and model_fields:
-        body_model = input_model(_without(fn, path_names), f"{_ident(lb.path)}_{lb.method}_body")
+        body_model = input_model(
+            _without(fn, path_names), f"{model_name(lb.path)}_{lb.method}_body"
+        )
         required = any(f.is_required() for f in body_model.model_fields.values())
         annotation: Any = body_model
         flat = flat_body_type(fn, [p.name for p in model_fields])

@@ -26,7 +26,6 @@ from __future__ import annotations
 
 import asyncio
 import inspect
-import re
 import time
 from collections.abc import Awaitable, Callable
 from typing import Any
@@ -39,7 +38,7 @@ from openflash.api import streams
 from openflash.api.remote import RemoteClass, RemoteFunction, RemoteInstance
 from openflash.project import Project, QueueRoute
 from openflash.server import job_streams, webhooks
-from openflash.server.balanced_routes import add_lb_route
+from openflash.server.balanced_routes import add_lb_route, model_name
 from openflash.server.call_records import call_fields
 from openflash.server.endpoint_health import SyncCalls, add_health_routes, id_bases
 from openflash.server.invocation import (
@@ -81,7 +80,7 @@ def build_router(
         add_lb_route(router, lb, record)
     for route in project.queue:
         invoke = _queue_invoker(route, instances)
-        model = input_model(_target(route), f"{_ident(route.path)}_input")
+        model = input_model(_target(route), f"{model_name(route.path)}_input")
         invokers[route.path] = _job_invoker(invoke, model)
         for base in filter(None, (route.path, route.short_path, ids[route.path])):
             _add_queue_routes(router, route, base, model, invoke, jobs, record, feeds, sync)
@@ -117,10 +116,6 @@ def constructor_warnings(project: Project) -> list[str]:
                 "will fail: give them defaults, or read them from os.environ in __init__"
             )
     return list(warnings.values())
-
-
-def _ident(path: str) -> str:
-    return re.sub(r"\W", "_", path.strip("/")) or "root"
 
 
 def _target(route: QueueRoute) -> Any:
@@ -164,7 +159,7 @@ def _add_queue_routes(
 ) -> None:
     required = any(f.is_required() for f in model.model_fields.values())
     request_model = create_model(
-        f"{_ident(base)}_request",
+        f"{model_name(base)}_request",
         input=(model, ...) if required else (model, model()),
         webhook=(str | None, None),  # /run only: where the job's result is POSTed
     )
