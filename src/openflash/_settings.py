@@ -52,6 +52,9 @@
   environment (or layer, runtime, image) it needs before failing with EnvironmentBuildError
   naming that process; default 1800; 0 waits for ever. After a few seconds of waiting it says
   whose build it waits for (envs/build_locks.py).
+- FLASH_MAX_RESULT_BYTES: the largest result (its JSON) a ``flash run`` call may return, in
+  bytes or with K, M, G; default 20M (Runpod's largest documented payload, /runsync's 20 MB);
+  0: no cap. A larger result fails its job (server/results.py).
 - FLASH_GPU_BASE_PACKAGES: the GPU base set (deps/gpu_base.py), comma-separated requirements;
   unset: the packages of Runpod's GPU image; empty: none.
 """
@@ -190,6 +193,19 @@ def cancel_grace(environ: dict[str, str] | None = None) -> float:
     """FLASH_CANCEL_GRACE_S alone (a pool reads it when a call is cancelled)."""
     env = os.environ if environ is None else environ
     return _seconds(dict(env), "FLASH_CANCEL_GRACE_S", 2.0)
+
+
+#: FLASH_MAX_RESULT_BYTES's default: Runpod documents 20 MB as /runsync's largest payload (and
+#: 10 MB for /run), and advises object storage for more.
+DEFAULT_MAX_RESULT_BYTES = 20 << 20
+
+
+def max_result_bytes(environ: dict[str, str] | None = None) -> int | None:
+    """FLASH_MAX_RESULT_BYTES alone, in bytes (``flash run`` reads it at start); None: no cap."""
+    env = dict(os.environ if environ is None else environ)
+    if not env.get("FLASH_MAX_RESULT_BYTES", "").strip():
+        return DEFAULT_MAX_RESULT_BYTES
+    return _size(env, "FLASH_MAX_RESULT_BYTES")
 
 
 def _path(env: dict[str, str], name: str) -> Path | None:

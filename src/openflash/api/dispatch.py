@@ -13,7 +13,7 @@ from openflash.errors import DependencyError, FlashError
 from openflash.runtime.definitions import EndpointDef
 from openflash.runtime.failures import remote_error
 from openflash.runtime.process import get_runtime
-from openflash.workers import protocol
+from openflash.workers import payloads, protocol
 from openflash.workers.calls import Call
 
 __all__ = ["release", "run"]
@@ -34,7 +34,9 @@ async def run(endpoint: EndpointDef, call: Call, again: Callable[[], Call], lack
                 error.args = (error.message,)
             raise error from None
         if reply.ok:
-            return values.load_result(endpoint.name, call.label, reply.payload)
+            result = values.load_result(endpoint.name, call.label, reply.payload)
+            payloads.release(reply.payload)  # a large str result's frame: unmapped now
+            return result
         info = protocol.decode_error(reply.payload)
         missing = values.missing_module(info)
         if missing is None or missing in lacks:

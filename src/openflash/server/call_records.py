@@ -24,6 +24,7 @@ import threading
 import time
 from typing import Any
 
+from openflash.server import results
 from openflash.workers import events
 
 __all__ = [
@@ -159,7 +160,10 @@ def call_fields(given: Any, started: float, output: Any, error: str | None) -> d
 
 
 def shown(value: Any) -> dict[str, Any]:
-    """A value as the page shows it: its JSON (cut to ``SHOWN_BYTES``) and its full size."""
+    """A value as the page shows it: its JSON (cut to ``SHOWN_BYTES``) and its full size; a
+    large result's ``results.Preview`` as its first bytes and size."""
+    if isinstance(value, results.Preview):
+        return {"json": value.head[:SHOWN_BYTES], "bytes": value.size, "cut": True}
     try:
         text = json.dumps(value, indent=2, ensure_ascii=False, default=str)
     except (TypeError, ValueError):

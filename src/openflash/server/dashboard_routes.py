@@ -32,6 +32,7 @@ from openflash.backends.gpus import detect_gpus
 from openflash.deps.namespace_mode import layer_mode
 from openflash.project import ImportFailure
 from openflash.runtime.process import get_runtime
+from openflash.server import results
 from openflash.server.call_records import shown, split_error, user_frames_first
 from openflash.server.jobs import FINAL
 from openflash.server.state import ServerState
@@ -196,7 +197,7 @@ def _with_job(state: ServerState, call: dict[str, Any], item: dict[str, Any]) ->
         item["progress"] = feed.progress  # the latest openflash.progress of a /run job
     if call.get("kind") != "run":
         return
-    job = state.journal.get(str(call["id"]))
+    job = state.journal.get(str(call["id"]), load=False)
     if job is None:
         return
     item["status"], item["attempt"] = job.status, job.attempt
@@ -204,15 +205,16 @@ def _with_job(state: ServerState, call: dict[str, Any], item: dict[str, Any]) ->
         item["seconds"] = job.finished - job.started
     item["input"], item["received"] = job.input, job.created
     item["started"], item["ended"] = job.started, job.finished
-    if job.status == "COMPLETED":
-        item["output"] = job.output
+    if job.status == "COMPLETED":  # a large one: its first bytes, read from its file
+        stored = isinstance(job.output, results.Stored)
+        item["output"] = results.preview(job.output) if stored else job.output
     if job.error:
         item["error"] = job.error
 
 
 def _journaled(state: ServerState, call_id: str) -> dict[str, Any] | None:
     """A /run job the recent calls no longer hold (or a previous server ran), from the journal."""
-    job = state.journal.get(call_id)
+    job = state.journal.get(call_id, load=False)
     if job is None:
         return None
     endpoint = next((r.endpoint_name for r in state.project.queue if r.path == job.route), None)

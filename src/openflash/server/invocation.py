@@ -9,7 +9,9 @@ builtin subclasses) first take their portable form (workers/portable.py's table)
 encoder writes the rest (datetime and date as ISO 8601, UUID and Decimal, sets as lists, bytes as
 base64); a value neither can encode becomes a string naming its type, never a 500. What the
 call raised becomes a status: a timeout is TIMED_OUT (504), anything else FAILED (500) with
-the remote error's text.
+the remote error's text. A result is encoded to JSON once (server/results.py); one larger than
+``FLASH_MAX_RESULT_BYTES`` is FAILED (507, Insufficient Storage: the server will not hold it)
+with the size, the cap and the setting.
 """
 
 from __future__ import annotations
@@ -26,6 +28,7 @@ from fastapi.encoders import ENCODERS_BY_TYPE
 from pydantic import BaseModel, ConfigDict, create_model
 
 from openflash.errors import ExecutionTimeoutError, FlashError, RemoteError
+from openflash.server import results
 from openflash.workers import portable
 
 __all__ = [
@@ -136,13 +139,18 @@ def _key(key: Any) -> str:
 
 class Outcome(typing.NamedTuple):
     status: str
+    #: the JSON-compatible result, or its ``results.Encoded`` bytes where larger than
+    #: ``results.INLINE_BYTES``; None unless COMPLETED
     output: Any
     error: str | None
     http_status: int
+    #: the result's JSON, encoded once (COMPLETED only)
+    encoded: results.Encoded | None = None
 
 
-async def call_outcome(invoke: typing.Awaitable[Any]) -> Outcome:
-    """Await a call and say how it ended, in Runpod's terms."""
+async def call_outcome(invoke: typing.Awaitable[Any], max_result: int | None = None) -> Outcome:
+    """Await a call and say how it ended, in Runpod's terms; a result whose JSON is larger than
+    ``max_result`` bytes (FLASH_MAX_RESULT_BYTES) FAILS with the reason."""
     try:
         result = await invoke
     except ExecutionTimeoutError as e:
@@ -152,6 +160,18 @@ async def call_outcome(invoke: typing.Awaitable[Any]) -> Outcome:
     except FlashError as e:
         return Outcome("FAILED", None, str(e), 500)
     try:
-        return Outcome("COMPLETED", to_json(result), None, 200)
+        value = to_json(result)
+        del result  # held once from here: as its value, its JSON text, then its JSON bytes
+        text = results.json_text(value)
+        if len(text) > results.INLINE_BYTES:
+            value = None  # large: only its bytes are kept, and sent as they are
+        encoded = results.utf8(text)
+        del text
     except Exception as e:
         return Outcome("FAILED", None, f"the result cannot be sent as JSON: {e}", 500)
+    size = len(encoded.data)
+    reason = results.too_large(size, max_result)
+    if reason is not None:
+        return Outcome("FAILED", None, reason, 507)
+    output = value if size <= results.INLINE_BYTES else encoded
+    return Outcome("COMPLETED", output, None, 200, encoded)

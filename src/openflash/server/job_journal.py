@@ -1,11 +1,22 @@
 """The job journal: ``/run`` jobs in SQLite (``.flash/jobs.sqlite3``, private to its user:
 server/journal_files.py), each written before it is acknowledged and each change of state as it
 happens; read back by the next server (server/jobs.py's ``JobRunner.recover``). ``Job`` is one
-row; status names are Runpod's."""
+row; status names are Runpod's.
+
+A result's JSON larger than ``results.INLINE_BYTES`` is not put in its row: it is written to a
+file of its own, ``.flash/results/<job id>.json`` (0600 in a 0700 folder), before the row says
+the job ended, and removed with the row (by retention, or a retry). So the journal never holds a
+large result in its pages (which SQLite would keep as free pages after the row went: the file
+would not shrink), and ``/status`` sends the file as it is (``get(load=False)``). A result file
+no row names (a server killed between writing it and the row) is removed when the journal opens.
+"""
 
 from __future__ import annotations
 
+import contextlib
+import errno
 import json
+import os
 import sqlite3
 import threading
 import time
@@ -14,7 +25,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from openflash.server import retention
+from openflash.server import results, retention
 from openflash.server.journal_files import private_file, private_folder
 
 __all__ = ["FINAL", "MAX_ATTEMPTS", "Job", "JobJournal"]
@@ -49,6 +60,7 @@ _ADDED = {
     "webhook": "TEXT",
     "webhook_state": "TEXT",  # pending, delivered or failed
     "call_attempt": "INTEGER NOT NULL DEFAULT 0",
+    "output_size": "INTEGER",  # set where the output is in its result file
 }
 
 
@@ -58,6 +70,7 @@ class Job:
     route: str
     input: dict[str, Any]
     status: str
+    #: the output's value; ``results.Stored`` where it is in its file and was not loaded
     output: Any = None
     error: str | None = None
     attempts: int = 0
@@ -92,6 +105,7 @@ class JobJournal:
         for name in (path.name, f"{path.name}-wal", f"{path.name}-shm"):
             private_file(path.with_name(name), create=name == path.name)
         self.path = path
+        self.results = path.parent / "results"
         self._lock = threading.Lock()
         self._db = sqlite3.connect(path, check_same_thread=False, isolation_level=None)
         self._db.execute("PRAGMA journal_mode=WAL")
@@ -101,6 +115,11 @@ class JobJournal:
         for column, kind in _ADDED.items():
             if column not in present:
                 self._db.execute(f"ALTER TABLE jobs ADD COLUMN {column} {kind}")
+        private_folder(self.results)
+        kept = {r[0] for r in self._run("SELECT id FROM jobs WHERE output_size IS NOT NULL")}
+        for leftover in self.results.iterdir():  # written by a server killed before its row
+            if leftover.name.removesuffix(".json") not in kept:
+                leftover.unlink()
 
     def _run(self, sql: str, args: tuple[Any, ...] = ()) -> list[tuple[Any, ...]]:
         with self._lock:
@@ -139,7 +158,7 @@ class JobJournal:
             f"SELECT {_COLUMNS} FROM jobs WHERE webhook_state='pending' AND status IN "
             "('COMPLETED', 'FAILED', 'CANCELLED', 'TIMED_OUT') ORDER BY finished"
         )
-        return [_job(r) for r in rows]
+        return [self._job(r, True) for r in rows]
 
     def expire(self, before: float) -> list[str]:
         """Remove the jobs that ended before ``before`` (their webhooks done), leaving
@@ -166,6 +185,8 @@ class JobJournal:
             except BaseException:
                 db.execute("ROLLBACK")
                 raise
+        for row in rows:
+            self._drop_result(row[0])
         return [r[0] for r in rows]
 
     def tombstone(self, job_id: str) -> tuple[str, float, float] | None:
@@ -176,20 +197,80 @@ class JobJournal:
     def finish(
         self, job_id: str, status: str, *, output: Any = None, error: str | None = None
     ) -> None:
-        self._run(
-            "UPDATE jobs SET status=?, output=?, error=?, finished=? WHERE id=? AND status NOT IN "
-            "('COMPLETED', 'FAILED', 'CANCELLED', 'TIMED_OUT')",
-            (status, json.dumps(output), error, time.time(), job_id),
-        )
+        """End a job (unless it ended already); ``output`` is a value, or its JSON as
+        ``results.Encoded`` (written as it is; to its own file when large). Raises OSError or
+        sqlite3.Error where it cannot be written (a full disk: the error says so)."""
+        text: str | None = None
+        size: int | None = None
+        if isinstance(output, results.Encoded) and len(output.data) > results.INLINE_BYTES:
+            size = len(output.data)
+            self._write_result(job_id, output.data)
+        elif isinstance(output, results.Encoded):
+            text = output.data.decode()
+        else:
+            text = json.dumps(output)
+        written = False
+        try:
+            with self._lock:
+                written = (
+                    self._db.execute(
+                        "UPDATE jobs SET status=?, output=?, output_size=?, error=?, finished=? "
+                        "WHERE id=? AND status NOT IN ('COMPLETED', 'FAILED', 'CANCELLED', "
+                        "'TIMED_OUT')",
+                        (status, text, size, error, time.time(), job_id),
+                    ).rowcount
+                    > 0
+                )
+        finally:
+            if size is not None and not written:  # the job had ended (cancelled), or no row
+                self._drop_result(job_id)
 
     def requeue(self, job_id: str, *, reopen: bool = False) -> None:
         """Queue a job again (``reopen``: an ended one, its outcome cleared, for a retry)."""
-        cleared = ", output=NULL, error=NULL, finished=NULL" if reopen else ""
+        cleared = ", output=NULL, output_size=NULL, error=NULL, finished=NULL" if reopen else ""
         self._run(f"UPDATE jobs SET status='IN_QUEUE', started=NULL{cleared} WHERE id=?", (job_id,))
+        if reopen:
+            self._drop_result(job_id)
 
-    def get(self, job_id: str) -> Job | None:
+    def get(self, job_id: str, *, load: bool = True) -> Job | None:
+        """The job ``job_id``; a large output is read from its file, or (``load=False``) left
+        there as ``results.Stored``, for ``results.respond`` to send as it is."""
         rows = self._run(f"SELECT {_COLUMNS} FROM jobs WHERE id=?", (job_id,))
-        return _job(rows[0]) if rows else None
+        return self._job(rows[0], load) if rows else None
+
+    def result_file(self, job_id: str) -> Path:
+        """Where a large output of ``job_id`` is kept."""
+        return self.results / f"{job_id}.json"
+
+    def _write_result(self, job_id: str, data: bytes) -> None:
+        path = self.result_file(job_id)
+        flags = os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW | os.O_CLOEXEC
+        try:
+            fd = os.open(path, flags, 0o600)
+            with os.fdopen(fd, "wb") as f:
+                f.write(data)
+                f.flush()
+                os.fsync(f.fileno())  # on disk before the row says the job ended
+        except OSError as e:
+            with contextlib.suppress(OSError):
+                path.unlink()
+            if e.errno in (errno.ENOSPC, errno.EDQUOT):
+                raise OSError(e.errno, f"the disk is full writing {path}") from e
+            raise
+
+    def _drop_result(self, job_id: str) -> None:
+        with contextlib.suppress(FileNotFoundError):
+            self.result_file(job_id).unlink()
+
+    def _job(self, row: tuple[Any, ...], load: bool) -> Job:
+        size = row[13]
+        if size is None:
+            output = json.loads(row[4]) if row[4] is not None else None
+        elif load:
+            output = json.loads(self.result_file(row[0]).read_bytes())
+        else:
+            output = results.Stored(self.result_file(row[0]), size)
+        return Job(row[0], row[1], json.loads(row[2]), row[3], output, *row[5:13])
 
     def counts(self, route: str) -> tuple[dict[str, int], int]:
         """``route``'s jobs by status, and how many were started more than once."""
@@ -209,11 +290,11 @@ class JobJournal:
             f"SELECT {_COLUMNS} FROM jobs WHERE status IN ('IN_QUEUE', 'IN_PROGRESS') "
             "ORDER BY created"
         )
-        return [_job(r) for r in rows]
+        return [self._job(r, True) for r in rows]
 
     def recent(self, limit: int = 50) -> list[Job]:
         rows = self._run(f"SELECT {_COLUMNS} FROM jobs ORDER BY created DESC LIMIT ?", (limit,))
-        return [_job(r) for r in rows]
+        return [self._job(r, True) for r in rows]
 
     def close(self) -> None:
         with self._lock:
@@ -222,10 +303,5 @@ class JobJournal:
 
 _COLUMNS = (
     "id, route, input, status, output, error, attempts, created, started, finished, webhook, "
-    "webhook_state, call_attempt"
+    "webhook_state, call_attempt, output_size"
 )
-
-
-def _job(row: tuple[Any, ...]) -> Job:
-    output = json.loads(row[4]) if row[4] is not None else None
-    return Job(row[0], row[1], json.loads(row[2]), row[3], output, *row[5:])

@@ -25,8 +25,9 @@ import time
 from collections.abc import Awaitable, Callable
 from typing import Any
 
+from openflash import _settings
 from openflash.api.retries import attempt_sink
-from openflash.server import retention, webhooks
+from openflash.server import results, retention, webhooks
 from openflash.server.job_journal import FINAL, MAX_ATTEMPTS, Job, JobJournal
 from openflash.workers import events
 
@@ -47,12 +48,15 @@ class JobRunner:
         resolve: Callable[[str], Invoker | None],
         *,
         ttl: float | None = None,
+        max_result: int | None = -1,  # -1: FLASH_MAX_RESULT_BYTES
         webhook_policy: webhooks.WebhookPolicy | None = None,
         say: Callable[[str, str], None] | None = None,
     ) -> None:
         self.journal = journal
         self.resolve = resolve
         self.ttl = retention.job_ttl() if ttl is None else ttl
+        #: FLASH_MAX_RESULT_BYTES (None: no cap), which the routes' invokers apply
+        self.max_result = _settings.max_result_bytes() if max_result == -1 else max_result
         self.webhook_policy = webhook_policy or webhooks.WebhookPolicy.from_env()
         self.say = say or (lambda message, level: None)
         self.tasks: dict[str, asyncio.Task[None]] = {}
@@ -109,7 +113,7 @@ class JobRunner:
         if task is not None and not task.done():
             task.cancel()
             self.journal.finish(job_id, "CANCELLED", error="cancelled by request")
-        return self.journal.get(job_id)
+        return self.journal.get(job_id, load=False)
 
     def expired(self, job_id: str, route: str, base: str) -> dict[str, Any] | None:
         """The 404 body for ``job_id`` if it was a job of ``route`` removed as expired."""
@@ -134,7 +138,7 @@ class JobRunner:
 
         def ended(_task: asyncio.Task[None]) -> None:
             self.tasks.pop(job.id, None)
-            final = self.journal.get(job.id)
+            final = self.journal.get(job.id, load=False)
             if not self.closing and final is not None and final.status in FINAL:
                 self._deliver(final)
 
@@ -143,7 +147,10 @@ class JobRunner:
     def _deliver(self, job: Job) -> None:
         if not job.webhook or job.webhook_state != "pending":
             return
-        url, payload = job.webhook, job.to_response()
+        url = job.webhook
+        if isinstance(job.output, results.Stored):  # a large output, read for its webhook
+            job = self.journal.get(job.id) or job
+        payload = job.to_response()
 
         async def delivery() -> None:
             ok = await webhooks.deliver(url, payload, self.webhook_policy, self.say)

@@ -15,7 +15,7 @@ from typing import Any
 
 from starlette.responses import JSONResponse as _StarletteJSON
 
-__all__ = ["JSONResponse", "sse_event"]
+__all__ = ["JSONResponse", "finite", "sse_event"]
 
 
 class JSONResponse(_StarletteJSON):
@@ -24,21 +24,21 @@ class JSONResponse(_StarletteJSON):
             return super().render(content)
         except (UnicodeEncodeError, ValueError):
             return json.dumps(
-                _finite(content), ensure_ascii=True, allow_nan=False, separators=(",", ":")
+                finite(content), ensure_ascii=True, allow_nan=False, separators=(",", ":")
             ).encode("ascii")
 
 
 def sse_event(kind: str, data: Any) -> bytes:
     """A server-sent event ``kind`` whose data is ``data``'s JSON (one line, sendable as above)."""
-    text = json.dumps(_finite(data), ensure_ascii=True, allow_nan=False, separators=(",", ":"))
+    text = json.dumps(finite(data), ensure_ascii=True, allow_nan=False, separators=(",", ":"))
     return f"event: {kind}\ndata: {text}\n\n".encode()
 
 
-def _finite(value: Any) -> Any:
+def finite(value: Any) -> Any:
     if isinstance(value, float):
         return value if math.isfinite(value) else None
     if isinstance(value, dict):
-        return {k: _finite(v) for k, v in value.items()}
+        return {k: finite(v) for k, v in value.items()}
     if isinstance(value, (list, tuple)):
-        return [_finite(v) for v in value]
+        return [finite(v) for v in value]
     return value

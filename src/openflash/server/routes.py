@@ -33,11 +33,12 @@ from typing import Any
 from fastapi import APIRouter
 from fastapi.routing import APIRoute
 from pydantic import BaseModel, create_model
+from starlette.responses import Response
 
 from openflash.api import streams
 from openflash.api.remote import RemoteClass, RemoteFunction, RemoteInstance
 from openflash.project import Project, QueueRoute
-from openflash.server import job_streams, webhooks
+from openflash.server import job_streams, results, webhooks
 from openflash.server.balanced_routes import add_lb_route, model_name
 from openflash.server.call_records import call_fields
 from openflash.server.endpoint_health import SyncCalls, add_health_routes, id_bases
@@ -81,7 +82,7 @@ def build_router(
     for route in project.queue:
         invoke = _queue_invoker(route, instances)
         model = input_model(_target(route), f"{model_name(route.path)}_input")
-        invokers[route.path] = _job_invoker(invoke, model)
+        invokers[route.path] = _job_invoker(invoke, model, jobs.max_result)
         for base in filter(None, (route.path, route.short_path, ids[route.path])):
             _add_queue_routes(router, route, base, model, invoke, jobs, record, feeds, sync)
             job_streams.add_stream_routes(router, base, route.path, jobs, feeds)
@@ -166,10 +167,13 @@ def _add_queue_routes(
     name = route.name + (f".{route.method}" if route.method else "")
     summary = (inspect.getdoc(_target(route)) or name).splitlines()[0]
 
-    async def runsync(body: Any) -> JSONResponse:
+    async def runsync(body: Any) -> Response:
         started, wall = asyncio.get_running_loop().time(), time.time()
         job_id = _new_id()
-        outcome = await call_outcome(invoke(arguments(body.input)))
+        outcome = await call_outcome(invoke(arguments(body.input)), jobs.max_result)
+        shown = outcome.output
+        if isinstance(shown, results.Encoded):  # the dashboard keeps its first bytes, not all
+            shown = results.preview(shown)
         record(
             {
                 "id": job_id,
@@ -178,9 +182,7 @@ def _add_queue_routes(
                 "kind": "runsync",
                 "status": outcome.status,
                 "seconds": asyncio.get_running_loop().time() - started,
-                **call_fields(
-                    body.input.model_dump(mode="json"), wall, outcome.output, outcome.error
-                ),
+                **call_fields(body.input.model_dump(mode="json"), wall, shown, outcome.error),
             }
         )
         payload: dict[str, Any] = {"id": job_id, "status": outcome.status}
@@ -189,7 +191,7 @@ def _add_queue_routes(
         else:
             payload["error"] = outcome.error
         sync.keep(route.path, payload)  # /status/{id} answers it for a while, as Runpod's does
-        return JSONResponse(payload, status_code=outcome.http_status)
+        return results.respond(payload, status_code=outcome.http_status)
 
     async def run(body: Any) -> JSONResponse:
         if body.webhook is not None and (problem := webhooks.webhook_error(body.webhook)):
@@ -213,21 +215,21 @@ def _add_queue_routes(
         )
         return JSONResponse({"id": job.id, "status": job.status})
 
-    async def status(job_id: str) -> JSONResponse:
-        job = jobs.journal.get(job_id)
+    async def status(job_id: str) -> Response:
+        job = jobs.journal.get(job_id, load=False)  # a large output is sent from its file
         if job is None or job.route != route.path:
             kept = sync.answer(job_id, route.path)  # a runsync call's, kept a minute
             if kept is not None:
-                return JSONResponse(kept)
+                return results.respond(kept)
             return job_streams.not_found(jobs, job_id, route.path, base)
-        return JSONResponse(job_streams.with_progress(job.to_response(), feeds.get(job_id)))
+        return results.respond(job_streams.with_progress(job.to_response(), feeds.get(job_id)))
 
-    async def cancel(job_id: str) -> JSONResponse:
-        job = jobs.journal.get(job_id)
+    async def cancel(job_id: str) -> Response:
+        job = jobs.journal.get(job_id, load=False)
         if job is None or job.route != route.path:
             return job_streams.not_found(jobs, job_id, route.path, base)
         job = jobs.cancel(job_id) or job
-        return JSONResponse(job.to_response())
+        return results.respond(job.to_response())
 
     _typed(runsync, body=request_model)
     _typed(run, body=request_model)
@@ -243,12 +245,13 @@ def _add_queue_routes(
         )
 
 
-def _job_invoker(invoke: Invoke, model: type[BaseModel]) -> JobInvoker:
-    """What the job runner calls: the journaled (JSON) input validated again, then the call."""
+def _job_invoker(invoke: Invoke, model: type[BaseModel], max_result: int | None) -> JobInvoker:
+    """What the job runner calls: the journaled (JSON) input validated again, then the call;
+    its result comes back as JSON bytes (``results.Encoded``), which the journal keeps."""
 
     async def run_job(payload: dict[str, Any]) -> tuple[str, Any, str | None]:
-        outcome = await call_outcome(invoke(arguments(model.model_validate(payload))))
-        return outcome.status, outcome.output, outcome.error
+        outcome = await call_outcome(invoke(arguments(model.model_validate(payload))), max_result)
+        return outcome.status, outcome.encoded, outcome.error
 
     return run_job
 

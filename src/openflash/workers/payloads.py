@@ -10,6 +10,7 @@ protocol.py frames it. Part of the worker runtime: it imports the standard libra
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import io
 import mmap
 import pickle
@@ -29,6 +30,7 @@ __all__ = [
     "packed",
     "read_into",
     "reduce_buffer",
+    "release",
     "unpack",
     "write_chunked",
     "write_parts",
@@ -164,6 +166,17 @@ def unpack(payload: Buffer) -> Packed:
         parts.append(view[offset : offset + size])
         offset += size
     return Packed(parts[0], tuple(parts[1:]))
+
+
+def release(payload: Any) -> None:
+    """Unmap a payload read into a buffer of its own (``read_into``) once what was loaded from it
+    does not share it: a str or bytes result copied its part, so the buffer (as large as the
+    result) goes now rather than when the last reference to the frame goes (asyncio keeps the
+    future it came in while the caller's task runs on). A loaded array that shares it keeps it:
+    closing then raises BufferError, and the buffer lives as long as the array."""
+    if isinstance(payload, mmap.mmap):
+        with contextlib.suppress(BufferError):
+            payload.close()
 
 
 async def read_into(reader: asyncio.StreamReader, size: int) -> mmap.mmap:
