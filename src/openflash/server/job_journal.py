@@ -202,16 +202,24 @@ class JobJournal:
         sqlite3.Error where it cannot be written (a full disk: the error says so)."""
         text: str | None = None
         size: int | None = None
-        if isinstance(output, results.Encoded) and len(output.data) > results.INLINE_BYTES:
-            size = len(output.data)
-            self._write_result(job_id, output.data)
-        elif isinstance(output, results.Encoded):
-            text = output.data.decode()
-        else:
+        data = output.data if isinstance(output, results.Encoded) else None
+        large = data is not None and len(data) > results.INLINE_BYTES
+        if data is not None and not large:
+            text = data.decode()
+        elif data is None:
             text = json.dumps(output)
-        written = False
-        try:
-            with self._lock:
+        with self._lock:  # so that nothing ends the job between the check and the update
+            if data is not None and large:
+                ended = self._db.execute(
+                    "SELECT 1 FROM jobs WHERE id=? AND status NOT IN ('IN_QUEUE', 'IN_PROGRESS')",
+                    (job_id,),
+                ).fetchall()
+                if ended:  # ended already (cancelled): its outcome, and any file, stay
+                    return
+                size = len(data)
+                self._write_result(job_id, data)
+            written = False
+            try:
                 written = (
                     self._db.execute(
                         "UPDATE jobs SET status=?, output=?, output_size=?, error=?, finished=? "
@@ -221,9 +229,9 @@ class JobJournal:
                     ).rowcount
                     > 0
                 )
-        finally:
-            if size is not None and not written:  # the job had ended (cancelled), or no row
-                self._drop_result(job_id)
+            finally:
+                if size is not None and not written:  # no row (or the update failed)
+                    self._drop_result(job_id)
 
     def requeue(self, job_id: str, *, reopen: bool = False) -> None:
         """Queue a job again (``reopen``: an ended one, its outcome cleared, for a retry)."""
