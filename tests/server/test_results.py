@@ -102,6 +102,10 @@ def test_a_large_job_result_lives_in_its_file_and_goes_with_its_job(tmp_path: Pa
     assert journal.get(small.id).output == [1, 2]
     assert journal.get(large.id).output == json.loads(encoded.data)  # read from its file
     assert journal.get(large.id, load=False).output == results.Stored(file, len(encoded.data))
+    file.rename(file.with_suffix(".aside"))  # a file removed by hand: said, not a crash
+    gone = journal.get(large.id, load=False)
+    assert gone.output is None and f"was kept in {file}, which is gone" in (gone.error or "")
+    file.with_suffix(".aside").rename(file)
     # Ended once: a second end (a cancel racing it) neither changes it nor leaves a file.
     journal.finish(large.id, "CANCELLED", output=encoded)
     assert journal.get(large.id, load=False).status == "COMPLETED" and file.exists()

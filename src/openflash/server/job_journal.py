@@ -271,14 +271,17 @@ class JobJournal:
             self.result_file(job_id).unlink()
 
     def _job(self, row: tuple[Any, ...], load: bool) -> Job:
-        size = row[13]
+        size, file, error = row[13], self.result_file(row[0]), row[5]
+        output: Any = None
         if size is None:
             output = json.loads(row[4]) if row[4] is not None else None
+        elif not file.is_file():  # removed by hand: said, rather than a 500 at each read
+            error = f"the job's result ({size} bytes) was kept in {file}, which is gone"
         elif load:
-            output = json.loads(self.result_file(row[0]).read_bytes())
+            output = json.loads(file.read_bytes())
         else:
-            output = results.Stored(self.result_file(row[0]), size)
-        return Job(row[0], row[1], json.loads(row[2]), row[3], output, *row[5:13])
+            output = results.Stored(file, size)
+        return Job(row[0], row[1], json.loads(row[2]), row[3], output, error, *row[6:13])
 
     def counts(self, route: str) -> tuple[dict[str, int], int]:
         """``route``'s jobs by status, and how many were started more than once."""
