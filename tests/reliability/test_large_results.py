@@ -137,6 +137,9 @@ def test_a_large_result_arrives_whole_and_leaves_the_journal_with_its_job(
         assert (flash / "jobs.sqlite3").stat().st_size < 1 << 20
         detail = client.get(f"/_flash/calls/{job}").json()
         assert detail["output"]["cut"] is True and detail["output"]["bytes"] == (mib << 20) + 2
+        again = client.post(f"/big/retry/{job}")  # a COMPLETED job is not run again
+        assert again.status_code == 409 and again.json()["status"] == "COMPLETED"
+        assert _digest(json.dumps(again.json()["output"])) == whole
     assert stored > empty + (mib << 20), (empty, stored)
     expire = _env(session_home, uv_cache, FLASH_JOB_TTL="1")
     with (

@@ -33,9 +33,11 @@ import time
 from typing import Any
 
 from fastapi import APIRouter
+from starlette.responses import Response
 
 from openflash.project import Project, QueueRoute
 from openflash.runtime.process import get_runtime
+from openflash.server import results
 from openflash.server.job_streams import not_found
 from openflash.server.jobs import JobRunner
 from openflash.server.responses import JSONResponse
@@ -133,15 +135,15 @@ def add_health_routes(
             removed += job is not None and job.status == "CANCELLED"
         return JSONResponse({"removed": removed, "status": "completed"})
 
-    async def retry(job_id: str) -> JSONResponse:
-        job = jobs.journal.get(job_id)
+    async def retry(job_id: str) -> Response:
+        job = jobs.journal.get(job_id, load=False)
         if job is None or job.route != route.path:
             return not_found(jobs, job_id, route.path, base)
         again = jobs.retry(job_id) or job
         if again.status != "IN_QUEUE":
             body = {**again.to_response(), "error": f"job {job_id} is {again.status}: only a "
                     "FAILED, TIMED_OUT or CANCELLED job can be retried"}  # fmt: skip
-            return JSONResponse(body, status_code=409)
+            return results.respond(body, status_code=409)  # a large output: from its file
         return JSONResponse({"id": again.id, "status": again.status})
 
     name = route.name + (f".{route.method}" if route.method else "")

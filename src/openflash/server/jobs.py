@@ -101,7 +101,7 @@ class JobRunner:
 
     def retry(self, job_id: str) -> Job | None:
         """A FAILED, TIMED_OUT or CANCELLED job run again under its id (Runpod's /retry)."""
-        job = self.journal.get(job_id)
+        job = self.journal.get(job_id, load=False)  # a large output stays in its file
         if job is None or job.status not in FINAL - {"COMPLETED"}:
             return job
         self.journal.requeue(job_id, reopen=True)
