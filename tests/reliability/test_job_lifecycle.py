@@ -4,6 +4,7 @@ what really ran twice), and a result that cannot be journaled fails its job, nev
 
 from __future__ import annotations
 
+import re
 import subprocess
 import time
 from collections import Counter
@@ -11,6 +12,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 import httpx
+import pytest
 
 from helpers import FlashServer, write
 
@@ -168,4 +170,80 @@ def test_a_result_the_full_journal_cannot_hold_fails_its_job_once(
         " SIGKILL to the server and a restart",
         "the job FAILED with the reason (the journal's disk is full) and was never run again;"
         " the restarted server ran the next job normally",
+    )
+
+
+def _submit(server: FlashServer, count: int) -> list[str]:
+    with httpx.Client(base_url=server.url, timeout=30) as client:
+        return [
+            client.post("/jobs/job/run", json={"input": {"n": n}}).json()["id"]
+            for n in range(count)
+        ]
+
+
+def _all_ended(server: FlashServer, ids: list[str]) -> list[dict]:
+    with httpx.Client(base_url=server.url, timeout=30) as client:
+
+        def ended() -> list[dict] | None:
+            statuses = _statuses(client, ids)
+            return statuses if all(s["status"] in ENDED for s in statuses) else None
+
+        statuses = _until(ended, "every job ended", timeout=300)
+    assert isinstance(statuses, list)
+    return statuses
+
+
+def _runs(where: Path) -> Counter[int]:
+    ran = where / "ran"
+    return Counter(int(n) for n in ran.read_text().split()) if ran.exists() else Counter()
+
+
+@pytest.mark.parametrize(
+    "edit",
+    [
+        pytest.param(("# a harmless change\n", ""), id="a-comment"),
+        pytest.param(("", "idle_timeout=61"), id="a-config-change"),  # replaces the pool
+    ],
+)
+def test_a_reload_hands_queued_jobs_to_the_next_pool(
+    edit: tuple[str, str], tmp_path: Path, session_home: Path, uv_cache: Path, report: Report
+) -> None:
+    prefix, keyword = edit
+    project = _project(tmp_path)
+    hold = tmp_path / "hold"
+    hold.touch()
+    with FlashServer(project, env=_env(session_home, uv_cache)) as server:  # --reload: the default
+        ids = _submit(server, JOBS)
+        running = _one_taken(server, ids)
+        first = next(n for n, s in enumerate(running) if s["status"] == "IN_PROGRESS")
+        source = project / "jobs.py"
+        text = prefix + source.read_text()
+        if keyword:
+            text = text.replace("workers=(0, 1)", f"workers=(0, 1), {keyword}")
+        source.write_text(text)
+        _until(lambda: "reloaded:" in server.output(), "the server reloaded")
+        if keyword:
+            _until(lambda: "replaced the workers of jobs" in server.output(), "a new pool")
+        hold.unlink()
+        statuses = _all_ended(server, ids)
+    log = server.output()
+    assert [s["status"] for s in statuses] == ["COMPLETED"] * JOBS, (statuses, log)
+    assert _runs(tmp_path) == Counter(range(JOBS)), _runs(tmp_path)  # each ran exactly once
+    pids = {
+        job_id: re.search(rf"job {job_id} on .* pid=(\d+)", log)[1]  # type: ignore[index]
+        for job_id in ids
+    }
+    others = {pids[job_id] for n, job_id in enumerate(ids) if n != first}
+    if keyword:  # the running job finished on its old worker; the queued ones went to the new
+        assert pids[ids[first]] not in others and len(others) == 1, (pids, log)
+    else:  # the pool was kept: its worker ran them all
+        assert others == {pids[ids[first]]}, (pids, log)
+    what = "a comment added" if not keyword else f"`{keyword}` added, which replaces its pool"
+    report(
+        "dev server",
+        f"an edit of an endpoint's file ({what}) under `--reload` with {JOBS} async jobs on its"
+        " single worker, one running and the rest queued",
+        f"all {JOBS} completed, each run exactly once (a side-effect file per run); the running"
+        " one finished on its worker"
+        + ("; the queued ones were handed to the new pool, never failed" if keyword else ""),
     )

@@ -33,6 +33,9 @@ from openflash.workers import events
 __all__ = ["FINAL", "MAX_ATTEMPTS", "Invoker", "Job", "JobJournal", "JobRunner"]
 
 
+#: How many times one job's call is sent again after a pool gave it back (reloads in a row).
+MAX_HANDOVERS = 20
+
 #: Runs a job's input on its route; returns (status, output, error).
 Invoker = Callable[[dict[str, Any]], Awaitable[tuple[str, Any, str | None]]]
 
@@ -100,7 +103,7 @@ class JobRunner:
         job = self.journal.get(job_id)
         if job is None or job.status not in FINAL - {"COMPLETED"}:
             return job
-        self.journal.requeue(job_id, reopen=True)
+        self.journal.requeue(job_id, reopen=True)  # a new run: its attempts start again
         self._start(again := self.journal.get(job_id) or job)
         return again
 
@@ -154,11 +157,7 @@ class JobRunner:
         task.add_done_callback(self.deliveries.discard)
 
     async def _run(self, job: Job) -> None:
-        invoker = self.resolve(job.route)
-        if invoker is None:
-            self.journal.finish(job.id, "FAILED", error=f"no route {job.route} is served")
-            return
-        taken = False
+        taken = handed_back = False
 
         def take() -> None:  # IN_PROGRESS, and an attempt, once a worker takes the job's call
             nonlocal taken
@@ -166,18 +165,36 @@ class JobRunner:
                 taken = True
                 self.journal.started(job.id)
 
+        def hand_back() -> None:  # its pool gave the call back untaken (workers/handover.py)
+            nonlocal handed_back
+            handed_back = True
+
         events.call_taken.set(take)
+        events.call_handed_back.set(hand_back)
         attempt_sink.set(lambda number: self.journal.attempt(job.id, number))
-        try:
-            status, output, error = await invoker(job.input)
-        except asyncio.CancelledError:
-            if self.closing:  # the server is stopping: the next one runs it again
+        for _handover in range(MAX_HANDOVERS + 1):
+            invoker = self.resolve(job.route)  # after a reload: the new route, its new pool
+            if invoker is None:
+                self.journal.finish(job.id, "FAILED", error=f"no route {job.route} is served")
+                return
+            handed_back = False
+            try:
+                status, output, error = await invoker(job.input)
+            except asyncio.CancelledError:
+                if self.closing:  # the server is stopping: the next one runs it again
+                    self.journal.requeue(job.id)
+                else:
+                    self.journal.finish(job.id, "CANCELLED", error="cancelled")
+                raise
+            except Exception as e:  # a job records its failure, never loses it
+                status, output, error = "FAILED", None, f"{type(e).__name__}: {e}"
+            if self.closing and status != "COMPLETED":
+                # Stopped under it: queued, it stays IN_QUEUE with no attempt counted; running,
+                # the next server runs it again (its attempt counted: MAX_ATTEMPTS).
                 self.journal.requeue(job.id)
-            else:
-                self.journal.finish(job.id, "CANCELLED", error="cancelled")
-            raise
-        except Exception as e:  # a job records its failure, never loses it
-            status, output, error = "FAILED", None, f"{type(e).__name__}: {e}"
+                return
+            if not handed_back:
+                break  # else sent again, to the pool that replaced the one that gave it back
         self._end(job, status, output, error)
 
     def _end(self, job: Job, status: str, output: Any, error: str | None) -> None:
@@ -193,6 +210,11 @@ class JobRunner:
             )
         self.say(f"job {job.id} on {job.route}: {reason}", "error")
         self.journal.finish(job.id, "FAILED", error=reason)
+
+    def stopping(self) -> None:
+        """The server is stopping (a Ctrl-C or SIGTERM, before its pools close): from now on a
+        job that does not complete is left for the next server, not failed."""
+        self.closing = True
 
     async def close(self) -> None:
         self.closing = True
