@@ -4,7 +4,10 @@ what really ran twice), and a result that cannot be journaled fails its job, nev
 
 from __future__ import annotations
 
+import os
 import re
+import signal
+import sqlite3
 import subprocess
 import time
 from collections import Counter
@@ -246,4 +249,117 @@ def test_a_reload_hands_queued_jobs_to_the_next_pool(
         f"all {JOBS} completed, each run exactly once (a side-effect file per run); the running"
         " one finished on its worker"
         + ("; the queued ones were handed to the new pool, never failed" if keyword else ""),
+    )
+
+
+def _signal(server: FlashServer, *signals: signal.Signals) -> None:
+    """Send ``signals`` to the server's process group, as a terminal's Ctrl-C does; wait for
+    it to exit."""
+    assert server.proc is not None
+    for sig in signals:
+        os.killpg(server.proc.pid, sig)
+        time.sleep(0.2)
+    server.proc.wait(120)
+
+
+def _journal(project: Path, ids: list[str]) -> list[tuple[str, int]]:
+    """(status, attempts) of each job, read from the journal the stopped server left."""
+    db = sqlite3.connect(f"file:{project / '.flash' / 'jobs.sqlite3'}?mode=ro", uri=True)
+    try:
+        rows = dict(
+            (row[0], (row[1], row[2]))
+            for row in db.execute("SELECT id, status, attempts FROM jobs")
+        )
+    finally:
+        db.close()
+    return [rows[job_id] for job_id in ids]
+
+
+def _left_for_the_next(project: Path, ids: list[str], ran: Counter[int]) -> None:
+    """Every job the stop interrupted is IN_QUEUE, with its attempts the starts it really had."""
+    journal = _journal(project, ids)
+    assert [status for status, _ in journal] == ["IN_QUEUE"] * len(ids), journal
+    assert [attempts for _, attempts in journal] == [ran[n] for n in range(len(ids))], (
+        journal,
+        ran,
+    )
+
+
+def test_ctrl_c_twice_leaves_queued_jobs_queued_for_the_next_server(
+    tmp_path: Path, session_home: Path, uv_cache: Path, report: Report
+) -> None:
+    jobs = 30
+    project = _project(tmp_path)
+    env = _env(session_home, uv_cache)
+    hold = tmp_path / "hold"
+    hold.touch()
+    first = FlashServer(project, env=env).start()
+    ids = _submit(first, jobs)
+    _one_taken(first, ids)
+    _signal(first, signal.SIGINT)  # Ctrl-C
+    _left_for_the_next(project, ids, _runs(tmp_path))
+    second = FlashServer(project, port=first.port, env=env).start()
+    _one_taken(second, ids)
+    _signal(second, signal.SIGINT, signal.SIGINT)  # an impatient Ctrl-C, pressed twice
+    before = _runs(tmp_path)
+    _left_for_the_next(project, ids, before)
+    hold.unlink()
+    with FlashServer(project, port=first.port, env=env) as third:
+        statuses = _all_ended(third, ids)
+        runs = _runs(tmp_path)
+        failed = [n for n, s in enumerate(statuses) if s["status"] != "COMPLETED"]
+        assert failed == [n for n in range(jobs) if before[n] == 2], (failed, before, statuses)
+        for n in failed:
+            assert "stopped while this job was running, 2 times" in statuses[n]["error"]
+            assert runs[n] == 2, runs
+            retried = httpx.post(f"{third.url}/jobs/job/retry/{ids[n]}", timeout=30)
+            assert retried.json() == {"id": ids[n], "status": "IN_QUEUE"}, retried.text
+        retries = _all_ended(third, [ids[n] for n in failed])  # a new run: its own attempts
+    assert [s["status"] for s in retries] == ["COMPLETED"] * len(failed), retries
+    assert all(_runs(tmp_path)[n] == 3 for n in failed), _runs(tmp_path)
+    for n in set(range(jobs)) - set(failed):
+        assert statuses[n]["status"] == "COMPLETED" and runs[n] == before[n] + 1 <= 2, (
+            n,
+            statuses[n],
+            runs,
+        )
+    assert sum(1 for n in range(jobs) if before[n] == 0) >= jobs - 2, before
+    report(
+        "dev server",
+        f"Ctrl-C (SIGINT to its process group) to `flash run` with {jobs} async jobs queued on a"
+        " single worker, one running; a restart; Ctrl-C pressed twice; a restart",
+        f"after each stop the journal held every job IN_QUEUE, attempts counted only for starts"
+        f" that happened; afterwards {jobs - len(failed)} completed, each run once more than"
+        f' before; {len(failed)} (running at both stops) failed "stopped 2 times", and'
+        " completed when retried (`/retry` starts its count of starts afresh); none that never"
+        " ran failed",
+    )
+
+
+def test_a_sigterm_stop_and_restart_runs_every_job(
+    tmp_path: Path, session_home: Path, uv_cache: Path, report: Report
+) -> None:
+    project = _project(tmp_path)
+    env = _env(session_home, uv_cache)
+    hold = tmp_path / "hold"
+    hold.touch()
+    first = FlashServer(project, "--no-reload", env=env).start()
+    ids = _submit(first, JOBS)
+    running = _one_taken(first, ids)
+    interrupted = next(n for n, s in enumerate(running) if s["status"] == "IN_PROGRESS")
+    first.stop()  # SIGTERM to its process group
+    _left_for_the_next(project, ids, _runs(tmp_path))
+    hold.unlink()
+    with FlashServer(project, "--no-reload", port=first.port, env=env) as second:
+        statuses = _all_ended(second, ids)
+    assert [s["status"] for s in statuses] == ["COMPLETED"] * JOBS, statuses
+    expected = Counter(range(JOBS))
+    expected[interrupted] += 1  # the documented rule: a job running at a stop runs again
+    assert _runs(tmp_path) == expected, _runs(tmp_path)
+    report(
+        "dev server",
+        f"SIGTERM to `flash run` with {JOBS} async jobs on a single worker (one running, the rest"
+        " queued), then a restart",
+        f"the journal kept the {JOBS - 1} queued jobs IN_QUEUE with no attempt counted; the next"
+        " server ran every job; the interrupted one ran again once (as documented), the rest once",
     )

@@ -136,6 +136,43 @@ def test_a_stopping_server_leaves_running_jobs_for_the_next(tmp_path: Path) -> N
     assert JobJournal(path).get(job_id).status == "IN_QUEUE"
 
 
+def test_a_retried_job_starts_afresh(tmp_path: Path) -> None:
+    """Runpod's /retry requeues a failed job as a new run: the starts of its earlier runs are
+    not held against it (else a retry of a job failed "stopped 2 times" failed at the next stop,
+    without running again)."""
+    path = tmp_path / "j.sqlite3"
+    journal = JobJournal(path)
+    job = journal.add("/r", {"value": 3, "sleep": 10})
+    for _ in range(MAX_ATTEMPTS):  # two servers started it and stopped under it
+        journal.requeue(job.id)
+        journal.started(job.id)
+    journal.close()
+
+    async def fast(payload: dict[str, Any]) -> tuple[str, Any, str | None]:
+        return await echo({**payload, "sleep": 0})
+
+    async def retried() -> None:
+        runner = JobRunner(JobJournal(path), {"/r": echo}.get)
+        assert runner.recover() == []
+        assert "2 times" in (runner.journal.get(job.id).error or "")
+        again = runner.retry(job.id)
+        assert again is not None and again.status == "IN_QUEUE" and again.attempts == 0
+        await asyncio.sleep(0.05)
+        running = runner.journal.get(job.id)
+        assert running.status == "IN_PROGRESS" and running.attempts == 1
+        await runner.close()  # this server stops too, under the retried run
+
+    async def restarted() -> None:
+        runner = JobRunner(JobJournal(path), {"/r": fast}.get)
+        assert [j.id for j in runner.recover()] == [job.id]  # run again, not failed
+        await asyncio.sleep(0.05)
+        done = runner.journal.get(job.id)
+        assert done.status == "COMPLETED" and done.attempts == 2 and done.output == {"echo": 3}
+
+    asyncio.run(retried())
+    asyncio.run(restarted())
+
+
 def test_an_old_journal_gains_the_new_columns(tmp_path: Path) -> None:
     import sqlite3
 

@@ -169,6 +169,8 @@ class JobRunner:
             nonlocal handed_back
             handed_back = True
 
+        if events.call_note.get() is None:  # a resumed job: no request's note names it
+            events.call_note.set({"id": job.id})
         events.call_taken.set(take)
         events.call_handed_back.set(hand_back)
         attempt_sink.set(lambda number: self.journal.attempt(job.id, number))
@@ -225,3 +227,6 @@ class JobRunner:
             task.cancel()
         if pending:
             await asyncio.wait(pending, timeout=5)
+        left = len(self.journal.unfinished())
+        if left:
+            self.say(f"{left} unfinished job(s) left IN_QUEUE for the next server", "warning")

@@ -116,7 +116,8 @@ class ServerState:
                         worker_pid=own.get("worker_pid"),
                         queue_wait=own.get("queue_wait"),
                     )
-                if self.on_job is not None and not handed:  # handed back: not an end
+                left = handed or (self.jobs.closing and status != "COMPLETED")  # not an end
+                if self.on_job is not None and not left:
                     self.on_job(
                         {
                             "job_id": job_id,
