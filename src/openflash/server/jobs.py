@@ -4,8 +4,12 @@ Every job is written before it is acknowledged, and every change of state is wri
 happens. A job is IN_QUEUE until a worker takes its call, then IN_PROGRESS: its start is counted
 then. When the server starts it reads the journal back: finished jobs keep their output, a job
 left queued is queued again, and one the previous server left running is run again once; if it
-was started twice it is marked FAILED with the reason. A result that cannot be journaled (a full
-disk) fails the job with the reason. ``status`` answers from the journal.
+was started twice it is marked FAILED with the reason. A stop (``stopping``, then ``close``) fails
+no job: one its pool gives back untaken stays IN_QUEUE with no start counted, one that was running
+is queued again with its start counted. A job whose pool a reload replaced is given back untaken
+(workers/handover.py) and sent again through its route as it is now, to the new pool. A result
+that cannot be journaled (a full disk) fails the job with the reason. ``status`` answers from the
+journal; ``/retry`` makes an ended job a new run (its starts counted afresh).
 
 A job may name a webhook (server/webhooks.py): when it ends, its status body is POSTed there, in
 a task of its own; a delivery the server could not finish before it stopped is made by the next.
