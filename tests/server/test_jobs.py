@@ -136,6 +136,97 @@ def test_a_stopping_server_leaves_running_jobs_for_the_next(tmp_path: Path) -> N
     assert JobJournal(path).get(job_id).status == "IN_QUEUE"
 
 
+def _handed_back() -> None:
+    """What a pool does when it gives back a call no worker took (workers/handover.py)."""
+    events.taken(events.call_handed_back.get())
+
+
+def test_a_job_handed_back_by_a_replaced_pool_goes_to_the_current_route(tmp_path: Path) -> None:
+    routes: dict[str, Any] = {}
+
+    async def old(payload: dict[str, Any]) -> tuple[str, Any, str | None]:
+        routes["/r"] = echo  # a reload: the route now reaches the new pool
+        _handed_back()
+        return "FAILED", None, "endpoint 'r' was replaced by a reload before a worker took it"
+
+    routes["/r"] = old
+
+    async def main() -> None:
+        runner = JobRunner(JobJournal(tmp_path / "j.sqlite3"), routes.get)
+        job = runner.submit("/r", {"value": 5})
+        await asyncio.sleep(0.05)
+        done = runner.journal.get(job.id)
+        assert done.status == "COMPLETED" and done.output == {"echo": 5} and done.attempts == 1
+
+    asyncio.run(main())
+
+
+def test_a_stop_leaves_queued_and_running_jobs_for_the_next_server(tmp_path: Path) -> None:
+    gate = asyncio.Event()
+
+    async def queued(payload: dict[str, Any]) -> tuple[str, Any, str | None]:
+        await gate.wait()  # the stop comes while the call waits in its pool
+        _handed_back()
+        return "FAILED", None, "endpoint 'r' was shut down before a worker took the call"
+
+    async def running(payload: dict[str, Any]) -> tuple[str, Any, str | None]:
+        _taken()
+        await gate.wait()
+        return "FAILED", None, "endpoint 'r' was shut down before the call finished"
+
+    async def main() -> None:
+        runner = JobRunner(JobJournal(tmp_path / "j.sqlite3"), {"/q": queued, "/r": running}.get)
+        waiting, started = runner.submit("/q", {"value": 1}), runner.submit("/r", {"value": 2})
+        await asyncio.sleep(0.05)
+        runner.stopping()  # Ctrl-C: before the pools close
+        gate.set()
+        await asyncio.sleep(0.05)
+        left = runner.journal.get(waiting.id), runner.journal.get(started.id)
+        assert [(j.status, j.attempts, j.error) for j in left] == [
+            ("IN_QUEUE", 0, None),  # never started: no start counted
+            ("IN_QUEUE", 1, None),  # interrupted: run again by the next server, its start counted
+        ]
+
+    asyncio.run(main())
+
+
+def test_a_retried_job_starts_afresh(tmp_path: Path) -> None:
+    """Runpod's /retry requeues a failed job as a new run: the starts of its earlier runs are
+    not held against it (else a retry of a job failed "stopped 2 times" failed at the next stop,
+    without running again)."""
+    path = tmp_path / "j.sqlite3"
+    journal = JobJournal(path)
+    job = journal.add("/r", {"value": 3, "sleep": 10})
+    for _ in range(MAX_ATTEMPTS):  # two servers started it and stopped under it
+        journal.requeue(job.id)
+        journal.started(job.id)
+    journal.close()
+
+    async def fast(payload: dict[str, Any]) -> tuple[str, Any, str | None]:
+        return await echo({**payload, "sleep": 0})
+
+    async def retried() -> None:
+        runner = JobRunner(JobJournal(path), {"/r": echo}.get)
+        assert runner.recover() == []
+        assert "2 times" in (runner.journal.get(job.id).error or "")
+        again = runner.retry(job.id)
+        assert again is not None and again.status == "IN_QUEUE" and again.attempts == 0
+        await asyncio.sleep(0.05)
+        running = runner.journal.get(job.id)
+        assert running.status == "IN_PROGRESS" and running.attempts == 1
+        await runner.close()  # this server stops too, under the retried run
+
+    async def restarted() -> None:
+        runner = JobRunner(JobJournal(path), {"/r": fast}.get)
+        assert [j.id for j in runner.recover()] == [job.id]  # run again, not failed
+        await asyncio.sleep(0.05)
+        done = runner.journal.get(job.id)
+        assert done.status == "COMPLETED" and done.attempts == 2 and done.output == {"echo": 3}
+
+    asyncio.run(retried())
+    asyncio.run(restarted())
+
+
 def test_an_old_journal_gains_the_new_columns(tmp_path: Path) -> None:
     import sqlite3
 

@@ -18,7 +18,7 @@ import pytest
 from openflash.backends.local import LocalBackend
 from openflash.backends.targets import LocalTarget
 from openflash.errors import ExecutionTimeoutError, FlashError, WorkerCrashedError
-from openflash.workers import protocol
+from openflash.workers import events, protocol
 from openflash.workers.calls import Call
 from openflash.workers.pool import Pool, PoolConfig
 from openflash.workers.port import WorkerSpec
@@ -257,6 +257,53 @@ def test_closing_fails_queued_and_running_calls(bare_spec: WorkerSpec) -> None:
         for task in (running, queued):
             with pytest.raises(FlashError, match="was shut down"):
                 await task
+
+    run(bare_spec, PoolConfig("p"), body)
+
+
+def test_a_retired_pool_hands_back_queued_calls_and_finishes_running_ones(
+    bare_spec: WorkerSpec,
+) -> None:
+    """A reload replaced the pool (workers/handover.py): what no worker took goes back to its
+    caller (its hook, then an error saying so); what runs finishes, then the workers stop."""
+
+    async def body(pool: Pool) -> None:
+        handed: list[str] = []
+        running = asyncio.ensure_future(result(pool, fn_call(sleepy_pid, 1)))
+        await wait_until(lambda: pool.stats()["busy"] == 1)
+        token = events.call_handed_back.set(lambda: handed.append("queued"))
+        queued = asyncio.ensure_future(result(pool, fn_call(sleepy_pid, 30)))
+        events.call_handed_back.reset(token)
+        await wait_until(lambda: pool.stats()["queued"] == 1)
+        worker = pool.stats()["pids"]
+        retiring: set[Pool] = set()
+        pool.retire(retiring)
+        with pytest.raises(FlashError, match="replaced by a reload before a worker took"):
+            await queued
+        assert handed == ["queued"] and retiring == {pool}
+        assert [await running] == worker  # finished on the worker that had it
+        await wait_until(lambda: not retiring and pool.stats()["workers"] == 0)
+        with pytest.raises(FlashError, match="shut down"):
+            await pool.submit(fn_call(sleepy_pid, 0))
+
+    run(bare_spec, PoolConfig("p"), body)
+
+
+def test_closing_hands_back_queued_calls(bare_spec: WorkerSpec) -> None:
+    async def body(pool: Pool) -> None:
+        handed: list[str] = []
+        running = asyncio.ensure_future(result(pool, fn_call(sleepy_pid, 30)))
+        await wait_until(lambda: pool.stats()["busy"] == 1)
+        token = events.call_handed_back.set(lambda: handed.append("queued"))
+        queued = asyncio.ensure_future(result(pool, fn_call(sleepy_pid, 30)))
+        events.call_handed_back.reset(token)
+        await wait_until(lambda: pool.stats()["queued"] == 1)
+        await pool.close()
+        with pytest.raises(FlashError, match="before a worker took the call"):
+            await queued
+        with pytest.raises(FlashError, match="before the call finished"):
+            await running
+        assert handed == ["queued"]  # the running call was taken: it is not handed back
 
     run(bare_spec, PoolConfig("p"), body)
 

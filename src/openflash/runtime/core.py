@@ -74,6 +74,7 @@ class Runtime:
         self._images: dict[ImageKey, asyncio.Future[PreparedImage]] = {}
         self._stale_warned: set[str] = set()
         self._pools: dict[PoolKey, Pool] = {}
+        self._retiring: set[Pool] = set()  # replaced, finishing their calls
         self._endpoint_pools: dict[EndpointDef, Pool] = {}
         #: The key each endpoint's pool was prepared for (to notice edited local sources).
         self._endpoint_keys: dict[EndpointDef, DependencyKey] = {}
@@ -147,12 +148,12 @@ class Runtime:
         return prepared
 
     def refresh(self, endpoints: list[EndpointDef]) -> concurrent.futures.Future[list[str]]:
-        """Prepare ``endpoints`` in the background, then stop the pools they replace.
+        """Prepare ``endpoints`` in the background, then retire the pools they replace (their
+        queued calls handed back, running ones finished: workers/handover.py).
 
         A pool is replaced when an endpoint of its name now has other dependencies or another
         config; pools of unchanged endpoints keep their warm workers. Returns the names of the
-        endpoints whose pools were retired.
-        """
+        endpoints whose pools were retired."""
         return asyncio.run_coroutine_threadsafe(self._refresh(endpoints), self.loop)
 
     def build_status(self, endpoint: EndpointDef) -> dict[str, object]:
@@ -374,12 +375,12 @@ class Runtime:
                     if used is pool:
                         del self._endpoint_pools[endpoint]
                 retired.append(pool.config.name)
-                await pool.close()
+                pool.retire(self._retiring)
         return retired
 
     async def _close(self) -> None:
         self._closing = True
-        pools = list(self._pools.values())
+        pools = [*self._pools.values(), *self._retiring]
         self._pools.clear()
         self._endpoint_pools.clear()
         await asyncio.gather(*(p.close() for p in pools), return_exceptions=True)

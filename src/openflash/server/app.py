@@ -113,6 +113,7 @@ def create_app(
             if stopped:
                 return
             stopped = True
+            state.jobs.stopping()  # jobs the stop interrupts are left for the next server
             line = stop_line(current(), "flash run stopping")
             _subprocess.stop_all()
             if line:

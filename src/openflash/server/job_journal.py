@@ -234,8 +234,13 @@ class JobJournal:
                     self._drop_result(job_id)
 
     def requeue(self, job_id: str, *, reopen: bool = False) -> None:
-        """Queue a job again (``reopen``: an ended one, its outcome cleared, for a retry)."""
-        cleared = ", output=NULL, output_size=NULL, error=NULL, finished=NULL" if reopen else ""
+        """Queue a job again (``reopen``: an ended one, its outcome and its count of starts
+        cleared, for a retry: a new run, as Runpod's /retry requeues the job afresh)."""
+        cleared = (
+            ", output=NULL, output_size=NULL, error=NULL, finished=NULL, attempts=0, call_attempt=0"
+            if reopen
+            else ""
+        )
         self._run(f"UPDATE jobs SET status='IN_QUEUE', started=NULL{cleared} WHERE id=?", (job_id,))
         if reopen:
             self._drop_result(job_id)

@@ -4,8 +4,12 @@ Every job is written before it is acknowledged, and every change of state is wri
 happens. A job is IN_QUEUE until a worker takes its call, then IN_PROGRESS: its start is counted
 then. When the server starts it reads the journal back: finished jobs keep their output, a job
 left queued is queued again, and one the previous server left running is run again once; if it
-was started twice it is marked FAILED with the reason. A result that cannot be journaled (a full
-disk) fails the job with the reason. ``status`` answers from the journal.
+was started twice it is marked FAILED with the reason. A stop (``stopping``, then ``close``) fails
+no job: one its pool gives back untaken stays IN_QUEUE with no start counted, one that was running
+is queued again with its start counted. A job whose pool a reload replaced is given back untaken
+(workers/handover.py) and sent again through its route as it is now, to the new pool. A result
+that cannot be journaled (a full disk) fails the job with the reason. ``status`` answers from the
+journal; ``/retry`` makes an ended job a new run (its starts counted afresh).
 
 A job may name a webhook (server/webhooks.py): when it ends, its status body is POSTed there, in
 a task of its own; a delivery the server could not finish before it stopped is made by the next.
@@ -33,6 +37,9 @@ from openflash.workers import events
 
 __all__ = ["FINAL", "MAX_ATTEMPTS", "Invoker", "Job", "JobJournal", "JobRunner"]
 
+
+#: How many times one job's call is sent again after a pool gave it back (reloads in a row).
+MAX_HANDOVERS = 20
 
 #: Runs a job's input on its route; returns (status, output, error).
 Invoker = Callable[[dict[str, Any]], Awaitable[tuple[str, Any, str | None]]]
@@ -104,7 +111,7 @@ class JobRunner:
         job = self.journal.get(job_id, load=False)  # a large output stays in its file
         if job is None or job.status not in FINAL - {"COMPLETED"}:
             return job
-        self.journal.requeue(job_id, reopen=True)
+        self.journal.requeue(job_id, reopen=True)  # a new run: its attempts start again
         self._start(again := self.journal.get(job_id) or job)
         return again
 
@@ -161,11 +168,7 @@ class JobRunner:
         task.add_done_callback(self.deliveries.discard)
 
     async def _run(self, job: Job) -> None:
-        invoker = self.resolve(job.route)
-        if invoker is None:
-            self.journal.finish(job.id, "FAILED", error=f"no route {job.route} is served")
-            return
-        taken = False
+        taken = handed_back = False
 
         def take() -> None:  # IN_PROGRESS, and an attempt, once a worker takes the job's call
             nonlocal taken
@@ -173,18 +176,38 @@ class JobRunner:
                 taken = True
                 self.journal.started(job.id)
 
+        def hand_back() -> None:  # its pool gave the call back untaken (workers/handover.py)
+            nonlocal handed_back
+            handed_back = True
+
+        if events.call_note.get() is None:  # a resumed job: no request's note names it
+            events.call_note.set({"id": job.id})
         events.call_taken.set(take)
+        events.call_handed_back.set(hand_back)
         attempt_sink.set(lambda number: self.journal.attempt(job.id, number))
-        try:
-            status, output, error = await invoker(job.input)
-        except asyncio.CancelledError:
-            if self.closing:  # the server is stopping: the next one runs it again
+        for _handover in range(MAX_HANDOVERS + 1):
+            invoker = self.resolve(job.route)  # after a reload: the new route, its new pool
+            if invoker is None:
+                self.journal.finish(job.id, "FAILED", error=f"no route {job.route} is served")
+                return
+            handed_back = False
+            try:
+                status, output, error = await invoker(job.input)
+            except asyncio.CancelledError:
+                if self.closing:  # the server is stopping: the next one runs it again
+                    self.journal.requeue(job.id)
+                else:
+                    self.journal.finish(job.id, "CANCELLED", error="cancelled")
+                raise
+            except Exception as e:  # a job records its failure, never loses it
+                status, output, error = "FAILED", None, f"{type(e).__name__}: {e}"
+            if self.closing and status != "COMPLETED":
+                # Stopped under it: queued, it stays IN_QUEUE with no attempt counted; running,
+                # the next server runs it again (its attempt counted: MAX_ATTEMPTS).
                 self.journal.requeue(job.id)
-            else:
-                self.journal.finish(job.id, "CANCELLED", error="cancelled")
-            raise
-        except Exception as e:  # a job records its failure, never loses it
-            status, output, error = "FAILED", None, f"{type(e).__name__}: {e}"
+                return
+            if not handed_back:
+                break  # else sent again, to the pool that replaced the one that gave it back
         self._end(job, status, output, error)
 
     def _end(self, job: Job, status: str, output: Any, error: str | None) -> None:
@@ -201,6 +224,11 @@ class JobRunner:
         self.say(f"job {job.id} on {job.route}: {reason}", "error")
         self.journal.finish(job.id, "FAILED", error=reason)
 
+    def stopping(self) -> None:
+        """The server is stopping (a Ctrl-C or SIGTERM, before its pools close): from now on a
+        job that does not complete is left for the next server, not failed."""
+        self.closing = True
+
     async def close(self) -> None:
         self.closing = True
         pending = [*self.tasks.values(), *self.deliveries]
@@ -210,3 +238,6 @@ class JobRunner:
             task.cancel()
         if pending:
             await asyncio.wait(pending, timeout=5)
+        left = len(self.journal.unfinished())
+        if left:
+            self.say(f"{left} unfinished job(s) left IN_QUEUE for the next server", "warning")

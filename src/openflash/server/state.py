@@ -91,6 +91,13 @@ class ServerState:
             own: dict[str, Any] = {}
             token, started = events.call_note.set(own), time.perf_counter()
             status, error = "FAILED", None
+            outer, handed = events.call_handed_back.get(), []  # the runner's: it sends it again
+
+            def handed_back() -> None:
+                handed.append(True)
+                events.taken(outer)
+
+            handing = events.call_handed_back.set(handed_back)
             try:
                 status, output, error = await invoker(payload)
                 return status, output, error
@@ -100,6 +107,7 @@ class ServerState:
                 raise
             finally:
                 events.call_note.reset(token)
+                events.call_handed_back.reset(handing)
                 first, hint = error_summary(error) if status != "COMPLETED" else ("", "")
                 job_id = (request or {}).get("id")
                 if job_id:
@@ -108,7 +116,8 @@ class ServerState:
                         worker_pid=own.get("worker_pid"),
                         queue_wait=own.get("queue_wait"),
                     )
-                if self.on_job is not None:
+                left = handed or (self.jobs.closing and status != "COMPLETED")  # not an end
+                if self.on_job is not None and not left:
                     self.on_job(
                         {
                             "job_id": job_id,

@@ -61,6 +61,8 @@ class Call:
     waited: float | None = None
     #: What its caller wants done when a worker takes it (events.call_taken, read at submit).
     on_taken: Callable[[], None] | None = None
+    #: What its caller wants done if a pool gives it back untaken (events.call_handed_back).
+    on_handed_back: Callable[[], None] | None = None
 
     def signal(self, kind: int) -> None:
         """Send its worker a CREDIT or CANCEL frame for it (on the pool's loop)."""

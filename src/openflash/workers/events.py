@@ -14,6 +14,9 @@ endpoint, pid and stream: backends/output.py).
 
 ``call_taken`` is what a task that makes calls wants done when a worker takes one (sent, no
 longer queued): a journaled job becomes IN_PROGRESS then, not when it was accepted.
+``call_handed_back`` is what it wants done when a pool gives back a call no worker took (the
+pool was replaced by a reload, or stopped: workers/handover.py): a journaled job is then sent to
+the next pool, or left queued for the next server, instead of failing.
 """
 
 from __future__ import annotations
@@ -23,7 +26,16 @@ import logging
 from collections.abc import Callable
 from typing import Any
 
-__all__ = ["Observer", "call_note", "call_taken", "emit", "note", "subscribe", "taken"]
+__all__ = [
+    "Observer",
+    "call_handed_back",
+    "call_note",
+    "call_taken",
+    "emit",
+    "note",
+    "subscribe",
+    "taken",
+]
 
 logger = logging.getLogger("openflash")
 
@@ -39,6 +51,12 @@ call_note: contextvars.ContextVar[dict[str, Any] | None] = contextvars.ContextVa
 #: Called (on the pool's loop) each time a call the current task makes is taken by a worker.
 call_taken: contextvars.ContextVar[Callable[[], None] | None] = contextvars.ContextVar(
     "openflash_call_taken", default=None
+)
+
+#: Called (on the pool's loop) when a pool gives back a queued call the current task made: no
+#: worker took it, and the call then fails with a FlashError saying why.
+call_handed_back: contextvars.ContextVar[Callable[[], None] | None] = contextvars.ContextVar(
+    "openflash_call_handed_back", default=None
 )
 
 
@@ -69,7 +87,8 @@ def note(**fields: Any) -> None:
 
 
 def taken(hook: Callable[[], None] | None) -> None:
-    """Run a call's ``call_taken`` hook; one that raises is logged, never breaks the call."""
+    """Run a call's ``call_taken`` (or ``call_handed_back``) hook; one that raises is logged,
+    never breaks the call."""
     if hook is None:
         return
     try:

@@ -30,6 +30,7 @@ from openflash.errors import ExecutionTimeoutError, FlashError
 from openflash.workers import cancels, events, learning, protocol
 from openflash.workers.calls import Call, Reply
 from openflash.workers.crashes import died
+from openflash.workers.handover import hand_back, handed_back_error, retire
 from openflash.workers.lifecycle import STOP_GRACE_S, PoolConfig, Worker, WorkerLives, WorkerState
 from openflash.workers.port import Backend, WorkerSpec, describe_exit
 from openflash.workers.relay import NestedHandler, Relay
@@ -62,6 +63,7 @@ class Pool(WorkerLives):
         self._lost_instances: set[str] = set()
         self._call_ids = itertools.count(1)
         self._started = False
+        self._stopped = False  # its workers stopped (close); ``closed`` comes first on retiring
         self.relay = Relay(config.name, nested)
         self.waits = waits
         if waits is not None:
@@ -71,6 +73,7 @@ class Pool(WorkerLives):
 
     async def submit(self, call: Call) -> Reply:
         if self.closed:
+            events.taken(events.call_handed_back.get())  # never queued here: its caller decides
             raise FlashError(
                 f"endpoint {self.config.name!r} is shut down",
                 hint="the openflash runtime has stopped; start a new process",
@@ -80,6 +83,7 @@ class Pool(WorkerLives):
         cancels.watch(self, call)
         call.queued_at = asyncio.get_running_loop().time()
         call.on_taken = events.call_taken.get()
+        call.on_handed_back = events.call_handed_back.get()
         self.queue.append(call)
         if not self._started:
             self._started = True
@@ -349,18 +353,26 @@ class Pool(WorkerLives):
 
     # Shutdown.
 
+    def retire(self, retiring: set[Pool]) -> None:
+        """Replaced by a reload: queued calls handed back, running ones finished, then workers
+        stopped (workers/handover.py); the pool is in ``retiring`` until then."""
+        retiring.add(self)
+        self._retired = asyncio.get_running_loop().create_task(retire(self))
+        self._retired.add_done_callback(lambda _task: retiring.discard(self))
+
     async def close(self) -> None:
-        """Stop every worker; calls still queued or running fail with a FlashError."""
-        if self.closed:
+        """Stop every worker; calls still queued are handed back (workers/handover.py), calls
+        running fail with a FlashError."""
+        if self._stopped:
             return
-        self.closed = True
+        self.closed = self._stopped = True
+        queued, self.queue = self.queue, deque()
+        for call in queued:
+            hand_back(call, handed_back_error(self.config.name, "was shut down"))
         error = FlashError(
             f"endpoint {self.config.name!r} was shut down before the call finished",
             hint="the openflash runtime is stopping",
         )
-        queued, self.queue = self.queue, deque()
-        for call in queued:
-            _fail(call, error)
         handles = []
         for worker in list(self.workers):
             for call in worker.in_flight.values():
