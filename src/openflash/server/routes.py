@@ -214,7 +214,7 @@ def _add_queue_routes(
         return JSONResponse({"id": job.id, "status": job.status})
 
     async def status(job_id: str) -> JSONResponse:
-        job = jobs.journal.get(job_id)
+        job = jobs.get(job_id)
         if job is None or job.route != route.path:
             kept = sync.answer(job_id, route.path)  # a runsync call's, kept a minute
             if kept is not None:
