@@ -55,6 +55,13 @@
 - FLASH_MAX_RESULT_BYTES: the largest result (its JSON) a ``flash run`` call may return, in
   bytes or with K, M, G; default 20M (Runpod's largest documented payload, /runsync's 20 MB);
   0: no cap. A larger result fails its job (server/results.py).
+- FLASH_APT_LOCK_TIMEOUT: seconds a build waits for one of apt's locks that another process
+  holds (an apt-get left over or suspended) before failing with SystemDependencyError naming that
+  pid; default 600; 0 waits for ever. After a few seconds it says whose lock it waits for
+  (deps/apt_locks.py).
+- FLASH_WORKER_START_TIMEOUT: seconds a worker has, from being asked for (forked or spawned) to
+  saying it is ready, before it is killed and the calls waiting for it fail with
+  WorkerCrashedError naming the endpoint and its pid; default 120; 0 waits for ever.
 - FLASH_GPU_BASE_PACKAGES: the GPU base set (deps/gpu_base.py), comma-separated requirements;
   unset: the packages of Runpod's GPU image; empty: none.
 """
@@ -187,6 +194,18 @@ def build_lock_timeout(environ: dict[str, str] | None = None) -> float:
     """FLASH_BUILD_LOCK_TIMEOUT alone (the store reads it where it waits)."""
     env = os.environ if environ is None else environ
     return _seconds(dict(env), "FLASH_BUILD_LOCK_TIMEOUT", 1800.0)
+
+
+def apt_lock_timeout(environ: dict[str, str] | None = None) -> float:
+    """FLASH_APT_LOCK_TIMEOUT alone (read where apt is run)."""
+    env = os.environ if environ is None else environ
+    return _seconds(dict(env), "FLASH_APT_LOCK_TIMEOUT", 600.0)
+
+
+def worker_start_timeout(environ: dict[str, str] | None = None) -> float:
+    """FLASH_WORKER_START_TIMEOUT alone (a pool's bound on a worker's start)."""
+    env = os.environ if environ is None else environ
+    return _seconds(dict(env), "FLASH_WORKER_START_TIMEOUT", 120.0)
 
 
 def cancel_grace(environ: dict[str, str] | None = None) -> float:

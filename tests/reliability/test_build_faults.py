@@ -262,6 +262,60 @@ def _in_small_filesystem(script: str, home: Path) -> subprocess.CompletedProcess
     return done
 
 
+def test_the_worker_runtime_built_on_a_full_disk(tmp_path: Path, report: Report) -> None:
+    """The worker runtime built with the disk full at each stage (its files, their bytecode,
+    its marker): StoreFullError every time, never another error, and nothing partial kept."""
+    home = tmp_path / "small-home"
+    result = tmp_path / "result.json"
+    checker = write(
+        tmp_path / "check.py",
+        f"""
+        import json, os, shutil, sys
+        from pathlib import Path
+        from openflash.envs.bundle import worker_runtime
+        from openflash.envs.store import READY_MARKER, Store
+        from openflash.errors import StoreFullError
+        home = Path({str(home)!r})
+        root = home / "store"
+        found = []
+        for room in range(0, 1600, 40):  # KiB left free
+            filler = home / "filler"
+            filler.unlink(missing_ok=True)
+            st = os.statvfs(home)
+            with open(filler, "wb") as f:
+                f.write(bytes(max(0, st.f_bavail * st.f_frsize - room * 1024)))
+            try:
+                built = worker_runtime(Store(root))
+                shutil.rmtree(built)  # built: made again with less room next time
+                outcome = ["built"]
+            except BaseException as e:
+                outcome = [type(e).__name__, isinstance(e, StoreFullError), str(e)[:300]]
+            runtimes = root / "runtime"
+            partial = [p.name for p in runtimes.glob("*") if not (p / READY_MARKER).exists()]
+            tmp = [p.name for p in (root / "tmp").glob("*")]
+            found.append([room, outcome, partial, tmp])
+        Path({str(result)!r}).write_text(json.dumps(found))
+        """,
+    )
+    done = _in_small_filesystem(f'exec "{sys.executable}" "{checker}"', home)
+    assert done.returncode == 0, done.stderr
+    found = json.loads(result.read_text())
+    failed = [f for f in found if f[1][0] != "built"]
+    assert failed and len(failed) < len(found), found  # it failed with little room, built with more
+    for room, outcome, partial, tmp in found:
+        assert outcome[0] == "built" or outcome[1] is True, (room, outcome)
+        assert partial == [] and tmp == [], (room, partial, tmp)
+    assert all(f[1][2].startswith("no space left on the device holding ") for f in failed), failed
+    report(
+        "disk",
+        f"the worker runtime built in an 8 MiB filesystem left with 0 to {found[-1][0]} KiB "
+        f"free ({len(found)} tries, the disk filling while its files, their bytecode or its "
+        "marker were written)",
+        f"{len(failed)} tries failed, each with StoreFullError naming the file or store (never another "
+        f"error); the other {len(found) - len(failed)} built it; nothing partial kept",
+    )
+
+
 def test_a_build_that_fills_the_disk(
     program: Path, tmp_path: Path, uv_cache: Path, report: Report
 ) -> None:

@@ -199,3 +199,40 @@ def test_a_keyless_loopback_server_refuses_foreign_host_names(
         "400 naming FLASH_ALLOWED_HOSTS; localhost, 127.0.0.1 and [::1] answered; with "
         "`FLASH_ALLOWED_HOSTS=evil.example` it answered",
     )
+
+
+def _raw_http10(port: int, head: bytes, body: bytes = b"") -> bytes:
+    """One HTTP/1.0 request written by hand (so no client adds a Host header); the reply."""
+    with socket.create_connection(("127.0.0.1", port), timeout=60) as sock:
+        sock.sendall(head + body)
+        chunks = []
+        while chunk := sock.recv(65536):  # HTTP/1.0: the server closes after its reply
+            chunks.append(chunk)
+    return b"".join(chunks)
+
+
+def test_a_request_without_host_does_not_bypass_the_allow_list(
+    loopback_project: Path, session_home: Path, uv_cache: Path, report: Report
+) -> None:
+    body = b'{"input": {"name": "x"}}'
+    post = (
+        b"POST /app/hello/runsync HTTP/1.0\r\nContent-Type: application/json\r\n"
+        b"Content-Length: %d\r\n" % len(body)
+    )
+    with FlashServer(loopback_project, "--no-reload", env=_env(session_home, uv_cache)) as server:
+        for head, sent in [(b"GET /health HTTP/1.0\r\n\r\n", b""), (post + b"\r\n", body)]:
+            reply = _raw_http10(server.port, head, sent)
+            assert reply.startswith(b"HTTP/1.1 400 "), reply[:300]
+            assert b"a Host header is required" in reply and b"FLASH_API_KEY" in reply, reply
+        # the same requests with a loopback Host are answered: the refusal is the missing header
+        reply = _raw_http10(server.port, b"GET /health HTTP/1.0\r\nHost: localhost\r\n\r\n")
+        assert reply.startswith(b"HTTP/1.1 200 "), reply[:300]
+        reply = _raw_http10(server.port, post + b"Host: 127.0.0.1\r\n\r\n", body)
+        assert reply.startswith(b"HTTP/1.1 200 ") and b"hello x" in reply, reply[:300]
+    report(
+        "security",
+        "HTTP/1.0 requests with no `Host` header (a raw socket) to a key-less `flash run` on "
+        "127.0.0.1, to `/health` and to a call",
+        "400 saying a Host header is required (the allow-list is not skipped); the same "
+        "requests with `Host: localhost` or `127.0.0.1` answered",
+    )

@@ -4,6 +4,7 @@ what really ran twice), and a result that cannot be journaled fails its job, nev
 
 from __future__ import annotations
 
+import errno
 import os
 import re
 import signal
@@ -362,4 +363,82 @@ def test_a_sigterm_stop_and_restart_runs_every_job(
         " queued), then a restart",
         f"the journal kept the {JOBS - 1} queued jobs IN_QUEUE with no attempt counted; the next"
         " server ran every job; the interrupted one ran again once (as documented), the rest once",
+    )
+
+
+def _fill(folder: Path) -> Path:
+    """Fill ``folder``'s filesystem to its last block; the file that does it."""
+    filler = folder / "filler"
+    fd = os.open(filler, os.O_WRONLY | os.O_CREAT, 0o600)
+    try:
+        while True:
+            os.write(fd, bytes(4096))
+    except OSError as e:
+        assert e.errno == errno.ENOSPC, e
+    finally:
+        os.close(fd)
+    return filler
+
+
+def test_a_job_whose_failure_cannot_be_journaled_is_held_and_never_run_again(
+    tmp_path: Path, session_home: Path, uv_cache: Path, report: Report
+) -> None:
+    project = _project(tmp_path)
+    flash = project / ".flash"
+    flash.mkdir()
+    subprocess.run(
+        ["mount", "-t", "tmpfs", "-o", "size=512k,mode=0700", "tmpfs", str(flash)], check=True
+    )
+    env = _env(session_home, uv_cache)
+    hold = tmp_path / "hold"
+    hold.touch()
+    server = FlashServer(project, "--no-reload", env=env)
+    try:
+        server.start()
+        with httpx.Client(base_url=server.url, timeout=30) as client:
+            job = client.post("/jobs/job/run", json={"input": {"n": 1, "size": 10}}).json()["id"]
+            _one_taken(server, [job])
+            filler = _fill(flash)  # nothing more fits: not the result, nor the job's failure
+            hold.unlink()
+
+            def ended() -> dict | None:
+                body = client.get(f"/jobs/job/status/{job}").json()
+                return body if body["status"] in ENDED else None
+
+            body = _until(ended, "the job ended", timeout=60)
+            assert isinstance(body, dict)
+            assert body["status"] == "FAILED", body  # answered from memory
+            assert "could not be journaled" in body["error"], body
+            said = server.log.read_text()
+            assert "its failure could not be journaled either" in said, said[-3000:]
+            assert "held in memory" in said
+            filler.unlink()  # room again: the held failure is written
+            _until(
+                lambda: "its failure is journaled now" in server.log.read_text(),
+                "the held failure written",
+                timeout=60,
+            )
+        server.kill()
+        with (
+            FlashServer(project, "--no-reload", env=env) as again,
+            httpx.Client(base_url=again.url, timeout=30) as client,
+        ):
+            after = client.get(f"/jobs/job/status/{job}").json()
+            assert after["status"] == "FAILED" and "could not be journaled" in after["error"]
+            small = client.post("/jobs/job/runsync", json={"input": {"n": 2, "size": 3}})
+            assert small.json()["output"] == "xxx", small.text
+    finally:
+        hold.unlink(missing_ok=True)
+        server.stop()
+        subprocess.run(["umount", str(flash)], check=True)
+    runs = Counter(int(n) for n in (tmp_path / "ran").read_text().split())
+    assert runs == {1: 1, 2: 1}, runs
+    report(
+        "dev server",
+        "a job ending while its journal's disk (`.flash/`, a 512 KiB tmpfs) was full to the "
+        "last block, so that neither its result nor its failure could be written; then room "
+        "made, a SIGKILL to the server and a restart",
+        "its status answered FAILED with the reason from memory and the server said it was "
+        "held; once there was room the failure was journaled; after the restart it was FAILED "
+        "and never ran again",
     )

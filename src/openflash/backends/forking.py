@@ -1,6 +1,8 @@
 """The local backend's templates (backends/templates.py): which one forks a worker, starting
 one beside an endpoint's first worker, retiring those of an older version of the project's
-files and those idle past FLASH_TEMPLATE_IDLE_TIMEOUT, and remembering those that cannot fork.
+files and those idle past FLASH_TEMPLATE_IDLE_TIMEOUT, remembering those that cannot fork, and
+replacing one that does not answer a fork request within ``FORK_ANSWER_S`` (stopped or hung:
+that worker is spawned instead, so no caller waits on it).
 """
 
 from __future__ import annotations
@@ -11,7 +13,14 @@ import socket
 from pathlib import Path
 
 from openflash.backends.forked import ForkedProcess
-from openflash.backends.templates import LearnedUnsafe, Template, TemplateKey, TemplateUnsafe
+from openflash.backends.templates import (
+    LearnedUnsafe,
+    Template,
+    TemplateKey,
+    TemplateStuck,
+    TemplateUnsafe,
+)
+from openflash.workers.crashes import process_stopped
 from openflash.workers.port import WorkerSpec
 
 __all__ = ["Forking"]
@@ -54,6 +63,30 @@ class Forking:
         except TemplateUnsafe as e:
             self._give_up(key, spec, e)
             return None
+        except TemplateStuck as e:
+            # Stopped (Ctrl-Z, SIGSTOP) or hung: killed and replaced, and this worker spawned.
+            logger.warning(
+                "openflash: endpoint %r: %s: it was killed and a new one started; this worker "
+                "is started anew",
+                spec.endpoint,
+                e,
+            )
+            self._retire(key, template)
+            self._new_template(key, spec, learned=True)
+            return None
+
+    def start_overdue(self, spec: WorkerSpec, key: TemplateKey) -> str | None:
+        """A worker's start waited past its bound for ``key``'s template, still starting: it is
+        killed and a new one started beside the next worker (spawned); what it was, or None."""
+        template = self._templates.get(key)
+        if template is None or not template.starting:
+            return None
+        state = ", stopped" if process_stopped(template.process_pid) else ""
+        self._retire(key, template)  # the next worker is spawned, a new template beside it
+        return (
+            f"it waited for its worker template (pid {template.process_pid}{state}) to finish "
+            "starting, which was killed (a new one starts beside the next worker)"
+        )
 
     def _new_template(self, key: TemplateKey, spec: WorkerSpec, *, learned: bool) -> None:
         """Start ``key``'s template beside the worker being spawned; with ``learned``, it

@@ -301,6 +301,10 @@ class LocalBackend:
                 start_new_session=True,
                 limit=OUTPUT_LINE_LIMIT,
             )
+        except asyncio.CancelledError:  # its start ran past the pool's start timeout
+            parent_sock.close()
+            await asyncio.shield(allocator.release(gpus))
+            raise
         except OSError as e:
             parent_sock.close()
             await allocator.release(gpus)
@@ -340,10 +344,20 @@ class LocalBackend:
         """A worker forked from the spec's template; None where forking is off or unsafe."""
         if not self.fork:
             return None
+        return await self._forking.fork(spec, self._template_key(spec, target), env, sock)
+
+    def _template_key(self, spec: WorkerSpec, target: LocalTarget) -> TemplateKey:
         base = worker_environ(
             spec, target, (), bool(self._gpu_allocator().devices), self._in_namespace(spec)
         )
-        return await self._forking.fork(spec, TemplateKey.of(spec, target, base), env, sock)
+        return TemplateKey.of(spec, target, base)
+
+    def start_overdue(self, spec: WorkerSpec) -> str | None:
+        """A start of ``spec``'s worker ran past the pool's bound with no process of its own:
+        the template it waited for (still starting), stopped and replaced; None if none."""
+        if not self.fork or not isinstance(spec.target, LocalTarget):
+            return None
+        return self._forking.start_overdue(spec, self._template_key(spec, spec.target))
 
     def templates(self) -> list[dict[str, object]]:
         """What each template preloaded, its memory and forks (for the dashboard)."""

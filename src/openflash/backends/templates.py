@@ -32,15 +32,25 @@ from openflash.backends.worker_view import worker_main
 from openflash.envs.preload_records import learned_modules
 from openflash.envs.store import write_atomic
 from openflash.envs.trust import check_levels
+from openflash.workers.crashes import process_stopped
 from openflash.workers.namespace import NAMESPACE_VARIABLE
 from openflash.workers.port import WorkerSpec
 
-__all__ = ["LearnedUnsafe", "Template", "TemplateKey", "TemplateUnsafe"]
+__all__ = [
+    "FORK_ANSWER_S",
+    "LearnedUnsafe",
+    "Template",
+    "TemplateKey",
+    "TemplateStuck",
+    "TemplateUnsafe",
+]
 
 logger = logging.getLogger("openflash")
 
 #: How long a template may take to import its modules.
 READY_TIMEOUT_S = 600.0
+#: How long a started template may take to answer a fork request (it takes milliseconds).
+FORK_ANSWER_S = 10.0
 _MESSAGE_MAX = 1 << 20
 
 
@@ -90,6 +100,10 @@ class LearnedUnsafe(TemplateUnsafe):
     """Only the learned imports made the template unsafe: start one without them."""
 
 
+class TemplateStuck(Exception):
+    """A started template that did not answer a fork request in time (stopped, or hung)."""
+
+
 class Template:
     """One template process for an environment, its imports and its worker environment."""
 
@@ -136,6 +150,14 @@ class Template:
         #: The last lines the template printed (its imports' output is not shown).
         self.output: collections.deque[str] = collections.deque(maxlen=20)
         self._drain: asyncio.Future[None] | None = None
+
+    @property
+    def starting(self) -> bool:  # importing its modules, not ready yet
+        return self._started is not None and not self._started.done()
+
+    @property
+    def process_pid(self) -> int | None:  # known from its start (``pid``: once it is ready)
+        return self._proc.pid if self._proc is not None else self.pid
 
     @property
     def alive(self) -> bool:
@@ -228,7 +250,8 @@ class Template:
             self._on_idle(self)
 
     async def fork(self, env: dict[str, str], max_concurrency: int, sock_fd: int) -> ForkedProcess:
-        """A new worker with ``sock_fd`` as its socket to the pool."""
+        """A new worker with ``sock_fd`` as its socket to the pool; TemplateStuck when the
+        started template does not answer within FORK_ANSWER_S (stopped, or hung)."""
         await self.ensure_started()
         loop = asyncio.get_running_loop()
         out_r, out_w = os.pipe()
@@ -247,7 +270,16 @@ class Template:
                 }
                 # One small datagram: the socket's buffer takes it without blocking.
                 socket.send_fds(self._sock, [json.dumps(message).encode()], [sock_fd, out_w, err_w])
-            pid, exit_code = await waiting
+            try:
+                pid, exit_code = await asyncio.wait_for(asyncio.shield(waiting), FORK_ANSWER_S)
+            except (asyncio.TimeoutError, asyncio.CancelledError) as e:
+                self._waiting.pop(request_id, None)  # a late answer's worker finds no one
+                if isinstance(e, asyncio.CancelledError):
+                    raise
+                raise TemplateStuck(
+                    f"its template (pid {self.pid}{', stopped' * process_stopped(self.pid)}) "
+                    f"did not fork a worker within {FORK_ANSWER_S:g} s"
+                ) from None
         except BaseException:
             for fd in (out_r, err_r):
                 os.close(fd)

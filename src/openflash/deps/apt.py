@@ -10,7 +10,9 @@
                   packages needs (the .debs an offline image build installs)
 
 Nothing here changes the host: packages are only simulated and downloaded. Every call takes one
-file lock, because apt refuses (rather than waits) when its own locks are taken. What apt prints
+file lock, because apt refuses (rather than waits) when its own locks are taken; a lock of apt's
+held by a process outside openflash (an apt-get left over or suspended) is waited for, told and
+bounded by deps/apt_locks.py. What apt prints
 is parsed by the pure functions of deps/apt_output.py (re-exported here).
 
 On a Ray node, ``use_proxy`` sends the requests for the archives' hosts through the cluster
@@ -33,6 +35,7 @@ from pathlib import Path
 from filelock import FileLock
 
 from openflash import _subprocess
+from openflash.deps.apt_locks import run_waiting
 from openflash.deps.apt_output import (
     HOST,
     DebPackage,
@@ -273,12 +276,11 @@ class Apt:
                 "use cached layers, which need no root",
             )
         argv = ["apt-get", "install", "-y", "-q", "--no-install-recommends", *names]
-        done = _subprocess.run(argv, env=_apt_environ(), timeout=APT_TIMEOUT_S, check=False)
+        update = ["apt-get", "update", "-q"]
+        done = run_waiting(lambda: _host_apt(argv))
         if not done.ok and "Unable to locate" in done.stdout + done.stderr:
-            _subprocess.run(
-                ["apt-get", "update", "-q"], env=_apt_environ(), timeout=APT_TIMEOUT_S, check=False
-            )
-            done = _subprocess.run(argv, env=_apt_environ(), timeout=APT_TIMEOUT_S, check=False)
+            run_waiting(lambda: _host_apt(update))
+            done = run_waiting(lambda: _host_apt(argv))
         if not done.ok:
             raise failure_to_error(done.stdout + done.stderr, names)
 
@@ -304,13 +306,22 @@ class Apt:
         self, args: tuple[str, ...], *, check: bool, direct: bool
     ) -> _subprocess.Completed:
         argv = ["apt-get", "-q", *self.options(direct=direct), *args]
-        return _subprocess.run(
-            argv,
-            env=_apt_environ(),
-            timeout=APT_TIMEOUT_S,
-            check=check,
-            error=SystemDependencyError,
+        done = run_waiting(
+            lambda: _subprocess.run(
+                argv,
+                env=_apt_environ(),
+                timeout=APT_TIMEOUT_S,
+                check=False,
+                error=SystemDependencyError,
+            )
         )
+        if check and not done.ok:
+            raise SystemDependencyError(
+                f"`apt-get {' '.join(args[:2])}` failed with exit code {done.returncode}:\n"
+                f"{_subprocess.tail(done.stderr or done.stdout)}",
+                hint="read apt's output above",
+            )
+        return done
 
 
 def _fetch_failed(output: str) -> bool:
@@ -319,6 +330,10 @@ def _fetch_failed(output: str) -> bool:
         words in output
         for words in ("Failed to fetch", "Could not connect", "Unable to connect", "Err:")
     )
+
+
+def _host_apt(argv: list[str]) -> _subprocess.Completed:
+    return _subprocess.run(argv, env=_apt_environ(), timeout=APT_TIMEOUT_S, check=False)
 
 
 def _apt_environ() -> dict[str, str]:

@@ -22,6 +22,7 @@ from filelock import Timeout
 
 from openflash import _subprocess
 from openflash._settings import build_lock_timeout
+from openflash.envs.disk_full import full_error
 from openflash.errors import EnvironmentBuildError
 
 __all__ = ["NOTICE_AFTER_S", "hold_build_lock"]
@@ -42,7 +43,10 @@ def hold_build_lock(
     raises filelock's ``Timeout`` when another holds it (a sweep or a second compiler, which
     skip what is busy)."""
     bound = build_lock_timeout() if timeout is None else timeout
-    fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC, 0o644)
+    try:
+        fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC, 0o644)
+    except OSError as e:
+        raise full_error(e, path) from e  # a full disk: StoreFullError naming the lock
     try:
         if wait:
             _acquire(fd, path, what, bound)
@@ -52,7 +56,10 @@ def hold_build_lock(
             except BlockingIOError:
                 raise Timeout(str(path)) from None
         os.ftruncate(fd, 0)
-        os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
+        try:
+            os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
+        except OSError as e:
+            raise full_error(e, path) from e
         try:
             yield
         finally:

@@ -36,6 +36,7 @@ import cloudpickle
 from openflash._version import __version__
 from openflash.envs.environment import python_tag
 from openflash.envs.store import Store, content_key
+from openflash.errors import EnvironmentBuildError
 
 __all__ = [
     "LIGHT_MODULES",
@@ -226,7 +227,10 @@ def worker_runtime(store: Store) -> Path:
                 try:
                     py_compile.compile(str(tmp / name), doraise=True)
                 except py_compile.PyCompileError as e:
-                    raise RuntimeError(f"could not compile the worker runtime: {e.msg}") from e
+                    raise EnvironmentBuildError(
+                        f"could not compile the worker runtime's {name}: {e.msg}",
+                        hint="openflash's own files may be damaged: reinstall openflash",
+                    ) from e
         return {"python": sys.version.split()[0], "files": len(files)}
 
     path = store.build_once("runtime", key, build)

@@ -8,12 +8,15 @@ A record lives inside its environment's folder, so it goes with it (``flash env 
 its name holds the fingerprint of the project's files, so that a changed project file makes
 another record (the old one is removed when the new one is written): what the previous version
 of the code imported is not preloaded for this one. Writes are atomic (a temporary file renamed
-into place) under a file lock, so that two processes adding to one record lose nothing.
+into place) under a file lock, so that two processes adding to one record lose nothing. A record
+that is not this user's alone (planted), unreadable or garbled is refused with a warning naming
+it, and nothing of it is preloaded.
 """
 
 from __future__ import annotations
 
 import json
+import logging
 import re
 from dataclasses import dataclass
 from pathlib import Path
@@ -24,6 +27,8 @@ from openflash.envs import trust
 from openflash.envs.store import READY_MARKER, content_key, write_atomic
 
 __all__ = ["RECORDS_FOLDER", "PreloadRecord", "learned_modules"]
+
+logger = logging.getLogger("openflash")
 
 RECORDS_FOLDER = ".openflash-preload"
 #: The most module names one record keeps (a worker importing thousands is not usual).
@@ -93,15 +98,37 @@ def learned_modules(path: Path) -> tuple[str, ...]:
 
 
 def _read(path: Path) -> dict[str, list[str]]:
+    """The record's functions; {} when there is none, or when it is refused: another user's
+    or writable by others (planted), unreadable or garbled. A refused record is told once
+    (the ``openflash`` logger, naming the file) and nothing of it is preloaded."""
     try:
         data = json.loads(trust.read_text(path, path.parents[1]))  # the environment's own
-    except (OSError, ValueError):
+    except FileNotFoundError:
+        return {}
+    except (OSError, ValueError) as e:  # StorePermissionError is a PermissionError
+        _refused(path, getattr(e, "message", None) or str(e))
         return {}
     functions = data.get("functions") if isinstance(data, dict) else None
     if not isinstance(functions, dict):
+        _refused(path, "it is not a record of learned modules (no 'functions' object)")
         return {}
     return {
         str(k): [m for m in v if isinstance(m, str) and _NAME.match(m)]
         for k, v in functions.items()
         if isinstance(v, list)
     }
+
+
+_TOLD: set[tuple[Path, str]] = set()
+
+
+def _refused(path: Path, why: str) -> None:
+    if (path, why) in _TOLD:
+        return
+    _TOLD.add((path, why))
+    logger.warning(
+        "openflash: the learned-preload record %s was refused and nothing of it is preloaded: "
+        "%s; remove it (it is learned again from the next calls)",
+        path,
+        why,
+    )

@@ -7,6 +7,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from openflash._settings import worker_start_timeout
 from openflash.config.resources import ServerlessResource
 from openflash.deps.lockfile import find_lockfile
 from openflash.deps.project_lock import ProjectLock, project_lock
@@ -73,4 +74,5 @@ class EndpointDef:
             idle_timeout=float(r.idleTimeout),
             execution_timeout=r.execution_timeout_s,
             max_concurrency=self.max_concurrency,
+            start_timeout=worker_start_timeout(),
         )

@@ -168,7 +168,7 @@ def add_stream_routes(
     """``{base}/stream/{id}`` and ``{base}/stream/{id}/events`` for the jobs of ``route_path``."""
 
     def find(job_id: str) -> tuple[Any, Feed | None] | JSONResponse:
-        job = jobs.journal.get(job_id)
+        job = jobs.get(job_id)
         if job is None or job.route != route_path:
             return not_found(jobs, job_id, route_path, base)
         return job, feeds.get(job_id)
@@ -219,7 +219,7 @@ def add_stream_routes(
 async def _events(jobs: JobRunner, job_id: str, feed: Feed | None) -> AsyncIterator[bytes]:
     sent, progress = 0, None
     while True:
-        job = jobs.journal.get(job_id)
+        job = jobs.get(job_id)
         if job is None:
             return
         changed = feed.changed if feed is not None else None

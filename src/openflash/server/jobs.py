@@ -8,8 +8,13 @@ was started twice it is marked FAILED with the reason. A stop (``stopping``, the
 no job: one its pool gives back untaken stays IN_QUEUE with no start counted, one that was running
 is queued again with its start counted. A job whose pool a reload replaced is given back untaken
 (workers/handover.py) and sent again through its route as it is now, to the new pool. A result
-that cannot be journaled (a full disk) fails the job with the reason. ``status`` answers from the
-journal; ``/retry`` makes an ended job a new run (its starts counted afresh).
+that cannot be journaled (a full disk) fails the job with the reason. Where even that failure
+cannot be journaled (the disk full to its last block), the job's end is held in memory: ``get``
+(and so ``status``) answers from there, the server says so, and the failure is written once the
+journal has room (tried every ``HELD_RETRY_S``), never run again meanwhile; only a server stopped
+before that leaves the job unfinished in the journal, for the next server to run again once.
+``status`` answers from the journal otherwise; ``/retry`` makes an ended job a new run (its
+starts counted afresh).
 
 A job may name a webhook (server/webhooks.py): when it ends, its status body is POSTed there, in
 a task of its own; a delivery the server could not finish before it stopped is made by the next.
@@ -25,6 +30,7 @@ starts (IN_PROGRESS, one more of its ``attempts``) when a worker takes its call
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import time
 from collections.abc import Awaitable, Callable
 from typing import Any
@@ -35,7 +41,10 @@ from openflash.server import results, retention, webhooks
 from openflash.server.job_journal import FINAL, MAX_ATTEMPTS, Job, JobJournal
 from openflash.workers import events
 
-__all__ = ["FINAL", "MAX_ATTEMPTS", "Invoker", "Job", "JobJournal", "JobRunner"]
+__all__ = ["FINAL", "HELD_RETRY_S", "MAX_ATTEMPTS", "Invoker", "Job", "JobJournal", "JobRunner"]
+
+#: How often the ends of jobs that could not be journaled are tried again.
+HELD_RETRY_S = 2.0
 
 
 #: How many times one job's call is sent again after a pool gave it back (reloads in a row).
@@ -70,6 +79,18 @@ class JobRunner:
         self.deliveries: set[asyncio.Task[None]] = set()
         self.sweeper: asyncio.Task[None] | None = None
         self.closing = False
+        #: Jobs whose failure could not be journaled (a full disk): its reason, by job id.
+        self.held: dict[str, str] = {}
+        self.flusher: asyncio.Task[None] | None = None
+
+    def get(self, job_id: str, *, load: bool = True) -> Job | None:
+        """The job as the journal has it (``load``: as ``JobJournal.get``), or FAILED with its
+        reason while that is held."""
+        job = self.journal.get(job_id, load=load)
+        reason = self.held.get(job_id)
+        if job is None or reason is None:
+            return job
+        return dataclasses.replace(job, status="FAILED", error=reason)
 
     def submit(self, route: str, payload: dict[str, Any], webhook: str | None = None) -> Job:
         job = self.journal.add(route, payload, webhook)
@@ -222,7 +243,40 @@ class JobRunner:
                 f"{self.journal.path} ({type(e).__name__}: {e}); it is not run again"
             )
         self.say(f"job {job.id} on {job.route}: {reason}", "error")
-        self.journal.finish(job.id, "FAILED", error=reason)
+        try:
+            self.journal.finish(job.id, "FAILED", error=reason)
+        except Exception as e:  # the disk is full to its last block: held here meanwhile
+            self.held[job.id] = reason
+            self.say(
+                f"job {job.id} on {job.route}: its failure could not be journaled either "
+                f"({type(e).__name__}: {e}); it is held in memory (its status answers FAILED) "
+                f"and written once {self.journal.path} has room (tried every {HELD_RETRY_S:g} "
+                "s); if this server stops before then, the next one runs it again once",
+                "error",
+            )
+            if self.flusher is None or self.flusher.done():
+                self.flusher = asyncio.get_running_loop().create_task(self._flush_held())
+
+    async def _flush_held(self) -> None:
+        while self.held:
+            await asyncio.sleep(HELD_RETRY_S)
+            self.flush_held()
+
+    def flush_held(self) -> list[str]:
+        """Journal the held failures the disk now has room for; the ids written."""
+        written = []
+        for job_id, reason in list(self.held.items()):
+            try:
+                self.journal.finish(job_id, "FAILED", error=reason)
+            except Exception:
+                break  # still full: tried again later
+            del self.held[job_id]
+            written.append(job_id)
+            self.say(f"job {job_id}: its failure is journaled now", "info")
+            final = self.journal.get(job_id)
+            if final is not None and not self.closing:
+                self._deliver(final)
+        return written
 
     def stopping(self) -> None:
         """The server is stopping (a Ctrl-C or SIGTERM, before its pools close): from now on a
@@ -231,7 +285,16 @@ class JobRunner:
 
     async def close(self) -> None:
         self.closing = True
+        self.flush_held()
+        for job_id in self.held:
+            self.say(
+                f"job {job_id}: stopping with its failure not journaled ({self.journal.path} "
+                "is full); the next server runs it again once",
+                "error",
+            )
         pending = [*self.tasks.values(), *self.deliveries]
+        if self.flusher is not None:
+            pending.append(self.flusher)
         if self.sweeper is not None:
             pending.append(self.sweeper)
         for task in pending:  # a delivery cut short stays pending: the next server makes it

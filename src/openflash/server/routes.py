@@ -216,7 +216,7 @@ def _add_queue_routes(
         return JSONResponse({"id": job.id, "status": job.status})
 
     async def status(job_id: str) -> Response:
-        job = jobs.journal.get(job_id, load=False)  # a large output is sent from its file
+        job = jobs.get(job_id, load=False)  # a large output is sent from its file
         if job is None or job.route != route.path:
             kept = sync.answer(job_id, route.path)  # a runsync call's, kept a minute
             if kept is not None:

@@ -5,7 +5,8 @@ An ASGI middleware (no per-request objects beyond the body it must count):
 - with an API key, every path but ``/health`` needs ``Authorization: Bearer <key>``, compared
   in constant time (401 otherwise);
 - with an allow-list of host names (a key-less server on loopback), a request whose ``Host``
-  header names another host is a 400 saying how to allow it (DNS rebinding from a browser);
+  header names another host, or that has no ``Host`` header (HTTP/1.0 allows that), is a 400
+  saying how to allow it (DNS rebinding from a browser);
 - a request body must be JSON (415 otherwise) and at most ``max_body`` bytes (413), whether or
   not it announces its length;
 - and nested at most ``MAX_DEPTH`` arrays or objects deep (400): deeper values cannot be sent
@@ -53,7 +54,15 @@ class SecurityMiddleware:
             await self.app(scope, receive, send)
             return
         headers = {k.decode("latin-1").lower(): v for k, v in scope.get("headers", [])}
-        if self.allowed_hosts is not None and "host" in headers:
+        if self.allowed_hosts is not None:
+            if "host" not in headers:  # HTTP/1.0 may omit it; that must not skip the list
+                message = (
+                    "a Host header is required by this server (it serves without an API key, on "
+                    "loopback only, and answers only to the host names it allows); send "
+                    "'Host: localhost', or set FLASH_API_KEY"
+                )
+                await _reply(send, 400, message)
+                return
             name = _host_name(headers["host"].decode("latin-1"))
             if name not in self.allowed_hosts:
                 message = (

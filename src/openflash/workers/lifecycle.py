@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 from openflash.errors import FlashError, WorkerCrashedError
 from openflash.workers import events, pickling, portable, protocol
 from openflash.workers.calls import Call
-from openflash.workers.crashes import died_starting
+from openflash.workers.crashes import died_starting, process_stopped, started_late
 from openflash.workers.port import Backend, WorkerHandle, WorkerSpec
 
 __all__ = ["STOP_GRACE_S", "PoolConfig", "Worker", "WorkerLives", "WorkerState"]
@@ -128,15 +128,18 @@ class WorkerLives:
         worker.task = asyncio.ensure_future(self._start(worker))
 
     async def _start(self, worker: Worker) -> None:
+        """Start ``worker``: asked of the backend (spawned or forked) and ready, within
+        ``start_timeout`` in all (0: no bound); past it the worker is killed and its calls fail
+        with WorkerCrashedError naming the endpoint and its pid (crashes.started_late)."""
         try:
-            worker.handle = await self.backend.start_worker(self.spec)
-            frame = await asyncio.wait_for(
-                protocol.read_frame(worker.handle.reader), self.config.start_timeout
-            )
+            frame = await asyncio.wait_for(self._ask(worker), self.config.start_timeout or None)
         except FlashError as e:
             self._start_failed(worker, e)
             return
-        except (asyncio.TimeoutError, OSError):
+        except asyncio.TimeoutError:
+            self._start_failed(worker, await self._start_late(worker))
+            return
+        except (OSError, protocol.FrameError):  # its stream closed, or corrupt at once
             frame = None
         if frame is None or frame.kind != protocol.READY:
             self._start_failed(worker, await self._start_crash(worker))
@@ -160,13 +163,31 @@ class WorkerLives:
         handle.kill()
         return died_starting(self.config.name, handle, await handle.wait())
 
+    async def _ask(self, worker: Worker) -> protocol.Frame | None:
+        """A worker from the backend, and its first frame (READY, or None if it exits)."""
+        worker.handle = await self.backend.start_worker(self.spec)
+        return await protocol.read_frame(worker.handle.reader)
+
+    async def _start_late(self, worker: Worker) -> WorkerCrashedError:
+        handle = worker.handle
+        local = handle is not None and getattr(handle, "node", "local") == "local"
+        stopped = local and process_stopped(handle.pid if handle else None)
+        if handle is not None:
+            handle.kill()  # SIGKILL ends a stopped process too
+            await handle.wait()
+        overdue = getattr(self.backend, "start_overdue", None)
+        waited = overdue(self.spec) if handle is None and overdue is not None else None
+        return started_late(self.config.name, handle, self.config.start_timeout, stopped, waited)
+
     def _start_failed(self, worker: Worker, error: BaseException) -> None:
         worker.state = WorkerState.DEAD
         if worker in self.workers:
             self.workers.remove(worker)
-        if self._live():
+        if any(w.state is WorkerState.READY for w in self.workers):
             self._dispatch()
             return
+        # None is ready: the waiting calls fail now, not after every other start has failed in
+        # turn (each failure would otherwise start another, and the calls would wait for ever).
         self._none_started(error)
 
     def _arm_idle(self, worker: Worker) -> None:

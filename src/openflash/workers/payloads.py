@@ -23,6 +23,7 @@ __all__ = [
     "PREALLOCATE",
     "SEPARATE",
     "Buffer",
+    "FrameError",
     "Packed",
     "collector",
     "envelope",
@@ -179,12 +180,20 @@ def release(payload: Any) -> None:
             payload.close()
 
 
+class FrameError(Exception):
+    """What arrived cannot be a frame (its header announces more bytes than this machine has
+    memory, or than can be allocated): the stream is corrupt, nothing more on it is trusted."""
+
+
 async def read_into(reader: asyncio.StreamReader, size: int) -> mmap.mmap:
     """``size`` bytes read into one buffer allocated once (not grown, nor copied at the end):
     from a socket, straight into it with ``recv_into``; from anything else, chunk by chunk."""
     # Anonymous memory comes zeroed from the kernel page by page as it is written: no pass of
     # its own to clear it (a bytearray's), which on a large payload costs as much as the copy.
-    payload = mmap.mmap(-1, size)
+    try:
+        payload = mmap.mmap(-1, size)
+    except (OSError, OverflowError, ValueError) as e:  # ENOMEM: not this much memory free
+        raise FrameError(f"a frame of {size} bytes cannot be allocated here: {e}") from None
     view = memoryview(payload)
     got = _take_buffered(reader, view)
     transport = getattr(reader, "_transport", None)

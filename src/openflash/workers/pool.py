@@ -246,7 +246,11 @@ class Pool(WorkerLives):
         assert worker.handle is not None
         reader = worker.handle.reader
         while True:
-            frame = await protocol.read_frame(reader)
+            try:
+                frame = await protocol.read_frame(reader)
+            except protocol.FrameError as e:
+                worker.doom = f"it sent what openflash cannot read as a frame ({e}); it was killed"
+                break
             if frame is None:
                 break
             if frame.kind in (protocol.NESTED, protocol.RELEASE):

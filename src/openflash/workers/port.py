@@ -96,6 +96,10 @@ class WorkerHandle(Protocol):
 
 
 class Backend(Protocol):
+    """Starts workers. A backend may also have ``start_overdue(spec) -> str | None``: told that
+    a start of ``spec``'s worker ran past the pool's start timeout before a worker existed, it
+    gives up what that start waited on and says what it was (a phrase naming its pid)."""
+
     #: Whether workers use environments built by this process (else they build their own).
     builds_locally: bool
 

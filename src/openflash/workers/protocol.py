@@ -23,12 +23,14 @@ This module is part of the worker runtime: it imports the standard library (and 
 from __future__ import annotations
 
 import asyncio
+import os
 import pickle
 import struct
 from typing import Any, NamedTuple, TypedDict, cast
 
 from openflash.workers import payloads
 from openflash.workers.payloads import Buffer as Buffer
+from openflash.workers.payloads import FrameError as FrameError
 from openflash.workers.payloads import Packed as Packed
 from openflash.workers.payloads import collector as collector
 from openflash.workers.payloads import pack as pack
@@ -167,11 +169,30 @@ def encode(kind: int, call_id: int = 0, payload: bytes = b"") -> bytes:
     return HEADER.pack(kind, call_id, len(payload)) + payload
 
 
+def _max_frame() -> int:
+    """The largest payload a frame may announce: this machine's physical memory."""
+    try:
+        return os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+    except (ValueError, OSError, AttributeError):
+        return 1 << 40
+
+
+#: A header announcing a larger payload is corrupt (FrameError), not allocated.
+MAX_FRAME = _max_frame()
+
+
 async def read_frame(reader: asyncio.StreamReader) -> Frame | None:
-    """The next frame, or None when the other side has closed the stream."""
+    """The next frame, or None when the other side has closed the stream; FrameError when
+    its header announces a payload no frame can have (more than MAX_FRAME bytes), or one that
+    cannot be allocated here."""
     try:
         header = await reader.readexactly(HEADER.size)
         kind, call_id, size = HEADER.unpack(header)
+        if size > MAX_FRAME:
+            raise FrameError(
+                f"a frame header (kind {kind}, call {call_id}) announces {size} bytes, more "
+                f"than this machine's memory ({MAX_FRAME} bytes): the stream is corrupt"
+            )
         if size >= payloads.PREALLOCATE:
             return Frame(kind, call_id, cast(bytes, await payloads.read_into(reader, size)))
         payload = await reader.readexactly(size) if size else b""
