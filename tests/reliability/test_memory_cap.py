@@ -137,6 +137,6 @@ def test_memory_past_the_cap_outside_the_worker_process(
         f"{what} under `FLASH_WORKER_MAX_RSS=256M`",
         f"MemoryError naming the cap and the {_measured(over) / MIB:.0f} MiB measured, "
         f"{took:.1f} s after the call (start and allocation included); the worker and its "
-        "children were killed, the next call ran in a new worker, and a call using 32 MiB itself "
+        "processes were killed, the next call ran in a new worker, and a call using 32 MiB itself "
         "and 32 MiB of shared memory ran untouched",
     )
