@@ -32,7 +32,7 @@ from openflash.backends.worker_view import worker_main
 from openflash.envs.preload_records import learned_modules
 from openflash.envs.store import write_atomic
 from openflash.envs.trust import check_levels
-from openflash.workers.namespace import NAMESPACE_VARIABLE
+from openflash.workers.namespace import NAMESPACE_VARIABLE, lingering
 from openflash.workers.port import WorkerSpec
 
 __all__ = ["LearnedUnsafe", "Template", "TemplateKey", "TemplateUnsafe"]
@@ -164,6 +164,8 @@ class Template:
         main = worker_main(env, ["openflash.workers.forkserver", str(theirs.fileno())])
         if NAMESPACE_VARIABLE in env:  # its forks share the namespace it starts in
             main = ["openflash.workers.namespace", *main]
+            # and it stays until they have ended, as they outlive the template outside one
+            env[NAMESPACE_VARIABLE] = lingering(env[NAMESPACE_VARIABLE])
         try:
             self._proc = await asyncio.create_subprocess_exec(
                 str(self.python),

@@ -45,7 +45,14 @@ import os
 import signal
 import sys
 
-__all__ = ["NAMESPACE_VARIABLE", "SETUP_FAILED", "enter", "overlay_targets", "run_as_init"]
+__all__ = [
+    "NAMESPACE_VARIABLE",
+    "SETUP_FAILED",
+    "enter",
+    "lingering",
+    "overlay_targets",
+    "run_as_init",
+]
 
 #: The exit status of a launcher that could not set the namespace up.
 SETUP_FAILED = 121
@@ -241,9 +248,14 @@ def _end_like(status: int) -> None:
     os._exit(os.waitstatus_to_exitcode(status) if os.WIFEXITED(status) else 1)
 
 
-def run_as_init(argv: list[str]) -> None:
+def run_as_init(argv: list[str], linger: bool = False) -> None:
     """After ``enter(..., pid=True)``: run ``argv`` as pid 2 of the new PID namespace under an
-    init (pid 1), this process waiting outside and ending as the program ends. Never returns."""
+    init (pid 1), this process waiting outside and ending as the program ends. Never returns.
+
+    Without ``linger`` the namespace ends with the program (the kernel kills what is left), or
+    with the launcher. With it (a template: its forked workers outlive it, as they do outside a
+    namespace), the init leaves the launcher's process group and stays until every process in
+    the namespace has ended, even if the launcher and the program are killed."""
     status_r, status_w = os.pipe()
     init = os.fork()
     if init == 0:
@@ -254,13 +266,12 @@ def run_as_init(argv: list[str]) -> None:
         except OSError as e:
             print(f"openflash: cannot set up the worker's namespace: {e}", file=sys.stderr)
             os._exit(SETUP_FAILED)
-        _init(argv, status_w)
+        _init(argv, status_w, linger)
     os.close(status_w)
     for sig in _PASSED_SIGNALS:
         signal.signal(sig, lambda number, _frame: _pass(init, number))
-    status = _wait(init)
-    told = os.read(status_r, 64)
-    _end_like(int(told) if told else status)
+    told = os.read(status_r, 64)  # the program's status, once it ends (nothing: the init died)
+    _end_like(int(told) if told else _wait(init))
 
 
 def _pass(pid: int, sig: int) -> None:
@@ -276,13 +287,17 @@ def _wait(pid: int) -> int:
             continue
 
 
-def _init(argv: list[str], status_w: int) -> None:
-    """Pid 1: start the program, reap every process, end with the program (its status told)."""
-    _libc().prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)  # ends if the launcher is killed
+def _init(argv: list[str], status_w: int, linger: bool) -> None:
+    """Pid 1: start the program, reap every process, tell the program's status; then end, or
+    with ``linger`` end once no process is left."""
+    if not linger:
+        _libc().prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)  # ends if the launcher is killed
     program = os.fork()
     if program == 0:
         os.close(status_w)
         _exec(argv)
+    if linger:  # a kill of the launcher's group (the template's stop) leaves the init and the
+        os.setpgid(0, 0)  # workers forked into its namespace, which outlive their template
     for sig in _PASSED_SIGNALS:
         signal.signal(sig, lambda number, _frame: _pass(program, number))
     while True:
@@ -291,10 +306,18 @@ def _init(argv: list[str], status_w: int) -> None:
         except InterruptedError:
             continue
         except ChildProcessError:
-            os._exit(1)
+            os._exit(0 if program < 0 else 1)
         if pid == program:
-            os.write(status_w, str(status).encode())
-            os._exit(0)  # the kernel kills whatever is left in the namespace
+            if linger:  # the launcher leaves now; this stays, holding none of its pipes
+                null = os.open(os.devnull, os.O_RDWR)
+                for fd in (0, 1, 2):
+                    os.dup2(null, fd)
+            with contextlib.suppress(OSError):  # a launcher killed already reads nothing
+                os.write(status_w, str(status).encode())
+            os.close(status_w)
+            if not linger:
+                os._exit(0)  # the kernel kills whatever is left in the namespace
+            program = -1
 
 
 def main(argv: list[str]) -> None:
@@ -308,8 +331,14 @@ def main(argv: list[str]) -> None:
         print(f"openflash: cannot set up the worker's namespace: {e}", file=sys.stderr)
         sys.exit(SETUP_FAILED)
     if pid:
-        run_as_init(argv)
+        run_as_init(argv, bool(config.get("linger")))
     _exec(argv)
+
+
+def lingering(config: str) -> str:
+    """``OPENFLASH_NAMESPACE``'s value ``config`` for a template: its PID namespace stays until
+    the workers forked into it have ended (``run_as_init``'s ``linger``)."""
+    return json.dumps({**json.loads(config or "{}"), "linger": True})
 
 
 if __name__ == "__main__":
