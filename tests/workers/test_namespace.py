@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import subprocess
 import sys
@@ -119,6 +120,30 @@ def test_a_pid_namespace_shows_only_its_processes_and_passes_the_status_on() -> 
     assert caller.returncode != 0 and "No such file" in caller.stderr
     killed = _launch_pid("sh", "-c", "kill -SEGV $$")
     assert killed.returncode == -11  # the program's signal is the launcher's
+    config = namespace_env(None, pid=True)
+    sleeper = subprocess.Popen(
+        [sys.executable, "-m", "openflash.workers.namespace", "--exec", "sleep", "60"],
+        env={**os.environ, **config, "PYTHONPATH": SRC},
+        start_new_session=True,
+    )
+    try:
+        deadline = time.monotonic() + 30
+        while not any(_children_of_children(sleeper.pid)) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        sleeper.terminate()  # SIGTERM to the launcher: passed on to the program through the init
+        assert sleeper.wait(timeout=30) == -15
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(sleeper.pid, 9)
+
+
+def _children_of_children(pid: int) -> list[int]:
+    """Pids whose parent's parent is ``pid`` (the program under the init, seen from here)."""
+    parents = {}
+    for name in os.listdir("/proc"):
+        with contextlib.suppress(OSError, ValueError, IndexError), open(f"/proc/{name}/stat") as f:
+            parents[int(name)] = int(f.read().rsplit(")", 1)[1].split()[1])
+    return [p for p, parent in parents.items() if parents.get(parent) == pid]
 
 
 @needs_namespaces

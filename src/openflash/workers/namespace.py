@@ -40,6 +40,7 @@ from __future__ import annotations
 import contextlib
 import ctypes
 import errno
+import functools
 import json
 import os
 import signal
@@ -269,14 +270,17 @@ def run_as_init(argv: list[str], linger: bool = False) -> None:
         _init(argv, status_w, linger)
     os.close(status_w)
     for sig in _PASSED_SIGNALS:
-        signal.signal(sig, lambda number, _frame: _pass(init, number))
+        signal.signal(sig, functools.partial(_pass_on, init))
     told = os.read(status_r, 64)  # the program's status, once it ends (nothing: the init died)
     _end_like(int(told) if told else _wait(init))
 
 
-def _pass(pid: int, sig: int) -> None:
-    with contextlib.suppress(OSError):
-        os.kill(pid, sig)
+def _pass_on(pid: int, sig: int, _frame: object) -> None:
+    """A signal handler passing ``sig`` on to the process ``pid`` (a positive pid, fixed when
+    the handler is set: never a group or every process)."""
+    if pid > 0:
+        with contextlib.suppress(OSError):
+            os.kill(pid, sig)
 
 
 def _wait(pid: int) -> int:
@@ -299,15 +303,19 @@ def _init(argv: list[str], status_w: int, linger: bool) -> None:
     if linger:  # a kill of the launcher's group (the template's stop) leaves the init and the
         os.setpgid(0, 0)  # workers forked into its namespace, which outlive their template
     for sig in _PASSED_SIGNALS:
-        signal.signal(sig, lambda number, _frame: _pass(program, number))
+        signal.signal(sig, functools.partial(_pass_on, program))
+    ended = False
     while True:
         try:
             pid, status = os.wait()
         except InterruptedError:
             continue
         except ChildProcessError:
-            os._exit(0 if program < 0 else 1)
-        if pid == program:
+            os._exit(0 if ended else 1)
+        if pid == program and not ended:
+            ended = True
+            for sig in _PASSED_SIGNALS:  # nothing to pass them on to now
+                signal.signal(sig, signal.SIG_IGN)
             if linger:  # the launcher leaves now; this stays, holding none of its pipes
                 null = os.open(os.devnull, os.O_RDWR)
                 for fd in (0, 1, 2):
@@ -317,7 +325,6 @@ def _init(argv: list[str], status_w: int, linger: bool) -> None:
             os.close(status_w)
             if not linger:
                 os._exit(0)  # the kernel kills whatever is left in the namespace
-            program = -1
 
 
 def main(argv: list[str]) -> None:
