@@ -7,9 +7,10 @@
   again; default 86400.
 - FLASH_REQUIRE_GPU: 1 makes a GPU endpoint on a machine without GPUs an error; default 0.
 - FLASH_WORKER_MAX_RSS: a memory cap for each local worker (bytes, or with K, M, G: ``512M``),
-  enforced as RLIMIT_DATA (the worker's private writable memory: heap, thread stacks); a call
-  going past it fails with a MemoryError that names the cap, and the worker is replaced. Unset or
-  0: no cap.
+  enforced as RLIMIT_DATA (the worker's private writable memory: heap, thread stacks) and on its
+  whole process tree, child processes and shared memory included (backends/memory_cap.py); a
+  call going past it fails with a MemoryError that names the cap, and the worker is replaced.
+  Unset or 0: no cap.
 - FLASH_FORK: 0 starts every local worker as a new interpreter; default 1: workers are forked from
   a template process per environment that has already imported what the endpoint imports.
 - FLASH_TEMPLATE_IDLE_TIMEOUT: seconds a worker template stays with none of its workers alive

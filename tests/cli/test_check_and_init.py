@@ -196,9 +196,15 @@ def test_check_says_which_layer_mode_is_in_use(tmp_path: Path, env: dict[str, st
     mode = layer_mode()
     done = run_flash("check", cwd=tmp_path, env=env)
     assert done.returncode == 0, done.stderr
-    assert f"system layers: {mode.name} mode ({mode.reason})" in " ".join(done.stderr.split())
+    assert f"system layers: {mode.described}" in " ".join(done.stderr.split())
     forced = run_flash("check", "--json", cwd=tmp_path, env={**env, "FLASH_NAMESPACES": "off"})
     assert json.loads(forced.stdout)["layer_mode"] == {
         "name": "relocated",
         "reason": "FLASH_NAMESPACES=off",
+        "pid_isolation": False,
     }
+    plain = run_flash("check", cwd=tmp_path, env={**env, "FLASH_NAMESPACES": "off"})
+    assert (
+        "relocated mode (FLASH_NAMESPACES=off); workers have no PID isolation: they can read "
+        "their caller's /proc/<pid>/environ"
+    ) in " ".join(plain.stderr.split())

@@ -12,6 +12,8 @@ import pytest
 
 HERE = Path(__file__).resolve().parent
 DOC = HERE.parents[1] / "docs" / "reliability.md"
+#: The page's hand-written part, kept by every regeneration: what is and is not a boundary.
+TRUST_MODEL = HERE / "trust_model.md"
 
 #: nodeid -> the rows it reported: (area, what was injected, what held)
 _ROWS: dict[str, list[tuple[str, str, str]]] = {}
@@ -60,6 +62,8 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
         "| area | injected | what held |",
         "| --- | --- | --- |",
         *(f"| {area} | {injected} | {held} |" for area, injected, held in rows),
+        "",
+        *TRUST_MODEL.read_text().splitlines(),
         "",
     ]
     DOC.parent.mkdir(exist_ok=True)

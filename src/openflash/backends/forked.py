@@ -7,8 +7,9 @@ from __future__ import annotations
 
 import asyncio
 import os
+import socket
 
-__all__ = ["ForkedProcess", "reader_for"]
+__all__ = ["ForkedProcess", "pidfd_pid", "reader_for", "receive"]
 
 
 class ForkedProcess:
@@ -65,3 +66,45 @@ async def reader_for(fd: int) -> asyncio.StreamReader:
         lambda: asyncio.StreamReaderProtocol(reader), os.fdopen(fd, "rb", buffering=0)
     )
     return reader
+
+
+def pidfd_pid(pidfd: int) -> int | None:
+    """The pid, in this process's PID namespace, of the process ``pidfd`` refers to (from
+    ``/proc/self/fdinfo``); None if it has ended or the kernel does not say."""
+    try:
+        with open(f"/proc/self/fdinfo/{pidfd}") as f:
+            for line in f:
+                if line.startswith("Pid:"):
+                    pid = int(line.split()[1])
+                    return pid if pid > 0 else None
+    except (OSError, ValueError):
+        return None
+    return None
+
+
+async def receive(sock: socket.socket, size: int) -> tuple[bytes, int | None]:
+    """A template's next message on the non-blocking ``sock``, and the pid in this namespace of
+    the process whose pidfd came with it (workers/forkserver.py), if one did."""
+    loop = asyncio.get_running_loop()
+    fd = sock.fileno()  # kept: a socket closed meanwhile says -1
+    while True:
+        try:
+            data, fds, _, _ = socket.recv_fds(sock, size, 1)
+        except (BlockingIOError, InterruptedError):
+            readable: asyncio.Future[None] = loop.create_future()
+            loop.add_reader(fd, _set, readable)
+            try:
+                await readable
+            finally:
+                loop.remove_reader(fd)
+            continue
+        pid = None
+        for fd in fds:
+            pid = pid or pidfd_pid(fd)
+            os.close(fd)
+        return data, pid
+
+
+def _set(future: asyncio.Future[None]) -> None:
+    if not future.done():
+        future.set_result(None)

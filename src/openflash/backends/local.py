@@ -27,6 +27,7 @@ from openflash.backends.containers import ContainerWorker, start_container
 from openflash.backends.forked import ForkedProcess
 from openflash.backends.forking import Forking
 from openflash.backends.gpus import GpuAllocator
+from openflash.backends.memory_cap import MemoryWatch
 from openflash.backends.output import OUTPUT_LINE_LIMIT, PUMP_GRACE_S, STDERR_TAIL_LINES, pump
 from openflash.backends.targets import ContainerTarget, LocalTarget
 from openflash.backends.templates import TemplateKey
@@ -142,6 +143,7 @@ class LocalWorker:
         gpus: tuple[str, ...],
         endpoint: str,
         on_exit: Callable[[tuple[str, ...]], Awaitable[None]],
+        max_rss: int | None = None,
     ) -> None:
         self.proc = proc
         self.pid = proc.pid
@@ -164,6 +166,13 @@ class LocalWorker:
                 pump(proc.stderr, sys.stderr, prefix, self._stderr, endpoint=endpoint, pid=proc.pid)
             ),
         ]
+        #: Set when the worker's tree went past FLASH_WORKER_MAX_RSS and was killed: what its
+        #: calls in flight fail with (the pool reads it).
+        self.memory_error: MemoryError | None = None
+        self._watch = MemoryWatch(proc.pid, max_rss, self._over_cap) if max_rss else None
+
+    def _over_cap(self, error: MemoryError) -> None:
+        self.memory_error = error
 
     def kill(self) -> None:
         if self.proc.returncode is None:  # once reaped, its pid may belong to someone else
@@ -181,6 +190,8 @@ class LocalWorker:
     async def _wait(self) -> int | None:
         code = await self.proc.wait()
         self._killpg()  # whatever it started goes with it
+        if self._watch is not None:
+            self._watch.stop()
         with contextlib.suppress(Exception):
             self.writer.close()
         await asyncio.wait(self._pumps, timeout=PUMP_GRACE_S)
@@ -318,7 +329,9 @@ class LocalBackend:
         self._limit_cpus(proc.pid, spec.vcpus)
         reader, writer = await asyncio.open_unix_connection(sock=parent_sock)
 
-        return LocalWorker(proc, reader, writer, gpus, spec.endpoint, allocator.release)
+        return LocalWorker(
+            proc, reader, writer, gpus, spec.endpoint, allocator.release, spec.max_rss
+        )
 
     def _in_namespace(self, spec: WorkerSpec) -> bool:
         """Whether ``spec``'s workers start in a namespace with their layer at its real paths."""

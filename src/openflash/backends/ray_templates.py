@@ -33,7 +33,7 @@ from openflash import _subprocess
 from openflash.backends.templates import READY_TIMEOUT_S, Template, TemplateKey
 from openflash.backends.worker_view import worker_main
 from openflash.workers.forkserver import LISTEN_VARIABLE, PRELOAD_VARIABLE
-from openflash.workers.namespace import NAMESPACE_VARIABLE
+from openflash.workers.namespace import NAMESPACE_VARIABLE, lingering
 
 __all__ = ["AttachedTemplate", "NodeTemplates", "TemplateRequest", "socket_folder"]
 
@@ -140,6 +140,8 @@ class NodeTemplates:
             main = worker_main(env, ["openflash.workers.forkserver", str(theirs.fileno())])
             if NAMESPACE_VARIABLE in env:  # its forks share the namespace it starts in
                 main = ["openflash.workers.namespace", *main]
+                # and it stays until they have ended, as they outlive the template outside one
+                env[NAMESPACE_VARIABLE] = lingering(env[NAMESPACE_VARIABLE])
             running.proc = _subprocess.start(
                 [str(key.python), "-m", *main],
                 env=env,

@@ -26,14 +26,14 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
-from openflash.backends.forked import ForkedProcess, reader_for
+from openflash.backends.forked import ForkedProcess, reader_for, receive
 from openflash.backends.targets import LocalTarget
 from openflash.backends.worker_view import worker_main
 from openflash.envs.preload_records import learned_modules
 from openflash.envs.store import write_atomic
 from openflash.envs.trust import check_levels
 from openflash.workers.crashes import process_stopped
-from openflash.workers.namespace import NAMESPACE_VARIABLE
+from openflash.workers.namespace import NAMESPACE_VARIABLE, lingering
 from openflash.workers.port import WorkerSpec
 
 __all__ = [
@@ -163,6 +163,12 @@ class Template:
     def alive(self) -> bool:
         return self._proc is not None and self._proc.returncode is None
 
+    @property
+    def _in_pid_namespace(self) -> bool:
+        """Whether it runs in a PID namespace (its pids are not this process's)."""
+        config = json.loads(self.env.get(NAMESPACE_VARIABLE) or "{}")
+        return bool(config.get("pid"))
+
     async def ensure_started(self) -> None:
         """Start the template (again, if it died); raise TemplateUnsafe if it cannot fork."""
         if self._started is None or (self._started.done() and not self.alive):
@@ -180,6 +186,8 @@ class Template:
         main = worker_main(env, ["openflash.workers.forkserver", str(theirs.fileno())])
         if NAMESPACE_VARIABLE in env:  # its forks share the namespace it starts in
             main = ["openflash.workers.namespace", *main]
+            # and it stays until they have ended, as they outlive the template outside one
+            env[NAMESPACE_VARIABLE] = lingering(env[NAMESPACE_VARIABLE])
         try:
             self._proc = await asyncio.create_subprocess_exec(
                 str(self.python),
@@ -205,9 +213,8 @@ class Template:
         self._drain = asyncio.ensure_future(_drain(self._proc.stdout, self.output))
         ours.setblocking(False)
         self._sock = ours
-        loop = asyncio.get_running_loop()
         try:
-            raw = await asyncio.wait_for(loop.sock_recv(ours, _MESSAGE_MAX), READY_TIMEOUT_S)
+            raw, pid = await asyncio.wait_for(receive(ours, _MESSAGE_MAX), READY_TIMEOUT_S)
         except (TimeoutError, OSError) as e:
             self._kill()
             raise TemplateUnsafe(f"the template did not get ready: {e}") from e
@@ -223,7 +230,7 @@ class Template:
             self._kill()
             unsafe = LearnedUnsafe if ready.get("unsafe_learned") else TemplateUnsafe
             raise unsafe(str(ready["unsafe"]))
-        self.pid = int(ready["pid"])
+        self.pid = pid or int(ready["pid"])  # as this process sees it (PID namespaces)
         self.preloaded = list(ready.get("preloaded", []))
         self.failed = dict(ready.get("failed", {}))
         self.learned_count = int(ready.get("learned", 0))
@@ -297,18 +304,23 @@ class Template:
         assert self._sock is not None
         while True:
             try:
-                raw = await loop.sock_recv(self._sock, _MESSAGE_MAX)
+                raw, host_pid = await receive(self._sock, _MESSAGE_MAX)
             except OSError:
-                raw = b""
+                raw, host_pid = b"", None
             if not raw:
                 break
             message = json.loads(raw)
             if message["op"] == "forked":
+                # Exits are told by the template's pid (its namespace's); the worker is known
+                # here by this namespace's, read from the pidfd that came with the message.
                 pid = int(message["pid"])
                 exit_code = self._exits[pid] = loop.create_future()
                 waiting = self._waiting.pop(message["id"], None)
                 if waiting is not None and not waiting.done():
-                    waiting.set_result((pid, exit_code))
+                    if host_pid is None and self._in_pid_namespace:
+                        waiting.set_exception(TemplateUnsafe("the forked worker's pid is unknown"))
+                    else:
+                        waiting.set_result((host_pid or pid, exit_code))
             elif message["op"] == "exited":
                 code = self._exits.pop(int(message["pid"]), None)
                 if code is not None and not code.done():

@@ -65,7 +65,7 @@ def worker_view_env(spec: WorkerSpec, env_dir: Path, in_namespace: bool) -> dict
         env[LIBRARY_VARIABLE] = os.pathsep.join(libraries)  # workers.library_shim reads it
     if in_namespace:
         root = home.parent / ".namespace-root" if spec.volume is not None else None
-        env.update(namespace_env(spec.layer, volume=spec.volume, root=root))
+        env.update(namespace_env(spec.layer, volume=spec.volume, root=root, pid=True))
     return env
 
 

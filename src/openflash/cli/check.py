@@ -84,7 +84,7 @@ def check(
         if all(i.level == "info" for i in issues) and not quiet:
             console.print("[green]all endpoints resolve[/green]")
         if not quiet:
-            console.print(f"system layers: {mode.name} mode ({mode.reason})")
+            console.print(f"system layers: {mode.described}")
     raise typer.Exit(1 if failing else 0)
 
 

@@ -166,7 +166,7 @@ def ls(as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = Fa
             shared.add_row(v.name, _human(v.bytes), str(v.files), str(v.path))
         console.print(shared)
     mode = layer_mode(_preparer().settings.namespaces)
-    console.print(f"system layers: {mode.name} mode ({mode.reason})")
+    console.print(f"system layers: {mode.described}")
     if templates:
         running = Table(title="worker templates", title_justify="left")
         for column in ("pid", "environment", "preloaded", "memory"):

@@ -4,17 +4,22 @@
 read-only, at the packages' own paths (``openflash.workers.namespace``); compiled-in data paths
 (tesseract's ``/usr/share/tesseract-ocr``), the layer's ``ld.so.cache`` (``ctypes.util.
 find_library``) and ``/etc`` files all work. It needs unprivileged user namespaces and overlayfs
-in them (Linux >= 5.11; Debian's default).
+in them (Linux >= 5.11; Debian's default). Workers also get a PID namespace of their own, with
+their own ``/proc``: a worker sees only its namespace's processes, so the caller's
+``/proc/<pid>/environ`` (its variables, keys included) is out of its reach.
 
 ``"relocated"``: the layer stays in ``FLASH_HOME/layers/<key>/`` and workers find it through
 variables (PATH, LD_LIBRARY_PATH, XDG_DATA_DIRS, TESSDATA_PREFIX, ...) and the per-package fixups
 of ``deps.system``; ``ctypes.util.find_library`` looks in the layer's library folders first
 (``workers.library_shim``). What it cannot do: programs with other compiled-in absolute paths.
 Chosen where the probe fails (a hardened kernel, Ubuntu's AppArmor restriction, macOS), or forced
-by ``FLASH_NAMESPACES=off``.
+by ``FLASH_NAMESPACES=off``. Workers then have no PID isolation: they run as the caller's user
+in the caller's PID namespace and can read ``/proc/<caller pid>/environ`` (the mode's reason
+says so).
 
 The probe runs once per process: it overlays a scratch folder over ``/usr`` in a namespace of
-its own and reads a file back through it.
+its own, with a PID namespace, and reads a file back through it and its own pid (2, under the
+namespace's init).
 """
 
 from __future__ import annotations
@@ -32,7 +37,14 @@ from openflash import _subprocess
 from openflash.errors import FlashError
 from openflash.workers import namespace as launcher
 
-__all__ = ["LayerMode", "layer_mode", "namespace_argv", "namespace_env", "run_in_layer"]
+__all__ = [
+    "NO_PID_ISOLATION",
+    "LayerMode",
+    "layer_mode",
+    "namespace_argv",
+    "namespace_env",
+    "run_in_layer",
+]
 
 _PROBE_FILE = "openflash-probe"
 _LAUNCHER = "openflash.workers.namespace"
@@ -46,6 +58,16 @@ class LayerMode:
     name: str
     #: Why, in a few words (the probe's error, or the setting).
     reason: str
+    #: Whether workers run in a PID namespace of their own (the namespace mode).
+    pid_isolation: bool = False
+
+    @property
+    def described(self) -> str:
+        """``namespace mode (why); workers ...``: the mode, why, and what it means for PIDs."""
+        pids = (
+            "workers have a PID namespace of their own" if self.pid_isolation else NO_PID_ISOLATION
+        )
+        return f"{self.name} mode ({self.reason}); {pids}"
 
     @property
     def namespaces(self) -> bool:
@@ -58,19 +80,25 @@ def layer_mode(enabled: bool = True) -> LayerMode:
         return LayerMode("relocated", "FLASH_NAMESPACES=off")
     failure = _probe()
     if failure:
-        return LayerMode("relocated", f"user and mount namespaces are unavailable: {failure}")
-    return LayerMode("namespace", "workers see their layer at its real paths")
+        return LayerMode("relocated", f"user, mount and PID namespaces are unavailable: {failure}")
+    return LayerMode("namespace", "workers see their layer at its real paths", pid_isolation=True)
+
+
+#: What the relocated mode lacks (``LayerMode.described``).
+NO_PID_ISOLATION = "workers have no PID isolation: they can read their caller's /proc/<pid>/environ"
 
 
 def namespace_env(
-    layer: Path | None, *, volume: Path | None = None, root: Path | None = None
+    layer: Path | None, *, volume: Path | None = None, root: Path | None = None, pid: bool = False
 ) -> dict[str, str]:
     """The variable the launcher reads: what it mounts (the layer at its real paths; a volume at
-    /runpod-volume, in a new root built on the empty folder ``root``)."""
+    /runpod-volume, in a new root built on the empty folder ``root``), and with ``pid``, a PID
+    namespace with its own /proc."""
     config = {
         "layer": str(layer) if layer else None,
         "volume": str(volume) if volume else None,
         "root": str(root) if root else None,
+        "pid": pid,
     }
     return {"OPENFLASH_NAMESPACE": json.dumps(config)}
 
@@ -87,14 +115,16 @@ def run_in_layer(
     timeout: float,
     error: type[FlashError],
     env: dict[str, str] | None = None,
+    pid: bool = False,
 ) -> _subprocess.Completed:
     """Run ``argv`` in a namespace where ``layer`` is overlaid at its real paths.
 
     The launcher runs as a file (``-I -S``: no site, no openflash package import), so a run
-    costs an interpreter's bare start-up, not openflash's import). ``env``: variables added."""
+    costs an interpreter's bare start-up, not openflash's import). ``env``: variables added;
+    ``pid``: in a PID namespace too."""
     return _subprocess.run(
         [sys.executable, "-I", "-S", launcher.__file__, "--exec", *argv],
-        env={**os.environ, **(env or {}), **namespace_env(layer)},
+        env={**os.environ, **(env or {}), **namespace_env(layer, pid=pid)},
         timeout=timeout,
         error=error,
         hint="the layer's files could not be set up at their real paths",
@@ -112,8 +142,13 @@ def _probe() -> str:
         (Path(scratch) / "usr" / name / "ok").write_text("ok")
         try:
             done = run_in_layer(
-                Path(scratch), ["cat", f"/usr/{name}/ok"], timeout=60, error=FlashError
+                Path(scratch),
+                ["cat", f"/usr/{name}/ok", "/proc/self/stat"],
+                timeout=60,
+                error=FlashError,
+                pid=True,
             )
         except FlashError as e:
             return _subprocess.tail(str(e), 1)
-        return "" if done.stdout == "ok" else f"read {done.stdout!r} back"
+        ok = done.stdout.startswith("ok2 (cat)")  # the file, then cat's pid: 2, under the init
+        return "" if ok else f"read {done.stdout[:40]!r} back"

@@ -6,7 +6,8 @@ those in ``OPENFLASH_PRELOAD_LEARNED`` (what the endpoint's workers were seen im
 order; one already imported by an earlier one is not imported again) and checks again, and
 answers on the SOCK_SEQPACKET socket FD:
 
-- first ``{"op": "ready", "pid", "preloaded", "failed", "learned", "unsafe", "unsafe_learned"}``;
+- first ``{"op": "ready", "pid", "preloaded", "failed", "learned", "unsafe", "unsafe_learned"}``
+  (with a pidfd of itself, as ``forked`` below);
   ``preloaded`` lists what it imported by name, ``learned`` how many learned modules it holds;
   ``unsafe`` says why forking would not be safe (threads running after the imports, CUDA
   initialised), and the template then exits: the pool spawns workers instead, or, when only the
@@ -14,7 +15,8 @@ answers on the SOCK_SEQPACKET socket FD:
 - to ``{"op": "fork", "id", "max_concurrency", "env"}`` with three descriptors (the worker's socket,
   its stdout and its stderr), ``{"op": "forked", "id", "pid"}``: the child starts a session of
   its own, takes those descriptors and that environment, and serves as ``workers.child`` does,
-  with a fresh event loop;
+  with a fresh event loop; a pidfd of the child comes with the message, since in a PID
+  namespace (workers/namespace.py) ``pid`` is the namespace's, not the pool's;
 - ``{"op": "exited", "pid", "code"}`` when a child ends (``code`` as subprocess reports it:
   negative for a signal).
 
@@ -52,8 +54,21 @@ LEARNED_VARIABLE = "OPENFLASH_PRELOAD_LEARNED"
 _MESSAGE_MAX = 1 << 20
 
 
-def _send(sock: socket.socket, message: dict[str, object]) -> None:
-    sock.send(json.dumps(message).encode())
+def _send(sock: socket.socket, message: dict[str, object], pid: int | None = None) -> None:
+    """``message``, with a pidfd of ``pid`` where one can be opened: in a PID namespace the
+    pid in the message is the namespace's, and the receiver reads its own from the pidfd."""
+    data = json.dumps(message).encode()
+    try:
+        pidfd = os.pidfd_open(pid) if pid is not None else None
+    except (OSError, AttributeError):  # gone already, or no pidfds here
+        pidfd = None
+    if pidfd is None:
+        sock.send(data)
+        return
+    try:
+        socket.send_fds(sock, [data], [pidfd])
+    finally:
+        os.close(pidfd)
 
 
 def _preload(names: list[str], skip_loaded: bool = False) -> tuple[list[str], dict[str, str]]:
@@ -133,6 +148,7 @@ def serve(fd: int) -> None:
             "unsafe": unsafe,
             "unsafe_learned": unsafe_learned,
         },
+        os.getpid(),
     )
     if unsafe:
         return
@@ -179,7 +195,7 @@ def serve(fd: int) -> None:
                 os.close(descriptor)
             askers[pid] = asker
             with contextlib.suppress(OSError):  # it left meanwhile: its child's exit goes nowhere
-                _send(asker, {"op": "forked", "id": request["id"], "pid": pid})
+                _send(asker, {"op": "forked", "id": request["id"], "pid": pid}, pid)
 
 
 def _reap(control: socket.socket, askers: dict[int, socket.socket]) -> None:

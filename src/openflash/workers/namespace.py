@@ -17,6 +17,19 @@ Supplementary groups appear as ``nogroup`` inside (the kernel's rule for unmappe
 Mounts below an overlaid folder (``/etc/resolv.conf`` bound in by a container engine, say) are
 mounted again over the overlay, so they keep showing through.
 
+With ``"pid": true`` it also enters a new PID namespace with its own ``/proc``: the worker sees
+only its namespace's processes, so ``/proc/<caller pid>/environ`` (the caller's variables) and
+the caller's other processes are out of its reach. The launcher then stays, outside, as the
+process its starter waits for; inside, a small init (pid 1) mounts ``/proc``, starts the program
+(pid 2), reaps whatever is orphaned, passes SIGTERM, SIGINT and SIGHUP on, and ends with the
+program, telling the launcher its exact exit status, which the launcher takes as its own (a
+program killed by SIGSEGV leaves a launcher killed by SIGSEGV). A program could not be pid 1
+itself: pid 1 ignores the signals it has no handler for, even ones it sends itself. When the init
+ends, the kernel kills every process left in the namespace. A template started this way forks
+its workers into its namespace (one namespace per template, shared by its workers: the same
+endpoint's code); they report their pids to the pool as descriptors (pidfds), which the pool
+reads in its own namespace.
+
 Standard library only: it runs in the worker's interpreter, before anything else. Exit status 121
 and one line on stderr when the namespace cannot be set up (the local backend probes once,
 ``deps.namespace_mode``, so that this is not the common way to learn it).
@@ -24,13 +37,23 @@ and one line on stderr when the namespace cannot be set up (the local backend pr
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import errno
+import functools
 import json
 import os
+import signal
 import sys
 
-__all__ = ["NAMESPACE_VARIABLE", "SETUP_FAILED", "enter", "overlay_targets"]
+__all__ = [
+    "NAMESPACE_VARIABLE",
+    "SETUP_FAILED",
+    "enter",
+    "lingering",
+    "overlay_targets",
+    "run_as_init",
+]
 
 #: The exit status of a launcher that could not set the namespace up.
 SETUP_FAILED = 121
@@ -38,12 +61,19 @@ SETUP_FAILED = 121
 NAMESPACE_VARIABLE = "OPENFLASH_NAMESPACE"
 
 CLONE_NEWNS = 0x00020000
+CLONE_NEWPID = 0x20000000
 CLONE_NEWUSER = 0x10000000
 MS_RDONLY = 1
 MS_BIND = 4096
 MS_REC = 16384
 MS_PRIVATE = 1 << 18
 MS_REMOUNT = 32
+MS_NOSUID = 2
+MS_NODEV = 4
+MS_NOEXEC = 8
+PR_SET_PDEATHSIG = 1
+#: The signals the init passes on to the program (SIGKILL needs no help).
+_PASSED_SIGNALS = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP)
 #: The volume's entry in the worker's root (Runpod's path).
 VOLUME_NAME = "runpod-volume"
 O_PATH = getattr(os, "O_PATH", 0o10000000)
@@ -99,16 +129,23 @@ def _submounts(target: str) -> list[str]:
     return sorted(set(found), key=lambda p: p.count("/"))
 
 
-def enter(layer: str | None, volume: str | None = None, root: str | None = None) -> None:
+def enter(
+    layer: str | None, volume: str | None = None, root: str | None = None, pid: bool = False
+) -> None:
     """Enter a private user and mount namespace with ``layer`` overlaid at its real paths and
-    ``volume`` (if any) at /runpod-volume, in a new root built on the empty folder ``root``.
+    ``volume`` (if any) at /runpod-volume, in a new root built on the empty folder ``root``;
+    with ``pid``, the next child forked starts a new PID namespace (``run_as_init``).
 
     Raises OSError (with the failing step) where the kernel refuses: no unprivileged user
     namespaces, no overlayfs in them (Linux < 5.11), a seccomp or AppArmor rule.
     """
     libc = _libc()
     uid, gid = os.getuid(), os.getgid()
-    _check(libc.unshare(CLONE_NEWUSER | CLONE_NEWNS), "unshare(CLONE_NEWUSER|CLONE_NEWNS)")
+    flags = CLONE_NEWUSER | CLONE_NEWNS | (CLONE_NEWPID if pid else 0)
+    _check(
+        libc.unshare(flags),
+        "unshare(CLONE_NEWUSER|CLONE_NEWNS" + ("|CLONE_NEWPID)" if pid else ")"),
+    )
     _write("/proc/self/setgroups", "deny")
     _write("/proc/self/uid_map", f"{uid} {uid} 1\n")
     _write("/proc/self/gid_map", f"{gid} {gid} 1\n")
@@ -194,17 +231,121 @@ def _overlay(libc: ctypes.CDLL, source: str, target: str, descent: int) -> None:
             os.close(fd)
 
 
-def main(argv: list[str]) -> None:
-    """Enter the namespace ``OPENFLASH_NAMESPACE`` describes, then exec ``python -m argv...``."""
-    config = json.loads(os.environ.pop(NAMESPACE_VARIABLE, "{}") or "{}")
-    try:
-        enter(config.get("layer"), config.get("volume"), config.get("root"))
-    except OSError as e:
-        print(f"openflash: cannot set up the worker's namespace: {e}", file=sys.stderr)
-        sys.exit(SETUP_FAILED)
+def _exec(argv: list[str]) -> None:
     if argv[:1] == ["--exec"]:
         os.execvp(argv[1], argv[1:])
     os.execv(sys.executable, [sys.executable, "-m", *argv])
+
+
+def _end_like(status: int) -> None:
+    """End this process as one with wait status ``status`` ended: same code, or same signal."""
+    if os.WIFSIGNALED(status):
+        sig = os.WTERMSIG(status)
+        if sig not in (signal.SIGKILL, signal.SIGSTOP):  # those have no handler to reset
+            signal.signal(sig, signal.SIG_DFL)
+        signal.pthread_sigmask(signal.SIG_UNBLOCK, [sig])
+        os.kill(os.getpid(), sig)
+        os._exit(128 + sig)  # a signal that does not end a process by default
+    os._exit(os.waitstatus_to_exitcode(status) if os.WIFEXITED(status) else 1)
+
+
+def run_as_init(argv: list[str], linger: bool = False) -> None:
+    """After ``enter(..., pid=True)``: run ``argv`` as pid 2 of the new PID namespace under an
+    init (pid 1), this process waiting outside and ending as the program ends. Never returns.
+
+    Without ``linger`` the namespace ends with the program (the kernel kills what is left), or
+    with the launcher. With it (a template: its forked workers outlive it, as they do outside a
+    namespace), the init leaves the launcher's process group and stays until every process in
+    the namespace has ended, even if the launcher and the program are killed."""
+    status_r, status_w = os.pipe()
+    init = os.fork()
+    if init == 0:
+        os.close(status_r)
+        try:
+            flags = MS_NOSUID | MS_NODEV | MS_NOEXEC
+            _check(_libc().mount(b"proc", b"/proc", b"proc", flags, None), "mounting /proc")
+        except OSError as e:
+            print(f"openflash: cannot set up the worker's namespace: {e}", file=sys.stderr)
+            os._exit(SETUP_FAILED)
+        _init(argv, status_w, linger)
+    os.close(status_w)
+    for sig in _PASSED_SIGNALS:
+        signal.signal(sig, functools.partial(_pass_on, init))
+    told = os.read(status_r, 64)  # the program's status, once it ends (nothing: the init died)
+    _end_like(int(told) if told else _wait(init))
+
+
+def _pass_on(pid: int, sig: int, _frame: object) -> None:
+    """A signal handler passing ``sig`` on to the process ``pid`` (a positive pid, fixed when
+    the handler is set: never a group or every process)."""
+    if pid > 0:
+        with contextlib.suppress(OSError):
+            os.kill(pid, sig)
+
+
+def _wait(pid: int) -> int:
+    while True:
+        try:
+            return os.waitpid(pid, 0)[1]
+        except InterruptedError:
+            continue
+
+
+def _init(argv: list[str], status_w: int, linger: bool) -> None:
+    """Pid 1: start the program, reap every process, tell the program's status; then end, or
+    with ``linger`` end once no process is left."""
+    if not linger:
+        _libc().prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)  # ends if the launcher is killed
+    program = os.fork()
+    if program == 0:
+        os.close(status_w)
+        _exec(argv)
+    if linger:  # a kill of the launcher's group (the template's stop) leaves the init and the
+        os.setpgid(0, 0)  # workers forked into its namespace, which outlive their template
+    for sig in _PASSED_SIGNALS:
+        signal.signal(sig, functools.partial(_pass_on, program))
+    ended = False
+    while True:
+        try:
+            pid, status = os.wait()
+        except InterruptedError:
+            continue
+        except ChildProcessError:
+            os._exit(0 if ended else 1)
+        if pid == program and not ended:
+            ended = True
+            for sig in _PASSED_SIGNALS:  # nothing to pass them on to now
+                signal.signal(sig, signal.SIG_IGN)
+            if linger:  # the launcher leaves now; this stays, holding none of its pipes
+                null = os.open(os.devnull, os.O_RDWR)
+                for fd in (0, 1, 2):
+                    os.dup2(null, fd)
+            with contextlib.suppress(OSError):  # a launcher killed already reads nothing
+                os.write(status_w, str(status).encode())
+            os.close(status_w)
+            if not linger:
+                os._exit(0)  # the kernel kills whatever is left in the namespace
+
+
+def main(argv: list[str]) -> None:
+    """Enter the namespace ``OPENFLASH_NAMESPACE`` describes, then exec ``python -m argv...``
+    (with a PID namespace: run it under an init there)."""
+    config = json.loads(os.environ.pop(NAMESPACE_VARIABLE, "{}") or "{}")
+    pid = bool(config.get("pid"))
+    try:
+        enter(config.get("layer"), config.get("volume"), config.get("root"), pid)
+    except OSError as e:
+        print(f"openflash: cannot set up the worker's namespace: {e}", file=sys.stderr)
+        sys.exit(SETUP_FAILED)
+    if pid:
+        run_as_init(argv, bool(config.get("linger")))
+    _exec(argv)
+
+
+def lingering(config: str) -> str:
+    """``OPENFLASH_NAMESPACE``'s value ``config`` for a template: its PID namespace stays until
+    the workers forked into it have ended (``run_as_init``'s ``linger``)."""
+    return json.dumps({**json.loads(config or "{}"), "linger": True})
 
 
 if __name__ == "__main__":

@@ -336,7 +336,9 @@ class Pool(WorkerLives):
         )
         if worker.in_flight:
             labels = [c.label for c in worker.in_flight.values()]
-            error = died(self.config.name, handle, code, worker.doom, labels)
+            # A local worker killed over FLASH_WORKER_MAX_RSS (backends/memory_cap.py) says so.
+            over: MemoryError | None = getattr(handle, "memory_error", None)
+            error = over or died(self.config.name, handle, code, worker.doom, labels)
             calls, worker.in_flight = list(worker.in_flight.values()), {}
             for call in calls:
                 _fail(call, error)
