@@ -49,6 +49,8 @@ _PACKAGE_FILES = {
     "openflash/__init__.py": None,
     "openflash/workers/__init__.py": None,
     "openflash/workers/child.py": "openflash.workers.child",
+    "openflash/workers/connection.py": "openflash.workers.connection",
+    "openflash/workers/call_threads.py": "openflash.workers.call_threads",
     "openflash/workers/error_frames.py": "openflash.workers.error_frames",
     "openflash/workers/protocol.py": "openflash.workers.protocol",
     "openflash/workers/payloads.py": "openflash.workers.payloads",
