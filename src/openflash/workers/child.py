@@ -8,7 +8,9 @@ standard library and cloudpickle.
 It reads CALL frames from the socket FD (or from stdin, answering on stdout, with ``stdio``: a
 worker in a container, whose own prints then go to stderr), runs each call (coroutines on its
 event loop, plain functions in a thread pool of MAX_CONCURRENCY threads) and answers RESULT or
-ERROR. It exits when the parent closes the socket, so a worker never outlives its pool.
+ERROR. On a socket, a warm call of a plain function runs on the thread that read its frame, which
+writes its reply itself (call_threads.py; connection.py has the rest of the wire). It exits when
+the parent closes the socket, so a worker never outlives its pool.
 
 With ``OPENFLASH_MAX_RSS`` set (FLASH_WORKER_MAX_RSS), it caps its own private memory with
 RLIMIT_DATA before anything else; a call that runs out answers a MemoryError naming the cap, and
