@@ -114,6 +114,9 @@ class Settings:
     build_lock_timeout: float = 1800.0
     #: FLASH_CANCEL_GRACE_S: seconds a cancelled call has to stop before its worker is killed.
     cancel_grace: float = 2.0
+    #: FLASH_SHARED_MEMORY_MIN: a call's frame from this size to a local worker goes through
+    #: shared memory (bytes; None: never).
+    shared_memory_min: int | None = 64 << 20
 
     @property
     def apt_root(self) -> Path:
@@ -177,6 +180,7 @@ class Settings:
             gpu_base_packages=env.get("FLASH_GPU_BASE_PACKAGES"),
             build_lock_timeout=build_lock_timeout(env),
             cancel_grace=cancel_grace(env),
+            shared_memory_min=shared_memory_min(env),
         )
 
 
@@ -190,6 +194,20 @@ def cancel_grace(environ: dict[str, str] | None = None) -> float:
     """FLASH_CANCEL_GRACE_S alone (a pool reads it when a call is cancelled)."""
     env = os.environ if environ is None else environ
     return _seconds(dict(env), "FLASH_CANCEL_GRACE_S", 2.0)
+
+
+#: FLASH_SHARED_MEMORY_MIN's default (bytes).
+SHARED_MEMORY_MIN = 64 << 20
+
+
+def shared_memory_min(environ: dict[str, str] | None = None) -> int | None:
+    """FLASH_SHARED_MEMORY_MIN alone (a pool reads it when it is made): a call's frame of at
+    least this many bytes to a worker on this machine goes through shared memory
+    (workers/shared_memory.py); 64 MiB by default; 0 never (None)."""
+    env = dict(os.environ if environ is None else environ)
+    if not env.get("FLASH_SHARED_MEMORY_MIN", "").strip():
+        return SHARED_MEMORY_MIN
+    return _size(env, "FLASH_SHARED_MEMORY_MIN")
 
 
 def _path(env: dict[str, str], name: str) -> Path | None:

@@ -51,6 +51,7 @@ _PACKAGE_FILES = {
     "openflash/workers/child.py": "openflash.workers.child",
     "openflash/workers/connection.py": "openflash.workers.connection",
     "openflash/workers/call_threads.py": "openflash.workers.call_threads",
+    "openflash/workers/shared_memory.py": "openflash.workers.shared_memory",
     "openflash/workers/error_frames.py": "openflash.workers.error_frames",
     "openflash/workers/protocol.py": "openflash.workers.protocol",
     "openflash/workers/payloads.py": "openflash.workers.payloads",

@@ -26,11 +26,12 @@ from __future__ import annotations
 
 import asyncio
 import mmap
+import os
 import socket
 import threading
 from collections.abc import Callable
 
-from openflash.workers import payloads, protocol
+from openflash.workers import payloads, protocol, shared_memory
 
 __all__ = ["Reader", "Wire"]
 
@@ -38,6 +39,8 @@ __all__ = ["Reader", "Wire"]
 _LOOP_WRITES_BELOW = 1 << 16
 #: The most parts one ``sendmsg`` takes (Linux's IOV_MAX).
 _IOV_MAX = 1024
+#: The most descriptors read with a frame (one is used: shared_memory.py).
+_MAX_FDS = 4
 
 #: Given a CALL frame read by a reading thread: a function that runs it there and writes its
 #: reply (the thread runs it once it has let go of the reading), or None to send the frame to
@@ -137,7 +140,9 @@ class Reader:
                 run = self.claim(frame) if frame.kind == protocol.CALL else None
                 if run is None:  # in order with the frames read before and after it
                     self.loop.call_soon_threadsafe(self.to_loop, frame)
+                    del frame  # a large payload is not kept while this thread waits
                     continue
+                del frame
                 with self._count_lock:
                     self._free -= 1
                     grow = self._free == 0
@@ -146,6 +151,7 @@ class Reader:
             try:
                 run()
             finally:
+                del run  # nor its arguments (a mapping of shared memory, shared_memory.py)
                 with self._count_lock:
                     self._free += 1
 
@@ -156,9 +162,11 @@ def _end(closed: asyncio.Future[None]) -> None:
 
 
 def read_frame(sock: socket.socket) -> protocol.Frame | None:
-    """The next frame from a blocking socket, or None once the other side has closed it."""
+    """The next frame from a blocking socket, or None once the other side has closed it. A frame
+    whose payload is in shared memory (shared_memory.py) comes with its payload mapped."""
+    fds: list[int] = []
     try:
-        header = _read_exactly(sock, protocol.HEADER.size)
+        header, fds = _read_header(sock)
         if header is None:
             return None
         kind, call_id, size = protocol.HEADER.unpack(header)
@@ -171,9 +179,28 @@ def read_frame(sock: socket.socket) -> protocol.Frame | None:
                 return None
             return protocol.Frame(kind, call_id, buffer)  # type: ignore[arg-type]
         payload = _read_exactly(sock, size)
+        if payload is not None and fds:
+            taken, fds = fds, []
+            mapped = shared_memory.open_payload(payload, taken)
+            if mapped is not None:
+                return protocol.Frame(kind, call_id, mapped)  # type: ignore[arg-type]
     except OSError:  # reset, or its socket gone
         return None
+    finally:
+        for fd in fds:  # descriptors that came with a frame that is not ours to map
+            os.close(fd)
     return None if payload is None else protocol.Frame(kind, call_id, payload)
+
+
+def _read_header(sock: socket.socket) -> tuple[bytes | None, list[int]]:
+    """A frame's header, and the descriptors that came with its first byte."""
+    size = protocol.HEADER.size
+    data, ancillary, _, _ = sock.recvmsg(size, socket.CMSG_SPACE(4 * _MAX_FDS))
+    fds = shared_memory.attached(ancillary)
+    if len(data) == size or not data:
+        return (data or None), fds
+    rest = _read_exactly(sock, size - len(data))
+    return (None if rest is None else data + rest), fds
 
 
 def _read_exactly(sock: socket.socket, size: int) -> bytes | None:
