@@ -15,8 +15,9 @@ import cloudpickle
 import pytest
 from tests.workers.test_pool import result, run, wait_until
 
+from openflash.backends.ray_handles import _FrameWriter as RayFrameWriter
 from openflash.errors import ConfigError, WorkerCrashedError
-from openflash.workers import protocol
+from openflash.workers import protocol, shared_memory
 from openflash.workers.calls import Call
 from openflash.workers.pool import Pool, PoolConfig
 from openflash.workers.port import WorkerSpec
@@ -140,3 +141,28 @@ def test_a_bad_shared_memory_size_is_refused_naming_it(
     with pytest.raises(ConfigError) as info:
         run(bare_spec, PoolConfig("p"), lambda pool: asyncio.sleep(0))
     assert "FLASH_SHARED_MEMORY_MIN='lots' is not a size" in str(info.value)
+
+
+def test_frames_to_workers_not_on_a_local_socket_go_the_usual_way(tmp_path: Path) -> None:
+    frame = protocol.encode_call(
+        1,
+        protocol.CallPayload("fn", "t", None, "", protocol.Packed(os.urandom(2 << 20)), None),
+    )
+
+    async def over_a_pipe() -> bool:
+        read_end, write_end = os.pipe()
+        loop = asyncio.get_running_loop()
+        transport, flow = await loop.connect_write_pipe(
+            asyncio.streams.FlowControlMixin, os.fdopen(write_end, "wb", buffering=0)
+        )
+        writer = asyncio.StreamWriter(transport, flow, None, loop)  # type: ignore[arg-type]
+        try:
+            return shared_memory.send(writer, frame, 1)
+        finally:
+            transport.close()
+            os.close(read_end)
+
+    assert len(frame) > 1
+    assert not asyncio.run(over_a_pipe())  # a container's stdin
+    ray_like = RayFrameWriter.__new__(RayFrameWriter)  # a Ray worker's writer: no transport
+    assert not shared_memory.send(ray_like, frame, 1)  # type: ignore[arg-type]

@@ -49,7 +49,9 @@ def send(writer: asyncio.StreamWriter, parts: list[protocol.Buffer], minimum: in
     size = sum(memoryview(p).nbytes for p in parts) - protocol.HEADER.size
     if minimum is None or size < minimum or not hasattr(os, "memfd_create"):
         return False
-    transport = writer.transport
+    transport = getattr(writer, "transport", None)  # a Ray worker's writer has none
+    if transport is None:
+        return False
     sock = transport.get_extra_info("socket")
     if sock is None or sock.family != socket.AF_UNIX or transport.get_write_buffer_size():
         return False  # not a local socket, or frames queued ahead of this one
