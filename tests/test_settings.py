@@ -44,6 +44,7 @@ def test_values(tmp_path: Path) -> None:
         ("FLASH_TEMPLATE_IDLE_TIMEOUT", "forever"),
         ("FLASH_BYTECODE", "later"),
         ("FLASH_CANCEL_GRACE_S", "abc"),
+        ("FLASH_SHARED_MEMORY_MIN", "lots"),
         ("FLASH_BUILD_LOCK_TIMEOUT", "-3"),
     ],
 )

@@ -125,6 +125,9 @@ class Settings:
     build_lock_timeout: float = 1800.0
     #: FLASH_CANCEL_GRACE_S: seconds a cancelled call has to stop before its worker is killed.
     cancel_grace: float = 2.0
+    #: FLASH_SHARED_MEMORY_MIN: a call's frame from this size to a local worker goes through
+    #: shared memory (bytes; None: never).
+    shared_memory_min: int | None = 64 << 20
 
     @property
     def apt_root(self) -> Path:
@@ -188,6 +191,7 @@ class Settings:
             gpu_base_packages=env.get("FLASH_GPU_BASE_PACKAGES"),
             build_lock_timeout=build_lock_timeout(env),
             cancel_grace=cancel_grace(env),
+            shared_memory_min=shared_memory_min(env),
         )
 
 
@@ -226,6 +230,20 @@ def max_result_bytes(environ: dict[str, str] | None = None) -> int | None:
     if not env.get("FLASH_MAX_RESULT_BYTES", "").strip():
         return DEFAULT_MAX_RESULT_BYTES
     return _size(env, "FLASH_MAX_RESULT_BYTES")
+
+
+#: FLASH_SHARED_MEMORY_MIN's default (bytes).
+SHARED_MEMORY_MIN = 64 << 20
+
+
+def shared_memory_min(environ: dict[str, str] | None = None) -> int | None:
+    """FLASH_SHARED_MEMORY_MIN alone (a pool reads it when it is made): a call's frame of at
+    least this many bytes to a worker on this machine goes through shared memory
+    (workers/shared_memory.py); 64 MiB by default; 0 never (None)."""
+    env = dict(os.environ if environ is None else environ)
+    if not env.get("FLASH_SHARED_MEMORY_MIN", "").strip():
+        return SHARED_MEMORY_MIN
+    return _size(env, "FLASH_SHARED_MEMORY_MIN")
 
 
 def _path(env: dict[str, str], name: str) -> Path | None:

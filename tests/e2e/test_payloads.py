@@ -16,13 +16,23 @@ from openflash import CpuLiveServerless, remote
 
 
 @pytest.mark.usefixtures("flash_home")
-def test_arrays_of_several_dtypes_and_a_memoryview_round_trip_exactly() -> None:
-    @remote(CpuLiveServerless(name="payloads-dtypes"), dependencies=["numpy==2.1.3"])
+@pytest.mark.parametrize("shared", ["default", "1K"])
+def test_arrays_of_several_dtypes_and_a_memoryview_round_trip_exactly(
+    shared: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # 1K: the call goes through shared memory (workers/shared_memory.py); by default (64 MiB),
+    # through the socket.
+    if shared != "default":
+        monkeypatch.setenv("FLASH_SHARED_MEMORY_MIN", shared)
+
+    @remote(CpuLiveServerless(name=f"payloads-dtypes-{shared}"), dependencies=["numpy==2.1.3"])
     def echo(arrays, view, scale):
         import numpy
 
         doubled = {k: (a * scale if a.dtype.kind in "iuf" else a) for k, a in arrays.items()}
         checks = {k: (str(a.dtype), a.shape, bool(a.flags.c_contiguous)) for k, a in arrays.items()}
+        with open("/proc/self/maps") as maps:
+            checks["shared"] = "memfd:openflash-payload" in maps.read()
         return doubled, view, memoryview(numpy.arange(6000, dtype=numpy.int16)), checks
 
     rng = np.random.default_rng(25)
@@ -49,11 +59,17 @@ def test_arrays_of_several_dtypes_and_a_memoryview_round_trip_exactly() -> None:
         assert checks[name][:2] == (str(array.dtype), array.shape), name
     assert back.format == "d" and back.shape == (100, 200) and back.tolist() == view.tolist()
     assert made.format == "h" and made.tolist() == list(range(6000))
+    assert checks["shared"] is (shared != "default")
 
 
 @pytest.mark.usefixtures("flash_home")
-def test_a_payload_larger_than_the_socket_buffer_round_trips() -> None:
-    @remote(CpuLiveServerless(name="payloads-large"), dependencies=["numpy==2.1.3"])
+@pytest.mark.parametrize("shared", ["0", "1M"])
+def test_a_payload_larger_than_the_socket_buffer_round_trips(
+    shared: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("FLASH_SHARED_MEMORY_MIN", shared)  # 0: through the socket alone
+
+    @remote(CpuLiveServerless(name=f"payloads-large-{shared}"), dependencies=["numpy==2.1.3"])
     def negate(array):
         return -array, int(array.nbytes), float(array[8_345_678])
 

@@ -8,7 +8,9 @@ standard library and cloudpickle.
 It reads CALL frames from the socket FD (or from stdin, answering on stdout, with ``stdio``: a
 worker in a container, whose own prints then go to stderr), runs each call (coroutines on its
 event loop, plain functions in a thread pool of MAX_CONCURRENCY threads) and answers RESULT or
-ERROR. It exits when the parent closes the socket, so a worker never outlives its pool.
+ERROR. On a socket, a warm call of a plain function runs on the thread that read its frame, which
+writes its reply itself (call_threads.py; connection.py has the rest of the wire). It exits when
+the parent closes the socket, so a worker never outlives its pool.
 
 With ``OPENFLASH_MAX_RSS`` set (FLASH_WORKER_MAX_RSS), it caps its own private memory with
 RLIMIT_DATA before anything else; a call that runs out answers a MemoryError naming the cap, and
@@ -49,6 +51,7 @@ from typing import Any  # noqa: E402
 import cloudpickle  # noqa: E402
 
 from openflash.workers import (  # noqa: E402
+    call_threads,
     channel,
     error_frames,
     interrupts,
@@ -56,11 +59,9 @@ from openflash.workers import (  # noqa: E402
     protocol,
     streaming,
 )
-from openflash.workers.learning import Learning  # noqa: E402
+from openflash.workers.connection import Worker  # noqa: E402
 
 MAX_RSS_VARIABLE = "OPENFLASH_MAX_RSS"
-
-_FLUSH_AT = 1 << 16
 
 
 class Executor:
@@ -94,11 +95,25 @@ class Executor:
             target = await self.target(call)
             args, kwargs = pickling.load_arguments(call.args)
             result = await self.invoke(target, args, kwargs)
-            if call.stream or streaming.is_stream(result):
-                await streaming.serve(self, call_id, result, call.stream)
-                result = None  # the RESULT that ends the stream
-            data = self.pack_result(result, call.caller)
-        except pickling.ArgumentsNotLoadable as e:
+            return await self.finish(call_id, call, result)
+        except BaseException as e:  # everything goes back to the caller
+            return self.failed(call_id, e)
+
+    async def finish(
+        self, call_id: int, call: protocol.CallPayload, result: Any
+    ) -> list[protocol.Buffer]:
+        """The RESULT of a call whose function returned ``result`` (a stream served first)."""
+        if inspect.isawaitable(result):
+            result = await result
+        if call.stream or streaming.is_stream(result):
+            await streaming.serve(self, call_id, result, call.stream)
+            result = None  # the RESULT that ends the stream
+        data = self.pack_result(result, call.caller)
+        return protocol.encode_packed(protocol.RESULT, call_id, data)
+
+    def failed(self, call_id: int, e: BaseException) -> list[protocol.Buffer]:
+        """The ERROR frame of a call that raised ``e``."""
+        if isinstance(e, pickling.ArgumentsNotLoadable):
             error = protocol.encode_error(
                 call_id,
                 type_name=protocol.ARGUMENTS_NOT_LOADABLE,
@@ -108,14 +123,22 @@ class Executor:
                 missing_module=e.missing,
             )
             return [error]
-        except MemoryError as e:
-            if self.max_rss is not None:
-                self.exhausted = True
-                e = _over_cap(e, self.max_rss)
-            return [error_frames.error_frame(call_id, e)]
-        except BaseException as e:  # everything goes back to the caller
-            return [error_frames.error_frame(call_id, e)]
-        return protocol.encode_packed(protocol.RESULT, call_id, data)
+        if isinstance(e, MemoryError) and self.max_rss is not None:
+            self.exhausted = True
+            e = _over_cap(e, self.max_rss)
+        return [error_frames.error_frame(call_id, e)]
+
+    def plain(self, call: protocol.CallPayload) -> Any:
+        """The plain function ``call`` runs, where the thread that read it may run it itself
+        (call_threads.py); None where the loop runs it (async functions and generators, methods,
+        streams, a function this worker does not hold yet)."""
+        if call.op != protocol.OP_FUNCTION or call.stream or call.blob is not None:
+            return None
+        fn = self.functions.get(call.target)
+        if self.exhausted or not isinstance(fn, types.FunctionType):
+            return None
+        flags = inspect.CO_COROUTINE | inspect.CO_GENERATOR | inspect.CO_ASYNC_GENERATOR
+        return None if fn.__code__.co_flags & flags else fn
 
     def release(self, instance_id: str) -> None:
         self.instances.pop(instance_id, None)
@@ -181,50 +204,6 @@ class Executor:
                 f"the function returned a {type(result).__name__}, which cannot be pickled "
                 f"to send back: {e}"
             ) from e
-
-
-class Worker:
-    """Serves an Executor over the socket a pool gave this process."""
-
-    def __init__(self, writer: asyncio.StreamWriter, executor: Executor) -> None:
-        self.writer = writer
-        self.executor = executor
-        self.lock = asyncio.Lock()  # held while a frame is written in chunks, or drained
-        self.tasks: dict[int, asyncio.Task[None]] = {}
-        self.learning = Learning()  # what its first calls import (workers/learning.py)
-
-    async def send(self, frame: bytes) -> None:
-        await self.send_parts([frame])
-
-    async def send_parts(self, parts: list[protocol.Buffer]) -> None:
-        """Write a frame; a large one a chunk at a time, other frames waiting (``lock``)."""
-        if not self.lock.locked() and sum(memoryview(p).nbytes for p in parts) < _FLUSH_AT:
-            protocol.write_parts(self.writer, parts)
-            if self.writer.transport.get_write_buffer_size() <= _FLUSH_AT:
-                return
-            parts = []
-        async with self.lock:
-            await protocol.write_chunked(self.writer, parts, _FLUSH_AT)
-            await self.writer.drain()
-
-    def start(self, call_id: int, payload: bytes) -> None:
-        task = asyncio.get_running_loop().create_task(self.handle(call_id, payload))
-        self.tasks[call_id] = task
-        task.add_done_callback(lambda _: self.tasks.pop(call_id, None))
-
-    async def handle(self, call_id: int, payload: bytes) -> None:
-        reply = await self.executor.reply(call_id, payload)
-        reply = self.learning.with_imports(call_id, reply)
-        if not self.executor.exhausted:
-            await self.send_parts(reply)
-            return
-        # Its memory may be fragmented or half-freed: say so before the reply (so that the pool
-        # sends nothing more), then exit and let the pool start a fresh worker.
-        protocol.write_parts(self.writer, [protocol.encode(protocol.RETIRE), *reply])
-        await self.writer.drain()
-        sys.stderr.write("openflash: the worker ran out of memory under its cap; exiting\n")
-        sys.stderr.flush()
-        os._exit(0)
 
 
 def _over_cap(error: MemoryError, cap: int) -> MemoryError:
@@ -308,34 +287,37 @@ async def _stdio_streams() -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
 
 async def serve(fd: int | None, max_concurrency: int) -> None:
     """Serve calls on the socket ``fd``, or on stdin and stdout when ``fd`` is None."""
+    reader: asyncio.StreamReader | None = None
+    writer: asyncio.StreamWriter | None = None
+    wire: call_threads.Wire | None = None
     if fd is None:
         reader, writer = await _stdio_streams()
-    else:
-        reader, writer = await asyncio.open_unix_connection(sock=socket.socket(fileno=fd))
+    else:  # read by threads (call_threads.py), written whole frames at a time from any thread
+        sock = socket.socket(fileno=fd)
+        sock.setblocking(True)
+        wire = call_threads.Wire(sock)
     executor = Executor(max_concurrency)
     _apply_memory_cap(executor)
-    worker = Worker(writer, executor)
+    worker = Worker(writer, executor, wire)
     executor.send = worker.send
-    streaming.open_outlet(worker.send, asyncio.get_running_loop(), executor.dump_result)
-    nested_channel = channel.open_channel(worker.send)
+    loop = asyncio.get_running_loop()
+    streaming.open_outlet(worker.send, loop, executor.dump_result)
+    worker.nested = channel.open_channel(worker.send)
     ready = {"pid": os.getpid(), "python": sys.version.split()[0], "executable": sys.executable}
     await worker.send(protocol.encode(protocol.READY, 0, protocol.dumps(ready)))
+    if wire is not None:
+        threads = call_threads.Reader(
+            wire.sock, loop, worker.receive, worker.claim, max_concurrency
+        )
+        threads.start()
+        await threads.closed
+        return
+    assert reader is not None
     while True:
         frame = await protocol.read_frame(reader)
         if frame is None or frame.kind == protocol.SHUTDOWN:
             return
-        if frame.kind == protocol.CALL:
-            worker.start(frame.call_id, frame.payload)
-        elif frame.kind == protocol.NESTED_REPLY:
-            nested_channel.resolve(frame.call_id, frame.payload)
-        elif frame.kind == protocol.RELEASE:
-            worker.executor.release(frame.payload.decode())
-        elif frame.kind == protocol.CREDIT:
-            executor.credits.grant(frame.call_id)
-        elif frame.kind == protocol.CANCEL and frame.call_id in worker.tasks:
-            worker.tasks[frame.call_id].cancel()
-        elif frame.kind == protocol.CALLER:
-            executor.caller_modules = pickling.accept_caller(frame.payload)
+        worker.receive(frame)
 
 
 def main(argv: list[str]) -> None:

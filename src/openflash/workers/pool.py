@@ -26,8 +26,9 @@ import logging
 from collections import deque
 from collections.abc import Callable
 
+from openflash._settings import shared_memory_min
 from openflash.errors import ExecutionTimeoutError, FlashError
-from openflash.workers import cancels, events, learning, protocol
+from openflash.workers import cancels, events, learning, protocol, shared_memory
 from openflash.workers.calls import Call, Reply
 from openflash.workers.crashes import died
 from openflash.workers.handover import hand_back, handed_back_error, retire
@@ -65,6 +66,8 @@ class Pool(WorkerLives):
         self._started = False
         self._stopped = False  # its workers stopped (close); ``closed`` comes first on retiring
         self.relay = Relay(config.name, nested)
+        #: Frames to a local worker from this size go through shared memory (None: never).
+        self.shared_memory_min = shared_memory_min()
         self.waits = waits
         if waits is not None:
             waits.add(self)
@@ -199,7 +202,10 @@ class Pool(WorkerLives):
             stream=call.stream,
             caller=call.caller_modules,
         )
-        protocol.write_parts(worker.handle.writer, protocol.encode_call(call_id, payload))
+        parts = protocol.encode_call(call_id, payload)
+        writer = worker.handle.writer
+        if len(parts) == 1 or not shared_memory.send(writer, parts, self.shared_memory_min):
+            protocol.write_parts(writer, parts)
         call.running = True
         call.wire = (worker.handle.writer.write, call_id)
         call.worker_pid = worker.pid

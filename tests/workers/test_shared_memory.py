@@ -1,0 +1,168 @@
+"""Large calls to a worker on this machine through a memfd (workers/shared_memory.py): the
+values arrive exactly, and a worker killed with one in flight leaves nothing behind (no file in
+/dev/shm, no descriptor in the caller, no memfd anywhere). Real workers in a bare environment."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import sys
+from pathlib import Path
+from typing import Any
+
+import cloudpickle
+import pytest
+from tests.workers.test_pool import result, run, wait_until
+
+from openflash.backends.ray_handles import _FrameWriter as RayFrameWriter
+from openflash.errors import ConfigError, WorkerCrashedError
+from openflash.workers import protocol, shared_memory
+from openflash.workers.calls import Call
+from openflash.workers.pool import Pool, PoolConfig
+from openflash.workers.port import WorkerSpec
+
+cloudpickle.register_pickle_by_value(sys.modules[__name__])
+
+MEMFD = "memfd:openflash-payload"
+
+
+def call_of(fn: Any, *args: Any) -> Call:
+    blob = cloudpickle.dumps(fn)
+    return Call(
+        protocol.OP_FUNCTION,
+        f"{fn.__name__}-{hash(blob)}",
+        blob,
+        cloudpickle.dumps((args, {})),
+        label=f"{fn.__name__}()",
+        source=__file__,
+    )
+
+
+def inspect_argument(data: bytes, more: bytearray) -> tuple[bool, int, bytes, bytes]:
+    """Whether this call's payload is mapped from a memfd, and the values back."""
+    with open("/proc/self/maps") as maps:
+        mapped = "memfd:openflash-payload" in maps.read()
+    return mapped, os.getpid(), data, bytes(more)
+
+
+def memfds_anywhere() -> list[str]:
+    """Every descriptor of a memfd of ours, in every process this user can see."""
+    found = []
+    for fd_dir in Path("/proc").glob("[0-9]*/fd"):
+        try:
+            fds = list(fd_dir.iterdir())
+        except OSError:  # gone meanwhile, or not ours to read
+            continue
+        for fd in fds:
+            try:
+                link = os.readlink(fd)
+            except OSError:  # closed meanwhile (the listing's own descriptor)
+                continue
+            if MEMFD in link:
+                found.append(f"{fd}: {link}")
+    return found
+
+
+@pytest.mark.parametrize("minimum", ["1M", "0"])
+def test_a_large_call_goes_through_shared_memory_and_arrives_exactly(
+    bare_spec: WorkerSpec, monkeypatch: pytest.MonkeyPatch, minimum: str
+) -> None:
+    monkeypatch.setenv("FLASH_SHARED_MEMORY_MIN", minimum)
+    data = os.urandom(3 << 20)
+    more = bytearray(os.urandom(1 << 20))
+
+    async def body(pool: Pool) -> tuple[bool, bool, bytes, bytes]:
+        small, _, _, _ = await result(pool, call_of(inspect_argument, b"x", bytearray()))
+        mapped, _, back, back_more = await result(pool, call_of(inspect_argument, data, more))
+        return small, mapped, back, back_more
+
+    small, mapped, back, back_more = run(bare_spec, PoolConfig("p"), body)
+    assert not small  # small calls never
+    assert mapped is (minimum != "0")  # through a memfd, or the socket when turned off
+    assert back == data and back_more == more
+    assert not memfds_anywhere()
+
+
+def test_a_worker_killed_with_shared_memory_in_flight_leaves_nothing_behind(
+    bare_spec: WorkerSpec, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("FLASH_SHARED_MEMORY_MIN", "1M")
+    shm_before = sorted(os.listdir("/dev/shm"))
+
+    def descriptors() -> list[str]:
+        links = []
+        for fd in os.listdir("/proc/self/fd"):
+            try:
+                links.append(os.readlink(f"/proc/self/fd/{fd}"))
+            except FileNotFoundError:  # the listing's own descriptor, closed since
+                continue
+        return sorted(links)
+
+    async def body(pool: Pool) -> tuple[list[str], list[str], BaseException]:
+        mapped, pid, _, _ = await result(pool, call_of(inspect_argument, os.urandom(2 << 20), b""))
+        assert mapped  # large calls to this worker go through shared memory
+        warm = len(descriptors())
+        os.kill(pid, signal.SIGSTOP)  # it reads nothing now: the frame stays in its socket
+        await wait_until(lambda: "State:\tT" in Path(f"/proc/{pid}/status").read_text())
+        # (The stopped worker may still map the first call's file, if it had not let go of its
+        # arguments when it was stopped.)
+        held = memfds_anywhere()
+        sending = asyncio.ensure_future(
+            result(pool, call_of(inspect_argument, os.urandom(4 << 20), bytearray()))
+        )
+        await asyncio.sleep(0.3)
+        assert not sending.done()
+        in_flight = memfds_anywhere()  # sent: nobody holds it but the socket
+        assert in_flight == held, (in_flight, held)
+        os.kill(pid, signal.SIGKILL)
+        try:
+            await sending
+        except WorkerCrashedError as e:
+            error: BaseException = e
+        # A new worker for the next call: the caller holds as many descriptors as when warm.
+        _, again, _, _ = await result(pool, call_of(inspect_argument, b"", bytearray()))
+        assert again != pid
+        left = descriptors()
+        assert len(left) == warm, left
+        return left, memfds_anywhere(), error
+
+    left, anywhere, error = run(bare_spec, PoolConfig("p"), body)
+    assert isinstance(error, WorkerCrashedError) and error.signal == signal.SIGKILL
+    assert anywhere == []
+    assert not [link for link in left if MEMFD in link]
+    assert sorted(os.listdir("/dev/shm")) == shm_before
+
+
+def test_a_bad_shared_memory_size_is_refused_naming_it(
+    bare_spec: WorkerSpec, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("FLASH_SHARED_MEMORY_MIN", "lots")
+    with pytest.raises(ConfigError) as info:
+        run(bare_spec, PoolConfig("p"), lambda pool: asyncio.sleep(0))
+    assert "FLASH_SHARED_MEMORY_MIN='lots' is not a size" in str(info.value)
+
+
+def test_frames_to_workers_not_on_a_local_socket_go_the_usual_way(tmp_path: Path) -> None:
+    frame = protocol.encode_call(
+        1,
+        protocol.CallPayload("fn", "t", None, "", protocol.Packed(os.urandom(2 << 20)), None),
+    )
+
+    async def over_a_pipe() -> bool:
+        read_end, write_end = os.pipe()
+        loop = asyncio.get_running_loop()
+        transport, flow = await loop.connect_write_pipe(
+            asyncio.streams.FlowControlMixin, os.fdopen(write_end, "wb", buffering=0)
+        )
+        writer = asyncio.StreamWriter(transport, flow, None, loop)  # type: ignore[arg-type]
+        try:
+            return shared_memory.send(writer, frame, 1)
+        finally:
+            transport.close()
+            os.close(read_end)
+
+    assert len(frame) > 1
+    assert not asyncio.run(over_a_pipe())  # a container's stdin
+    ray_like = RayFrameWriter.__new__(RayFrameWriter)  # a Ray worker's writer: no transport
+    assert not shared_memory.send(ray_like, frame, 1)  # type: ignore[arg-type]
