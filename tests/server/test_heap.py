@@ -1,4 +1,5 @@
-"""A started server's heap is frozen out of the collector's scans, and thawed at its stop."""
+"""A started server's heap is frozen out of the collector's scans, its young generation
+collected less often, and both undone at its stop."""
 
 from __future__ import annotations
 
@@ -7,6 +8,7 @@ from pathlib import Path
 
 from fastapi.testclient import TestClient
 
+from openflash.server import heap
 from openflash.server.app import create_app
 
 
@@ -15,8 +17,12 @@ def test_a_started_server_freezes_its_heap_and_thaws_it_at_stop(tmp_path: Path) 
     app = create_app(tmp_path, quiet=True)
     gc.unfreeze()
     assert gc.get_freeze_count() == 0
+    thresholds = gc.get_threshold()
     with TestClient(app) as client:
         assert client.get("/health").json() == {"status": "ok", "endpoints": 0}
         frozen = gc.get_freeze_count()
         assert frozen > 1000  # the app, FastAPI's and pydantic's objects, this test's
+        young, *older = gc.get_threshold()
+        assert young == max(thresholds[0], heap.YOUNG_THRESHOLD) and older == [*thresholds[1:]]
     assert gc.get_freeze_count() == 0
+    assert gc.get_threshold() == thresholds
