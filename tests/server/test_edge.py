@@ -219,3 +219,27 @@ def test_a_streamed_body_leaves_part_by_part() -> None:
 
     asyncio.run(_serve_and_talk(talk, app))
     assert b"data: two" not in seen[0] and seen[1].startswith(b"HTTP/1.1 200")
+
+
+def test_a_large_body_is_sent_whole_and_not_held() -> None:
+    """A body of a megabyte leaves at once after its head (no copy joins them), whole."""
+    body = bytes(range(256)) * 4096
+
+    async def app(scope: Any, receive: Any, send: Any) -> None:
+        if scope["type"] != "http":
+            return
+        await receive()
+        headers = [(b"content-length", b"%d" % len(body))]
+        await send({"type": "http.response.start", "status": 200, "headers": headers})
+        await send({"type": "http.response.body", "body": body})
+
+    answers: list[bytes] = []
+
+    async def talk(port: int) -> None:
+        request = b"GET /big HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n"
+        answers.append(await _exchange(port, request, b"read to the close"))
+
+    writes = asyncio.run(_serve_and_talk(talk, app))
+    head, _, received = answers[0].partition(b"\r\n\r\n")
+    assert head.startswith(b"HTTP/1.1 200") and received == body
+    assert len(writes) == 2 and writes[0].startswith(b"HTTP/1.1 200") and writes[1] == body

@@ -8,8 +8,8 @@
   previous response) is closed, so silent and half-open connections are let go of; and with
   a response's writes sent together: uvicorn writes a response's head and its body apart, each
   a ``send`` system call (on loopback, the costliest step of a small call), so they are held
-  until the response is complete, the connection closes or the loop's current step ends
-  (a streamed body's parts still leave as they come);
+  until the response is complete, the connection closes, ``HOLD_AT_MOST`` bytes are held or
+  the loop's current step ends (a streamed body's parts still leave as they come);
 - ``edge_settings()`` reads ``FLASH_HEADER_TIMEOUT_S``, ``FLASH_KEEP_ALIVE_S`` and
   ``FLASH_MAX_CONNECTIONS`` (uvicorn's ``limit_concurrency``: past it, a 503 at once);
 - ``allowed_hosts()`` is the ``Host`` allow-list of a key-less server bound to loopback, which
@@ -43,6 +43,8 @@ DEFAULT_HEADER_TIMEOUT_S = 10.0
 DEFAULT_KEEP_ALIVE_S = 5
 MAX_CONNECTIONS_CAP = 8192
 LOOPBACK_NAMES = ("localhost", "127.0.0.1", "[::1]")
+#: The most a connection holds back for one write: past it, what is held leaves at once.
+HOLD_AT_MOST = 64 * 1024
 
 
 @dataclass(frozen=True)
@@ -148,6 +150,7 @@ class _Coalescing(asyncio.Transport):
         super().__init__()
         self._transport, self._loop = transport, loop
         self._held: list[bytes] = []
+        self._held_bytes = 0
 
     def write(self, data: Any) -> None:
         if not data:
@@ -155,15 +158,23 @@ class _Coalescing(asyncio.Transport):
         if self._transport.is_closing():
             self._transport.write(data)  # as the transport treats a write after close
             return
+        if len(data) >= HOLD_AT_MOST:  # large: sent as it is (no copy), after what is held
+            self.flush()
+            self._transport.write(data)
+            return
         if not self._held:
             self._loop.call_soon(self.flush)
         self._held.append(bytes(data))
+        self._held_bytes += len(self._held[-1])
+        if self._held_bytes >= HOLD_AT_MOST:  # the transport's flow control sees it
+            self.flush()
 
     def flush(self) -> None:
         """Send what is held, in one write."""
         if self._held:
             data = self._held[0] if len(self._held) == 1 else b"".join(self._held)
             self._held.clear()
+            self._held_bytes = 0
             self._transport.write(data)
 
     def close(self) -> None:
@@ -172,6 +183,7 @@ class _Coalescing(asyncio.Transport):
 
     def abort(self) -> None:
         self._held.clear()
+        self._held_bytes = 0
         self._transport.abort()
 
     def is_closing(self) -> bool:

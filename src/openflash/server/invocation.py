@@ -30,7 +30,7 @@ from collections.abc import Callable, Coroutine
 from typing import Any
 
 from fastapi.encoders import ENCODERS_BY_TYPE
-from fastapi.exceptions import RequestValidationError
+from fastapi.exceptions import HTTPException, RequestValidationError
 from fastapi.routing import APIRoute
 from pydantic import BaseModel, ConfigDict, ValidationError, create_model
 from starlette.requests import Request
@@ -93,7 +93,10 @@ class JsonBodyRoute(APIRoute):
         endpoint = self.endpoint
 
         async def handle(request: Request) -> Response:
-            body = await request.body()
+            try:
+                body = await request.body()
+            except Exception as e:  # as FastAPI answers a body it could not read
+                raise HTTPException(400, "There was an error parsing the body") from e
             response: Response = await endpoint(body=_validated(model, body))
             return response
 
