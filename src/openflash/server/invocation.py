@@ -86,7 +86,11 @@ class JsonBodyRoute(APIRoute):
     The schema (/docs) is FastAPI's, from the same annotation. A body it refuses is read
     again as FastAPI reads it (``json.loads``, then the model), so the errors are FastAPI's: a
     missing body is ``missing`` at ``("body",)``, text that is not JSON ``json_invalid`` at
-    ``("body", position)``, a field's error at ``("body", *its loc)``."""
+    ``("body", position)``, a field's error at ``("body", *its loc)``, and a body that only
+    FastAPI's reading accepts is accepted. One difference is pydantic's own: in JSON mode a
+    strict model also takes the JSON forms of its types (an ISO 8601 string for a datetime),
+    which a dict validated in Python mode refuses; a number for a ``Decimal`` is read from its
+    text, not through a float."""
 
     def get_route_handler(self) -> Callable[[Request], Coroutine[Any, Any, Response]]:
         model = inspect.signature(self.endpoint).parameters["body"].annotation
