@@ -37,6 +37,7 @@ ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
 FORMATS = ("text", "json")
 _KEEP_BODY = 65536  # a failed response's body is read for its error up to this size
 _QUIET_PREFIXES = ("/_flash/", "/favicon.ico", "/health", "/ping", "/metrics")
+_PHRASES = {status.value: status.phrase for status in http.HTTPStatus}
 
 
 def error_summary(error: str | None) -> tuple[str, str]:
@@ -56,6 +57,13 @@ class CallLog:
             raise ValueError(f"log format {fmt!r} is not one of {', '.join(FORMATS)}")
         self.fmt, self.out, self.quiet = fmt, out, quiet
         self._lock = threading.Lock()
+        self._stamp = (0, "")  # the last second's time of day, written once a second
+
+    def _time_of_day(self, now: float) -> str:
+        second = int(now)
+        if self._stamp[0] != second:
+            self._stamp = (second, datetime.datetime.fromtimestamp(second).strftime("%H:%M:%S"))
+        return self._stamp[1]
 
     def write(self, event: str, level: str, text: str, fields: dict[str, Any]) -> None:
         if self.quiet:
@@ -65,8 +73,7 @@ class CallLog:
             record = {"time": round(now, 3), "level": level.lower(), "event": event, **fields}
             line = json.dumps({k: v for k, v in record.items() if v is not None}, default=str)
         else:  # a terminal: nothing in it may move the cursor, recolour or retitle it
-            stamp = datetime.datetime.fromtimestamp(now).strftime("%H:%M:%S")
-            line = f"{stamp} {level + ':':<9} {escaped(text, newlines=True)}"
+            line = f"{self._time_of_day(now)} {level + ':':<9} {escaped(text, newlines=True)}"
         out = self.out or sys.stderr
         with self._lock:
             out.write(line + "\n")
@@ -76,10 +83,7 @@ class CallLog:
         """One call: ``fields`` holds client, method, path, http_status, seconds and the note."""
         code = int(fields.get("http_status") or 0)
         level = "ERROR" if code >= 500 else "WARNING" if code >= 400 else "INFO"
-        try:
-            phrase = http.HTTPStatus(code).phrase
-        except ValueError:
-            phrase = ""
+        phrase = _PHRASES.get(code, "")
         said = " ".join(escaped(str(fields[k])) for k in ("method", "path"))  # as the client sent
         text = f'{escaped(str(fields.get("client") or "-"))} - "{said} HTTP/1.1" '
         text += f"{code} {phrase}".rstrip() + _details(fields)

@@ -31,6 +31,7 @@ from openflash.runtime.process import (
     shutdown_current_loop,
 )
 from openflash.runtime.stopping import stop_line
+from openflash.server import heap
 from openflash.server.access_log import AccessLog, CallLog
 from openflash.server.dashboard_routes import add_dashboard_routes
 from openflash.server.jobs import JobJournal
@@ -97,6 +98,7 @@ def create_app(
         if recovered:
             state.say(f"resumed {len(recovered)} job(s) the previous server left unfinished")
         state.prepare()
+        heap.settle()  # what the server holds from now on is never scanned by the collector
         watcher = None
         if reload:
             from openflash.server.reload import watch
@@ -138,6 +140,7 @@ def create_app(
             state.journal.close()
             await shutdown_current_loop()
             unsubscribe()
+            heap.unsettle()
 
     app = FastAPI(
         title=f"openflash: {state.root.name}",

@@ -5,7 +5,11 @@
   and every new request hangs);
 - ``HeaderTimeoutH11`` is uvicorn's h11 protocol with a header read timeout: a connection that
   has not sent a whole request head within ``header_timeout`` seconds of connecting (or of its
-  previous response) is closed, so silent and half-open connections are let go of;
+  previous response) is closed, so silent and half-open connections are let go of; and with
+  a response's writes sent together: uvicorn writes a response's head and its body apart, each
+  a ``send`` system call (on loopback, the costliest step of a small call), so they are held
+  until the response is complete, the connection closes, ``HOLD_AT_MOST`` bytes are held or
+  the loop's current step ends (a streamed body's parts still leave as they come);
 - ``edge_settings()`` reads ``FLASH_HEADER_TIMEOUT_S``, ``FLASH_KEEP_ALIVE_S`` and
   ``FLASH_MAX_CONNECTIONS`` (uvicorn's ``limit_concurrency``: past it, a 503 at once);
 - ``allowed_hosts()`` is the ``Host`` allow-list of a key-less server bound to loopback, which
@@ -39,6 +43,8 @@ DEFAULT_HEADER_TIMEOUT_S = 10.0
 DEFAULT_KEEP_ALIVE_S = 5
 MAX_CONNECTIONS_CAP = 8192
 LOOPBACK_NAMES = ("localhost", "127.0.0.1", "[::1]")
+#: The most a connection holds back for one write: past it, what is held leaves at once.
+HOLD_AT_MOST = 64 * 1024
 
 
 @dataclass(frozen=True)
@@ -103,6 +109,7 @@ class HeaderTimeoutH11(H11Protocol):
 
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
         super().connection_made(transport)
+        self.transport = _Coalescing(transport, self.loop)
         self._arm()
 
     def data_received(self, data: bytes) -> None:
@@ -111,6 +118,7 @@ class HeaderTimeoutH11(H11Protocol):
             self._disarm()
 
     def on_response_complete(self) -> None:
+        self.transport.flush()  # type: ignore[attr-defined]
         super().on_response_complete()
         if self.conn.their_state is h11.IDLE and not self.transport.is_closing():
             self._arm()  # waiting for the next request's head
@@ -132,6 +140,86 @@ class HeaderTimeoutH11(H11Protocol):
         self._head_timer = None
         if self.conn.their_state is h11.IDLE and not self.transport.is_closing():
             self.transport.close()
+
+
+class _Coalescing(asyncio.Transport):
+    """A transport whose writes are joined and sent at ``flush``, or once the loop's current
+    step ends; closing sends what is held first. The rest is the transport's own."""
+
+    def __init__(self, transport: asyncio.Transport, loop: asyncio.AbstractEventLoop) -> None:
+        super().__init__()
+        self._transport, self._loop = transport, loop
+        self._held: list[bytes] = []
+        self._held_bytes = 0
+
+    def write(self, data: Any) -> None:
+        if not data:
+            return
+        if self._transport.is_closing():
+            self._transport.write(data)  # as the transport treats a write after close
+            return
+        if len(data) >= HOLD_AT_MOST:  # large: sent as it is (no copy), after what is held
+            self.flush()
+            self._transport.write(data)
+            return
+        if not self._held:
+            self._loop.call_soon(self.flush)
+        self._held.append(bytes(data))
+        self._held_bytes += len(self._held[-1])
+        if self._held_bytes >= HOLD_AT_MOST:  # the transport's flow control sees it
+            self.flush()
+
+    def flush(self) -> None:
+        """Send what is held, in one write."""
+        if self._held:
+            data = self._held[0] if len(self._held) == 1 else b"".join(self._held)
+            self._held.clear()
+            self._held_bytes = 0
+            self._transport.write(data)
+
+    def close(self) -> None:
+        self.flush()
+        self._transport.close()
+
+    def abort(self) -> None:
+        self._held.clear()
+        self._held_bytes = 0
+        self._transport.abort()
+
+    def is_closing(self) -> bool:
+        return self._transport.is_closing()
+
+    def get_extra_info(self, name: str, default: Any = None) -> Any:
+        return self._transport.get_extra_info(name, default)
+
+    def pause_reading(self) -> None:
+        self._transport.pause_reading()
+
+    def resume_reading(self) -> None:
+        self._transport.resume_reading()
+
+    def is_reading(self) -> bool:
+        return self._transport.is_reading()
+
+    def set_protocol(self, protocol: asyncio.BaseProtocol) -> None:
+        self.flush()
+        self._transport.set_protocol(protocol)
+
+    def get_protocol(self) -> asyncio.BaseProtocol:
+        return self._transport.get_protocol()
+
+    def get_write_buffer_size(self) -> int:
+        return self._transport.get_write_buffer_size() + sum(map(len, self._held))
+
+    def set_write_buffer_limits(self, high: int | None = None, low: int | None = None) -> None:
+        self._transport.set_write_buffer_limits(high, low)
+
+    def can_write_eof(self) -> bool:
+        return self._transport.can_write_eof()
+
+    def write_eof(self) -> None:
+        self.flush()
+        self._transport.write_eof()
 
 
 def header_timeout_protocol(seconds: float) -> type[HeaderTimeoutH11]:

@@ -79,17 +79,27 @@ class Metrics:
             registry=self.registry,
         )
         self.registry.register(_Gauges(workers, store))
+        #: Each (endpoint, status)'s labelled counter and histograms, looked up once.
+        self._children: dict[tuple[str, str], tuple[Counter, Histogram, Histogram]] = {}
 
     def call(self, fields: dict[str, Any]) -> None:
         """A call that ended (access_log's fields); /run submissions wait for their job."""
         endpoint, status = fields.get("endpoint"), fields.get("status")
         if not endpoint or status not in _FINAL:
             return
-        self.calls.labels(endpoint, status).inc()
+        children = self._children.get((endpoint, status))
+        if children is None:
+            children = self._children[(endpoint, status)] = (
+                self.calls.labels(endpoint, status),
+                self.duration.labels(endpoint),
+                self.queue_wait.labels(endpoint),
+            )
+        calls, duration, queue_wait = children
+        calls.inc()
         if fields.get("seconds") is not None:
-            self.duration.labels(endpoint).observe(fields["seconds"])
+            duration.observe(fields["seconds"])
         if fields.get("queue_wait") is not None:
-            self.queue_wait.labels(endpoint).observe(fields["queue_wait"])
+            queue_wait.observe(fields["queue_wait"])
 
     def runtime_event(self, kind: str, fields: dict[str, Any]) -> None:
         if kind == "build_finished":

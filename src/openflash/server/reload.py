@@ -13,6 +13,7 @@ import watchfiles
 from fastapi import FastAPI
 
 from openflash.project import project_files
+from openflash.server import heap
 from openflash.server.state import ServerState
 
 __all__ = ["watch"]
@@ -41,6 +42,9 @@ async def watch(state: ServerState, app: FastAPI, *, debounce_ms: int = 300) -> 
         state.say(f"changed: {names}")
         try:
             # On the event loop, so that no request sees the routes half swapped.
+            heap.unsettle()  # the replaced routes may be collected
             state.reload(app)
         except Exception as e:  # a reload must never stop the server
             state.say(f"reload failed: {type(e).__name__}: {e}", "error")
+        finally:
+            heap.settle()

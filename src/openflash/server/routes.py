@@ -43,6 +43,7 @@ from openflash.server.balanced_routes import add_lb_route, model_name
 from openflash.server.call_records import call_fields
 from openflash.server.endpoint_health import SyncCalls, add_health_routes, id_bases
 from openflash.server.invocation import (
+    JsonBodyRoute,
     arguments,
     call_outcome,
     input_model,
@@ -241,7 +242,13 @@ def _add_queue_routes(
     ):
         route_name = f"{base}/{path.split('/')[0]}"
         router.add_api_route(
-            f"{base}/{path}", handler, methods=[method], summary=what, name=route_name
+            f"{base}/{path}",
+            handler,
+            methods=[method],
+            summary=what,
+            name=route_name,
+            # the body read in one pass (invocation.py); /status and /cancel have none
+            route_class_override=JsonBodyRoute if method == "POST" and "{" not in path else None,
         )
 
 

@@ -27,6 +27,8 @@ DEFAULT_MAX_BODY = 10 * 1024 * 1024
 MAX_DEPTH = 200
 _NOT_BRACKETS = bytes(b for b in range(256) if b not in b"[]{}")
 OPEN_PATHS = frozenset({"/health"})
+#: The request headers read here, by their names as bytes (ASGI servers send them lower-case).
+_READ = {n.encode(): n for n in ("host", "authorization", "content-length", "content-type")}
 
 Scope = MutableMapping[str, Any]
 Message = MutableMapping[str, Any]
@@ -53,7 +55,11 @@ class SecurityMiddleware:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        headers = {k.decode("latin-1").lower(): v for k, v in scope.get("headers", [])}
+        headers: dict[str, bytes] = {}  # the four headers read here; a repeated one: its last
+        for key, value in scope.get("headers", ()):
+            name = _READ.get(key) or _READ.get(key.lower())
+            if name is not None:
+                headers[name] = value
         if self.allowed_hosts is not None:
             if "host" not in headers:  # HTTP/1.0 may omit it; that must not skip the list
                 message = (
