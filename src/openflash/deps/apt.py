@@ -129,6 +129,10 @@ class Apt:
             "Dir::State::extended_states": state / "extended_states",
             "Dir::Cache": self.root / "cache",
             "Dir::Cache::archives": self.archives,
+            # Debian's container images switch the binary cache off (docker-clean), and every
+            # apt-cache call would parse the whole index again: keep ours (apt checks that it
+            # is current, and writes it whole).
+            "Dir::Cache::pkgcache": self.root / "cache" / "pkgcache.bin",
             "Dir::Log": self.root / "log",
             "APT::Get::List-Cleanup": "0",
             "Acquire::Retries": "2",
