@@ -5,7 +5,7 @@ interleaved (CPU seconds are what two cores divide; wall times are noisy on a sh
 Run: APT_DIR=<apt's private folder> python -m bench.decoders [ROUNDS] (ffmpeg's closure; its
 .debs must be in the folder's cache, as bench.layers leaves them). Optional decoders, each
 measured only where present:
-  SEVENZIP=<path to 7zz>   7-Zip's xz decoder (`7zz e -si -so -txz`), e.g. from Debian's 7zip
+  SEVENZIP=<7zz>[:<7zz>..] 7-Zip's xz decoder (`7zz e -si -so -txz`), e.g. from Debian's 7zip
                            .deb unpacked anywhere (`apt-get download 7zip; dpkg-deb -x ...`);
   DECODER_PYTHON=<python>  an interpreter with cramjam installed (its ``xz`` module, a static
                            liblzma newer than Debian 12's 5.4).
@@ -102,8 +102,13 @@ def main() -> None:
             "xz -dc (xz-utils 5.4)": tool("xz", "-dc"),
             "dpkg-deb --fsys-tarfile": dpkg_deb,
         }
-        if seven := os.environ.get("SEVENZIP"):
-            decoders["7zz e -si -so -txz"] = tool(seven, "e", "-si", "-so", "-txz", "-bd")
+        sevens = {}
+        for seven in filter(None, os.environ.get("SEVENZIP", "").split(":")):
+            banner = subprocess.run([seven], capture_output=True, text=True).stdout.split()
+            # "7-Zip (z) 26.03 (x64) : ... ASM": its version, and whether its decoder is asm
+            name = f"7zz {banner[2]}{' ASM' if 'ASM' in banner else ''}"
+            sevens[name] = [seven, "e", "-si", "-so", "-txz", "-bd"]
+            decoders[f"{name} e -si -so -txz"] = tool(*sevens[name])
         if py := os.environ.get("DECODER_PYTHON"):
             version = subprocess.run(
                 [py, "-c", "import cramjam; print(cramjam.__version__)"],
@@ -118,8 +123,7 @@ def main() -> None:
                 and None
             )
         pipes: dict[str, list[str]] = {"xz -dc | tar -x": ["xz", "-dc"]}
-        if seven:
-            pipes["7zz | tar -x"] = [seven, "e", "-si", "-so", "-txz", "-bd"]
+        pipes.update({f"{name} | tar -x": argv for name, argv in sevens.items()})
 
         def unpack_all(decoder: list[str]) -> Callable[[], None]:
             def one(f: Path, out: Path) -> None:
