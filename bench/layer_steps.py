@@ -46,7 +46,7 @@ def timed(module: object, name: str, label: str) -> None:
     setattr(module, name, wrapper)
 
 
-timed(Apt, "download", "the .debs checked (apt-cache show, sha256)")
+timed(Apt, "download_verified", "the .debs checked (apt-cache show, sha256)")
 timed(system, "unpack_all", "unpack (hash, decompress, write)")
 timed(deb_store, "_digest", "  of which: sha256 of the .debs")
 timed(system, "assemble", "assemble (cp -al)")

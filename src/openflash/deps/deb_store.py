@@ -61,8 +61,10 @@ def _digest(store: Store, deb: Path) -> str:
     return digest
 
 
-def unpack(store: Store, deb: Path) -> UnpackedDeb:
-    """``deb``'s files in the store, extracted by ``dpkg-deb -x`` if not there yet."""
+def unpack(store: Store, deb: Path, sha256: str | None = None) -> UnpackedDeb:
+    """``deb``'s files in the store, extracted by ``dpkg-deb -R`` if not there yet; ``sha256``
+    (hex), where the caller has just read it (apt's check against the index), spares reading
+    the .deb again to find its entry."""
 
     def build(tmp: Path) -> dict[str, object]:
         _subprocess.run(
@@ -75,7 +77,7 @@ def unpack(store: Store, deb: Path) -> UnpackedDeb:
         (tmp / "tree" / "DEBIAN").rename(tmp / "control")
         return {"deb": deb.name}
 
-    final = store.build_once(KIND, _digest(store, deb), build)
+    final = store.build_once(KIND, sha256 or _digest(store, deb), build)
     return UnpackedDeb(final / "tree", _postinst(final))
 
 
@@ -86,11 +88,15 @@ def _postinst(entry: Path) -> str:
     return ""
 
 
-def unpack_all(store: Store, debs: list[Path]) -> list[UnpackedDeb]:
-    """Every .deb unpacked (in parallel, the largest first), in the order given."""
+def unpack_all(
+    store: Store, debs: list[Path], sha256s: list[str] | None = None
+) -> list[UnpackedDeb]:
+    """Every .deb unpacked (in parallel, the largest first), in the order given; ``sha256s``
+    as ``unpack`` takes them, one per .deb, where known."""
+    known = dict(zip(debs, sha256s, strict=True)) if sha256s is not None else {}
     largest_first = sorted(debs, key=lambda deb: -deb.stat().st_size)
     with ThreadPoolExecutor(max_workers=(os.cpu_count() or 1) + 1) as pool:
-        unpacked = pool.map(lambda deb: unpack(store, deb), largest_first)
+        unpacked = pool.map(lambda deb: unpack(store, deb, known.get(deb)), largest_first)
         done = dict(zip(largest_first, unpacked, strict=True))
     return [done[deb] for deb in debs]
 
