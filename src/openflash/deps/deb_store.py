@@ -7,7 +7,9 @@ package costs only what that package adds. Unpacking runs in parallel, the large
 (xz decompression is the cost, so the longest jobs must not come last), each .deb at most once
 across threads and processes (``Store.build_once``: nothing partial is ever used). A .deb's hash
 is remembered under ``FLASH_HOME/debs/.by-file/`` by its name, size and modification time, so
-the .debs of apt's cache are read once, not at every layer.
+the .debs of apt's cache are read once, not at every layer; a layer's build passes the SHA256s
+apt's check against the index has just read (``Apt.download_verified``), so none is read twice
+for one layer (that check itself reads every .deb of every layer it builds).
 
 Files in the store are shared by every layer linking them: a layer's own files (``ld.so.cache``,
 fontconfig's file, alternatives links) are always new files, never writes into linked ones.
