@@ -95,3 +95,24 @@ def test_a_deb_is_hashed_once_while_unchanged_and_its_control_files_are_kept(
     assert unpack(store, deb).tree == first.tree
     assert seen == [1]
     assert len(store.entries(KIND)) == 1
+
+
+def test_a_first_layer_reads_each_deb_once_for_its_hash(
+    tmp_path: Path, apt: Apt, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """apt's check against the index has just read each .deb's SHA256: the store takes it as
+    the entry's key instead of reading the .deb again (in the first layer's critical path)."""
+    store = Store(tmp_path / "home")
+    lock = resolve_system(("tree",), store=store, apt=apt, ttl=60)
+
+    def no_hashing(*args: object) -> None:
+        raise AssertionError("the store hashed a .deb apt had just checked")
+
+    monkeypatch.setattr(deb_store, "_digest", no_hashing)  # the store's own reading
+    layer = build_layer(store, lock, apt)
+    monkeypatch.undo()
+    assert layer.path is not None and (layer.path / "usr/bin/tree").is_file()
+    with apt.locked():
+        debs = apt.download(lock.packages)
+    keys = {entry.path.name for entry in store.entries(KIND)}
+    assert keys == {hashlib.sha256(deb.read_bytes()).hexdigest() for deb in debs}

@@ -243,3 +243,24 @@ def test_a_deb_that_does_not_match_the_index_is_removed_before_extraction(
     assert "call again" in info.value.hint
     layer = build_layer(Store(tmp_path), lock, apt)  # downloaded again, verified, built
     assert layer.path is not None and (layer.path / "usr/bin/tree").exists()
+
+
+def test_apt_keeps_its_binary_package_cache_in_its_own_folder(tmp_path: Path, apt: Apt) -> None:
+    """Debian's container images switch apt's binary cache off (``Dir::Cache::pkgcache ""`` in
+    /etc/apt/apt.conf.d/docker-clean), so that every apt-cache call parses the whole package
+    index again (about 1 s of CPU here, in each first layer's check of its .debs): openflash's
+    private apt keeps its own ``cache/pkgcache.bin``, built once and reused while the index and
+    status stay the same."""
+    lock = resolve_system(("tree",), store=Store(tmp_path), apt=apt, ttl=60)
+    cache = apt.root / "cache" / "pkgcache.bin"
+    with apt.locked():
+        apt.download(lock.packages)  # its check of the .debs asks apt-cache
+        assert cache.is_file()
+        built = cache.stat()
+        apt.download(lock.packages)
+    again = cache.stat()
+    assert (again.st_ino, again.st_mtime_ns) == (built.st_ino, built.st_mtime_ns), "reused"
+    dumped = subprocess.run(
+        ["apt-config", *apt.options(), "dump"], capture_output=True, text=True, check=True
+    ).stdout
+    assert f'Dir::Cache::pkgcache "{cache}";' in dumped

@@ -30,6 +30,7 @@ import shutil
 import time
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 
 from filelock import FileLock
@@ -51,6 +52,7 @@ from openflash.errors import SystemDependencyError
 __all__ = [
     "Apt",
     "DebPackage",
+    "VerifiedDeb",
     "deb_filename",
     "failure_to_error",
     "http_hosts",
@@ -75,6 +77,14 @@ def _sha256(path: Path) -> str:
         while chunk := f.read(1 << 20):
             digest.update(chunk)
     return digest.hexdigest()
+
+
+@dataclass(frozen=True)
+class VerifiedDeb:
+    """A .deb in apt's cache and its SHA256 (hex), as checked against the package index."""
+
+    path: Path
+    sha256: str
 
 
 class Apt:
@@ -132,6 +142,10 @@ class Apt:
             "Dir::State::extended_states": state / "extended_states",
             "Dir::Cache": self.root / "cache",
             "Dir::Cache::archives": self.archives,
+            # Debian's container images switch the binary cache off (docker-clean), and every
+            # apt-cache call would parse the whole index again: keep ours (apt checks that it
+            # is current, and writes it whole).
+            "Dir::Cache::pkgcache": self.root / "cache" / "pkgcache.bin",
             "Dir::Log": self.root / "log",
             "APT::Get::List-Cleanup": "0",
             "Acquire::Retries": "2",
@@ -216,6 +230,11 @@ class Apt:
 
     def download(self, packages: Sequence[DebPackage]) -> list[Path]:
         """Download exactly these .debs into the private cache; their paths, in order."""
+        return [deb.path for deb in self.download_verified(packages)]
+
+    def download_verified(self, packages: Sequence[DebPackage]) -> list[VerifiedDeb]:
+        """``download``, with each .deb's SHA256 as ``verify`` read it (so that the
+        unpacked-deb store need not read the .debs again)."""
         missing = [p for p in packages if not (self.archives / p.filename).is_file()]
         pins = [p.pin for p in missing]
         if missing:
@@ -232,20 +251,20 @@ class Apt:
                 f"apt did not download {absent}",
                 hint="the package index may have changed meanwhile; call again",
             )
-        self.verify(packages, paths)
-        return paths
+        digests = self.verify(packages, paths)
+        return [VerifiedDeb(path, digest) for path, digest in zip(paths, digests, strict=True)]
 
-    def verify(self, packages: Sequence[DebPackage], paths: Sequence[Path]) -> None:
+    def verify(self, packages: Sequence[DebPackage], paths: Sequence[Path]) -> list[str]:
         """Each .deb is this user's and has the SHA256 the package index apt used gives it;
         one that does not is removed and refused (SystemDependencyError naming it): nothing
-        unverified is ever extracted."""
+        unverified is ever extracted. Their SHA256s (hex), in order."""
         for folder in (self.root / "lists", self.archives):
             check_levels(folder, self.root)
         lists = self.root / "lists"
         check_owner(*(p for p in lists.iterdir() if p.is_file() or p.is_symlink()))
         check_owner(*paths)
         if not packages:
-            return
+            return []
         done = _subprocess.run(
             ["apt-cache", *self.options(), "show", *(p.pin for p in packages)],
             env=_apt_environ(),
@@ -253,6 +272,7 @@ class Apt:
             check=False,
         )
         known = parse_index_hashes(done.stdout)
+        digests = []
         for package, path in zip(packages, paths, strict=True):
             wanted = known.get(package, set())
             actual = _sha256(path)
@@ -266,6 +286,8 @@ class Apt:
                     hint="call again to download it afresh; if it fails again, refresh the index "
                     f"(remove {self.root / 'lists'}: it is fetched again)",
                 )
+            digests.append(actual)
+        return digests
 
     def install_on_host(self, names: Sequence[str]) -> None:
         """``apt-get install`` on the host itself (FLASH_SYSTEM_DEPS=host): root only."""

@@ -7,7 +7,9 @@ package costs only what that package adds. Unpacking runs in parallel, the large
 (xz decompression is the cost, so the longest jobs must not come last), each .deb at most once
 across threads and processes (``Store.build_once``: nothing partial is ever used). A .deb's hash
 is remembered under ``FLASH_HOME/debs/.by-file/`` by its name, size and modification time, so
-the .debs of apt's cache are read once, not at every layer.
+the .debs of apt's cache are read once, not at every layer; a layer's build passes the SHA256s
+apt's check against the index has just read (``Apt.download_verified``), so none is read twice
+for one layer (that check itself reads every .deb of every layer it builds).
 
 Files in the store are shared by every layer linking them: a layer's own files (``ld.so.cache``,
 fontconfig's file, alternatives links) are always new files, never writes into linked ones.
@@ -61,8 +63,10 @@ def _digest(store: Store, deb: Path) -> str:
     return digest
 
 
-def unpack(store: Store, deb: Path) -> UnpackedDeb:
-    """``deb``'s files in the store, extracted by ``dpkg-deb -x`` if not there yet."""
+def unpack(store: Store, deb: Path, sha256: str | None = None) -> UnpackedDeb:
+    """``deb``'s files in the store, extracted by ``dpkg-deb -R`` if not there yet; ``sha256``
+    (hex), where the caller has just read it (apt's check against the index), spares reading
+    the .deb again to find its entry."""
 
     def build(tmp: Path) -> dict[str, object]:
         _subprocess.run(
@@ -75,7 +79,7 @@ def unpack(store: Store, deb: Path) -> UnpackedDeb:
         (tmp / "tree" / "DEBIAN").rename(tmp / "control")
         return {"deb": deb.name}
 
-    final = store.build_once(KIND, _digest(store, deb), build)
+    final = store.build_once(KIND, sha256 or _digest(store, deb), build)
     return UnpackedDeb(final / "tree", _postinst(final))
 
 
@@ -86,11 +90,15 @@ def _postinst(entry: Path) -> str:
     return ""
 
 
-def unpack_all(store: Store, debs: list[Path]) -> list[UnpackedDeb]:
-    """Every .deb unpacked (in parallel, the largest first), in the order given."""
+def unpack_all(
+    store: Store, debs: list[Path], sha256s: list[str] | None = None
+) -> list[UnpackedDeb]:
+    """Every .deb unpacked (in parallel, the largest first), in the order given; ``sha256s``
+    as ``unpack`` takes them, one per .deb, where known."""
+    known = dict(zip(debs, sha256s, strict=True)) if sha256s is not None else {}
     largest_first = sorted(debs, key=lambda deb: -deb.stat().st_size)
     with ThreadPoolExecutor(max_workers=(os.cpu_count() or 1) + 1) as pool:
-        unpacked = pool.map(lambda deb: unpack(store, deb), largest_first)
+        unpacked = pool.map(lambda deb: unpack(store, deb, known.get(deb)), largest_first)
         done = dict(zip(largest_first, unpacked, strict=True))
     return [done[deb] for deb in debs]
 

@@ -172,9 +172,10 @@ def build_layer(
 
     def build(tmp: Path) -> dict[str, object]:
         with apt.locked():
-            debs = apt.download(lock.packages)
+            verified = apt.download_verified(lock.packages)
+        debs = [deb.path for deb in verified]
         _subprocess.report(f"unpacking {len(debs)} packages for layer {key}")
-        unpacked = unpack_all(store, debs)
+        unpacked = unpack_all(store, debs, [deb.sha256 for deb in verified])
         assemble(unpacked, tmp)
         scripts = [u.postinst for u in unpacked]
         _merge_usr(tmp)
