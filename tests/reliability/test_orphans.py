@@ -18,6 +18,8 @@ from pathlib import Path
 import httpx
 import pytest
 
+from openflash.deps.namespace_mode import layer_mode
+
 from helpers import FlashServer, write
 
 Report = Callable[[str, str, str], None]
@@ -71,9 +73,11 @@ import time
 from openflash import Endpoint
 
 OUT, HOME, HOW = sys.argv[1], os.environ["FLASH_HOME"], sys.argv[2]
+# A volume puts the workers (and their template) in a namespace of their own.
+VOLUME = sys.argv[3] if len(sys.argv) > 3 else None
 
 
-@Endpoint(name="orphans", workers=(0, 2))
+@Endpoint(name="orphans", workers=(0, 2), volume=VOLUME)
 async def hold(tag: str, seconds: float) -> dict:
     child = subprocess.Popen(["sleep", "1000"])
     # One more that leaves the worker's session, as a daemon would: it is a descendant still.
@@ -118,12 +122,14 @@ asyncio.run(main())
 """
 
 
-def _start_program(tmp_path: Path, how: str, fork: bool, env: dict[str, str]):
+def _start_program(
+    tmp_path: Path, how: str, fork: bool, env: dict[str, str], volume: str | None = None
+):
     script = write(tmp_path / "a.py", PROGRAM)
     out = tmp_path / "out"
     out.mkdir()
     proc = subprocess.Popen(
-        [sys.executable, str(script), str(out), how],
+        [sys.executable, str(script), str(out), how, *([volume] if volume else [])],
         cwd=tmp_path,
         env={**os.environ, **env, "FLASH_FORK": "1" if fork else "0", "FLASH_QUIET": "1"},
         stdout=subprocess.PIPE,
@@ -149,12 +155,18 @@ def _templates_of(pid: int) -> list[int]:
     return found
 
 
-@pytest.mark.parametrize("fork", [False, True], ids=["spawned", "forked"])
+@pytest.mark.parametrize(
+    ("fork", "namespace"),
+    [(False, False), (True, False), (True, True)],
+    ids=["spawned", "forked", "forked-in-namespace"],
+)
 def test_a_killed_program_takes_its_workers_and_their_children(
-    tmp_path: Path, fresh_home: Path, fork: bool, report: Report
+    tmp_path: Path, fresh_home: Path, fork: bool, namespace: bool, report: Report
 ) -> None:
-    env = {"FLASH_HOME": str(fresh_home)}
-    proc, out = _start_program(tmp_path, "hang", fork, env)
+    if namespace and not layer_mode().namespaces:
+        pytest.skip(f"no namespaces here: {layer_mode().reason}")
+    env = {"FLASH_HOME": str(fresh_home), "FLASH_VOLUMES": str(tmp_path / "volumes")}
+    proc, out = _start_program(tmp_path, "hang", fork, env, "scratch" if namespace else None)
     pids: list[int] = []
     try:
         records = _records(out, 3, proc)
@@ -168,6 +180,9 @@ def test_a_killed_program_takes_its_workers_and_their_children(
             assert forked and templates and {r["parent"] for r in forked} <= set(templates)
         else:
             assert not forked and not templates, records
+        ours = os.readlink("/proc/self/ns/mnt")
+        in_namespace = {os.readlink(f"/proc/{w}/ns/mnt") != ours for w in workers}
+        assert in_namespace == {namespace}, records
         proc.kill()  # SIGKILL, while both calls block their workers' loops
         proc.wait()
         left = _wait_gone(pids)
@@ -177,6 +192,8 @@ def test_a_killed_program_takes_its_workers_and_their_children(
             proc.kill()
         _kill_leftovers(pids)
     how = "forked from a template (and the template)" if fork else "spawned"
+    if namespace:
+        how += ", in their mount namespace"
     report(
         "worker lifetime",
         f"SIGKILL to a `python a.py` whose two workers ({how}) each run an `async def` that"
