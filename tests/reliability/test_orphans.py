@@ -316,3 +316,98 @@ def test_a_killed_server_reruns_a_job_only_after_its_worker_is_gone(
         "the worker and its child were gone shortly after the kill; the restarted server ran the"
         " job again, and when it did, nothing of the first run was running",
     )
+
+
+BUILDING = """
+import asyncio
+from openflash import CpuLiveServerless, remote
+
+@remote(CpuLiveServerless(name="slow"), dependencies=["acme-slow=={version}"], find_links=["links"])
+def built() -> str:
+    import acme_slow
+    return "built " + acme_slow.VERSION
+
+print(asyncio.run(built()))
+"""
+
+
+def _descendants(pid: int) -> list[int]:
+    children: dict[int, list[int]] = {}
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                stat = Path(f"/proc/{entry}/stat").read_text()
+            except OSError:
+                continue
+            children.setdefault(int(stat[stat.rfind(")") + 2 :].split()[1]), []).append(int(entry))
+    found, todo = [], [pid]
+    while todo:
+        below = children.get(todo.pop(), [])
+        found += below
+        todo += below
+    return found
+
+
+def _program_name(pid: int) -> str:
+    try:
+        return Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")[0].decode().rsplit("/")[-1]
+    except OSError:
+        return ""
+
+
+def test_a_program_killed_mid_build_leaves_no_uv_and_its_tmp_is_swept(
+    tmp_path: Path, uv_cache: Path, report: Report
+) -> None:
+    import uuid
+
+    from sdists import slow_sdist
+
+    home = tmp_path / "home"
+    env = {**os.environ, "FLASH_HOME": str(home), "FLASH_UV_CACHE_DIR": str(uv_cache)}
+    version = f"1.0.{uuid.uuid4().int % 10**9}"  # never in uv's cache: built from source
+    hold, compiler = tmp_path / "hold", tmp_path / "compiler.pid"
+    hold.write_text("")
+    slow_sdist(tmp_path / "links", "acme-slow", version, hold=hold, compiler_pid=compiler)
+    app = write(tmp_path / "app.py", BUILDING.format(version=version))
+    proc = subprocess.Popen(
+        [sys.executable, str(app)],
+        cwd=tmp_path,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        start_new_session=True,
+    )
+    uvs: list[int] = []
+    try:
+        deadline = time.monotonic() + 300
+        while not compiler.exists() or not compiler.read_text():
+            assert proc.poll() is None, proc.communicate()[0]
+            assert time.monotonic() < deadline, "the build never reached its compiler"
+            time.sleep(0.05)
+        uvs = [p for p in _descendants(proc.pid) if _program_name(p) == "uv"]
+        building = sorted(p.name for p in (home / "tmp").iterdir())
+        assert uvs and any(name.startswith("envs-") for name in building), (uvs, building)
+        proc.kill()  # SIGKILL to the program alone, mid-build
+        proc.wait()
+        left = _wait_gone(uvs)
+        assert not left, f"uv ran on after the program's SIGKILL: {left}"
+        hold.unlink()  # the build backend's stand-in compiler may end now
+        again = subprocess.run(
+            [sys.executable, str(app)], cwd=tmp_path, env=env, capture_output=True, text=True
+        )
+        assert again.returncode == 0 and f"built {version}" in again.stdout, again.stderr
+        still = sorted(p.name for p in (home / "tmp").iterdir())
+        assert not set(building) & set(still), (building, still)
+    finally:
+        hold.unlink(missing_ok=True)
+        if proc.poll() is None:
+            proc.kill()
+        _kill_leftovers(uvs)
+    report(
+        "builds",
+        "SIGKILL to a `python a.py` while uv built a package from source into its environment"
+        " in `tmp/`",
+        "uv was gone shortly after (it dies with its caller: PR_SET_PDEATHSIG); the next run"
+        " swept the dead build's `tmp/` folder and built the environment",
+    )
