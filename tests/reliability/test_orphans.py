@@ -191,13 +191,14 @@ def test_a_killed_program_takes_its_workers_and_their_children(
         if proc.poll() is None:
             proc.kill()
         _kill_leftovers(pids)
-    how = "forked from a template (and the template)" if fork else "spawned"
+    how = "one spawned, one forked from its template" if fork else "both spawned"
     if namespace:
         how += ", in their mount namespace"
     report(
         "worker lifetime",
         f"SIGKILL to a `python a.py` whose two workers ({how}) each run an `async def` that"
-        " blocks its event loop with `time.sleep` and started a `sleep 1000` child",
+        " blocks its event loop with `time.sleep` and started two `sleep 1000` children (one in"
+        " a session of its own)",
         "every worker, template and child was gone shortly after (read from /proc); none ran on"
         " orphaned",
     )
@@ -221,7 +222,7 @@ def test_a_program_that_exits_leaves_no_worker_or_child(
         assert not left, f"still running after the program exited: {left} of {records}"
     finally:
         _kill_leftovers(pids)
-    how = "one forked from a template" if fork else "spawned"
+    how = "one spawned, one forked from its template" if fork else "both spawned"
     report(
         "worker lifetime",
         f"a `python a.py` that exits normally after its functions (on two workers, {how})"
