@@ -267,9 +267,12 @@ async def job(n: int) -> dict:
 """
 
 
+@pytest.mark.parametrize("stopped", [False, True], ids=["worker-running", "worker-stopped"])
 def test_a_killed_server_reruns_a_job_only_after_its_worker_is_gone(
-    tmp_path: Path, fresh_home: Path, report: Report
+    tmp_path: Path, fresh_home: Path, stopped: bool, report: Report
 ) -> None:
+    """With ``stopped``, the worker is stopped (SIGSTOP) before the server's SIGKILL: it cannot
+    act on its own death signal, and the next server must kill it before running its job."""
     runs = tmp_path / "runs.jsonl"
     project = tmp_path / "project"
     write(project / "jobs.py", SERVED.format(runs=str(runs)))
@@ -287,10 +290,16 @@ def test_a_killed_server_reruns_a_job_only_after_its_worker_is_gone(
         pids = json.loads(runs.read_text().splitlines()[0])["pids"]
         assert all(_alive(p) for p in pids)
         assert first.proc is not None
+        if stopped:
+            os.kill(pids[0], signal.SIGSTOP)
         first.proc.kill()  # SIGKILL to `flash run` alone, while the job blocks its worker
         first.proc.wait()
-        left = _wait_gone(pids)
-        assert not left, f"the worker or its child ran on after the server's SIGKILL: {left}"
+        if stopped:
+            time.sleep(0.5)  # what it would have done by now, it has not: it is stopped
+            assert _alive(pids[0]) and _alive(pids[1])
+        else:
+            left = _wait_gone(pids)
+            assert not left, f"the worker or its child ran on after the server's SIGKILL: {left}"
         second = FlashServer(project, "--no-reload", port=first.port, env=env).start()
         with httpx.Client(base_url=second.url, timeout=30) as client:
             deadline = time.monotonic() + 300
@@ -305,11 +314,23 @@ def test_a_killed_server_reruns_a_job_only_after_its_worker_is_gone(
         assert len(again) == 2, again  # run again once, by the restarted server
         assert again[1]["still_running"] == [], again  # and only once the first run was gone
         pids += again[1]["pids"]
+        if stopped:
+            assert "stopped 1 worker(s) the previous server left running" in second.output()
     finally:
         for server in (first, second):
             if server is not None:
                 server.stop()
         _kill_leftovers(pids)
+    if stopped:
+        report(
+            "worker lifetime",
+            "SIGSTOP to the worker of a running `/run` job (its `sleep 1000` child running on),"
+            " then SIGKILL to `flash run`; then a restart",
+            "the stopped worker could not die on its own; the restarted server killed it and its"
+            " child (noted in `.flash/workers.pids`) before it ran the job again, and when it"
+            " did, nothing of the first run was running",
+        )
+        return
     report(
         "worker lifetime",
         "SIGKILL to `flash run` (alone) while a `/run` job's `async def` blocks its worker's"
