@@ -16,7 +16,9 @@ that dies without that chance (SIGKILL) takes its commands along too: each is st
 util-linux's ``setpriv --pdeathsig KILL`` where it is installed (``PR_SET_PDEATHSIG``: the kernel
 kills the command when the thread that started it ends, and ``run``'s thread waits for it), so
 that an orphaned uv cannot go on writing into a ``tmp/`` folder the next start sweeps. Commands
-meant to outlive their caller (``start_detached``: the background bytecode compiler) are not.
+meant to outlive their caller (``start_detached``: the background bytecode compiler) are not,
+nor is ``apt-get install`` on the host (``die_with_caller=False``: dpkg stopped half-way would
+leave the host's package database broken).
 
 Credentials: a URL's user and password (``https://user:token@host``, as private index URLs hold)
 are replaced by ``***`` in every line reported and in every command's stderr, whatever tool
@@ -121,19 +123,22 @@ def run(
     error: type[FlashError] = FlashError,
     hint: str | None = None,
     on_line: Callable[[str], None] | None = None,
+    die_with_caller: bool = True,
 ) -> Completed:
     """Run ``argv`` and capture its output.
 
     With ``check`` (the default) a non-zero exit raises ``error`` naming the command and quoting
     the tail of its stderr. A missing program, a timeout or a ``stop_all`` always raises
     ``error``. ``on_line`` receives each line the command prints (stdout or stderr) as it
-    prints it. The command leads a process group of its own (``stop_all``).
+    prints it. The command leads a process group of its own (``stop_all``), and dies with the
+    calling thread (``die_with_caller``; off for what must never stop half-way, such as
+    ``apt-get install`` on the host).
     """
     argv = tuple(str(a) for a in argv)
     shown = " ".join(argv[:3])
     on_line = on_line or _sink.get()
     try:
-        proc = _started(argv, env=env, cwd=cwd, input=input)
+        proc = _started(argv, env=env, cwd=cwd, input=input, die_with_caller=die_with_caller)
     except FileNotFoundError as e:
         raise error(
             f"cannot run {argv[0]!r}: program not found",
@@ -237,9 +242,10 @@ def _started(
     env: Mapping[str, str] | None,
     cwd: str | os.PathLike[str] | None,
     input: str | None,
+    die_with_caller: bool = True,
 ) -> subprocess.Popen[str]:
     proc = subprocess.Popen(
-        dies_with_caller(argv, env, cwd),
+        dies_with_caller(argv, env, cwd) if die_with_caller else argv,
         stdin=subprocess.PIPE if input is not None else subprocess.DEVNULL,
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,

@@ -273,12 +273,10 @@ class Apt:
                 "use cached layers, which need no root",
             )
         argv = ["apt-get", "install", "-y", "-q", "--no-install-recommends", *names]
-        done = _subprocess.run(argv, env=_apt_environ(), timeout=APT_TIMEOUT_S, check=False)
+        done = _run_whole(argv)
         if not done.ok and "Unable to locate" in done.stdout + done.stderr:
-            _subprocess.run(
-                ["apt-get", "update", "-q"], env=_apt_environ(), timeout=APT_TIMEOUT_S, check=False
-            )
-            done = _subprocess.run(argv, env=_apt_environ(), timeout=APT_TIMEOUT_S, check=False)
+            _run_whole(["apt-get", "update", "-q"])
+            done = _run_whole(argv)
         if not done.ok:
             raise failure_to_error(done.stdout + done.stderr, names)
 
@@ -325,3 +323,11 @@ def _apt_environ() -> dict[str, str]:
     env = dict(os.environ)
     env.update({"LC_ALL": "C", "LANG": "C", "DEBIAN_FRONTEND": "noninteractive"})
     return env
+
+
+def _run_whole(argv: list[str]) -> _subprocess.Completed:
+    """apt on the host, never killed with this process: dpkg stopped half-way would leave the
+    host's package database broken."""
+    return _subprocess.run(
+        argv, env=_apt_environ(), timeout=APT_TIMEOUT_S, check=False, die_with_caller=False
+    )
