@@ -22,10 +22,9 @@ It exits when the pool closes the socket, and dies when the process that started
 (``workers.lifeline``: the template leads its own session; each forked worker leads its own
 and dies with the pool that asked for it, with what its calls started). With
 ``OPENFLASH_FORK_LISTEN`` (the descriptor of a listening SOCK_SEQPACKET socket its starter bound,
-a Ray node's agent: backends/ray_templates.py),
-it also accepts connections there and answers ``fork`` on each the same way, telling each
-child's exit to the connection that asked for it; those connections come and go. Only the
-standard library is imported here.
+a Ray node's agent: backends/ray_templates.py), it also accepts connections there and answers
+``fork`` on each the same way, telling each child's exit to the connection that asked for it;
+those connections come and go. Only the standard library is imported here.
 """
 
 from __future__ import annotations
@@ -88,10 +87,7 @@ def unsafe_reason() -> str | None:
 
 
 def _become_worker(
-    request: dict[str, Any],
-    fds: list[int],
-    controls: list[socket.socket],
-    wakeup: int,
+    request: dict[str, Any], fds: list[int], controls: list[socket.socket], wakeup: int
 ) -> None:
     """In the forked child: a session of its own, its descriptors, its environment; then serve,
     dying with the pool that asked for it (``workers.lifeline``), not with the template."""
