@@ -1,3 +1,5 @@
+import os
+import signal
 import sys
 
 import pytest
@@ -66,3 +68,62 @@ def test_reporting_context_receives_command_output_and_reports() -> None:
     _subprocess.run([sys.executable, "-c", "print('unseen')"])
     _subprocess.report("unseen")
     assert seen == ["starting", "hello"]
+
+
+PARENT = """
+import os, sys, threading, time
+from openflash import _subprocess
+
+dies = sys.argv[1] == "1"
+threading.Thread(
+    target=lambda: _subprocess.run(["sleep", "1000"], check=False, die_with_caller=dies),
+    daemon=True,
+).start()
+while True:
+    for entry in os.listdir("/proc"):
+        try:
+            stat = open(f"/proc/{entry}/stat").read()
+            argv = open(f"/proc/{entry}/cmdline", "rb").read().split(b"\\0")
+        except OSError:
+            continue
+        if int(stat.rsplit(")", 1)[1].split()[1]) == os.getpid() and argv[0] == b"sleep":
+            print(entry, flush=True)
+            os._exit(0)  # as a SIGKILL would: no stop_all, no cleanup
+    time.sleep(0.01)
+"""
+
+
+@pytest.mark.parametrize("dies", [True, False])
+def test_a_command_dies_with_its_caller_unless_it_must_finish(dies: bool) -> None:
+    """A process that ends without stopping its commands takes them along (``setpriv
+    --pdeathsig``); with ``die_with_caller=False`` (apt on the host) the command runs on."""
+    import subprocess
+    import time
+    from pathlib import Path
+
+    done = subprocess.run(
+        [sys.executable, "-c", PARENT, "1" if dies else "0"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    pid = int(done.stdout.strip())
+
+    def alive() -> bool:
+        try:
+            stat = Path(f"/proc/{pid}/stat").read_text()
+        except OSError:
+            return False
+        return stat.rsplit(")", 1)[1].split()[0] != "Z"
+
+    try:
+        if dies:
+            deadline = time.monotonic() + 60
+            while alive() and time.monotonic() < deadline:
+                time.sleep(0.02)
+            assert not alive(), "the command outlived its caller"
+        else:
+            assert alive(), "a command that must finish was killed with its caller"
+    finally:
+        if alive():
+            os.kill(pid, signal.SIGKILL)

@@ -11,7 +11,14 @@ outer one (a command's display).
 
 Stopping: each command leads its own process group; ``stop_all`` (a Ctrl-C or SIGTERM of the
 process, see runtime/stopping.py) kills every running command with what it started (uv's build
-backends and their compilers), and their ``run`` raises instead of returning a failure.
+backends and their compilers), and their ``run`` raises instead of returning a failure. A process
+that dies without that chance (SIGKILL) takes its commands along too: each is started through
+util-linux's ``setpriv --pdeathsig KILL`` where it is installed (``PR_SET_PDEATHSIG``: the kernel
+kills the command when the thread that started it ends, and ``run``'s thread waits for it), so
+that an orphaned uv cannot go on writing into a ``tmp/`` folder the next start sweeps. Commands
+meant to outlive their caller (``start_detached``: the background bytecode compiler) are not,
+nor is ``apt-get install`` on the host (``die_with_caller=False``: dpkg stopped half-way would
+leave the host's package database broken).
 
 Credentials: a URL's user and password (``https://user:token@host``, as private index URLs hold)
 are replaced by ``***`` in every line reported and in every command's stderr, whatever tool
@@ -22,8 +29,10 @@ from __future__ import annotations
 
 import contextlib
 import contextvars
+import functools
 import os
 import re
+import shutil
 import signal
 import subprocess
 import threading
@@ -114,19 +123,22 @@ def run(
     error: type[FlashError] = FlashError,
     hint: str | None = None,
     on_line: Callable[[str], None] | None = None,
+    die_with_caller: bool = True,
 ) -> Completed:
     """Run ``argv`` and capture its output.
 
     With ``check`` (the default) a non-zero exit raises ``error`` naming the command and quoting
     the tail of its stderr. A missing program, a timeout or a ``stop_all`` always raises
     ``error``. ``on_line`` receives each line the command prints (stdout or stderr) as it
-    prints it. The command leads a process group of its own (``stop_all``).
+    prints it. The command leads a process group of its own (``stop_all``), and dies with the
+    calling thread (``die_with_caller``; off for what must never stop half-way, such as
+    ``apt-get install`` on the host).
     """
     argv = tuple(str(a) for a in argv)
     shown = " ".join(argv[:3])
     on_line = on_line or _sink.get()
     try:
-        proc = _started(argv, env=env, cwd=cwd, input=input)
+        proc = _started(argv, env=env, cwd=cwd, input=input, die_with_caller=die_with_caller)
     except FileNotFoundError as e:
         raise error(
             f"cannot run {argv[0]!r}: program not found",
@@ -187,15 +199,53 @@ def running() -> int:
         return len(_running)
 
 
+@functools.cache
+def _pdeathsig_prefix() -> tuple[str, ...]:
+    """``setpriv --pdeathsig KILL --`` where it works here (util-linux 2.33 and later), else
+    nothing."""
+    setpriv = shutil.which("setpriv")
+    if setpriv is None:
+        return ()
+    prefix = (setpriv, "--pdeathsig", "KILL", "--")
+    try:
+        works = subprocess.run([*prefix, "true"], capture_output=True, timeout=10).returncode == 0
+    except (OSError, subprocess.SubprocessError):
+        works = False
+    return prefix if works else ()
+
+
+def dies_with_caller(
+    argv: Sequence[str],
+    env: Mapping[str, str] | None = None,
+    cwd: str | os.PathLike[str] | None = None,
+) -> list[str]:
+    """``argv`` started so that the kernel kills it when the calling thread ends (``setpriv
+    --pdeathsig KILL``), where that works here. A missing program raises FileNotFoundError, as
+    starting it directly would."""
+    prefix = _pdeathsig_prefix()
+    if not prefix:
+        return list(argv)
+    program = argv[0]
+    if os.sep in program:
+        found = os.access(os.path.join(cwd or "", program), os.X_OK)
+    else:
+        path = (env if env is not None else os.environ).get("PATH", os.defpath)
+        found = shutil.which(program, path=path) is not None
+    if not found:
+        raise FileNotFoundError(2, "No such file or directory", program)
+    return [*prefix, *argv]
+
+
 def _started(
     argv: tuple[str, ...],
     *,
     env: Mapping[str, str] | None,
     cwd: str | os.PathLike[str] | None,
     input: str | None,
+    die_with_caller: bool = True,
 ) -> subprocess.Popen[str]:
     proc = subprocess.Popen(
-        argv,
+        dies_with_caller(argv, env, cwd) if die_with_caller else argv,
         stdin=subprocess.PIPE if input is not None else subprocess.DEVNULL,
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,

@@ -167,3 +167,30 @@ def _compiler_pid(key: str, deadline_s: float = 30) -> int:
                 return int(entry.name)
         time.sleep(0.01)
     raise AssertionError("no bytecode compiler started")
+
+
+def test_a_compiler_outliving_its_environment_never_makes_it_again(
+    tmp_path: Path, uv_cache: Path
+) -> None:
+    """The compiler is detached on purpose (it outlives the program that built the environment).
+    Here the environment is removed behind openflash's back (as `rm -rf` would) while its
+    compiler and compileall processes are stopped (SIGSTOP: mid-compile); once they run on, they
+    write nothing: no folder of the removed environment is made again, no marker published."""
+    import shutil
+
+    store, lock, _ = _environment(tmp_path, uv_cache)
+    env = build_environment(store, lock, uv_cache=uv_cache, compile_later=True)
+    compiler = _compiler_pid(env.key)
+    os.killpg(compiler, signal.SIGSTOP)
+    try:
+        assert is_compiling(env.path)
+        gone = tmp_path / "removed"
+        os.rename(env.path, gone)
+        shutil.rmtree(gone)
+    finally:
+        os.killpg(compiler, signal.SIGCONT)
+    deadline = time.monotonic() + 120
+    while _alive(compiler) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert not _alive(compiler), "the compiler ended"
+    assert not env.path.exists(), sorted(str(p) for p in env.path.rglob("*"))[:5]

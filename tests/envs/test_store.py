@@ -261,3 +261,31 @@ def test_a_lock_asked_without_waiting_is_refused_at_once_while_another_process_b
     with store.lock("envs", "k1", timeout=0):  # free again: taken at once
         pass
     assert store.sweep_tmp() == 1 and not leftover.exists()
+
+
+def test_the_sweep_stops_an_orphaned_writer_that_would_make_a_dead_build_again(
+    tmp_path: Path,
+) -> None:
+    """A dead builder's orphaned command (a uv with ``--python tmp/envs-.../bin/python``; here a
+    shell loop that makes the folder again and again, standing in for it) is killed before its
+    folder is removed, so that the folder stays gone; a process not naming it is left alone."""
+    import subprocess
+
+    store = Store(tmp_path)
+    leftover = tmp_path / "tmp" / "envs-k2-abc"
+    leftover.mkdir(parents=True)
+    loop = 'while :; do mkdir -p "$1/lib"; sleep 0.01; done'
+    writer = subprocess.Popen(["sh", "-c", loop, "sh", f"{leftover}/bin/python"])
+    bystander = subprocess.Popen(["sleep", "1000"])
+    try:
+        while not (leftover / "bin" / "python" / "lib").is_dir():  # it writes there
+            assert writer.poll() is None
+            time.sleep(0.01)
+        assert store.sweep_tmp() == 1
+        assert writer.wait(60) == -9  # killed by the sweep, before the folder went
+        assert not leftover.exists()  # and nothing makes it again
+        assert bystander.poll() is None
+    finally:
+        for proc in (writer, bystander):
+            proc.kill()
+            proc.wait()

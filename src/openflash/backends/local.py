@@ -1,7 +1,9 @@
 """Workers as subprocesses of this process, the default backend.
 
 Each worker is ``<env>/bin/python -m openflash.workers.child FD N`` in its own session (so one
-``killpg`` stops it and everything it started), talking over one end of a socketpair. Its stdout
+``killpg`` stops it and everything it started), talking over one end of a socketpair. It dies,
+with what it started, when this process dies (``workers.lifeline``: its parent's pid is passed
+as ``OPENFLASH_PARENT_PID``). Its stdout
 and stderr reach this process's stdout and stderr, each line prefixed with ``[endpoint]``; the last
 lines of stderr are kept for crash reports. The environment it sees is rebuilt from scratch:
 of this process's variables only those that say where and how it runs (``PASSED_VARIABLES``:
@@ -36,6 +38,7 @@ from openflash.deps.namespace_mode import layer_mode, namespace_argv
 from openflash.envs.engine import find_engine
 from openflash.errors import FlashError
 from openflash.prepare import Preparer
+from openflash.workers.lifeline import PARENT_VARIABLE
 from openflash.workers.port import WorkerSpec
 
 __all__ = ["PASSED_VARIABLES", "LocalBackend", "LocalWorker", "worker_environ"]
@@ -308,7 +311,7 @@ class LocalBackend:
                 stderr=asyncio.subprocess.PIPE,
                 pass_fds=(child_sock.fileno(),),
                 cwd=str(spec.cwd),
-                env=env,
+                env={**env, PARENT_VARIABLE: str(os.getpid())},  # it dies with this process
                 start_new_session=True,
                 limit=OUTPUT_LINE_LIMIT,
             )

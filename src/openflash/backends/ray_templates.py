@@ -33,6 +33,7 @@ from openflash import _subprocess
 from openflash.backends.templates import READY_TIMEOUT_S, Template, TemplateKey
 from openflash.backends.worker_view import worker_main
 from openflash.workers.forkserver import LISTEN_VARIABLE, PRELOAD_VARIABLE
+from openflash.workers.lifeline import PARENT_VARIABLE
 from openflash.workers.namespace import NAMESPACE_VARIABLE, lingering
 
 __all__ = ["AttachedTemplate", "NodeTemplates", "TemplateRequest", "socket_folder"]
@@ -137,6 +138,7 @@ class NodeTemplates:
             env = dict(key.environ)
             env[PRELOAD_VARIABLE] = json.dumps(list(key.preload))
             env[LISTEN_VARIABLE] = str(listener.fileno())
+            env[PARENT_VARIABLE] = str(os.getpid())  # it dies with this agent
             main = worker_main(env, ["openflash.workers.forkserver", str(theirs.fileno())])
             if NAMESPACE_VARIABLE in env:  # its forks share the namespace it starts in
                 main = ["openflash.workers.namespace", *main]

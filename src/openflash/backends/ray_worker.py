@@ -43,6 +43,7 @@ from openflash.backends.worker_view import make_worker_folders, worker_main
 from openflash.deps.namespace_mode import namespace_argv
 from openflash.envs.engine import Engine
 from openflash.workers.client import PROJECT_COPY, PROJECT_ORIGIN
+from openflash.workers.lifeline import PARENT_VARIABLE
 from openflash.workers.port import WorkerSpec
 
 __all__ = ["RayWorker"]
@@ -173,7 +174,7 @@ class RayWorker:
                 stderr=asyncio.subprocess.PIPE,
                 pass_fds=(child_sock.fileno(),),
                 cwd=cwd,
-                env=env,
+                env={**env, PARENT_VARIABLE: str(os.getpid())},  # it dies with this actor
                 start_new_session=True,
                 limit=OUTPUT_LINE_LIMIT,
             )
@@ -212,7 +213,9 @@ class RayWorker:
             return None
         template = AttachedTemplate(path)
         try:
-            proc = await template.fork(env, spec.max_concurrency, sock.fileno())
+            # The worker dies with this actor (workers.lifeline), not with the template.
+            forked_env = {**env, PARENT_VARIABLE: str(os.getpid())}
+            proc = await template.fork(forked_env, spec.max_concurrency, sock.fileno())
         except (TemplateUnsafe, OSError) as e:
             self.started = f"spawned (the template did not fork: {e})"
             return None

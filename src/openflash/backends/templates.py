@@ -3,8 +3,10 @@ each new worker in milliseconds (the process side is workers/forkserver.py).
 
 ``Template`` starts and talks to one template (its forked workers are backends/forked.py's
 ``ForkedProcess``). The template is the forked workers' parent: it reports their exit status.
-If it dies, its workers run on (calls in flight are unaffected), and a worker that later ends
-has an unknown status; the next fork starts a new template.
+It dies when this process dies, and so do its workers, each with the processes its calls
+started (``workers.lifeline``). If it dies alone, its workers run on (calls in flight are
+unaffected), and a worker that later ends has an unknown status; the next fork starts a new
+template.
 
 A template imports its declared modules, then what its endpoint's workers were seen importing
 (the learned record, read when it starts: envs/preload_records.py). It outlives its workers: it
@@ -33,6 +35,7 @@ from openflash.envs.preload_records import learned_modules
 from openflash.envs.store import write_atomic
 from openflash.envs.trust import check_levels
 from openflash.workers.crashes import process_stopped
+from openflash.workers.lifeline import PARENT_VARIABLE
 from openflash.workers.namespace import NAMESPACE_VARIABLE, lingering
 from openflash.workers.port import WorkerSpec
 
@@ -182,6 +185,7 @@ class Template:
             **self.env,
             "OPENFLASH_PRELOAD": json.dumps(list(self.preload)),
             "OPENFLASH_PRELOAD_LEARNED": json.dumps([m for m in learned if m not in self.preload]),
+            PARENT_VARIABLE: str(os.getpid()),  # it dies with this process (workers.lifeline)
         }
         main = worker_main(env, ["openflash.workers.forkserver", str(theirs.fileno())])
         if NAMESPACE_VARIABLE in env:  # its forks share the namespace it starts in
@@ -273,7 +277,8 @@ class Template:
                     "op": "fork",
                     "id": request_id,
                     "max_concurrency": max_concurrency,
-                    "env": env,
+                    # The worker dies with this process, not with the template.
+                    "env": {**env, PARENT_VARIABLE: str(os.getpid())},
                 }
                 # One small datagram: the socket's buffer takes it without blocking.
                 socket.send_fds(self._sock, [json.dumps(message).encode()], [sock_fd, out_w, err_w])

@@ -355,7 +355,11 @@ def _fetch_failed(output: str) -> bool:
 
 
 def _host_apt(argv: list[str]) -> _subprocess.Completed:
-    return _subprocess.run(argv, env=_apt_environ(), timeout=APT_TIMEOUT_S, check=False)
+    """apt on the host, never killed with this process: dpkg stopped half-way would leave the
+    host's package database broken."""
+    return _subprocess.run(
+        argv, env=_apt_environ(), timeout=APT_TIMEOUT_S, check=False, die_with_caller=False
+    )
 
 
 def _apt_environ() -> dict[str, str]:

@@ -69,6 +69,7 @@ _PACKAGE_FILES = {
     "openflash/workers/serverless_client.py": "openflash.workers.serverless_client",
     "openflash/workers/flash_apps.py": "openflash.workers.flash_apps",
     "openflash/workers/learning.py": "openflash.workers.learning",
+    "openflash/workers/lifeline.py": "openflash.workers.lifeline",
     "openflash/errors.py": "openflash.errors",
     "openflash/config/__init__.py": None,
     "openflash/config/hardware.py": "openflash.config.hardware",

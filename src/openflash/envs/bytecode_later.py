@@ -17,7 +17,10 @@ once every file has its bytecode.
 
 One compiler per environment (the store lock ``bytecode-<key>``, taken without waiting: a second
 one leaves); a compiler that was killed is started again by the next process that prepares the
-environment, and finishes what is left. Removing the environment stops its compiler first.
+environment, and finishes what is left. Removing the environment stops its compiler first. It is
+detached on purpose (it outlives the program that built the environment); one that outlives its
+environment too (removed behind openflash's back) makes nothing of it again: it writes only into
+folders that exist (tests/envs/test_bytecode_later.py).
 """
 
 from __future__ import annotations

@@ -45,6 +45,7 @@ from filelock import Timeout
 from openflash.envs import trust
 from openflash.envs.build_locks import hold_build_lock
 from openflash.envs.disk_full import disk_full, free_space, full_error
+from openflash.envs.stale_writers import kill_writers
 from openflash.envs.trust import check_owner, drop_shared_write, make_dirs, umask
 from openflash.errors import StoreFullError, StorePermissionError
 
@@ -279,7 +280,8 @@ class Store:
 
     def sweep_tmp(self) -> int:
         """Remove what dead builders left in ``tmp/`` (a build whose key's lock nobody holds,
-        a removal's leftovers); a live builder's folder is kept. Returns how many went."""
+        with the orphaned commands still writing into it: envs/stale_writers.py; a removal's
+        leftovers); a live builder's folder is kept. Returns how many went."""
         tmp_root = self.root / "tmp"
         if not tmp_root.is_dir():
             return 0
@@ -293,6 +295,7 @@ class Store:
             elif kind in KINDS and key and "/" not in key:
                 try:
                     with self.lock(kind, key, timeout=0):
+                        kill_writers(stale)  # its dead builder's orphaned commands
                         shutil.rmtree(stale, ignore_errors=True)
                 except Timeout:
                     continue  # its builder is alive

@@ -36,6 +36,7 @@ from openflash.server.access_log import AccessLog, CallLog
 from openflash.server.dashboard_routes import add_dashboard_routes
 from openflash.server.jobs import JobJournal
 from openflash.server.metrics import CONTENT_TYPE, Metrics
+from openflash.server.previous_workers import WorkerNotes
 from openflash.server.responses import JSONResponse
 from openflash.server.security import DEFAULT_MAX_BODY, SecurityMiddleware
 from openflash.server.state import ServerState
@@ -72,6 +73,8 @@ def create_app(
         metrics.call(fields)
 
     def runtime_event(kind: str, fields: dict[str, Any]) -> None:
+        if kind == "worker_started" and fields.get("node") == "local":
+            workers.started(int(fields["pid"]))  # a process of this machine
         if kind == "worker_output":  # the dashboard's, not the log's: the terminal has the line
             state.output.add(
                 fields["endpoint"], fields.get("pid"), fields["stream"], fields["line"]
@@ -85,6 +88,7 @@ def create_app(
         log.call(fields)
         metrics.call(fields)
 
+    workers = WorkerNotes(root.resolve() / ".flash")
     state.on_job = job_ended
     state.load()
 
@@ -94,6 +98,12 @@ def create_app(
         get_runtime().progress = None  # builds' steps are logged as build_step events
         unsubscribe = events.subscribe(runtime_event)
         state.say(f"serving {len(state.endpoints())} endpoint(s) from {state.root}")
+        # The previous server's workers are gone before its jobs run again.
+        killed, left = workers.end_previous()
+        if killed:
+            state.say(f"stopped {len(killed)} worker(s) the previous server left running")
+        if left:
+            state.say(f"worker(s) {left} of the previous server would not stop", "warning")
         recovered = state.jobs.recover()
         if recovered:
             state.say(f"resumed {len(recovered)} job(s) the previous server left unfinished")

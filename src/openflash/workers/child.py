@@ -10,7 +10,9 @@ worker in a container, whose own prints then go to stderr), runs each call (coro
 event loop, plain functions in a thread pool of MAX_CONCURRENCY threads) and answers RESULT or
 ERROR. On a socket, a warm call of a plain function runs on the thread that read its frame, which
 writes its reply itself (call_threads.py; connection.py has the rest of the wire). It exits when
-the parent closes the socket, so a worker never outlives its pool.
+the parent closes the socket, so a worker never outlives its pool, and it dies with its parent
+process even while a call blocks its loop (``workers.lifeline``); the processes its calls started
+end with it.
 
 With ``OPENFLASH_MAX_RSS`` set (FLASH_WORKER_MAX_RSS), it caps its own private memory with
 RLIMIT_DATA before anything else; a call that runs out answers a MemoryError naming the cap, and
@@ -55,6 +57,7 @@ from openflash.workers import (  # noqa: E402
     channel,
     error_frames,
     interrupts,
+    lifeline,
     pickling,
     protocol,
     streaming,
@@ -320,9 +323,13 @@ async def serve(fd: int | None, max_concurrency: int) -> None:
         worker.receive(frame)
 
 
-def main(argv: list[str]) -> None:
+def main(argv: list[str], guardian: int | None = None, death_signal: bool = True) -> None:
+    """Serve until the pool closes the socket; die with process ``guardian`` (default: the one
+    the starter named, ``workers.lifeline``; ``death_signal`` where it is the parent), and take
+    the processes the calls started along at the end."""
     if len(argv) != 3:
         sys.exit("usage: python -m openflash.workers.child FD|stdio MAX_CONCURRENCY")
+    lifeline.arm(guardian, death_signal=death_signal)
     if hasattr(sys.stdout, "reconfigure"):
         sys.stdout.reconfigure(line_buffering=True)
     code = 0
@@ -333,7 +340,9 @@ def main(argv: list[str]) -> None:
         code = 1
     sys.stdout.flush()
     sys.stderr.flush()
-    # Calls still running in threads end with the process: the pool has given up on them.
+    # Calls still running in threads end with the process: the pool has given up on them; what
+    # they started ends with it too.
+    lifeline.kill_others()
     os._exit(code)
 
 

@@ -20,11 +20,13 @@ answers on the SOCK_SEQPACKET socket FD:
 - ``{"op": "exited", "pid", "code"}`` when a child ends (``code`` as subprocess reports it:
   negative for a signal).
 
-It exits when the pool closes the socket. With ``OPENFLASH_FORK_LISTEN`` (the descriptor of a
-listening SOCK_SEQPACKET socket its starter bound, a Ray node's agent: backends/ray_templates.py),
-it also accepts connections there and answers ``fork`` on each the same way, telling each
-child's exit to the connection that asked for it; those connections come and go. Only the
-standard library is imported here.
+It exits when the pool closes the socket, and dies when the process that started it dies
+(``workers.lifeline``: the template leads its own session; each forked worker leads its own
+and dies with the pool that asked for it, with what its calls started). With
+``OPENFLASH_FORK_LISTEN`` (the descriptor of a listening SOCK_SEQPACKET socket its starter bound,
+a Ray node's agent: backends/ray_templates.py), it also accepts connections there and answers
+``fork`` on each the same way, telling each child's exit to the connection that asked for it;
+those connections come and go. Only the standard library is imported here.
 """
 
 from __future__ import annotations
@@ -46,7 +48,7 @@ import socket
 import threading
 from typing import Any
 
-from openflash.workers import child
+from openflash.workers import child, lifeline
 
 PRELOAD_VARIABLE = "OPENFLASH_PRELOAD"
 LISTEN_VARIABLE = "OPENFLASH_FORK_LISTEN"
@@ -102,7 +104,8 @@ def unsafe_reason() -> str | None:
 def _become_worker(
     request: dict[str, Any], fds: list[int], controls: list[socket.socket], wakeup: int
 ) -> None:
-    """In the forked child: a session of its own, its descriptors, its environment; then serve."""
+    """In the forked child: a session of its own, its descriptors, its environment; then serve,
+    dying with the pool that asked for it (``workers.lifeline``), not with the template."""
     try:
         os.setsid()
         for control in controls:
@@ -119,12 +122,18 @@ def _become_worker(
         os.environ.update(request["env"])
         # The same argv as a spawned worker's (`-m openflash.workers.child FD N`).
         sys.argv[:] = [child.__file__, str(sock_fd), str(request["max_concurrency"])]
-        child.main(sys.argv)
+        # Its guardian is the pool that asked (its variable), else the template's own.
+        named = str(request["env"].get(lifeline.PARENT_VARIABLE, ""))
+        guardian = int(named) if named.isdigit() else lifeline.guardian()
+        child.main(sys.argv, guardian=guardian, death_signal=False)
     finally:
         os._exit(70)  # child.main exits itself; this is only reached if it could not start
 
 
 def serve(fd: int) -> None:
+    # It dies with its pool (no watchdog thread: forking is safe only without threads); its
+    # forked workers die with the pool that asked for them, each by its own lifeline.
+    lifeline.arm(watch=False)
     control = socket.socket(fileno=fd)
     names = json.loads(os.environ.pop(PRELOAD_VARIABLE, "[]"))
     learned = json.loads(os.environ.pop(LEARNED_VARIABLE, "[]"))

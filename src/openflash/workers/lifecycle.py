@@ -150,7 +150,7 @@ class WorkerLives:
         worker.state = WorkerState.READY
         handle = worker.handle
         assert handle is not None
-        events.emit("worker_started", endpoint=self.config.name, pid=handle.pid)
+        events.emit("worker_started", endpoint=self.config.name, pid=handle.pid, node=handle.node)
         handle.writer.write(protocol.encode(protocol.CALLER, 0, _caller_payload()))
         worker.task = asyncio.ensure_future(self._read(worker))
         self._arm_idle(worker)
