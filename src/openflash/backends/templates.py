@@ -24,12 +24,16 @@ import logging
 import os
 import socket
 from collections.abc import Callable
-from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
 from openflash.backends.forked import ForkedProcess, reader_for, receive
-from openflash.backends.targets import LocalTarget
+from openflash.backends.template_keys import (
+    LearnedUnsafe,
+    TemplateKey,
+    TemplateStuck,
+    TemplateUnsafe,
+)
 from openflash.backends.worker_view import worker_main
 from openflash.envs.preload_records import learned_modules
 from openflash.envs.store import write_atomic
@@ -37,7 +41,6 @@ from openflash.envs.trust import check_levels
 from openflash.workers.crashes import process_stopped
 from openflash.workers.lifeline import PARENT_VARIABLE
 from openflash.workers.namespace import NAMESPACE_VARIABLE, lingering
-from openflash.workers.port import WorkerSpec
 
 __all__ = [
     "FORK_ANSWER_S",
@@ -55,56 +58,6 @@ READY_TIMEOUT_S = 600.0
 #: How long a started template may take to answer a fork request (it takes milliseconds).
 FORK_ANSWER_S = 10.0
 _MESSAGE_MAX = 1 << 20
-
-
-@dataclass(frozen=True, slots=True)
-class TemplateKey:
-    """Which template forks a worker: what its process was started with and imported.
-
-    Workers of equal keys fork from one template. Keys of one ``family`` differ only in the
-    project's fingerprint: a template of the family with another fingerprint preloaded an older
-    version of the project's files, and forks no more.
-    """
-
-    python: Path
-    runtime_path: Path
-    cwd: Path
-    preload: tuple[str, ...]
-    #: The template's variables (a worker's, less its GPUs), as sorted items.
-    environ: tuple[tuple[str, str], ...]
-    project_digest: str = ""
-    #: The learned record it reads when it starts (its name holds the project's fingerprint).
-    learned_preload: Path | None = None
-
-    @classmethod
-    def of(cls, spec: WorkerSpec, target: LocalTarget, environ: dict[str, str]) -> TemplateKey:
-        """The key of ``spec``'s workers (``target`` its target), ``environ`` their variables."""
-        return cls(
-            target.python,
-            target.runtime_path,
-            spec.cwd,
-            spec.preload,
-            tuple(sorted(environ.items())),
-            spec.project_digest,
-            spec.learned_preload,
-        )
-
-    @property
-    def family(self) -> TemplateKey:
-        """The key less the project's fingerprint (and the learned record named after it)."""
-        return replace(self, project_digest="", learned_preload=None)
-
-
-class TemplateUnsafe(Exception):
-    """The template cannot fork safely (or could not start): spawn workers instead."""
-
-
-class LearnedUnsafe(TemplateUnsafe):
-    """Only the learned imports made the template unsafe: start one without them."""
-
-
-class TemplateStuck(Exception):
-    """A started template that did not answer a fork request in time (stopped, or hung)."""
 
 
 class Template:

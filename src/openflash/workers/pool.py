@@ -28,7 +28,7 @@ from collections.abc import Callable
 
 from openflash._settings import shared_memory_min
 from openflash.errors import ExecutionTimeoutError, FlashError
-from openflash.workers import cancels, events, learning, protocol, shared_memory
+from openflash.workers import cancels, events, learning, pool_stats, protocol, shared_memory
 from openflash.workers.calls import Call, Reply
 from openflash.workers.crashes import died
 from openflash.workers.handover import hand_back, handed_back_error, retire
@@ -136,25 +136,8 @@ class Pool(WorkerLives):
         self._arm_idle(home)
 
     def stats(self) -> dict[str, object]:
-        return {
-            "workers": len(self.workers),
-            "ready": sum(w.state is WorkerState.READY for w in self.workers),
-            "starting": sum(w.state is WorkerState.STARTING for w in self.workers),
-            "busy": sum(bool(w.in_flight) for w in self.workers),
-            "queued": len(self.queue),
-            "pids": [w.pid for w in self.workers if w.pid],
-            "detail": [
-                {
-                    "pid": w.pid,
-                    "state": w.state.value,
-                    "calls": len(w.in_flight),
-                    "gpus": list(w.handle.gpus) if w.handle else [],
-                    "node": getattr(w.handle, "node", None),
-                    "started": getattr(w.handle, "started", None),  # forked or spawned (why)
-                }
-                for w in self.workers
-            ],
-        }
+        """Its workers and queue, as the dashboard and ``/health`` show them (pool_stats.py)."""
+        return pool_stats.describe(self.workers, len(self.queue))
 
     # Dispatch.
 
