@@ -130,9 +130,16 @@ class WorkerLives:
     async def _start(self, worker: Worker) -> None:
         """Start ``worker``: asked of the backend (spawned or forked) and ready, within
         ``start_timeout`` in all (0: no bound); past it the worker is killed and its calls fail
-        with WorkerCrashedError naming the endpoint and its pid (crashes.started_late)."""
+        with WorkerCrashedError naming the endpoint and its pid (crashes.started_late). A
+        backend whose workers build their own environment (Ray: the node builds it as the
+        worker starts) is bounded from its worker's start to READY only."""
+        bound = self.config.start_timeout or None
         try:
-            frame = await asyncio.wait_for(self._ask(worker), self.config.start_timeout or None)
+            if self.backend.builds_locally:
+                frame = await asyncio.wait_for(self._ask(worker), bound)
+            else:
+                worker.handle = await self.backend.start_worker(self.spec)
+                frame = await asyncio.wait_for(protocol.read_frame(worker.handle.reader), bound)
         except FlashError as e:
             self._start_failed(worker, e)
             return
