@@ -52,12 +52,19 @@ APP = """
 from openflash import CpuLiveServerless, remote
 
 
-@remote(CpuLiveServerless(name="snoop", workersMax=1))
+@remote(CpuLiveServerless(name="snoop", workersMax=1, executionTimeoutMs=120_000))
 def snoop(caller: int, action: str = "") -> dict:
     import os
+    import subprocess
+    import sys
+    import time
 
     if action == "exit":  # the next worker is forked from the template
         os._exit(3)
+    if action == "children":  # 2 x 160 MiB in child processes: only the tree's watchdog sees it
+        code = "import time; b = bytearray(160 << 20); b[::4096] = b'x' * len(b[::4096]); time.sleep(99)"
+        children = [subprocess.Popen([sys.executable, "-c", code]) for _ in range(2)]
+        time.sleep(100)
     seen = {}
     for who, pid in (("caller", caller), ("parent", os.getppid()), ("self", os.getpid())):
         for part in ("environ", "maps", "mem"):
@@ -211,6 +218,40 @@ def test_workers_cannot_read_the_servers_environ(
         "never reached the answer. With `FLASH_NON_DUMPABLE=off` the same worker read the "
         "secret (the control)",
     )
+
+
+def test_the_memory_cap_still_measures_a_marked_servers_workers(
+    workspace: Path, user: LocalUser
+) -> None:
+    """The server reads its workers' /proc files (backends/memory_cap.py): workers are exec'd,
+    so the kernel made them dumpable again, and the cap on their process tree still holds."""
+    key = f"key-{secrets.token_hex(8)}"
+    env = _environ(workspace, user, FLASH_API_KEY=key, FLASH_WORKER_MAX_RSS="256M")
+    server = FlashServer(_project(workspace, user), "--no-reload", env={"FLASH_API_KEY": key})
+    server.python = _as_user(workspace, user, env)
+    with (
+        server,
+        httpx.Client(
+            base_url=server.url, headers={"Authorization": f"Bearer {key}"}, timeout=300
+        ) as client,
+    ):
+        assert server.proc is not None
+        try:
+            capped = _snoop(client, server.proc.pid, "children")
+        except httpx.HTTPError as e:
+            raise AssertionError(server.output()) from e
+        assert capped.status_code == 500, capped.text
+        assert "MemoryError" in capped.text and "256" in capped.text, capped.text
+        assert server.proc.poll() is None, server.output()
+        # A new connection: the one that carried the capped call is reset by the server at its
+        # next request (seen without the mark too; left to the HTTP edge's owners).
+        fresh = httpx.post(
+            f"{server.url}/app/runsync",
+            json={"input": {"caller": server.proc.pid}},
+            headers={"Authorization": f"Bearer {key}"},
+            timeout=300,
+        )
+        assert fresh.status_code == 200, fresh.text  # a new worker answers
 
 
 def test_without_the_mark_the_secret_is_read(workspace: Path, user: LocalUser) -> None:
