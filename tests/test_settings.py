@@ -46,6 +46,7 @@ def test_values(tmp_path: Path) -> None:
         ("FLASH_CANCEL_GRACE_S", "abc"),
         ("FLASH_SHARED_MEMORY_MIN", "lots"),
         ("FLASH_BUILD_LOCK_TIMEOUT", "-3"),
+        ("FLASH_NON_DUMPABLE", "yes"),
     ],
 )
 def test_bad_values_are_named(name: str, value: str) -> None:
@@ -73,6 +74,13 @@ def test_worker_memory_cap_sizes(text: str, size: int | None) -> None:
 @pytest.mark.parametrize(("text", "on"), [("", True), ("auto", True), ("1", True), ("off", False)])
 def test_namespaces_setting(text: str, on: bool) -> None:
     assert Settings.from_env({"FLASH_NAMESPACES": text}).namespaces is on
+
+
+@pytest.mark.parametrize(
+    ("text", "mode"), [("", "server"), ("server", "server"), ("ALL", "all"), (" off ", "off")]
+)
+def test_non_dumpable_setting(text: str, mode: str) -> None:
+    assert Settings.from_env({"FLASH_NON_DUMPABLE": text}).non_dumpable == mode
 
 
 def test_template_idle_timeout_and_bytecode_settings() -> None:

@@ -38,6 +38,11 @@
 - FLASH_NAMESPACES: "off" runs local workers without their private namespace, with system layers
   relocated (found through variables); default "auto": in a namespace with each layer at its real
   paths wherever the kernel allows (deps/namespace_mode.py).
+- FLASH_NON_DUMPABLE: which processes that start workers mark themselves not dumpable (Linux's
+  ``PR_SET_DUMPABLE``), so that their ``/proc/<pid>/environ`` and memory are out of reach of
+  other processes of their user, workers included (runtime/dumpable.py): "server" (default:
+  ``flash run``), "all" (also a Python program, when its runtime starts) or "off" (none: for
+  core dumps of the server, or py-spy and gdb attached to it by its own user).
 - FLASH_VOLUMES: the folder holding named volumes (``NetworkVolume(name=...)``, one folder
   each, seen by workers at /runpod-volume); default $FLASH_HOME/volumes.
 - FLASH_CONTAINER_ENGINE: the container engine that runs endpoints with a ``dockerImage``:
@@ -128,6 +133,8 @@ class Settings:
     #: FLASH_SHARED_MEMORY_MIN: a call's frame from this size to a local worker goes through
     #: shared memory (bytes; None: never).
     shared_memory_min: int | None = 64 << 20
+    #: FLASH_NON_DUMPABLE: "server", "all" or "off" (runtime/dumpable.py).
+    non_dumpable: str = "server"
 
     @property
     def apt_root(self) -> Path:
@@ -192,6 +199,7 @@ class Settings:
             build_lock_timeout=build_lock_timeout(env),
             cancel_grace=cancel_grace(env),
             shared_memory_min=shared_memory_min(env),
+            non_dumpable=_non_dumpable(env),
         )
 
 
@@ -303,6 +311,20 @@ def _namespaces(env: dict[str, str]) -> bool:
     raise ConfigError(
         f"FLASH_NAMESPACES={word!r} is not a namespace mode",
         hint="set FLASH_NAMESPACES to auto (the default) or off",
+    )
+
+
+#: FLASH_NON_DUMPABLE's values: which processes hide their /proc files from their own user.
+NON_DUMPABLE_MODES = ("server", "all", "off")
+
+
+def _non_dumpable(env: dict[str, str]) -> str:
+    word = env.get("FLASH_NON_DUMPABLE", "").strip().lower() or "server"
+    if word in NON_DUMPABLE_MODES:
+        return word
+    raise ConfigError(
+        f"FLASH_NON_DUMPABLE={word!r} is not one of {', '.join(NON_DUMPABLE_MODES)}",
+        hint="set FLASH_NON_DUMPABLE to server (the default), all or off",
     )
 
 

@@ -10,6 +10,7 @@ import httpx
 import pytest
 
 from openflash.deps.namespace_mode import layer_mode
+from openflash.runtime.dumpable import PROTECTION
 
 from helpers import FlashServer, run_flash, write
 
@@ -197,7 +198,14 @@ def test_check_says_which_layer_mode_is_in_use(tmp_path: Path, env: dict[str, st
     done = run_flash("check", cwd=tmp_path, env=env)
     assert done.returncode == 0, done.stderr
     assert f"system layers: {mode.described}" in " ".join(done.stderr.split())
-    forced = run_flash("check", "--json", cwd=tmp_path, env={**env, "FLASH_NAMESPACES": "off"})
+    assert f"caller's environment: {PROTECTION['server']}" in " ".join(done.stderr.split())
+    forced = run_flash(
+        "check",
+        "--json",
+        cwd=tmp_path,
+        env={**env, "FLASH_NAMESPACES": "off", "FLASH_NON_DUMPABLE": "off"},
+    )
+    assert json.loads(forced.stdout)["caller_environ"] == PROTECTION["off"]
     assert json.loads(forced.stdout)["layer_mode"] == {
         "name": "relocated",
         "reason": "FLASH_NAMESPACES=off",

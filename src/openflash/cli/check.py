@@ -32,6 +32,7 @@ from openflash.deps.namespace_mode import layer_mode
 from openflash.prepare import Preparer
 from openflash.prepare.dependency_checks import Issue, issues_of
 from openflash.project import Project
+from openflash.runtime.dumpable import PROTECTION
 
 __all__ = ["Issue", "check", "run_checks"]
 
@@ -70,9 +71,13 @@ def check(
         for failure in project.failures
     ]
     failing = [i for i in issues if i.level == "error" or (strict and i.level == "warning")]
-    mode = layer_mode(Preparer().settings.namespaces)
+    settings = Preparer().settings
+    mode = layer_mode(settings.namespaces)
+    # What keeps the caller's variables from workers that share its PID namespace.
+    caller = PROTECTION[settings.non_dumpable]
     if as_json:
         report = {"ok": not failing, "issues": [asdict(i) for i in issues]}
+        report["caller_environ"] = caller
         typer.echo(json.dumps({**report, "layer_mode": asdict(mode)}, indent=2))
     else:
         colours = {"error": "red", "warning": "yellow", "suggestion": "cyan", "info": "blue"}
@@ -85,6 +90,7 @@ def check(
             console.print("[green]all endpoints resolve[/green]")
         if not quiet:
             console.print(f"system layers: {mode.described}")
+            console.print(f"caller's environment: {caller}")
     raise typer.Exit(1 if failing else 0)
 
 

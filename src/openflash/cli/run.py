@@ -25,6 +25,7 @@ from openflash.cli.common import Quiet, Verbose, console
 from openflash.errors import ConfigError, FlashError
 from openflash.prepare.build_progress import quiet_from_env
 from openflash.project import Project
+from openflash.runtime import dumpable
 from openflash.server.app import create_app
 from openflash.server.edge import (
     allowed_hosts,
@@ -88,7 +89,9 @@ def run(
     if address:
         os.environ["RAY_ADDRESS"] = address
     # A bad FLASH_* value stops here, as its message and hint (cli/main.py), not in the server.
-    Settings.from_env()
+    settings = Settings.from_env()
+    # Before any worker starts: they cannot read this process's keys (runtime/dumpable.py).
+    dumpable.protect(settings.non_dumpable, "server")
     api_key = os.environ.get("FLASH_API_KEY") or os.environ.get("RUNPOD_API_KEY") or None
     if not _is_loopback(host) and not api_key:
         _fail(

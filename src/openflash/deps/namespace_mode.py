@@ -15,7 +15,8 @@ of ``deps.system``; ``ctypes.util.find_library`` looks in the layer's library fo
 Chosen where the probe fails (a hardened kernel, Ubuntu's AppArmor restriction, macOS), or forced
 by ``FLASH_NAMESPACES=off``. Workers then have no PID isolation: they run as the caller's user
 in the caller's PID namespace and can read ``/proc/<caller pid>/environ`` (the mode's reason
-says so).
+says so), unless the caller marked itself not dumpable, as ``flash run`` does
+(``FLASH_NON_DUMPABLE``, runtime/dumpable.py).
 
 The probe runs once per process: it overlays a scratch folder over ``/usr`` in a namespace of
 its own, with a PID namespace, and reads a file back through it and its own pid (2, under the

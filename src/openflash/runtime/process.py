@@ -15,7 +15,7 @@ from typing import TypedDict
 
 from openflash._settings import BACKENDS, Settings
 from openflash.errors import ConfigError
-from openflash.runtime import stopping
+from openflash.runtime import dumpable, stopping
 from openflash.runtime.core import Runtime
 
 __all__ = [
@@ -72,7 +72,9 @@ def get_runtime() -> Runtime:
         return runtime
     with _runtime_lock:
         if _runtime is None:
-            _runtime = Runtime(_settings())
+            settings = _settings()
+            dumpable.protect(settings.non_dumpable, "program")  # FLASH_NON_DUMPABLE=all
+            _runtime = Runtime(settings)
             stopping.install(current)
         return _runtime
 
