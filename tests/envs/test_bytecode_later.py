@@ -10,13 +10,15 @@ import marshal
 import os
 import signal
 import subprocess
+import sys
 import time
 from pathlib import Path
 
 import pytest
 
-from openflash.envs.bytecode_later import COMPLETE_MARKER, is_compiling
+from openflash.envs.bytecode_later import COMPLETE_MARKER, imported, is_compiling
 from openflash.envs.environment import Environment, build_environment
+from openflash.envs.preload_records import PreloadRecord
 from openflash.envs.store import Store
 
 from helpers import make_wheel
@@ -194,3 +196,32 @@ def test_a_compiler_outliving_its_environment_never_makes_it_again(
         time.sleep(0.05)
     assert not _alive(compiler), "the compiler ended"
     assert not env.path.exists(), sorted(str(p) for p in env.path.rglob("*"))[:5]
+
+
+def test_the_modules_workers_imported_are_compiled_first(tmp_path: Path, uv_cache: Path) -> None:
+    """A learned-preload record (what the first calls imported) appears while the bytecode is
+    pending: the compiler compiles its modules in a batch of their own, before the rest."""
+    store, lock, _ = _environment(tmp_path, uv_cache)
+    env = build_environment(store, lock, uv_cache=uv_cache, compile_later=True)
+    os.killpg(_compiler_pid(env.key), signal.SIGKILL)  # the record is written before it runs
+    sources = _sources(env)
+    _check(sources)  # what the killed one left is whole
+    left = [s for s in sources if not _pyc(s).exists() and s.stem != "__init__"]
+    wanted = left[-50:]  # the last ones of its order (it compiles sources[i::parts])
+    assert len(wanted) == 50, "the killed compiler had not left enough to compile"
+    record = PreloadRecord(env.path, "ep")
+    assert record.add("f", [f"manymods.{s.stem}" for s in wanted])
+    assert imported(env.path) >= set(wanted)
+    done = subprocess.run(
+        [sys.executable, "-m", "openflash.envs.bytecode_later", str(store.root), env.key],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr
+    assert not is_compiling(env.path) and _check(sources) == len(sources)
+    rest = [s for s in left if s not in wanted]
+    written = {s: _pyc(s).stat().st_mtime_ns for s in left}
+    # The order the files were written in: every wanted one before any of the rest.
+    assert max(written[s] for s in wanted) < min(written[s] for s in rest)

@@ -214,7 +214,10 @@ def test_builds_killed_while_downloading_installing_and_before_publishing(
     # complete and right for its source; the next run's preparation finishes the rest.
     home = tmp_path / "home-background"
     env = {"FLASH_HOME": str(home), "FLASH_UV_CACHE_DIR": str(cache), "FLASH_BYTECODE_NICE": "0"}
-    proc = _start(program, env)
+    # The program stays after its result (the compiler, its child, may start compiling only
+    # after it: the worker runtime is no longer built on the way to the first result).
+    lingering = write(tmp_path / "lingering.py", PROGRAM + "\nimport time\ntime.sleep(300)\n")
+    proc = _start(lingering, env)
     _wait_for(proc, "compileall")
     _kill_tree(proc.pid)
     proc.wait(30)

@@ -29,6 +29,8 @@ import importlib
 import importlib.util
 import py_compile
 import sys
+import threading
+from concurrent.futures import Future
 from pathlib import Path
 
 import cloudpickle
@@ -44,6 +46,7 @@ __all__ = [
     "light_names",
     "public_names",
     "worker_runtime",
+    "worker_runtime_soon",
 ]
 
 _PACKAGE_FILES = {
@@ -239,3 +242,20 @@ def worker_runtime(store: Store) -> Path:
 
     path = store.build_once("runtime", key, build)
     return path
+
+
+def worker_runtime_soon(store: Store) -> Future[Path]:
+    """:func:`worker_runtime`, built by a thread of its own from now on; its future (the folder,
+    or what building it raised). The preparer starts it before resolving and installing an
+    environment, so that a first environment on a machine (an empty store) does not build the
+    runtime after its packages, on the way to the first result (issue 25, item 5)."""
+    soon: Future[Path] = Future()
+
+    def build() -> None:
+        try:
+            soon.set_result(worker_runtime(store))
+        except BaseException as e:  # given to whoever waits for it
+            soon.set_exception(e)
+
+    threading.Thread(target=build, name="openflash-runtime", daemon=True).start()
+    return soon

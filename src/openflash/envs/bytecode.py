@@ -17,6 +17,7 @@ import hashlib
 import importlib.util
 import os
 import sys
+from collections.abc import Callable, Collection
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -28,10 +29,19 @@ __all__ = ["link_bytecode", "prune"]
 COMPILE_TIMEOUT_S = 3600.0
 #: Fewer files than this to compile are not worth another process.
 _FILES_PER_PROCESS = 100
+#: Files compiled between two looks at which are wanted first (``link_bytecode``'s ``first``).
+_BATCH = 400
+#: A source, its bytecode, the stored copy.
+_Missing = tuple[Path, Path, Path]
 
 
 def link_bytecode(
-    site_packages: Path, python: Path, store_dir: Path, *, compile_missing: bool = True
+    site_packages: Path,
+    python: Path,
+    store_dir: Path,
+    *,
+    compile_missing: bool = True,
+    first: Callable[[], Collection[Path]] | None = None,
 ) -> dict[str, int]:
     """Give every ``.py`` under ``site_packages`` its bytecode; returns how many were linked
     from ``store_dir`` and how many compiled (without ``compile_missing``: how many are left to
@@ -42,9 +52,13 @@ def link_bytecode(
     written to a temporary name and renamed (py_compile), so that a process importing meanwhile
     finds either no bytecode (and compiles in memory) or a complete one. Running it again on
     an environment finishes what an interrupted run left.
+
+    With ``first`` (the sources wanted soonest: envs/bytecode_later.py's, those its workers
+    imported), the missing files are compiled in batches of ``_BATCH``, ``first()`` asked again
+    before each: the files it names that are still missing make the next batch on their own.
     """
     blobs = store_dir / sys.implementation.cache_tag
-    missing: list[tuple[Path, Path, Path]] = []  # (source, its bytecode, the stored copy)
+    missing: list[_Missing] = []
     linked = 0
     for source in _sources(site_packages):
         try:
@@ -61,9 +75,11 @@ def link_bytecode(
             missing.append((source, pyc, blob))
     if not compile_missing:
         return {"linked": linked, "pending": len(missing)}
-    if missing:
-        _compile(python, [source for source, _, _ in missing])
-        for _, pyc, blob in missing:
+    todo = missing
+    while todo:
+        batch, todo = _next_batch(todo, first)
+        _compile(python, [source for source, _, _ in batch])
+        for _, pyc, blob in batch:
             # A file that does not compile (old syntax, a template) has none; one a worker
             # wrote meanwhile (a timestamp .pyc, where bytecode writing is on) is not stored.
             if _checked_hash(pyc):
@@ -71,6 +87,19 @@ def link_bytecode(
                 with contextlib.suppress(FileExistsError):  # another build stored it first
                     os.link(pyc, blob)
     return {"linked": linked, "compiled": len(missing)}
+
+
+def _next_batch(
+    todo: list[_Missing], first: Callable[[], Collection[Path]] | None
+) -> tuple[list[_Missing], list[_Missing]]:
+    """The files to compile next and those left: all at once without ``first``; else the
+    wanted ones (at most ``_BATCH``), or the next ``_BATCH`` when none is wanted."""
+    if first is None:
+        return todo, []
+    wanted = set(first())
+    soon = [m for m in todo if m[0] in wanted][:_BATCH] or todo[:_BATCH]
+    chosen = {id(m) for m in soon}
+    return soon, [m for m in todo if id(m) not in chosen]
 
 
 def _checked_hash(pyc: Path) -> bool:

@@ -16,11 +16,14 @@ for its source: never a torn file, never a missing source. ``.openflash-bytecode
 once every file has its bytecode.
 
 One compiler per environment (the store lock ``bytecode-<key>``, taken without waiting: a second
-one leaves); a compiler that was killed is started again by the next process that prepares the
-environment, and finishes what is left. Removing the environment stops its compiler first. It is
-detached on purpose (it outlives the program that built the environment); one that outlives its
-environment too (removed behind openflash's back) makes nothing of it again: it writes only into
-folders that exist (tests/envs/test_bytecode_later.py).
+one leaves). It compiles in batches, first the files of the modules its workers imported
+during their first calls as soon as they are recorded (learned preload, envs/preload_records.py),
+so that a second worker started from source finds them compiled. A compiler that was killed is
+started again by the next process that prepares the environment, and finishes what is left.
+Removing the environment stops its compiler first. It is detached on purpose (it outlives the
+program that built the environment); one that outlives its environment too (removed behind
+openflash's back) makes nothing of it again: it writes only into folders that exist
+(tests/envs/test_bytecode_later.py).
 """
 
 from __future__ import annotations
@@ -35,10 +38,11 @@ from filelock import Timeout
 
 from openflash import _subprocess
 from openflash.envs.bytecode import link_bytecode
+from openflash.envs.preload_records import RECORDS_FOLDER, learned_modules
 from openflash.envs.store import READY_MARKER, Store, write_atomic
 from openflash.errors import FlashError
 
-__all__ = ["COMPLETE_MARKER", "compile_later", "is_compiling", "main"]
+__all__ = ["COMPLETE_MARKER", "compile_later", "imported", "is_compiling", "main"]
 
 COMPLETE_MARKER = ".openflash-bytecode"
 #: FLASH_BYTECODE_NICE's default.
@@ -69,6 +73,21 @@ def compile_later(store: Store, key: str) -> int | None:
     )
 
 
+def imported(environment: Path) -> set[Path]:
+    """The sources of ``environment``'s packages that its workers imported during their first
+    calls (every learned-preload record's modules, envs/preload_records.py): compiled before the
+    rest, so that the next worker or template starting meanwhile finds their bytecode."""
+    site_packages = next((environment / "lib").glob("python*/site-packages"), None)
+    if site_packages is None:
+        return set()
+    found = set()
+    for record in (environment / RECORDS_FOLDER).glob("*.json"):
+        for name in learned_modules(record):
+            base = site_packages.joinpath(*name.split("."))
+            found |= {base / "__init__.py", base.with_name(base.name + ".py")}
+    return found
+
+
 def main(argv: list[str]) -> int:
     """Compile environment ``argv[2]``'s pending bytecode in the store at ``argv[1]``."""
     store, key = Store(Path(argv[1])), argv[2]
@@ -83,7 +102,9 @@ def main(argv: list[str]) -> int:
             write_atomic(store.root / "locks" / f"bytecode-{key}.pid", str(os.getpid()))
             site_packages = next((environment / "lib").glob("python*/site-packages"))
             python = environment / "bin" / "python"
-            done = link_bytecode(site_packages, python, store.bytecode)
+            done = link_bytecode(
+                site_packages, python, store.bytecode, first=lambda: imported(environment)
+            )
             seconds = round(time.monotonic() - started, 3)
             write_atomic(environment / COMPLETE_MARKER, json.dumps({**done, "seconds": seconds}))
     except Timeout:

@@ -35,7 +35,7 @@ from openflash.deps.resolve import Lock, resolve, resolve_pinned, warn_yanked, w
 from openflash.deps.system import SystemLayer, SystemLock, build_layer, resolve_system
 from openflash.deps.torch_variants import default_backend, route_torch, with_torch_fallback
 from openflash.envs.build_failures import forget_failures
-from openflash.envs.bundle import worker_runtime
+from openflash.envs.bundle import worker_runtime, worker_runtime_soon
 from openflash.envs.environment import (
     Environment,
     build_environment,
@@ -241,6 +241,7 @@ class Preparer:
 
     def _prepare(self, key: DependencyKey, status: BuildStatus, local: bool) -> Prepared:
         python, system = key.python, key.system
+        soon = worker_runtime_soon(self.store) if local else None  # meanwhile: an empty store's
         entry = self.locked_entry(key)
         if system:
             _subprocess.report(f"system dependencies: {' '.join(system)}")
@@ -280,7 +281,7 @@ class Preparer:
             self._holds.append(self.store.hold("envs", environment.key))
             if layer.key:
                 self._holds.append(self.store.hold("layers", layer.key))
-        runtime = self.worker_runtime()
+        runtime = soon.result() if soon else self.worker_runtime()
         return Prepared(lock, environment.key, environment, layer, runtime, options=options)
 
     def forget_build_failures(self) -> int:
