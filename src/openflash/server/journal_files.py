@@ -40,7 +40,8 @@ class JournalBusyError(FlashError):
 
 
 def private_folder(path: Path) -> None:
-    """``path`` as a folder of this user's, 0700 (made if missing, tightened if looser)."""
+    """``path`` as a folder of this user's, 0700 (made if missing; read bits of others closed;
+    FlashError naming it where another user owns it or could write in it)."""
     with contextlib.suppress(FileExistsError):
         os.mkdir(path, 0o700)
     info = os.lstat(path)
@@ -56,7 +57,8 @@ def private_folder(path: Path) -> None:
 
 
 def private_file(path: Path, *, create: bool) -> None:
-    """``path`` as a file of this user's, 0600 (made empty if missing and ``create``)."""
+    """``path`` as a file of this user's, 0600 (made empty if missing and ``create``); FlashError
+    naming it where another user owns it, could write it, or a symlink is in its place."""
     try:
         fd = os.open(path, _OPEN_FLAGS if create else (os.O_RDWR | os.O_NOFOLLOW), 0o600)
     except FileNotFoundError:
