@@ -61,6 +61,9 @@
 - FLASH_MAX_RESULT_BYTES: the largest result (its JSON) a ``flash run`` call may return, in
   bytes or with K, M, G; default 20M (Runpod's largest documented payload, /runsync's 20 MB);
   0: no cap. A larger result fails its job (server/results.py).
+- FLASH_RUNSYNC_KEEP_BYTES: how many bytes of /runsync answers (their JSON) ``flash run`` keeps
+  for ``/status`` (each for a minute, as Runpod does), in bytes or with K, M, G; default 64M; the
+  oldest are dropped first, one larger is not kept; 0 keeps none (server/endpoint_health.py).
 - FLASH_APT_LOCK_TIMEOUT: seconds a build waits for one of apt's locks that another process
   holds (an apt-get left over or suspended) before failing with SystemDependencyError naming that
   pid; default 600; 0 waits for ever. After a few seconds it says whose lock it waits for
@@ -238,6 +241,20 @@ def max_result_bytes(environ: dict[str, str] | None = None) -> int | None:
     if not env.get("FLASH_MAX_RESULT_BYTES", "").strip():
         return DEFAULT_MAX_RESULT_BYTES
     return _size(env, "FLASH_MAX_RESULT_BYTES")
+
+
+#: FLASH_RUNSYNC_KEEP_BYTES's default: room for three answers of Runpod's largest /runsync
+#: payload (20 MB), kept a minute each.
+DEFAULT_RUNSYNC_KEEP_BYTES = 64 << 20
+
+
+def runsync_keep_bytes(environ: dict[str, str] | None = None) -> int:
+    """FLASH_RUNSYNC_KEEP_BYTES alone, in bytes (``flash run`` reads it at start); 0: none kept.
+    ConfigError naming the value where it is not a size."""
+    env = dict(os.environ if environ is None else environ)
+    if not env.get("FLASH_RUNSYNC_KEEP_BYTES", "").strip():
+        return DEFAULT_RUNSYNC_KEEP_BYTES
+    return _size(env, "FLASH_RUNSYNC_KEEP_BYTES") or 0
 
 
 #: FLASH_SHARED_MEMORY_MIN's default (bytes).

@@ -5,7 +5,9 @@ umask, with real ``flash run`` processes."""
 from __future__ import annotations
 
 import os
+import shutil
 import stat
+import tempfile
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -13,6 +15,7 @@ from pathlib import Path
 
 import httpx
 import pytest
+from local_users import SYSTEM_PYTHON, create_user, remove_user
 
 from helpers import FlashServer, write
 
@@ -111,6 +114,17 @@ def _mode(path: Path) -> int:
     return stat.S_IMODE(path.lstat().st_mode)
 
 
+def _refused(project: Path, env: dict[str, str], says: str) -> str:
+    """``flash run`` on ``project`` refused at start (exit 2), saying ``says``: its output."""
+    server = FlashServer(project, "--no-reload", env=env)
+    with pytest.raises(RuntimeError) as error:
+        server.start()
+    assert server.proc is not None and server.proc.returncode == 2, server.proc
+    text = str(error.value)
+    assert says in text and "hint:" in text, text
+    return text
+
+
 def test_the_journal_is_private_whatever_the_umask(
     tmp_path: Path, session_home: Path, uv_cache: Path, report: Report
 ) -> None:
@@ -125,26 +139,88 @@ def test_the_journal_is_private_whatever_the_umask(
         assert _mode(flash) == 0o700, oct(_mode(flash))
         for path in [*journal, flash / "jobs.lock"]:
             assert _mode(path) == 0o600, f"{path.name}: {oct(_mode(path))}"
-    # A journal left open to others (as earlier versions made it under umask 0) is closed up.
+    # A journal others could have written (as earlier versions left it under umask 0) is refused,
+    # the loose folder first, then each loose file, naming it and its mode; read bits are closed.
     flash.chmod(0o777)
     for path in journal:
         if path.exists():
             path.chmod(0o666)
+    _refused(project, env, f"{flash} is mode 0777: writable by its group and every user")
+    flash.chmod(0o700)
+    _refused(project, env, f"{journal[0]} is mode 0666: writable by its group and every user")
+    for path in journal:
+        if path.exists():
+            path.chmod(0o644)
+    (flash / "jobs.lock").chmod(0o620)
+    _refused(project, env, f"{flash / 'jobs.lock'} is mode 0620: writable by its group")
+    (flash / "jobs.lock").chmod(0o644)
+    flash.chmod(0o755)
     with _umask(0), FlashServer(project, "--no-reload", env=env):
         assert _mode(flash) == 0o700
         assert all(_mode(p) == 0o600 for p in journal if p.exists())
     # One another user owns is refused, naming it.
     os.chown(journal[0], 54321, 54321)
-    refused = FlashServer(project, "--no-reload", env=env)
-    with pytest.raises(RuntimeError) as error:
-        refused.start()
-    assert refused.proc is not None and refused.proc.returncode == 2
-    assert "jobs.sqlite3 belongs to uid 54321" in str(error.value), error.value
+    _refused(project, env, "jobs.sqlite3 belongs to uid 54321")
     os.chown(journal[0], os.geteuid(), os.getegid())
     report(
         "security",
         "`flash run` under umask 0; then a journal left 0666 in a 0777 `.flash/`; then one"
         " owned by another user (uid 54321)",
-        "`.flash/` 0700 and jobs.sqlite3, its -wal and -shm, and jobs.lock 0600; the loose ones"
-        " tightened at start; the foreign one refused (exit 2) naming it and its owner",
+        "`.flash/` 0700 and jobs.sqlite3, its -wal and -shm, and jobs.lock 0600; a loose"
+        " `.flash/` or journal file (group- or world-writable) refused at start (exit 2) naming"
+        " it and its mode, only read bits tightened; the foreign one refused naming its owner",
+    )
+
+
+_PLANT = """
+import sqlite3, sys, time
+db = sqlite3.connect(sys.argv[1])
+route = db.execute("SELECT route FROM jobs").fetchone()[0]
+db.execute(
+    "INSERT INTO jobs (id, route, input, status, created) VALUES (?, ?, ?, 'IN_QUEUE', ?)",
+    ("planted", route, '{"n": 666}', time.time()),
+)
+db.commit()
+print("planted on", route)
+"""
+
+
+def test_a_job_planted_in_a_loose_journal_never_runs(
+    session_home: Path, uv_cache: Path, report: Report
+) -> None:
+    # Another real local user (useradd, setpriv) writes a job into a journal left 0666 in a 0777
+    # .flash/ (as earlier versions left it under umask 0), in a project folder it can reach.
+    where = Path(tempfile.mkdtemp(prefix="openflash-plant-"))
+    user = create_user("ofplant")
+    try:
+        where.chmod(0o755)
+        project = _project(where)
+        env = _env(session_home, uv_cache)
+        with (
+            FlashServer(project, "--no-reload", env=env) as server,
+            httpx.Client(base_url=server.url, timeout=30) as client,
+        ):
+            _wait_all(client, [client.post("/jobs/job/run", json={"input": {"n": 1}}).json()["id"]])
+        flash = project / ".flash"
+        flash.chmod(0o777)
+        for name in ("jobs.sqlite3", "jobs.sqlite3-wal", "jobs.sqlite3-shm"):
+            if (flash / name).exists():
+                (flash / name).chmod(0o666)
+        planted = user.run([str(SYSTEM_PYTHON), "-c", _PLANT, str(flash / "jobs.sqlite3")])
+        assert planted.returncode == 0 and "planted on" in planted.stdout, planted.stderr
+        # Refused at start, naming the loose folder, then (folder closed) the loose journal.
+        _refused(project, env, f"{flash} is mode 0777")
+        flash.chmod(0o700)
+        text = _refused(project, env, "jobs.sqlite3")
+        assert "is mode 0666" in text or f"belongs to uid {user.uid}" in text, text
+        assert (where / "ran").read_text().split() == ["1"], "the planted job ran"
+    finally:
+        remove_user(user)
+        shutil.rmtree(where, ignore_errors=True)
+    report(
+        "security",
+        "another local user (useradd, setpriv) inserts a job into a journal left 0666 in a 0777"
+        " `.flash/`; `flash run` restarted",
+        "refused at start (exit 2) naming `.flash/` and its mode 0777, then (closed) the"
+        " journal file and its mode; the planted job never ran",
     )

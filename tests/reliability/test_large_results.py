@@ -115,7 +115,10 @@ def test_a_large_result_arrives_whole_and_leaves_the_journal_with_its_job(
     mib = 64
     whole = _digest(json.dumps(_expected(mib)))
     flash = project / ".flash"
-    keep = _env(session_home, uv_cache, FLASH_MAX_RESULT_BYTES="256M", FLASH_JOB_TTL="0")
+    keep = _env(
+        session_home, uv_cache, FLASH_MAX_RESULT_BYTES="256M", FLASH_JOB_TTL="0",
+        FLASH_RUNSYNC_KEEP_BYTES="128M",  # the 64 MiB runsync answer kept for /status
+    )  # fmt: skip
     with (
         FlashServer(project, "--no-reload", env=keep) as server,
         httpx.Client(base_url=server.url, timeout=300) as client,

@@ -137,6 +137,8 @@ def build(
     images = _locked_images(project, reporter, preparer)
     if out.exists():
         shutil.rmtree(out)
+    # .flash/ is 0700 whatever the umask: flash run refuses one others could write (its journal)
+    out.parent.mkdir(mode=0o700, exist_ok=True)
     (out / "locks").mkdir(parents=True)
     (out / "dockerfiles").mkdir()
     _copy_project(project, out / "app")

@@ -64,6 +64,7 @@ def create_app(
     ``allowed_hosts``: the only ``Host`` names answered (None: any), see security.py.
     """
     journal = JobJournal(root.resolve() / ".flash" / "jobs.sqlite3")
+    heap.large_frees_to_os()  # dropped large results leave the server's RSS
     log = CallLog(log_format, quiet=quiet)
     state = ServerState(root, journal, quiet=quiet, only=only, log=log)
     metrics = Metrics(lambda: _workers(state), lambda: get_runtime().preparer.store)

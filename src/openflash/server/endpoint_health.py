@@ -35,9 +35,10 @@ from typing import Any
 from fastapi import APIRouter
 from starlette.responses import Response
 
+from openflash import _settings
 from openflash.project import Project, QueueRoute
 from openflash.runtime.process import get_runtime
-from openflash.server import results
+from openflash.server import heap, results
 from openflash.server.job_streams import not_found
 from openflash.server.jobs import JobRunner
 from openflash.server.responses import JSONResponse
@@ -49,16 +50,30 @@ class SyncCalls:
     """What each queue route's ``/runsync`` calls leave behind (they are not journaled, as
     ``/run`` jobs are): their outcomes counted since the server started, for ``/health``, and
     their answers kept ``KEEP_S`` seconds (Runpod keeps a runsync result a minute), so that
-    ``/status/{id}`` answers them too, as Runpod's API does."""
+    ``/status/{id}`` answers them too, as Runpod's API does.
+
+    Kept answers are bounded: at most ``MOST`` of them and ``budget`` bytes of their JSON in
+    all (FLASH_RUNSYNC_KEEP_BYTES, 64 MiB by default, read when made; the oldest dropped first;
+    one larger than the budget is not kept), and each is dropped
+    on a timer when its ``KEEP_S`` have passed, not only at the next call; their memory goes
+    back to the OS (``heap.give_back``). ``/status`` of one no longer kept says why
+    (``gone``): expired, dropped for newer answers, or too large to keep."""
 
     KEEP_S = 60.0
     MOST = 1000  # answers kept at most: the oldest go first
+    GONE_MOST = 10_000  # ids remembered as no longer kept (with why), the oldest forgotten
 
-    def __init__(self) -> None:
+    def __init__(self, budget: int | None = None, keep_s: float | None = None) -> None:
+        self.budget = _settings.runsync_keep_bytes() if budget is None else budget
+        self.keep_s = self.KEEP_S if keep_s is None else keep_s
         self._counts: collections.Counter[tuple[str, str]] = collections.Counter()
-        self._answers: collections.OrderedDict[str, tuple[float, str, dict[str, Any]]] = (
+        #: id -> (expiry on the monotonic clock, route, answer, its JSON size in bytes)
+        self._answers: collections.OrderedDict[str, tuple[float, str, dict[str, Any], int]] = (
             collections.OrderedDict()
         )
+        self._bytes = 0
+        self._gone: collections.OrderedDict[str, tuple[str, str]] = collections.OrderedDict()
+        self._timer: asyncio.TimerHandle | None = None
 
     def note(self, call: dict[str, Any]) -> None:
         """A call the routes recorded (server/routes.py's ``record``): runsync ones count."""
@@ -68,13 +83,47 @@ class SyncCalls:
     def of(self, route: str) -> dict[str, int]:
         return {status: n for (r, status), n in self._counts.items() if r == route}
 
-    def keep(self, route: str, answer: dict[str, Any]) -> None:
-        now = time.monotonic()
-        self._answers[answer["id"]] = (now + self.KEEP_S, route, answer)
-        while self._answers and (
-            len(self._answers) > self.MOST or next(iter(self._answers.values()))[0] < now
-        ):
-            self._answers.popitem(last=False)
+    @property
+    def kept_bytes(self) -> int:
+        """Bytes of JSON of the answers kept now (at most ``budget``)."""
+        return self._bytes
+
+    def keep(self, route: str, answer: dict[str, Any], size: int) -> None:
+        """Keep ``answer`` (``size`` bytes of JSON) of a runsync call of ``route`` for
+        ``keep_s`` seconds, within ``budget`` bytes and ``MOST`` answers."""
+        job_id = answer["id"]
+        if size > self.budget:
+            self._forget(
+                job_id, route, f"its answer ({size} bytes of JSON) was too large to keep: at most"
+                f" {self.budget} bytes of /runsync answers are kept (FLASH_RUNSYNC_KEEP_BYTES), for"
+                f" {self.keep_s:g} s; read a large result from the /runsync answer itself, call"
+                " /run (journaled), or raise FLASH_RUNSYNC_KEEP_BYTES"
+            )  # fmt: skip
+            return
+        self._answers[job_id] = (time.monotonic() + self.keep_s, route, answer, size)
+        self._bytes += size
+        dropped = 0
+        while len(self._answers) > self.MOST or self._bytes > self.budget:
+            dropped += self._drop(
+                "it was dropped to make room for newer /runsync answers (at most "
+                f"{self.MOST} answers and {self.budget} bytes, FLASH_RUNSYNC_KEEP_BYTES, are "
+                "kept); read a runsync result from its answer, or call /run (journaled) to read "
+                "it later"
+            )
+        dropped += self.expire()
+        if dropped:
+            heap.give_back()
+        self._arm()
+
+    def expire(self) -> int:
+        """Drop the answers past their time: how many bytes were dropped."""
+        now, dropped = time.monotonic(), 0
+        while self._answers and next(iter(self._answers.values()))[0] <= now:
+            dropped += self._drop(
+                f"it expired: a /runsync answer is kept {self.keep_s:g} s after the call, as "
+                "Runpod's; call /run (journaled) to read a result later"
+            )
+        return dropped
 
     def answer(self, job_id: str, route: str) -> dict[str, Any] | None:
         """The kept answer of the runsync call ``job_id`` of ``route``, if still kept."""
@@ -82,6 +131,42 @@ class SyncCalls:
         if kept is None or kept[0] < time.monotonic() or kept[1] != route:
             return None
         return kept[2]
+
+    def gone(self, job_id: str, route: str) -> str | None:
+        """Why the runsync call ``job_id`` of ``route`` is no longer kept (None: never known)."""
+        kept = self._answers.get(job_id)
+        if kept is not None and kept[1] == route:  # past its time, not yet dropped
+            return f"it expired: a /runsync answer is kept {self.keep_s:g} s after the call"
+        why = self._gone.get(job_id)
+        return why[1] if why is not None and why[0] == route else None
+
+    def _drop(self, why: str) -> int:
+        job_id, (_, route, _, size) = self._answers.popitem(last=False)
+        self._bytes -= size
+        self._forget(job_id, route, why)
+        return size
+
+    def _forget(self, job_id: str, route: str, why: str) -> None:
+        self._gone[job_id] = (route, why)
+        while len(self._gone) > self.GONE_MOST:
+            self._gone.popitem(last=False)
+
+    def _arm(self) -> None:
+        """Expire on a timer: at the oldest kept answer's time (on the running loop, if any)."""
+        if self._timer is not None or not self._answers:
+            return
+        try:
+            loop = asyncio.get_running_loop()
+        except RuntimeError:
+            return  # no loop (a test's direct use): expired at the next call
+        delay = max(next(iter(self._answers.values()))[0] - time.monotonic(), 0.0) + 0.01
+        self._timer = loop.call_later(delay, self._on_timer)
+
+    def _on_timer(self) -> None:
+        self._timer = None
+        if self.expire():
+            heap.give_back()
+        self._arm()
 
 
 def health_body(

@@ -191,7 +191,8 @@ def _add_queue_routes(
             payload["output"] = outcome.output
         else:
             payload["error"] = outcome.error
-        sync.keep(route.path, payload)  # /status/{id} answers it for a while, as Runpod's does
+        size = len(outcome.encoded.data) if outcome.encoded else len(str(outcome.error))
+        sync.keep(route.path, payload, size)  # /status/{id} answers it a while, as Runpod's
         return results.respond(payload, status_code=outcome.http_status)
 
     async def run(body: Any) -> JSONResponse:
@@ -222,6 +223,10 @@ def _add_queue_routes(
             kept = sync.answer(job_id, route.path)  # a runsync call's, kept a minute
             if kept is not None:
                 return results.respond(kept)
+            why = sync.gone(job_id, route.path)  # one no longer kept: why
+            if why is not None:
+                gone = f"runsync call {job_id!r} on {base} is no longer kept: {why}"
+                return JSONResponse({"id": job_id, "status": "EXPIRED", "error": gone}, 404)
             return job_streams.not_found(jobs, job_id, route.path, base)
         return results.respond(job_streams.with_progress(job.to_response(), feeds.get(job_id)))
 
