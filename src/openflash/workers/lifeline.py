@@ -50,6 +50,7 @@ from typing import Any
 __all__ = [
     "LIFELINE_SIGNAL",
     "PARENT_VARIABLE",
+    "PIDFD_VARIABLE",
     "arm",
     "descendants",
     "expected_guardian",
@@ -60,6 +61,9 @@ __all__ = [
 
 #: The variable naming the pid of the process whose death the worker dies with.
 PARENT_VARIABLE = "OPENFLASH_PARENT_PID"
+#: Instead, in a PID namespace of its own: an inherited pidfd of that process, which the
+#: namespace's launcher opened outside, where the pid means something (workers/namespace.py).
+PIDFD_VARIABLE = "OPENFLASH_PARENT_PIDFD"
 #: What the kernel sends when the parent dies (prctl PR_SET_PDEATHSIG).
 LIFELINE_SIGNAL = signal.SIGRTMIN + 5
 PR_SET_PDEATHSIG = 1
@@ -68,6 +72,9 @@ POLL_S = 0.25
 
 _guardian: int | None = None
 _pidfd: int | None = None
+#: ``_pidfd`` was handed in from outside this PID namespace (the guardian's pid means nothing
+#: here); a worker forked from a template there keeps watching it (its guardian: the same pool).
+_from_outside = False
 
 
 def expected_guardian() -> int:
@@ -85,19 +92,24 @@ def arm(pid: int | None = None, *, death_signal: bool = True, watch: bool = True
     """Die with process ``pid`` (default: ``expected_guardian()``): with ``death_signal`` (it
     must then be the parent) the kernel's signal, with ``watch`` the watchdog thread. If it is
     already gone, the tree is killed now."""
-    global _guardian, _pidfd
+    global _guardian, _pidfd, _from_outside
     _guardian = expected_guardian() if pid is None else pid
     os.environ.pop(PARENT_VARIABLE, None)  # not for the processes the user's code starts
-    if _pidfd is not None:  # armed before the fork that made this process: the template's
-        with contextlib.suppress(OSError):
-            os.close(_pidfd)
-    try:
-        _pidfd = os.pidfd_open(_guardian)
-    except ProcessLookupError:
-        kill_tree()
-    except (OSError, AttributeError):  # no pidfd on this kernel: poll
-        _pidfd = None
-    if death_signal:
+    handed = os.environ.pop(PIDFD_VARIABLE, "")
+    if handed.isdigit():  # in a PID namespace of its own (workers/namespace.py)
+        _pidfd, _from_outside = int(handed), True
+        os.set_inheritable(_pidfd, False)
+    elif not _from_outside:
+        if _pidfd is not None:  # armed before the fork that made this process: the template's
+            with contextlib.suppress(OSError):
+                os.close(_pidfd)
+        try:
+            _pidfd = os.pidfd_open(_guardian)
+        except ProcessLookupError:
+            kill_tree()
+        except (OSError, AttributeError):  # no pidfd on this kernel: poll
+            _pidfd = None
+    if death_signal and not _from_outside:  # inside, the parent is the namespace's init
         with contextlib.suppress(OSError, ValueError, AttributeError):
             signal.signal(LIFELINE_SIGNAL, _on_signal)
             libc = ctypes.CDLL(None, use_errno=True)

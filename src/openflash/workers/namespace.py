@@ -332,6 +332,8 @@ def main(argv: list[str]) -> None:
     (with a PID namespace: run it under an init there)."""
     config = json.loads(os.environ.pop(NAMESPACE_VARIABLE, "{}") or "{}")
     pid = bool(config.get("pid"))
+    if pid:
+        _hand_guardian_in()
     try:
         enter(config.get("layer"), config.get("volume"), config.get("root"), pid)
     except OSError as e:
@@ -340,6 +342,29 @@ def main(argv: list[str]) -> None:
     if pid:
         run_as_init(argv, bool(config.get("linger")))
     _exec(argv)
+
+
+#: workers.lifeline's variables (this module runs as a bare file too: no import of it).
+_PARENT_VARIABLE = "OPENFLASH_PARENT_PID"
+_PIDFD_VARIABLE = "OPENFLASH_PARENT_PIDFD"
+
+
+def _hand_guardian_in() -> None:
+    """The process a worker dies with (``OPENFLASH_PARENT_PID``, workers.lifeline) is out of
+    sight inside a new PID namespace: open a pidfd of it here, outside, and pass it in
+    (``OPENFLASH_PARENT_PIDFD``, inherited), so the worker's lifeline watches that."""
+    named = os.environ.pop(_PARENT_VARIABLE, "")
+    if not named.isdigit():
+        return
+    try:
+        fd = os.pidfd_open(int(named))
+    except ProcessLookupError:
+        sys.exit(SETUP_FAILED)  # gone already: nothing to start a worker for
+    except (OSError, AttributeError):  # no pidfd here: the worker cannot watch it; say so
+        print("openflash: no pidfd_open: the worker cannot watch its owner", file=sys.stderr)
+        return
+    os.set_inheritable(fd, True)
+    os.environ[_PIDFD_VARIABLE] = str(fd)
 
 
 def lingering(config: str) -> str:
