@@ -35,6 +35,7 @@ from openflash.workers.handover import hand_back, handed_back_error, retire
 from openflash.workers.lifecycle import STOP_GRACE_S, PoolConfig, Worker, WorkerLives, WorkerState
 from openflash.workers.port import Backend, WorkerSpec, describe_exit
 from openflash.workers.relay import NestedHandler, Relay
+from openflash.workers.replies import ReplyTap, settle
 from openflash.workers.waits import Waits, deadlock_error
 
 __all__ = ["Pool", "PoolConfig"]
@@ -233,10 +234,10 @@ class Pool(WorkerLives):
 
     async def _read(self, worker: Worker) -> None:
         assert worker.handle is not None
-        reader = worker.handle.reader
+        tap = ReplyTap(worker.handle.reader, lambda frame: self._replied(worker, frame))
         while True:
             try:
-                frame = await protocol.read_frame(reader)
+                frame = await tap.read()
             except protocol.FrameError as e:
                 worker.doom = f"it sent what openflash cannot read as a frame ({e}); it was killed"
                 break
@@ -260,23 +261,15 @@ class Pool(WorkerLives):
                 worker.state = WorkerState.STOPPING  # no new calls; a replacement starts if needed
                 worker.doom = "it ran out of memory under FLASH_WORKER_MAX_RSS"
                 continue
-            call = worker.in_flight.pop(frame.call_id, None)
-            if call is None:
-                continue  # it timed out already
-            if call.timer is not None:
-                call.timer.cancel()
-            call.wire = None  # nothing more to signal
-            if frame.kind == protocol.ERROR and call.sent_blob:
-                worker.loaded.discard(call.target)  # the worker may not have kept it
-                if self.instance_home.get(call.target) is worker:
-                    del self.instance_home[call.target]
-            assert call.future is not None
-            if not call.future.done():
-                call.future.set_result(Reply(frame.kind == protocol.RESULT, frame.payload))
-            if not worker.in_flight:
-                self._arm_idle(worker)
-            self._dispatch()
+            self._replied(worker, frame)
         await self._exited(worker)
+
+    def _replied(self, worker: Worker, frame: protocol.Frame) -> None:
+        if not settle(worker, frame, self.instance_home):
+            return  # it timed out already
+        if not worker.in_flight:
+            self._arm_idle(worker)
+        self._dispatch()
 
     def _on_timeout(self, worker: Worker, call_id: int) -> None:
         call = worker.in_flight.pop(call_id, None)

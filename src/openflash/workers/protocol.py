@@ -26,6 +26,7 @@ import asyncio
 import os
 import pickle
 import struct
+from collections.abc import Callable
 from typing import Any, NamedTuple, TypedDict, cast
 
 from openflash.workers import payloads
@@ -181,12 +182,17 @@ def _max_frame() -> int:
 MAX_FRAME = _max_frame()
 
 
-async def read_frame(reader: asyncio.StreamReader) -> Frame | None:
+async def read_frame(
+    reader: asyncio.StreamReader, on_header: Callable[[], None] | None = None
+) -> Frame | None:
     """The next frame, or None when the other side has closed the stream; FrameError when
     its header announces a payload no frame can have (more than MAX_FRAME bytes), or one that
-    cannot be allocated here."""
+    cannot be allocated here. ``on_header`` is called once the header is taken from ``reader``
+    (workers/replies.py: the reader is then inside a frame)."""
     try:
         header = await reader.readexactly(HEADER.size)
+        if on_header is not None:
+            on_header()
         kind, call_id, size = HEADER.unpack(header)
         if size > MAX_FRAME:
             raise FrameError(
