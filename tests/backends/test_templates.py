@@ -128,25 +128,46 @@ def _torch_wheel() -> str | None:
 
 @pytest.mark.skipif(_torch_wheel() is None, reason="needs a CPU torch wheel in /opt/wheels")
 @pytest.mark.usefixtures("flash_home")
-def test_a_worker_forked_from_a_torch_template_computes() -> None:
+def _our_template_ready(timeout: float = 300.0) -> None:
+    """Wait until a template of this process has said it is ready (its note in the store)."""
+    notes = Path(os.environ["FLASH_HOME"]) / "templates"
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        for note in notes.glob("*.json"):
+            try:
+                stat = Path(f"/proc/{note.stem}/stat").read_text()
+            except OSError:
+                continue
+            if int(stat[stat.rfind(")") + 2 :].split()[1]) == os.getpid():
+                return
+        time.sleep(0.1)
+    raise AssertionError("no template of this process became ready")
+
+
+def test_a_worker_forked_from_a_torch_template_computes(tmp_path: Path) -> None:
     @remote(CpuLiveServerless(name="torch-forked", workersMax=2), dependencies=[_torch_wheel()])
-    async def matmul(n: int, hold: float = 0.0) -> dict:
+    async def matmul(n: int, hold: str = "") -> dict:
         import asyncio
         import os
 
         import torch
 
-        await asyncio.sleep(hold)
+        while hold and not os.path.exists(hold):  # busy until the test says
+            await asyncio.sleep(0.02)
         x = torch.ones(n, n) @ torch.ones(n, n)
         return {"sum": float(x.sum()), "parent": os.getppid(), "pid": os.getpid()}
 
     first = run(matmul(8))  # spawned, while the template imports torch beside it
     assert first["sum"] == 8.0 * 8 * 8
+    _our_template_ready()
+    release = tmp_path / "release"
 
     async def second_worker() -> dict:
-        busy = asyncio.ensure_future(matmul(8, 1.0))  # keeps the first worker busy
+        # The first worker stays busy until the second answered, however long it takes to start.
+        busy = asyncio.ensure_future(matmul(8, str(release)))
         await asyncio.sleep(0.1)
         answer = await matmul(16)
+        release.touch()
         await busy
         return answer
 
