@@ -184,20 +184,20 @@ def test_the_light_client_inside_workers_has_client_mode(monkeypatch: pytest.Mon
 
 
 def test_runsync_answers_are_kept_a_while_and_counted(monkeypatch: pytest.MonkeyPatch) -> None:
-    sync = SyncCalls()
+    sync = SyncCalls(budget=1 << 20)
     sync.note({"kind": "runsync", "route": "/a/f", "status": "COMPLETED"})
     sync.note({"kind": "run", "route": "/a/f", "status": "IN_QUEUE"})  # journaled: not here
     assert sync.of("/a/f") == {"COMPLETED": 1}
-    sync.keep("/a/f", {"id": "j1", "status": "COMPLETED", "output": 1})
+    sync.keep("/a/f", {"id": "j1", "status": "COMPLETED", "output": 1}, 50)
     assert sync.answer("j1", "/a/f") == {"id": "j1", "status": "COMPLETED", "output": 1}
     assert sync.answer("j1", "/b/g") is None  # another route's id is not this route's job
     monkeypatch.setattr(SyncCalls, "MOST", 2)
     for n in range(2, 5):
-        sync.keep("/a/f", {"id": f"j{n}", "status": "COMPLETED"})
+        sync.keep("/a/f", {"id": f"j{n}", "status": "COMPLETED"}, 40)
     assert sync.answer("j1", "/a/f") is None and sync.answer("j4", "/a/f") is not None
-    monkeypatch.setattr(SyncCalls, "KEEP_S", -1.0)  # past its time: gone
-    sync.keep("/a/f", {"id": "j5", "status": "COMPLETED"})
-    assert sync.answer("j5", "/a/f") is None
+    past = SyncCalls(budget=1 << 20, keep_s=-1.0)  # kept past its time: gone
+    past.keep("/a/f", {"id": "j5", "status": "COMPLETED"}, 40)
+    assert past.answer("j5", "/a/f") is None
 
 
 def test_an_image_endpoint_still_declares_routes_run_in_its_image() -> None:
