@@ -130,7 +130,9 @@ def _torch_wheel() -> str | None:
 @pytest.mark.usefixtures("flash_home")
 def _our_template_ready(timeout: float = 300.0) -> None:
     """Wait until a template of this process has said it is ready (its note in the store)."""
-    notes = Path(os.environ["FLASH_HOME"]) / "templates"
+    from openflash._settings import Settings
+
+    notes = Settings.from_env().home / "templates"
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         for note in notes.glob("*.json"):
