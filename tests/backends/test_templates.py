@@ -7,12 +7,14 @@ import asyncio
 import logging
 import os
 import signal
+import sys
 import time
 from pathlib import Path
 
 import pytest
 
 from openflash import CpuLiveServerless, remote
+from openflash.backends.templates import Template
 from openflash.runtime import process
 
 from helpers import make_wheel
@@ -234,3 +236,26 @@ def _env_ls(env: dict[str, str]) -> str:
     )
     assert done.returncode == 0, done.stderr
     return done.stdout + done.stderr  # the CLI prints its tables on stderr
+
+
+def test_a_template_started_as_another_is_retired_gets_ready_and_is_read() -> None:
+    """As Forking does when the project's files changed (or a template is stuck): the old one
+    closed and a new one started in the same step. The new socket takes the number the old
+    one had; the loop must watch it (not the old registration, left stale by the close, nor
+    have it dropped when the old reader ends), or the new template's ready is never read."""
+    src = str(Path(__file__).resolve().parents[2] / "src")
+    env = {"PATH": os.environ["PATH"], "PYTHONPATH": src}
+
+    async def main() -> None:
+        old = Template(Path(sys.executable), env, Path.cwd(), ())
+        await old.ensure_started()
+        new = Template(Path(sys.executable), env, Path.cwd(), ())
+        closing = asyncio.ensure_future(old.close())
+        await asyncio.wait_for(new.ensure_started(), 20)  # never, before: READY_TIMEOUT_S
+        await closing  # its reader ended: the new one's registration is left alone
+        assert new.pid is not None and new._reader is not None
+        os.kill(new.pid, signal.SIGKILL)
+        await asyncio.wait_for(new._reader, 10)  # its end is seen
+        await new.close()
+
+    run(main())

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import socket
 import subprocess
 import sys
 import time
@@ -184,3 +185,43 @@ def test_what_the_program_leaves_ends_with_it_unless_the_namespace_lingers(
     finally:
         for pid in left:
             os.kill(pid, 9)
+
+
+@needs_namespaces
+def test_a_lingering_init_keeps_none_of_the_launchers_descriptors() -> None:
+    """A template's socket to its pool is passed to its launcher, and so reached the init of
+    its PID namespace too; an init lingering for the template's workers that kept it would
+    keep the pool from seeing the template end (no end of file on the socket while any worker
+    forked from it lives: backends/templates.py's reader then waits on, and later fails the
+    forks of the template started in its place)."""
+    marker = f"{5000 + os.getpid() % 1000}.31"  # a unique `sleep` argument
+    config = {NAMESPACE_VARIABLE: lingering(namespace_env(None, pid=True)[NAMESPACE_VARIABLE])}
+    ours, theirs = socket.socketpair()
+    # The program (the template) leaves a process in the namespace (a worker; Popen closes the
+    # socket in it), then ends: only the lingering init could still hold the socket.
+    program = (
+        "import subprocess; subprocess.Popen(['sleep', '"
+        + marker
+        + "'], start_new_session=True, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, "
+        "stderr=subprocess.DEVNULL)"
+    )
+    launcher = [sys.executable, "-m", "openflash.workers.namespace", "--exec"]
+    proc = subprocess.Popen(
+        [*launcher, sys.executable, "-c", program],
+        env={**os.environ, **config, "PYTHONPATH": SRC},
+        pass_fds=(theirs.fileno(),),
+        start_new_session=True,
+    )
+    theirs.close()
+    left: list[int] = []
+    try:
+        assert proc.wait(timeout=60) == 0
+        left = _host_pids_running(f"sleep\0{marker}")
+        assert left, "the namespace did not linger"
+        ours.settimeout(10)
+        assert ours.recv(1) == b""  # the other end is closed everywhere
+    finally:
+        ours.close()
+        for pid in left:
+            with contextlib.suppress(OSError):
+                os.kill(pid, 9)

@@ -96,7 +96,8 @@ async def receive(sock: socket.socket, size: int) -> tuple[bytes, int | None]:
             try:
                 await readable
             finally:
-                loop.remove_reader(fd)
+                if sock.fileno() != -1:  # closed meanwhile (Template._kill): not ours to drop
+                    loop.remove_reader(fd)  # (its number may be a new socket's by now)
             continue
         pid = None
         for fd in fds:

@@ -336,6 +336,11 @@ class Template:
             with contextlib.suppress(ProcessLookupError, PermissionError):
                 os.killpg(self._proc.pid, 9)
         if self._sock is not None:
+            # Its reader's registration goes first: a socket closed while the loop watches its
+            # number leaves the loop watching a number the kernel no longer has, and a new
+            # template's socket, given that number next, would never be seen (its ready lost).
+            with contextlib.suppress(RuntimeError, ValueError):
+                asyncio.get_running_loop().remove_reader(self._sock.fileno())
             self._sock.close()
             self._sock = None
 

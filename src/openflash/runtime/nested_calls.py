@@ -26,7 +26,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 from openflash.errors import FlashError
 from openflash.runtime.failures import remote_error
-from openflash.workers import protocol
+from openflash.workers import events, protocol
 from openflash.workers.calls import Call
 
 if TYPE_CHECKING:
@@ -173,6 +173,12 @@ class NestedCalls:
         call.caller_modules = request.caller  # the result is for the calling worker
         if outer is not None:
             outer.children.add(call)
+        # This runs in the context of the worker's reader task, which holds the hooks of the
+        # call whose submit started that worker (a /run job's: server/jobs.py). They are not
+        # this call's: a nested call a reload hands back must not make that job run again, nor
+        # may its start mark that job started.
+        taken = events.call_taken.set(None)
+        handed_back = events.call_handed_back.set(None)
         try:
             reply = await self.runtime._submit(handle.endpoint, call)
         except FlashError as e:
@@ -187,6 +193,8 @@ class NestedCalls:
                 )
             )
         finally:
+            events.call_handed_back.reset(handed_back)
+            events.call_taken.reset(taken)
             if outer is not None:
                 outer.children.discard(call)
         if reply.ok:

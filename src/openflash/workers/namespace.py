@@ -291,6 +291,19 @@ def _wait(pid: int) -> int:
             continue
 
 
+def _close_all_but(keep: int) -> None:
+    """Close every descriptor of this process above 2 but ``keep`` (as ``/proc`` lists them:
+    the init has mounted its namespace's own by now)."""
+    try:
+        names = os.listdir("/proc/self/fd")
+    except OSError:
+        return
+    for name in names:
+        if name.isdigit() and int(name) > 2 and int(name) != keep:
+            with contextlib.suppress(OSError):  # the listing's own, closed already
+                os.close(int(name))
+
+
 def _init(argv: list[str], status_w: int, linger: bool) -> None:
     """Pid 1: start the program, reap every process, tell the program's status; then end, or
     with ``linger`` end once no process is left."""
@@ -300,6 +313,10 @@ def _init(argv: list[str], status_w: int, linger: bool) -> None:
     if program == 0:
         os.close(status_w)
         _exec(argv)
+    # The program has its descriptors; the init keeps none of them but its status pipe (and
+    # 0-2): a lingering init holding, say, a template's socket to its pool would hide the
+    # template's end from the pool for as long as the template's workers live.
+    _close_all_but(status_w)
     if linger:  # a kill of the launcher's group (the template's stop) leaves the init and the
         os.setpgid(0, 0)  # workers forked into its namespace, which outlive their template
     for sig in _PASSED_SIGNALS:
