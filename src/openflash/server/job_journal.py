@@ -61,6 +61,7 @@ _ADDED = {
     "webhook_state": "TEXT",  # pending, delivered or failed
     "call_attempt": "INTEGER NOT NULL DEFAULT 0",
     "output_size": "INTEGER",  # set where the output is in its result file
+    "retried": "INTEGER NOT NULL DEFAULT 0",  # times /retry made it a new run (/health counts)
 }
 
 
@@ -237,7 +238,8 @@ class JobJournal:
         """Queue a job again (``reopen``: an ended one, its outcome and its count of starts
         cleared, for a retry: a new run, as Runpod's /retry requeues the job afresh)."""
         cleared = (
-            ", output=NULL, output_size=NULL, error=NULL, finished=NULL, attempts=0, call_attempt=0"
+            ", output=NULL, output_size=NULL, error=NULL, finished=NULL, attempts=0,"
+            " call_attempt=0, retried=retried+1"
             if reopen
             else ""
         )
@@ -289,9 +291,11 @@ class JobJournal:
         return Job(row[0], row[1], json.loads(row[2]), row[3], output, error, *row[6:13])
 
     def counts(self, route: str) -> tuple[dict[str, int], int]:
-        """``route``'s jobs by status, and how many were started more than once."""
+        """``route``'s jobs by status, and how many were started more than once (run again after
+        a crash, under ``retries``, or by ``/retry``)."""
         sql = (
-            "SELECT status, count(*), sum(attempts > 1 OR call_attempt > 1) FROM jobs WHERE route=?"
+            "SELECT status, count(*), sum(attempts > 1 OR call_attempt > 1 OR retried > 0) "
+            "FROM jobs WHERE route=?"
         )
         rows = self._run(sql + " GROUP BY status", (route,))
         return {status: n for status, n, _ in rows}, sum(r or 0 for _, _, r in rows)
