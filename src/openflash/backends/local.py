@@ -294,17 +294,24 @@ class LocalBackend:
         env = worker_environ(spec, target, gpus, bool(allocator.devices), in_namespace)
         make_worker_folders(env, spec.volume)
         parent_sock, child_sock = socket.socketpair()
-        child = ["openflash.workers.child", str(child_sock.fileno()), str(spec.max_concurrency)]
-        main = worker_main(env, child)
-        argv = (
-            namespace_argv(target.python, main)
-            if in_namespace
-            else [str(target.python), "-m", *main]
-        )
         try:
-            proc = await self._fork(
-                spec, target, env, child_sock
-            ) or await asyncio.create_subprocess_exec(
+            forked = await self._fork(spec, target, env, child_sock)
+            if forked is None and self.fork:  # a template that answers late may hold child_sock
+                parent_sock.close()
+                child_sock.close()
+                parent_sock, child_sock = socket.socketpair()
+            child = [
+                "openflash.workers.child",
+                str(child_sock.fileno()),
+                str(spec.max_concurrency),
+            ]
+            main = worker_main(env, child)
+            argv = (
+                namespace_argv(target.python, main)
+                if in_namespace
+                else [str(target.python), "-m", *main]
+            )
+            proc = forked or await asyncio.create_subprocess_exec(
                 *argv,
                 stdin=asyncio.subprocess.DEVNULL,
                 stdout=asyncio.subprocess.PIPE,
