@@ -19,6 +19,7 @@ import httpx
 import pytest
 
 from openflash.deps.namespace_mode import layer_mode
+from openflash.workers.lifeline import descendants
 
 from helpers import FlashServer, write
 
@@ -146,24 +147,6 @@ def _our_pid_ns() -> str:
     return os.readlink("/proc/self/ns/pid")
 
 
-def _descendants(pid: int) -> list[int]:
-    """Every process below ``pid``, read from this machine's /proc."""
-    children: dict[int, list[int]] = {}
-    for entry in os.listdir("/proc"):
-        if entry.isdigit():
-            try:
-                stat = Path(f"/proc/{entry}/stat").read_text()
-            except OSError:
-                continue
-            children.setdefault(int(stat[stat.rfind(")") + 2 :].split()[1]), []).append(int(entry))
-    found, todo = [], [pid]
-    while todo:
-        below = children.get(todo.pop(), [])
-        found += below
-        todo += below
-    return found
-
-
 def _templates_of(pid: int) -> list[int]:
     found = []
     for entry in os.listdir("/proc"):
@@ -198,7 +181,7 @@ def test_a_killed_program_takes_its_workers_and_their_children(
         children = [r[k] for r in records for k in ("child", "detached")]
         ours = os.readlink("/proc/self/ns/mnt")
         if namespace:  # a PID namespace of their own: the records hold pids of in there
-            below = _descendants(proc.pid)  # this machine's pids of every process below
+            below = descendants(proc.pid)  # this machine's pids of every process below
             pids = [p for p in below if os.readlink(f"/proc/{p}/ns/pid") != _our_pid_ns()]
             assert len(pids) >= 1 + 2 * 3, (below, records)  # workers, template, 6 children
             assert all(os.readlink(f"/proc/{p}/ns/mnt") != ours for p in pids), records
@@ -382,23 +365,6 @@ print(asyncio.run(built()))
 """
 
 
-def _descendants(pid: int) -> list[int]:
-    children: dict[int, list[int]] = {}
-    for entry in os.listdir("/proc"):
-        if entry.isdigit():
-            try:
-                stat = Path(f"/proc/{entry}/stat").read_text()
-            except OSError:
-                continue
-            children.setdefault(int(stat[stat.rfind(")") + 2 :].split()[1]), []).append(int(entry))
-    found, todo = [], [pid]
-    while todo:
-        below = children.get(todo.pop(), [])
-        found += below
-        todo += below
-    return found
-
-
 def _program_name(pid: int) -> str:
     try:
         return Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")[0].decode().rsplit("/")[-1]
@@ -436,7 +402,7 @@ def test_a_program_killed_mid_build_leaves_no_uv_and_its_tmp_is_swept(
             assert proc.poll() is None, proc.communicate()[0]
             assert time.monotonic() < deadline, "the build never reached its compiler"
             time.sleep(0.05)
-        uvs = [p for p in _descendants(proc.pid) if _program_name(p) == "uv"]
+        uvs = [p for p in descendants(proc.pid) if _program_name(p) == "uv"]
         building = sorted(p.name for p in (home / "tmp").iterdir())
         assert uvs and any(name.startswith("envs-") for name in building), (uvs, building)
         proc.kill()  # SIGKILL to the program alone, mid-build
