@@ -8,16 +8,28 @@ from __future__ import annotations
 import os
 import pwd
 import secrets
+import shutil
 import subprocess
 import sys
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
+import pytest
 import tomllib
 
 ROOT = Path(__file__).resolve().parents[2]
 SYSTEM_PYTHON = Path("/usr/bin/python3.11")
+
+#: The marks of a module whose tests create real local users (root, useradd, setpriv and
+#: Debian's own Python, which a created user can run).
+NEEDS_LOCAL_USERS = [
+    pytest.mark.skipif(os.geteuid() != 0, reason="creating a user needs root"),
+    pytest.mark.skipif(
+        not (shutil.which("useradd") and shutil.which("setpriv") and SYSTEM_PYTHON.exists()),
+        reason="needs useradd, setpriv and Debian's /usr/bin/python3.11",
+    ),
+]
 
 
 @dataclass(frozen=True)

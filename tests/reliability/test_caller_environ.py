@@ -14,7 +14,6 @@ then reads the server's secret, which is what the mark prevents.
 from __future__ import annotations
 
 import json
-import os
 import secrets
 import shlex
 import shutil
@@ -27,8 +26,8 @@ from pathlib import Path
 import httpx
 import pytest
 from local_users import (
+    NEEDS_LOCAL_USERS,
     ROOT,
-    SYSTEM_PYTHON,
     LocalUser,
     create_user,
     network_environ,
@@ -40,13 +39,7 @@ from helpers import FlashServer, write
 
 Report = Callable[[str, str, str], None]
 
-pytestmark = [
-    pytest.mark.skipif(os.geteuid() != 0, reason="creating a user needs root"),
-    pytest.mark.skipif(
-        not (shutil.which("useradd") and shutil.which("setpriv") and SYSTEM_PYTHON.exists()),
-        reason="needs useradd, setpriv and Debian's /usr/bin/python3.11",
-    ),
-]
+pytestmark = NEEDS_LOCAL_USERS
 
 APP = """
 from openflash import CpuLiveServerless, remote

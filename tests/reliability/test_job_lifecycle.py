@@ -129,15 +129,21 @@ def test_stopping_a_server_twice_fails_only_jobs_that_ran_twice(
     )
 
 
-def test_a_result_the_full_journal_cannot_hold_fails_its_job_once(
-    tmp_path: Path, session_home: Path, uv_cache: Path, report: Report
-) -> None:
-    project = _project(tmp_path)
+def _small_journal_disk(project: Path) -> Path:
+    """``project``'s ``.flash/`` as a 512 KiB tmpfs of its own (unmounted by the caller)."""
     flash = project / ".flash"
     flash.mkdir()
     subprocess.run(
         ["mount", "-t", "tmpfs", "-o", "size=512k,mode=0700", "tmpfs", str(flash)], check=True
     )
+    return flash
+
+
+def test_a_result_the_full_journal_cannot_hold_fails_its_job_once(
+    tmp_path: Path, session_home: Path, uv_cache: Path, report: Report
+) -> None:
+    project = _project(tmp_path)
+    flash = _small_journal_disk(project)
     env = _env(session_home, uv_cache)
     server = FlashServer(project, "--no-reload", env=env)
     try:
@@ -384,11 +390,7 @@ def test_a_job_whose_failure_cannot_be_journaled_is_held_and_never_run_again(
     tmp_path: Path, session_home: Path, uv_cache: Path, report: Report
 ) -> None:
     project = _project(tmp_path)
-    flash = project / ".flash"
-    flash.mkdir()
-    subprocess.run(
-        ["mount", "-t", "tmpfs", "-o", "size=512k,mode=0700", "tmpfs", str(flash)], check=True
-    )
+    flash = _small_journal_disk(project)
     env = _env(session_home, uv_cache)
     hold = tmp_path / "hold"
     hold.touch()

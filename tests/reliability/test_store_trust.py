@@ -26,8 +26,8 @@ from pathlib import Path
 
 import pytest
 from local_users import (
+    NEEDS_LOCAL_USERS,
     ROOT,
-    SYSTEM_PYTHON,
     LocalUser,
     create_user,
     network_environ,
@@ -44,13 +44,7 @@ from helpers import make_wheel, write
 
 Report = Callable[[str, str, str], None]
 
-pytestmark = [
-    pytest.mark.skipif(os.geteuid() != 0, reason="creating users and planting files needs root"),
-    pytest.mark.skipif(
-        not (shutil.which("useradd") and shutil.which("setpriv") and SYSTEM_PYTHON.exists()),
-        reason="needs useradd, setpriv and Debian's /usr/bin/python3.11",
-    ),
-]
+pytestmark = NEEDS_LOCAL_USERS
 
 VICTIM_PROGRAM = """
 import asyncio
