@@ -271,6 +271,12 @@ def shared_memory_min(environ: dict[str, str] | None = None) -> int | None:
     return _size(env, "FLASH_SHARED_MEMORY_MIN")
 
 
+def quiet(environ: dict[str, str] | None = None) -> bool:
+    """FLASH_QUIET alone (the CLI's ``-q`` and a first call's build progress read it): a yes/no
+    value (1, true, yes, on / 0, false, no, off, empty); ConfigError naming any other."""
+    return _flag(dict(os.environ if environ is None else environ), "FLASH_QUIET")
+
+
 def _path(env: dict[str, str], name: str) -> Path | None:
     text = env.get(name, "").strip()
     return Path(text).expanduser().absolute() if text else None

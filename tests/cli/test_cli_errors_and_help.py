@@ -53,6 +53,27 @@ def test_any_command_with_a_bad_setting_has_no_traceback(project: Path) -> None:
 
 
 @pytest.mark.parametrize(
+    ("args", "env", "first_line"),
+    [
+        ([], {"FLASH_QUIET": "maybe"}, "error: FLASH_QUIET='maybe' is not a yes/no value"),
+        ([], {"FLASH_LOG_FORMAT": "xml"}, "error: FLASH_LOG_FORMAT='xml' is not text or json"),
+        (["--log-format", "xml"], {}, "error: --log-format 'xml' is not text or json"),
+    ],
+    ids=["quiet-word", "log-format-variable", "log-format-flag"],
+)
+def test_flash_run_names_where_a_bad_value_came_from(
+    project: Path, args: list[str], env: dict[str, str], first_line: str
+) -> None:
+    """A bad FLASH_QUIET used to be taken as "not quiet"; a bad FLASH_LOG_FORMAT was blamed on
+    a --log-format flag the user never passed."""
+    done = run_flash("run", ".", *args, cwd=project, env=env, timeout=120)
+    assert done.returncode == 2, done.stderr
+    lines = done.stderr.splitlines()
+    assert lines[0] == first_line
+    assert lines[1].startswith("hint: ") and len(lines) == 2
+
+
+@pytest.mark.parametrize(
     "command",
     [
         [],

@@ -111,7 +111,12 @@ def run(
     # a key-less server on loopback answers only to its own names (no DNS rebinding)
     hosts = allowed_hosts(host) if api_key is None and _is_loopback(host) else None
     if log_format not in ("text", "json"):
-        _fail(f"--log-format {log_format!r} is not text or json", "pass --log-format json")
+        env = os.environ.get("FLASH_LOG_FORMAT") == log_format  # set there (the flag wins)
+        given = f"FLASH_LOG_FORMAT={log_format!r}" if env else f"--log-format {log_format!r}"
+        _fail(
+            f"{given} is not text or json",
+            "pass --log-format text or --log-format json (or set FLASH_LOG_FORMAT to one of them)",
+        )
     names = frozenset(n.strip() for item in only or [] for n in item.split(",") if n.strip())
     if verbose:
         logging.basicConfig(format="%(name)s: %(message)s")

@@ -31,6 +31,7 @@ from dataclasses import dataclass, field
 from typing import Any, TextIO, TypeVar
 
 from openflash import _subprocess
+from openflash._settings import quiet
 from openflash.workers import events
 
 __all__ = ["STARTING", "BuildProgress", "Step", "quiet_from_env", "step", "step_sink"]
@@ -115,8 +116,8 @@ def step(line: str) -> Step | None:
 
 
 def quiet_from_env() -> bool:
-    """FLASH_QUIET=1: no progress."""
-    return os.environ.get("FLASH_QUIET", "").strip().lower() in ("1", "true", "yes")
+    """FLASH_QUIET=1: no progress (any yes/no word; ConfigError naming another value)."""
+    return quiet()
 
 
 def step_sink(what: str) -> Callable[[str], None]:
