@@ -26,7 +26,7 @@ from typing import Any, TextIO
 from openflash import _subprocess
 from openflash.workers import events
 
-__all__ = ["AccessLog", "CallLog", "error_summary", "escaped"]
+__all__ = ["AccessLog", "CallLog", "error_summary", "escaped", "quiet_path", "request_fields"]
 
 Scope = MutableMapping[str, Any]
 Message = MutableMapping[str, Any]
@@ -193,10 +193,15 @@ class AccessLog:
             raise
         finally:
             events.call_note.reset(token)
-            self.report(_call_fields(scope, note, response, time.perf_counter() - started))
+            self.report(request_fields(scope, note, response, time.perf_counter() - started))
 
 
-def _call_fields(
+def quiet_path(path: str) -> bool:
+    """Whether requests to ``path`` go unlogged (the dashboard's polling, probes, scrapes)."""
+    return path.startswith(_QUIET_PREFIXES)
+
+
+def request_fields(
     scope: Scope, note: dict[str, Any], response: dict[str, Any], seconds: float
 ) -> dict[str, Any]:
     client = scope.get("client")
