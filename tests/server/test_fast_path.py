@@ -166,6 +166,15 @@ def test_a_run_job_then_its_status(served: tuple[Both, TestClient]) -> None:
             break
         time.sleep(0.05)
     assert status["status"] == "COMPLETED" and status["output"] == {"x": 3, "word": "job"}
+    # /status of a job that ended, of a runsync call kept a while, of an unknown id: the same
+    ran = client.post("/echo/runsync", json={"input": {"x": 4}}, headers=KEY).json()["id"]
+    for job_id, code in ((job.json()["id"], 200), (ran, 200), ("no-such-job", 404)):
+        slow, fast, n = _both(both, client, "GET", f"/echo/status/{job_id}", headers=KEY)
+        assert (fast.status_code, n) == (code, 1), fast.text
+        _same(slow, fast)
+    slow, fast, n = _both(both, client, "GET", "/echo/status/", headers=KEY)
+    assert (fast.status_code, n) == (404, 0)  # no id: FastAPI's
+    _same(slow, fast)
     # a webhook that is no URL: the route's own 422, the same on both paths
     slow, fast, n = _both(
         both, client, "POST", "/echo/run", json={"input": {"x": 1}, "webhook": "nope"}, headers=KEY
@@ -217,3 +226,38 @@ def test_routes_a_reload_adds_are_served_on_the_fast_path(
     client.portal.call(both.app.state.flash.reload, both.app)
     gone = client.post("/added/runsync", json={"input": {"a": 1}}, headers=KEY)
     assert gone.status_code == 404 and both.app.fast.served == before + 1
+
+
+def test_paths_an_earlier_route_matches_are_left_to_fastapi(
+    flash_home: Path, tmp_path: Path
+) -> None:
+    """Load-balanced routes are added before the queue routes, so one at a queue route's path
+    (here /v2/fast-echo/..., the queue endpoint's alias) is the one Starlette matches: the
+    fast path must not answer those paths, and still answers the others."""
+    (tmp_path / "echo.py").write_text(ECHO)
+    (tmp_path / "v2.py").write_text(
+        """
+from openflash import CpuInstanceType, Endpoint
+
+api = Endpoint(name="fast-mine", cpu=CpuInstanceType.CPU3C_1_2, workers=(0, 1))
+
+@api.get("/fast-echo/status/{what}", local=True)
+async def mine(what: str) -> dict:
+    return {"mine": what}
+
+@api.post("/fast-echo/runsync", local=True)
+async def mine_too(x: int) -> dict:
+    return {"mine too": x}
+"""
+    )
+    app = create_app(tmp_path, quiet=True)
+    assert isinstance(app, FlashApp) and app.fast is not None
+    assert app.fast.lookup("POST", "/v2/fast-echo/runsync") is None
+    assert app.fast.lookup("GET", "/v2/fast-echo/status/abc") is None
+    assert app.fast.lookup("POST", "/echo/runsync") is not None  # the others are still served
+    assert app.fast.lookup("GET", "/echo/status/abc") is not None
+    with TestClient(app) as client:
+        assert client.get("/v2/fast-echo/status/abc").json() == {"mine": "abc"}
+        answer = client.post("/v2/fast-echo/runsync", json={"x": 2})
+        assert answer.json() == {"mine too": 2}
+    assert app.fast.served == 0

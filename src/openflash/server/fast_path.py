@@ -1,15 +1,17 @@
-"""The hot queue routes (``POST {base}/runsync`` and ``{base}/run``) answered in front of FastAPI.
+"""The hot queue routes (``POST {base}/runsync``, ``POST {base}/run``, ``GET {base}/status/{id}``)
+answered in front of FastAPI.
 
 A small call's HTTP handling in FastAPI (its middleware stack, the walk over every route, a
 ``Request``, the exception wrappers, each middleware's ``send`` wrapper) costs the server about as
 much CPU as the call itself. ``FlashApp`` is the FastAPI app of ``flash run`` with one step before
 it: a request whose method and exact path name a route served by ``JsonBodyRoute`` (the queue
-routes' POSTs, invocation.py) is answered here, by the same steps the FastAPI path takes, in the
-same order, with the same bytes:
+routes' POSTs, invocation.py), or a GET of a ``JobIdRoute``'s path with a job's id (``/status``),
+is answered here, by the same steps the FastAPI path takes, in the same order, with the same
+bytes:
 
 1. the security checks (security.py's ``screen``: Host allow-list, API key, body size, JSON only,
    nesting), a refusal sent as the middleware sends it;
-2. the body validated in one pass (invocation.py's ``validated``), a refusal answered with the
+2. a POST's body validated in one pass (invocation.py's ``validated``), a refusal answered with the
    same 422 as FastAPI's handler for ``RequestValidationError`` (``invalid_response``);
 3. the route's own handler (routes.py), whose response is sent as one ``http.response.start`` and
    one ``http.response.body`` (a streamed one, a large result, as it streams);
@@ -20,7 +22,8 @@ Every other request (other paths and methods, a path a route with parameters mat
 ``root_path``) goes to FastAPI unchanged, so 404s and 405s are FastAPI's. The table of exact paths
 is built from the app's routes in their order the first time it is needed, and again whenever the
 routes change (a reload installs a new router): a path is in it only when no earlier route
-matches it, as Starlette would find that one first.
+matches it (a ``/status`` path: when none can match any id), as Starlette would find that one
+first.
 """
 
 from __future__ import annotations
@@ -34,10 +37,10 @@ from fastapi import FastAPI
 from fastapi.exceptions import RequestValidationError
 from pydantic import BaseModel
 from starlette.responses import Response, StreamingResponse
-from starlette.routing import BaseRoute, Match
+from starlette.routing import BaseRoute, Match, Mount
 
 from openflash.server.access_log import quiet_path, request_fields
-from openflash.server.invocation import JsonBodyRoute, validated
+from openflash.server.invocation import JobIdRoute, JsonBodyRoute, validated
 from openflash.server.responses import JSONResponse
 from openflash.server.security import Refusal, SecurityMiddleware
 from openflash.workers import events
@@ -68,10 +71,11 @@ def crashed_response(exc: Exception) -> JSONResponse:
 
 @dataclass(frozen=True)
 class HotRoute:
-    """A route answered here: its handler, and the model its body is validated into."""
+    """A route answered here: its handler, and the model its body is validated into (None: a
+    ``JobIdRoute``, whose handler takes ``job_id``, the path's last part)."""
 
     handler: Handler
-    model: type[BaseModel]
+    model: type[BaseModel] | None = None
 
 
 class FlashApp(FastAPI):
@@ -106,6 +110,7 @@ class FastPath:
         self._version = version
         self._built_for: tuple[object, int] | None = None
         self._table: dict[tuple[str, str], HotRoute] = {}
+        self._by_id: dict[str, HotRoute] = {}  # GET {head}/{job_id} by head
         self.served = 0
 
     def lookup(self, method: str, path: str) -> HotRoute | None:
@@ -113,8 +118,12 @@ class FastPath:
         routes = self.app.router.routes
         key = (self._version(), len(routes))
         if key != self._built_for:
-            self._table, self._built_for = _table(routes), key
-        return self._table.get((method, path))
+            (self._table, self._by_id), self._built_for = _tables(routes), key
+        hot = self._table.get((method, path))
+        if hot is None and method == "GET":
+            head, _, job_id = path.rpartition("/")
+            hot = self._by_id.get(head) if job_id else None
+        return hot
 
     async def serve(self, route: HotRoute, scope: Scope, receive: Receive, send: Send) -> None:
         self.served += 1
@@ -145,7 +154,10 @@ class FastPath:
             return screened.status, screened.payload()
         try:
             try:
-                answer = await route.handler(body=validated(route.model, screened or b""))
+                if route.model is None:
+                    answer = await route.handler(job_id=scope["path"].rpartition("/")[2])
+                else:
+                    answer = await route.handler(body=validated(route.model, screened or b""))
             except RequestValidationError as e:
                 answer = invalid_response(e)
         except Exception as e:
@@ -179,19 +191,43 @@ async def _streamed(
     return answer.status_code, kept[0]
 
 
-def _table(routes: list[BaseRoute]) -> dict[tuple[str, str], HotRoute]:
+def _tables(
+    routes: list[BaseRoute],
+) -> tuple[dict[tuple[str, str], HotRoute], dict[str, HotRoute]]:
     """(method, path) -> the route Starlette would pick for it, for each parameterless
-    ``JsonBodyRoute`` that no earlier route matches."""
-    table: dict[tuple[str, str], HotRoute] = {}
+    ``JsonBodyRoute`` that no earlier route matches; and each ``JobIdRoute`` (GET) by its path
+    before ``/{job_id}``, where no earlier route can match any path it does."""
+    exact: dict[tuple[str, str], HotRoute] = {}
+    by_id: dict[str, HotRoute] = {}
     for index, route in enumerate(routes):
-        if not isinstance(route, JsonBodyRoute) or route.param_convertors:
-            continue
-        for method in route.methods or ():
-            key = (method, route.path)
-            if key in table or _matched_before(routes[:index], method, route.path):
-                continue
-            table[key] = HotRoute(route.endpoint, route.body_model)
-    return table
+        if isinstance(route, JsonBodyRoute) and not route.param_convertors:
+            for method in route.methods or ():
+                key = (method, route.path)
+                if key not in exact and not _matched_before(routes[:index], method, route.path):
+                    exact[key] = HotRoute(route.endpoint, route.body_model)
+        elif isinstance(route, JobIdRoute) and route.path.endswith("/{job_id}"):
+            head = route.path.removesuffix("/{job_id}")
+            if "{" not in head and head not in by_id and not _overlaps(routes[:index], head):
+                by_id[head] = HotRoute(route.endpoint)
+    return exact, by_id
+
+
+def _overlaps(routes: list[BaseRoute], head: str) -> bool:
+    """Whether one of ``routes`` might match a path ``{head}/{anything}``: a route matches only
+    paths that start with its path's fixed part (up to its first parameter), so one can only
+    where that part and ``{head}/`` start alike; a route with no path, any."""
+    prefix = head + "/"
+    for route in routes:
+        path = getattr(route, "path", None)
+        if not isinstance(path, str):
+            return True
+        fixed = path.split("{", 1)[0]
+        if "{" in path or isinstance(route, Mount):
+            if fixed.startswith(prefix) or prefix.startswith(fixed):
+                return True
+        elif path.startswith(prefix):
+            return True
+    return False
 
 
 def _matched_before(routes: list[BaseRoute], method: str, path: str) -> bool:

@@ -43,6 +43,7 @@ from openflash.server import results
 from openflash.workers import portable
 
 __all__ = [
+    "JobIdRoute",
     "JsonBodyRoute",
     "Outcome",
     "arguments",
@@ -115,6 +116,11 @@ class JsonBodyRoute(APIRoute):
             return response
 
         return handle
+
+
+class JobIdRoute(APIRoute):
+    """A route whose path ends in ``/{job_id}`` and whose endpoint takes only ``job_id`` (a
+    string): FastAPI serves it as any route; server/fast_path.py answers it itself."""
 
 
 def validated(model: type[BaseModel], body: bytes) -> BaseModel:
