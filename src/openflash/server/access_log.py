@@ -133,6 +133,8 @@ _CONTROL = re.compile(r"[\x00-\x08\x0a-\x1f\x7f-\x9f\u061c\u200e\u200f\u202a-\u2
 def escaped(text: str, *, newlines: bool = False) -> str:
     """``text`` with control characters written as escapes (``\\x1b``), so that a name, a path or
     an error never reaches a terminal raw; ``newlines`` keeps line breaks (a message's own)."""
+    if text.isascii() and text.isprintable():  # the common case, checked in C: nothing to do
+        return text
 
     def escape(match: re.Match[str]) -> str:
         char = match.group()
