@@ -206,6 +206,8 @@ def quiet_path(path: str) -> bool:
 def request_fields(
     scope: Scope, note: dict[str, Any], response: dict[str, Any], seconds: float
 ) -> dict[str, Any]:
+    """A call's fields for ``report``: ``response`` holds its HTTP ``status`` and, from a
+    refusal or a failure (400 and over), the start of its ``body``, whose ``error`` is logged."""
     client = scope.get("client")
     fields: dict[str, Any] = {
         "client": f"{client[0]}:{client[1]}" if client else None,

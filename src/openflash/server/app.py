@@ -7,7 +7,7 @@
 
 Each call is logged to the terminal (access_log.py), as text or JSON lines.
 everything else             the project's endpoints (routes.py), swapped in place on reload;
-                            their POSTs answered before FastAPI (fast_path.py)
+                            /runsync, /run and /status answered before FastAPI (fast_path.py)
 """
 
 from __future__ import annotations
@@ -168,7 +168,7 @@ def create_app(
         SecurityMiddleware, api_key=api_key, max_body=max_body, allowed_hosts=allowed_hosts
     )
     app.add_middleware(AccessLog, report=call_ended)  # outside: refused calls are logged too
-    # The queue routes' POSTs, answered before FastAPI with the same checks (fast_path.py).
+    # /runsync, /run and /status, answered before FastAPI with the same checks (fast_path.py).
     checks = SecurityMiddleware(
         app, api_key=api_key, max_body=max_body, allowed_hosts=allowed_hosts
     )
