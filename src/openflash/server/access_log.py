@@ -26,7 +26,7 @@ from typing import Any, TextIO
 from openflash import _subprocess
 from openflash.workers import events
 
-__all__ = ["AccessLog", "CallLog", "error_summary", "escaped"]
+__all__ = ["AccessLog", "CallLog", "error_summary", "escaped", "quiet_path", "request_fields"]
 
 Scope = MutableMapping[str, Any]
 Message = MutableMapping[str, Any]
@@ -133,6 +133,8 @@ _CONTROL = re.compile(r"[\x00-\x08\x0a-\x1f\x7f-\x9f\u061c\u200e\u200f\u202a-\u2
 def escaped(text: str, *, newlines: bool = False) -> str:
     """``text`` with control characters written as escapes (``\\x1b``), so that a name, a path or
     an error never reaches a terminal raw; ``newlines`` keeps line breaks (a message's own)."""
+    if text.isascii() and text.isprintable():  # the common case, checked in C: nothing to do
+        return text
 
     def escape(match: re.Match[str]) -> str:
         char = match.group()
@@ -193,12 +195,19 @@ class AccessLog:
             raise
         finally:
             events.call_note.reset(token)
-            self.report(_call_fields(scope, note, response, time.perf_counter() - started))
+            self.report(request_fields(scope, note, response, time.perf_counter() - started))
 
 
-def _call_fields(
+def quiet_path(path: str) -> bool:
+    """Whether requests to ``path`` go unlogged (the dashboard's polling, probes, scrapes)."""
+    return path.startswith(_QUIET_PREFIXES)
+
+
+def request_fields(
     scope: Scope, note: dict[str, Any], response: dict[str, Any], seconds: float
 ) -> dict[str, Any]:
+    """A call's fields for ``report``: ``response`` holds its HTTP ``status`` and, from a
+    refusal or a failure (400 and over), the start of its ``body``, whose ``error`` is logged."""
     client = scope.get("client")
     fields: dict[str, Any] = {
         "client": f"{client[0]}:{client[1]}" if client else None,

@@ -6,7 +6,8 @@
 /metrics                    Prometheus metrics (metrics.py)
 
 Each call is logged to the terminal (access_log.py), as text or JSON lines.
-everything else             the project's endpoints (routes.py), swapped in place on reload
+everything else             the project's endpoints (routes.py), swapped in place on reload;
+                            /runsync, /run and /status answered before FastAPI (fast_path.py)
 """
 
 from __future__ import annotations
@@ -34,6 +35,7 @@ from openflash.runtime.stopping import stop_line
 from openflash.server import heap
 from openflash.server.access_log import AccessLog, CallLog
 from openflash.server.dashboard_routes import add_dashboard_routes
+from openflash.server.fast_path import FastPath, FlashApp, crashed_response, invalid_response
 from openflash.server.jobs import JobJournal
 from openflash.server.metrics import CONTENT_TYPE, Metrics
 from openflash.server.previous_workers import WorkerNotes
@@ -153,7 +155,7 @@ def create_app(
             unsubscribe()
             heap.unsettle()
 
-    app = FastAPI(
+    app = FlashApp(
         title=f"openflash: {state.root.name}",
         description="The endpoints of this project, served by `flash run`.",
         docs_url=None,
@@ -166,6 +168,11 @@ def create_app(
         SecurityMiddleware, api_key=api_key, max_body=max_body, allowed_hosts=allowed_hosts
     )
     app.add_middleware(AccessLog, report=call_ended)  # outside: refused calls are logged too
+    # /runsync, /run and /status, answered before FastAPI with the same checks (fast_path.py).
+    checks = SecurityMiddleware(
+        app, api_key=api_key, max_body=max_body, allowed_hosts=allowed_hosts
+    )
+    app.fast = FastPath(app, checks, call_ended, lambda: state.router)
     app.state.flash_stopping = lambda: False  # `flash run` tells the live feed of a stop
     _add_fixed_routes(app, state)
     add_dashboard_routes(app, state)
@@ -182,15 +189,11 @@ def create_app(
 def _add_fixed_routes(app: FastAPI, state: ServerState) -> None:
     @app.exception_handler(RequestValidationError)
     async def invalid(request: Request, exc: RequestValidationError) -> JSONResponse:
-        errors = [{k: v for k, v in e.items() if k in ("loc", "msg", "type")} for e in exc.errors()]
-        return JSONResponse(
-            {"error": "the request does not match the function's parameters", "detail": errors},
-            status_code=422,
-        )
+        return invalid_response(exc)
 
     @app.exception_handler(Exception)
     async def crashed(request: Request, exc: Exception) -> JSONResponse:
-        return JSONResponse({"error": f"{type(exc).__name__}: {exc}"}, status_code=500)
+        return crashed_response(exc)
 
     @app.get("/health", include_in_schema=False)
     async def health() -> dict[str, Any]:

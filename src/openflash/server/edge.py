@@ -106,6 +106,7 @@ class HeaderTimeoutH11(H11Protocol):
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self._head_timer: asyncio.TimerHandle | None = None
+        self._head_due: float | None = None  # when the awaited head is late (loop time)
 
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
         super().connection_made(transport)
@@ -125,20 +126,29 @@ class HeaderTimeoutH11(H11Protocol):
 
     def connection_lost(self, exc: Exception | None) -> None:
         self._disarm()
-        super().connection_lost(exc)
-
-    def _arm(self) -> None:
-        self._disarm()
-        self._head_timer = self.loop.call_later(self.header_timeout, self._head_late)
-
-    def _disarm(self) -> None:
         if self._head_timer is not None:
             self._head_timer.cancel()
             self._head_timer = None
+        super().connection_lost(exc)
+
+    # One timer a connection, not one a request: arming moves the due time, and a timer that
+    # fires before it (the connection served requests meanwhile) waits on to the new one.
+    def _arm(self) -> None:
+        self._head_due = self.loop.time() + self.header_timeout
+        if self._head_timer is None:
+            self._head_timer = self.loop.call_at(self._head_due, self._head_late)
+
+    def _disarm(self) -> None:
+        self._head_due = None
 
     def _head_late(self) -> None:
         self._head_timer = None
-        if self.conn.their_state is h11.IDLE and not self.transport.is_closing():
+        due = self._head_due
+        if due is None:
+            return
+        if self.loop.time() < due:
+            self._head_timer = self.loop.call_at(due, self._head_late)
+        elif self.conn.their_state is h11.IDLE and not self.transport.is_closing():
             self.transport.close()
 
 

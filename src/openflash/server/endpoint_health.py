@@ -56,12 +56,15 @@ class SyncCalls:
     all (FLASH_RUNSYNC_KEEP_BYTES, 64 MiB by default, read when made; the oldest dropped first;
     one larger than the budget is not kept), and each is dropped
     on a timer when its ``KEEP_S`` have passed, not only at the next call; their memory goes
-    back to the OS (``heap.give_back``). ``/status`` of one no longer kept says why
+    back to the OS (``heap.give_back``) once ``TRIM_AFTER`` bytes of them have been dropped
+    (not at each small one: a trim walks the whole heap, and a busy server drops one answer a
+    call). ``/status`` of one no longer kept says why
     (``gone``): expired, dropped for newer answers, or too large to keep."""
 
     KEEP_S = 60.0
     MOST = 1000  # answers kept at most: the oldest go first
     GONE_MOST = 10_000  # ids remembered as no longer kept (with why), the oldest forgotten
+    TRIM_AFTER = 1 << 20  # bytes of dropped answers (their JSON) that make a trim worth its cost
 
     def __init__(self, budget: int | None = None, keep_s: float | None = None) -> None:
         self.budget = _settings.runsync_keep_bytes() if budget is None else budget
@@ -74,6 +77,7 @@ class SyncCalls:
         self._bytes = 0
         self._gone: collections.OrderedDict[str, tuple[str, str]] = collections.OrderedDict()
         self._timer: asyncio.TimerHandle | None = None
+        self._untrimmed = 0  # bytes of answers dropped since the last trim
 
     def note(self, call: dict[str, Any]) -> None:
         """A call the routes recorded (server/routes.py's ``record``): runsync ones count."""
@@ -110,9 +114,7 @@ class SyncCalls:
                 "kept); read a runsync result from its answer, or call /run (journaled) to read "
                 "it later"
             )
-        dropped += self.expire()
-        if dropped:
-            heap.give_back()
+        self._trim(dropped + self.expire())
         self._arm()
 
     def expire(self) -> int:
@@ -164,9 +166,14 @@ class SyncCalls:
 
     def _on_timer(self) -> None:
         self._timer = None
-        if self.expire():
-            heap.give_back()
+        self._trim(self.expire())
         self._arm()
+
+    def _trim(self, dropped: int) -> None:
+        self._untrimmed += dropped
+        if self._untrimmed >= self.TRIM_AFTER or (dropped and not self._answers):
+            self._untrimmed = 0
+            heap.give_back()
 
 
 def health_body(

@@ -43,6 +43,7 @@ from openflash.server import results
 from openflash.workers import portable
 
 __all__ = [
+    "JobIdRoute",
     "JsonBodyRoute",
     "Outcome",
     "arguments",
@@ -51,6 +52,7 @@ __all__ = [
     "input_model",
     "parameters_of",
     "to_json",
+    "validated",
 ]
 
 logger = logging.getLogger("openflash")
@@ -95,8 +97,14 @@ class JsonBodyRoute(APIRoute):
     which a dict validated in Python mode refuses; a number for a ``Decimal`` is read from its
     text, not through a float."""
 
+    @property
+    def body_model(self) -> type[BaseModel]:
+        """The model the body is validated into (the ``body`` parameter's annotation)."""
+        model: type[BaseModel] = inspect.signature(self.endpoint).parameters["body"].annotation
+        return model
+
     def get_route_handler(self) -> Callable[[Request], Coroutine[Any, Any, Response]]:
-        model = inspect.signature(self.endpoint).parameters["body"].annotation
+        model = self.body_model
         endpoint = self.endpoint
 
         async def handle(request: Request) -> Response:
@@ -104,13 +112,20 @@ class JsonBodyRoute(APIRoute):
                 body = await request.body()
             except Exception as e:  # as FastAPI answers a body it could not read
                 raise HTTPException(400, "There was an error parsing the body") from e
-            response: Response = await endpoint(body=_validated(model, body))
+            response: Response = await endpoint(body=validated(model, body))
             return response
 
         return handle
 
 
-def _validated(model: type[BaseModel], body: bytes) -> BaseModel:
+class JobIdRoute(APIRoute):
+    """A route whose path ends in ``/{job_id}`` and whose endpoint takes only ``job_id`` (a
+    string): FastAPI serves it as any route; server/fast_path.py answers it itself."""
+
+
+def validated(model: type[BaseModel], body: bytes) -> BaseModel:
+    """``body`` (JSON) validated into ``model``, or the ``RequestValidationError`` FastAPI's
+    reading raises for it (see ``JsonBodyRoute``)."""
     if not body:
         missing = {"type": "missing", "loc": ("body",), "msg": "Field required", "input": None}
         raise RequestValidationError([missing], body=None)

@@ -43,6 +43,7 @@ from openflash.server.balanced_routes import add_lb_route, model_name
 from openflash.server.call_records import call_fields
 from openflash.server.endpoint_health import SyncCalls, add_health_routes, id_bases
 from openflash.server.invocation import (
+    JobIdRoute,
     JsonBodyRoute,
     arguments,
     call_outcome,
@@ -252,9 +253,16 @@ def _add_queue_routes(
             methods=[method],
             summary=what,
             name=route_name,
-            # the body read in one pass (invocation.py); /status and /cancel have none
-            route_class_override=JsonBodyRoute if method == "POST" and "{" not in path else None,
+            # the body read in one pass (invocation.py); /status and /cancel have none; the
+            # POSTs and /status are answered before FastAPI (fast_path.py)
+            route_class_override=_route_class(method, path),
         )
+
+
+def _route_class(method: str, path: str) -> type[APIRoute] | None:
+    if method == "POST" and "{" not in path:
+        return JsonBodyRoute
+    return JobIdRoute if path == "status/{job_id}" else None
 
 
 def _job_invoker(invoke: Invoke, model: type[BaseModel], max_result: int | None) -> JobInvoker:

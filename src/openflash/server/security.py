@@ -18,9 +18,16 @@ from __future__ import annotations
 import hmac
 import json
 from collections.abc import Awaitable, Callable, MutableMapping
+from dataclasses import dataclass
 from typing import Any
 
-__all__ = ["DEFAULT_MAX_BODY", "MAX_DEPTH", "SecurityMiddleware", "nesting_depth"]
+__all__ = [
+    "DEFAULT_MAX_BODY",
+    "MAX_DEPTH",
+    "Refusal",
+    "SecurityMiddleware",
+    "nesting_depth",
+]
 
 DEFAULT_MAX_BODY = 10 * 1024 * 1024
 #: How deep a request body's arrays and objects may nest (pickling fails near 500 levels).
@@ -55,6 +62,19 @@ class SecurityMiddleware:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
+        screened = await self.screen(scope, receive)
+        if isinstance(screened, Refusal):
+            await send(screened.start())
+            await send(screened.body())
+        elif screened is None:
+            await self.app(scope, receive, send)
+        else:
+            await self.app(scope, _replay(screened, receive), send)
+
+    async def screen(self, scope: Scope, receive: Receive) -> Refusal | bytes | None:
+        """The checks on an HTTP request: a ``Refusal`` to send, the request's body (read here),
+        or None where its body is left unread (GET, HEAD, OPTIONS, or a length of 0).
+        server/fast_path.py calls it for the routes it answers itself."""
         headers: dict[str, bytes] = {}  # the four headers read here; a repeated one: its last
         for key, value in scope.get("headers", ()):
             name = _READ.get(key) or _READ.get(key.lower())
@@ -62,64 +82,54 @@ class SecurityMiddleware:
                 headers[name] = value
         if self.allowed_hosts is not None:
             if "host" not in headers:  # HTTP/1.0 may omit it; that must not skip the list
-                message = (
+                return Refusal(
+                    400,
                     "a Host header is required by this server (it serves without an API key, on "
                     "loopback only, and answers only to the host names it allows); send "
-                    "'Host: localhost', or set FLASH_API_KEY"
+                    "'Host: localhost', or set FLASH_API_KEY",
                 )
-                await _reply(send, 400, message)
-                return
             name = _host_name(headers["host"].decode("latin-1"))
             if name not in self.allowed_hosts:
-                message = (
+                return Refusal(
+                    400,
                     f"Host {name!r} is not one this server answers to (it serves without an API "
                     f"key, on loopback only); to allow it, set FLASH_ALLOWED_HOSTS={name} (a "
-                    "comma-separated list), or set FLASH_API_KEY"
+                    "comma-separated list), or set FLASH_API_KEY",
                 )
-                await _reply(send, 400, message)
-                return
         if self.api_key is not None and scope["path"] not in OPEN_PATHS:
             given = headers.get("authorization", b"")
             if not hmac.compare_digest(given, b"Bearer " + self.api_key):
-                await _reply(
-                    send,
+                return Refusal(
                     401,
                     "a valid 'Authorization: Bearer <key>' header is required",
-                    extra=[(b"www-authenticate", b"Bearer")],
+                    ((b"www-authenticate", b"Bearer"),),
                 )
-                return
         length = headers.get("content-length")
         if length is not None:
             try:
                 declared = int(length)
             except ValueError:
-                await _reply(send, 400, f"Content-Length {length!r} is not a number")
-                return
+                return Refusal(400, f"Content-Length {length!r} is not a number")
             if declared > self.max_body:
-                await _reply(send, 413, self._too_large())
-                return
+                return Refusal(413, self._too_large())
         if scope["method"] in ("GET", "HEAD", "OPTIONS") or length == b"0":
-            await self.app(scope, receive, send)
-            return
+            return None
         body, too_large = await _read_body(receive, self.max_body)
         if too_large:
-            await _reply(send, 413, self._too_large())
-            return
+            return Refusal(413, self._too_large())
         content_type = headers.get("content-type", b"").split(b";")[0].strip().lower()
         if body and not (content_type == b"application/json" or content_type.endswith(b"+json")):
             shown = content_type.decode("latin-1") or "none"
-            message = f"request bodies must be JSON (Content-Type: application/json), not {shown}"
-            await _reply(send, 415, message)
-            return
+            return Refusal(
+                415, f"request bodies must be JSON (Content-Type: application/json), not {shown}"
+            )
         if body and nesting_depth(body, MAX_DEPTH) > MAX_DEPTH:
-            await _reply(
-                send,
+            return Refusal(
                 400,
                 f"request body nests arrays or objects more than {MAX_DEPTH} levels deep; send "
                 "flatter data (a list of items, not items inside items)",
             )
-            return
-        await self.app(scope, _replay(body, receive), send)
+        return body
 
     def _too_large(self) -> str:
         return (
@@ -182,15 +192,26 @@ def _replay(body: bytes, receive: Receive) -> Receive:
     return replay
 
 
-async def _reply(
-    send: Send, status: int, error: str, extra: list[tuple[bytes, bytes]] | None = None
-) -> None:
-    payload = json.dumps({"error": error}).encode()
-    headers = [
-        (b"content-type", b"application/json"),
-        (b"content-length", str(len(payload)).encode()),
-    ]
-    await send(
-        {"type": "http.response.start", "status": status, "headers": headers + (extra or [])}
-    )
-    await send({"type": "http.response.body", "body": payload})
+@dataclass(frozen=True)
+class Refusal:
+    """A request refused before any route: its HTTP status, the error said (the JSON body
+    ``{"error": ...}``) and any extra response headers."""
+
+    status: int
+    error: str
+    extra: tuple[tuple[bytes, bytes], ...] = ()
+
+    def payload(self) -> bytes:
+        return json.dumps({"error": self.error}).encode()
+
+    def start(self) -> Message:
+        """The ASGI ``http.response.start`` message (``body`` is the one after it)."""
+        headers = [
+            (b"content-type", b"application/json"),
+            (b"content-length", str(len(self.payload())).encode()),
+            *self.extra,
+        ]
+        return {"type": "http.response.start", "status": self.status, "headers": headers}
+
+    def body(self) -> Message:
+        return {"type": "http.response.body", "body": self.payload()}
