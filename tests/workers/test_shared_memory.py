@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import dataclasses
 import os
 import signal
 import socket
@@ -16,9 +17,11 @@ from typing import Any
 
 import cloudpickle
 import pytest
-from tests.workers.test_pool import result, run, wait_until
+from tests.workers.test_pool import getpid, result, run, wait_until
 
+from openflash.backends.local import LocalBackend
 from openflash.backends.ray_handles import _FrameWriter as RayFrameWriter
+from openflash.deps.namespace_mode import layer_mode
 from openflash.errors import ConfigError, WorkerCrashedError
 from openflash.workers import protocol, shared_memory
 from openflash.workers.calls import Call
@@ -210,22 +213,39 @@ def sized_result(size: int) -> memoryview:
     return memoryview(bytearray(size))
 
 
-@pytest.mark.parametrize("shape", ["bytes", "memoryview", "both"])
+@pytest.mark.parametrize("worker", ["spawned", "forked", "namespace"])
 def test_a_large_result_comes_back_through_shared_memory_exactly(
-    bare_spec: WorkerSpec, monkeypatch: pytest.MonkeyPatch, shape: str
+    bare_spec: WorkerSpec, monkeypatch: pytest.MonkeyPatch, worker: str, tmp_path: Path
 ) -> None:
+    if worker == "namespace" and not layer_mode().namespaces:
+        pytest.skip("this kernel refuses unprivileged namespaces")
     monkeypatch.setenv("FLASH_SHARED_MEMORY_MIN", "1M")
     size = 3 << 20
+    # A volume puts the worker in its user, mount and PID namespaces (backends/local.py).
+    spec = dataclasses.replace(bare_spec, volume=tmp_path / "volume")
+    backend = LocalBackend(fork=worker == "forked", registry=tmp_path / "templates")
 
-    async def body(pool: Pool) -> tuple[Any, Any, tuple[list[str], list[str]]]:
-        reply = await pool.submit(call_of(blob_of, size))
-        assert reply.ok
-        while_held = held_results()  # the reply's payload maps the file
-        data, view, strided = protocol.loads(reply.payload)
-        del reply
-        return (data, view, strided), while_held, held_results()
+    async def body() -> tuple[Any, Any, tuple[list[str], list[str]], str]:
+        spec_used = spec if worker == "namespace" else bare_spec
+        if worker == "forked":  # the first worker is spawned, its template started beside it
+            first = Pool(PoolConfig("first"), backend, spec_used)
+            await result(first, call_of(getpid))
+            await first.close()
+        pool = Pool(PoolConfig("p"), backend, spec_used)
+        try:
+            reply = await pool.submit(call_of(blob_of, size))
+            assert reply.ok
+            started = pool.workers[0].handle.started  # type: ignore[union-attr]
+            while_held = held_results()  # the reply's payload maps the file
+            data, view, strided = protocol.loads(reply.payload)
+            del reply
+            return (data, view, strided), while_held, held_results(), started
+        finally:
+            await pool.close()
+            await backend.close()
 
-    (data, view, strided), while_held, loaded = run(bare_spec, PoolConfig("p"), body)
+    (data, view, strided), while_held, loaded, started = asyncio.run(body())
+    assert started == ("forked" if worker == "forked" else "spawned")
     expected, expected_view, expected_strided = blob_of(size)
     assert data == expected and strided == expected_strided
     assert view.shape == (2, size // 2) and view.tobytes() == expected_view.tobytes()
