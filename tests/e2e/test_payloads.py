@@ -9,11 +9,14 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+from pathlib import Path
 
 import numpy as np
 import pytest
 
 from openflash import CpuLiveServerless, remote
+
+from helpers import run_python
 
 
 @pytest.mark.usefixtures("flash_home")
@@ -142,3 +145,41 @@ def test_large_results_come_back_exactly_and_their_memory_lives_with_their_array
     assert shapes["strided"] == (1000, 200) and shapes["int16"] == (700, 900)
     assert (held >= 1) is (shared == "1M")  # mapped while the arrays live, or not at all
     assert arrays_gone == 0 and after_bytes == 0
+
+
+NESTED_APP = """
+import asyncio
+import sys
+
+from openflash import CpuLiveServerless, remote
+
+
+@remote(CpuLiveServerless(name="inner", executionTimeoutMs=120000))
+def inner(n):
+    return b"x" * n
+
+
+@remote(CpuLiveServerless(name="outer", executionTimeoutMs=120000))
+async def outer(n):
+    data = await inner(n)
+    return len(data), data == b"x" * n
+
+
+print(*asyncio.run(asyncio.wait_for(outer(int(sys.argv[1])), 100)))
+"""
+
+
+@pytest.mark.usefixtures("flash_home")
+@pytest.mark.parametrize(("size", "shared"), [(100_000, "default"), (3_000_000, "1M")])
+def test_a_large_result_of_a_nested_call_reaches_the_worker_that_made_it(
+    tmp_path: Path, size: int, shared: str
+) -> None:
+    # 100 KB: read into a buffer of its own (a frame of 64 KiB or more); 3 MB with
+    # FLASH_SHARED_MEMORY_MIN=1M: mapped from shared memory. Either reply used to be dropped
+    # unsent (a mapping does not pickle) and the outer call waited until its timeout.
+    app = tmp_path / "project" / "app.py"
+    app.parent.mkdir()
+    app.write_text(NESTED_APP)
+    env = {} if shared == "default" else {"FLASH_SHARED_MEMORY_MIN": shared}
+    done = run_python(app, str(size), env=env, timeout=300)
+    assert done.stdout.split() == [str(size), "True"], done.stderr[-3000:]
