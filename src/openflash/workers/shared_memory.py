@@ -189,6 +189,9 @@ def send_result(
     """Write ``parts`` (whole frames, each starting a part) on the blocking ``sock``, a RESULT
     frame at their end of at least ``minimum`` bytes through a memfd (``send_all`` writes the
     frames before it); False when it is not sent so (write them all on the socket then)."""
+    first_part = parts[0]
+    if len(parts) == 1 and type(first_part) is bytes and len(first_part) < minimum:
+        return False  # a small frame, as most replies are: no more to look at
     total = sum(memoryview(p).nbytes for p in parts)
     if total - protocol.HEADER.size < minimum:
         return False
