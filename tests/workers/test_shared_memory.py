@@ -209,6 +209,10 @@ def blob_of(size: int) -> tuple[bytes, memoryview, bytes]:
     return data, view, bytes(memoryview(data)[::2])
 
 
+def namespaces_of() -> tuple[str, str]:
+    return os.readlink("/proc/self/ns/user"), os.readlink("/proc/self/ns/pid")
+
+
 def sized_result(size: int) -> memoryview:
     return memoryview(bytearray(size))
 
@@ -225,7 +229,7 @@ def test_a_large_result_comes_back_through_shared_memory_exactly(
     spec = dataclasses.replace(bare_spec, volume=tmp_path / "volume")
     backend = LocalBackend(fork=worker == "forked", registry=tmp_path / "templates")
 
-    async def body() -> tuple[Any, Any, tuple[list[str], list[str]], str]:
+    async def body() -> tuple[Any, Any, tuple[list[str], list[str]], tuple[str, Any]]:
         spec_used = spec if worker == "namespace" else bare_spec
         if worker == "forked":  # the first worker is spawned, its template started beside it
             first = Pool(PoolConfig("first"), backend, spec_used)
@@ -236,16 +240,18 @@ def test_a_large_result_comes_back_through_shared_memory_exactly(
             reply = await pool.submit(call_of(blob_of, size))
             assert reply.ok
             started = pool.workers[0].handle.started  # type: ignore[union-attr]
+            namespaces = await result(pool, call_of(namespaces_of))
             while_held = held_results()  # the reply's payload maps the file
             data, view, strided = protocol.loads(reply.payload)
             del reply
-            return (data, view, strided), while_held, held_results(), started
+            return (data, view, strided), while_held, held_results(), (started, namespaces)
         finally:
             await pool.close()
             await backend.close()
 
-    (data, view, strided), while_held, loaded, started = asyncio.run(body())
+    (data, view, strided), while_held, loaded, (started, namespaces) = asyncio.run(body())
     assert started == ("forked" if worker == "forked" else "spawned")
+    assert (namespaces != namespaces_of()) is (worker == "namespace")  # its own user and PID ones
     expected, expected_view, expected_strided = blob_of(size)
     assert data == expected and strided == expected_strided
     assert view.shape == (2, size // 2) and view.tobytes() == expected_view.tobytes()
