@@ -19,8 +19,9 @@ import cloudpickle
 import pytest
 from tests.workers.test_pool import getpid, result, run, wait_until
 
-from openflash.backends.local import LocalBackend
+from openflash.backends.local import LocalBackend, worker_environ
 from openflash.backends.ray_handles import _FrameWriter as RayFrameWriter
+from openflash.backends.targets import LocalTarget
 from openflash.deps.namespace_mode import layer_mode
 from openflash.errors import ConfigError, WorkerCrashedError
 from openflash.workers import protocol, shared_memory
@@ -361,3 +362,14 @@ def test_a_result_file_that_is_not_sealed_or_missing_is_refused() -> None:
         assert why in protocol.decode_error(refused.payload)["message"]
     assert held_results() == ([], [])  # the descriptor was closed
     assert shared_memory.received(protocol.Frame(protocol.RESULT, 7, b"\x80x"), handle).kind == 3
+
+
+def test_workers_off_this_process_socket_are_not_told_to_send_results_in_memory(
+    bare_spec: WorkerSpec,
+) -> None:
+    # A Ray actor starts its worker with worker_environ's variables (backends/ray_worker.py)
+    # and reads it with a plain asyncio transport, which would drop the descriptor: only the
+    # local backend, which reads with shared_memory.Receiving, adds the variable.
+    assert isinstance(bare_spec.target, LocalTarget)
+    env = worker_environ(bare_spec, bare_spec.target, (), False)
+    assert shared_memory.RESULTS_VARIABLE not in env
