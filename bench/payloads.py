@@ -1,6 +1,7 @@
 """The call path and large payloads (issue 25): a warm call's round trip beside a raw socketpair's
 (the floor), measured in one run; and a 320 MB numpy array there and back beside a local pickle
-round trip, with the caller's peak RSS.
+round trip (the CPU of each, and the first read of every page of the result), with the caller's
+peak RSS once the result has been read.
 
 Reproduce: ``python -m bench.payloads [--calls N] [--mb MB] [--runs R]`` (the endpoint needs
 numpy: uv's cache, ``FLASH_UV_CACHE_DIR``, should hold it, or the index be reachable).
@@ -68,18 +69,26 @@ PROGRAM = textwrap.dedent(
             out["worker_cpu_us"] = (worker_cpu(pid) - worker) / (CALLS + 50) * 1e6
         else:
             await echo(np.zeros(4))  # the worker starts
+            pid = process.get_runtime().pool_stats(echo.endpoint)["pids"][0]
             array = np.random.default_rng(0).standard_normal(MB * 2**20 // 8)
             base = peak_mib()
+            cpu, worker = time.process_time(), worker_cpu(pid)
             started = time.perf_counter()
             result = await echo(array)
             out["round_trip"] = time.perf_counter() - started
+            out["caller_cpu"] = time.process_time() - cpu
+            out["worker_cpu"] = worker_cpu(pid) - worker
             assert result.shape == array.shape and result[7] == array[7] and result is not array
+            started = time.perf_counter()
+            assert np.array_equal(result[::512], array[::512])  # every page of it read
+            out["touch"] = time.perf_counter() - started
             out["peak_mib"], out["base_mib"] = peak_mib(), base
             out["arrays_mib"] = (array.nbytes + result.nbytes) / 2**20
             del result
-            started = time.perf_counter()
+            cpu, started = time.process_time(), time.perf_counter()
             pickle.loads(pickle.dumps(array, protocol=5))
             out["local_pickle"] = time.perf_counter() - started
+            out["local_pickle_cpu"] = time.process_time() - cpu
         print(json.dumps(out))
 
     asyncio.run(main())
@@ -140,6 +149,12 @@ def main() -> None:
                     "worker_cpu_us": round(on_loop["worker_cpu_us"], 1),
                     "round_trip_s": round(big["round_trip"], 3),
                     "local_pickle_s": round(big["local_pickle"], 3),
+                    # CPU of the round trip (caller; worker, 10 ms ticks) and of the local pickle;
+                    # then the first read of every page of the result (after the round trip)
+                    "payload_caller_cpu_s": round(big["caller_cpu"], 3),
+                    "payload_worker_cpu_s": round(big["worker_cpu"], 3),
+                    "local_pickle_cpu_s": round(big["local_pickle_cpu"], 3),
+                    "touch_result_s": round(big["touch"], 3),
                     "peak_mib": round(big["peak_mib"]),
                     "base_mib": round(big["base_mib"]),
                     "arrays_mib": round(big["arrays_mib"]),

@@ -24,7 +24,7 @@ import sys
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 
-from openflash._settings import Settings
+from openflash._settings import Settings, shared_memory_min
 from openflash.backends.containers import ContainerWorker, start_container
 from openflash.backends.forked import ForkedProcess
 from openflash.backends.forking import Forking
@@ -38,6 +38,7 @@ from openflash.deps.namespace_mode import layer_mode, namespace_argv
 from openflash.envs.engine import find_engine
 from openflash.errors import FlashError
 from openflash.prepare import Preparer
+from openflash.workers import shared_memory
 from openflash.workers.lifeline import PARENT_VARIABLE
 from openflash.workers.port import WorkerSpec
 
@@ -137,6 +138,9 @@ def worker_environ(
 
 class LocalWorker:
     """A running worker subprocess: its socket streams, output pumps and exit status."""
+
+    #: The descriptors of its large results' files, as they came (shared_memory.Receiving).
+    descriptors: collections.deque[int] | None = None
 
     def __init__(
         self,
@@ -293,6 +297,9 @@ class LocalBackend:
         in_namespace = self._in_namespace(spec)
         env = worker_environ(spec, target, gpus, bool(allocator.devices), in_namespace)
         make_worker_folders(env, spec.volume)
+        results_min = shared_memory_min()  # results from this size come in shared memory
+        if results_min is not None:
+            env[shared_memory.RESULTS_VARIABLE] = str(results_min)
         parent_sock, child_sock = socket.socketpair()
         try:
             forked = await self._fork(spec, target, env, child_sock)
@@ -337,11 +344,13 @@ class LocalBackend:
         finally:
             child_sock.close()
         self._limit_cpus(proc.pid, spec.vcpus)
-        reader, writer = await asyncio.open_unix_connection(sock=parent_sock)
-
-        return LocalWorker(
+        receiving = shared_memory.Receiving.of(parent_sock) if results_min else None
+        reader, writer = await asyncio.open_unix_connection(sock=receiving or parent_sock)
+        worker = LocalWorker(
             proc, reader, writer, gpus, spec.endpoint, allocator.release, spec.max_rss
         )
+        worker.descriptors = receiving.descriptors if receiving else None
+        return worker
 
     def _in_namespace(self, spec: WorkerSpec) -> bool:
         """Whether ``spec``'s workers start in a namespace with their layer at its real paths."""

@@ -197,8 +197,8 @@ class NestedCalls:
             events.call_taken.reset(taken)
             if outer is not None:
                 outer.children.discard(call)
-        if reply.ok:
-            return protocol.NestedReply(True, reply.payload)
+        if reply.ok:  # a large payload is a mapping (payloads.read_into, shared_memory): as bytes
+            return protocol.NestedReply(True, bytes(reply.payload))
         info = protocol.decode_error(reply.payload)
         error = remote_error(handle.endpoint, call, info)
         fields: dict[str, Any] = {

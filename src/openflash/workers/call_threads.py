@@ -54,11 +54,15 @@ class Wire:
     def __init__(self, sock: socket.socket) -> None:
         self.sock = sock
         self.lock = threading.Lock()
+        #: Results from this size go through shared memory (shared_memory.py; None: never).
+        self.shared_min = shared_memory.result_minimum()
 
     def write(self, parts: list[protocol.Buffer]) -> None:
         """Write one frame's parts (blocking until the socket took them all)."""
         with self.lock:
-            _send_all(self.sock, parts)
+            large = self.shared_min
+            if large is None or not shared_memory.send_result(self.sock, parts, large, _send_all):
+                _send_all(self.sock, parts)
 
     async def send_parts(self, parts: list[protocol.Buffer]) -> None:
         """From the event loop: a small frame at once when no thread is writing, else from a

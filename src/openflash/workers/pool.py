@@ -236,6 +236,7 @@ class Pool(WorkerLives):
         assert worker.handle is not None
         tap = ReplyTap(worker.handle.reader, lambda frame: self._replied(worker, frame))
         while True:
+            frame = streaming = imported = None  # nothing kept while waiting (a reply's memory)
             try:
                 frame = await tap.read()
             except protocol.FrameError as e:
@@ -265,6 +266,7 @@ class Pool(WorkerLives):
         await self._exited(worker)
 
     def _replied(self, worker: Worker, frame: protocol.Frame) -> None:
+        frame = shared_memory.received(frame, worker.handle)  # a large result: mapped
         if not settle(worker, frame, self.instance_home):
             return  # it timed out already
         if not worker.in_flight:
