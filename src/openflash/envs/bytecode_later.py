@@ -38,11 +38,12 @@ from filelock import Timeout
 
 from openflash import _subprocess
 from openflash.envs.bytecode import link_bytecode
+from openflash.envs.import_order import predicted_sources
 from openflash.envs.preload_records import RECORDS_FOLDER, learned_modules
 from openflash.envs.store import READY_MARKER, Store, write_atomic
 from openflash.errors import FlashError
 
-__all__ = ["COMPLETE_MARKER", "compile_later", "imported", "is_compiling", "main"]
+__all__ = ["COMPLETE_MARKER", "compile_later", "expected_first", "imported", "is_compiling", "main"]
 
 COMPLETE_MARKER = ".openflash-bytecode"
 #: FLASH_BYTECODE_NICE's default.
@@ -77,14 +78,30 @@ def imported(environment: Path) -> set[Path]:
     """The sources of ``environment``'s packages that its workers imported during their first
     calls (every learned-preload record's modules, envs/preload_records.py): compiled before the
     rest, so that the next worker or template starting meanwhile finds their bytecode."""
+    return set(_imported_in_order(environment))
+
+
+def expected_first(environment: Path) -> list[Path]:
+    """The sources a worker of ``environment`` is expected to import, in the order expected:
+    what its workers imported (:func:`imported`, in the order they imported it), then, for the
+    very first worker, of which nothing is known yet, the guess of envs/import_order.py (the
+    distributions' top-level modules and what they import as they load). Each once."""
     site_packages = next((environment / "lib").glob("python*/site-packages"), None)
     if site_packages is None:
-        return set()
-    found = set()
-    for record in (environment / RECORDS_FOLDER).glob("*.json"):
+        return []
+    ordered = _imported_in_order(environment) + predicted_sources(site_packages)
+    return [source for source in dict.fromkeys(ordered) if source.is_file()]
+
+
+def _imported_in_order(environment: Path) -> list[Path]:
+    site_packages = next((environment / "lib").glob("python*/site-packages"), None)
+    if site_packages is None:
+        return []
+    found: list[Path] = []
+    for record in sorted((environment / RECORDS_FOLDER).glob("*.json")):
         for name in learned_modules(record):
             base = site_packages.joinpath(*name.split("."))
-            found |= {base / "__init__.py", base.with_name(base.name + ".py")}
+            found += [base / "__init__.py", base.with_name(base.name + ".py")]
     return found
 
 
@@ -92,7 +109,6 @@ def main(argv: list[str]) -> int:
     """Compile environment ``argv[2]``'s pending bytecode in the store at ``argv[1]``."""
     store, key = Store(Path(argv[1])), argv[2]
     environment = store.path("envs", key)
-    _lower_priority(os.environ.get("FLASH_BYTECODE_NICE", ""))
     started = time.monotonic()
     try:
         with store.lock("bytecode", key, timeout=0):
@@ -102,9 +118,17 @@ def main(argv: list[str]) -> int:
             write_atomic(store.root / "locks" / f"bytecode-{key}.pid", str(os.getpid()))
             site_packages = next((environment / "lib").glob("python*/site-packages"))
             python = environment / "bin" / "python"
+            # What the first worker will import, in that order, before the rest, at the
+            # priority of the program that built the environment: the worker is importing
+            # meanwhile, would compile each of these files itself, and finds them compiled.
+            soon = link_bytecode(
+                site_packages, python, store.bytecode, only=expected_first(environment)
+            )
+            _lower_priority(os.environ.get("FLASH_BYTECODE_NICE", ""))  # the rest: yield
             done = link_bytecode(
                 site_packages, python, store.bytecode, first=lambda: imported(environment)
             )
+            done = {**done, "compiled": done["compiled"] + soon["compiled"]}
             seconds = round(time.monotonic() - started, 3)
             write_atomic(environment / COMPLETE_MARKER, json.dumps({**done, "seconds": seconds}))
     except Timeout:
