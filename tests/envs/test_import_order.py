@@ -1,7 +1,7 @@
 """The guess of what a first worker imports, and in which order (envs/import_order.py), against
 what a real interpreter in a real environment imports: two wheels installed by uv, one requiring
 the other, with the import forms the guess has to read (relative, parenthesized with comments,
-``import a.b.c as x``, ``try``/``except``) and those it must leave out (under ``if
+``import a.b.c as x``, ``try``/``except``, a namespace package) and those it must leave out (under ``if
 TYPE_CHECKING``, in a function or method body, a docstring line that reads like an import)."""
 
 from __future__ import annotations
@@ -59,9 +59,13 @@ import alib.sub.deep as deep
     "alib/sub/__init__.py": "from ..helpers import helper\n",
     "alib/sub/deep.py": "from . import leaf\nfrom .. import core\n",
     "alib/sub/leaf.py": "X = 1\n",
+    # A namespace package (no __init__.py) of the library's wheel: a root after the application's.
+    "nsp/part/__init__.py": "X = 1\n",
 }
 APP = {
-    "zapp/__init__.py": "import alib.util\nfrom alib.sub import deep\nVALUE = 1\nfrom . import main\n",
+    "zapp/__init__.py": (
+        "import alib.util\nfrom alib.sub import deep\nimport nsp.part\nVALUE = 1\nfrom . import main\n"
+    ),
     "zapp/main.py": "import json\n",
 }
 #: What importing the application, then the library, runs, in order.
@@ -75,6 +79,7 @@ EXPECTED = [
     "alib/sub/__init__.py",
     "alib/sub/deep.py",
     "alib/sub/leaf.py",
+    "nsp/part/__init__.py",
     "zapp/main.py",
 ]
 

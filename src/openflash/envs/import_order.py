@@ -77,6 +77,8 @@ class _Walk:
                 self.seen.add(module)
                 source = self._source(parts[:depth])
                 if source is None:
+                    if self.site.joinpath(*parts[:depth]).is_dir():
+                        continue  # a namespace package: no file of its own, its children may
                     break  # no file of this environment: its children are none either
                 self.order.append(source)
                 children = list(_imports(source, module, source.name == "__init__.py"))
