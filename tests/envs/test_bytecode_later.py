@@ -255,3 +255,5 @@ def test_what_the_first_worker_will_import_is_compiled_first(
     written = {s: _pyc(s).stat().st_mtime_ns for s in sources}
     # The order the files were written in: every expected one before any of the rest.
     assert max(written[s] for s in first) < min(written[s] for s in rest)
+    counts = json.loads((env.path / COMPLETE_MARKER).read_text())
+    assert (counts["linked"], counts["compiled"]) == (0, len(sources)), counts

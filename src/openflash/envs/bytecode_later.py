@@ -147,7 +147,11 @@ def main(argv: list[str]) -> int:
             done = link_bytecode(
                 site_packages, python, store.bytecode, first=lambda: imported(environment)
             )
-            done = {**done, "compiled": done["compiled"] + soon["compiled"]}
+            # The second pass counted the first pass's files as linked (their .pyc was there).
+            done = {
+                "linked": max(0, done["linked"] - soon["compiled"]),
+                "compiled": done["compiled"] + soon["compiled"],
+            }
             seconds = round(time.monotonic() - started, 3)
             write_atomic(environment / COMPLETE_MARKER, json.dumps({**done, "seconds": seconds}))
     except Timeout:
