@@ -33,15 +33,21 @@ def run_python(
     )
 
 
-def make_wheel(directory: Path, name: str, version: str, files: dict[str, str]) -> Path:
-    """A minimal, valid pure-Python wheel holding ``files`` (path -> source)."""
+def make_wheel(
+    directory: Path, name: str, version: str, files: dict[str, str], requires: tuple[str, ...] = ()
+) -> Path:
+    """A minimal, valid pure-Python wheel holding ``files`` (path -> source), its METADATA
+    naming ``requires`` (Requires-Dist lines)."""
     import base64
     import hashlib
     import zipfile
 
     dist_info = f"{name}-{version}.dist-info"
     contents = dict(files)
-    contents[f"{dist_info}/METADATA"] = f"Metadata-Version: 2.1\nName: {name}\nVersion: {version}\n"
+    contents[f"{dist_info}/METADATA"] = (
+        f"Metadata-Version: 2.1\nName: {name}\nVersion: {version}\n"
+        + "".join(f"Requires-Dist: {r}\n" for r in requires)
+    )
     contents[f"{dist_info}/WHEEL"] = (
         "Wheel-Version: 1.0\nGenerator: openflash-tests\nRoot-Is-Purelib: true\nTag: py3-none-any\n"
     )

@@ -6,6 +6,7 @@ preparation."""
 from __future__ import annotations
 
 import importlib.util
+import json
 import marshal
 import os
 import signal
@@ -225,3 +226,34 @@ def test_the_modules_workers_imported_are_compiled_first(tmp_path: Path, uv_cach
     written = {s: _pyc(s).stat().st_mtime_ns for s in left}
     # The order the files were written in: every wanted one before any of the rest.
     assert max(written[s] for s in wanted) < min(written[s] for s in rest)
+
+
+def test_what_the_first_worker_will_import_is_compiled_first(
+    tmp_path: Path, uv_cache: Path
+) -> None:
+    """No worker has run yet, so nothing is recorded: the compiler compiles first the files that
+    importing the environment's top-level package loads (envs/import_order.py's guess: here 40
+    modules its ``__init__`` imports, the last ones of the folder, in an order of their own),
+    and only then the rest. The store was empty, so the environment was published without
+    hashing its files first: every source counted as pending."""
+    loaded = [f"m{i:04d}" for i in range(MODULES - 1, MODULES - 81, -2)]
+    files = {"manymods/__init__.py": "".join(f"from . import {name}\n" for name in loaded)}
+    files.update({f"manymods/m{i:04d}.py": SOURCE.format(i=i) for i in range(MODULES)})
+    wheel = make_wheel(tmp_path / "wheels", "manymods", "1.0", files)
+    store = Store(tmp_path / "home")
+    env = build_environment(
+        store, f"manymods @ {wheel.as_uri()}\n", uv_cache=uv_cache, compile_later=True
+    )
+    sources = _sources(env)
+    marker = json.loads((env.path / ".openflash-ready").read_text())
+    assert marker["bytecode"] == {"linked": 0, "pending": len(sources)}
+    _wait_compiled(env, sources)
+    assert _check(sources) == len(sources)
+    site = sources[0].parent
+    first = [site / "__init__.py", *(site / f"{name}.py" for name in loaded)]
+    rest = [s for s in sources if s not in first]
+    written = {s: _pyc(s).stat().st_mtime_ns for s in sources}
+    # The order the files were written in: every expected one before any of the rest.
+    assert max(written[s] for s in first) < min(written[s] for s in rest)
+    counts = json.loads((env.path / COMPLETE_MARKER).read_text())
+    assert (counts["linked"], counts["compiled"]) == (0, len(sources)), counts

@@ -17,7 +17,7 @@ import hashlib
 import importlib.util
 import os
 import sys
-from collections.abc import Callable, Collection
+from collections.abc import Callable, Collection, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -42,6 +42,7 @@ def link_bytecode(
     *,
     compile_missing: bool = True,
     first: Callable[[], Collection[Path]] | None = None,
+    only: Sequence[Path] | None = None,
 ) -> dict[str, int]:
     """Give every ``.py`` under ``site_packages`` its bytecode; returns how many were linked
     from ``store_dir`` and how many compiled (without ``compile_missing``: how many are left to
@@ -55,12 +56,21 @@ def link_bytecode(
 
     With ``first`` (the sources wanted soonest: envs/bytecode_later.py's, those its workers
     imported), the missing files are compiled in batches of ``_BATCH``, ``first()`` asked again
-    before each: the files it names that are still missing make the next batch on their own.
+    before each: the files it names that are still missing make the next batch on their own, in
+    the order it names them.
+
+    With ``only`` (sources under ``site_packages``), just those are linked or compiled, in that
+    order (envs/bytecode_later.py: those a first worker is expected to import, before the rest).
     """
     blobs = store_dir / sys.implementation.cache_tag
+    if not compile_missing and only is None and not blobs.is_dir():
+        # The store has no bytecode for this Python yet (the first environment on a machine):
+        # nothing to link, and hashing every source to find that out is on the way to the
+        # first result.
+        return {"linked": 0, "pending": len(_sources(site_packages))}
     missing: list[_Missing] = []
     linked = 0
-    for source in _sources(site_packages):
+    for source in _sources(site_packages) if only is None else only:
         try:
             digest = hashlib.sha256(source.read_bytes()).hexdigest()
         except OSError:
@@ -93,11 +103,13 @@ def _next_batch(
     todo: list[_Missing], first: Callable[[], Collection[Path]] | None
 ) -> tuple[list[_Missing], list[_Missing]]:
     """The files to compile next and those left: all at once without ``first``; else the
-    wanted ones (at most ``_BATCH``), or the next ``_BATCH`` when none is wanted."""
+    wanted ones in ``first()``'s order (at most ``_BATCH``), or the next ``_BATCH`` when none
+    is wanted."""
     if first is None:
         return todo, []
-    wanted = set(first())
-    soon = [m for m in todo if m[0] in wanted][:_BATCH] or todo[:_BATCH]
+    rank = {source: index for index, source in enumerate(first())}
+    wanted = sorted((m for m in todo if m[0] in rank), key=lambda m: rank[m[0]])
+    soon = wanted[:_BATCH] or todo[:_BATCH]
     chosen = {id(m) for m in soon}
     return soon, [m for m in todo if id(m) not in chosen]
 
