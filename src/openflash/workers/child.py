@@ -312,6 +312,7 @@ async def serve(fd: int | None, max_concurrency: int) -> None:
         threads = call_threads.Reader(
             wire.sock, loop, worker.receive, worker.claim, max_concurrency
         )
+        worker.nested.before_wait = threads.hand_off
         threads.start()
         await threads.closed
         return
