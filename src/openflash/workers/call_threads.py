@@ -85,6 +85,9 @@ class Wire:
 
 
 def _send_all(sock: socket.socket, parts: list[protocol.Buffer]) -> None:
+    if len(parts) == 1 and type(parts[0]) is bytes:  # one small frame (most replies)
+        sock.sendall(parts[0])
+        return
     views = [memoryview(p).cast("B") for p in parts if memoryview(p).nbytes]
     while views:
         sent = sock.sendmsg(views[:_IOV_MAX])

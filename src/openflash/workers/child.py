@@ -185,6 +185,9 @@ class Executor:
 
     def pack_result(self, result: Any, caller: tuple[str, ...] | None) -> protocol.Packed:
         """A RESULT's pickle, its large buffers out of band (as ``dump_result`` otherwise)."""
+        plain = pickling.plain_pickle(result)
+        if plain is not None:  # nothing in it the caller could lack
+            return protocol.Packed(plain)
         known = self.caller_modules if caller is None else frozenset(caller)
         try:
             lacks = None if known is None else (lambda module: module not in known)

@@ -111,7 +111,9 @@ class Worker:
         try:
             args, kwargs = pickling.load_arguments(call.args)
             result = fn(*args, **kwargs)
-            if inspect.isawaitable(result) or streaming.is_stream(result):
+            if type(result) not in pickling.PLAIN_TYPES and (
+                inspect.isawaitable(result) or streaming.is_stream(result)
+            ):
                 # An awaitable or a generator: the loop finishes it (a task CANCEL reaches).
                 work = self.finish_later(call_id, call, result)
                 self.loop.call_soon_threadsafe(self.start, call_id, work)
