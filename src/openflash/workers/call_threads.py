@@ -34,6 +34,7 @@ only (and protocol.py).
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import socket
 import threading
 import time
@@ -57,11 +58,19 @@ Claim = Callable[[protocol.Frame], Callable[[], None] | None]
 
 
 class Wire:
-    """Frames out on a blocking socket, whole and one at a time, from any thread."""
+    """Frames out on a blocking socket, whole and one at a time, from any thread.
+
+    From the event loop, frames are kept in an outbox and written together once the loop's
+    iteration ends (every reply that iteration finished in one ``sendmsg``), in order."""
 
     def __init__(self, sock: socket.socket) -> None:
         self.sock = sock
         self.lock = threading.Lock()
+        self._outbox: list[protocol.Buffer] = []
+        self._held = 0  # the outbox's bytes
+        #: Done once the outbox's frames are written (None: nothing waits to be written).
+        self._flushed: asyncio.Future[None] | None = None
+        self._writing = False  # a thread writes frames the outbox held
 
     def write(self, parts: list[protocol.Buffer]) -> None:
         """Write one frame's parts (blocking until the socket took them all)."""
@@ -69,19 +78,56 @@ class Wire:
             _send_all(self.sock, parts)
 
     async def send_parts(self, parts: list[protocol.Buffer]) -> None:
-        """From the event loop: a small frame at once when no thread is writing, else from a
-        thread (the loop never waits on a large frame, nor on another thread's)."""
+        """From the event loop: the frame joins the outbox, written at the end of this loop
+        iteration, at once when small and no thread is writing, else from a thread (the loop
+        never waits on a large frame, nor on another thread's); a large frame's sender waits
+        until it is written."""
         size = sum(memoryview(p).nbytes for p in parts)
-        if size < _LOOP_WRITES_BELOW and self.lock.acquire(blocking=False):
-            try:
-                _send_all(self.sock, parts)
-            finally:
-                self.lock.release()
-            return
-        await asyncio.to_thread(self.write, parts)
+        self._outbox.extend(parts)
+        self._held += size
+        if self._flushed is None:
+            loop = asyncio.get_running_loop()
+            self._flushed = loop.create_future()
+            if not self._writing:
+                loop.call_soon(self._write_out, loop)
+        if size >= _LOOP_WRITES_BELOW:
+            await asyncio.shield(self._flushed)
 
     async def send(self, frame: bytes) -> None:
         await self.send_parts([frame])
+
+    async def drain(self) -> None:
+        """Wait until every frame the loop sent is written."""
+        while self._flushed is not None:
+            await asyncio.shield(self._flushed)
+
+    def _write_out(self, loop: asyncio.AbstractEventLoop) -> None:
+        parts, size, flushed = self._outbox, self._held, self._flushed
+        self._outbox, self._held, self._flushed = [], 0, None
+        if flushed is None:
+            return
+        if size < _LOOP_WRITES_BELOW and self.lock.acquire(blocking=False):
+            try:
+                _send_all(self.sock, parts)
+            except OSError:
+                pass  # the socket is gone: the worker is ending (its reader reads the end)
+            finally:
+                self.lock.release()
+            flushed.set_result(None)
+            return
+        self._writing = True  # frames sent meanwhile wait in the outbox, after these
+        written = loop.run_in_executor(None, self._write_quietly, parts)
+        written.add_done_callback(lambda _: self._written(loop, flushed))
+
+    def _write_quietly(self, parts: list[protocol.Buffer]) -> None:
+        with contextlib.suppress(OSError):
+            self.write(parts)
+
+    def _written(self, loop: asyncio.AbstractEventLoop, flushed: asyncio.Future[None]) -> None:
+        self._writing = False
+        flushed.set_result(None)
+        if self._flushed is not None:
+            self._write_out(loop)
 
 
 def _send_all(sock: socket.socket, parts: list[protocol.Buffer]) -> None:

@@ -147,6 +147,7 @@ class Worker:
         # sends nothing more), then exit and let the pool start a fresh worker.
         parts = [protocol.encode(protocol.RETIRE), *reply]
         if self.wire is not None:
+            await self.wire.drain()  # what the loop sent before, first
             self.wire.write(parts)
         else:
             assert self.writer is not None
