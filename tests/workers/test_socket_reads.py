@@ -131,3 +131,30 @@ def test_descriptors_with_a_frame_that_is_not_ours_are_closed() -> None:
         os.close(fd)
         assert frames_of(reader, 1) == [(protocol.CALL, 5, b"not a mark")]
         assert open_fds() == baseline
+
+
+def test_descriptors_after_a_large_payload_read_past_the_buffer_go_with_their_frame() -> None:
+    a, b = pair()
+    content = os.urandom(1 << 12)
+    large = os.urandom(5 * payloads.PREALLOCATE)
+    fd = os.memfd_create("test-payload")
+    os.write(fd, content)
+
+    def send() -> None:
+        a.sendall(protocol.encode(protocol.CALL, 1, large))
+        frame, ancillary = marked(fd, len(content), 2)
+        a.sendmsg([frame], ancillary)
+        a.sendall(protocol.encode(protocol.RELEASE, 0, b"later"))
+
+    with a, b:
+        reader = FrameReader(b, size=1024)
+        writer = threading.Thread(target=send)
+        writer.start()
+        first = reader.next()
+        writer.join()
+        os.close(fd)
+        assert first is not None and bytes(first.payload) == large
+        shared = reader.next()
+        assert shared is not None and shared.call_id == 2
+        assert isinstance(shared.payload, mmap.mmap) and bytes(shared.payload) == content
+        assert frames_of(reader, 1) == [(protocol.RELEASE, 0, b"later")]

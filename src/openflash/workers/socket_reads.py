@@ -63,8 +63,8 @@ class FrameReader:
         frame whose payload is in shared memory (shared_memory.py) comes with it mapped."""
         try:
             return self._next()
-        except OSError:  # reset, its socket gone, or a payload that cannot be allocated
-            return None
+        except (OSError, OverflowError, ValueError):  # reset, its socket gone, or a payload
+            return None  # that cannot be allocated (a corrupt header): nothing more is read
 
     def close(self) -> None:
         """Close descriptors received and not taken by a frame."""
@@ -152,5 +152,5 @@ class FrameReader:
             if not n:
                 return None
             got += n
-        self.base += self.start + (size - held) - self.start  # the stream moved past it
+        self.base += size - held  # read past the buffer: the stream moved on without it
         return protocol.Frame(kind, call_id, payload)  # type: ignore[arg-type]
