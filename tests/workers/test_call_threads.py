@@ -183,13 +183,19 @@ class Child:
     """A worker process (``python -m openflash.workers.child FD 1``, this interpreter) driven
     over a socketpair frame by frame, as a pool would."""
 
-    def __init__(self) -> None:
+    def __init__(self, max_concurrency: int = 1) -> None:
         import subprocess
 
         self.sock, theirs = socket.socketpair()
         env = dict(os.environ, OPENFLASH_PARENT_PID=str(os.getpid()))
         self.process = subprocess.Popen(
-            [sys.executable, "-m", "openflash.workers.child", str(theirs.fileno()), "1"],
+            [
+                sys.executable,
+                "-m",
+                "openflash.workers.child",
+                str(theirs.fileno()),
+                str(max_concurrency),
+            ],
             pass_fds=(theirs.fileno(),),
             env=env,
         )
@@ -211,25 +217,32 @@ class Child:
             data += chunk
         return data
 
-    def call(self, call_id: int, fn: Any, *args: Any) -> None:
+    def call(self, call_id: int, fn: Any, *args: Any, first: bool = False) -> None:
+        """Send a CALL of ``fn`` (``first``: with the function, which the worker then keeps)."""
+        self.sock.sendall(b"".join(bytes(part) for part in self.frame(call_id, fn, args, first)))
+
+    def frame(self, call_id: int, fn: Any, args: tuple[Any, ...], first: bool) -> list[Any]:
         from openflash.workers import pickling
 
         payload = protocol.CallPayload(
             protocol.OP_FUNCTION,
             fn.__name__,
-            cloudpickle.dumps(fn) if call_id == 1 else None,
+            cloudpickle.dumps(fn) if first or call_id == 1 else None,
             "",
             pickling.pack((args, {}), None),
             None,
         )
-        for part in protocol.encode_call(call_id, payload):
-            self.sock.sendall(part)
+        return protocol.encode_call(call_id, payload)
 
     def answer(self) -> Any:
+        return self.answer_of()[1]
+
+    def answer_of(self) -> tuple[int, Any]:
+        """The next RESULT: its call id and value."""
         while True:
-            kind, _, payload = self.read()
+            kind, call_id, payload = self.read()
             if kind == protocol.RESULT:
-                return protocol.loads(payload)
+                return call_id, protocol.loads(payload)
             assert kind in (protocol.IMPORTED, protocol.PROGRESS), kind
 
 
@@ -360,3 +373,53 @@ def test_a_warm_plain_call_past_its_execution_timeout_fails_and_the_next_one_run
 
     hung, after = run(bare_spec, PoolConfig("p", execution_timeout=3), body)
     assert after != hung  # its worker was replaced
+
+
+async def async_where(x: int) -> tuple[int, str, bool]:
+    """Where it runs, and whether the loop reads the socket meanwhile (a reader registered with
+    its selector: call_threads.Reader's ``_loop_read``)."""
+    import threading
+
+    selector = asyncio.get_running_loop()._selector  # type: ignore[attr-defined]
+    handles = [key.data[0] for key in selector.get_map().values() if key.data]
+    reads = any(getattr(h._callback, "__name__", "") == "_loop_read" for h in handles if h)
+    return x, threading.current_thread().name, reads
+
+
+def plain_where(x: int) -> tuple[int, str]:
+    import threading
+
+    return x, threading.current_thread().name
+
+
+@pytest.mark.parametrize("max_concurrency", [1, 4])
+def test_the_loop_reads_while_it_runs_the_calls_and_gives_the_reading_back(
+    max_concurrency: int,
+) -> None:
+    """Async calls (the loop reads them, several that arrived together at once), then a plain
+    one (the reading goes back to the threads, one of which runs it), then async again, then
+    SHUTDOWN read by the loop: every answer, in order where one call is sent at a time."""
+    child = Child(max_concurrency)
+    try:
+        child.call(1, async_where, 1, first=True)
+        assert child.answer() == (1, "MainThread", True)
+        child.call(2, plain_where, 2, first=True)
+        assert child.answer_of() == (2, (2, "openflash-call_0"))  # its first call: the loop's
+        together = [child.frame(i, async_where, (i,), False) for i in range(10, 20)]
+        child.sock.sendall(b"".join(bytes(part) for frame in together for part in frame))
+        answers = dict(child.answer_of() for _ in range(10))
+        assert answers == {i: (i, "MainThread", True) for i in range(10, 20)}
+        child.call(3, plain_where, 3)
+        assert child.answer() == (3, "openflash-reader")
+        child.call(4, async_where, 4)
+        assert child.answer() == (4, "MainThread", True)
+        child.call(5, plain_where, 5)
+        assert child.answer() == (5, "openflash-reader")
+        child.call(6, async_where, 6)
+        assert child.answer() == (6, "MainThread", True)
+        child.sock.sendall(protocol.encode(protocol.SHUTDOWN))
+        assert child.process.wait(timeout=60) == 0
+    finally:
+        child.process.kill()
+        child.process.wait()
+        child.sock.close()

@@ -22,6 +22,13 @@ channel.py asks before waiting), else once the call has run for ``STANDBY_S`` (a
 which sleeps while no call runs and wakes once per period while calls do: nothing per call), so
 that SHUTDOWN or the socket closed still end the worker during a long call, and CANCEL is read.
 
+While the loop runs the calls (async functions, methods), the loop reads: a thread that read such
+a call gives the loop the reading (``read_lock`` stays taken), and the loop reads the socket when
+it is readable, without waiting, and handles each whole frame where it stands (no thread woken,
+no hand-over to the loop per frame). The next plain function's call, or a large payload (read
+blocking into its own buffer), gives the reading back to the threads; the thread that takes it
+runs that call.
+
 Frames go out through ``Wire``: whole frames, one at a time (a lock), written with ``sendmsg``
 from the parts (large buffers are never copied), from any thread; the loop writes small frames at
 once and hands large ones, or frames that would wait for another thread's, to a thread.
@@ -183,6 +190,8 @@ class Reader:
         self._standby: threading.Thread | None = None
         self._parked = False  # the standby waits for a call to start (``_wake``)
         self._wake = threading.Event()
+        #: A plain call the loop read, run by the thread that takes the reading from it.
+        self._given: Callable[[], None] | None = None
 
     def start(self) -> None:
         self._add_thread()
@@ -217,31 +226,38 @@ class Reader:
 
     def _read(self) -> bool:
         """Read while this thread has the reading: True once it has let go of it (it then ran
-        a call), False when the worker ends."""
+        a call, or gave the reading to the loop), False when the worker ends."""
         batch: list[protocol.Frame] = []
+        run, self._given = self._given, None  # a call the loop read, and the reading with it
         while True:
-            if self._ended:
-                self.read_lock.release()
-                return False
-            frame = self.frames.next()
-            if frame is None or frame.kind == protocol.SHUTDOWN:
-                self._send(batch)
-                self._end()
-                self.read_lock.release()
-                return False
-            run = self.claim(frame) if frame.kind == protocol.CALL else None
-            if run is None:  # in order with the frames read before and after it
-                batch.append(frame)
-                del frame  # a large payload is not kept while this thread waits
-                if not self.frames.ready():  # all that arrived together, in one hand-over
+            if run is None:
+                if self._ended:
+                    self.read_lock.release()
+                    return False
+                frame = self.frames.next()
+                if frame is None or frame.kind == protocol.SHUTDOWN:
                     self._send(batch)
-                    batch = []
-                continue
-            del frame
-            self._send(batch)
-            batch = []
+                    self._end()
+                    self.read_lock.release()
+                    return False
+                run = self.claim(frame) if frame.kind == protocol.CALL else None
+                if run is None:  # in order with the frames read before and after it
+                    batch.append(frame)
+                    to_loop_call = frame.kind == protocol.CALL
+                    del frame  # a large payload is not kept while this thread waits
+                    if not self.frames.ready():  # all that arrived together, in one hand-over
+                        if to_loop_call:  # the loop runs the calls: it reads (read_lock kept)
+                            self.loop.call_soon_threadsafe(self._receive_and_read, batch)
+                            return True
+                        self._send(batch)
+                        batch = []
+                    continue
+                del frame
+                self._send(batch)
+                batch = []
             if self._keeps:
                 if self._run_keeping(run):
+                    run = None
                     continue
                 return True
             with self._state:
@@ -257,6 +273,53 @@ class Reader:
                 with self._state:
                     self._free += 1
             return True
+
+    def _receive_and_read(self, batch: list[protocol.Frame]) -> None:
+        """On the loop: the frames a thread read (the last a call the loop runs), then the
+        reading, before the calls' tasks first run."""
+        self._receive_all(batch)
+        self._loop_takes()
+
+    def _loop_takes(self) -> None:
+        """On the loop: it has the reading (a thread read a call the loop runs)."""
+        if self._ended:
+            self.read_lock.release()
+            return
+        self.loop.add_reader(self.frames.sock.fileno(), self._loop_read)
+
+    def _loop_read(self) -> None:
+        """On the loop, the socket readable: what it holds, read without waiting; its frames
+        handled here, in order. A plain function's call, or a large payload (read into its
+        own buffer, blocking), gives the reading back to the threads."""
+        got = self.frames.fill_now()
+        if got is None:
+            return
+        if got is False:
+            self._loop_gives(None, end=True)
+            return
+        while self.frames.ready():
+            if self.frames.large_next():
+                self._loop_gives(None)
+                return
+            frame = self.frames.next()  # whole in the buffer: no system call
+            if frame is None or frame.kind == protocol.SHUTDOWN:
+                self._loop_gives(None, end=True)
+                return
+            run = self.claim(frame) if frame.kind == protocol.CALL else None
+            if run is not None:
+                self._loop_gives(run)
+                return
+            self.to_loop(frame)
+
+    def _loop_gives(self, run: Callable[[], None] | None, *, end: bool = False) -> None:
+        """On the loop: the reading back to the threads (with the plain call ``run`` the loop
+        read, which the thread that takes the reading runs), or the worker ends."""
+        self.loop.remove_reader(self.frames.sock.fileno())
+        if end:
+            self._ended = True
+            _end(self.closed)
+        self._given = run
+        self.read_lock.release()
 
     def _send(self, batch: list[protocol.Frame]) -> None:
         """Frames to the loop: one wake-up of the loop for all of them."""

@@ -58,6 +58,28 @@ class FrameReader:
         size = int.from_bytes(self.view[self.start + 9 : self.start + 17], "big")
         return size >= payloads.PREALLOCATE or held >= protocol.HEADER.size + size
 
+    def large_next(self) -> bool:
+        """Whether the next frame's header, already read, announces a payload read into a
+        buffer of its own (``next`` then blocks until it is all read)."""
+        if self.end - self.start < protocol.HEADER.size:
+            return False
+        size = int.from_bytes(self.view[self.start + 9 : self.start + 17], "big")
+        return size >= payloads.PREALLOCATE
+
+    def fill_now(self) -> bool | None:
+        """One read of what the socket holds now, without waiting (the event loop's): True
+        when bytes came, None when there were none, False once the socket is closed."""
+        wanted = protocol.HEADER.size
+        if self.end - self.start >= wanted:  # room for the frame at the front, whole
+            size = int.from_bytes(self.view[self.start + 9 : self.start + 17], "big")
+            wanted += min(size, payloads.PREALLOCATE)
+        try:
+            return self._fill(wanted, socket.MSG_DONTWAIT)
+        except BlockingIOError:
+            return None
+        except (OSError, OverflowError, ValueError):
+            return False
+
     def next(self) -> protocol.Frame | None:
         """The next frame, or None once the other side has closed the socket (or reset it). A
         frame whose payload is in shared memory (shared_memory.py) comes with it mapped."""
@@ -114,7 +136,7 @@ class FrameReader:
         fds, self.fds = self.fds, []
         return fds
 
-    def _fill(self, wanted: int) -> bool:
+    def _fill(self, wanted: int, flags: int = 0) -> bool:
         """Read more (one ``recvmsg_into``), with room for ``wanted`` bytes from ``start``;
         False once the socket is closed."""
         if self.start == self.end:
@@ -125,7 +147,7 @@ class FrameReader:
             self.view[:held] = self.view[self.start : self.end]
             self.base += self.start
             self.start, self.end = 0, held
-        got, ancillary, _, _ = self.sock.recvmsg_into([self.view[self.end :]], _ANCILLARY)
+        got, ancillary, _, _ = self.sock.recvmsg_into([self.view[self.end :]], _ANCILLARY, flags)
         if ancillary:
             fds = shared_memory.attached(ancillary)
             if fds:
