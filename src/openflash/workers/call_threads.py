@@ -96,7 +96,10 @@ class Wire:
             loop = asyncio.get_running_loop()
             self._flushed = loop.create_future()
             if not self._writing:
-                loop.call_soon(self._write_out, loop)
+                if getattr(loop, "_ready", True):
+                    loop.call_soon(self._write_out, loop)
+                else:  # nothing else runs in this iteration (asyncio's queue): no frame to wait for
+                    self._write_out(loop)
         if size >= _LOOP_WRITES_BELOW:
             await asyncio.shield(self._flushed)
 
