@@ -183,7 +183,7 @@ class Child:
     """A worker process (``python -m openflash.workers.child FD 1``, this interpreter) driven
     over a socketpair frame by frame, as a pool would."""
 
-    def __init__(self, max_concurrency: int = 1) -> None:
+    def __init__(self, max_concurrency: int = 1, stderr: Any = None) -> None:
         import subprocess
 
         self.sock, theirs = socket.socketpair()
@@ -198,6 +198,7 @@ class Child:
             ],
             pass_fds=(theirs.fileno(),),
             env=env,
+            stderr=stderr,
         )
         theirs.close()
         self.sock.settimeout(60)
@@ -423,3 +424,33 @@ def test_the_loop_reads_while_it_runs_the_calls_and_gives_the_reading_back(
         child.process.kill()
         child.process.wait()
         child.sock.close()
+
+
+async def echo_async(value: Any) -> Any:
+    return value
+
+
+@pytest.mark.parametrize("in_flight", [1, 3])
+def test_large_results_of_async_functions_go_back_whole(in_flight: int, tmp_path: Any) -> None:
+    """Written from the loop's outbox by a thread (too large for the loop), in order with the
+    small frames sent around them, and nothing going wrong in the worker meanwhile."""
+    with socket.socket(socket.AF_UNIX) as probe:
+        buffer = probe.getsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF)
+    values = [os.urandom(3 * buffer + i) if i % 2 == 0 else i for i in range(in_flight * 2)]
+    errors = tmp_path / "stderr"
+    with errors.open("w") as stderr:
+        child = Child(in_flight, stderr=stderr)
+    try:
+        child.call(1, echo_async, 0, first=True)
+        assert child.answer() == 0
+        answers: dict[int, Any] = {}
+        for start in range(0, len(values), in_flight):
+            for i in range(start, start + in_flight):
+                child.call(10 + i, echo_async, values[i])
+            answers.update(child.answer_of() for _ in range(in_flight))
+        assert answers == {10 + i: value for i, value in enumerate(values)}
+    finally:
+        child.sock.close()
+        child.process.wait(timeout=60)
+    assert child.process.returncode == 0
+    assert "Traceback" not in errors.read_text()

@@ -92,16 +92,17 @@ class Wire:
         size = sum(memoryview(p).nbytes for p in parts)
         self._outbox.extend(parts)
         self._held += size
-        if self._flushed is None:
+        flushed = self._flushed
+        if flushed is None:
             loop = asyncio.get_running_loop()
-            self._flushed = loop.create_future()
+            flushed = self._flushed = loop.create_future()
             if not self._writing:
                 if getattr(loop, "_ready", True):
                     loop.call_soon(self._write_out, loop)
                 else:  # nothing else runs in this iteration (asyncio's queue): no frame to wait for
                     self._write_out(loop)
         if size >= _LOOP_WRITES_BELOW:
-            await asyncio.shield(self._flushed)
+            await asyncio.shield(flushed)
 
     async def send(self, frame: bytes) -> None:
         await self.send_parts([frame])
