@@ -4,14 +4,30 @@ A warm call of a plain (sync) function used to cross three hands in its worker: 
 read the CALL frame, handed the function to a thread pool, and took its result back to write the
 reply (a queue, the loop's self-pipe, three loop iterations: most of a warm call's cost there).
 Here the socket is read by a small group of threads taking turns (leader/follower): one thread
-at a time holds ``read_lock`` and blocks in ``recv``; when it reads a CALL of a plain function
-the worker already holds, it lets go of the lock (another thread takes over the reading), runs
-the call itself and writes the reply itself, then queues for the lock again. Every other frame
-(calls of async functions, of methods, of a function not loaded yet, streams; nested calls'
-replies, CANCEL, CREDIT, RELEASE, CALLER) goes to the event loop, in the order read, as before:
-async functions and nested calls keep the loop. A nested call from a plain function still works,
-since another thread reads its reply while the function waits; the pool never sends a worker
-more than MAX_CONCURRENCY calls, and there is always one thread more than the calls running.
+at a time holds ``read_lock`` and blocks in ``recv`` (socket_reads.py: every frame that arrived
+together, from one system call); when it reads a CALL of a plain function the worker already
+holds, it lets go of the lock (another thread takes over the reading), runs the call itself and
+writes the reply itself, then queues for the lock again. Every other frame (calls of async
+functions, of methods, of a function not loaded yet, streams; nested calls' replies, CANCEL,
+CREDIT, RELEASE, CALLER) goes to the event loop, in the order read, as before (the frames read
+together in one hand-over: one wake-up of the loop); async functions and nested calls keep the
+loop. The pool never sends a worker more than MAX_CONCURRENCY calls, and there is always one
+thread more than the calls running.
+
+With MAX_CONCURRENCY 1 (the default: no second CALL comes while one runs), the thread keeps the
+reading while it runs the call: no other thread is woken, nothing changes hands, per call. What
+must still be read during a call is read by another thread once the reading is handed off
+(``Reader.hand_off``): at once when the call makes a nested call (its reply comes on the socket,
+channel.py asks before waiting), else once the call has run for ``STANDBY_S`` (a standby thread,
+which sleeps while no call runs and wakes once per period while calls do: nothing per call), so
+that SHUTDOWN or the socket closed still end the worker during a long call, and CANCEL is read.
+
+While the loop runs the calls (async functions, methods), the loop reads: a thread that read such
+a call gives the loop the reading (``read_lock`` stays taken), and the loop reads the socket when
+it is readable, without waiting, and handles each whole frame where it stands (no thread woken,
+no hand-over to the loop per frame). The next plain function's call, or a large payload (read
+blocking into its own buffer), gives the reading back to the threads; the thread that takes it
+runs that call.
 
 Frames go out through ``Wire``: whole frames, one at a time (a lock), written with ``sendmsg``
 from the parts (large buffers are never copied), from any thread; the loop writes small frames at
@@ -25,22 +41,22 @@ only (and protocol.py).
 from __future__ import annotations
 
 import asyncio
-import mmap
-import os
+import contextlib
 import socket
 import threading
+import time
 from collections.abc import Callable
 
-from openflash.workers import payloads, protocol, shared_memory
+from openflash.workers import protocol, shared_memory, socket_reads
 
-__all__ = ["Reader", "Wire"]
+__all__ = ["STANDBY_S", "Reader", "Wire"]
 
 #: Frames from this size are written from a thread, never from the event loop.
 _LOOP_WRITES_BELOW = 1 << 16
 #: The most parts one ``sendmsg`` takes (Linux's IOV_MAX).
 _IOV_MAX = 1024
-#: The most descriptors read with a frame (one is used: shared_memory.py).
-_MAX_FDS = 4
+#: How long a call keeps the reading before another thread takes it over (Reader._watch).
+STANDBY_S = 0.02
 
 #: Given a CALL frame read by a reading thread: a function that runs it there and writes its
 #: reply (the thread runs it once it has let go of the reading), or None to send the frame to
@@ -49,13 +65,21 @@ Claim = Callable[[protocol.Frame], Callable[[], None] | None]
 
 
 class Wire:
-    """Frames out on a blocking socket, whole and one at a time, from any thread."""
+    """Frames out on a blocking socket, whole and one at a time, from any thread.
+
+    From the event loop, frames are kept in an outbox and written together once the loop's
+    iteration ends (every reply that iteration finished in one ``sendmsg``), in order."""
 
     def __init__(self, sock: socket.socket) -> None:
         self.sock = sock
         self.lock = threading.Lock()
         #: Results from this size go through shared memory (shared_memory.py; None: never).
         self.shared_min = shared_memory.result_minimum()
+        self._outbox: list[protocol.Buffer] = []
+        self._held = 0  # the outbox's bytes
+        #: Done once the outbox's frames are written (None: nothing waits to be written).
+        self._flushed: asyncio.Future[None] | None = None
+        self._writing = False  # a thread writes frames the outbox held
 
     def write(self, parts: list[protocol.Buffer]) -> None:
         """Write one frame's parts (blocking until the socket took them all)."""
@@ -65,22 +89,66 @@ class Wire:
                 _send_all(self.sock, parts)
 
     async def send_parts(self, parts: list[protocol.Buffer]) -> None:
-        """From the event loop: a small frame at once when no thread is writing, else from a
-        thread (the loop never waits on a large frame, nor on another thread's)."""
+        """From the event loop: the frame joins the outbox, written at the end of this loop
+        iteration, at once when small and no thread is writing, else from a thread (the loop
+        never waits on a large frame, nor on another thread's); a large frame's sender waits
+        until it is written."""
         size = sum(memoryview(p).nbytes for p in parts)
-        if size < _LOOP_WRITES_BELOW and self.lock.acquire(blocking=False):
-            try:
-                _send_all(self.sock, parts)
-            finally:
-                self.lock.release()
-            return
-        await asyncio.to_thread(self.write, parts)
+        self._outbox.extend(parts)
+        self._held += size
+        flushed = self._flushed
+        if flushed is None:
+            loop = asyncio.get_running_loop()
+            flushed = self._flushed = loop.create_future()
+            if not self._writing:
+                if getattr(loop, "_ready", True):
+                    loop.call_soon(self._write_out, loop)
+                else:  # nothing else runs in this iteration (asyncio's queue): no frame to wait for
+                    self._write_out(loop)
+        if size >= _LOOP_WRITES_BELOW:
+            await asyncio.shield(flushed)
 
     async def send(self, frame: bytes) -> None:
         await self.send_parts([frame])
 
+    async def drain(self) -> None:
+        """Wait until every frame the loop sent is written."""
+        while self._flushed is not None:
+            await asyncio.shield(self._flushed)
+
+    def _write_out(self, loop: asyncio.AbstractEventLoop) -> None:
+        parts, size, flushed = self._outbox, self._held, self._flushed
+        self._outbox, self._held, self._flushed = [], 0, None
+        if flushed is None:
+            return
+        if size < _LOOP_WRITES_BELOW and self.lock.acquire(blocking=False):
+            try:
+                _send_all(self.sock, parts)
+            except OSError:
+                pass  # the socket is gone: the worker is ending (its reader reads the end)
+            finally:
+                self.lock.release()
+            flushed.set_result(None)
+            return
+        self._writing = True  # frames sent meanwhile wait in the outbox, after these
+        written = loop.run_in_executor(None, self._write_quietly, parts)
+        written.add_done_callback(lambda _: self._written(loop, flushed))
+
+    def _write_quietly(self, parts: list[protocol.Buffer]) -> None:
+        with contextlib.suppress(OSError):
+            self.write(parts)
+
+    def _written(self, loop: asyncio.AbstractEventLoop, flushed: asyncio.Future[None]) -> None:
+        self._writing = False
+        flushed.set_result(None)
+        if self._flushed is not None:
+            self._write_out(loop)
+
 
 def _send_all(sock: socket.socket, parts: list[protocol.Buffer]) -> None:
+    if len(parts) == 1 and type(parts[0]) is bytes:  # one small frame (most replies)
+        sock.sendall(parts[0])
+        return
     views = [memoryview(p).cast("B") for p in parts if memoryview(p).nbytes]
     while views:
         sent = sock.sendmsg(views[:_IOV_MAX])
@@ -96,7 +164,10 @@ def _send_all(sock: socket.socket, parts: list[protocol.Buffer]) -> None:
 
 class Reader:
     """Threads taking turns at reading the socket (one at a time), each running the plain calls
-    it reads (``claim``) and sending every other frame to ``to_loop`` on ``loop``, in order."""
+    it reads (``claim``) and sending every other frame to ``to_loop`` on ``loop``, in order.
+
+    ``read_lock`` is held by the thread that has the reading, which may be running a call it
+    kept the reading through (one call at a time); ``hand_off`` gives it to another thread."""
 
     def __init__(
         self,
@@ -106,24 +177,48 @@ class Reader:
         claim: Claim,
         max_calls: int,
     ) -> None:
-        self.sock = sock
+        self.frames = socket_reads.FrameReader(sock)
         self.loop = loop
         self.to_loop = to_loop
         self.claim = claim
         #: Set (on the loop) when the parent closed the socket: the worker ends.
         self.closed: asyncio.Future[None] = loop.create_future()
         self.read_lock = threading.Lock()
-        self._count_lock = threading.Lock()
+        self._state = threading.Lock()  # the counts and the kept call's state below
         self._limit = max_calls + 1  # every call running in a thread, and one reading
         self._threads = 0
         self._free = 0  # threads reading or waiting to read
         self._ended = False
+        #: One call at a time (the pool sends no second CALL while one runs): the thread that
+        #: read it runs it keeping the reading.
+        self._keeps = max_calls == 1
+        self._running = 0  # the number of the call running with the reading kept (0: none)
+        self._calls = 0  # such calls started so far
+        self._handed = False  # the reading was handed off while it runs
+        self._standby: threading.Thread | None = None
+        self._parked = False  # the standby waits for a call to start (``_wake``)
+        self._wake = threading.Event()
+        #: A plain call the loop read, run by the thread that takes the reading from it.
+        self._given: Callable[[], None] | None = None
 
     def start(self) -> None:
         self._add_thread()
 
+    def hand_off(self, number: int = 0) -> None:
+        """Let another thread read while the call that kept the reading runs (``number``: only
+        if it is still that call); nothing when no call keeps it. From any thread: a nested
+        call made by the running call (its reply must be read, channel.py), the standby."""
+        with self._state:
+            if not self._running or self._handed or number not in (0, self._running):
+                return
+            self._handed = True
+            grow = self._free == 0
+        self.read_lock.release()  # the running call's thread queues for it again once done
+        if grow:
+            self._add_thread()
+
     def _add_thread(self) -> None:
-        with self._count_lock:
+        with self._state:
             if self._threads >= self._limit:
                 return
             self._threads += 1
@@ -133,96 +228,168 @@ class Reader:
 
     def _serve(self) -> None:
         while True:
-            with self.read_lock:
+            self.read_lock.acquire()
+            if not self._read():
+                return
+
+    def _read(self) -> bool:
+        """Read while this thread has the reading: True once it has let go of it (it then ran
+        a call, or gave the reading to the loop), False when the worker ends."""
+        batch: list[protocol.Frame] = []
+        run, self._given = self._given, None  # a call the loop read, and the reading with it
+        while True:
+            if run is None:
                 if self._ended:
-                    return
-                frame = read_frame(self.sock)
+                    self.read_lock.release()
+                    return False
+                frame = self.frames.next()
                 if frame is None or frame.kind == protocol.SHUTDOWN:
-                    self._ended = True
-                    self.loop.call_soon_threadsafe(_end, self.closed)
-                    return
+                    self._send(batch)
+                    self._end()
+                    self.read_lock.release()
+                    return False
                 run = self.claim(frame) if frame.kind == protocol.CALL else None
                 if run is None:  # in order with the frames read before and after it
-                    self.loop.call_soon_threadsafe(self.to_loop, frame)
+                    batch.append(frame)
+                    to_loop_call = frame.kind == protocol.CALL
                     del frame  # a large payload is not kept while this thread waits
+                    if not self.frames.ready():  # all that arrived together, in one hand-over
+                        if to_loop_call:  # the loop runs the calls: it reads (read_lock kept)
+                            self.loop.call_soon_threadsafe(self._receive_and_read, batch)
+                            return True
+                        self._send(batch)
+                        batch = []
                     continue
                 del frame
-                with self._count_lock:
-                    self._free -= 1
-                    grow = self._free == 0
+                self._send(batch)
+                batch = []
+            if self._keeps:
+                if self._run_keeping(run):
+                    run = None
+                    continue
+                return True
+            with self._state:
+                self._free -= 1
+                grow = self._free == 0
+            self.read_lock.release()
             if grow:  # someone must read while this thread runs the call
                 self._add_thread()
             try:
                 run()
             finally:
                 del run  # nor its arguments (a mapping of shared memory, shared_memory.py)
-                with self._count_lock:
+                with self._state:
                     self._free += 1
+            return True
+
+    def _receive_and_read(self, batch: list[protocol.Frame]) -> None:
+        """On the loop: the frames a thread read (the last a call the loop runs), then the
+        reading, before the calls' tasks first run."""
+        self._receive_all(batch)
+        self._loop_takes()
+
+    def _loop_takes(self) -> None:
+        """On the loop: it has the reading (a thread read a call the loop runs)."""
+        if self._ended:
+            self.read_lock.release()
+            return
+        self.loop.add_reader(self.frames.sock.fileno(), self._loop_read)
+
+    def _loop_read(self) -> None:
+        """On the loop, the socket readable: what it holds, read without waiting; its frames
+        handled here, in order. A plain function's call, or a large payload (read into its
+        own buffer, blocking), gives the reading back to the threads."""
+        got = self.frames.fill_now()
+        if got is None:
+            return
+        if got is False:
+            self._loop_gives(None, end=True)
+            return
+        while self.frames.ready():
+            if self.frames.large_next():
+                self._loop_gives(None)
+                return
+            frame = self.frames.next()  # whole in the buffer: no system call
+            if frame is None or frame.kind == protocol.SHUTDOWN:
+                self._loop_gives(None, end=True)
+                return
+            run = self.claim(frame) if frame.kind == protocol.CALL else None
+            if run is not None:
+                self._loop_gives(run)
+                return
+            self.to_loop(frame)
+
+    def _loop_gives(self, run: Callable[[], None] | None, *, end: bool = False) -> None:
+        """On the loop: the reading back to the threads (with the plain call ``run`` the loop
+        read, which the thread that takes the reading runs), or the worker ends."""
+        self.loop.remove_reader(self.frames.sock.fileno())
+        if end:
+            self._ended = True
+            _end(self.closed)
+        self._given = run
+        self.read_lock.release()
+
+    def _send(self, batch: list[protocol.Frame]) -> None:
+        """Frames to the loop: one wake-up of the loop for all of them."""
+        if len(batch) == 1:
+            self.loop.call_soon_threadsafe(self.to_loop, batch[0])
+        elif batch:
+            self.loop.call_soon_threadsafe(self._receive_all, batch)
+
+    def _receive_all(self, batch: list[protocol.Frame]) -> None:
+        for frame in batch:
+            self.to_loop(frame)
+
+    def _run_keeping(self, run: Callable[[], None]) -> bool:
+        """Run a call keeping the reading (no other thread woken for it); True when this
+        thread still has the reading after it (nothing handed it off meanwhile)."""
+        with self._state:
+            self._calls += 1
+            self._running = self._calls
+            self._handed = False
+            self._free -= 1
+        if self._standby is None:
+            self._standby = threading.Thread(
+                target=self._watch, name="openflash-standby", daemon=True
+            )
+            self._standby.start()
+        elif self._parked:
+            self._wake.set()
+        try:
+            run()
+        finally:
+            del run
+            with self._state:
+                self._running = 0
+                self._free += 1
+                handed = self._handed
+        return not handed
+
+    def _watch(self) -> None:
+        """The standby: a call that has kept the reading for ``STANDBY_S`` hands it off, so
+        that what comes meanwhile is read (SHUTDOWN, the socket closed: the worker ends at
+        once; CANCEL; a nested call's reply). It sleeps while no call runs (``_wake``), and
+        wakes once per ``STANDBY_S`` while calls run: nothing per call."""
+        seen_call, seen_count = 0, -1
+        while not self._ended:
+            time.sleep(STANDBY_S)
+            running, count = self._running, self._calls
+            if running and running == seen_call:
+                self.hand_off(running)  # it ran for STANDBY_S at least
+            elif not running and count == seen_count:  # no call for STANDBY_S
+                self._parked = True
+                if not self._running and self._calls == count:
+                    self._wake.wait()
+                self._wake.clear()
+                self._parked = False
+                running, count = self._running, self._calls
+            seen_call, seen_count = running, count
+
+    def _end(self) -> None:
+        self._ended = True
+        self.loop.call_soon_threadsafe(_end, self.closed)
 
 
 def _end(closed: asyncio.Future[None]) -> None:
     if not closed.done():
         closed.set_result(None)
-
-
-def read_frame(sock: socket.socket) -> protocol.Frame | None:
-    """The next frame from a blocking socket, or None once the other side has closed it. A frame
-    whose payload is in shared memory (shared_memory.py) comes with its payload mapped."""
-    fds: list[int] = []
-    try:
-        header, fds = _read_header(sock)
-        if header is None:
-            return None
-        kind, call_id, size = protocol.HEADER.unpack(header)
-        if not size:
-            return protocol.Frame(kind, call_id, b"")
-        if size >= payloads.PREALLOCATE:
-            # One buffer allocated once (anonymous memory: no zero-fill pass), read straight into.
-            buffer = mmap.mmap(-1, size)
-            if not _read_into(sock, memoryview(buffer)):
-                return None
-            return protocol.Frame(kind, call_id, buffer)  # type: ignore[arg-type]
-        payload = _read_exactly(sock, size)
-        if payload is not None and fds:
-            taken, fds = fds, []
-            mapped = shared_memory.open_payload(payload, taken)
-            if mapped is not None:
-                return protocol.Frame(kind, call_id, mapped)  # type: ignore[arg-type]
-    except OSError:  # reset, or its socket gone
-        return None
-    finally:
-        for fd in fds:  # descriptors that came with a frame that is not ours to map
-            os.close(fd)
-    return None if payload is None else protocol.Frame(kind, call_id, payload)
-
-
-def _read_header(sock: socket.socket) -> tuple[bytes | None, list[int]]:
-    """A frame's header, and the descriptors that came with its first byte."""
-    size = protocol.HEADER.size
-    data, ancillary, _, _ = sock.recvmsg(size, socket.CMSG_SPACE(4 * _MAX_FDS))
-    fds = shared_memory.attached(ancillary)
-    if len(data) == size or not data:
-        return (data or None), fds
-    rest = _read_exactly(sock, size - len(data))
-    return (None if rest is None else data + rest), fds
-
-
-def _read_exactly(sock: socket.socket, size: int) -> bytes | None:
-    data = sock.recv(size)
-    if len(data) == size:
-        return data
-    if not data:
-        return None
-    buffer = bytearray(size)
-    buffer[: len(data)] = data
-    return bytes(buffer) if _read_into(sock, memoryview(buffer)[len(data) :]) else None
-
-
-def _read_into(sock: socket.socket, view: memoryview) -> bool:
-    got, size = 0, view.nbytes
-    while got < size:
-        n = sock.recv_into(view[got:])
-        if not n:
-            return False
-        got += n
-    return True

@@ -36,9 +36,14 @@ class Channel:
         self._ids = itertools.count(1)
         self._pending: dict[int, asyncio.Future[protocol.NestedReply]] = {}
         self._introduced = False  # whether a request has named this worker's modules
+        #: Called before a request waits for its reply: the reading threads let another thread
+        #: read if the running call kept the reading (call_threads.Reader.hand_off).
+        self.before_wait: Callable[[], None] | None = None
 
     async def request(self, request: protocol.NestedRequest) -> protocol.NestedReply:
         """Send ``request`` to the parent and wait for its reply, from any thread's loop."""
+        if self.before_wait is not None:
+            self.before_wait()
         if asyncio.get_running_loop() is self.loop:
             return await self._request(request)
         future = asyncio.run_coroutine_threadsafe(self._request(request), self.loop)

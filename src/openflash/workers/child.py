@@ -185,6 +185,9 @@ class Executor:
 
     def pack_result(self, result: Any, caller: tuple[str, ...] | None) -> protocol.Packed:
         """A RESULT's pickle, its large buffers out of band (as ``dump_result`` otherwise)."""
+        plain = pickling.plain_pickle(result)
+        if plain is not None:  # nothing in it the caller could lack
+            return protocol.Packed(plain)
         known = self.caller_modules if caller is None else frozenset(caller)
         try:
             lacks = None if known is None else (lambda module: module not in known)
@@ -312,6 +315,7 @@ async def serve(fd: int | None, max_concurrency: int) -> None:
         threads = call_threads.Reader(
             wire.sock, loop, worker.receive, worker.claim, max_concurrency
         )
+        worker.nested.before_wait = threads.hand_off
         threads.start()
         await threads.closed
         return

@@ -111,7 +111,9 @@ class Worker:
         try:
             args, kwargs = pickling.load_arguments(call.args)
             result = fn(*args, **kwargs)
-            if inspect.isawaitable(result) or streaming.is_stream(result):
+            if type(result) not in pickling.PLAIN_TYPES and (
+                inspect.isawaitable(result) or streaming.is_stream(result)
+            ):
                 # An awaitable or a generator: the loop finishes it (a task CANCEL reaches).
                 work = self.finish_later(call_id, call, result)
                 self.loop.call_soon_threadsafe(self.start, call_id, work)
@@ -145,6 +147,7 @@ class Worker:
         # sends nothing more), then exit and let the pool start a fresh worker.
         parts = [protocol.encode(protocol.RETIRE), *reply]
         if self.wire is not None:
+            await self.wire.drain()  # what the loop sent before, first
             self.wire.write(parts)
         else:
             assert self.writer is not None

@@ -26,7 +26,14 @@ __all__ = [
     "dumps",
     "load_arguments",
     "pack",
+    "plain_pickle",
 ]
+
+#: Types the standard pickler writes as cloudpickle would: nothing by value, no class the other
+#: side could lack (subclasses are not these: ``type(value)`` is compared).
+PLAIN_TYPES = frozenset({int, float, complex, str, bytes, bool, type(None)})
+#: The most items of a list, tuple or dict of plain values that ``plain_pickle`` looks at.
+_PLAIN_ITEMS = 32
 
 
 class NotPortableError(TypeError):
@@ -102,6 +109,27 @@ def pack(
     return protocol.Packed(buffer.getbuffer(), tuple(buffers))
 
 
+def plain_pickle(value: Any) -> bytes | None:
+    """``value`` pickled by the standard pickler (protocol 5), where it is a plain value or a
+    small list, tuple or dict of plain values (``PLAIN_TYPES``): the same bytes ``pack`` would
+    write, without building a cloudpickle pickler (most of a small result's cost). None for
+    anything else."""
+    kind = type(value)
+    if kind in PLAIN_TYPES:
+        return pickle.dumps(value, protocol=5)
+    if kind is list or kind is tuple:
+        if len(value) > _PLAIN_ITEMS or any(type(item) not in PLAIN_TYPES for item in value):
+            return None
+    elif kind is dict:
+        if len(value) > _PLAIN_ITEMS or any(
+            type(k) not in PLAIN_TYPES or type(v) not in PLAIN_TYPES for k, v in value.items()
+        ):
+            return None
+    else:
+        return None
+    return pickle.dumps(value, protocol=5)
+
+
 class _Plain(cloudpickle.Pickler):  # type: ignore[misc]
     def reducer_override(self, obj: Any) -> Any:
         reduced = protocol.reduce_buffer(obj)
@@ -120,6 +148,8 @@ def load_arguments(blob: bytes | protocol.Packed) -> Any:
     """A call's or a constructor's ``(args, kwargs)``; ArgumentsNotLoadable where they need a
     module this environment lacks (the caller can send them again in portable form)."""
     try:
+        if type(blob) is bytes:  # a plain pickle (a Packed has its buffers apart)
+            return pickle.loads(blob)
         return protocol.packed(blob).load()
     except ModuleNotFoundError as e:
         raise ArgumentsNotLoadable(e.name or "") from e

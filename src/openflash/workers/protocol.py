@@ -213,6 +213,9 @@ def dumps(value: Any) -> bytes:
 
 def encode_packed(kind: int, call_id: int, value: Packed) -> list[Buffer]:
     """A frame of ``value``, in parts to write one after the other (payloads.envelope)."""
+    data = value.data
+    if not value.buffers and type(data) is bytes and len(data) < payloads.SEPARATE:
+        return [HEADER.pack(kind, call_id, len(data)) + data]  # one small frame
     return payloads.envelope(value, lambda size: HEADER.pack(kind, call_id, size))
 
 
@@ -242,6 +245,8 @@ def encode_call(call_id: int, call: CallPayload) -> list[Buffer]:
 
 
 def decode_call(payload: bytes) -> CallPayload:
+    if payload[:4] != payloads.MAGIC:  # a plain pickle: the common call (``encode_call``)
+        return CallPayload(*pickle.loads(payload))
     return CallPayload(*loads(payload))
 
 
