@@ -31,6 +31,8 @@ class Relayed(asyncio.Future[Reply]):
     """A call's future on the runtime's loop that, once it has its reply or error, passes it to
     the caller's loop at once (its own done-callbacks would wait for another loop iteration)."""
 
+    __slots__ = ("_hop",)
+
     def __init__(self, hop: _Hop, loop: asyncio.AbstractEventLoop) -> None:
         super().__init__(loop=loop)
         self._hop = hop
