@@ -127,7 +127,7 @@ async def across(runtime: asyncio.AbstractEventLoop, start: Begin, call: Call) -
     try:
         reply = await hop.waiter
     except asyncio.CancelledError:
-        if not runtime.is_closed():
+        with contextlib.suppress(RuntimeError):  # the runtime's loop closed: nothing runs there
             runtime.call_soon_threadsafe(hop.cancel, call)
         raise
     if hop.pool is not None:  # Pool.submit notes these itself
