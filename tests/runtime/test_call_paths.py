@@ -201,3 +201,16 @@ def test_the_idle_timeout_stops_a_worker_after_many_calls(mode: str) -> None:
     assert [e["pid"] for e in exited] == list(pids)
     assert exited[0]["crashed"] is False
     assert not still_running
+
+
+def test_the_reused_pickler_never_changes_arguments_already_packed() -> None:
+    """A large pickle is handed out without a copy (the thread's pickler starts afresh), a small
+    one is copied out: packing the next call's arguments never touches an earlier call's."""
+    import pickle
+
+    first = values._pack((({"big": b"a" * 100_000},), {}))
+    second = values._pack((([1, 2],), {}))
+    third = values._pack((({"big": b"b" * 100_000},), {}))
+    assert pickle.loads(first.data) == (({"big": b"a" * 100_000},), {})
+    assert pickle.loads(second.data) == (([1, 2],), {})
+    assert pickle.loads(third.data) == (({"big": b"b" * 100_000},), {})

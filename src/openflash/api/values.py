@@ -21,7 +21,7 @@ import cloudpickle
 import cloudpickle.cloudpickle as _cloudpickle_internals
 
 from openflash.errors import FlashError
-from openflash.workers import pickling, protocol
+from openflash.workers import payloads, pickling, protocol
 
 __all__ = ["dump_arguments", "dumps", "load_result", "missing_module"]
 
@@ -120,12 +120,15 @@ class _FastPicklers(threading.local):
     that calls an endpoint) gets a fresh one."""
 
     def __init__(self) -> None:
+        self.busy = False
+        self.renew()
+
+    def renew(self) -> None:
         self.file = io.BytesIO()
         self.buffers: list[protocol.Buffer] = []
         self.pickler = _Fast(
             self.file, protocol=5, buffer_callback=protocol.collector(self.buffers)
         )
-        self.busy = False
 
 
 _fast_picklers = _FastPicklers()
@@ -137,11 +140,16 @@ def _fast_pack(obj: Any) -> protocol.Packed:
         buffers: list[protocol.Buffer] = []
         file = io.BytesIO()
         _Fast(file, protocol=5, buffer_callback=protocol.collector(buffers)).dump(obj)
-        return protocol.Packed(file.getvalue(), tuple(buffers))
+        return protocol.Packed(file.getbuffer(), tuple(buffers))
     own.busy = True
     try:
         own.pickler.dump(obj)
-        return protocol.Packed(own.file.getvalue(), tuple(own.buffers))
+        parts = tuple(own.buffers)
+        if own.file.tell() < payloads.SEPARATE:
+            return protocol.Packed(own.file.getvalue(), parts)
+        data = own.file.getbuffer()  # a large pickle is not copied: the pickler starts afresh
+        own.renew()
+        return protocol.Packed(data, parts)
     finally:
         own.pickler.clear_memo()
         own.file.seek(0)
