@@ -255,18 +255,18 @@ class RemoteFunction(_Remote, FanOut):
 
     def __call__(self, *args: Any, **kwargs: Any) -> Any:
         target, blob = self._payload()
+        label = self._label()
+        endpoint = self.endpoint
 
         def make_call() -> Call:
-            return Call(
-                protocol.OP_FUNCTION,
-                target,
-                blob,
-                _dump_args(self, args, kwargs),
-                label=self._label(),
-                source=self._source,
+            packed = values.dump_arguments(
+                self.__wrapped__, label, endpoint.name, args, kwargs, self._lacks
             )
+            return Call(protocol.OP_FUNCTION, target, blob, packed, label, self._source)
 
-        return _start(self.endpoint, make_call, make_call, self._lacks, self._streams, self)
+        if self._streams or self._retries is not None or streams.progress_sink.get() is not None:
+            return _start(endpoint, make_call, make_call, self._lacks, self._streams, self)
+        return dispatch.run(endpoint, make_call(), make_call, self._lacks)  # the plain call
 
 
 class RemoteClass(_Remote, type):

@@ -13,12 +13,15 @@ import copyreg
 import inspect
 import io
 import pickle
+import threading
+import types
 from typing import Any
 
 import cloudpickle
+import cloudpickle.cloudpickle as _cloudpickle_internals
 
 from openflash.errors import FlashError
-from openflash.workers import pickling, protocol
+from openflash.workers import payloads, pickling, protocol
 
 __all__ = ["dump_arguments", "dumps", "load_result", "missing_module"]
 
@@ -46,11 +49,113 @@ def dumps(obj: Any) -> bytes:
 
 
 def _pack(obj: Any) -> protocol.Packed:
-    """``obj`` pickled once (protocol 5), its large buffers (arrays, bytes) out of band."""
+    """``obj`` pickled once (protocol 5), its large buffers (arrays, bytes) out of band.
+
+    The C pickler where it gives what cloudpickle would (about 1-3 us a call instead of 6):
+    plain values at once, anything else through ``_Fast``, which hands a function or class that
+    cloudpickle sends by value (a lambda, a closure, ``__main__``'s, a module registered by value)
+    and cloudpickle's own types back to cloudpickle. A failure of the C pickler, whatever it is,
+    is retried with cloudpickle, whose error (if any) is the one raised.
+    """
+    args, kwargs = obj
+    if _by_reference is not None:
+        if _plain(args) and (not kwargs or _plain(kwargs.values())):
+            return protocol.Packed(pickle.dumps(obj, protocol=5))
+        try:
+            return _fast_pack(obj)
+        except Exception:  # _ByValue, or anything the C pickler refused: cloudpickle decides
+            pass
     buffers: list[protocol.Buffer] = []
     file = io.BytesIO()
     _Pickler(file, protocol=5, buffer_callback=protocol.collector(buffers)).dump(obj)
     return protocol.Packed(file.getbuffer(), tuple(buffers))
+
+
+#: Values the C pickler writes as cloudpickle does, with no out-of-band buffer (bytes are copied
+#: into the pickle by both).
+_ATOMS = frozenset({type(None), bool, int, float, complex, str, bytes})
+
+#: cloudpickle's own reducers (classmethod, module, method, TypeVar, ...); memoryview is ours.
+_CLOUDPICKLE_TYPES = frozenset(getattr(_cloudpickle_internals, "_dispatch_table", {})) - {
+    memoryview
+}
+
+#: Whether cloudpickle sends a function or class by reference (None: this cloudpickle lacks it,
+#: and every call is pickled by cloudpickle).
+_by_reference = getattr(_cloudpickle_internals, "_should_pickle_by_reference", None)
+
+
+def _plain(items: Any) -> bool:
+    return _ATOMS.issuperset(map(type, items))
+
+
+class _ByValue(Exception):
+    """What cloudpickle pickles its own way is in the value: cloudpickle pickles it."""
+
+
+class _Fast(pickle.Pickler):
+    """The C pickler, for values whose every function and class cloudpickle would also send by
+    reference; a decorated class by its copyreg reducer, a memoryview out of band."""
+
+    def reducer_override(self, obj: Any) -> Any:
+        kind = type(obj)
+        if kind is memoryview:
+            return protocol.reduce_buffer(obj)
+        if kind in _CLOUDPICKLE_TYPES:
+            raise _ByValue
+        if issubclass(kind, type):
+            reduce = copyreg.dispatch_table.get(kind)
+            if reduce is not None:
+                return reduce(obj)
+        elif kind is not types.FunctionType:
+            return NotImplemented
+        if _by_reference is None or not _by_reference(obj):
+            raise _ByValue
+        return NotImplemented
+
+
+class _FastPicklers(threading.local):
+    """One ``_Fast`` pickler per thread, reused: making one costs more than pickling a call's
+    arguments. A pickling that starts while another runs in the same thread (a ``__reduce__``
+    that calls an endpoint) gets a fresh one."""
+
+    def __init__(self) -> None:
+        self.busy = False
+        self.renew()
+
+    def renew(self) -> None:
+        self.file = io.BytesIO()
+        self.buffers: list[protocol.Buffer] = []
+        self.pickler = _Fast(
+            self.file, protocol=5, buffer_callback=protocol.collector(self.buffers)
+        )
+
+
+_fast_picklers = _FastPicklers()
+
+
+def _fast_pack(obj: Any) -> protocol.Packed:
+    own = _fast_picklers
+    if own.busy:
+        buffers: list[protocol.Buffer] = []
+        file = io.BytesIO()
+        _Fast(file, protocol=5, buffer_callback=protocol.collector(buffers)).dump(obj)
+        return protocol.Packed(file.getbuffer(), tuple(buffers))
+    own.busy = True
+    try:
+        own.pickler.dump(obj)
+        parts = tuple(own.buffers)
+        if own.file.tell() < payloads.SEPARATE:
+            return protocol.Packed(own.file.getvalue(), parts)
+        data = own.file.getbuffer()  # a large pickle is not copied: the pickler starts afresh
+        own.renew()
+        return protocol.Packed(data, parts)
+    finally:
+        own.pickler.clear_memo()
+        own.file.seek(0)
+        own.file.truncate()
+        own.buffers.clear()
+        own.busy = False
 
 
 def dump_arguments(

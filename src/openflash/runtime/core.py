@@ -12,18 +12,18 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import contextlib
+import functools
 import logging
 import threading
+from collections.abc import Callable
 
 from openflash._settings import Settings
 from openflash.backends import load_backend
-from openflash.backends.gpu_types import gpu_types_of
-from openflash.backends.targets import LocalTarget, RayTarget
-from openflash.config.volumes import volume_folder
 from openflash.envs.local_sources import local_sources_digest
 from openflash.errors import FlashError
 from openflash.prepare import DependencyKey, Prepared, Preparer
 from openflash.prepare.build_progress import BuildProgress
+from openflash.runtime import hops
 from openflash.runtime.definitions import EndpointDef
 from openflash.runtime.image_endpoints import (
     ImageKey,
@@ -33,9 +33,10 @@ from openflash.runtime.image_endpoints import (
     prepare_image_endpoint,
     ray_image_target,
 )
-from openflash.runtime.nested_calls import NestedCalls, project_digest
+from openflash.runtime.nested_calls import NestedCalls
 from openflash.runtime.pool_keys import PoolKey
 from openflash.runtime.preload import learned_record, recorder
+from openflash.runtime.worker_specs import worker_spec
 from openflash.workers.calls import Call, Reply
 from openflash.workers.pool import Pool
 from openflash.workers.port import Backend, WorkerSpec
@@ -95,14 +96,15 @@ class Runtime:
 
     # From any thread.
 
-    def submit(self, endpoint: EndpointDef, call: Call) -> concurrent.futures.Future[Reply]:
-        return asyncio.run_coroutine_threadsafe(self._submit(endpoint, call), self.loop)
-
     async def call(self, endpoint: EndpointDef, call: Call) -> Reply:
-        """Run ``call`` from whichever event loop awaits it."""
-        if asyncio.get_running_loop() is self.loop:
-            return await self._submit(endpoint, call)
-        return await asyncio.wrap_future(self.submit(endpoint, call))
+        """Run ``call`` from whichever event loop awaits it: on the runtime's own, straight to
+        its pool; from another, one hop each way (runtime/hops.py)."""
+        if asyncio.get_running_loop() is not self.loop:
+            return await hops.across(
+                self.loop, functools.partial(self._begin, endpoint, call), call
+            )
+        pool = self._warm_pool(endpoint)
+        return await (self._submit(endpoint, call) if pool is None else pool.submit(call))
 
     def release_instance(self, endpoint: EndpointDef, instance_id: str) -> None:
         if self.loop.is_closed():
@@ -196,6 +198,24 @@ class Runtime:
 
     # On the runtime loop.
 
+    def _warm_pool(self, endpoint: EndpointDef) -> Pool | None:
+        """The endpoint's pool if a call can go straight to it (else ``_submit`` prepares it)."""
+        pool = self._endpoint_pools.get(endpoint)
+        if pool is None or self._closing:
+            return None
+        if endpoint.dependencies and self._local_sources_changed(endpoint):
+            return None
+        return pool
+
+    def _begin(
+        self, endpoint: EndpointDef, call: Call, relayed: Callable[[], hops.Relayed]
+    ) -> tuple[Pool | None, asyncio.Future[Reply]]:
+        """A call from another loop started here (hops.across): on a warm pool, sent now."""
+        pool = self._warm_pool(endpoint)
+        if pool is None:
+            return None, asyncio.ensure_future(self._submit(endpoint, call))
+        return pool, pool.start(call, relayed)
+
     async def _submit(self, endpoint: EndpointDef, call: Call) -> Reply:
         if self._closing:  # e.g. a nested call from a worker that is being stopped
             raise FlashError(
@@ -235,28 +255,10 @@ class Runtime:
                     list(key.python),
                 )
         prepared = await self._prepare(key)
-        r = endpoint.resource
         env = prepared.environment if self.backend.builds_locally else None
         record = learned_record(endpoint.name, env.path, endpoint.project) if env else None
-        spec = WorkerSpec(
-            endpoint=endpoint.name,
-            target=self._target(endpoint, prepared),
-            cwd=endpoint.cwd,
-            env={**prepared.layer.env, **(r.env or {})},
-            paths=dict(prepared.layer.paths),
-            layer=prepared.layer.path,
-            volume=volume_folder(self.settings, r),
-            gpu_count=r.gpu_count,
-            gpu_types=gpu_types_of(r.gpus) if r.gpu_count else (),
-            vcpus=r.cpu_instance.vcpus if r.cpu_instance else None,
-            max_concurrency=endpoint.max_concurrency,
-            max_rss=self.settings.worker_max_rss,
-            preload=endpoint.preload,
-            project=endpoint.project,
-            project_digest=(
-                project_digest(endpoint.project, endpoint.preload) if endpoint.project else ""
-            ),
-            learned_preload=record.path if record else None,
+        spec = worker_spec(
+            endpoint, prepared, self.settings, record, local=self.backend.builds_locally
         )
         config = endpoint.pool_config()
         # One pool per endpoint name, environment and layer; a changed config is a new pool.
@@ -275,20 +277,6 @@ class Runtime:
             self.preparer.record_use(endpoint.name, prepared)
         self._endpoint_pools[endpoint] = pool
         return pool
-
-    def _target(self, endpoint: EndpointDef, prepared: Prepared) -> LocalTarget | RayTarget:
-        """Where the backend runs ``endpoint``'s workers: in the environment built here, or
-        (a backend whose workers build their own) from the lock and system layer resolved here."""
-        if not self.backend.builds_locally:
-            return RayTarget(
-                prepared.lock.text, prepared.env_key, prepared.system_lock, options=prepared.options
-            )
-        if prepared.environment is None or prepared.runtime_path is None:
-            raise FlashError(
-                f"endpoint {endpoint.name!r} has no environment on this machine",
-                hint="this is a bug in openflash: please report it",
-            )
-        return LocalTarget(prepared.environment.python, prepared.runtime_path)
 
     async def _image_pool(self, endpoint: EndpointDef) -> Pool:
         """A pool of containers of the endpoint's image (derived with its dependencies): here,

@@ -21,17 +21,15 @@ from openflash.workers import protocol
 from openflash.workers.calls import Call
 from openflash.workers.lifecycle import WorkerState
 
-__all__ = ["watch"]
+__all__ = ["cancelled"]
 
 
-def watch(pool: Any, call: Call) -> None:
-    """Interrupt ``call`` in its worker once its future is cancelled (call before awaiting it)."""
-    assert call.future is not None
-    call.future.add_done_callback(lambda future: _cancelled(pool, call, future))
-
-
-def _cancelled(pool: Any, call: Call, future: asyncio.Future[Any]) -> None:
-    if not future.cancelled() or not call.running or call.wire is None:
+def cancelled(pool: Any, call: Call) -> None:
+    """Interrupt ``call`` in its worker if its future was cancelled while a worker ran it
+    (called, on the pool's loop, by whoever cancelled it or saw it cancelled: Pool.submit, the
+    runtime's hop from another loop). A queued call needs nothing: no worker takes it."""
+    future = call.future
+    if future is None or not future.cancelled() or not call.running or call.wire is None:
         return
     __, call_id = call.wire
     worker = next((w for w in pool.workers if w.in_flight.get(call_id) is call), None)

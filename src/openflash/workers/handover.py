@@ -19,11 +19,12 @@ from typing import TYPE_CHECKING
 from openflash.errors import FlashError
 from openflash.workers import events
 from openflash.workers.calls import Call
+from openflash.workers.lifecycle import STOP_GRACE_S, WorkerState
 
 if TYPE_CHECKING:
     from openflash.workers.pool import Pool
 
-__all__ = ["hand_back", "handed_back_error", "retire"]
+__all__ = ["fail", "hand_back", "handed_back_error", "retire", "stop"]
 
 
 def handed_back_error(endpoint: str, why: str) -> FlashError:
@@ -58,3 +59,40 @@ async def retire(pool: Pool) -> None:
     if running:  # a stop meanwhile (Pool.close) fails them: the wait ends then too
         await asyncio.wait(running)
     await pool.close()
+
+
+async def stop(pool: Pool) -> None:
+    """Stop ``pool`` (``Pool.close``): queued calls handed back, running ones failed with a
+    FlashError, every worker asked to exit and killed past its grace."""
+    pool.closed = True
+    queued, pool.queue = list(pool.queue), type(pool.queue)()
+    for call in queued:
+        hand_back(call, handed_back_error(pool.config.name, "was shut down"))
+    error = FlashError(
+        f"endpoint {pool.config.name!r} was shut down before the call finished",
+        hint="the openflash runtime is stopping",
+    )
+    handles = []
+    for worker in list(pool.workers):
+        for call in worker.in_flight.values():
+            fail(call, error)
+        worker.in_flight.clear()
+        if worker.state is WorkerState.STARTING and worker.task is not None:
+            worker.task.cancel()
+        if worker.handle is not None:
+            pool._stop(worker, "the pool was closed")
+            handles.append(worker.handle)
+    if handles:
+        await asyncio.wait(
+            [asyncio.ensure_future(h.wait()) for h in handles], timeout=STOP_GRACE_S + 1
+        )
+    for handle in handles:
+        handle.kill()
+
+
+def fail(call: Call, error: BaseException) -> None:
+    """``call`` fails with ``error`` (unless its caller gave up), its timer cancelled."""
+    if call.timer is not None:
+        call.timer.cancel()
+    if call.future is not None and not call.future.done():
+        call.future.set_exception(error)

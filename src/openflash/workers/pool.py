@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import functools
 import itertools
 import logging
 from collections import deque
@@ -31,8 +32,10 @@ from openflash.errors import ExecutionTimeoutError, FlashError
 from openflash.workers import cancels, events, learning, pool_stats, protocol, shared_memory
 from openflash.workers.calls import Call, Reply
 from openflash.workers.crashes import died
-from openflash.workers.handover import hand_back, handed_back_error, retire
-from openflash.workers.lifecycle import STOP_GRACE_S, PoolConfig, Worker, WorkerLives, WorkerState
+from openflash.workers.handover import fail as _fail
+from openflash.workers.handover import retire, stop
+from openflash.workers.lifecycle import PoolConfig, Worker, WorkerLives, WorkerState
+from openflash.workers.payloads import SEPARATE
 from openflash.workers.port import Backend, WorkerSpec, describe_exit
 from openflash.workers.relay import NestedHandler, Relay
 from openflash.workers.replies import ReplyTap, settle
@@ -76,18 +79,40 @@ class Pool(WorkerLives):
     # Calls.
 
     async def submit(self, call: Call) -> Reply:
+        future = self.start(call)
+        try:
+            return await future
+        except asyncio.CancelledError:
+            cancels.cancelled(self, call)  # its caller gave up: stopped in its worker too
+            raise
+        finally:
+            events.note(worker_pid=call.worker_pid, queue_wait=call.waited)
+
+    def start(
+        self, call: Call, future: Callable[[], asyncio.Future[Reply]] | None = None
+    ) -> asyncio.Future[Reply]:
+        """Queue ``call`` (sent at once when a worker has room) and return its future (made by
+        ``future``, default the loop's); whoever cancels that future then calls
+        ``cancels.cancelled`` (``submit`` does). Raises FlashError when the pool is shut down,
+        DeadlockError for a nested call that could never run."""
         if self.closed:
             events.taken(events.call_handed_back.get())  # never queued here: its caller decides
             raise FlashError(
                 f"endpoint {self.config.name!r} is shut down",
-                hint="the openflash runtime has stopped; start a new process",
+                hint="the openflash runtime is stopping; start a new process",
             )
-        call.future = asyncio.get_running_loop().create_future()
+        loop = asyncio.get_running_loop()
+        made = call.future = loop.create_future() if future is None else future()
         call.pool = self
-        cancels.watch(self, call)
-        call.queued_at = asyncio.get_running_loop().time()
+        call.queued_at = loop.time()
         call.on_taken = events.call_taken.get()
         call.on_handed_back = events.call_handed_back.get()
+        if self._started and not self.queue:
+            worker = self._choose(call)
+            if worker is not None:  # the warm path: no queue, a worker with room takes it now
+                self._send(worker, call)
+                call.waited = 0.0
+                return made
         self.queue.append(call)
         if not self._started:
             self._started = True
@@ -96,10 +121,7 @@ class Pool(WorkerLives):
         if call.parent is not None and not call.running and self._deadlocked():
             self.queue.remove(call)
             raise deadlock_error(self.config, call, self.running())
-        try:
-            return await call.future
-        finally:
-            events.note(worker_pid=call.worker_pid, queue_wait=call.waited)
+        return made
 
     # Nested calls and deadlocks (waits.py).
 
@@ -159,6 +181,7 @@ class Pool(WorkerLives):
                 waiting.append(call)
             else:
                 self._send(worker, call)
+                call.waited = asyncio.get_running_loop().time() - call.queued_at
         self.queue = waiting
         self._scale_up()
 
@@ -166,34 +189,50 @@ class Pool(WorkerLives):
         if call.op == protocol.OP_METHOD and call.target in self.instance_home:
             home = self.instance_home[call.target]
             return home if self._has_room(home) else None
-        free = [w for w in self.workers if self._has_room(w)]
-        if not free:
-            return None
-        return min(free, key=lambda w: (call.target not in w.loaded, len(w.in_flight)))
+        # The first worker with room that holds the target, else the least busy one.
+        best: Worker | None = None
+        best_key = (True, 0)
+        room = self.config.max_concurrency
+        for worker in self.workers:
+            if worker.state is not WorkerState.READY or len(worker.in_flight) >= room:
+                continue  # no room (_has_room)
+            key = (call.target not in worker.loaded, len(worker.in_flight))
+            if best is None or key < best_key:
+                if key == (False, 0):
+                    return worker
+                best, best_key = worker, key
+        return best
 
     def _send(self, worker: Worker, call: Call) -> None:
         assert worker.handle is not None
         call_id = next(self._call_ids)
-        call.sent_blob = call.target not in worker.loaded
+        sent_blob = call.sent_blob = call.target not in worker.loaded
+        args = call.args
+        # The common call (small arguments, no out-of-band buffer): one plain pickle, as
+        # protocol.encode_call writes it, without its namedtuple copy.
+        small = type(args) is protocol.Packed and not args.buffers and len(args.data) < SEPARATE
         payload = protocol.CallPayload(
-            op=call.op,
-            target=call.target,
-            blob=call.blob if call.sent_blob else None,
-            source=call.source if call.sent_blob else None,
-            method=call.method,
-            args=protocol.packed(call.args),
-            init_args=call.init_args if call.sent_blob else None,
-            stream=call.stream,
-            caller=call.caller_modules,
+            call.op,
+            call.target,
+            call.blob if sent_blob else None,
+            call.method,
+            bytes(args.data) if small else protocol.packed(args),  # type: ignore[union-attr]
+            call.init_args if sent_blob else None,
+            call.source if sent_blob else None,
+            call.stream,
+            call.caller_modules,
         )
-        parts = protocol.encode_call(call_id, payload)
+        parts: list[protocol.Buffer]
+        if small:
+            parts = [protocol.encode(protocol.CALL, call_id, protocol.dumps(tuple(payload)))]
+        else:
+            parts = protocol.encode_call(call_id, payload)
         writer = worker.handle.writer
         if len(parts) == 1 or not shared_memory.send(writer, parts, self.shared_memory_min):
             protocol.write_parts(writer, parts)
         call.running = True
-        call.wire = (worker.handle.writer.write, call_id)
-        call.worker_pid = worker.pid
-        call.waited = asyncio.get_running_loop().time() - call.queued_at
+        call.wire = (writer.write, call_id)
+        call.worker_pid = worker.handle.pid
         worker.loaded.add(call.target)
         if call.op == protocol.OP_METHOD:
             self.instance_home[call.target] = worker
@@ -206,7 +245,8 @@ class Pool(WorkerLives):
                     call.label,
                 )
         worker.in_flight[call_id] = call  # its idle timer, if it fires meanwhile, sees it busy
-        events.taken(call.on_taken)
+        if call.on_taken is not None:
+            events.taken(call.on_taken)
         if self.config.execution_timeout:
             call.timer = asyncio.get_running_loop().call_later(
                 self.config.execution_timeout, self._on_timeout, worker, call_id
@@ -234,7 +274,7 @@ class Pool(WorkerLives):
 
     async def _read(self, worker: Worker) -> None:
         assert worker.handle is not None
-        tap = ReplyTap(worker.handle.reader, lambda frame: self._replied(worker, frame))
+        tap = ReplyTap(worker.handle.reader, functools.partial(self._replied, worker))
         while True:
             frame = streaming = imported = None  # nothing kept while waiting (a reply's memory)
             try:
@@ -271,7 +311,8 @@ class Pool(WorkerLives):
             return  # it timed out already
         if not worker.in_flight:
             self._arm_idle(worker)
-        self._dispatch()
+        if self.queue:  # with none queued, dispatching would neither send nor start anything
+            self._dispatch()
 
     def _on_timeout(self, worker: Worker, call_id: int) -> None:
         call = worker.in_flight.pop(call_id, None)
@@ -351,38 +392,8 @@ class Pool(WorkerLives):
         self._retired.add_done_callback(lambda _task: retiring.discard(self))
 
     async def close(self) -> None:
-        """Stop every worker; calls still queued are handed back (workers/handover.py), calls
-        running fail with a FlashError."""
-        if self._stopped:
-            return
-        self.closed = self._stopped = True
-        queued, self.queue = self.queue, deque()
-        for call in queued:
-            hand_back(call, handed_back_error(self.config.name, "was shut down"))
-        error = FlashError(
-            f"endpoint {self.config.name!r} was shut down before the call finished",
-            hint="the openflash runtime is stopping",
-        )
-        handles = []
-        for worker in list(self.workers):
-            for call in worker.in_flight.values():
-                _fail(call, error)
-            worker.in_flight.clear()
-            if worker.state is WorkerState.STARTING and worker.task is not None:
-                worker.task.cancel()
-            if worker.handle is not None:
-                self._stop(worker, "the pool was closed")
-                handles.append(worker.handle)
-        if handles:
-            await asyncio.wait(
-                [asyncio.ensure_future(h.wait()) for h in handles], timeout=STOP_GRACE_S + 1
-            )
-        for handle in handles:
-            handle.kill()
-
-
-def _fail(call: Call, error: BaseException) -> None:
-    if call.timer is not None:
-        call.timer.cancel()
-    if call.future is not None and not call.future.done():
-        call.future.set_exception(error)
+        """Stop every worker; calls still queued are handed back, calls running fail with a
+        FlashError (workers/handover.py)."""
+        if not self._stopped:
+            self._stopped = True
+            await stop(self)
