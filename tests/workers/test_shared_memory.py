@@ -373,3 +373,32 @@ def test_workers_off_this_process_socket_are_not_told_to_send_results_in_memory(
     assert isinstance(bare_spec.target, LocalTarget)
     env = worker_environ(bare_spec, bare_spec.target, (), False)
     assert shared_memory.RESULTS_VARIABLE not in env
+
+
+class _LoopOfAnotherKind(asyncio.AbstractEventLoop):
+    """Stands in for uvloop (not installed here), whose transports read the descriptor
+    themselves: what comes with the bytes is dropped."""
+
+
+def test_a_loop_that_drops_descriptors_gets_its_large_results_through_the_socket(
+    bare_spec: WorkerSpec, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    loop = asyncio.new_event_loop()
+    try:
+        assert shared_memory.receivable(loop)
+    finally:
+        loop.close()
+    assert not shared_memory.receivable(_LoopOfAnotherKind())
+    # A pool on such a loop (flash run under uvicorn with uvloop): the worker is not told to
+    # send results in memory, so a large one comes through the socket, whole.
+    monkeypatch.setattr(shared_memory, "receivable", lambda loop: False)
+    monkeypatch.setenv("FLASH_SHARED_MEMORY_MIN", "1M")
+
+    async def through(pool: Pool) -> tuple[bytes, bool]:
+        reply = await pool.submit(call_of(blob_of, 3 << 20))
+        mapped = bool(held_results()[1])
+        data, _, _ = protocol.loads(reply.payload)
+        return data, mapped
+
+    data, mapped = run(bare_spec, PoolConfig("p"), through)
+    assert not mapped and data == blob_of(3 << 20)[0]

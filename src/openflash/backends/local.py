@@ -297,7 +297,8 @@ class LocalBackend:
         in_namespace = self._in_namespace(spec)
         env = worker_environ(spec, target, gpus, bool(allocator.devices), in_namespace)
         make_worker_folders(env, spec.volume)
-        results_min = shared_memory_min()  # results from this size come in shared memory
+        loop = asyncio.get_running_loop()
+        results_min = shared_memory_min() if shared_memory.receivable(loop) else None
         if results_min is not None:
             env[shared_memory.RESULTS_VARIABLE] = str(results_min)
         parent_sock, child_sock = socket.socketpair()

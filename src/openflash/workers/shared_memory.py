@@ -53,6 +53,7 @@ __all__ = [
     "MARK",
     "RESULTS_VARIABLE",
     "Receiving",
+    "receivable",
     "attached",
     "open_payload",
     "received",
@@ -221,6 +222,13 @@ def send_result(
 
 
 # A pool's side of results.
+
+
+def receivable(loop: asyncio.AbstractEventLoop) -> bool:
+    """Whether a pool on ``loop`` receives the descriptors that come with its frames:
+    asyncio's selector loop reads a transport with the socket's own ``recv`` (``Receiving``);
+    another loop (uvloop: ``uvicorn --loop uvloop``) reads the descriptor itself and drops them."""
+    return isinstance(loop, asyncio.SelectorEventLoop)
 
 
 class Receiving(socket.socket):
