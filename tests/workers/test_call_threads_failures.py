@@ -5,6 +5,7 @@ error handling. The Reader driven over a real socketpair, a Wire on one, a real 
 from __future__ import annotations
 
 import asyncio
+import os
 import socket
 import threading
 from typing import Any
@@ -152,3 +153,40 @@ def test_a_frame_from_the_loop_that_fails_to_go_out_ends_the_worker(
     with theirs:
         asyncio.run(main())
     assert len(failures) == 1
+
+
+def test_a_large_result_the_loop_sends_before_another_frame_goes_through_shared_memory() -> None:
+    """The loop's outbox writes what one iteration sent together: a large RESULT followed by a
+    small frame still goes through a memfd (one descriptor, few bytes on the socket), and the
+    small frame comes after it."""
+    large = protocol.encode(protocol.RESULT, 1, b"x" * (1 << 18))
+    small = protocol.encode(protocol.PROGRESS, 2, b"after")
+    got: list[bytes] = []
+    fds: list[int] = []
+
+    def drain() -> None:
+        while True:
+            data, received, _, _ = socket.recv_fds(ours, 1 << 20, 4)
+            fds.extend(received)
+            if not data:
+                return
+            got.append(data)
+
+    async def main() -> None:
+        wire = call_threads.Wire(theirs)
+        wire.shared_min = 1 << 16
+        await asyncio.gather(wire.send_parts([large]), wire.send_parts([small]))
+        await wire.drain()
+
+    ours, theirs = socket.socketpair()
+    reading = threading.Thread(target=drain)
+    reading.start()
+    with ours:
+        with theirs:
+            asyncio.run(main())
+        reading.join(30)
+    for fd in fds:
+        os.close(fd)
+    data = b"".join(got)
+    assert len(fds) == 1 and len(data) < 1 << 12
+    assert data.endswith(small)

@@ -52,11 +52,13 @@ class Wire:
         self.failed: Callable[[BaseException], None] = report
 
     def write(self, parts: list[protocol.Buffer]) -> None:
-        """Write one frame's parts (blocking until the socket took them all)."""
+        """Write whole frames' parts, in order (blocking until the socket took them all); each
+        RESULT of at least ``shared_min`` bytes through a memfd (shared_memory.send_result),
+        wherever it stands among them (the loop's outbox holds frames together)."""
         with self.lock:
             large = self.shared_min
             if large is None or not shared_memory.send_result(self.sock, parts, large, _send_all):
-                _send_all(self.sock, parts)
+                _send_frames(self.sock, parts, large)
 
     async def send_parts(self, parts: list[protocol.Buffer]) -> None:
         """From the event loop: the frame joins the outbox, written at the end of this loop
@@ -117,6 +119,24 @@ class Wire:
             self.failed(error)  # the frames are lost: not quietly (their callers would wait)
         if self._flushed is not None:
             self._write_out(loop)
+
+
+def _send_frames(sock: socket.socket, parts: list[protocol.Buffer], large: int | None) -> None:
+    """Frames one at a time: each large RESULT but the last (send_result looked at that one)
+    through a memfd, with the frames before it; the rest on the socket, in order."""
+    start = i = 0
+    if large is not None and len(parts) > 1:
+        while i < len(parts):
+            kind, _, length = protocol.HEADER.unpack_from(parts[i])
+            size = length + protocol.HEADER.size
+            while size > 0:
+                size -= memoryview(parts[i]).nbytes
+                i += 1
+            if kind != protocol.RESULT or length < large or i == len(parts):
+                continue
+            if shared_memory.send_result(sock, parts[start:i], large, _send_all):
+                start = i
+    _send_all(sock, parts[start:] if start else parts)
 
 
 def _send_all(sock: socket.socket, parts: list[protocol.Buffer]) -> None:
