@@ -55,6 +55,7 @@ _PACKAGE_FILES = {
     "openflash/workers/child.py": "openflash.workers.child",
     "openflash/workers/connection.py": "openflash.workers.connection",
     "openflash/workers/call_threads.py": "openflash.workers.call_threads",
+    "openflash/workers/wire.py": "openflash.workers.wire",
     "openflash/workers/socket_reads.py": "openflash.workers.socket_reads",
     "openflash/workers/shared_memory.py": "openflash.workers.shared_memory",
     "openflash/workers/error_frames.py": "openflash.workers.error_frames",

@@ -29,9 +29,11 @@ no hand-over to the loop per frame). The next plain function's call, or a large 
 blocking into its own buffer), gives the reading back to the threads; the thread that takes it
 runs that call.
 
-Frames go out through ``Wire``: whole frames, one at a time (a lock), written with ``sendmsg``
-from the parts (large buffers are never copied), from any thread; the loop writes small frames at
-once and hands large ones, or frames that would wait for another thread's, to a thread.
+Frames go out through ``Wire`` (wire.py): whole frames, one at a time, from any thread.
+
+A call whose thread fails past the call's own error handling (its reply could not be written: it
+is lost) is reported on stderr and the worker ends (``fail``): the pool fails its calls with the
+crash error, nothing waits for a reply that will not come.
 
 Used for a worker on a socket (child.serve); a worker on stdin and stdout (in a container) keeps
 the loop's streams. This module is part of the worker runtime: it imports the standard library
@@ -41,20 +43,16 @@ only (and protocol.py).
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import socket
 import threading
 import time
 from collections.abc import Callable
 
-from openflash.workers import protocol, shared_memory, socket_reads
+from openflash.workers import protocol, socket_reads
+from openflash.workers.wire import Wire, report, socket_gone
 
-__all__ = ["STANDBY_S", "Reader", "Wire"]
+__all__ = ["STANDBY_S", "Reader", "Wire", "socket_gone"]
 
-#: Frames from this size are written from a thread, never from the event loop.
-_LOOP_WRITES_BELOW = 1 << 16
-#: The most parts one ``sendmsg`` takes (Linux's IOV_MAX).
-_IOV_MAX = 1024
 #: How long a call keeps the reading before another thread takes it over (Reader._watch).
 STANDBY_S = 0.02
 
@@ -62,104 +60,6 @@ STANDBY_S = 0.02
 #: reply (the thread runs it once it has let go of the reading), or None to send the frame to
 #: the loop.
 Claim = Callable[[protocol.Frame], Callable[[], None] | None]
-
-
-class Wire:
-    """Frames out on a blocking socket, whole and one at a time, from any thread.
-
-    From the event loop, frames are kept in an outbox and written together once the loop's
-    iteration ends (every reply that iteration finished in one ``sendmsg``), in order."""
-
-    def __init__(self, sock: socket.socket) -> None:
-        self.sock = sock
-        self.lock = threading.Lock()
-        #: Results from this size go through shared memory (shared_memory.py; None: never).
-        self.shared_min = shared_memory.result_minimum()
-        self._outbox: list[protocol.Buffer] = []
-        self._held = 0  # the outbox's bytes
-        #: Done once the outbox's frames are written (None: nothing waits to be written).
-        self._flushed: asyncio.Future[None] | None = None
-        self._writing = False  # a thread writes frames the outbox held
-
-    def write(self, parts: list[protocol.Buffer]) -> None:
-        """Write one frame's parts (blocking until the socket took them all)."""
-        with self.lock:
-            large = self.shared_min
-            if large is None or not shared_memory.send_result(self.sock, parts, large, _send_all):
-                _send_all(self.sock, parts)
-
-    async def send_parts(self, parts: list[protocol.Buffer]) -> None:
-        """From the event loop: the frame joins the outbox, written at the end of this loop
-        iteration, at once when small and no thread is writing, else from a thread (the loop
-        never waits on a large frame, nor on another thread's); a large frame's sender waits
-        until it is written."""
-        size = sum(memoryview(p).nbytes for p in parts)
-        self._outbox.extend(parts)
-        self._held += size
-        flushed = self._flushed
-        if flushed is None:
-            loop = asyncio.get_running_loop()
-            flushed = self._flushed = loop.create_future()
-            if not self._writing:
-                if getattr(loop, "_ready", True):
-                    loop.call_soon(self._write_out, loop)
-                else:  # nothing else runs in this iteration (asyncio's queue): no frame to wait for
-                    self._write_out(loop)
-        if size >= _LOOP_WRITES_BELOW:
-            await asyncio.shield(flushed)
-
-    async def send(self, frame: bytes) -> None:
-        await self.send_parts([frame])
-
-    async def drain(self) -> None:
-        """Wait until every frame the loop sent is written."""
-        while self._flushed is not None:
-            await asyncio.shield(self._flushed)
-
-    def _write_out(self, loop: asyncio.AbstractEventLoop) -> None:
-        parts, size, flushed = self._outbox, self._held, self._flushed
-        self._outbox, self._held, self._flushed = [], 0, None
-        if flushed is None:
-            return
-        if size < _LOOP_WRITES_BELOW and self.lock.acquire(blocking=False):
-            try:
-                _send_all(self.sock, parts)
-            except OSError:
-                pass  # the socket is gone: the worker is ending (its reader reads the end)
-            finally:
-                self.lock.release()
-            flushed.set_result(None)
-            return
-        self._writing = True  # frames sent meanwhile wait in the outbox, after these
-        written = loop.run_in_executor(None, self._write_quietly, parts)
-        written.add_done_callback(lambda _: self._written(loop, flushed))
-
-    def _write_quietly(self, parts: list[protocol.Buffer]) -> None:
-        with contextlib.suppress(OSError):
-            self.write(parts)
-
-    def _written(self, loop: asyncio.AbstractEventLoop, flushed: asyncio.Future[None]) -> None:
-        self._writing = False
-        flushed.set_result(None)
-        if self._flushed is not None:
-            self._write_out(loop)
-
-
-def _send_all(sock: socket.socket, parts: list[protocol.Buffer]) -> None:
-    if len(parts) == 1 and type(parts[0]) is bytes:  # one small frame (most replies)
-        sock.sendall(parts[0])
-        return
-    views = [memoryview(p).cast("B") for p in parts if memoryview(p).nbytes]
-    while views:
-        sent = sock.sendmsg(views[:_IOV_MAX])
-        while sent:
-            size = views[0].nbytes
-            if sent >= size:
-                sent -= size
-                views.pop(0)
-            else:
-                views[0] = views[0][sent:]
-                sent = 0
 
 
 class Reader:
@@ -276,6 +176,8 @@ class Reader:
                 self._add_thread()
             try:
                 run()
+            except BaseException as e:  # its reply is lost: the worker ends
+                self.fail(e)
             finally:
                 del run  # nor its arguments (a mapping of shared memory, shared_memory.py)
                 with self._state:
@@ -345,7 +247,7 @@ class Reader:
         thread still has the reading after it (nothing handed it off meanwhile)."""
         with self._state:
             self._calls += 1
-            self._running = self._calls
+            number = self._running = self._calls
             self._handed = False
             self._free -= 1
         if self._standby is None:
@@ -357,12 +259,17 @@ class Reader:
             self._wake.set()
         try:
             run()
+        except BaseException as e:  # its reply is lost: the worker ends
+            self.fail(e)
         finally:
             del run
             with self._state:
-                self._running = 0
+                # Handed off, another thread may have read the next call (running now, its
+                # own state): this thread no longer has the reading then.
+                handed = self._handed or self._running != number
+                if self._running == number:
+                    self._running = 0
                 self._free += 1
-                handed = self._handed
         return not handed
 
     def _watch(self) -> None:
@@ -385,7 +292,15 @@ class Reader:
                 running, count = self._running, self._calls
             seen_call, seen_count = running, count
 
+    def fail(self, error: BaseException) -> None:
+        """A call's thread, or a write (``Wire.failed``), failed past the call's own error
+        handling: reported on stderr, and the worker ends (its pool fails its calls)."""
+        report(error)
+        self._end()
+
     def _end(self) -> None:
+        if self._ended:  # already ending: another thread read the end, or a call failed
+            return
         self._ended = True
         self.loop.call_soon_threadsafe(_end, self.closed)
 

@@ -316,6 +316,7 @@ async def serve(fd: int | None, max_concurrency: int) -> None:
             wire.sock, loop, worker.receive, worker.claim, max_concurrency
         )
         worker.nested.before_wait = threads.hand_off
+        wire.failed = threads.fail
         threads.start()
         await threads.closed
         return

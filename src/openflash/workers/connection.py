@@ -124,11 +124,15 @@ class Worker:
             reply = self.executor.failed(call_id, e)
         reply = self.learning.with_imports(call_id, reply)
         assert self.wire is not None  # only the threads that read a Wire's socket run calls
-        if not self.executor.exhausted:
-            self.wire.write(reply)
-            return
-        self.wire.write([protocol.encode(protocol.RETIRE), *reply])
-        _retire()
+        exhausted = self.executor.exhausted
+        try:
+            self.wire.write([protocol.encode(protocol.RETIRE), *reply] if exhausted else reply)
+        except OSError as e:
+            if not call_threads.socket_gone(e):
+                raise  # the reply is lost: the reading thread ends the worker (Reader.fail)
+            return  # the socket is gone: the worker is ending (its reader reads the end)
+        if exhausted:
+            _retire()
 
     async def finish_later(self, call_id: int, call: protocol.CallPayload, result: Any) -> None:
         channel.current_call.set(call_id)
