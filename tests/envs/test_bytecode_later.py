@@ -6,6 +6,7 @@ preparation."""
 from __future__ import annotations
 
 import importlib.util
+import itertools
 import json
 import marshal
 import os
@@ -253,7 +254,9 @@ def test_what_the_first_worker_will_import_is_compiled_first(
     first = [site / "__init__.py", *(site / f"{name}.py" for name in loaded)]
     rest = [s for s in sources if s not in first]
     written = {s: _pyc(s).stat().st_mtime_ns for s in sources}
-    # The order the files were written in: every expected one before any of the rest.
+    # The order the files were written in: every expected one before any of the rest, and
+    # those from the last the worker imports to the first (it compiles from the other end).
     assert max(written[s] for s in first) < min(written[s] for s in rest)
+    assert all(written[sooner] >= written[later] for sooner, later in itertools.pairwise(first))
     counts = json.loads((env.path / COMPLETE_MARKER).read_text())
     assert (counts["linked"], counts["compiled"]) == (0, len(sources)), counts
