@@ -98,3 +98,51 @@ def test_prune_removes_only_what_nothing_links_to(tmp_path: Path) -> None:
     assert prune(store) > 0
     assert len(list(store.rglob("*.pyc"))) == 1
     assert os.path.samefile(next(store.rglob("*.pyc")), _pyc(kept))
+
+
+def test_a_disk_filling_while_compiling_never_leaves_a_short_pyc(tmp_path: Path) -> None:
+    """py_compile (and so compileall) ignores a short ``write``: on a disk that fills up it
+    renamed a truncated ``.pyc`` into place, and a worker importing the module failed with
+    "marshal data too short" (a clean-clone run hit it on a 1 MiB store). Here, on a small tmpfs,
+    a module's bytecode is about twice the room left: it gets none, and a small one that fits
+    gets a whole one."""
+    from tests.reliability.test_validation import _in_tmpfs
+
+    home = tmp_path / "disk"
+    checker = write(
+        tmp_path / "check.py",
+        f"""
+        import marshal, os, sys
+        from pathlib import Path
+        from openflash.envs.bytecode import _compile
+        import importlib.util
+        home = Path({str(home)!r})
+        small, big = home / "small.py", home / "big.py"
+        small.write_text("X = 1\\n")
+        big.write_text("DATA = " + repr("x" * 80_000) + "\\n")
+        (home / "__pycache__").mkdir()
+        fd = os.open(home / "filler", os.O_WRONLY | os.O_CREAT)
+        try:
+            while True:
+                os.write(fd, b"x" * 4096)
+        except OSError:
+            pass
+        os.ftruncate(fd, os.fstat(fd).st_size - 40_960)  # ten pages free
+        os.close(fd)
+        _compile(Path(sys.executable), [small, big])
+        for source in (small, big):
+            pyc = Path(importlib.util.cache_from_source(str(source)))
+            if not pyc.exists():
+                print(source.name, "none")
+                continue
+            try:
+                marshal.loads(pyc.read_bytes()[16:])
+                print(source.name, "whole")
+            except (EOFError, ValueError):
+                print(source.name, "short")
+        """,
+    )
+    env = f'PYTHONPATH="{Path(__file__).resolve().parents[2] / "src"}"'
+    done = _in_tmpfs(f'{env} exec "{sys.executable}" "{checker}"', home, "256k")
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.split("\n")[:2] == ["small.py whole", "big.py none"], done.stdout

@@ -157,24 +157,48 @@ def _link(blob: Path, pyc: Path) -> bool:
     return True
 
 
+#: Compiles the files named on stdin to checked-hash bytecode (PEP 552) beside them, as
+#: ``compileall --invalidation-mode checked-hash`` would, but never publishes a short file:
+#: py_compile's write ignores a short ``write`` (a disk filling up), and renames a truncated
+#: ``.pyc`` into place, which a worker importing meanwhile fails on ("marshal data too short").
+_COMPILER = """
+import importlib.util, os, sys
+from importlib._bootstrap_external import _code_to_hash_pyc
+for line in sys.stdin:
+    source = line.rstrip("\\n")
+    target = importlib.util.cache_from_source(source)
+    temporary = f"{target}.{os.getpid()}.part"
+    try:
+        with open(source, "rb") as f:
+            data = f.read()
+        code = compile(data, source, "exec", dont_inherit=True)
+        pyc = memoryview(_code_to_hash_pyc(code, importlib.util.source_hash(data), True))
+        os.makedirs(os.path.dirname(target), exist_ok=True)
+        fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
+        try:
+            while pyc:
+                pyc = pyc[os.write(fd, pyc):]
+        finally:
+            os.close(fd)
+        os.replace(temporary, target)
+    except Exception:  # it does not compile, or the disk is full: no bytecode for it
+        try:
+            os.unlink(temporary)
+        except OSError:
+            pass
+"""
+
+
 def _compile(python: Path, sources: list[Path]) -> None:
     """Compile ``sources`` to checked-hash bytecode beside them, with the environment's Python,
-    one process per CPU (compileall compiles a list of files one by one).
+    one process per CPU (``_COMPILER`` compiles a list of files one by one); each ``.pyc``
+    appears whole or not at all.
 
     A file that does not compile is left without bytecode, as installers do.
     """
     cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
     parts = max(1, min(cpus or 1, len(sources) // _FILES_PER_PROCESS))
-    argv = [
-        str(python),
-        "-m",
-        "compileall",
-        "-qq",
-        "--invalidation-mode",
-        "checked-hash",
-        "-i",
-        "-",
-    ]
+    argv = [str(python), "-c", _COMPILER]
 
     def compile_part(part: list[Path]) -> None:
         _subprocess.run(
