@@ -26,6 +26,7 @@ from pathlib import Path
 
 import pytest
 
+from openflash.envs.bytecode import COMPILER_NAME
 from openflash.envs.bytecode_later import is_compiling
 from openflash.envs.store import READY_MARKER, Store
 
@@ -200,7 +201,7 @@ def test_builds_killed_while_downloading_installing_and_before_publishing(
     home = tmp_path / "home-publish"
     env = {"FLASH_HOME": str(home), "FLASH_UV_CACHE_DIR": str(cache), "FLASH_BYTECODE": "eager"}
     proc = _start(program, env)
-    _wait_for(proc, "compileall")
+    _wait_for(proc, COMPILER_NAME)
     _kill_tree(proc.pid)
     proc.wait(30)
     _assert_nothing_half_built(home)
@@ -218,7 +219,7 @@ def test_builds_killed_while_downloading_installing_and_before_publishing(
     # after it: the worker runtime is no longer built on the way to the first result).
     lingering = write(tmp_path / "lingering.py", PROGRAM + "\nimport time\ntime.sleep(300)\n")
     proc = _start(lingering, env)
-    _wait_for(proc, "compileall")
+    _wait_for(proc, COMPILER_NAME)
     _kill_tree(proc.pid)
     proc.wait(30)
     _assert_nothing_half_built(home)

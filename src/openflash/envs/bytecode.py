@@ -24,7 +24,7 @@ from pathlib import Path
 from openflash import _subprocess
 from openflash.envs.trust import check_entry, make_dirs
 
-__all__ = ["link_bytecode", "prune"]
+__all__ = ["COMPILER_NAME", "link_bytecode", "prune"]
 
 COMPILE_TIMEOUT_S = 3600.0
 #: Fewer files than this to compile are not worth another process.
@@ -157,6 +157,8 @@ def _link(blob: Path, pyc: Path) -> bool:
     return True
 
 
+#: The bytecode compiler's first argument: its name in the process list.
+COMPILER_NAME = "openflash-compile"
 #: Compiles the files named on stdin to checked-hash bytecode (PEP 552) beside them, as
 #: ``compileall --invalidation-mode checked-hash`` would, but never publishes a short file:
 #: py_compile's write ignores a short ``write`` (a disk filling up), and renames a truncated
@@ -198,7 +200,7 @@ def _compile(python: Path, sources: list[Path]) -> None:
     """
     cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
     parts = max(1, min(cpus or 1, len(sources) // _FILES_PER_PROCESS))
-    argv = [str(python), "-c", _COMPILER]
+    argv = [str(python), "-c", _COMPILER, COMPILER_NAME]
 
     def compile_part(part: list[Path]) -> None:
         _subprocess.run(
