@@ -53,6 +53,7 @@ __all__ = [
     "MARK",
     "RESULTS_VARIABLE",
     "Receiving",
+    "advance",
     "attached",
     "open_payload",
     "receivable",
@@ -130,14 +131,19 @@ def _write(fd: int, views: list[memoryview]) -> None:
     while views:
         written = os.pwritev(fd, views[:_IOV_MAX], offset)
         offset += written
-        while written:
-            size = views[0].nbytes
-            if written >= size:
-                written -= size
-                views.pop(0)
-            else:
-                views[0] = views[0][written:]
-                written = 0
+        advance(views, written)
+
+
+def advance(views: list[memoryview], count: int) -> None:
+    """Drop the first ``count`` bytes of ``views`` (after a write that took that many)."""
+    while count:
+        size = views[0].nbytes
+        if count >= size:
+            count -= size
+            views.pop(0)
+        else:
+            views[0] = views[0][count:]
+            count = 0
 
 
 def _fds(fd: int) -> bytes:

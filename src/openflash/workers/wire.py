@@ -145,15 +145,7 @@ def _send_all(sock: socket.socket, parts: list[protocol.Buffer]) -> None:
         return
     views = [memoryview(p).cast("B") for p in parts if memoryview(p).nbytes]
     while views:
-        sent = sock.sendmsg(views[:_IOV_MAX])
-        while sent:
-            size = views[0].nbytes
-            if sent >= size:
-                sent -= size
-                views.pop(0)
-            else:
-                views[0] = views[0][sent:]
-                sent = 0
+        shared_memory.advance(views, sock.sendmsg(views[:_IOV_MAX]))
 
 
 def socket_gone(error: BaseException) -> bool:
