@@ -12,14 +12,13 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from openflash._settings import Settings
-from openflash.backends.gpu_types import gpu_types_of
 from openflash.backends.targets import ContainerTarget, RayTarget
-from openflash.config.volumes import volume_folder
 from openflash.envs.engine import NoEngineError, find_engine
 from openflash.envs.images import ImageFor, prepare_image
 from openflash.envs.store import content_key
 from openflash.errors import FlashError
 from openflash.prepare import DependencyKey, Prepared, Preparer
+from openflash.runtime.worker_specs import resource_fields
 from openflash.workers.port import WorkerSpec
 
 if TYPE_CHECKING:
@@ -109,16 +108,8 @@ def image_spec(
     """How to start a worker of ``endpoint`` in its (derived) image."""
     r = endpoint.resource
     return WorkerSpec(
-        endpoint=endpoint.name,
+        **resource_fields(endpoint, settings),
         target=target,
-        cwd=endpoint.cwd,
         env=dict(r.env or {}),
-        gpu_count=r.gpu_count,
-        gpu_types=gpu_types_of(r.gpus) if r.gpu_count else (),
-        vcpus=r.cpu_instance.vcpus if r.cpu_instance else None,
-        max_concurrency=endpoint.max_concurrency,
-        max_rss=settings.worker_max_rss,
-        project=endpoint.project,
-        volume=volume_folder(settings, r),
         memory_gib=r.cpu_instance.memory_gib if r.cpu_instance else None,
     )

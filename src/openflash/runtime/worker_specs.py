@@ -3,6 +3,9 @@ they run (``LocalTarget``: the environment built here; ``RayTarget``: the lock, 
 
 from __future__ import annotations
 
+from pathlib import Path
+from typing import TypedDict
+
 from openflash._settings import Settings
 from openflash.backends.gpu_types import gpu_types_of
 from openflash.backends.targets import LocalTarget, RayTarget
@@ -14,7 +17,38 @@ from openflash.runtime.definitions import EndpointDef
 from openflash.runtime.nested_calls import project_digest
 from openflash.workers.port import WorkerSpec
 
-__all__ = ["target_of", "worker_spec"]
+__all__ = ["ResourceFields", "resource_fields", "target_of", "worker_spec"]
+
+
+class ResourceFields(TypedDict):
+    """The ``WorkerSpec`` fields every endpoint's workers take from its resource config and the
+    settings, whatever runs them (an environment built here, a node, an image)."""
+
+    endpoint: str
+    cwd: Path
+    gpu_count: int
+    gpu_types: tuple[str, ...]
+    vcpus: int | None
+    max_concurrency: int
+    max_rss: int | None
+    project: Path | None
+    volume: Path | None
+
+
+def resource_fields(endpoint: EndpointDef, settings: Settings) -> ResourceFields:
+    """What ``endpoint``'s resource config and ``settings`` say of its workers."""
+    r = endpoint.resource
+    return ResourceFields(
+        endpoint=endpoint.name,
+        cwd=endpoint.cwd,
+        gpu_count=r.gpu_count,
+        gpu_types=gpu_types_of(r.gpus) if r.gpu_count else (),
+        vcpus=r.cpu_instance.vcpus if r.cpu_instance else None,
+        max_concurrency=endpoint.max_concurrency,
+        max_rss=settings.worker_max_rss,
+        project=endpoint.project,
+        volume=volume_folder(settings, r),
+    )
 
 
 def worker_spec(
@@ -27,22 +61,13 @@ def worker_spec(
 ) -> WorkerSpec:
     """The spec of ``endpoint``'s workers, on a backend that builds here (``local``) or not;
     ``record`` is its learned preload (runtime/preload.py)."""
-    r = endpoint.resource
     return WorkerSpec(
-        endpoint=endpoint.name,
+        **resource_fields(endpoint, settings),
         target=target_of(endpoint, prepared, local=local),
-        cwd=endpoint.cwd,
-        env={**prepared.layer.env, **(r.env or {})},
+        env={**prepared.layer.env, **(endpoint.resource.env or {})},
         paths=dict(prepared.layer.paths),
         layer=prepared.layer.path,
-        volume=volume_folder(settings, r),
-        gpu_count=r.gpu_count,
-        gpu_types=gpu_types_of(r.gpus) if r.gpu_count else (),
-        vcpus=r.cpu_instance.vcpus if r.cpu_instance else None,
-        max_concurrency=endpoint.max_concurrency,
-        max_rss=settings.worker_max_rss,
         preload=endpoint.preload,
-        project=endpoint.project,
         project_digest=(
             project_digest(endpoint.project, endpoint.preload) if endpoint.project else ""
         ),
