@@ -66,6 +66,7 @@ def test_a_handed_off_call_ending_after_the_next_started_does_not_read_beside_it
             await asyncio.sleep(0.01)
         ours.close()
         await asyncio.wait_for(reader.closed, 30)
+        assert reader.failure is None  # its pool ended it: the worker exits 0
 
     ours, theirs = socket.socketpair()
     reader: Any = None
@@ -94,10 +95,14 @@ def test_a_call_thread_that_fails_past_the_call_ends_the_worker(
         reader.start()
         ours.sendall(protocol.encode(protocol.CALL, 1, b"x"))
         await asyncio.wait_for(reader.closed, 30)
+        failures.append(reader.failure)
 
+    failures: list[BaseException | None] = []
     ours, theirs = socket.socketpair()
     with ours, theirs:
         asyncio.run(main())
+    # What ended it is kept: the worker exits 1, not 0 as when its pool ends it (child.serve).
+    assert isinstance(failures[0], RuntimeError)
     err = capsys.readouterr().err
     assert "the worker failed outside a call; ending" in err
     assert "RuntimeError: the reply could not be written" in err

@@ -83,6 +83,8 @@ class Reader:
         self.claim = claim
         #: Set (on the loop) when the parent closed the socket: the worker ends.
         self.closed: asyncio.Future[None] = loop.create_future()
+        #: What ended the worker, when not the parent (``fail``): the worker then exits 1.
+        self.failure: BaseException | None = None
         self.read_lock = threading.Lock()
         self._state = threading.Lock()  # the counts and the kept call's state below
         self._limit = max_calls + 1  # every call running in a thread, and one reading
@@ -296,6 +298,8 @@ class Reader:
         """A call's thread, or a write (``Wire.failed``), failed past the call's own error
         handling: reported on stderr, and the worker ends (its pool fails its calls)."""
         report(error)
+        if self.failure is None:
+            self.failure = error
         self._end()
 
     def _end(self) -> None:

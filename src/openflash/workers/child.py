@@ -291,8 +291,9 @@ async def _stdio_streams() -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
     return reader, asyncio.StreamWriter(transport, flow, reader, loop)
 
 
-async def serve(fd: int | None, max_concurrency: int) -> None:
-    """Serve calls on the socket ``fd``, or on stdin and stdout when ``fd`` is None."""
+async def serve(fd: int | None, max_concurrency: int) -> int:
+    """Serve calls on the socket ``fd``, or on stdin and stdout when ``fd`` is None; the exit
+    code: 0 when the pool ended it, 1 when it failed outside a call (call_threads.Reader.fail)."""
     reader: asyncio.StreamReader | None = None
     writer: asyncio.StreamWriter | None = None
     wire: call_threads.Wire | None = None
@@ -319,12 +320,12 @@ async def serve(fd: int | None, max_concurrency: int) -> None:
         wire.failed = threads.fail
         threads.start()
         await threads.closed
-        return
+        return 0 if threads.failure is None else 1
     assert reader is not None
     while True:
         frame = await protocol.read_frame(reader)
         if frame is None or frame.kind == protocol.SHUTDOWN:
-            return
+            return 0
         worker.receive(frame)
 
 
@@ -337,9 +338,8 @@ def main(argv: list[str], guardian: int | None = None, death_signal: bool = True
     lifeline.arm(guardian, death_signal=death_signal)
     if hasattr(sys.stdout, "reconfigure"):
         sys.stdout.reconfigure(line_buffering=True)
-    code = 0
     try:
-        asyncio.run(serve(None if argv[1] == "stdio" else int(argv[1]), int(argv[2])))
+        code = asyncio.run(serve(None if argv[1] == "stdio" else int(argv[1]), int(argv[2])))
     except BaseException:
         traceback.print_exc()
         code = 1
