@@ -23,7 +23,7 @@ from openflash.envs.local_sources import local_sources_digest
 from openflash.errors import FlashError
 from openflash.prepare import DependencyKey, Prepared, Preparer
 from openflash.prepare.build_progress import BuildProgress
-from openflash.runtime import hops
+from openflash.runtime import hops, lending
 from openflash.runtime.definitions import EndpointDef
 from openflash.runtime.image_endpoints import (
     ImageKey,
@@ -98,8 +98,15 @@ class Runtime:
 
     async def call(self, endpoint: EndpointDef, call: Call) -> Reply:
         """Run ``call`` from whichever event loop awaits it: on the runtime's own, straight to
-        its pool; from another, one hop each way (runtime/hops.py)."""
-        if asyncio.get_running_loop() is not self.loop:
+        its pool; from another, on a worker lent to that loop (runtime/lanes.py), else one hop
+        each way (runtime/hops.py)."""
+        loop = asyncio.get_running_loop()
+        if loop is not self.loop:
+            lent = (
+                None if self._closing else lending.send(loop, self._endpoint_pools, endpoint, call)
+            )
+            if lent is not None:
+                return await lent[0].reply(lent[1], call)
             return await hops.across(
                 self.loop, functools.partial(self._begin, endpoint, call), call
             )
@@ -274,6 +281,7 @@ class Runtime:
                 waits=self.waits,
                 on_imports=recorder(record) if record else None,
             )
+            pool.lend = lending.lend
             self.preparer.record_use(endpoint.name, prepared)
         self._endpoint_pools[endpoint] = pool
         return pool
@@ -315,6 +323,7 @@ class Runtime:
             pool = self._pools[pool_key] = Pool(
                 config, self.backend, spec, nested=self.nested, waits=self.waits
             )
+            pool.lend = lending.lend
         self._endpoint_pools[endpoint] = pool
         return pool
 
