@@ -98,6 +98,29 @@ def test_warm_calls_from_a_scripts_loop_run_on_the_lent_worker(taken: list[str])
     assert taken.count("checked()") == 3
 
 
+@remote(CpuLiveServerless(name="lanes-sizes", workersMax=1))
+def filled(size: int) -> bytes:
+    return b"x" * size
+
+
+def test_large_and_shared_memory_results_of_lane_calls_reach_their_callers(
+    monkeypatch: pytest.MonkeyPatch, taken: list[str]
+) -> None:
+    """A result of 64 KiB or more is read by the pool (preallocated), and one from
+    FLASH_SHARED_MEMORY_MIN comes in a memfd whose descriptor the lane keeps for the pool."""
+    monkeypatch.setenv("FLASH_SHARED_MEMORY_MIN", "1M")
+    sizes = [10, 70_000, 10, 3_000_000, 10, 3_000_000, 10]
+
+    async def main() -> list[int]:
+        await filled(0)
+        await filled(0)
+        taken.clear()
+        return [len(await filled(size)) for size in sizes]
+
+    assert asyncio.run(main()) == sizes
+    assert taken == ["filled()"] * len(sizes)  # each went on the lane, lent again after
+
+
 @remote(CpuLiveServerless(name="lanes-slow", workersMax=1))
 def slow(seconds: float) -> int:
     time.sleep(seconds)
