@@ -135,7 +135,9 @@ def test_a_worker_killed_during_a_lane_call_fails_it_and_the_next_call_works(
         assert await slow(0) == pid  # warm: its worker is lent now
         call = asyncio.ensure_future(slow(60))
         await asyncio.sleep(0.5)  # sent, and running in its worker
-        assert taken == ["slow()"] and stats(slow)["lent"] == 1
+        figures = stats(slow)
+        assert taken == ["slow()"] and figures["lent"] == 1
+        assert figures["busy"] == 1 and figures["detail"][0]["calls"] == 1  # the lane's call
         os.kill(pid, signal.SIGKILL)
         with pytest.raises(WorkerCrashedError) as info:
             await call

@@ -74,7 +74,7 @@ def lend(pool: Any, worker: Worker, frame: protocol.Frame) -> None:
     held = lanes.get(pool) if lanes else None
     if held is not None and held.lent:
         return  # that loop holds one of this pool's workers already
-    transport: Any = handle.writer.transport
+    transport: Any = getattr(handle.writer, "transport", None)  # Ray's writer has none
     sock = getattr(transport, "_sock", None)  # asyncio's socket transport (not Ray's pipes)
     buffered = getattr(handle.reader, "_buffer", None)
     if (

@@ -164,13 +164,8 @@ class Pool(WorkerLives):
         self._arm_idle(home)
 
     def stats(self) -> dict[str, object]:
-        """Its workers and queue, as the dashboard and ``/health`` show them (pool_stats.py),
-        with ``lent`` (workers lent to another loop) and ``lane_calls`` (the calls they ran)."""
-        stats = pool_stats.describe(self.workers, len(self.queue))
-        lanes = [w.lane for w in self.workers if w.lane is not None]
-        stats["lent"] = len(lanes)
-        stats["lane_calls"] = self.lane_calls + sum(lane.calls for lane in lanes)
-        return stats
+        """Its workers and queue, as the dashboard and ``/health`` show them (pool_stats.py)."""
+        return pool_stats.describe(self.workers, len(self.queue), self.lane_calls)
 
     # Dispatch.
 
