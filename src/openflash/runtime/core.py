@@ -102,11 +102,13 @@ class Runtime:
         each way (runtime/hops.py)."""
         loop = asyncio.get_running_loop()
         if loop is not self.loop:
-            lent = (
-                None if self._closing else lending.send(loop, self._endpoint_pools, endpoint, call)
-            )
+            lent = lending.send(loop, self, endpoint, call)  # on a worker lent to this loop
             if lent is not None:
-                return await lent[0].reply(lent[1], call)
+                try:
+                    return await lent[1]
+                except asyncio.CancelledError:
+                    lent[0].cancel(lent[1], call)
+                    raise
             return await hops.across(
                 self.loop, functools.partial(self._begin, endpoint, call), call
             )

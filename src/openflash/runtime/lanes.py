@@ -57,7 +57,7 @@ class _State(enum.Enum):
     RETURNED = "returned"  # the lender's again (the runtime's loop)
 
 
-@dataclass(eq=False)
+@dataclass(eq=False, slots=True)
 class _Lent:
     """One call of a lane: its call id on the worker, its caller's future, when it was sent
     (``time.monotonic``, the clock of every asyncio loop here), and what happened to it."""
@@ -158,15 +158,9 @@ class Lane:
                 entry.timer = loop.call_later(self.timeout, self._overdue)
         return entry.waiter
 
-    async def reply(self, waiter: asyncio.Future[Reply], call: Call) -> Reply:
-        """``waiter``'s reply; a cancelled await cancels the call (in its worker too)."""
-        try:
-            return await waiter
-        except asyncio.CancelledError:
-            self._cancel(waiter, call)
-            raise
-
-    def _cancel(self, waiter: asyncio.Future[Reply], call: Call) -> None:
+    def cancel(self, waiter: asyncio.Future[Reply], call: Call) -> None:
+        """The await of ``waiter`` (``call``'s reply) was cancelled: the call is cancelled, in
+        its worker too (by the pool: the worker is handed back for it)."""
         with self.lock:
             entry = next((e for e in self.in_flight.values() if e.waiter is waiter), None)
             if entry is not None:  # still here: the pool cancels it (cancels.py)
@@ -205,11 +199,13 @@ class Lane:
                 self._hand_back()
                 self._close()
                 return
-            buffer = self.buffer
-            buffer += data
-            offset, end, refused = 0, len(buffer), False
+            if self.buffer:  # the start of a reply came before
+                self.buffer += data
+                data = bytes(self.buffer)
+                self.buffer.clear()
+            offset, end, refused = 0, len(data), False
             while end - offset >= HEADER.size:
-                kind, call_id, size = HEADER.unpack_from(buffer, offset)
+                kind, call_id, size = HEADER.unpack_from(data, offset)
                 start = offset + HEADER.size
                 entry = self.in_flight.get(call_id)
                 if kind not in _REPLIES or size >= payloads.PREALLOCATE or entry is None:
@@ -217,14 +213,15 @@ class Lane:
                     break
                 if start + size > end:
                     break  # the rest of a small reply comes
-                payload = bytes(buffer[start : start + size])
+                payload = data[start : start + size]
                 if payload[:4] == shared_memory.MARK:
                     refused = True  # its result is in shared memory: the pool maps it
                     break
                 offset = start + size
                 del self.in_flight[call_id]
                 done.append((entry, Reply(kind == protocol.RESULT, payload)))
-            del buffer[:offset]
+            if offset < end:
+                self.buffer += data[offset:]  # handed back with the worker, or completed later
             if refused:
                 self._hand_back()
                 self._close()

@@ -42,13 +42,15 @@ def plain(call: Call) -> bool:
 
 
 def send(
-    loop: asyncio.AbstractEventLoop, pools: dict[Any, Any], endpoint: Any, call: Call
+    loop: asyncio.AbstractEventLoop, runtime: Any, endpoint: Any, call: Call
 ) -> tuple[Lane, asyncio.Future[Reply]] | None:
-    """On ``loop`` (not the runtime's): ``call`` sent on a worker of ``endpoint``'s pool (in
-    ``pools``) lent to it, and the future of its reply (awaited with ``Lane.reply``); None when
-    it cannot go there (it hops). An endpoint naming local sources hops: a call checks them."""
+    """On ``loop`` (not ``runtime``'s): ``call`` sent on a worker of ``endpoint``'s pool lent to
+    it, and the future of its reply (whose cancelled await calls ``Lane.cancel``); None when it
+    cannot go there (it hops). An endpoint naming local sources hops: a call checks them."""
     lanes = lanes_of(loop)
-    lane = lanes.get(pools.get(endpoint)) if lanes else None
+    if not lanes or runtime._closing:
+        return None
+    lane = lanes.get(runtime._endpoint_pools.get(endpoint))
     if lane is None or not plain(call) or any("file:" in d for d in endpoint.dependencies):
         return None
     waiter = lane.send(call)
