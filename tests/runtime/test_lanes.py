@@ -370,3 +370,41 @@ def test_a_function_on_a_lent_worker_makes_nested_calls(
     results, taken = json.loads(done.stdout.splitlines()[-1])
     assert results == [i * i + 1 for i in range(6)]
     assert taken == ["outer()"] * 4  # the first two find the pool, then bring the function
+
+
+@remote(CpuLiveServerless(name="lanes-classes", workersMax=2))
+class Tally:
+    def __init__(self) -> None:
+        self.count = 0
+
+    def add(self) -> tuple[int, int]:
+        self.count += 1
+        return os.getpid(), self.count
+
+
+@remote(CpuLiveServerless(name="lanes-classes", workersMax=2))
+def where(seconds: float) -> int:
+    time.sleep(seconds)
+    return os.getpid()
+
+
+def test_an_instance_on_a_lent_worker_is_reached_while_another_worker_is_free(
+    taken: list[str],
+) -> None:
+    """A method call goes to the worker that holds its instance: taken back from its lane even
+    when another worker has room (else the call would wait in the queue for ever)."""
+
+    async def main() -> tuple[set[int], int, int, list[int]]:
+        pids = set(await asyncio.gather(where(0.5), where(0.5)))  # two workers, both idle now
+        tally = Tally()
+        home, first = await tally.add()
+        await where(0)
+        await where(0)  # lent after this one: the first worker, where the instance lives
+        lent_to = stats(where)["detail"]
+        assert [w["pid"] for w in lent_to if w["lent"]] == [home], lent_to
+        again = await asyncio.wait_for(tally.add(), 30)  # a bound on the test, not a figure
+        return pids, home, again[0], [first, again[1]]
+
+    pids, home, again, counts = asyncio.run(main())
+    assert len(pids) == 2 and home in pids
+    assert again == home and counts == [1, 2]

@@ -195,6 +195,8 @@ class Pool(WorkerLives):
     def _choose(self, call: Call) -> Worker | None:
         if call.op == protocol.OP_METHOD and call.target in self.instance_home:
             home = self.instance_home[call.target]
+            if home.lane is not None:
+                home.lane.reclaim()  # its instance lives there: taken back from its lane
             return home if self._has_room(home) else None
         # The first worker with room that holds the target, else the least busy one.
         best: Worker | None = None
