@@ -34,6 +34,7 @@ import contextlib
 import enum
 import socket
 import threading
+import weakref
 from dataclasses import dataclass
 from typing import Any, cast
 
@@ -90,6 +91,8 @@ class Lane:
         self.home = asyncio.get_running_loop()
         self.transport: Any = handle.writer.transport
         self.sock = sock  # a duplicate of the worker's socket: closed on ``loop``
+        # Closed with the lane at the latest (its loop closed before it could close it there).
+        weakref.finalize(self, sock.close)
         self.descriptors = getattr(handle, "descriptors", None)
         self.loaded = frozenset(worker.loaded)
         self.room = pool.config.max_concurrency
@@ -306,7 +309,9 @@ class Lane:
             opened = self._open
         worker.lane = None
         pool.lane_calls += self.calls
-        if opened:
+        if not opened:
+            self.sock.close()  # never watched there (``open`` sees it returned and stops)
+        else:
             try:
                 self.loop.call_soon_threadsafe(self.detach)
             except RuntimeError:  # its loop closed: nothing reads there any more
