@@ -121,6 +121,24 @@ def test_large_and_shared_memory_results_of_lane_calls_reach_their_callers(
     assert taken == ["filled()"] * len(sizes)  # each went on the lane, lent again after
 
 
+@remote(CpuLiveServerless(name="lanes-buffers", workersMax=1))
+def measured(value: Any) -> int:
+    return len(value)
+
+
+def test_a_caller_whose_calls_never_take_the_lane_is_not_lent_a_worker() -> None:
+    """Arguments with an out-of-band buffer always hop: lending the worker to their loop would
+    only make the next call take it back."""
+
+    async def main() -> tuple[list[int], dict[str, Any]]:
+        lengths = [await measured(memoryview(b"x" * (70_000 + i))) for i in range(5)]
+        return lengths, stats(measured)
+
+    lengths, figures = asyncio.run(main())
+    assert lengths == [70_000 + i for i in range(5)]
+    assert figures["lent"] == 0 and figures["lane_calls"] == 0
+
+
 @remote(CpuLiveServerless(name="lanes-slow", workersMax=1))
 def slow(seconds: float) -> int:
     time.sleep(seconds)

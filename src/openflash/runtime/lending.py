@@ -30,14 +30,20 @@ def plain(call: Call) -> bool:
     (no out-of-band buffer, no shared memory), no stream, no progress, not nested, and not a
     call a server follows (its note and hooks are the runtime's loop's)."""
     return (
+        _plain_shape(call)
+        and events.call_note.get() is None
+        and events.call_taken.get() is None
+        and events.call_handed_back.get() is None
+    )
+
+
+def _plain_shape(call: Call) -> bool:
+    return (
         call.op == protocol.OP_FUNCTION
         and not call.stream
         and call.on_frame is None
         and call.parent is None
         and small(call)
-        and events.call_note.get() is None
-        and events.call_taken.get() is None
-        and events.call_handed_back.get() is None
     )
 
 
@@ -60,11 +66,14 @@ def send(
 def lend(pool: Any, worker: Worker, frame: protocol.Frame) -> None:
     """On the pool's loop, as ``frame`` (a reply) is about to leave ``worker`` idle with nothing
     queued: lend it to the loop its call came from if that is another loop (hops.Relayed) and
-    the call was plain. Done before the caller hears of the reply, so that the lane is open on
-    its loop before the caller's next call."""
+    the call was plain (a caller whose calls never are would take it back at its next call).
+    Done before the caller hears of the reply, so that the lane is open on its loop before the
+    caller's next call."""
     call = worker.in_flight.get(frame.call_id)
     if call is None or (frame.kind != protocol.RESULT and call.sent_blob):
         return  # an error for a call that brought its function: the worker may lack it
+    if not _plain_shape(call):
+        return
     future = call.future
     if type(future) is not hops.Relayed or worker.lane is not None or pool.closed:
         return
