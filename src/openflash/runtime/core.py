@@ -2,9 +2,9 @@
 
 User code calls from whatever event loop it runs (often a fresh ``asyncio.run`` per call); pools
 and worker streams must live on one loop, so they live on the runtime's own thread and callers
-hop to it (a server gives the runtime its own loop instead). Preparing an endpoint (prepare/)
-runs in a thread pool, once per dependency set however many calls arrive at once; the store's
-file locks make it once per machine.
+hop to it (hops.py), or are lent a warm worker (lanes.py; a server gives the runtime its own
+loop instead). Preparing an endpoint (prepare/) runs in a thread pool, once per dependency set
+however many calls arrive at once; the store's file locks make it once per machine.
 """
 
 from __future__ import annotations
