@@ -91,6 +91,7 @@ class Lane:
         self.home = asyncio.get_running_loop()
         self.transport: Any = handle.writer.transport
         self.sock = sock  # a duplicate of the worker's socket: closed on ``loop``
+        self.fd = sock.fileno()
         # Closed with the lane at the latest (its loop closed before it could close it there).
         weakref.finalize(self, sock.close)
         self.descriptors = getattr(handle, "descriptors", None)
@@ -120,7 +121,7 @@ class Lane:
         """Start reading the worker's socket on this loop (the lender's call_soon_threadsafe)."""
         with self.lock:
             if self.state is _State.LENT:
-                self.loop.add_reader(self.sock.fileno(), self._readable)
+                self.loop.add_reader(self.fd, self._readable)
                 self._open = True
                 lanes = lanes_of(self.loop)
                 if lanes is None:
@@ -131,6 +132,9 @@ class Lane:
         self.sock.close()  # taken back before it opened
 
     def send(self, call: Call) -> asyncio.Future[Reply] | None:
+        """``call``'s CALL frame written on the worker's socket, and the future of its reply
+        (resolved here as it comes, or by the pool if the worker is handed back first); None
+        when the lane cannot take it (given back, full, or a function the worker lacks)."""
         with self.lock:
             if (
                 self.state is not _State.LENT
@@ -253,7 +257,7 @@ class Lane:
         if self._open:
             self._open = False
             with contextlib.suppress(Exception):
-                self.loop.remove_reader(self.sock.fileno())
+                self.loop.remove_reader(self.fd)
             self._forget()
         for entry in self._handoff:
             if entry.timer is not None:
