@@ -2,9 +2,9 @@
 
 User code calls from whatever event loop it runs (often a fresh ``asyncio.run`` per call); pools
 and worker streams must live on one loop, so they live on the runtime's own thread and callers
-hop to it (a server gives the runtime its own loop instead). Preparing an endpoint (prepare/)
-runs in a thread pool, once per dependency set however many calls arrive at once; the store's
-file locks make it once per machine.
+hop to it (hops.py), or are lent a warm worker (lanes.py; a server gives the runtime its own
+loop instead). Preparing an endpoint (prepare/) runs in a thread pool, once per dependency set
+however many calls arrive at once; the store's file locks make it once per machine.
 """
 
 from __future__ import annotations
@@ -23,7 +23,7 @@ from openflash.envs.local_sources import local_sources_digest
 from openflash.errors import FlashError
 from openflash.prepare import DependencyKey, Prepared, Preparer
 from openflash.prepare.build_progress import BuildProgress
-from openflash.runtime import hops
+from openflash.runtime import hops, lending
 from openflash.runtime.definitions import EndpointDef
 from openflash.runtime.image_endpoints import (
     ImageKey,
@@ -98,8 +98,17 @@ class Runtime:
 
     async def call(self, endpoint: EndpointDef, call: Call) -> Reply:
         """Run ``call`` from whichever event loop awaits it: on the runtime's own, straight to
-        its pool; from another, one hop each way (runtime/hops.py)."""
-        if asyncio.get_running_loop() is not self.loop:
+        its pool; from another, on a worker lent to that loop (runtime/lanes.py), else one hop
+        each way (runtime/hops.py)."""
+        loop = asyncio.get_running_loop()
+        if loop is not self.loop:
+            lent = lending.send(loop, self, endpoint, call)  # on a worker lent to this loop
+            if lent is not None:
+                try:
+                    return await lent[1]
+                except asyncio.CancelledError:
+                    lent[0].cancel(lent[1], call)
+                    raise
             return await hops.across(
                 self.loop, functools.partial(self._begin, endpoint, call), call
             )
@@ -274,6 +283,7 @@ class Runtime:
                 waits=self.waits,
                 on_imports=recorder(record) if record else None,
             )
+            pool.lend = lending.lend
             self.preparer.record_use(endpoint.name, prepared)
         self._endpoint_pools[endpoint] = pool
         return pool
@@ -315,6 +325,7 @@ class Runtime:
             pool = self._pools[pool_key] = Pool(
                 config, self.backend, spec, nested=self.nested, waits=self.waits
             )
+            pool.lend = lending.lend
         self._endpoint_pools[endpoint] = pool
         return pool
 

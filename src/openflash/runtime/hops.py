@@ -37,6 +37,11 @@ class Relayed(asyncio.Future[Reply]):
         super().__init__(loop=loop)
         self._hop = hop
 
+    @property
+    def caller(self) -> asyncio.AbstractEventLoop:
+        """The loop its caller awaits on (runtime/lanes.py lends a worker to it)."""
+        return self._hop.caller
+
     def set_result(self, result: Reply) -> None:
         super().set_result(result)
         self._hop.back(result, None)

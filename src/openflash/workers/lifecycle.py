@@ -15,6 +15,7 @@ import enum
 import functools
 import itertools
 from dataclasses import dataclass, field
+from typing import Any
 
 from openflash.errors import FlashError, WorkerCrashedError
 from openflash.workers import events, pickling, portable, protocol
@@ -65,6 +66,9 @@ class Worker:
     idle_since: float = 0.0
     doom: str = ""
     task: asyncio.Future[None] | None = None
+    #: While lent to another event loop (runtime/lanes.py): that lane (``reclaim()`` takes it
+    #: back at once); no other call is sent to it meanwhile.
+    lane: Any = None
 
     @property
     def pid(self) -> int | None:
@@ -81,6 +85,7 @@ class WorkerLives:
         self.workers: list[Worker] = []
         self.closed = False
         self._numbers = itertools.count(1)
+        self.lane_calls = 0  # the calls its workers ran while lent, counted once back
 
     # What the pool does with ready workers and calls.
 
@@ -104,7 +109,15 @@ class WorkerLives:
         return (
             worker.state is WorkerState.READY
             and len(worker.in_flight) < self.config.max_concurrency
+            and worker.lane is None
         )
+
+    def _reclaim(self) -> bool:
+        """Take back every lent worker (runtime/lanes.py); whether there was one."""
+        lent = [w for w in self.workers if w.lane is not None]
+        for worker in lent:
+            worker.lane.reclaim()
+        return bool(lent)
 
     def _live(self) -> list[Worker]:
         return [w for w in self.workers if w.state in (WorkerState.STARTING, WorkerState.READY)]
@@ -208,6 +221,8 @@ class WorkerLives:
             worker.idle_timer = loop.call_later(self.config.idle_timeout, self._reap_idle, worker)
 
     def _reap_idle(self, worker: Worker) -> None:
+        if worker.lane is not None:  # lent: back here, idle since its last call (lanes.py)
+            worker.lane.reclaim()
         worker.idle_timer = None
         if worker.in_flight or worker.state is not WorkerState.READY:
             return  # busy: armed again when its last call ends
@@ -225,6 +240,8 @@ class WorkerLives:
         """Ask a worker to exit; kill it if it has not after a grace period."""
         if worker.state is WorkerState.DEAD:
             return
+        if worker.lane is not None:
+            worker.lane.reclaim()  # nothing is written beside the lane's frames
         worker.state = WorkerState.STOPPING
         worker.doom = worker.doom or why
         handle = worker.handle

@@ -30,12 +30,12 @@ from collections.abc import Callable
 from openflash._settings import shared_memory_min
 from openflash.errors import ExecutionTimeoutError, FlashError
 from openflash.workers import cancels, events, learning, pool_stats, protocol, shared_memory
+from openflash.workers.call_frames import call_parts
 from openflash.workers.calls import Call, Reply
 from openflash.workers.crashes import died
 from openflash.workers.handover import fail as _fail
 from openflash.workers.handover import retire, stop
 from openflash.workers.lifecycle import PoolConfig, Worker, WorkerLives, WorkerState
-from openflash.workers.payloads import SEPARATE
 from openflash.workers.port import Backend, WorkerSpec, describe_exit
 from openflash.workers.relay import NestedHandler, Relay
 from openflash.workers.replies import ReplyTap, settle
@@ -75,6 +75,9 @@ class Pool(WorkerLives):
         self.waits = waits
         if waits is not None:
             waits.add(self)
+        #: Told (pool, worker, reply frame) when a reply will leave its worker idle with nothing
+        #: queued: the runtime may lend the worker to the call's loop (runtime/lanes.py).
+        self.lend: Callable[[Pool, Worker, protocol.Frame], None] | None = None
 
     # Calls.
 
@@ -154,20 +157,24 @@ class Pool(WorkerLives):
         home = self.instance_home.pop(instance_id, None)
         if home is None or home.state is not WorkerState.READY or home.handle is None:
             return
+        if home.lane is not None:
+            home.lane.reclaim()
         home.loaded.discard(instance_id)
         home.handle.writer.write(protocol.encode(protocol.RELEASE, 0, instance_id.encode()))
         self._arm_idle(home)
 
     def stats(self) -> dict[str, object]:
         """Its workers and queue, as the dashboard and ``/health`` show them (pool_stats.py)."""
-        return pool_stats.describe(self.workers, len(self.queue))
+        return pool_stats.describe(self.workers, len(self.queue), self.lane_calls)
 
     # Dispatch.
 
     def _dispatch(self) -> None:
         if self.closed:
             return
-        if not any(self._has_room(w) for w in self.workers):
+        if not any(self._has_room(w) for w in self.workers) and not (
+            self.queue and self._reclaim()  # a lent worker is taken back before scaling up
+        ):
             self._scale_up()  # nobody can take a call now: no need to look at the queue
             return
         waiting: deque[Call] = deque()
@@ -188,6 +195,8 @@ class Pool(WorkerLives):
     def _choose(self, call: Call) -> Worker | None:
         if call.op == protocol.OP_METHOD and call.target in self.instance_home:
             home = self.instance_home[call.target]
+            if home.lane is not None:
+                home.lane.reclaim()  # its instance lives there: taken back from its lane
             return home if self._has_room(home) else None
         # The first worker with room that holds the target, else the least busy one.
         best: Worker | None = None
@@ -196,6 +205,8 @@ class Pool(WorkerLives):
         for worker in self.workers:
             if worker.state is not WorkerState.READY or len(worker.in_flight) >= room:
                 continue  # no room (_has_room)
+            if worker.lane is not None:
+                continue  # lent to another loop (runtime/lanes.py)
             key = (call.target not in worker.loaded, len(worker.in_flight))
             if best is None or key < best_key:
                 if key == (False, 0):
@@ -207,26 +218,7 @@ class Pool(WorkerLives):
         assert worker.handle is not None
         call_id = next(self._call_ids)
         sent_blob = call.sent_blob = call.target not in worker.loaded
-        args = call.args
-        # The common call (small arguments, no out-of-band buffer): one plain pickle, as
-        # protocol.encode_call writes it, without its namedtuple copy.
-        small = type(args) is protocol.Packed and not args.buffers and len(args.data) < SEPARATE
-        payload = protocol.CallPayload(
-            call.op,
-            call.target,
-            call.blob if sent_blob else None,
-            call.method,
-            bytes(args.data) if small else protocol.packed(args),  # type: ignore[union-attr]
-            call.init_args if sent_blob else None,
-            call.source if sent_blob else None,
-            call.stream,
-            call.caller_modules,
-        )
-        parts: list[protocol.Buffer]
-        if small:
-            parts = [protocol.encode(protocol.CALL, call_id, protocol.dumps(tuple(payload)))]
-        else:
-            parts = protocol.encode_call(call_id, payload)
+        parts = call_parts(call, call_id, sent_blob)
         writer = worker.handle.writer
         if len(parts) == 1 or not shared_memory.send(writer, parts, self.shared_memory_min):
             protocol.write_parts(writer, parts)
@@ -307,6 +299,8 @@ class Pool(WorkerLives):
 
     def _replied(self, worker: Worker, frame: protocol.Frame) -> None:
         frame = shared_memory.received(frame, worker.handle)  # a large result: mapped
+        if self.lend is not None and len(worker.in_flight) == 1 and not self.queue:
+            self.lend(self, worker, frame)  # before its caller hears of the reply
         if not settle(worker, frame, self.instance_home):
             return  # it timed out already
         if not worker.in_flight:
@@ -388,6 +382,7 @@ class Pool(WorkerLives):
         """Replaced by a reload: queued calls handed back, running ones finished, then workers
         stopped (workers/handover.py); the pool is in ``retiring`` until then."""
         retiring.add(self)
+        self._reclaim()
         self._retired = asyncio.get_running_loop().create_task(retire(self))
         self._retired.add_done_callback(lambda _task: retiring.discard(self))
 
@@ -396,4 +391,5 @@ class Pool(WorkerLives):
         FlashError (workers/handover.py)."""
         if not self._stopped:
             self._stopped = True
+            self._reclaim()
             await stop(self)
