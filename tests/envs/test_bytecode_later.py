@@ -18,8 +18,9 @@ from pathlib import Path
 
 import pytest
 
+from openflash.envs import bytecode_later
 from openflash.envs.bytecode_later import COMPLETE_MARKER, imported, is_compiling
-from openflash.envs.environment import Environment, build_environment
+from openflash.envs.environment import Environment, build_environment, environment_key
 from openflash.envs.preload_records import PreloadRecord
 from openflash.envs.store import Store
 
@@ -264,3 +265,40 @@ def test_what_the_first_worker_will_import_is_compiled_first(
     assert all(written[sooner] >= written[later] for sooner, later in itertools.pairwise(first))
     counts = json.loads((env.path / COMPLETE_MARKER).read_text())
     assert (counts["linked"], counts["compiled"]) == (0, len(sources)), counts
+
+
+def test_files_the_first_worker_opened_before_the_compiler_are_compiled_last(
+    tmp_path: Path, uv_cache: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The compiler watches the environment's folders from its start: an expected file that
+    another process (the first worker, importing from source) opened while the compiler read
+    the files to guess the order is left out of the pass ahead of the worker (the worker
+    compiled it in memory) and compiled with the rest, after every other expected file. Here
+    the test opens that file, in the worker's place, from inside the guess (a wrapper around
+    the real one), so that the open falls between the watch's start and its reading; the
+    compiler runs in this process, the detached one kept out by holding its lock."""
+    loaded = [f"m{i:04d}" for i in range(MODULES - 1, MODULES - 81, -2)]
+    files = {"manymods/__init__.py": "".join(f"from . import {name}\n" for name in loaded)}
+    files.update({f"manymods/m{i:04d}.py": SOURCE.format(i=i) for i in range(MODULES)})
+    wheel = make_wheel(tmp_path / "wheels", "manymods", "1.0", files)
+    store, lock_text = Store(tmp_path / "home"), f"manymods @ {wheel.as_uri()}\n"
+    with store.lock("bytecode", environment_key(lock_text)):  # the detached compiler leaves
+        env = build_environment(store, lock_text, uv_cache=uv_cache, compile_later=True)
+    site = _sources(env)[0].parent
+    worker_opened = site / f"{loaded[3]}.py"  # expected early: compiled late in the pass ahead
+    real_guess = bytecode_later.predicted_sources
+
+    def guess_while_a_worker_imports(site_packages: Path) -> list[Path]:
+        guessed = real_guess(site_packages)
+        assert worker_opened in guessed
+        worker_opened.read_bytes()  # the worker, importing it from source
+        return guessed
+
+    monkeypatch.setattr(bytecode_later, "predicted_sources", guess_while_a_worker_imports)
+    assert bytecode_later.main(["compile", str(store.root), env.key]) == 0
+    assert not is_compiling(env.path)
+    first = [site / "__init__.py", *(site / f"{name}.py" for name in loaded)]
+    written = {s: _pyc(s).stat().st_mtime_ns for s in first}
+    ahead = [s for s in first if s != worker_opened]
+    assert written[worker_opened] > max(written[s] for s in ahead)
+    assert all(written[sooner] >= written[later] for sooner, later in itertools.pairwise(ahead))
