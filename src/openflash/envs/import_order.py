@@ -22,6 +22,7 @@ imports of never-taken branches are included; the files it does not name are com
 
 from __future__ import annotations
 
+import os
 import re
 from collections.abc import Iterator
 from pathlib import Path
@@ -60,6 +61,16 @@ class _Walk:
         self.site = site_packages
         self.order: list[Path] = []
         self.seen: set[str] = set()
+        # Every file and folder, listed once: a name looked up is a set lookup, not a stat
+        # (about 11000 of them for the medium set, a third of the guess's time).
+        self.files: set[str] = set()
+        self.folders: set[str] = set()
+        for dirpath, dirnames, filenames in os.walk(site_packages):
+            dirnames[:] = [d for d in dirnames if d != "__pycache__"]
+            here = os.path.relpath(dirpath, site_packages)
+            prefix = "" if here == "." else here + "/"
+            self.folders.update(prefix + d for d in dirnames)
+            self.files.update(prefix + f for f in filenames if f.endswith(".py"))
 
     def visit(self, name: str) -> None:
         stack: list[Iterator[str]] = [iter([name])]
@@ -77,7 +88,7 @@ class _Walk:
                 self.seen.add(module)
                 source = self._source(parts[:depth])
                 if source is None:
-                    if self.site.joinpath(*parts[:depth]).is_dir():
+                    if "/".join(parts[:depth]) in self.folders:
                         continue  # a namespace package: no file of its own, its children may
                     break  # no file of this environment: its children are none either
                 self.order.append(source)
@@ -89,10 +100,10 @@ class _Walk:
                 break
 
     def _source(self, parts: list[str]) -> Path | None:
-        base = self.site.joinpath(*parts)
-        for candidate in (base / "__init__.py", base.with_name(base.name + ".py")):
-            if candidate.is_file():
-                return candidate
+        base = "/".join(parts)
+        for candidate in (base + "/__init__.py", base + ".py"):
+            if candidate in self.files:
+                return self.site / candidate
         return None
 
 
