@@ -171,7 +171,9 @@ def run_once(bench: cases.Bench, home: Path, src: str | None) -> dict:
 
     reader = threading.Thread(target=read, daemon=True)
     reader.start()
-    out, _ = proc.communicate(timeout=600)
+    assert proc.stdout is not None
+    out = proc.stdout.read()  # stderr is the reader's alone
+    proc.wait(timeout=600)
     reader.join()
     watch.stop.set()
     watch.join()

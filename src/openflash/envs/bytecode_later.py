@@ -12,8 +12,12 @@ of them compiled ahead of it instead of compiling each in its one thread (medium
 3740 files, about 1.2 s of its 1.6 s import from source), leaving out each file the worker opened
 before the compiler got to it (envs/opened_files.py, from the compiler's start; then the compiling
 process's own watch, envs/bytecode.py): the two never compile the same file; then the rest.
-All of it at a low CPU priority (FLASH_BYTECODE_NICE): where no core is idle, a compiler at
-the worker's priority only takes the worker's CPU (measured: bench/RESULTS.md).
+The pass ahead of the worker runs at the priority of the program that started it: it does only
+work the worker would otherwise do itself (never the same file twice), so where other work keeps
+both cores busy it takes its share from that work rather than waiting (measured under a load of
+4: the first result sooner in 4 of 5 pairs, the worker's CPU 0.9-1.1 s instead of 1.1-1.8 s,
+bench/RESULTS.md); the rest at a low priority (FLASH_BYTECODE_NICE), since no worker waits for
+it.
 
 What "published" means for bytecode: an environment is complete when its packages are; its
 bytecode is a cache that Python checks on every import (checked-hash, envs/bytecode.py). Every
@@ -142,7 +146,6 @@ def main(argv: list[str]) -> int:
     """Compile environment ``argv[2]``'s pending bytecode in the store at ``argv[1]``."""
     store, key = Store(Path(argv[1])), argv[2]
     environment = store.path("envs", key)
-    _lower_priority(os.environ.get("FLASH_BYTECODE_NICE", ""))
     started = time.monotonic()
     try:
         with store.lock("bytecode", key, timeout=0):
@@ -156,9 +159,8 @@ def main(argv: list[str]) -> int:
             # import to the first: the worker, importing meanwhile from the first, compiles
             # each file it finds without bytecode itself; from the other end the two never
             # compile the same file until they meet (measured: 0.2-0.35 s sooner than in the
-            # worker's order, bench/RESULTS.md). At the low priority too: on a core the worker
-            # leaves idle it runs all the same; on a busy machine it would only take the
-            # worker's.
+            # worker's order, bench/RESULTS.md). At the caller's priority; the rest at
+            # FLASH_BYTECODE_NICE's.
             # Files the worker opened already (before the compiler's own watch, _COMPILER's)
             # are left to the second pass: the guess reads each of its files once itself.
             with OpenedFiles(_folders(site_packages)) as watch:
@@ -167,6 +169,7 @@ def main(argv: list[str]) -> int:
                 opened, read_once = watch.counts(), set(guessed)
             ahead = [f for f in expected[::-1] if opened[f] <= (f in read_once)]
             soon = link_bytecode(site_packages, python, store.bytecode, only=ahead)
+            _lower_priority(os.environ.get("FLASH_BYTECODE_NICE", ""))
             done = link_bytecode(
                 site_packages, python, store.bytecode, first=lambda: imported(environment)
             )
