@@ -20,9 +20,10 @@
 - FLASH_BYTECODE: "background" (default): a new environment is published as soon as its
   packages are installed, and the bytecode the store does not have yet is compiled by a
   detached process while its first worker starts (it imports from source meanwhile;
-  envs/bytecode_later.py), at a low CPU priority: what that worker is expected to import first
-  (envs/import_order.py), then the rest; "eager": compiled before publishing.
-- FLASH_BYTECODE_NICE: how much that background compiler yields the CPUs, 0-19 (the nice value
+  envs/bytecode_later.py): what that worker is expected to import first (envs/import_order.py),
+  then the rest at a low CPU priority; "eager": compiled before publishing.
+- FLASH_BYTECODE_NICE: how much that background compiler yields the CPUs once past what the first
+  worker is expected to import, 0-19 (the nice value
   of its process and of its session's scheduling group); default 10: about a tenth of a CPU
   that a worker wants; 19 takes only what is left (which may be little on a busy machine).
 - FLASH_SYSTEM_DEPS: how system_dependencies are provided: "layer" (default: downloaded and

@@ -8,7 +8,8 @@ from pathlib import Path
 import pytest
 
 from index_server import serve_index
-from openflash.deps.resolve import resolve
+from openflash import _subprocess
+from openflash.deps.resolve import resolve, without_wheels
 from openflash.envs.store import Store
 from openflash.errors import DependencyConflictError, DependencyError
 
@@ -139,3 +140,31 @@ def test_an_unreachable_index_and_nothing_in_uvs_cache_fails_clearly(
     with pytest.raises(DependencyError, match="could not reach the package index") as info:
         resolve(("openflash-never-cached-3141",), store=Store(tmp_path), uv_cache=uv_cache, ttl=9)
     assert "UV_INDEX_URL" in info.value.hint
+
+
+def test_the_wheels_check_asks_uvs_cache_before_the_index(
+    tmp_path: Path, uv_cache: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """``without_wheels`` (the warning before a source build, on the way to every first
+    environment) is answered by uv's cache alone when it holds a wheel of every pin: one
+    ``--offline`` run; with nothing cached, the index is asked after it. The uv runs are
+    recorded as they pass (each still runs)."""
+    folder = tmp_path / "index"
+    make_wheel(folder, "openflash_wheels_demo", "1.0", {"openflash_wheels_demo.py": ""})
+    runs: list[list[str]] = []
+    real_run = _subprocess.run
+
+    def recorded(argv: list[str], **kwargs: object) -> _subprocess.Completed:
+        runs.append([str(a) for a in argv])
+        return real_run(argv, **kwargs)  # type: ignore[arg-type]
+
+    with serve_index(folder) as (url, _):
+        monkeypatch.setenv("UV_INDEX_URL", url)
+        lock = resolve(("openflash-wheels-demo",), store=Store(tmp_path), uv_cache=uv_cache, ttl=1)
+        monkeypatch.setattr(_subprocess, "run", recorded)
+        assert without_wheels(lock.text, uv_cache=uv_cache) == []
+        assert len(runs) == 1 and "--offline" in runs[0], runs
+        runs.clear()
+        empty = tmp_path / "empty-uv-cache"
+        assert without_wheels(lock.text, uv_cache=empty) == []
+    assert ["--offline" in argv for argv in runs] == [True, False], runs

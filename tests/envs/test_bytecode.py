@@ -6,9 +6,12 @@ import importlib.util
 import os
 import subprocess
 import sys
+import threading
 from pathlib import Path
 
-from openflash.envs.bytecode import link_bytecode, prune
+import pytest
+
+from openflash.envs.bytecode import _compile, link_bytecode, prune
 from openflash.envs.environment import build_environment
 from openflash.envs.store import Store
 
@@ -146,3 +149,37 @@ def test_a_disk_filling_while_compiling_never_leaves_a_short_pyc(tmp_path: Path)
     done = _in_tmpfs(f'{env} exec "{sys.executable}" "{checker}"', home, "256k")
     assert done.returncode == 0, done.stderr
     assert done.stdout.split("\n")[:2] == ["small.py whole", "big.py none"], done.stdout
+
+
+@pytest.mark.parametrize("ahead", [True, False], ids=["ahead-of-a-worker", "every-file"])
+def test_a_file_a_worker_opened_first_is_left_to_the_next_pass(tmp_path: Path, ahead: bool) -> None:
+    """Ahead of a worker importing from source (``only``'s pass, envs/bytecode_later.py), the
+    compiler leaves out a file the worker opened before the compiler got to it: the worker
+    compiled it in memory; compiling it too is CPU taken from the files the worker has not
+    reached yet. The next pass compiles it. Ordered without timing: the compiler's first file is
+    a FIFO, so it waits there (its folders watched already) while this test, in a worker's
+    place, reads a later file; without ``skip_opened`` that file is compiled all the same."""
+    site = tmp_path / "site-packages"
+    site.mkdir()
+    gate = site / "gate.py"
+    os.mkfifo(gate)
+    later = write(site / "later.py", "A = 1\n")
+    opened = write(site / "opened.py", "B = 2\n")
+    compiler = threading.Thread(
+        target=_compile,
+        args=(Path(sys.executable), [gate, later, opened]),
+        kwargs={"skip_opened": ahead},
+    )
+    compiler.start()
+    with open(gate, "w") as f:  # returns once the compiler opened the gate
+        opened.read_bytes()  # the worker
+        f.write("G = 0\n")
+    compiler.join(60)
+    assert not compiler.is_alive()
+    assert _pyc(gate).is_file() and _pyc(later).is_file()
+    assert _pyc(opened).is_file() is not ahead
+    gate.unlink()
+    link_bytecode(site, Path(sys.executable), tmp_path / "store")  # the next pass
+    assert _pyc(opened).is_file() and _loaded_from_bytecode(
+        Path(sys.executable), "opened", cwd=site
+    )

@@ -18,8 +18,9 @@ from pathlib import Path
 
 import pytest
 
+from openflash.envs import bytecode_later
 from openflash.envs.bytecode_later import COMPLETE_MARKER, imported, is_compiling
-from openflash.envs.environment import Environment, build_environment
+from openflash.envs.environment import Environment, build_environment, environment_key
 from openflash.envs.preload_records import PreloadRecord
 from openflash.envs.store import Store
 
@@ -38,6 +39,28 @@ def _environment(tmp_path: Path, uv_cache: Path) -> tuple[Store, str, list[Path]
     files.update({f"manymods/m{i:04d}.py": SOURCE.format(i=i) for i in range(MODULES)})
     wheel = make_wheel(tmp_path / "wheels", "manymods", "1.0", files)
     return Store(tmp_path / "home"), f"manymods @ {wheel.as_uri()}\n", []
+
+
+def _built_without_its_compiler(store: Store, lock_text: str, uv_cache: Path) -> Environment:
+    """The environment published with its bytecode pending, its detached compiler kept out (the
+    lock held until that process, which finds it taken, has left): the test runs the compiler."""
+    with store.lock("bytecode", environment_key(lock_text)):
+        env = build_environment(store, lock_text, uv_cache=uv_cache, compile_later=True)
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline and any(
+            str(store.root) in _cmdline(pid) for pid in os.listdir("/proc") if pid.isdigit()
+        ):
+            time.sleep(0.05)
+    assert is_compiling(env.path)
+    return env
+
+
+def _cmdline(pid: str) -> str:
+    try:
+        with open(f"/proc/{pid}/cmdline", "rb") as f:
+            return f.read().decode(errors="replace")
+    except OSError:
+        return ""
 
 
 def _sources(env: Environment) -> list[Path]:
@@ -248,7 +271,11 @@ def test_what_the_first_worker_will_import_is_compiled_first(
     sources = _sources(env)
     marker = json.loads((env.path / ".openflash-ready").read_text())
     assert marker["bytecode"] == {"linked": 0, "pending": len(sources)}
-    _wait_compiled(env, sources)
+    # Waited for without reading the sources: a process opening one before the compiler gets
+    # to it is taken for a worker compiling it itself, and that file left to the second pass.
+    deadline = time.monotonic() + 300
+    while is_compiling(env.path) and time.monotonic() < deadline:
+        time.sleep(0.05)
     assert _check(sources) == len(sources)
     site = sources[0].parent
     first = [site / "__init__.py", *(site / f"{name}.py" for name in loaded)]
@@ -260,3 +287,77 @@ def test_what_the_first_worker_will_import_is_compiled_first(
     assert all(written[sooner] >= written[later] for sooner, later in itertools.pairwise(first))
     counts = json.loads((env.path / COMPLETE_MARKER).read_text())
     assert (counts["linked"], counts["compiled"]) == (0, len(sources)), counts
+
+
+def test_files_the_first_worker_opened_before_the_compiler_are_compiled_last(
+    tmp_path: Path, uv_cache: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The compiler watches the environment's folders from its start: an expected file that
+    another process (the first worker, importing from source) opened while the compiler read
+    the files to guess the order is left out of the pass ahead of the worker (the worker
+    compiled it in memory) and compiled with the rest, after every other expected file. Here
+    the test opens that file, in the worker's place, from inside the guess (a wrapper around
+    the real one), so that the open falls between the watch's start and its reading; the
+    compiler runs in this process, the detached one kept out by holding its lock."""
+    loaded = [f"m{i:04d}" for i in range(MODULES - 1, MODULES - 81, -2)]
+    files = {"manymods/__init__.py": "".join(f"from . import {name}\n" for name in loaded)}
+    files.update({f"manymods/m{i:04d}.py": SOURCE.format(i=i) for i in range(MODULES)})
+    wheel = make_wheel(tmp_path / "wheels", "manymods", "1.0", files)
+    store, lock_text = Store(tmp_path / "home"), f"manymods @ {wheel.as_uri()}\n"
+    env = _built_without_its_compiler(store, lock_text, uv_cache)
+    site = _sources(env)[0].parent
+    worker_opened = site / f"{loaded[3]}.py"  # expected early: compiled late in the pass ahead
+    real_guess = bytecode_later.predicted_sources
+
+    def guess_while_a_worker_imports(site_packages: Path) -> list[Path]:
+        guessed = real_guess(site_packages)
+        assert worker_opened in guessed
+        worker_opened.read_bytes()  # the worker, importing it from source
+        return guessed
+
+    monkeypatch.setattr(bytecode_later, "predicted_sources", guess_while_a_worker_imports)
+    assert bytecode_later.main(["compile", str(store.root), env.key]) == 0
+    assert not is_compiling(env.path)
+    first = [site / "__init__.py", *(site / f"{name}.py" for name in loaded)]
+    written = {s: _pyc(s).stat().st_mtime_ns for s in first}
+    ahead = [s for s in first if s != worker_opened]
+    assert written[worker_opened] > max(written[s] for s in ahead)
+    assert all(written[sooner] >= written[later] for sooner, later in itertools.pairwise(ahead))
+
+
+def test_the_pass_ahead_of_the_worker_runs_at_the_callers_priority_the_rest_lower(
+    tmp_path: Path, uv_cache: Path
+) -> None:
+    """The files the first worker is expected to import are compiled at the priority of the
+    program that started the compiler (that pass only does what the worker would otherwise do
+    itself); the rest, which no worker waits for, at FLASH_BYTECODE_NICE. The compiler runs in
+    a process of its own (nice cannot be lowered again), its two passes recorded as they start
+    (each still runs)."""
+    files = {"fewmods/__init__.py": "from . import a\n", "fewmods/a.py": "A = 1\n"}
+    files.update({f"fewmods/m{i}.py": f"M = {i}\n" for i in range(5)})
+    wheel = make_wheel(tmp_path / "wheels", "fewmods", "1.0", files)
+    store, lock_text = Store(tmp_path / "home"), f"fewmods @ {wheel.as_uri()}\n"
+    env = _built_without_its_compiler(store, lock_text, uv_cache)
+    script = tmp_path / "compiler.py"
+    script.write_text(
+        "import os, sys\n"
+        "from openflash.envs import bytecode_later\n"
+        "real = bytecode_later.link_bytecode\n"
+        "def recorded(*args, **kwargs):\n"
+        "    print('ahead' if kwargs.get('only') is not None else 'rest', os.nice(0), flush=True)\n"
+        "    return real(*args, **kwargs)\n"
+        "bytecode_later.link_bytecode = recorded\n"
+        "sys.exit(bytecode_later.main(['compile', sys.argv[1], sys.argv[2]]))\n"
+    )
+    done = subprocess.run(
+        [sys.executable, str(script), str(store.root), env.key],
+        env={**os.environ, "FLASH_BYTECODE_NICE": "7"},
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr
+    base = os.nice(0)
+    assert done.stdout.split("\n")[:2] == [f"ahead {base}", f"rest {min(19, base + 7)}"]
+    assert not is_compiling(env.path)

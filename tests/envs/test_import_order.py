@@ -2,7 +2,8 @@
 what a real interpreter in a real environment imports: two wheels installed by uv, one requiring
 the other, with the import forms the guess has to read (relative, parenthesized with comments,
 ``import a.b.c as x``, ``try``/``except``, a namespace package) and those it must leave out (under ``if
-TYPE_CHECKING``, in a function or method body, a docstring line that reads like an import)."""
+TYPE_CHECKING``, in a function or method body, in a module ``__getattr__`` defined in a block
+that runs, a docstring line that reads like an import)."""
 
 from __future__ import annotations
 
@@ -30,6 +31,15 @@ try:
     from ._speedups import fast
 except ImportError:
     fast = None
+if fast is not None:
+    from . import eager_in_block
+
+    def __getattr__(name):  # PEP 562, as numpy's lazy submodules: imported when first used
+        if name == "lazy_attr":
+            import alib.lazy_attr
+            return alib.lazy_attr
+        raise AttributeError(name)
+    from . import after_getattr
 from typing import TYPE_CHECKING
 if TYPE_CHECKING:
     from . import typing_only
@@ -55,6 +65,9 @@ import alib.sub.deep as deep
     "alib/lazy.py": "X = 1\n",
     "alib/lazy_too.py": "X = 1\n",
     "alib/lazy_method.py": "X = 1\n",
+    "alib/eager_in_block.py": "X = 1\n",
+    "alib/after_getattr.py": "X = 1\n",
+    "alib/lazy_attr.py": "X = 1\n",
     "alib/unused.py": "X = 1\n",
     "alib/sub/__init__.py": "from ..helpers import helper\n",
     "alib/sub/deep.py": "from . import leaf\nfrom .. import core\n",
@@ -76,6 +89,8 @@ EXPECTED = [
     "alib/helpers.py",
     "alib/util.py",
     "alib/_speedups.py",
+    "alib/eager_in_block.py",
+    "alib/after_getattr.py",
     "alib/sub/__init__.py",
     "alib/sub/deep.py",
     "alib/sub/leaf.py",

@@ -31,8 +31,8 @@ COMPILE_TIMEOUT_S = 3600.0
 _FILES_PER_PROCESS = 100
 #: Files compiled between two looks at which are wanted first (``link_bytecode``'s ``first``).
 _BATCH = 400
-#: A source, its bytecode, the stored copy.
-_Missing = tuple[Path, Path, Path]
+#: A source, its bytecode, the stored copy (None: not hashed yet, nothing stored to link).
+_Missing = tuple[Path, Path, Path | None]
 
 
 def link_bytecode(
@@ -60,7 +60,10 @@ def link_bytecode(
     the order it names them.
 
     With ``only`` (sources under ``site_packages``), just those are linked or compiled, in that
-    order (envs/bytecode_later.py: those a first worker is expected to import, before the rest).
+    order (envs/bytecode_later.py: those a first worker is expected to import, before the rest),
+    leaving out a file another process opens before its compiler gets to it (a worker that
+    compiled it in memory: ``_COMPILER``); ``compiled`` then counts the files that have their
+    bytecode.
     """
     blobs = store_dir / sys.implementation.cache_tag
     if not compile_missing and only is None and not blobs.is_dir():
@@ -70,13 +73,15 @@ def link_bytecode(
         return {"linked": 0, "pending": len(_sources(site_packages))}
     missing: list[_Missing] = []
     linked = 0
+    stored = blobs.is_dir()
     for source in _sources(site_packages) if only is None else only:
-        try:
-            digest = hashlib.sha256(source.read_bytes()).hexdigest()
-        except OSError:
-            continue
-        blob = blobs / digest[:2] / f"{digest}.pyc"
         pyc = Path(importlib.util.cache_from_source(str(source)))
+        if not stored:  # nothing to link: hashed once compiled, not before (a worker waits)
+            missing.append((source, pyc, None))
+            continue
+        blob = _blob(blobs, source)
+        if blob is None:
+            continue
         # A blob runs at import in every environment linking it: only this user's own.
         check_entry(blob, store_dir)
         if _link(blob, pyc):
@@ -85,18 +90,21 @@ def link_bytecode(
             missing.append((source, pyc, blob))
     if not compile_missing:
         return {"linked": linked, "pending": len(missing)}
-    todo = missing
+    todo, compiled = missing, 0
     while todo:
         batch, todo = _next_batch(todo, first)
-        _compile(python, [source for source, _, _ in batch])
-        for _, pyc, blob in batch:
+        # Ahead of a worker (``only``): what it opened first is its own (left to the next pass).
+        _compile(python, [source for source, _, _ in batch], skip_opened=only is not None)
+        for source, pyc, known in batch:
             # A file that does not compile (old syntax, a template) has none; one a worker
             # wrote meanwhile (a timestamp .pyc, where bytecode writing is on) is not stored.
-            if _checked_hash(pyc):
+            blob = known or _blob(blobs, source) if _checked_hash(pyc) else None
+            if blob is not None:
+                compiled += 1
                 make_dirs(blob.parent)
                 with contextlib.suppress(FileExistsError):  # another build stored it first
                     os.link(pyc, blob)
-    return {"linked": linked, "compiled": len(missing)}
+    return {"linked": linked, "compiled": compiled if only is not None else len(missing)}
 
 
 def _next_batch(
@@ -112,6 +120,15 @@ def _next_batch(
     soon = wanted[:_BATCH] or todo[:_BATCH]
     chosen = {id(m) for m in soon}
     return soon, [m for m in todo if id(m) not in chosen]
+
+
+def _blob(blobs: Path, source: Path) -> Path | None:
+    """Where the store keeps the bytecode of ``source``'s content; None if it cannot be read."""
+    try:
+        digest = hashlib.sha256(source.read_bytes()).hexdigest()
+    except OSError:
+        return None
+    return blobs / digest[:2] / f"{digest}.pyc"
 
 
 def _checked_hash(pyc: Path) -> bool:
@@ -159,15 +176,50 @@ def _link(blob: Path, pyc: Path) -> bool:
 
 #: The bytecode compiler's first argument: its name in the process list.
 COMPILER_NAME = "openflash-compile"
+#: Its second argument, for a pass ahead of a worker importing from source (``skip_opened``).
+SKIP_OPENED = "--skip-opened"
 #: Compiles the files named on stdin to checked-hash bytecode (PEP 552) beside them, as
 #: ``compileall --invalidation-mode checked-hash`` would, but never publishes a short file:
 #: py_compile's write ignores a short ``write`` (a disk filling up), and renames a truncated
 #: ``.pyc`` into place, which a worker importing meanwhile fails on ("marshal data too short").
+#: With ``--skip-opened`` it watches the files' folders (inotify, IN_OPEN) and leaves out a
+#: file another process opened before it got there: a worker importing it from source has
+#: compiled it in memory already, so that the two never compile the same file (the files left
+#: out are compiled by the next pass, for the next worker). Without inotify it skips nothing.
 _COMPILER = """
-import importlib.util, os, sys
+import importlib.util, os, struct, sys
 from importlib._bootstrap_external import _code_to_hash_pyc
-for line in sys.stdin:
-    source = line.rstrip("\\n")
+sources = sys.stdin.read().splitlines()
+watch, folders, opened = -1, {}, set()
+if sys.argv[2:3] == ["--skip-opened"]:
+    try:
+        import ctypes
+        libc = ctypes.CDLL(None, use_errno=True)
+        watch = libc.inotify_init1(os.O_NONBLOCK | os.O_CLOEXEC)
+        for folder in {os.path.dirname(source) for source in sources} if watch >= 0 else ():
+            number = libc.inotify_add_watch(watch, os.fsencode(folder), 0x20)  # IN_OPEN
+            if number >= 0:
+                folders[number] = folder
+    except (OSError, AttributeError):
+        watch = -1
+def others_opened():
+    while True:
+        try:
+            data = os.read(watch, 65536)
+        except OSError:  # nothing more (EAGAIN)
+            return
+        at = 0
+        while at + 16 <= len(data):
+            number, _, _, size = struct.unpack_from("iIII", data, at)
+            name = data[at + 16 : at + 16 + size].rstrip(b"\\0")
+            if name and number in folders:
+                opened.add(os.path.join(folders[number], os.fsdecode(name)))
+            at += 16 + size
+for source in sources:
+    if watch >= 0:
+        others_opened()
+        if source in opened:
+            continue
     target = importlib.util.cache_from_source(source)
     temporary = f"{target}.{os.getpid()}.part"
     try:
@@ -191,16 +243,17 @@ for line in sys.stdin:
 """
 
 
-def _compile(python: Path, sources: list[Path]) -> None:
+def _compile(python: Path, sources: list[Path], *, skip_opened: bool = False) -> None:
     """Compile ``sources`` to checked-hash bytecode beside them, with the environment's Python,
     one process per CPU (``_COMPILER`` compiles a list of files one by one); each ``.pyc``
-    appears whole or not at all.
+    appears whole or not at all. With ``skip_opened``, a file another process opens before its
+    compiler gets to it is left out (``_COMPILER``'s text).
 
     A file that does not compile is left without bytecode, as installers do.
     """
     cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
     parts = max(1, min(cpus or 1, len(sources) // _FILES_PER_PROCESS))
-    argv = [str(python), "-c", _COMPILER, COMPILER_NAME]
+    argv = [str(python), "-c", _COMPILER, COMPILER_NAME, *([SKIP_OPENED] if skip_opened else [])]
 
     def compile_part(part: list[Path]) -> None:
         _subprocess.run(
