@@ -316,3 +316,38 @@ def test_a_calls_id_has_uuid4s_form() -> None:
         ored, anded = ored | int(made, 16), anded & int(made, 16)
     fixed = (0xC000 << 48) | (0xF000 << 64)
     assert ored | fixed == (1 << 128) - 1 and anded & ~fixed == 0
+
+
+def test_a_500_is_logged_with_its_error_on_both_paths(
+    flash_home: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """An exception no handler expected (here: a job's large result file replaced by a symbolic
+    link, which /status refuses to open: O_NOFOLLOW) is answered with a 500 on either path, and
+    its log line names the error the 500's body gives, the same on both."""
+    (tmp_path / "big.py").write_text(BIG)
+    app = create_app(tmp_path, log_format="json")
+    assert isinstance(app, FlashApp)
+    both = Both(app)
+    with TestClient(both, raise_server_exceptions=False) as client:
+        job = client.post("/big/run", json={"input": {"n": 100_000}}).json()["id"]
+        deadline = time.monotonic() + 120
+        while client.get(f"/big/status/{job}").json()["status"] != "COMPLETED":
+            assert time.monotonic() < deadline, "the job did not complete"
+            time.sleep(0.05)
+        stored = app.state.flash.journal.get(job, load=False).output
+        moved = stored.path.with_name("elsewhere.json")  # a large result's file of its own
+        stored.path.rename(moved)
+        stored.path.symlink_to(moved)
+        capsys.readouterr()
+        slow, fast, n = _both(both, client, "GET", f"/big/status/{job}")
+    assert (slow.status_code, fast.status_code, n) == (500, 500, 1)
+    _same(slow, fast)
+    error = fast.json()["error"]
+    assert error.startswith("OSError: [Errno 40] Too many levels of symbolic links")
+    lines = [json.loads(line) for line in capsys.readouterr().err.splitlines() if line[:1] == "{"]
+    calls = [line for line in lines if line["event"] == "call"]
+    assert [(c["path"], c["http_status"], c["level"]) for c in calls] == [
+        (f"/big/status/{job}", 500, "error"),
+        (f"/big/status/{job}", 500, "error"),
+    ]
+    assert calls[0]["error"] == calls[1]["error"] == error  # FastAPI's path, then the fast one

@@ -24,6 +24,7 @@ from collections.abc import Awaitable, Callable, MutableMapping
 from typing import Any, TextIO
 
 from openflash import _subprocess
+from openflash.server.responses import crashed_response
 from openflash.workers import events
 
 __all__ = ["AccessLog", "CallLog", "error_summary", "escaped", "quiet_path", "request_fields"]
@@ -199,6 +200,11 @@ class AccessLog:
 
         try:
             await self.app(scope, receive, sending)
+        except Exception as e:
+            if not response["status"]:  # the 500 app.py's handler sends outside: its error
+                body = crashed_response(e).body
+                response["status"], response["body"] = 500, bytes(body)[:_KEEP_BODY]
+            raise
         except BaseException:
             response["status"] = response["status"] or 500
             raise

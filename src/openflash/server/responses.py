@@ -16,7 +16,7 @@ from typing import Any
 from starlette.responses import JSONResponse as _StarletteJSON
 from starlette.responses import Response
 
-__all__ = ["JSONBytes", "JSONResponse", "compact_json", "finite", "sse_event"]
+__all__ = ["JSONBytes", "JSONResponse", "compact_json", "crashed_response", "finite", "sse_event"]
 
 _JSON_TYPE = (b"content-type", b"application/json")
 
@@ -46,6 +46,11 @@ class JSONBytes(Response):
     def __init__(self, body: bytes, status_code: int = 200) -> None:
         self.status_code, self.body, self.background = status_code, body, None
         self.raw_headers = [(b"content-length", b"%d" % len(body)), _JSON_TYPE]
+
+
+def crashed_response(exc: Exception) -> JSONResponse:
+    """The 500 of an exception no handler expected (app.py's handler, fast_path.py's)."""
+    return JSONResponse({"error": f"{type(exc).__name__}: {exc}"}, status_code=500)
 
 
 def sse_event(kind: str, data: Any) -> bytes:
