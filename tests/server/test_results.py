@@ -4,6 +4,7 @@ capped, sent as they are, and removed with their job (real SQLite files on disk)
 from __future__ import annotations
 
 import asyncio
+import itertools
 import json
 import os
 import stat
@@ -155,8 +156,10 @@ def test_a_small_output_already_encoded_is_spliced_into_the_same_bytes() -> None
         ({"word": "é€😀"}, False),  # UTF-8 in the body: made again
         ({"word": "é", "n": float("nan")}, False),  # the fallback's ASCII body: made again
     ]
-    for output, splices in outputs:
-        body = {"id": "0f3bd712b5f74929ba0e39ad5680b3f1", "status": "COMPLETED", "output": output}
+    ids = ("0f3bd712b5f74929ba0e39ad5680b3f1", 'j-1 "q" \\ é')  # ours; one to escape
+    for (output, splices), job_id in itertools.product(outputs, ids):
+        body = {"id": job_id, "status": "COMPLETED", "output": output}
+        splices = splices and job_id.isascii()
         encoded = results.utf8(results.json_text(output))
         response = results.respond(body, 200, encoded)
         expected = JSONResponse(body)
@@ -164,13 +167,15 @@ def test_a_small_output_already_encoded_is_spliced_into_the_same_bytes() -> None
             200,
             expected.raw_headers,
             bytes(expected.body),
-        ), output
-        assert isinstance(response, JSONBytes) is splices, output
+        ), (output, job_id)
+        assert isinstance(response, JSONBytes) is splices, (output, job_id)
         if splices:  # the bytes given are the ones sent, not made again
             assert bytes(response.body).endswith(b'"output":' + encoded.data + b"}")
     plain = {"id": "j", "status": "COMPLETED", "output": {"x": 1}}
     head = StarletteJSON(plain)  # Starlette's own head: content-length, then content-type
     assert results.respond(plain, 200, results.encode({"x": 1})).raw_headers == head.raw_headers
+    failed = {"id": "j", "status": "FAILED", "output": {"x": 1}}  # another status: made whole
+    assert results.respond(failed, 200, results.encode({"x": 1})).body == JSONResponse(failed).body
     # output not last (a body Runpod's shape orders otherwise): made again, the same bytes
     out_of_order = {"output": {"x": 1}, "id": "j"}
     response = results.respond(out_of_order, 500, results.encode({"x": 1}))
