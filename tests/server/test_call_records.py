@@ -8,6 +8,7 @@ from openflash.errors import RemoteError
 from openflash.server.call_records import (
     SHOWN_BYTES,
     CallRecords,
+    Later,
     WorkerOutput,
     shown,
     split_error,
@@ -111,3 +112,23 @@ ModuleNotFoundError: No module named 'a_module_that_does_not_exist'"""
     user, own = user_frames_first(text)
     assert user.splitlines()[1] == '  File "/home/me/shop/broken.py", line 1, in <module>'
     assert "importlib/__init__.py" in own and "<frozen importlib._bootstrap>" in own
+
+
+def test_a_later_field_is_made_when_first_read_and_once() -> None:
+    made: list[int] = []
+
+    def make() -> dict[str, int]:
+        made.append(1)
+        return {"x": len(made)}
+
+    def broken() -> object:
+        raise ValueError("no JSON form")
+
+    calls = CallRecords()
+    calls.add({"id": "a", "status": "COMPLETED", "input": Later(make), "bad": Later(broken)})
+    assert made == []  # recorded, not yet made
+    first = calls.get("a")
+    assert first is not None and first["input"] == {"x": 1}
+    assert first["bad"] == "<cannot be shown: ValueError: no JSON form>"
+    assert [c["input"] for c in calls.newest_first()] == [{"x": 1}]
+    assert made == [1]  # made once, then kept

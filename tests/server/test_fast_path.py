@@ -209,6 +209,41 @@ def test_fast_path_calls_are_logged_and_counted(
     assert good.json()["id"] in json.dumps(recent)  # the dashboard's record of the call
 
 
+def test_the_dashboard_shows_a_fast_path_call_as_a_fastapi_one(
+    served: tuple[Both, TestClient],
+) -> None:
+    """The same fields in the recent list and the call's detail (its input made when the page
+    asks: call_records.Later), whichever path answered."""
+    both, client = served
+    body = {"json": {"input": {"x": 6, "word": "dash"}}, "headers": KEY}
+    slow, fast, n = _both(both, client, "POST", "/echo/runsync", **body)
+    assert n == 1 and fast.status_code == slow.status_code == 200
+    recent = client.get("/_flash/state", headers=KEY).json()["recent"]
+    rows = {row["id"]: row for row in recent}
+    details = [
+        client.get(f"/_flash/calls/{r.json()['id']}", headers=KEY).json() for r in (slow, fast)
+    ]
+    for answer, detail in zip((slow, fast), details, strict=True):
+        assert detail["input"]["json"] == json.dumps({"x": 6, "word": "dash"}, indent=2)
+        assert json.loads(detail["output"]["json"]) == {"x": 6, "word": "dash"}
+        assert (detail["kind"], detail["status"], detail["endpoint"]) == (
+            "runsync",
+            "COMPLETED",
+            "fast-echo",
+        )
+        assert detail["worker"]["pid"] and detail["timings"]["seconds"] is not None
+        assert detail["timings"]["queue_wait"] is not None
+        assert rows[answer.json()["id"]]["status"] == "COMPLETED"
+
+    def shape(detail: dict[str, Any]) -> dict[str, Any]:
+        varying = ("id", "timings", "worker", "worker_output")
+        return {k: v for k, v in detail.items() if k not in varying}
+
+    assert shape(details[0]) == shape(details[1])
+    slow_row, fast_row = rows[slow.json()["id"]], rows[fast.json()["id"]]
+    assert sorted(slow_row) == sorted(fast_row)
+
+
 def test_routes_a_reload_adds_are_served_on_the_fast_path(
     served: tuple[Both, TestClient], tmp_path: Path
 ) -> None:
@@ -261,3 +296,58 @@ async def mine_too(x: int) -> dict:
         answer = client.post("/v2/fast-echo/runsync", json={"x": 2})
         assert answer.json() == {"mine too": 2}
     assert app.fast.served == 0
+
+
+def test_a_calls_id_has_uuid4s_form() -> None:
+    """routes.py makes /runsync ids from random bits without a ``UUID`` object: each is what
+    ``uuid.uuid4().hex`` gives (version 4, the RFC 4122 variant, 32 hex digits), all distinct."""
+    import uuid
+
+    from openflash.server.routes import _new_id
+
+    ids = [_new_id() for _ in range(5000)]
+    assert len(set(ids)) == len(ids)
+    for made in ids:
+        as_uuid = uuid.UUID(made)
+        assert (as_uuid.hex, as_uuid.version, as_uuid.variant) == (made, 4, uuid.RFC_4122)
+    # every bit that is not version or variant varies (none stuck at 0 or 1)
+    ored = anded = int(ids[0], 16)
+    for made in ids[1:]:
+        ored, anded = ored | int(made, 16), anded & int(made, 16)
+    fixed = (0xC000 << 48) | (0xF000 << 64)
+    assert ored | fixed == (1 << 128) - 1 and anded & ~fixed == 0
+
+
+def test_a_500_is_logged_with_its_error_on_both_paths(
+    flash_home: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """An exception no handler expected (here: a job's large result file replaced by a symbolic
+    link, which /status refuses to open: O_NOFOLLOW) is answered with a 500 on either path, and
+    its log line names the error the 500's body gives, the same on both."""
+    (tmp_path / "big.py").write_text(BIG)
+    app = create_app(tmp_path, log_format="json")
+    assert isinstance(app, FlashApp)
+    both = Both(app)
+    with TestClient(both, raise_server_exceptions=False) as client:
+        job = client.post("/big/run", json={"input": {"n": 100_000}}).json()["id"]
+        deadline = time.monotonic() + 120
+        while client.get(f"/big/status/{job}").json()["status"] != "COMPLETED":
+            assert time.monotonic() < deadline, "the job did not complete"
+            time.sleep(0.05)
+        stored = app.state.flash.journal.get(job, load=False).output
+        moved = stored.path.with_name("elsewhere.json")  # a large result's file of its own
+        stored.path.rename(moved)
+        stored.path.symlink_to(moved)
+        capsys.readouterr()
+        slow, fast, n = _both(both, client, "GET", f"/big/status/{job}")
+    assert (slow.status_code, fast.status_code, n) == (500, 500, 1)
+    _same(slow, fast)
+    error = fast.json()["error"]
+    assert error.startswith("OSError: [Errno 40] Too many levels of symbolic links")
+    lines = [json.loads(line) for line in capsys.readouterr().err.splitlines() if line[:1] == "{"]
+    calls = [line for line in lines if line["event"] == "call"]
+    assert [(c["path"], c["http_status"], c["level"]) for c in calls] == [
+        (f"/big/status/{job}", 500, "error"),
+        (f"/big/status/{job}", 500, "error"),
+    ]
+    assert calls[0]["error"] == calls[1]["error"] == error  # FastAPI's path, then the fast one

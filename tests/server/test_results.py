@@ -4,6 +4,7 @@ capped, sent as they are, and removed with their job (real SQLite files on disk)
 from __future__ import annotations
 
 import asyncio
+import itertools
 import json
 import os
 import stat
@@ -136,3 +137,47 @@ def test_a_result_file_no_row_names_is_removed_when_the_journal_opens(tmp_path: 
     assert not orphan.exists()
     assert again.result_file(job.id).exists()  # a row names it: kept
     again.close()
+
+
+def test_a_small_output_already_encoded_is_spliced_into_the_same_bytes() -> None:
+    """``respond(body, status, encoded)`` (a /runsync answer: its output's JSON made once by
+    ``call_outcome``) sends what ``JSONResponse`` sends for the body, head and bytes alike; it
+    splices the JSON it was given where that is the same, and makes it again where not."""
+    from starlette.responses import JSONResponse as StarletteJSON
+
+    from openflash.server.responses import JSONBytes, JSONResponse
+
+    outputs: list[tuple[object, bool]] = [
+        ({"x": 1, "words": ["a", "b"], "f": 0.1}, True),  # ASCII: spliced
+        ([], True),
+        (None, True),
+        ({"n": float("nan"), "i": float("inf")}, True),  # null for both, as the fallback writes
+        ("x\udcff", True),  # a lone surrogate: escaped, ASCII, as the fallback writes it
+        ({"word": "é€😀"}, False),  # UTF-8 in the body: made again
+        ({"word": "é", "n": float("nan")}, False),  # the fallback's ASCII body: made again
+    ]
+    ids = ("0f3bd712b5f74929ba0e39ad5680b3f1", 'j-1 "q" \\ é')  # ours; one to escape
+    for (output, splices), job_id in itertools.product(outputs, ids):
+        body = {"id": job_id, "status": "COMPLETED", "output": output}
+        splices = splices and job_id.isascii()
+        encoded = results.utf8(results.json_text(output))
+        response = results.respond(body, 200, encoded)
+        expected = JSONResponse(body)
+        assert (response.status_code, response.raw_headers, bytes(response.body)) == (
+            200,
+            expected.raw_headers,
+            bytes(expected.body),
+        ), (output, job_id)
+        assert isinstance(response, JSONBytes) is splices, (output, job_id)
+        if splices:  # the bytes given are the ones sent, not made again
+            assert bytes(response.body).endswith(b'"output":' + encoded.data + b"}")
+    plain = {"id": "j", "status": "COMPLETED", "output": {"x": 1}}
+    head = StarletteJSON(plain)  # Starlette's own head: content-length, then content-type
+    assert results.respond(plain, 200, results.encode({"x": 1})).raw_headers == head.raw_headers
+    failed = {"id": "j", "status": "FAILED", "output": {"x": 1}}  # another status: made whole
+    assert results.respond(failed, 200, results.encode({"x": 1})).body == JSONResponse(failed).body
+    # output not last (a body Runpod's shape orders otherwise): made again, the same bytes
+    out_of_order = {"output": {"x": 1}, "id": "j"}
+    response = results.respond(out_of_order, 500, results.encode({"x": 1}))
+    assert not isinstance(response, JSONBytes) and response.status_code == 500
+    assert bytes(response.body) == b'{"output":{"x":1},"id":"j"}'

@@ -24,6 +24,7 @@ from collections.abc import Awaitable, Callable, MutableMapping
 from typing import Any, TextIO
 
 from openflash import _subprocess
+from openflash.server.responses import crashed_response
 from openflash.workers import events
 
 __all__ = ["AccessLog", "CallLog", "error_summary", "escaped", "quiet_path", "request_fields"]
@@ -38,6 +39,7 @@ FORMATS = ("text", "json")
 _KEEP_BODY = 65536  # a failed response's body is read for its error up to this size
 _QUIET_PREFIXES = ("/_flash/", "/favicon.ico", "/health", "/ping", "/metrics")
 _PHRASES = {status.value: status.phrase for status in http.HTTPStatus}
+_SAID_MOST = 1024  # request lines (method, path, status) whose text is kept made
 
 
 def error_summary(error: str | None) -> tuple[str, str]:
@@ -58,6 +60,8 @@ class CallLog:
         self.fmt, self.out, self.quiet = fmt, out, quiet
         self._lock = threading.Lock()
         self._stamp = (0, "")  # the last second's time of day, written once a second
+        #: (method, path, HTTP status) -> the call line's level and request part, made once
+        self._said: dict[tuple[str, str, int], tuple[str, str]] = {}
 
     def _time_of_day(self, now: float) -> str:
         second = int(now)
@@ -82,11 +86,17 @@ class CallLog:
     def call(self, fields: dict[str, Any]) -> None:
         """One call: ``fields`` holds client, method, path, http_status, seconds and the note."""
         code = int(fields.get("http_status") or 0)
-        level = "ERROR" if code >= 500 else "WARNING" if code >= 400 else "INFO"
-        phrase = _PHRASES.get(code, "")
-        said = " ".join(escaped(str(fields[k])) for k in ("method", "path"))  # as the client sent
-        text = f'{escaped(str(fields.get("client") or "-"))} - "{said} HTTP/1.1" '
-        text += f"{code} {phrase}".rstrip() + _details(fields)
+        key = (str(fields["method"]), str(fields["path"]), code)
+        said = self._said.get(key)
+        if said is None:
+            level = "ERROR" if code >= 500 else "WARNING" if code >= 400 else "INFO"
+            phrase = _PHRASES.get(code, "")
+            request = " ".join(escaped(part) for part in key[:2])  # as the client sent it
+            said = (level, f'"{request} HTTP/1.1" ' + f"{code} {phrase}".rstrip())
+            if len(self._said) < _SAID_MOST:
+                self._said[key] = said
+        level, request = said
+        text = f"{escaped(str(fields.get('client') or '-'))} - {request}" + _details(fields)
         self.write("call", level, text, fields)
 
     def job(self, fields: dict[str, Any]) -> None:
@@ -190,6 +200,11 @@ class AccessLog:
 
         try:
             await self.app(scope, receive, sending)
+        except Exception as e:
+            if not response["status"]:  # the 500 app.py's handler sends outside: its error
+                body = crashed_response(e).body
+                response["status"], response["body"] = 500, bytes(body)[:_KEEP_BODY]
+            raise
         except BaseException:
             response["status"] = response["status"] or 500
             raise

@@ -22,6 +22,7 @@ import json
 import re
 import threading
 import time
+from collections.abc import Callable
 from typing import Any
 
 from openflash.server import results
@@ -29,6 +30,7 @@ from openflash.workers import events
 
 __all__ = [
     "CallRecords",
+    "Later",
     "WorkerOutput",
     "call_fields",
     "shown",
@@ -46,8 +48,34 @@ _FRAME = re.compile(r'^  File "(?P<file>[^"]+)", line \d+')
 _OWN_FRAMES = re.compile(r"[/\\](openflash|runpod_flash|cloudpickle|importlib)[/\\]|<frozen ")
 
 
+class Later:
+    """A call's field made only when the dashboard reads the call (``CallRecords.get`` and
+    ``newest_first``), once: ``make()``'s value (a failure: its text), e.g. a ``/runsync``
+    input's JSON form, which most calls' records never need before they are dropped."""
+
+    __slots__ = ("make",)
+
+    def __init__(self, make: Callable[[], Any]) -> None:
+        self.make = make
+
+    def value(self) -> Any:
+        try:
+            return self.make()
+        except Exception as e:  # the page shows what went wrong, never fails for it
+            return f"<cannot be shown: {type(e).__name__}: {e}>"
+
+
+def _made(call: dict[str, Any]) -> dict[str, Any]:
+    """``call`` with its ``Later`` fields made (in place, so once), as a copy."""
+    for key, value in call.items():
+        if isinstance(value, Later):
+            call[key] = value.value()
+    return dict(call)
+
+
 class CallRecords:
-    """The last ``limit`` calls by id, in the order they came; safe across threads."""
+    """The last ``limit`` calls by id, in the order they came; safe across threads. A field
+    may be ``Later``: made when first read."""
 
     def __init__(self, limit: int = 200) -> None:
         self._calls: collections.OrderedDict[str, dict[str, Any]] = collections.OrderedDict()
@@ -103,11 +131,11 @@ class CallRecords:
     def get(self, call_id: str) -> dict[str, Any] | None:
         with self._lock:
             call = self._calls.get(call_id)
-            return dict(call) if call is not None else None
+            return _made(call) if call is not None else None
 
     def newest_first(self) -> list[dict[str, Any]]:
         with self._lock:
-            return [dict(c) for c in reversed(self._calls.values())]
+            return [_made(c) for c in reversed(self._calls.values())]
 
 
 class WorkerOutput:
@@ -156,7 +184,11 @@ def call_fields(given: Any, started: float, output: Any, error: str | None) -> d
         "worker_pid": note.get("worker_pid"),
         "queue_wait": note.get("queue_wait"),
     }
-    return {**fields, **({"error": error} if error is not None else {"output": output})}
+    if error is not None:
+        fields["error"] = error
+    else:
+        fields["output"] = output
+    return fields
 
 
 def shown(value: Any) -> dict[str, Any]:

@@ -78,6 +78,7 @@ class SyncCalls:
         self._gone: collections.OrderedDict[str, tuple[str, str]] = collections.OrderedDict()
         self._timer: asyncio.TimerHandle | None = None
         self._untrimmed = 0  # bytes of answers dropped since the last trim
+        self._no_room_why: tuple[tuple[int, int], str] = ((0, -1), "")
 
     def note(self, call: dict[str, Any]) -> None:
         """A call the routes recorded (server/routes.py's ``record``): runsync ones count."""
@@ -108,14 +109,22 @@ class SyncCalls:
         self._bytes += size
         dropped = 0
         while len(self._answers) > self.MOST or self._bytes > self.budget:
-            dropped += self._drop(
+            dropped += self._drop(self._no_room())
+        self._trim(dropped + self.expire())
+        self._arm()
+
+    def _no_room(self) -> str:
+        """Why an answer was dropped for newer ones (made once: a full store drops one a call)."""
+        limits = (self.MOST, self.budget)
+        if self._no_room_why[0] != limits:
+            self._no_room_why = (
+                limits,
                 "it was dropped to make room for newer /runsync answers (at most "
                 f"{self.MOST} answers and {self.budget} bytes, FLASH_RUNSYNC_KEEP_BYTES, are "
                 "kept); read a runsync result from its answer, or call /run (journaled) to read "
-                "it later"
+                "it later",
             )
-        self._trim(dropped + self.expire())
-        self._arm()
+        return self._no_room_why[1]
 
     def expire(self) -> int:
         """Drop the answers past their time: how many bytes were dropped."""

@@ -41,7 +41,7 @@ from starlette.routing import BaseRoute, Match, Mount
 
 from openflash.server.access_log import quiet_path, request_fields
 from openflash.server.invocation import JobIdRoute, JsonBodyRoute, validated
-from openflash.server.responses import JSONResponse
+from openflash.server.responses import JSONResponse, crashed_response
 from openflash.server.security import Refusal, SecurityMiddleware
 from openflash.workers import events
 
@@ -62,11 +62,6 @@ def invalid_response(exc: RequestValidationError) -> JSONResponse:
         {"error": "the request does not match the function's parameters", "detail": errors},
         status_code=422,
     )
-
-
-def crashed_response(exc: Exception) -> JSONResponse:
-    """The 500 of an exception no handler expected."""
-    return JSONResponse({"error": f"{type(exc).__name__}: {exc}"}, status_code=500)
 
 
 @dataclass(frozen=True)
@@ -127,15 +122,15 @@ class FastPath:
 
     async def serve(self, route: HotRoute, scope: Scope, receive: Receive, send: Send) -> None:
         self.served += 1
+        response: dict[str, Any] = {"status": 0, "body": b""}
         if quiet_path(scope["path"]):  # not logged: no note, no line
-            await self._answer(route, scope, receive, send)
+            await self._answer(route, scope, receive, send, response)
             return
         note: dict[str, Any] = {}
         token = events.call_note.set(note)
         started = time.perf_counter()
-        response: dict[str, Any] = {"status": 0, "body": b""}
         try:
-            response["status"], response["body"] = await self._answer(route, scope, receive, send)
+            await self._answer(route, scope, receive, send, response)
         except BaseException:
             response["status"] = response["status"] or 500
             raise
@@ -144,14 +139,16 @@ class FastPath:
             self.report(request_fields(scope, note, response, time.perf_counter() - started))
 
     async def _answer(
-        self, route: HotRoute, scope: Scope, receive: Receive, send: Send
-    ) -> tuple[int, bytes]:
-        """Answer the request; its HTTP status and, from 400 on, the start of its body."""
+        self, route: HotRoute, scope: Scope, receive: Receive, send: Send, sent: dict[str, Any]
+    ) -> None:
+        """Answer the request; ``sent`` gets its HTTP ``status`` and, from 400 on, the start of
+        its ``body`` (a 500's too, before the exception is raised on)."""
         screened = await self.security.screen(scope, receive)
         if isinstance(screened, Refusal):
             await send(screened.start())
             await send(screened.body())
-            return screened.status, screened.payload()
+            sent["status"], sent["body"] = screened.status, screened.payload()
+            return
         try:
             try:
                 if route.model is None:
@@ -165,16 +162,19 @@ class FastPath:
             await send(
                 {"type": "http.response.start", "status": 500, "headers": answer.raw_headers}
             )
+            # the log's line names the error, as access_log.py's middleware reads it from a 500
+            sent["status"], sent["body"] = 500, bytes(answer.body)[:_KEEP_BODY]
             await send({"type": "http.response.body", "body": answer.body})
             raise  # as FastAPI's outermost middleware does, for uvicorn's log
         if isinstance(answer, StreamingResponse):
-            return await _streamed(answer, scope, receive, send)
+            sent["status"], sent["body"] = await _streamed(answer, scope, receive, send)
+            return
         status, body = answer.status_code, bytes(answer.body)
         await send({"type": "http.response.start", "status": status, "headers": answer.raw_headers})
         await send({"type": "http.response.body", "body": body})
+        sent["status"], sent["body"] = status, (body[:_KEEP_BODY] if status >= 400 else b"")
         if answer.background is not None:
             await answer.background()
-        return status, (body[:_KEEP_BODY] if status >= 400 else b"")
 
 
 async def _streamed(

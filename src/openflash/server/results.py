@@ -24,7 +24,7 @@ from typing import Any
 
 from starlette.responses import Response, StreamingResponse
 
-from openflash.server.responses import JSONResponse, finite
+from openflash.server.responses import JSONBytes, JSONResponse, compact_json, finite
 
 __all__ = [
     "INLINE_BYTES",
@@ -80,7 +80,7 @@ def encode(value: Any) -> Encoded:
 def json_text(value: Any) -> str:
     """``value``'s JSON text; NaN and Infinity as null, as every response writes them."""
     try:
-        return json.dumps(value, ensure_ascii=False, allow_nan=False, separators=(",", ":"))
+        return compact_json(value)
     except ValueError:
         return json.dumps(finite(value), ensure_ascii=False, allow_nan=False, separators=(",", ":"))
 
@@ -112,11 +112,19 @@ def preview(result: Encoded | Stored) -> Preview:
     return Preview(head.decode(errors="ignore"), size)
 
 
-def respond(body: dict[str, Any], status_code: int = 200) -> Response:
+def respond(
+    body: dict[str, Any], status_code: int = 200, encoded: Encoded | None = None
+) -> Response:
     """``body`` as a JSON response; an ``Encoded`` or ``Stored`` ``output`` is sent as it is,
-    after the rest of the body (so ``output`` comes last)."""
+    after the rest of the body (so ``output`` comes last). ``encoded``: a small ``output``'s
+    JSON, already made (``call_outcome``'s), spliced in rather than made again where that gives
+    the same bytes as ``JSONResponse`` (``output`` last, the JSON all ASCII: a body that UTF-8
+    cannot hold is written as ASCII by responses.py, so a non-ASCII one is made again)."""
     output = body.get("output")
     if not isinstance(output, (Encoded, Stored)):
+        spliced = _spliced(body, encoded) if encoded is not None else None
+        if spliced is not None:
+            return JSONBytes(spliced, status_code)
         return JSONResponse(body, status_code=status_code)
     rest = bytes(JSONResponse({k: v for k, v in body.items() if k != "output"}).body)
     head = rest[:-1] + (b',"output":' if len(rest) > 2 else b'"output":')
@@ -138,6 +146,27 @@ def respond(body: dict[str, Any], status_code: int = 200) -> Response:
         status_code=status_code,
         media_type="application/json",
         headers={"content-length": str(len(head) + size + 1)},
+    )
+
+
+_COMPLETED = ("id", "status", "output")
+
+
+def _spliced(body: dict[str, Any], output: Encoded) -> bytes | None:
+    """``body``'s JSON with ``output`` as its last value's, or None where ``JSONResponse`` would
+    write other bytes (``output`` not last, or JSON other than ASCII: see ``respond``)."""
+    if not output.data.isascii() or next(reversed(body)) != "output":
+        return None
+    job_id = body.get("id")
+    plain_id = type(job_id) is str and job_id.isalnum() and job_id.isascii()
+    if plain_id and tuple(body) == _COMPLETED and body["status"] == "COMPLETED":
+        # a /runsync answer (our own hex id): nothing in its head to escape
+        return b'{"id":"%s","status":"COMPLETED","output":%s}' % (str(job_id).encode(), output.data)
+    rest = json_text({k: v for k, v in body.items() if k != "output"})
+    if not rest.isascii():
+        return None
+    return (
+        rest[:-1].encode() + (b',"output":' if len(rest) > 2 else b'"output":') + output.data + b"}"
     )
 
 

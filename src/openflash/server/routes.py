@@ -26,8 +26,10 @@ from __future__ import annotations
 
 import asyncio
 import inspect
+import os
 import time
 from collections.abc import Awaitable, Callable
+from functools import partial
 from typing import Any
 
 from fastapi import APIRouter
@@ -40,7 +42,7 @@ from openflash.api.remote import RemoteClass, RemoteFunction, RemoteInstance
 from openflash.project import Project, QueueRoute
 from openflash.server import job_streams, results, webhooks
 from openflash.server.balanced_routes import add_lb_route, model_name
-from openflash.server.call_records import call_fields
+from openflash.server.call_records import Later, call_fields
 from openflash.server.endpoint_health import SyncCalls, add_health_routes, id_bases
 from openflash.server.invocation import (
     JobIdRoute,
@@ -184,7 +186,9 @@ def _add_queue_routes(
                 "kind": "runsync",
                 "status": outcome.status,
                 "seconds": asyncio.get_running_loop().time() - started,
-                **call_fields(body.input.model_dump(mode="json"), wall, shown, outcome.error),
+                **call_fields(
+                    Later(partial(body.input.model_dump, mode="json")), wall, shown, outcome.error
+                ),  # the input's JSON made when the dashboard asks
             }
         )
         payload: dict[str, Any] = {"id": job_id, "status": outcome.status}
@@ -194,7 +198,7 @@ def _add_queue_routes(
             payload["error"] = outcome.error
         size = len(outcome.encoded.data) if outcome.encoded else len(str(outcome.error))
         sync.keep(route.path, payload, size)  # /status/{id} answers it a while, as Runpod's
-        return results.respond(payload, status_code=outcome.http_status)
+        return results.respond(payload, outcome.http_status, outcome.encoded)
 
     async def run(body: Any) -> JSONResponse:
         if body.webhook is not None and (problem := webhooks.webhook_error(body.webhook)):
@@ -287,6 +291,10 @@ def _typed(fn: Callable[..., Any], **annotations: Any) -> None:
 
 
 def _new_id() -> str:
-    import uuid
+    """A call's id in ``uuid.uuid4().hex``'s form (random, version 4, the RFC 4122 variant), its
+    bits set as ``uuid.UUID(version=4)`` sets them, without making a ``UUID`` each call."""
+    return f"{int.from_bytes(os.urandom(16), 'big') & _ID_KEEP | _ID_SET:032x}"
 
-    return uuid.uuid4().hex
+
+_ID_KEEP = ((1 << 128) - 1) & ~(0xC000 << 48) & ~(0xF000 << 64)  # variant and version cleared
+_ID_SET = (0x8000 << 48) | (4 << 76)  # the RFC 4122 variant, version 4

@@ -123,7 +123,8 @@ class SecurityMiddleware:
             return Refusal(
                 415, f"request bodies must be JSON (Content-Type: application/json), not {shown}"
             )
-        if body and nesting_depth(body, MAX_DEPTH) > MAX_DEPTH:
+        # nesting deeper than MAX_DEPTH takes more than MAX_DEPTH bytes: a shorter body is not
+        if len(body) > MAX_DEPTH and nesting_depth(body, MAX_DEPTH) > MAX_DEPTH:
             return Refusal(
                 400,
                 f"request body nests arrays or objects more than {MAX_DEPTH} levels deep; send "
