@@ -426,3 +426,30 @@ def test_an_instance_on_a_lent_worker_is_reached_while_another_worker_is_free(
     pids, home, again, counts = asyncio.run(main())
     assert len(pids) == 2 and home in pids
     assert again == home and counts == [1, 2]
+
+
+@remote(CpuLiveServerless(name="lanes-dies-idle", workersMax=1))
+def resident() -> int:
+    return os.getpid()
+
+
+def test_a_worker_that_dies_while_lent_to_a_closed_loop_is_not_sent_the_next_call(
+    taken: list[str],
+) -> None:
+    """A worker lent to a loop that ``asyncio.run`` has closed is read by nobody: its death
+    (here SIGKILL; the OOM killer alike) is seen when it is taken back, before a call is sent to
+    it, so the next call starts a new worker as it would had the pool been reading it."""
+
+    async def warm() -> tuple[int, int]:
+        return await resident(), await resident()
+
+    first, again = asyncio.run(warm())
+    assert first == again and stats(resident)["lent"] == 1
+    os.kill(first, signal.SIGKILL)
+    for _ in range(200):  # a bound on the test, not a figure
+        if not alive(first):
+            break
+        time.sleep(0.05)
+    assert not alive(first)
+    after = asyncio.run(resident())  # a WorkerCrashedError before the fix
+    assert after != first and alive(after)

@@ -43,7 +43,7 @@ from openflash.runtime import hops
 from openflash.workers import cancels, payloads, protocol, shared_memory
 from openflash.workers.call_frames import call_parts
 from openflash.workers.calls import Call, Reply
-from openflash.workers.lifecycle import Worker
+from openflash.workers.lifecycle import Worker, WorkerState
 from openflash.workers.protocol import HEADER
 
 __all__ = ["Lane", "lanes_of"]
@@ -342,6 +342,11 @@ class Lane:
             elif self.timeout:
                 left = max(0.0, entry.sent_at + self.timeout - loop.time())
                 call.timer = loop.call_later(left, pool._on_timeout, worker, entry.call_id)
+        if worker.state is WorkerState.READY and _ended(self.transport):
+            # Nobody read it while lent (its loop closed, or not running): its death is seen
+            # now, not by the next call sent to it; its reader then finds the end (pool._exited).
+            worker.state = WorkerState.STOPPING
+            worker.doom = worker.doom or "it exited while lent to another event loop"
         since = max(worker.idle_since, self.last_used)
         if not worker.in_flight:
             pool._arm_idle(worker)
@@ -349,6 +354,20 @@ class Lane:
         self.transport.resume_reading()
         if unread:
             handle.reader.feed_data(unread)  # replies among them settle now (replies.py)
+
+
+def _ended(transport: Any) -> bool:
+    """Whether the worker's end of ``transport``'s socket is closed (it exited), peeked
+    without reading (``MSG_PEEK``): the pool's reader reads what is there."""
+    sock = getattr(transport, "_sock", None)  # None once it is closed: its reader saw the end
+    if sock is None:
+        return False
+    try:
+        return bool(sock.recv(1, socket.MSG_PEEK | socket.MSG_DONTWAIT) == b"")
+    except (BlockingIOError, InterruptedError):
+        return False  # alive, nothing to read
+    except OSError:
+        return True  # reset: it died
 
 
 def lanes_of(loop: asyncio.AbstractEventLoop) -> dict[Any, Lane] | None:
