@@ -12,6 +12,7 @@ and a spy on ``Lane.send`` (the real method runs; the spy notes whether the lane
 from __future__ import annotations
 
 import asyncio
+import gc
 import json
 import os
 import signal
@@ -443,13 +444,46 @@ def test_a_worker_that_dies_while_lent_to_a_closed_loop_is_not_sent_the_next_cal
     async def warm() -> tuple[int, int]:
         return await resident(), await resident()
 
-    first, again = asyncio.run(warm())
-    assert first == again and stats(resident)["lent"] == 1
-    os.kill(first, signal.SIGKILL)
-    for _ in range(200):  # a bound on the test, not a figure
-        if not alive(first):
-            break
-        time.sleep(0.05)
-    assert not alive(first)
-    after = asyncio.run(resident())  # a WorkerCrashedError before the fix
+    seen: list[dict[str, Any]] = []
+    unsubscribe = events.subscribe(
+        lambda kind, fields: seen.append(fields) if kind == "worker_exited" else None
+    )
+    try:
+        first, again = asyncio.run(warm())
+        assert first == again and stats(resident)["lent"] == 1
+        os.kill(first, signal.SIGKILL)
+        for _ in range(200):  # a bound on the test, not a figure
+            if not alive(first):
+                break
+            time.sleep(0.05)
+        assert not alive(first)
+        after = asyncio.run(resident())  # a WorkerCrashedError before the fix
+    finally:
+        unsubscribe()
     assert after != first and alive(after)
+    # told as the death of a ready worker, as when the pool reads it (not a stop of its own)
+    assert [(e["pid"], e["crashed"]) for e in seen] == [(first, True)]
+
+
+def test_many_asyncio_runs_leave_no_descriptor_or_lane_behind(taken: list[str]) -> None:
+    """Each ``asyncio.run`` is lent the warm worker in turn, its lane taken back at the next
+    one's first call: the duplicate sockets are closed and the lanes collected (one lent at most,
+    to the last loop)."""
+
+    async def two() -> tuple[int, int]:
+        return await double(1), await double(2)
+
+    def held() -> tuple[int, int]:
+        gc.collect()
+        return len(os.listdir("/proc/self/fd")), sum(
+            isinstance(o, lanes.Lane) for o in gc.get_objects()
+        )
+
+    asyncio.run(two())
+    asyncio.run(two())
+    before = held()
+    taken.clear()
+    for _ in range(100):
+        assert asyncio.run(two()) == (2, 4)
+    assert len(taken) >= 100  # the lanes were used, not bypassed
+    assert held() == before and before[1] == 1

@@ -345,8 +345,7 @@ class Lane:
         if worker.state is WorkerState.READY and _ended(self.transport):
             # Nobody read it while lent (its loop closed, or not running): its death is seen
             # now, not by the next call sent to it; its reader then finds the end (pool._exited).
-            worker.state = WorkerState.STOPPING
-            worker.doom = worker.doom or "it exited while lent to another event loop"
+            worker.state, worker.ended_lent = WorkerState.STOPPING, True
         since = max(worker.idle_since, self.last_used)
         if not worker.in_flight:
             pool._arm_idle(worker)
