@@ -487,3 +487,31 @@ def test_many_asyncio_runs_leave_no_descriptor_or_lane_behind(taken: list[str]) 
         assert asyncio.run(two()) == (2, 4)
     assert len(taken) >= 100  # the lanes were used, not bypassed
     assert held() == before and before[1] == 1
+
+
+def test_a_worker_lent_to_a_blocked_loop_is_taken_back_for_another_threads_call(
+    taken: list[str],
+) -> None:
+    """The runtime takes its worker back without the borrower's loop: a call from another
+    thread runs while the loop it is lent to is blocked (a sync wait inside a coroutine), and
+    the blocked loop's next call works after."""
+    other: dict[str, Any] = {}
+    answered = threading.Event()
+
+    def elsewhere() -> None:
+        other["result"] = asyncio.run(square(7))
+        answered.set()
+
+    async def main() -> tuple[bool, int]:
+        await square(1)
+        await square(2)
+        assert stats(square)["lent"] == 1  # lent to this loop, which now blocks
+        thread = threading.Thread(target=elsewhere)
+        thread.start()
+        done = answered.wait(60)  # blocks this loop; a bound on the test, not a figure
+        thread.join(60)
+        return done, await square(3)
+
+    taken.clear()
+    done, after = asyncio.run(main())
+    assert done and other["result"] == 49 and after == 9
