@@ -515,3 +515,44 @@ def test_a_worker_lent_to_a_blocked_loop_is_taken_back_for_another_threads_call(
     taken.clear()
     done, after = asyncio.run(main())
     assert done and other["result"] == 49 and after == 9
+
+
+@openflash.Endpoint(name="lanes-partial", workers=(1, 1), max_concurrency=200)
+def sized(data: bytes) -> tuple[int, int]:
+    return os.getpid(), len(data)
+
+
+def test_a_call_frame_written_in_part_on_the_lane_is_finished_by_the_pool(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A stopped worker (SIGSTOP) reads nothing: the lane's socket fills, a CALL frame goes in
+    part, the rest is written by the pool before anything else, and every call is answered once
+    the worker runs again (no byte lost or doubled across the hand-back)."""
+    partial: list[int] = []
+    send = lanes.Lane.send
+
+    def spy(self: lanes.Lane, call: Any) -> Any:
+        waiter = send(self, call)
+        if self.unsent:
+            partial.append(len(self.unsent))
+        return waiter
+
+    monkeypatch.setattr(lanes.Lane, "send", spy)
+    payloads = [bytes([i]) * (15_000 + i) for i in range(100)]
+
+    async def main() -> tuple[int, list[tuple[int, int]], int]:
+        pid = (await sized(b"warm"))[0]
+        await sized(b"warm")  # lent after this one
+        assert stats(sized)["lent"] == 1
+        os.kill(pid, signal.SIGSTOP)
+        try:
+            calls = [asyncio.ensure_future(sized(p)) for p in payloads]
+            await asyncio.sleep(0)  # each sent on the lane, or hopped once it was handed back
+        finally:
+            os.kill(pid, signal.SIGCONT)
+        replies = await asyncio.wait_for(asyncio.gather(*calls), 120)  # a bound, not a figure
+        return pid, list(replies), (await sized(b"after"))[0]
+
+    pid, replies, after = asyncio.run(main())
+    assert partial and partial[0] > 0  # a frame went in part (the path under test)
+    assert replies == [(pid, len(p)) for p in payloads] and after == pid
