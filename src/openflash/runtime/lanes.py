@@ -22,9 +22,10 @@ The runtime takes a lent worker back (``Lane.reclaim``) when it needs it: a call
 worker free, its idle timer, a stop of the worker or its pool, a released instance. One lock
 makes the lane's state the lender's or the borrower's, never both, so the runtime takes it back
 at once whatever the caller's loop does (it may have closed: ``asyncio.run`` closes its loop, and
-the next ``asyncio.run`` then uses the same warm worker). A call the lane cannot take (its worker
-busy, a function the worker does not hold yet, a stream, large arguments, a call a server notes)
-hops as before.
+the next ``asyncio.run`` then uses the same warm worker). A worker that died while its loop read
+nothing (closed, or blocked) is seen dead as it is taken back, before a call is sent to it.
+A call the lane cannot take (its worker busy, a function the worker does not hold yet, a
+stream, large arguments, a call a server notes) hops as before.
 """
 
 from __future__ import annotations
