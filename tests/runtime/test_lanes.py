@@ -556,3 +556,31 @@ def test_a_call_frame_written_in_part_on_the_lane_is_finished_by_the_pool(
     pid, replies, after = asyncio.run(main())
     assert partial and partial[0] > 0  # a frame went in part (the path under test)
     assert replies == [(pid, len(p)) for p in payloads] and after == pid
+
+
+def test_a_lane_call_past_its_execution_timeout_is_ended_while_its_loop_is_blocked(
+    taken: list[str],
+) -> None:
+    """The execution timeout bounds the worker, not the caller's loop: a lane call past it is
+    failed and its worker killed while the loop that sent it is blocked (a sync wait), as a
+    call that hopped is (its timer on the runtime's loop)."""
+
+    async def main() -> tuple[int, bool]:
+        pid = await nap(0)
+        assert await nap(0) == pid
+        taken.clear()
+        call = asyncio.ensure_future(nap(60))
+        await asyncio.sleep(0)  # its first step: sent on the lane
+        assert taken == ["nap()"]
+        killed = False
+        for _ in range(150):  # this loop blocked; a bound on the test (15 s), not a figure
+            if not alive(pid):
+                killed = True
+                break
+            time.sleep(0.1)
+        with pytest.raises(ExecutionTimeoutError):
+            await call
+        return pid, killed
+
+    pid, killed = asyncio.run(main())
+    assert killed, f"worker {pid} still ran its call past the execution timeout"

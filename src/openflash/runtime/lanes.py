@@ -19,12 +19,13 @@ worker's calls failed with WorkerCrashedError, a call past its execution timeout
 worker killed, a cancelled call cancelled in its worker: workers/cancels.py).
 
 The runtime takes a lent worker back (``Lane.reclaim``) when it needs it: a call queued with no
-worker free, its idle timer, a stop of the worker or its pool, a released instance. One lock
-makes the lane's state the lender's or the borrower's, never both, so the runtime takes it back
-at once whatever the caller's loop does (it may have closed: ``asyncio.run`` closes its loop, and
-the next ``asyncio.run`` then uses the same warm worker). A worker that died while its loop read
-nothing (closed, or blocked) is seen dead as it is taken back, before a call is sent to it.
-A call the lane cannot take (its worker busy, a function the worker does not hold yet, a
+worker free, its idle timer, a lane call past its execution timeout (watched on the runtime's
+loop too: the caller's may be blocked), a stop of the worker or its pool, a released instance.
+One lock makes the lane's state the lender's or the borrower's, never both, so the runtime takes
+it back at once whatever the caller's loop does (it may have closed: ``asyncio.run`` closes its
+loop, and the next ``asyncio.run`` then uses the same warm worker). A worker that died while its
+loop read nothing (closed, or blocked) is seen dead as it is taken back, before a call is sent to
+it. A call the lane cannot take (its worker busy, a function the worker does not hold yet, a
 stream, large arguments, a call a server notes) hops as before.
 """
 
@@ -110,6 +111,9 @@ class Lane:
         self.last_used = 0.0
         self._handoff: list[_Lent] = []
         self._open = False
+        #: The lender's watch on its calls' execution timeout (``_watch``): kept whatever the
+        #: borrower's loop does (blocked, closed).
+        self.watch = self.home.call_later(self.timeout, self._watch) if self.timeout else None
 
     @property
     def lent(self) -> bool:
@@ -302,11 +306,28 @@ class Lane:
 
     # On the lender's loop.
 
+    def _watch(self) -> None:
+        """A lane call past its execution timeout is taken back (the pool fails it and kills
+        its worker) even when the borrower's loop cannot see its own timer come due."""
+        self.watch = None
+        if self.worker.lane is not self:
+            return
+        now = self.home.time()  # time.monotonic, as the borrower's ``sent_at``
+        with self.lock:
+            due = min((e.sent_at for e in self.in_flight.values()), default=now) + self.timeout
+        if due <= now:
+            self.reclaim()
+        else:
+            self.watch = self.home.call_later(due - now, self._watch)
+
     def reclaim(self) -> None:
         """Take the worker back: its calls the pool's, its unread bytes its reader's."""
         worker, pool = self.worker, self.pool
         if worker.lane is not self:
             return  # taken back already
+        if self.watch is not None:
+            self.watch.cancel()
+            self.watch = None
         with self.lock:
             self._return()
             handoff, unread, unsent = self._handoff, bytes(self.buffer), self.unsent
