@@ -15,6 +15,7 @@ import asyncio
 import gc
 import json
 import os
+import select
 import signal
 import threading
 import time
@@ -584,3 +585,44 @@ def test_a_lane_call_past_its_execution_timeout_is_ended_while_its_loop_is_block
 
     pid, killed = asyncio.run(main())
     assert killed, f"worker {pid} still ran its call past the execution timeout"
+
+
+@remote(CpuLiveServerless(name="lanes-memfd", workersMax=1))
+def filled_with(byte: int, size: int) -> bytes:
+    return bytes([byte]) * size
+
+
+def test_a_worker_taken_back_with_a_shared_memory_result_unread_gives_each_its_file(
+    monkeypatch: pytest.MonkeyPatch, taken: list[str]
+) -> None:
+    """A lane call's result in a memfd waits in the socket while its loop is blocked; another
+    thread's call takes the worker back: looking whether the worker is alive must not take a
+    copy of the descriptor on its way, or the next result would get the earlier one's file."""
+    monkeypatch.setenv("FLASH_SHARED_MEMORY_MIN", "1M")
+    size = 3_000_000
+    other: dict[str, bytes] = {}
+
+    def elsewhere() -> None:
+        other["result"] = asyncio.run(filled_with(2, size))
+
+    async def main() -> bytes:
+        await filled_with(0, 10)
+        await filled_with(0, 10)
+        lane = lanes.lanes_of(asyncio.get_running_loop())
+        assert lane is not None and len(lane) == 1
+        sock = next(iter(lane.values())).sock
+        taken.clear()
+        call = asyncio.ensure_future(filled_with(1, size))
+        await asyncio.sleep(0)  # its first step: sent on the lane
+        assert taken == ["filled_with()"]
+        # this loop blocked: its reply (and its memfd) waits in the socket, read by nobody
+        assert select.select([sock], [], [], 60)[0]  # a bound on the test, not a figure
+        thread = threading.Thread(target=elsewhere)
+        thread.start()
+        thread.join(60)
+        assert not thread.is_alive()
+        return await call
+
+    mine = asyncio.run(main())
+    assert mine == bytes([1]) * size
+    assert other["result"] == bytes([2]) * size

@@ -34,6 +34,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import enum
+import select
 import socket
 import threading
 import weakref
@@ -53,6 +54,7 @@ __all__ = ["Lane", "lanes_of"]
 _REPLIES = frozenset({protocol.RESULT, protocol.ERROR})
 _ANCILLARY = socket.CMSG_SPACE(16)
 _READ = 1 << 18
+_GONE = select.POLLRDHUP | select.POLLHUP | select.POLLERR | select.POLLNVAL
 
 
 class _State(enum.Enum):
@@ -378,17 +380,14 @@ class Lane:
 
 
 def _ended(transport: Any) -> bool:
-    """Whether the worker's end of ``transport``'s socket is closed (it exited), peeked
-    without reading (``MSG_PEEK``): the pool's reader reads what is there."""
+    """Whether the worker's end of ``transport``'s socket is closed (it exited), polled: nothing
+    read, not even peeked (a peek would take a copy of a result's descriptor on its way)."""
     sock = getattr(transport, "_sock", None)  # None once it is closed: its reader saw the end
     if sock is None:
         return False
-    try:
-        return bool(sock.recv(1, socket.MSG_PEEK | socket.MSG_DONTWAIT) == b"")
-    except (BlockingIOError, InterruptedError):
-        return False  # alive, nothing to read
-    except OSError:
-        return True  # reset: it died
+    poller = select.poll()
+    poller.register(sock.fileno(), select.POLLRDHUP)
+    return any(events & _GONE for _, events in poller.poll(0))
 
 
 def lanes_of(loop: asyncio.AbstractEventLoop) -> dict[Any, Lane] | None:
