@@ -12,6 +12,7 @@ and a spy on ``Lane.send`` (the real method runs; the spy notes whether the lane
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import gc
 import json
 import os
@@ -59,10 +60,10 @@ def stats(handle: Any) -> dict[str, Any]:
 def alive(pid: int) -> bool:
     try:
         os.kill(pid, 0)
-    except ProcessLookupError:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except (ProcessLookupError, FileNotFoundError):  # gone, or reaped between the two
         return False
-    state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
-    return state != "Z"
+    return stat.rsplit(")", 1)[1].split()[0] != "Z"
 
 
 @remote(CpuLiveServerless(name="lanes-plain", workersMax=1))
@@ -452,11 +453,12 @@ def test_a_worker_that_dies_while_lent_to_a_closed_loop_is_not_sent_the_next_cal
     try:
         first, again = asyncio.run(warm())
         assert first == again and stats(resident)["lent"] == 1
+        (lane,) = [w.lane for p in process.get_runtime()._pools.values() for w in p.workers]
         os.kill(first, signal.SIGKILL)
-        for _ in range(200):  # a bound on the test, not a figure
-            if not alive(first):
-                break
-            time.sleep(0.05)
+        # its end of the socket closed (all its holders gone): what the pool would have read
+        poller = select.poll()
+        poller.register(lane.sock.fileno(), select.POLLRDHUP)
+        assert poller.poll(30_000)  # a bound on the test, not a figure
         assert not alive(first)
         after = asyncio.run(resident())  # a WorkerCrashedError before the fix
     finally:
@@ -476,18 +478,24 @@ def test_many_asyncio_runs_leave_no_descriptor_or_lane_behind(taken: list[str]) 
 
     def held() -> tuple[int, int]:
         gc.collect()
-        return len(os.listdir("/proc/self/fd")), sum(
-            isinstance(o, lanes.Lane) for o in gc.get_objects()
-        )
+        sockets = 0
+        for fd in os.listdir("/proc/self/fd"):
+            with contextlib.suppress(OSError):
+                sockets += os.readlink(f"/proc/self/fd/{fd}").startswith("socket:")
+        return sockets, sum(isinstance(o, lanes.Lane) for o in gc.get_objects())
 
     asyncio.run(two())
     asyncio.run(two())
     before = held()
     taken.clear()
-    for _ in range(100):
+    for _ in range(200):
         assert asyncio.run(two()) == (2, 4)
-    assert len(taken) >= 100  # the lanes were used, not bypassed
-    assert held() == before and before[1] == 1
+    after = held()
+    assert len(taken) >= 200  # the lanes were used, not bypassed
+    # one descriptor kept per run would be 200 more; a worker or template started meanwhile
+    # by the machine's state would be a few
+    assert after[0] - before[0] < 10, (before, after)
+    assert after[1] == before[1] == 1
 
 
 def test_a_worker_lent_to_a_blocked_loop_is_taken_back_for_another_threads_call(
