@@ -203,6 +203,24 @@ def test_the_seeds_endpoints_run_on_the_cluster(on_ray: Cluster) -> None:
     assert stats is not None and stats["detail"][0]["node"] in addresses, stats  # shown per worker
 
 
+def test_warm_calls_from_a_scripts_loop_never_lend_a_ray_worker(on_ray: Cluster) -> None:
+    """A Ray worker's frames go through its actor's pipes, not an asyncio socket: it is never
+    lent to a script's loop (runtime/lanes.py); its warm calls hop, and all are answered."""
+
+    @Endpoint(name="ray-lanes", cpu=CpuInstanceType.CPU3C_1_2)
+    def triple(x: int) -> int:
+        return 3 * x
+
+    async def scenario() -> list[int]:
+        return [await triple(i) for i in range(20)]
+
+    assert run(scenario()) == [3 * i for i in range(20)]
+    assert run(scenario()) == [3 * i for i in range(20)]
+    stats = process.get_runtime().pool_stats(triple.endpoint)
+    assert stats is not None and len(stats["pids"]) == 1, stats  # one warm worker, reused
+    assert stats["lent"] == 0 and stats["lane_calls"] == 0, stats
+
+
 def test_conflicting_versions_run_at_once(on_ray: Cluster) -> None:
     def six_version() -> str:
         import six

@@ -12,8 +12,11 @@ and a spy on ``Lane.send`` (the real method runs; the spy notes whether the lane
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import gc
 import json
 import os
+import select
 import signal
 import threading
 import time
@@ -57,10 +60,10 @@ def stats(handle: Any) -> dict[str, Any]:
 def alive(pid: int) -> bool:
     try:
         os.kill(pid, 0)
-    except ProcessLookupError:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except (ProcessLookupError, FileNotFoundError):  # gone, or reaped between the two
         return False
-    state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
-    return state != "Z"
+    return stat.rsplit(")", 1)[1].split()[0] != "Z"
 
 
 @remote(CpuLiveServerless(name="lanes-plain", workersMax=1))
@@ -426,3 +429,208 @@ def test_an_instance_on_a_lent_worker_is_reached_while_another_worker_is_free(
     pids, home, again, counts = asyncio.run(main())
     assert len(pids) == 2 and home in pids
     assert again == home and counts == [1, 2]
+
+
+@remote(CpuLiveServerless(name="lanes-dies-idle", workersMax=1))
+def resident() -> int:
+    return os.getpid()
+
+
+def test_a_worker_that_dies_while_lent_to_a_closed_loop_is_not_sent_the_next_call(
+    taken: list[str],
+) -> None:
+    """A worker lent to a loop that ``asyncio.run`` has closed is read by nobody: its death
+    (here SIGKILL; the OOM killer alike) is seen when it is taken back, before a call is sent to
+    it, so the next call starts a new worker as it would had the pool been reading it."""
+
+    async def warm() -> tuple[int, int]:
+        return await resident(), await resident()
+
+    seen: list[dict[str, Any]] = []
+    unsubscribe = events.subscribe(
+        lambda kind, fields: seen.append(fields) if kind == "worker_exited" else None
+    )
+    try:
+        first, again = asyncio.run(warm())
+        assert first == again and stats(resident)["lent"] == 1
+        (lane,) = [w.lane for p in process.get_runtime()._pools.values() for w in p.workers]
+        os.kill(first, signal.SIGKILL)
+        # its end of the socket closed (all its holders gone): what the pool would have read
+        poller = select.poll()
+        poller.register(lane.sock.fileno(), select.POLLRDHUP)
+        assert poller.poll(30_000)  # a bound on the test, not a figure
+        assert not alive(first)
+        after = asyncio.run(resident())  # a WorkerCrashedError before the fix
+    finally:
+        unsubscribe()
+    assert after != first and alive(after)
+    # told as the death of a ready worker, as when the pool reads it (not a stop of its own)
+    assert [e["crashed"] for e in seen if e["pid"] == first] == [True]
+
+
+def test_many_asyncio_runs_leave_no_descriptor_or_lane_behind(taken: list[str]) -> None:
+    """Each ``asyncio.run`` is lent the warm worker in turn, its lane taken back at the next
+    one's first call: the duplicate sockets are closed and the lanes collected (one lent at most,
+    to the last loop)."""
+
+    async def two() -> tuple[int, int]:
+        return await double(1), await double(2)
+
+    def held() -> tuple[int, int]:
+        gc.collect()
+        sockets = 0
+        for fd in os.listdir("/proc/self/fd"):
+            with contextlib.suppress(OSError):
+                sockets += os.readlink(f"/proc/self/fd/{fd}").startswith("socket:")
+        return sockets, sum(isinstance(o, lanes.Lane) for o in gc.get_objects())
+
+    asyncio.run(two())
+    asyncio.run(two())
+    before = held()
+    taken.clear()
+    for _ in range(200):
+        assert asyncio.run(two()) == (2, 4)
+    after = held()
+    assert len(taken) >= 200  # the lanes were used, not bypassed
+    # one descriptor kept per run would be 200 more; a worker or template started meanwhile
+    # by the machine's state would be a few
+    assert after[0] - before[0] < 10, (before, after)
+    assert after[1] == before[1] == 1
+
+
+def test_a_worker_lent_to_a_blocked_loop_is_taken_back_for_another_threads_call(
+    taken: list[str],
+) -> None:
+    """The runtime takes its worker back without the borrower's loop: a call from another
+    thread runs while the loop it is lent to is blocked (a sync wait inside a coroutine), and
+    the blocked loop's next call works after."""
+    other: dict[str, Any] = {}
+    answered = threading.Event()
+
+    def elsewhere() -> None:
+        other["result"] = asyncio.run(square(7))
+        answered.set()
+
+    async def main() -> tuple[bool, int]:
+        await square(1)
+        await square(2)
+        assert stats(square)["lent"] == 1  # lent to this loop, which now blocks
+        thread = threading.Thread(target=elsewhere)
+        thread.start()
+        done = answered.wait(60)  # blocks this loop; a bound on the test, not a figure
+        thread.join(60)
+        return done, await square(3)
+
+    taken.clear()
+    done, after = asyncio.run(main())
+    assert done and other["result"] == 49 and after == 9
+
+
+@openflash.Endpoint(name="lanes-partial", workers=(1, 1), max_concurrency=200)
+def sized(data: bytes) -> tuple[int, int]:
+    return os.getpid(), len(data)
+
+
+def test_a_call_frame_written_in_part_on_the_lane_is_finished_by_the_pool(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A stopped worker (SIGSTOP) reads nothing: the lane's socket fills, a CALL frame goes in
+    part, the rest is written by the pool before anything else, and every call is answered once
+    the worker runs again (no byte lost or doubled across the hand-back)."""
+    partial: list[int] = []
+    send = lanes.Lane.send
+
+    def spy(self: lanes.Lane, call: Any) -> Any:
+        waiter = send(self, call)
+        if self.unsent:
+            partial.append(len(self.unsent))
+        return waiter
+
+    monkeypatch.setattr(lanes.Lane, "send", spy)
+    payloads = [bytes([i]) * (15_000 + i) for i in range(100)]
+
+    async def main() -> tuple[int, list[tuple[int, int]], int]:
+        pid = (await sized(b"warm"))[0]
+        await sized(b"warm")  # lent after this one
+        assert stats(sized)["lent"] == 1
+        os.kill(pid, signal.SIGSTOP)
+        try:
+            calls = [asyncio.ensure_future(sized(p)) for p in payloads]
+            await asyncio.sleep(0)  # each sent on the lane, or hopped once it was handed back
+        finally:
+            os.kill(pid, signal.SIGCONT)
+        replies = await asyncio.wait_for(asyncio.gather(*calls), 120)  # a bound, not a figure
+        return pid, list(replies), (await sized(b"after"))[0]
+
+    pid, replies, after = asyncio.run(main())
+    assert partial and partial[0] > 0  # a frame went in part (the path under test)
+    assert replies == [(pid, len(p)) for p in payloads] and after == pid
+
+
+def test_a_lane_call_past_its_execution_timeout_is_ended_while_its_loop_is_blocked(
+    taken: list[str],
+) -> None:
+    """The execution timeout bounds the worker, not the caller's loop: a lane call past it is
+    failed and its worker killed while the loop that sent it is blocked (a sync wait), as a
+    call that hopped is (its timer on the runtime's loop)."""
+
+    async def main() -> tuple[int, bool]:
+        pid = await nap(0)
+        assert await nap(0) == pid
+        taken.clear()
+        call = asyncio.ensure_future(nap(60))
+        await asyncio.sleep(0)  # its first step: sent on the lane
+        assert taken == ["nap()"]
+        killed = False
+        for _ in range(150):  # this loop blocked; a bound on the test (15 s), not a figure
+            if not alive(pid):
+                killed = True
+                break
+            time.sleep(0.1)
+        with pytest.raises(ExecutionTimeoutError):
+            await call
+        return pid, killed
+
+    pid, killed = asyncio.run(main())
+    assert killed, f"worker {pid} still ran its call past the execution timeout"
+
+
+@remote(CpuLiveServerless(name="lanes-memfd", workersMax=1))
+def filled_with(byte: int, size: int) -> bytes:
+    return bytes([byte]) * size
+
+
+def test_a_worker_taken_back_with_a_shared_memory_result_unread_gives_each_its_file(
+    monkeypatch: pytest.MonkeyPatch, taken: list[str]
+) -> None:
+    """A lane call's result in a memfd waits in the socket while its loop is blocked; another
+    thread's call takes the worker back: looking whether the worker is alive must not take a
+    copy of the descriptor on its way, or the next result would get the earlier one's file."""
+    monkeypatch.setenv("FLASH_SHARED_MEMORY_MIN", "1M")
+    size = 3_000_000
+    other: dict[str, bytes] = {}
+
+    def elsewhere() -> None:
+        other["result"] = asyncio.run(filled_with(2, size))
+
+    async def main() -> bytes:
+        await filled_with(0, 10)
+        await filled_with(0, 10)
+        lane = lanes.lanes_of(asyncio.get_running_loop())
+        assert lane is not None and len(lane) == 1
+        sock = next(iter(lane.values())).sock
+        taken.clear()
+        call = asyncio.ensure_future(filled_with(1, size))
+        await asyncio.sleep(0)  # its first step: sent on the lane
+        assert taken == ["filled_with()"]
+        # this loop blocked: its reply (and its memfd) waits in the socket, read by nobody
+        assert select.select([sock], [], [], 60)[0]  # a bound on the test, not a figure
+        thread = threading.Thread(target=elsewhere)
+        thread.start()
+        thread.join(60)
+        assert not thread.is_alive()
+        return await call
+
+    mine = asyncio.run(main())
+    assert mine == bytes([1]) * size
+    assert other["result"] == bytes([2]) * size

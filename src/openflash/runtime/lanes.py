@@ -19,12 +19,14 @@ worker's calls failed with WorkerCrashedError, a call past its execution timeout
 worker killed, a cancelled call cancelled in its worker: workers/cancels.py).
 
 The runtime takes a lent worker back (``Lane.reclaim``) when it needs it: a call queued with no
-worker free, its idle timer, a stop of the worker or its pool, a released instance. One lock
-makes the lane's state the lender's or the borrower's, never both, so the runtime takes it back
-at once whatever the caller's loop does (it may have closed: ``asyncio.run`` closes its loop, and
-the next ``asyncio.run`` then uses the same warm worker). A call the lane cannot take (its worker
-busy, a function the worker does not hold yet, a stream, large arguments, a call a server notes)
-hops as before.
+worker free, its idle timer, a lane call past its execution timeout (watched on the runtime's
+loop too: the caller's may be blocked), a stop of the worker or its pool, a released instance.
+One lock makes the lane's state the lender's or the borrower's, never both, so the runtime takes
+it back at once whatever the caller's loop does (it may have closed: ``asyncio.run`` closes its
+loop, and the next ``asyncio.run`` then uses the same warm worker). A worker that died while its
+loop read nothing (closed, or blocked) is seen dead as it is taken back, before a call is sent to
+it. A call the lane cannot take (its worker busy, a function the worker does not hold yet, a
+stream, large arguments, a call a server notes) hops as before.
 """
 
 from __future__ import annotations
@@ -32,6 +34,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import enum
+import select
 import socket
 import threading
 import weakref
@@ -43,7 +46,7 @@ from openflash.runtime import hops
 from openflash.workers import cancels, payloads, protocol, shared_memory
 from openflash.workers.call_frames import call_parts
 from openflash.workers.calls import Call, Reply
-from openflash.workers.lifecycle import Worker
+from openflash.workers.lifecycle import Worker, WorkerState
 from openflash.workers.protocol import HEADER
 
 __all__ = ["Lane", "lanes_of"]
@@ -51,6 +54,7 @@ __all__ = ["Lane", "lanes_of"]
 _REPLIES = frozenset({protocol.RESULT, protocol.ERROR})
 _ANCILLARY = socket.CMSG_SPACE(16)
 _READ = 1 << 18
+_GONE = select.POLLRDHUP | select.POLLHUP | select.POLLERR | select.POLLNVAL
 
 
 class _State(enum.Enum):
@@ -109,6 +113,9 @@ class Lane:
         self.last_used = 0.0
         self._handoff: list[_Lent] = []
         self._open = False
+        #: The lender's watch on its calls' execution timeout (``_watch``): kept whatever the
+        #: borrower's loop does (blocked, closed).
+        self.watch = self.home.call_later(self.timeout, self._watch) if self.timeout else None
 
     @property
     def lent(self) -> bool:
@@ -301,11 +308,28 @@ class Lane:
 
     # On the lender's loop.
 
+    def _watch(self) -> None:
+        """A lane call past its execution timeout is taken back (the pool fails it and kills
+        its worker) even when the borrower's loop cannot see its own timer come due."""
+        self.watch = None
+        if self.worker.lane is not self:
+            return
+        now = self.home.time()  # time.monotonic, as the borrower's ``sent_at``
+        with self.lock:
+            due = min((e.sent_at for e in self.in_flight.values()), default=now) + self.timeout
+        if due <= now:
+            self.reclaim()
+        else:
+            self.watch = self.home.call_later(due - now, self._watch)
+
     def reclaim(self) -> None:
         """Take the worker back: its calls the pool's, its unread bytes its reader's."""
         worker, pool = self.worker, self.pool
         if worker.lane is not self:
             return  # taken back already
+        if self.watch is not None:
+            self.watch.cancel()
+            self.watch = None
         with self.lock:
             self._return()
             handoff, unread, unsent = self._handoff, bytes(self.buffer), self.unsent
@@ -342,6 +366,10 @@ class Lane:
             elif self.timeout:
                 left = max(0.0, entry.sent_at + self.timeout - loop.time())
                 call.timer = loop.call_later(left, pool._on_timeout, worker, entry.call_id)
+        if worker.state is WorkerState.READY and _ended(self.transport):
+            # Nobody read it while lent (its loop closed, or not running): its death is seen
+            # now, not by the next call sent to it; its reader then finds the end (pool._exited).
+            worker.state, worker.ended_lent = WorkerState.STOPPING, True
         since = max(worker.idle_since, self.last_used)
         if not worker.in_flight:
             pool._arm_idle(worker)
@@ -349,6 +377,17 @@ class Lane:
         self.transport.resume_reading()
         if unread:
             handle.reader.feed_data(unread)  # replies among them settle now (replies.py)
+
+
+def _ended(transport: Any) -> bool:
+    """Whether the worker's end of ``transport``'s socket is closed (it exited), polled: nothing
+    read, not even peeked (a peek would take a copy of a result's descriptor on its way)."""
+    sock = getattr(transport, "_sock", None)  # None once it is closed: its reader saw the end
+    if sock is None:
+        return False
+    poller = select.poll()
+    poller.register(sock.fileno(), select.POLLRDHUP)
+    return any(events & _GONE for _, events in poller.poll(0))
 
 
 def lanes_of(loop: asyncio.AbstractEventLoop) -> dict[Any, Lane] | None:

@@ -69,6 +69,9 @@ class Worker:
     #: While lent to another event loop (runtime/lanes.py): that lane (``reclaim()`` takes it
     #: back at once); no other call is sent to it meanwhile.
     lane: Any = None
+    #: Its end seen as it was taken back from a lane (it exited on its own, while READY): no
+    #: call is sent to it (STOPPING), and its exit is told as a ready worker's (Pool._exited).
+    ended_lent: bool = False
 
     @property
     def pid(self) -> int | None:

@@ -329,7 +329,7 @@ class Pool(WorkerLives):
     async def _exited(self, worker: Worker) -> None:
         handle = worker.handle
         assert handle is not None
-        was = worker.state
+        was = WorkerState.READY if worker.ended_lent else worker.state
         worker.state = WorkerState.DEAD
         self.relay.forget(worker)
         if worker.idle_timer is not None:
