@@ -409,3 +409,37 @@ def test_an_instance_lost_with_its_worker_is_created_again_with_a_warning(
 
     assert run(bare_spec, PoolConfig("p"), body) == [1, 2, 1]
     assert "the instance behind Box.bump() was lost with its worker" in caplog.text
+
+
+def test_a_failed_start_leaves_the_calls_to_a_worker_still_starting(
+    bare_spec: WorkerSpec, tmp_path: Path
+) -> None:
+    """Two calls at once start two workers; the first start fails at once (its interpreter
+    exits, as one killed while starting would), while the second is still starting: the calls
+    wait for that one rather than failing with the first's error. The stand-in interpreter is
+    a script in front of the environment's: its first run exits 3, the later ones wait for the
+    test's go-ahead (given once the pool has dropped the failed worker) and run the real one."""
+    assert isinstance(bare_spec.target, LocalTarget)
+    python = tmp_path / "python"
+    python.write_text(
+        "#!/bin/sh\n"
+        f'if mkdir "{tmp_path}/first" 2>/dev/null; then exit 3; fi\n'
+        f'while [ ! -e "{tmp_path}/go" ]; do sleep 0.05; done\n'
+        f'exec "{bare_spec.target.python}" "$@"\n'
+    )
+    python.chmod(0o755)
+    flaky = WorkerSpec(
+        endpoint="flaky",
+        target=LocalTarget(python, bare_spec.target.runtime_path),
+        cwd=bare_spec.cwd,
+    )
+
+    async def body(pool: Pool) -> list[int]:
+        calls = [asyncio.ensure_future(result(pool, fn_call(getpid))) for _ in range(2)]
+        await wait_until(lambda: (tmp_path / "first").exists() and pool.stats()["workers"] == 1)
+        assert pool.stats()["starting"] == 1  # the other start goes on
+        (tmp_path / "go").touch()
+        return list(await asyncio.gather(*calls))
+
+    pids = run(flaky, PoolConfig("flaky", workers_max=2), body)
+    assert len(pids) == 2 and all(pids)

@@ -209,8 +209,10 @@ class WorkerLives:
         if any(w.state is WorkerState.READY for w in self.workers):
             self._dispatch()
             return
-        # None is ready: the waiting calls fail now, not after every other start has failed in
-        # turn (each failure would otherwise start another, and the calls would wait for ever).
+        if any(w.state is WorkerState.STARTING for w in self.workers):
+            return  # the waiting calls wait for that start (its failure fails them), no other
+        # None is ready nor starting: the waiting calls fail now (another start for them could
+        # fail in turn, and they would wait for ever).
         self._none_started(error)
 
     def _arm_idle(self, worker: Worker) -> None:

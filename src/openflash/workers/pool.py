@@ -7,7 +7,7 @@ for ``idle_timeout`` seconds stops while the pool is above ``workers_min``.
 Nothing waits forever: a call that runs past ``execution_timeout`` fails with
 ExecutionTimeoutError and its worker is killed; a worker that dies fails its calls at once with
 WorkerCrashedError (exit code or signal, last lines of stderr) and is replaced; a worker that
-cannot start fails the calls that no other worker can take.
+cannot start fails the calls waiting for it once no other worker is ready or starting.
 
 A function on a worker may call another endpoint: relay.py passes such nested calls to the
 runtime. A nested call that could never run (its pool is full of calls waiting on nested calls,
