@@ -39,7 +39,7 @@ import socket
 import threading
 import weakref
 from dataclasses import dataclass
-from typing import Any, cast
+from typing import Any
 
 from openflash.errors import FlashError
 from openflash.runtime import hops
@@ -150,7 +150,8 @@ class Lane:
             ):
                 return None
             call_id = next(self.pool._call_ids)
-            frame = cast(bytes, call_parts(call, call_id, False)[0])  # one part: small
+            # One part, bytes: a small call's frame (``plain``).
+            frame: bytes = call_parts(call, call_id, False)[0]  # type: ignore[assignment]
             try:
                 sent = self.sock.send(frame)
             except (BlockingIOError, InterruptedError):
