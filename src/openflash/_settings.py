@@ -98,6 +98,10 @@ TRUE_WORDS = frozenset({"1", "true", "yes", "on"})
 FALSE_WORDS = frozenset({"", "0", "false", "no", "off"})
 
 
+#: FLASH_REPLY_SPIN_US's default (seconds): a few warm calls' round trips.
+REPLY_SPIN = 250e-6
+
+
 @dataclass(frozen=True)
 class Settings:
     home: Path
@@ -140,6 +144,9 @@ class Settings:
     shared_memory_min: int | None = 64 << 20
     #: FLASH_NON_DUMPABLE: "server", "all" or "off" (runtime/dumpable.py).
     non_dumpable: str = "server"
+    #: FLASH_REPLY_SPIN_US: how long a warm call's caller watches for its reply busy before
+    #: it sleeps until the reply comes (seconds; 0: never; runtime/lanes.py ``Lane.settle``).
+    reply_spin: float = REPLY_SPIN
 
     @property
     def apt_root(self) -> Path:
@@ -205,7 +212,24 @@ class Settings:
             cancel_grace=cancel_grace(env),
             shared_memory_min=shared_memory_min(env),
             non_dumpable=_non_dumpable(env),
+            reply_spin=_reply_spin(env),
         )
+
+
+def _reply_spin(env: dict[str, str]) -> float:
+    text = env.get("FLASH_REPLY_SPIN_US", "").strip()
+    if not text:
+        return REPLY_SPIN
+    try:
+        value = float(text)
+    except ValueError:
+        value = -1.0
+    if not 0 <= value <= 1e6:
+        raise ConfigError(
+            f"FLASH_REPLY_SPIN_US={text!r} is not a number of microseconds from 0 to 1000000",
+            hint="set FLASH_REPLY_SPIN_US to microseconds, e.g. 250, or 0 to never spin",
+        )
+    return value / 1e6
 
 
 def build_lock_timeout(environ: dict[str, str] | None = None) -> float:

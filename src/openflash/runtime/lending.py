@@ -60,7 +60,10 @@ def send(
     if lane is None or not plain(call) or any("file:" in d for d in endpoint.dependencies):
         return None
     waiter = lane.send(call)
-    return None if waiter is None else (lane, waiter)
+    if waiter is None:
+        return None
+    lane.settle(waiter, runtime.settings.reply_spin)
+    return lane, waiter
 
 
 def lend(pool: Any, worker: Worker, frame: protocol.Frame) -> None:

@@ -1,0 +1,214 @@
+"""A warm lane call's caller watches its worker's socket busy for the reply, for at most
+FLASH_REPLY_SPIN_US, when its loop has nothing else ready (runtime/lanes.py ``Lane.settle``):
+the await then never suspends. Real workers, real pools; which way a reply came is observed by
+counting the loop's waits in its selector (a real epoll selector that counts), not assumed.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import selectors
+import time
+from collections.abc import Awaitable, Callable, Iterator
+from typing import Any, TypeVar
+
+import pytest
+
+from openflash import CpuLiveServerless, remote
+from openflash._settings import REPLY_SPIN, Settings
+from openflash.errors import ConfigError, WorkerCrashedError
+from openflash.runtime import process
+
+pytestmark = pytest.mark.usefixtures("flash_home")
+
+T = TypeVar("T")
+
+
+class CountingSelector(selectors.DefaultSelector):  # type: ignore[misc,valid-type]
+    """The loop's selector: how many times the loop waited in it."""
+
+    waits = 0
+
+    def select(self, timeout: float | None = None) -> Any:
+        self.waits += 1
+        return super().select(timeout)
+
+
+def run(main: Callable[[CountingSelector], Awaitable[T]]) -> T:
+    """``main(selector)`` on a new selector loop of its own, as ``asyncio.run`` would."""
+    selector = CountingSelector()
+    loop = asyncio.SelectorEventLoop(selector)
+    try:
+        return loop.run_until_complete(main(selector))
+    finally:
+        loop.run_until_complete(loop.shutdown_asyncgens())
+        loop.close()
+
+
+@pytest.fixture
+def several_cpus() -> Iterator[None]:
+    if len(os.sched_getaffinity(0)) < 2:
+        pytest.skip("spinning needs a second CPU for the worker (this process has one)")
+    yield
+
+
+@remote(CpuLiveServerless(name="spin-plain", workersMax=1))
+def double(x: int) -> int:
+    return 2 * x
+
+
+@remote(CpuLiveServerless(name="spin-plain", workersMax=1))
+def slow_double(x: int, seconds: float) -> int:
+    time.sleep(seconds)
+    return 2 * x
+
+
+async def warm(selector: CountingSelector) -> None:
+    """The endpoint's worker started, holding both functions, and lent to this loop (a call's
+    reply lends it, the lane then takes the functions its worker holds)."""
+    for i in range(3):
+        assert await double(i) == 2 * i
+        assert await slow_double(i, 0) == 2 * i
+
+
+@pytest.mark.usefixtures("several_cpus")
+def test_a_reply_within_the_spin_settles_the_call_without_a_wait_in_the_loop(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv("FLASH_REPLY_SPIN_US", "1000000")  # a second: any reply comes within it
+
+    async def main(selector: CountingSelector) -> tuple[list[int], int, int, int]:
+        await warm(selector)
+        before = process.get_runtime().pool_stats(double.endpoint)["lane_calls"]  # type: ignore[index]
+        waits = selector.waits
+        results = [await double(i) for i in range(100)]
+        waited = selector.waits - waits
+        after = process.get_runtime().pool_stats(double.endpoint)["lane_calls"]  # type: ignore[index]
+        return results, waited, before, after
+
+    results, waited, before, after = run(main)
+    assert results == [2 * i for i in range(100)]
+    assert after - before == 100  # every one on the lent worker
+    assert waited == 0  # and none waited in the loop's selector
+
+
+def test_with_the_spin_off_every_reply_comes_through_the_loop(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv("FLASH_REPLY_SPIN_US", "0")
+
+    async def main(selector: CountingSelector) -> tuple[list[int], int, int]:
+        await warm(selector)
+        waits = selector.waits
+        results = [await double(i) for i in range(50)]
+        lane_calls = process.get_runtime().pool_stats(double.endpoint)["lane_calls"]  # type: ignore[index]
+        return results, selector.waits - waits, int(lane_calls)  # type: ignore[call-overload]
+
+    results, waited, lane_calls = run(main)
+    assert results == [2 * i for i in range(50)]
+    assert lane_calls >= 50 and waited >= 50  # lane calls, each reply waited for by the loop
+
+
+@pytest.mark.usefixtures("several_cpus")
+def test_after_a_reply_slower_than_the_spin_calls_wait_in_the_loop_until_one_is_quick(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv("FLASH_REPLY_SPIN_US", "100000")  # 0.1 s
+
+    async def main(selector: CountingSelector) -> list[int]:
+        await warm(selector)
+        waited = []
+        for seconds in [0, 0.6, 0, 0, 0]:
+            waits = selector.waits
+            assert await slow_double(7, seconds) == 14
+            waited.append(selector.waits - waits)
+        return waited
+
+    quick, slow, first, *rest = run(main)
+    # the first fast call after the slow one still goes through the loop (its lane's last reply
+    # came late); it comes within the spin, so the next ones do not wait there
+    assert quick == 0 and slow >= 1 and first >= 1
+    assert rest == [0, 0]
+
+
+@pytest.mark.usefixtures("several_cpus")
+def test_a_loop_with_another_task_ready_runs_it_while_the_call_is_out(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv("FLASH_REPLY_SPIN_US", "1000000")
+    order: list[str] = []
+
+    async def call() -> None:
+        await slow_double(1, 0.2)
+        order.append("replied")
+
+    async def other() -> None:
+        order.append("other ran")
+
+    async def main(selector: CountingSelector) -> None:
+        await warm(selector)
+        await asyncio.gather(call(), other())  # the call's task sends first, then ``other``
+
+    run(main)
+    assert order == ["other ran", "replied"]
+
+
+def test_one_cpu_never_spins(monkeypatch: pytest.MonkeyPatch) -> None:
+    """On one CPU, spinning would only keep the worker from running: the loop waits."""
+    monkeypatch.setenv("FLASH_REPLY_SPIN_US", "1000000")
+    cpus = os.sched_getaffinity(0)
+    os.sched_setaffinity(0, {min(cpus)})
+    try:
+
+        async def main(selector: CountingSelector) -> tuple[list[int], int]:
+            await warm(selector)
+            waits = selector.waits
+            results = [await double(i) for i in range(30)]
+            return results, selector.waits - waits
+
+        results, waited = run(main)
+    finally:
+        os.sched_setaffinity(0, cpus)
+    assert results == [2 * i for i in range(30)]
+    assert waited >= 30
+
+
+@remote(CpuLiveServerless(name="spin-exit", workersMax=1))
+def leave(code: int) -> int:
+    if code:
+        os._exit(code)
+    return os.getpid()
+
+
+@pytest.mark.usefixtures("several_cpus")
+def test_a_worker_that_exits_while_its_caller_spins_fails_the_call_at_once(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv("FLASH_REPLY_SPIN_US", "1000000")
+
+    async def main(selector: CountingSelector) -> tuple[int, str, int]:
+        pid = await leave(0)
+        assert await leave(0) == pid  # lent now
+        with pytest.raises(WorkerCrashedError) as info:
+            await leave(3)
+        return pid, str(info.value), await leave(0)
+
+    pid, message, after = run(main)
+    assert f"pid {pid}" in message and "exit code 3" in message
+    assert after != pid
+
+
+@pytest.mark.parametrize("text", ["abc", "-1", "nan", "inf", "2000000"])
+def test_a_bad_reply_spin_is_named_with_what_to_set(text: str) -> None:
+    with pytest.raises(ConfigError) as info:
+        Settings.from_env({"FLASH_REPLY_SPIN_US": text})
+    assert f"FLASH_REPLY_SPIN_US={text!r}" in str(info.value)
+    assert "microseconds" in info.value.hint
+
+
+@pytest.mark.parametrize(
+    ("text", "seconds"), [("", REPLY_SPIN), ("0", 0.0), ("250", 250e-6), (" 40.5 ", 40.5e-6)]
+)
+def test_reply_spin_values(text: str, seconds: float) -> None:
+    assert Settings.from_env({"FLASH_REPLY_SPIN_US": text}).reply_spin == pytest.approx(seconds)
