@@ -34,17 +34,15 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import enum
-import os
-import select
 import socket
 import threading
-import time
 import weakref
 from dataclasses import dataclass
 from typing import Any
 
 from openflash.errors import FlashError
 from openflash.runtime import hops
+from openflash.runtime.lane_polls import ReplySpin, ended
 from openflash.workers import cancels, payloads, protocol, shared_memory
 from openflash.workers.call_frames import call_parts
 from openflash.workers.calls import Call, Reply
@@ -56,7 +54,6 @@ __all__ = ["Lane", "lanes_of"]
 _REPLIES = frozenset({protocol.RESULT, protocol.ERROR})
 _ANCILLARY = socket.CMSG_SPACE(16)
 _READ = 1 << 18
-_GONE = select.POLLRDHUP | select.POLLHUP | select.POLLERR | select.POLLNVAL
 
 
 class _State(enum.Enum):
@@ -115,13 +112,7 @@ class Lane:
         self.last_used = 0.0
         self._handoff: list[_Lent] = []
         self._open = False
-        #: Whether its last reply came within the reply spin of its call (``settle``), and
-        #: whether spinning can help: another CPU runs the worker meanwhile.
-        self.quick = True
-        self.spin = 0.0
-        self.spinning = len(os.sched_getaffinity(0)) > 1
-        self.poller = select.poll()
-        self.poller.register(self.fd, select.POLLIN)
+        self.spinner = ReplySpin(self.fd)  # ``settle``
         #: The lender's watch on its calls' execution timeout (``_watch``): kept whatever the
         #: borrower's loop does (blocked, closed).
         self.watch = self.home.call_later(self.timeout, self._watch) if self.timeout else None
@@ -182,33 +173,12 @@ class Lane:
                 entry.timer = loop.call_later(self.timeout, self._overdue)
         return entry.waiter
 
-    def settle(self, waiter: asyncio.Future[Reply], spin: float) -> None:
-        """Right after ``waiter``'s call was sent: watch the worker's socket for its reply, busy,
-        for at most ``spin`` seconds (``FLASH_REPLY_SPIN_US``), and settle ``waiter`` here as
-        it comes, so that its await does not suspend: no sleep and wake-up of this thread, no
-        trip through the loop's selector, callbacks and task wake-up. A thread woken from sleep
-        costs tens of microseconds on a virtual machine, as much as the rest of a warm call.
-
-        Only when this loop has nothing else ready to run, more than one CPU is this process's
-        (on one, spinning would keep the worker from running), and the lane's last reply came
-        within ``spin`` of its call. Meanwhile the loop's other descriptors and timers wait, at
-        most ``spin``. A reply that does not come in time is read by the loop as any other, and
-        the next calls wait through the loop until a reply comes within ``spin`` again."""
-        self.spin = spin
-        if not (spin and self.quick and self.spinning):
-            return
-        ready = getattr(self.loop, "_ready", None)  # asyncio's callbacks ready to run
-        if ready is None or ready:
-            return
-        poll, deadline = self.poller.poll, time.monotonic() + spin
-        try:
-            while not poll(0):
-                if time.monotonic() > deadline:
-                    self.quick = False
-                    return
-        except OSError:  # (closed meanwhile: given back) the loop's path
-            return
-        self._readable()
+    def settle(self, spin: float) -> None:
+        """Right after a call was sent: its reply watched for busy, at most ``spin`` seconds,
+        and read here as it comes (runtime/lane_polls.py): its future settled, its await does
+        not suspend."""
+        if self.spinner.wait(self.loop, spin):
+            self._readable()
 
     def cancel(self, waiter: asyncio.Future[Reply], call: Call) -> None:
         """The await of ``waiter`` (``call``'s reply) was cancelled: the call is cancelled, in
@@ -280,7 +250,7 @@ class Lane:
             if done:
                 self.calls += len(done)
                 self.last_used = now = self.loop.time()
-                self.quick = now - done[-1][0].sent_at < self.spin
+                self.spinner.answered(now - done[-1][0].sent_at)
         for entry, reply in done:
             if entry.timer is not None:
                 entry.timer.cancel()
@@ -405,7 +375,7 @@ class Lane:
             elif self.timeout:
                 left = max(0.0, entry.sent_at + self.timeout - loop.time())
                 call.timer = loop.call_later(left, pool._on_timeout, worker, entry.call_id)
-        if worker.state is WorkerState.READY and _ended(self.transport):
+        if worker.state is WorkerState.READY and ended(self.transport):
             # Nobody read it while lent (its loop closed, or not running): its death is seen
             # now, not by the next call sent to it; its reader then finds the end (pool._exited).
             worker.state, worker.ended_lent = WorkerState.STOPPING, True
@@ -416,17 +386,6 @@ class Lane:
         self.transport.resume_reading()
         if unread:
             handle.reader.feed_data(unread)  # replies among them settle now (replies.py)
-
-
-def _ended(transport: Any) -> bool:
-    """Whether the worker's end of ``transport``'s socket is closed (it exited), polled: nothing
-    read, not even peeked (a peek would take a copy of a result's descriptor on its way)."""
-    sock = getattr(transport, "_sock", None)  # None once it is closed: its reader saw the end
-    if sock is None:
-        return False
-    poller = select.poll()
-    poller.register(sock.fileno(), select.POLLRDHUP)
-    return any(events & _GONE for _, events in poller.poll(0))
 
 
 def lanes_of(loop: asyncio.AbstractEventLoop) -> dict[Any, Lane] | None:
