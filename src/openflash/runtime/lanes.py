@@ -34,17 +34,15 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import enum
-import os
 import select
 import socket
 import threading
-import time
 import weakref
 from dataclasses import dataclass
 from typing import Any
 
 from openflash.errors import FlashError
-from openflash.runtime import hops
+from openflash.runtime import hops, spins
 from openflash.workers import cancels, payloads, protocol, shared_memory
 from openflash.workers.call_frames import call_parts
 from openflash.workers.calls import Call, Reply
@@ -115,13 +113,8 @@ class Lane:
         self.last_used = 0.0
         self._handoff: list[_Lent] = []
         self._open = False
-        #: Whether its last reply came within the reply spin of its call (``settle``), and
-        #: whether spinning can help: another CPU runs the worker meanwhile.
-        self.quick = True
-        self.spin = 0.0
-        self.spinning = len(os.sched_getaffinity(0)) > 1
-        self.poller = select.poll()
-        self.poller.register(self.fd, select.POLLIN)
+        #: Its callers' busy watch for their replies (lending.py ``send``).
+        self.spin = spins.ReplySpin(loop, self.fd, self._readable)
         #: The lender's watch on its calls' execution timeout (``_watch``): kept whatever the
         #: borrower's loop does (blocked, closed).
         self.watch = self.home.call_later(self.timeout, self._watch) if self.timeout else None
@@ -181,34 +174,6 @@ class Lane:
             elif self.timeout:
                 entry.timer = loop.call_later(self.timeout, self._overdue)
         return entry.waiter
-
-    def settle(self, waiter: asyncio.Future[Reply], spin: float) -> None:
-        """Right after ``waiter``'s call was sent: watch the worker's socket for its reply, busy,
-        for at most ``spin`` seconds (``FLASH_REPLY_SPIN_US``), and settle ``waiter`` here as
-        it comes, so that its await does not suspend: no sleep and wake-up of this thread, no
-        trip through the loop's selector, callbacks and task wake-up. A thread woken from sleep
-        costs tens of microseconds on a virtual machine, as much as the rest of a warm call.
-
-        Only when this loop has nothing else ready to run, more than one CPU is this process's
-        (on one, spinning would keep the worker from running), and the lane's last reply came
-        within ``spin`` of its call. Meanwhile the loop's other descriptors and timers wait, at
-        most ``spin``. A reply that does not come in time is read by the loop as any other, and
-        the next calls wait through the loop until a reply comes within ``spin`` again."""
-        self.spin = spin
-        if not (spin and self.quick and self.spinning):
-            return
-        ready = getattr(self.loop, "_ready", None)  # asyncio's callbacks ready to run
-        if ready is None or ready:
-            return
-        poll, deadline = self.poller.poll, time.monotonic() + spin
-        try:
-            while not poll(0):
-                if time.monotonic() > deadline:
-                    self.quick = False
-                    return
-        except OSError:  # (closed meanwhile: given back) the loop's path
-            return
-        self._readable()
 
     def cancel(self, waiter: asyncio.Future[Reply], call: Call) -> None:
         """The await of ``waiter`` (``call``'s reply) was cancelled: the call is cancelled, in
@@ -280,7 +245,7 @@ class Lane:
             if done:
                 self.calls += len(done)
                 self.last_used = now = self.loop.time()
-                self.quick = now - done[-1][0].sent_at < self.spin
+                self.spin.replied(now - done[-1][0].sent_at)
         for entry, reply in done:
             if entry.timer is not None:
                 entry.timer.cancel()
