@@ -245,7 +245,7 @@ class Lane:
             if done:
                 self.calls += len(done)
                 self.last_used = now = self.loop.time()
-                self.spin.replied(now - done[-1][0].sent_at)
+                self.spin.replied(now, done)
         for entry, reply in done:
             if entry.timer is not None:
                 entry.timer.cancel()

@@ -1,29 +1,62 @@
 """A lane call's caller watching its worker's socket for the reply, busy (FLASH_REPLY_SPIN_US).
 
 A thread woken from sleep costs tens of microseconds on a virtual machine, as much as the rest of
-a warm call. Right after a lane call is sent (runtime/lanes.py ``Lane.settle``), its caller may
+a warm call. Right after a lane call is sent (runtime/lending.py ``send``), its caller may
 instead poll the worker's socket without blocking, in a tight loop, for at most the spin: a reply
-that comes meanwhile is read there and the call's ``await`` never suspends (no sleep, no trip
-through the loop's selector). ``ReplySpin`` holds a lane's rules for when that is worth it.
+that comes meanwhile is read there (runtime/lanes.py) and the call's ``await`` never suspends (no
+sleep, no trip through the loop's selector). ``ReplySpin`` holds a lane's rules for when that is
+worth it and harms nothing:
+
+- the loop has nothing else to run: no ready callback, and no task factory (Python 3.12's
+  ``eager_task_factory`` runs a new task's first step inside ``create_task``, where the tasks a
+  ``gather`` has yet to create are in no queue: spinning would run their calls one by one);
+- the loop ran its selector within the spin: a call settled by a spin returns without its loop
+  running, so a run of them is cut by a call that waits in the loop, for the loop's sockets,
+  timers and the callbacks other threads sent it (and this thread sleeps there, letting the
+  others take the GIL);
+- more than one CPU is this process's (on one, spinning keeps the worker from running);
+- the function's own calls have been quick: each spin that misses its reply doubles the replies
+  in a row within the spin that the function's calls need before they spin again (from 1, at
+  most ``NEEDED_MAX``); each spin that sees its reply come halves it. A slow function's calls do
+  not stop a quick one's from spinning, and a function whose calls alternate quick and slow
+  stops spinning in vain.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import select
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from typing import Any
 
-__all__ = ["ReplySpin"]
+__all__ = ["NEEDED_MAX", "ReplySpin"]
+
+#: The most replies in a row within the spin that a function's calls need before they spin again.
+NEEDED_MAX = 64
+
+#: The attribute of a loop that holds when a call on it was first settled by a spin since the loop
+#: last ran (``time.monotonic``); a timer due at once clears it as the loop runs.
+_UNPOLLED = "_openflash_unpolled"
+
+
+@dataclass(slots=True)
+class _Record:
+    """A function's replies on a lane: how many in a row came within the spin, and how many such
+    its calls need before they spin."""
+
+    streak: int = 0
+    needed: int = 0
 
 
 class ReplySpin:
     """When the caller of a call on the lane reading descriptor ``fd`` on ``loop`` spins, and
     the spin itself, which calls ``readable`` (the lane's reader) as the socket is readable.
-    ``caught``: the spins that saw the reply come; ``missed``: those that ran to their end
-    without it (each cost the whole spin of CPU)."""
+    ``caught``: the spins that saw the socket readable; ``missed``: those that ran to their end
+    (each cost the whole spin of CPU)."""
 
     def __init__(
         self, loop: asyncio.AbstractEventLoop, fd: int, readable: Callable[[], None]
@@ -32,48 +65,68 @@ class ReplySpin:
         self.readable = readable
         #: FLASH_REPLY_SPIN_US, in seconds (given with each call: the runtime's settings).
         self.seconds = 0.0
-        #: Whether another CPU may run the worker meanwhile (on one, spinning keeps it waiting).
+        #: Whether another CPU may run the worker meanwhile.
         self.cpus = len(os.sched_getaffinity(0)) > 1
-        #: Whether the lane's last reply came within the spin of its call.
-        self.quick = True
         self.caught = 0
         self.missed = 0
+        self._records: dict[str, _Record] = {}  # by function (its calls' target)
         self._poller = select.poll()
         self._poller.register(fd, select.POLLIN)
 
     def settle(self, call: Any, seconds: float) -> None:
         """Right after ``call`` (a ``workers.calls.Call``) was sent on the lane: its caller
         watches the worker's socket for the reply, busy, for at most ``seconds``
-        (``FLASH_REPLY_SPIN_US``; ``start``: when), and the lane reads it as it comes, settling
-        the call's future, so that its await does not suspend. A reply that does not come in time
-        is read by the loop as any other."""
-        if self.start(seconds) and self.watch():
-            self.readable()
-
-    def start(self, seconds: float) -> bool:
-        """Whether the call just sent spins: only when ``seconds`` is not 0, more than one CPU is
-        this process's, the lane's last reply came in time, and the loop has nothing else ready
-        to run (asyncio's ready callbacks)."""
+        (``FLASH_REPLY_SPIN_US``), when that is worth it (module docstring), and the lane reads
+        it as it comes, settling the call's future, so that its await does not suspend. A reply
+        that does not come in time is read by the loop as any other."""
         self.seconds = seconds
-        if not (seconds and self.quick and self.cpus):
-            return False
-        ready = getattr(self.loop, "_ready", None)
-        return ready is not None and not ready
+        record = self._records.get(call.target)
+        if record is None:
+            record = self._records[call.target] = _Record()
+        if not seconds or not self.cpus or record.streak < record.needed or not self._idle():
+            return
+        if self._watch():
+            self.caught += 1
+            record.needed //= 2
+            self.readable()
+        else:
+            self.missed += 1
+            record.needed = min(max(1, 2 * record.needed), NEEDED_MAX)
+            record.streak = 0
 
-    def watch(self) -> bool:
+    def replied(self, now: float, done: Sequence[tuple[Any, Any]]) -> None:
+        """Replies read at ``now`` (the loop's time): ``done``, the lane's calls they answer
+        with them (each with its ``call`` and ``sent_at``), read here or by the loop."""
+        for entry, _ in done:
+            record = self._records.get(entry.call.target)
+            if record is not None:
+                record.streak = record.streak + 1 if now - entry.sent_at < self.seconds else 0
+
+    def _idle(self) -> bool:
+        """Whether the loop has nothing else to run and ran its selector within the spin."""
+        loop = self.loop
+        ready = getattr(loop, "_ready", None)  # asyncio's callbacks ready to run
+        if ready is None or ready or loop.get_task_factory() is not None:
+            return False
+        since: float | None = getattr(loop, _UNPOLLED, None)
+        if since is None:
+            setattr(loop, _UNPOLLED, time.monotonic())
+            loop.call_later(0, _polled, loop)  # a timer, not a ready callback
+            return True
+        return time.monotonic() - since < self.seconds
+
+    def _watch(self) -> bool:
         """Poll the socket, busy, for at most the spin: whether it became readable (or ended)."""
         poll, deadline = self._poller.poll, time.monotonic() + self.seconds
         try:
             while not poll(0):
                 if time.monotonic() > deadline:
-                    self.quick = False
-                    self.missed += 1
                     return False
         except OSError:  # the loop's path
             return False
-        self.caught += 1
         return True
 
-    def replied(self, took: float) -> None:
-        """A reply came ``took`` seconds after its call was sent (read here or by the loop)."""
-        self.quick = took < self.seconds
+
+def _polled(loop: asyncio.AbstractEventLoop) -> None:
+    with contextlib.suppress(AttributeError):
+        delattr(loop, _UNPOLLED)
