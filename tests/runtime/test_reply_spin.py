@@ -10,8 +10,12 @@ import asyncio
 import os
 import selectors
 import socket
+import sys
+import threading
 import time
+import traceback
 from collections.abc import Awaitable, Callable, Iterator
+from pathlib import Path
 from typing import Any, TypeVar
 
 import pytest
@@ -337,3 +341,59 @@ def test_a_loop_with_a_task_factory_never_spins(
     results, waited, spun = run(main)
     assert results == [2 * i for i in range(30)]
     assert waited >= 30 and spun == 0
+
+
+@remote(CpuLiveServerless(name="spin-held", workersMax=1))
+def held(x: int, gate: str) -> int:
+    """``x`` once the file ``gate``.go exists (``gate``.started says the call runs)."""
+    with open(gate + ".started", "w"):
+        pass
+    while not os.path.exists(gate + ".go"):
+        time.sleep(0.001)
+    return x
+
+
+@pytest.mark.usefixtures("several_cpus")
+def test_a_worker_taken_back_while_its_caller_spins_answers_each_call_once(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    """The runtime's thread takes the lent worker back (another thread's call needs it) while the
+    caller spins for its reply: the reply is read by the pool alone and reaches the spinning
+    caller, and the other call runs after it. Seen, not assumed: the worker is taken back while
+    the caller's thread is in the spin (its stack, read from another thread)."""
+    monkeypatch.setenv("FLASH_REPLY_SPIN_US", "1000000")
+    warm_gate, gate = str(tmp_path / "warm"), str(tmp_path / "gate")
+    Path(warm_gate + ".go").touch()
+    caller = threading.get_ident()
+    seen: dict[str, Any] = {}
+
+    def other_call() -> None:
+        while not os.path.exists(gate + ".started"):
+            time.sleep(0.001)
+        seen["other"] = asyncio.run(held(2, warm_gate))
+
+    def release() -> None:
+        while not os.path.exists(gate + ".started"):
+            time.sleep(0.001)
+        while process.get_runtime().pool_stats(held.endpoint)["lent"]:  # type: ignore[index]
+            time.sleep(0.001)
+        frames = traceback.extract_stack(sys._current_frames()[caller])
+        seen["spinning"] = [f.name for f in frames if f.filename.endswith("spins.py")]
+        Path(gate + ".go").touch()
+
+    async def main(selector: CountingSelector) -> int:
+        for i in range(3):
+            assert await held(i, warm_gate) == i
+        lane_of(held)  # lent
+        threads = [threading.Thread(target=f) for f in (other_call, release)]
+        for thread in threads:
+            thread.start()
+        try:
+            return await held(1, gate)
+        finally:
+            for thread in threads:
+                thread.join()
+
+    assert run(main) == 1
+    assert seen["other"] == 2
+    assert "_watch" in seen["spinning"]  # taken back during the spin
