@@ -397,3 +397,32 @@ def test_a_worker_taken_back_while_its_caller_spins_answers_each_call_once(
     assert run(main) == 1
     assert seen["other"] == 2
     assert "_watch" in seen["spinning"]  # taken back during the spin
+
+
+@remote(CpuLiveServerless(name="spin-exit", workersMax=1))
+def nap(seconds: float) -> int:
+    time.sleep(seconds)
+    return os.getpid()
+
+
+@pytest.mark.usefixtures("several_cpus")
+def test_an_await_given_up_during_a_spin_that_misses_cancels_the_call_in_its_worker(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """``wait_for``'s timer comes due while the caller spins for a reply that does not come: the
+    timer runs once the spin ends, the call is cancelled in its worker (a sync function: its
+    worker is replaced after the grace) and the next call gets a new worker."""
+    monkeypatch.setenv("FLASH_REPLY_SPIN_US", "1000000")
+    monkeypatch.setenv("FLASH_CANCEL_GRACE_S", "0.2")
+
+    async def main(selector: CountingSelector) -> tuple[int, int, int]:
+        pid = await nap(0)
+        assert await nap(0) == pid  # lent now
+        spin = lane_of(nap).spin
+        with pytest.raises(asyncio.TimeoutError):
+            await asyncio.wait_for(nap(30), 0.1)
+        return pid, spin.missed, await nap(0)
+
+    pid, missed, after = run(main)
+    assert missed == 1  # the spin ran to its end, then the timer
+    assert after != pid
