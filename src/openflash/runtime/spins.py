@@ -29,6 +29,7 @@ import contextlib
 import os
 import select
 import time
+import weakref
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -62,7 +63,7 @@ class ReplySpin:
         self, loop: asyncio.AbstractEventLoop, fd: int, readable: Callable[[], None]
     ) -> None:
         self.loop = loop
-        self.readable = readable
+        self._readable = weakref.WeakMethod(readable)  # no cycle: the lane closes when collected
         #: FLASH_REPLY_SPIN_US, in seconds (given with each call: the runtime's settings).
         self.seconds = 0.0
         #: Whether another CPU may run the worker meanwhile.
@@ -88,7 +89,9 @@ class ReplySpin:
         if self._watch():
             self.caught += 1
             record.needed //= 2
-            self.readable()
+            readable = self._readable()
+            if readable is not None:
+                readable()
         else:
             self.missed += 1
             record.needed = min(max(1, 2 * record.needed), NEEDED_MAX)
