@@ -287,7 +287,7 @@ class Lane:
         """The worker is the lender's from now on: nothing more is read or written here."""
         if self.state is not _State.LENT:
             return False
-        self.state = _State.RETURNED
+        self.state, self.spin.returned = _State.RETURNED, True  # a spin stops
         self._handoff = list(self.in_flight.values())
         self.in_flight = {}
         return True

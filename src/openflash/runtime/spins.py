@@ -20,6 +20,9 @@ worth it and harms nothing:
   most ``NEEDED_MAX``); each spin that sees its reply come halves it. A slow function's calls do
   not stop a quick one's from spinning, and a function whose calls alternate quick and slow
   stops spinning in vain.
+
+A spin stops as soon as the runtime takes the worker back (``returned``): its reply is then the
+pool's to read (runtime/lanes.py ``reclaim``), and a spin does not count against the function.
 """
 
 from __future__ import annotations
@@ -70,6 +73,8 @@ class ReplySpin:
         self.cpus = len(os.sched_getaffinity(0)) > 1
         self.caught = 0
         self.missed = 0
+        #: Set as the runtime takes the worker back (``Lane._return``, either thread).
+        self.returned = False
         self._records: dict[str, _Record] = {}  # by function (its calls' target)
         self._poller = select.poll()
         self._poller.register(fd, select.POLLIN)
@@ -86,13 +91,14 @@ class ReplySpin:
             record = self._records[call.target] = _Record()
         if not seconds or not self.cpus or record.streak < record.needed or not self._idle():
             return
-        if self._watch():
+        seen = self._watch()
+        if seen:
             self.caught += 1
             record.needed //= 2
             readable = self._readable()
             if readable is not None:
                 readable()
-        else:
+        elif seen is not None:
             self.missed += 1
             record.needed = min(max(1, 2 * record.needed), NEEDED_MAX)
             record.streak = 0
@@ -118,11 +124,14 @@ class ReplySpin:
             return True
         return time.monotonic() - since < self.seconds
 
-    def _watch(self) -> bool:
-        """Poll the socket, busy, for at most the spin: whether it became readable (or ended)."""
+    def _watch(self) -> bool | None:
+        """Poll the socket, busy, for at most the spin: whether it became readable (or ended);
+        None as soon as the lane is ``returned`` (its reply is then the pool's to read)."""
         poll, deadline = self._poller.poll, time.monotonic() + self.seconds
         try:
             while not poll(0):
+                if self.returned:
+                    return None
                 if time.monotonic() > deadline:
                     return False
         except OSError:  # the loop's path
