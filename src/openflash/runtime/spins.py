@@ -24,11 +24,11 @@ worth it and harms nothing:
 A spin stops as soon as the runtime takes the worker back (``returned``): its reply is then the
 pool's to read (runtime/lanes.py ``reclaim``), and a spin does not count against the function.
 
-"Nothing else ready" is read in asyncio's ``_ready`` (a deque on CPython's ``BaseEventLoop``,
-3.10 to 3.13); a loop without it never spins, and only selector loops are lent workers at all
-(lending.py), never uvloop's. Timers coming due meanwhile wait at most about two spins: asyncio's
-selectors wait in whole milliseconds (``EpollSelector`` rounds a timeout up), so its timers are
-up to a millisecond late anyway.
+"Nothing else ready" is read in asyncio's ``_ready`` (the deque of ready callbacks of CPython's
+``BaseEventLoop``, private but unchanged since 3.4); a loop without it never spins, and only
+selector loops are lent workers at all (lending.py), never uvloop's. Timers coming due meanwhile
+wait at most about two spins: asyncio's selectors wait in whole milliseconds (``EpollSelector``
+rounds a timeout up), so its timers are up to a millisecond late anyway.
 """
 
 from __future__ import annotations
