@@ -92,10 +92,12 @@ class ReplySpin:
         it as it comes, settling the call's future, so that its await does not suspend. A reply
         that does not come in time is read by the loop as any other."""
         self.seconds = seconds
+        if not seconds or not self.cpus:
+            return
         record = self._records.get(call.target)
         if record is None:
             record = self._records[call.target] = _Record()
-        if not seconds or not self.cpus or record.streak < record.needed or not self._idle():
+        if record.streak < record.needed or not self._idle():
             return
         seen = self._watch()
         if seen:
