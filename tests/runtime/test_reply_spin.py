@@ -274,7 +274,7 @@ def test_calls_of_a_slow_function_do_not_stop_a_quick_ones_calls_from_spinning(
     calls spin in vain once, not every time, and the quick one's keep settling in their spin
     (with one rule for the lane, every slow call would spin to its end, after a quick reply, and
     no quick call would spin, after a slow one)."""
-    monkeypatch.setenv("FLASH_REPLY_SPIN_US", "100000")  # 0.1 s
+    monkeypatch.setenv("FLASH_REPLY_SPIN_US", "300000")  # 0.3 s: any quick reply comes within it
 
     async def main(selector: CountingSelector) -> tuple[list[int], int, int]:
         await warm(selector)
@@ -284,7 +284,7 @@ def test_calls_of_a_slow_function_do_not_stop_a_quick_ones_calls_from_spinning(
             waits = selector.waits
             assert await double(i) == 2 * i
             waited.append(selector.waits - waits)
-            assert await slow_double(i, 0.3) == 2 * i
+            assert await slow_double(i, 0.6) == 2 * i
         assert lane_of(double) is lane
         return waited, lane.spin.caught, lane.spin.missed
 
@@ -300,14 +300,14 @@ def test_a_function_whose_calls_alternate_quick_and_slow_stops_spinning_in_vain(
     """One function whose calls alternate between quick and slower than the spin: each spin
     that misses doubles the quick replies in a row its calls need before they spin again, so
     its spins stop missing (with a spin after every quick reply, each slow call would miss)."""
-    monkeypatch.setenv("FLASH_REPLY_SPIN_US", "100000")  # 0.1 s
+    monkeypatch.setenv("FLASH_REPLY_SPIN_US", "300000")  # 0.3 s: any quick reply comes within it
 
     async def main(selector: CountingSelector) -> tuple[int, int]:
         await warm(selector)
         lane = lane_of(slow_double)
         for i in range(6):
             assert await slow_double(i, 0) == 2 * i
-            assert await slow_double(i, 0.3) == 2 * i
+            assert await slow_double(i, 0.6) == 2 * i
         return lane.spin.caught, lane.spin.missed
 
     caught, missed = run(main)
