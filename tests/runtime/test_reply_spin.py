@@ -9,8 +9,13 @@ from __future__ import annotations
 import asyncio
 import os
 import selectors
+import socket
+import sys
+import threading
 import time
+import traceback
 from collections.abc import Awaitable, Callable, Iterator
+from pathlib import Path
 from typing import Any, TypeVar
 
 import pytest
@@ -18,7 +23,7 @@ import pytest
 from openflash import CpuLiveServerless, remote
 from openflash._settings import REPLY_SPIN, Settings
 from openflash.errors import ConfigError, WorkerCrashedError
-from openflash.runtime import process
+from openflash.runtime import lanes, process
 
 pytestmark = pytest.mark.usefixtures("flash_home")
 
@@ -212,3 +217,219 @@ def test_a_bad_reply_spin_is_named_with_what_to_set(text: str) -> None:
 )
 def test_reply_spin_values(text: str, seconds: float) -> None:
     assert Settings.from_env({"FLASH_REPLY_SPIN_US": text}).reply_spin == pytest.approx(seconds)
+
+
+def lane_of(handle: Any) -> Any:
+    """The lane of ``handle``'s endpoint on the running loop (its worker lent to it)."""
+    pool = process.get_runtime()._endpoint_pools[handle.endpoint]
+    found = lanes.lanes_of(asyncio.get_running_loop())
+    assert found is not None and found[pool].lent
+    return found[pool]
+
+
+@pytest.mark.usefixtures("several_cpus")
+def test_a_run_of_calls_settled_by_spins_lets_the_loop_see_its_sockets_and_timers(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A call settled by a spin returns to its caller without its loop running: a run of them
+    must not keep the loop from its other sockets and timers much longer than one spin. A
+    socket readable and a timer due before the run are seen during it: each call takes 10 ms or
+    more, so 150 of them take longer than the spin (a second), which each one's reply beats."""
+    monkeypatch.setenv("FLASH_REPLY_SPIN_US", "1000000")
+
+    async def main(selector: CountingSelector) -> tuple[list[int], list[int], int]:
+        await warm(selector)
+        loop = asyncio.get_running_loop()
+        ours, theirs = socket.socketpair()
+        read: list[int] = []
+        timed: list[int] = []
+        done = 0
+
+        def readable() -> None:
+            read.append(done)
+            loop.remove_reader(ours)
+
+        loop.add_reader(ours, readable)
+        loop.call_later(0.001, lambda: timed.append(done))
+        theirs.send(b"x")
+        time.sleep(0.01)  # the timer due
+        for i in range(150):
+            assert await slow_double(i, 0.01) == 2 * i
+            done += 1
+        caught = lane_of(slow_double).spin.caught
+        ours.close()
+        theirs.close()
+        return read, timed, caught
+
+    read, timed, caught = run(main)
+    assert caught >= 100  # most calls were settled by their spin
+    assert read and read[0] < 150 and timed and timed[0] < 150  # seen before the run's end
+
+
+@pytest.mark.usefixtures("several_cpus")
+def test_calls_of_a_slow_function_do_not_stop_a_quick_ones_calls_from_spinning(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Calls alternating between a quick function and one slower than the spin: the slow one's
+    calls spin in vain once, not every time, and the quick one's keep settling in their spin
+    (with one rule for the lane, every slow call would spin to its end, after a quick reply, and
+    no quick call would spin, after a slow one)."""
+    monkeypatch.setenv("FLASH_REPLY_SPIN_US", "300000")  # 0.3 s: any quick reply comes within it
+
+    async def main(selector: CountingSelector) -> tuple[list[int], int, int]:
+        await warm(selector)
+        lane = lane_of(double)
+        waited = []
+        for i in range(5):
+            waits = selector.waits
+            assert await double(i) == 2 * i
+            waited.append(selector.waits - waits)
+            assert await slow_double(i, 0.6) == 2 * i
+        assert lane_of(double) is lane
+        return waited, lane.spin.caught, lane.spin.missed
+
+    waited, caught, missed = run(main)
+    assert waited == [0] * 5 and caught >= 5
+    assert missed == 1
+
+
+@pytest.mark.usefixtures("several_cpus")
+def test_a_function_whose_calls_alternate_quick_and_slow_stops_spinning_in_vain(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """One function whose calls alternate between quick and slower than the spin: each spin
+    that misses doubles the quick replies in a row its calls need before they spin again, so
+    its spins stop missing (with a spin after every quick reply, each slow call would miss)."""
+    monkeypatch.setenv("FLASH_REPLY_SPIN_US", "300000")  # 0.3 s: any quick reply comes within it
+
+    async def main(selector: CountingSelector) -> tuple[int, int]:
+        await warm(selector)
+        lane = lane_of(slow_double)
+        for i in range(6):
+            assert await slow_double(i, 0) == 2 * i
+            assert await slow_double(i, 0.6) == 2 * i
+        return lane.spin.caught, lane.spin.missed
+
+    caught, missed = run(main)
+    assert caught >= 1 and missed <= 2
+
+
+task_factories = [lambda loop, coro, **kw: asyncio.Task(coro, loop=loop, **kw)]
+if hasattr(asyncio, "eager_task_factory"):  # Python 3.12
+    task_factories.append(asyncio.eager_task_factory)
+
+
+@pytest.mark.usefixtures("several_cpus")
+@pytest.mark.parametrize("factory", task_factories)
+def test_a_loop_with_a_task_factory_never_spins(
+    monkeypatch: pytest.MonkeyPatch, factory: Any
+) -> None:
+    """With a task factory (Python 3.12's ``eager_task_factory`` runs a new task's first step
+    inside ``create_task``: a gather's later tasks are in no ready queue while the first one's
+    call is out, and a spin would run them one after the other) the loop's ready callbacks do
+    not tell whether anything else waits to run: such a loop never spins."""
+    monkeypatch.setenv("FLASH_REPLY_SPIN_US", "1000000")
+
+    async def main(selector: CountingSelector) -> tuple[list[int], int, int]:
+        await warm(selector)
+        asyncio.get_running_loop().set_task_factory(factory)
+        spin = lane_of(double).spin
+        waits, caught = selector.waits, spin.caught + spin.missed
+        results = [await double(i) for i in range(30)]
+        return results, selector.waits - waits, spin.caught + spin.missed - caught
+
+    results, waited, spun = run(main)
+    assert results == [2 * i for i in range(30)]
+    assert waited >= 30 and spun == 0
+
+
+@remote(CpuLiveServerless(name="spin-held", workersMax=1))
+def held(x: int, gate: str) -> int:
+    """``x`` once the file ``gate``.go exists (``gate``.started says the call runs)."""
+    with open(gate + ".started", "w"):
+        pass
+    while not os.path.exists(gate + ".go"):
+        time.sleep(0.001)
+    return x
+
+
+@remote(CpuLiveServerless(name="spin-exit", workersMax=1))
+def nap(seconds: float) -> int:
+    time.sleep(seconds)
+    return os.getpid()
+
+
+@pytest.mark.usefixtures("several_cpus")
+def test_an_await_given_up_during_a_spin_that_misses_cancels_the_call_in_its_worker(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """``wait_for``'s timer comes due while the caller spins for a reply that does not come: the
+    timer runs once the spin ends, the call is cancelled in its worker (a sync function: its
+    worker is replaced after the grace) and the next call gets a new worker."""
+    monkeypatch.setenv("FLASH_REPLY_SPIN_US", "1000000")
+    monkeypatch.setenv("FLASH_CANCEL_GRACE_S", "0.2")
+
+    async def main(selector: CountingSelector) -> tuple[int, int, int]:
+        pid = await nap(0)
+        assert await nap(0) == pid  # lent now
+        spin = lane_of(nap).spin
+        with pytest.raises(asyncio.TimeoutError):
+            await asyncio.wait_for(nap(30), 0.1)
+        return pid, spin.missed, await nap(0)
+
+    pid, missed, after = run(main)
+    assert missed == 1  # the spin ran to its end, then the timer
+    assert after != pid
+
+
+@pytest.mark.usefixtures("several_cpus")
+def test_a_spin_stops_as_its_worker_is_taken_back(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    """The runtime's thread takes the lent worker back (another thread's call needs it) while
+    the caller spins for its reply: the reply is then the pool's to read, so the spin stops
+    there, not at its end (a spin of a second here), and is not counted as one that missed; the
+    reply reaches the caller once, and the other call runs after it. The worker answers only
+    after the spin has stopped (seen in the caller's stack from another thread): a spin that
+    ran on would be counted as missed."""
+    monkeypatch.setenv("FLASH_REPLY_SPIN_US", "1000000")
+    warm_gate, gate = str(tmp_path / "warm"), str(tmp_path / "gate")
+    Path(warm_gate + ".go").touch()
+    caller = threading.get_ident()
+    other: list[int] = []
+
+    def other_call() -> None:
+        while not os.path.exists(gate + ".started"):
+            time.sleep(0.001)
+        other.append(asyncio.run(held(2, warm_gate)))
+
+    def release() -> None:
+        while not os.path.exists(gate + ".started"):
+            time.sleep(0.001)
+        while process.get_runtime().pool_stats(held.endpoint)["lent"]:  # type: ignore[index]
+            time.sleep(0.001)
+        while any(  # the spin still runs
+            f.name == "_watch" and f.filename.endswith("spins.py")
+            for f in traceback.extract_stack(sys._current_frames()[caller])
+        ):
+            time.sleep(0.001)
+        Path(gate + ".go").touch()
+
+    async def main(selector: CountingSelector) -> tuple[int, int]:
+        for i in range(3):
+            assert await held(i, warm_gate) == i
+        spin = lane_of(held).spin
+        missed = spin.missed
+        threads = [threading.Thread(target=f) for f in (other_call, release)]
+        for thread in threads:
+            thread.start()
+        try:
+            result = await held(1, gate)
+        finally:
+            for thread in threads:
+                thread.join()
+        return result, spin.missed - missed
+
+    result, missed = run(main)
+    assert result == 1 and other == [2]
+    assert missed == 0

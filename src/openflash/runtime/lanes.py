@@ -34,6 +34,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import enum
+import select
 import socket
 import threading
 import weakref
@@ -41,8 +42,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from openflash.errors import FlashError
-from openflash.runtime import hops
-from openflash.runtime.lane_polls import ReplySpin, ended
+from openflash.runtime import hops, spins
 from openflash.workers import cancels, payloads, protocol, shared_memory
 from openflash.workers.call_frames import call_parts
 from openflash.workers.calls import Call, Reply
@@ -54,6 +54,7 @@ __all__ = ["Lane", "lanes_of"]
 _REPLIES = frozenset({protocol.RESULT, protocol.ERROR})
 _ANCILLARY = socket.CMSG_SPACE(16)
 _READ = 1 << 18
+_GONE = select.POLLRDHUP | select.POLLHUP | select.POLLERR | select.POLLNVAL
 
 
 class _State(enum.Enum):
@@ -112,7 +113,8 @@ class Lane:
         self.last_used = 0.0
         self._handoff: list[_Lent] = []
         self._open = False
-        self.spinner = ReplySpin(self.fd)  # ``settle``
+        #: Its callers' busy watch for their replies (lending.py ``send``).
+        self.spin = spins.ReplySpin(loop, self.fd, self._readable)
         #: The lender's watch on its calls' execution timeout (``_watch``): kept whatever the
         #: borrower's loop does (blocked, closed).
         self.watch = self.home.call_later(self.timeout, self._watch) if self.timeout else None
@@ -172,13 +174,6 @@ class Lane:
             elif self.timeout:
                 entry.timer = loop.call_later(self.timeout, self._overdue)
         return entry.waiter
-
-    def settle(self, spin: float) -> None:
-        """Right after a call was sent: its reply watched for busy, at most ``spin`` seconds,
-        and read here as it comes (runtime/lane_polls.py): its future settled, its await does
-        not suspend."""
-        if self.spinner.wait(self.loop, spin):
-            self._readable()
 
     def cancel(self, waiter: asyncio.Future[Reply], call: Call) -> None:
         """The await of ``waiter`` (``call``'s reply) was cancelled: the call is cancelled, in
@@ -250,7 +245,7 @@ class Lane:
             if done:
                 self.calls += len(done)
                 self.last_used = now = self.loop.time()
-                self.spinner.answered(now - done[-1][0].sent_at)
+                self.spin.replied(now, done)
         for entry, reply in done:
             if entry.timer is not None:
                 entry.timer.cancel()
@@ -292,7 +287,7 @@ class Lane:
         """The worker is the lender's from now on: nothing more is read or written here."""
         if self.state is not _State.LENT:
             return False
-        self.state = _State.RETURNED
+        self.state, self.spin.returned = _State.RETURNED, True  # a spin stops
         self._handoff = list(self.in_flight.values())
         self.in_flight = {}
         return True
@@ -375,7 +370,7 @@ class Lane:
             elif self.timeout:
                 left = max(0.0, entry.sent_at + self.timeout - loop.time())
                 call.timer = loop.call_later(left, pool._on_timeout, worker, entry.call_id)
-        if worker.state is WorkerState.READY and ended(self.transport):
+        if worker.state is WorkerState.READY and _ended(self.transport):
             # Nobody read it while lent (its loop closed, or not running): its death is seen
             # now, not by the next call sent to it; its reader then finds the end (pool._exited).
             worker.state, worker.ended_lent = WorkerState.STOPPING, True
@@ -386,6 +381,17 @@ class Lane:
         self.transport.resume_reading()
         if unread:
             handle.reader.feed_data(unread)  # replies among them settle now (replies.py)
+
+
+def _ended(transport: Any) -> bool:
+    """Whether the worker's end of ``transport``'s socket is closed (it exited), polled: nothing
+    read, not even peeked (a peek would take a copy of a result's descriptor on its way)."""
+    sock = getattr(transport, "_sock", None)  # None once it is closed: its reader saw the end
+    if sock is None:
+        return False
+    poller = select.poll()
+    poller.register(sock.fileno(), select.POLLRDHUP)
+    return any(events & _GONE for _, events in poller.poll(0))
 
 
 def lanes_of(loop: asyncio.AbstractEventLoop) -> dict[Any, Lane] | None:

@@ -62,7 +62,7 @@ def send(
     waiter = lane.send(call)
     if waiter is None:
         return None
-    lane.settle(runtime.settings.reply_spin)
+    lane.spin.settle(call, runtime.settings.reply_spin)
     return lane, waiter
 
 
