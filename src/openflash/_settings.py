@@ -145,7 +145,7 @@ class Settings:
     #: FLASH_NON_DUMPABLE: "server", "all" or "off" (runtime/dumpable.py).
     non_dumpable: str = "server"
     #: FLASH_REPLY_SPIN_US: how long a warm call's caller watches for its reply busy before
-    #: it sleeps until the reply comes (seconds; 0: never; runtime/lanes.py ``Lane.settle``).
+    #: it sleeps until the reply comes (seconds; 0: never; runtime/spins.py).
     reply_spin: float = REPLY_SPIN
 
     @property
