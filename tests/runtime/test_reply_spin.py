@@ -193,16 +193,18 @@ def test_a_worker_that_exits_while_its_caller_spins_fails_the_call_at_once(
 ) -> None:
     monkeypatch.setenv("FLASH_REPLY_SPIN_US", "1000000")
 
-    async def main(selector: CountingSelector) -> tuple[int, str, int]:
+    async def main(selector: CountingSelector) -> tuple[int, str, int, int]:
         pid = await leave(0)
         assert await leave(0) == pid  # lent now
+        spin = lane_of(leave).spin
         with pytest.raises(WorkerCrashedError) as info:
             await leave(3)
-        return pid, str(info.value), await leave(0)
+        return pid, str(info.value), await leave(0), spin.missed
 
-    pid, message, after = run(main)
+    pid, message, after, missed = run(main)
     assert f"pid {pid}" in message and "exit code 3" in message
     assert after != pid
+    assert missed == 0  # the spin saw the socket's end: it did not run its second out
 
 
 @pytest.mark.parametrize("text", ["abc", "-1", "nan", "inf", "2000000"])
@@ -280,6 +282,7 @@ def test_calls_of_a_slow_function_do_not_stop_a_quick_ones_calls_from_spinning(
     async def main(selector: CountingSelector) -> tuple[list[int], int, int]:
         await warm(selector)
         lane = lane_of(double)
+        caught = lane.spin.caught
         waited = []
         for i in range(5):
             waits = selector.waits
@@ -287,7 +290,7 @@ def test_calls_of_a_slow_function_do_not_stop_a_quick_ones_calls_from_spinning(
             waited.append(selector.waits - waits)
             assert await slow_double(i, 0.6) == 2 * i
         assert lane_of(double) is lane
-        return waited, lane.spin.caught, lane.spin.missed
+        return waited, lane.spin.caught - caught, lane.spin.missed
 
     waited, caught, missed = run(main)
     assert waited == [0] * 5 and caught >= 5
