@@ -494,6 +494,10 @@ def cpu_quota_group(tmp_path: Path) -> Iterator[Path]:
                 (group / name).write_text(value)
             yield group / "cgroup.procs"
         finally:
+            for _ in range(200):  # the child's workers may still be exiting
+                if not (group / "cgroup.procs").read_text().strip():
+                    break
+                time.sleep(0.05)
             group.rmdir()
         return
     pytest.skip("no cgroup CPU controller can be made here (not root, or none delegated)")
