@@ -10,6 +10,7 @@ import asyncio
 import os
 import selectors
 import socket
+import subprocess
 import sys
 import threading
 import time
@@ -192,16 +193,18 @@ def test_a_worker_that_exits_while_its_caller_spins_fails_the_call_at_once(
 ) -> None:
     monkeypatch.setenv("FLASH_REPLY_SPIN_US", "1000000")
 
-    async def main(selector: CountingSelector) -> tuple[int, str, int]:
+    async def main(selector: CountingSelector) -> tuple[int, str, int, int]:
         pid = await leave(0)
         assert await leave(0) == pid  # lent now
+        spin = lane_of(leave).spin
         with pytest.raises(WorkerCrashedError) as info:
             await leave(3)
-        return pid, str(info.value), await leave(0)
+        return pid, str(info.value), await leave(0), spin.missed
 
-    pid, message, after = run(main)
+    pid, message, after, missed = run(main)
     assert f"pid {pid}" in message and "exit code 3" in message
     assert after != pid
+    assert missed == 0  # the spin saw the socket's end: it did not run its second out
 
 
 @pytest.mark.parametrize("text", ["abc", "-1", "nan", "inf", "2000000"])
@@ -279,6 +282,7 @@ def test_calls_of_a_slow_function_do_not_stop_a_quick_ones_calls_from_spinning(
     async def main(selector: CountingSelector) -> tuple[list[int], int, int]:
         await warm(selector)
         lane = lane_of(double)
+        caught = lane.spin.caught
         waited = []
         for i in range(5):
             waits = selector.waits
@@ -286,7 +290,7 @@ def test_calls_of_a_slow_function_do_not_stop_a_quick_ones_calls_from_spinning(
             waited.append(selector.waits - waits)
             assert await slow_double(i, 0.6) == 2 * i
         assert lane_of(double) is lane
-        return waited, lane.spin.caught, lane.spin.missed
+        return waited, lane.spin.caught - caught, lane.spin.missed
 
     waited, caught, missed = run(main)
     assert waited == [0] * 5 and caught >= 5
@@ -433,3 +437,99 @@ def test_a_spin_stops_as_its_worker_is_taken_back(
     result, missed = run(main)
     assert result == 1 and other == [2]
     assert missed == 0
+
+
+QUOTA_CHILD = """
+import asyncio, selectors, sys
+from openflash import CpuLiveServerless, remote
+from openflash.runtime import lanes, process
+
+@remote(CpuLiveServerless(name="spin-quota", workersMax=1))
+def triple(x: int) -> int:
+    return 3 * x
+
+class CountingSelector(selectors.DefaultSelector):
+    waits = 0
+    def select(self, timeout=None):
+        self.waits += 1
+        return super().select(timeout)
+
+async def main(selector):
+    for i in range(3):
+        assert await triple(i) == 3 * i
+    waits = selector.waits
+    assert [await triple(i) for i in range(30)] == [3 * i for i in range(30)]
+    pool = process.get_runtime()._endpoint_pools[triple.endpoint]
+    spin = lanes.lanes_of(asyncio.get_running_loop())[pool].spin
+    print(selector.waits - waits, spin.caught + spin.missed)
+
+selector = CountingSelector()
+loop = asyncio.SelectorEventLoop(selector)
+loop.run_until_complete(main(selector))
+"""
+
+
+def cpu_quota_group(tmp_path: Path) -> Iterator[Path]:
+    """A real cgroup of its own, allowed one CPU of time (a quota: ``docker run --cpus=1``,
+    Kubernetes' ``limits.cpu: 1``) while the affinity keeps every CPU: its ``cgroup.procs``.
+    Skips where no CPU controller can be made here (not root, none mounted or delegated)."""
+    mounts = Path("/proc/self/mountinfo").read_text().splitlines()
+    for line in mounts:
+        fields = line.split()
+        kind, options = fields[fields.index("-") + 1], fields[-1].split(",")
+        base = Path(fields[4])
+        if kind == "cgroup" and "cpu" in options:
+            files = {"cpu.cfs_period_us": "100000", "cpu.cfs_quota_us": "100000"}
+        elif kind == "cgroup2" and "cpu" in (base / "cgroup.subtree_control").read_text().split():
+            files = {"cpu.max": "100000 100000"}
+        else:
+            continue
+        group = base / f"openflash-test-{os.getpid()}-{tmp_path.name}"
+        try:
+            group.mkdir()
+        except OSError:
+            continue
+        try:
+            for name, value in files.items():
+                (group / name).write_text(value)
+            yield group / "cgroup.procs"
+        finally:
+            for _ in range(200):  # the child's workers may still be exiting
+                if not (group / "cgroup.procs").read_text().strip():
+                    break
+                time.sleep(0.05)
+            group.rmdir()
+        return
+    pytest.skip("no cgroup CPU controller can be made here (not root, or none delegated)")
+
+
+@pytest.mark.usefixtures("several_cpus")
+def test_a_cpu_quota_of_one_cpu_never_spins(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    """A process whose cgroup allows it one CPU of time spins as if it had one CPU: never (each
+    spin spent the quota that its worker and its loop's timers needed; measured, timers 23 ms
+    late). A real cgroup with a real quota; the child's loop counts its waits, and its lane the
+    spins."""
+    monkeypatch.setenv("FLASH_REPLY_SPIN_US", "1000000")
+    script = tmp_path / "quota_child.py"
+    script.write_text(QUOTA_CHILD)
+    for procs in cpu_quota_group(tmp_path):
+        child = subprocess.run(
+            [sys.executable, "-c", _ENTER_THEN_RUN, str(procs), str(script)],
+            capture_output=True,
+            text=True,
+            timeout=300,
+        )
+        assert child.returncode == 0, child.stderr
+        waited, spun = map(int, child.stdout.split())
+        assert spun == 0 and waited >= 30
+
+
+# The child moves itself into the group (before openflash starts any thread or worker), then runs.
+_ENTER_THEN_RUN = """
+import os, runpy, sys
+with open(sys.argv[1], "w") as f:
+    f.write(str(os.getpid()))
+runpy.run_path(sys.argv[2], run_name="__main__")
+"""

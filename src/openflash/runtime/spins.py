@@ -16,7 +16,10 @@ worth it and harms nothing:
   running, so a run of them is cut by a call that waits in the loop, for the loop's sockets,
   timers and the callbacks other threads sent it (and this thread sleeps there, letting the
   others take the GIL);
-- more than one CPU is this process's (on one, spinning keeps the worker from running);
+- more than one CPU is this process's (on one, spinning keeps the worker from running): its
+  affinity, capped by its cgroup's CPU quota (``cpus``: ``docker run --cpus=1`` leaves every CPU
+  in the affinity and one CPU of time, which a spin would spend, its loop's timers then 20 ms
+  late as the kernel throttled the group, measured);
 - the function's own calls have been quick: each spin that misses its reply doubles the replies
   in a row within the spin that the function's calls need before they spin again (from 1, at
   most ``NEEDED_MAX``); each spin that sees its reply come halves it. A slow function's calls do
@@ -37,6 +40,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import os
 import select
 import time
@@ -45,7 +49,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-__all__ = ["NEEDED_MAX", "ReplySpin"]
+__all__ = ["NEEDED_MAX", "ReplySpin", "cpus"]
 
 #: The most replies in a row within the spin that a function's calls need before they spin again.
 NEEDED_MAX = 64
@@ -78,7 +82,7 @@ class ReplySpin:
         #: FLASH_REPLY_SPIN_US, in seconds (given with each call: the runtime's settings).
         self.seconds = 0.0
         #: Whether another CPU may run the worker meanwhile.
-        self.cpus = len(os.sched_getaffinity(0)) > 1
+        self.cpus = cpus() > 1
         self.caught = 0
         self.missed = 0
         #: Set as the runtime takes the worker back (``Lane._return``, either thread).
@@ -153,3 +157,58 @@ class ReplySpin:
 def _polled(loop: asyncio.AbstractEventLoop) -> None:
     with contextlib.suppress(AttributeError):
         delattr(loop, _UNPOLLED)
+
+
+def cpus() -> float:
+    """The CPUs this process may use at once: its affinity, capped by the CPU quota of its cgroup
+    and of each group above it that is visible (cgroup v2 ``cpu.max``, v1 ``cpu.cfs_quota_us``
+    over ``cpu.cfs_period_us``; quota / period CPUs), read from /proc/self/cgroup and the
+    cgroup mounts of /proc/self/mountinfo once per process (about 0.1 ms: a worker is lent
+    before its caller hears of its reply). Any file missing or unreadable caps nothing."""
+    return min(float(len(os.sched_getaffinity(0))), _quota_cpus())
+
+
+@functools.cache
+def _quota_cpus() -> float:
+    count = float("inf")
+    with contextlib.suppress(OSError, ValueError, IndexError):
+        with open("/proc/self/cgroup") as f:
+            paths = [line.rstrip("\n").split(":", 2) for line in f if line.strip()]
+        with open("/proc/self/mountinfo") as f:
+            mounts = [line.split() for line in f]
+        for fields in mounts:
+            kind, options = fields[fields.index("-") + 1], fields[-1].split(",")
+            if kind == "cgroup2":
+                path = next((p for _, names, p in paths if not names), None)
+            elif kind == "cgroup" and "cpu" in options:
+                path = next((p for _, n, p in paths if "cpu" in n.split(",")), None)
+            else:
+                continue
+            root, mount = fields[3], fields[4]
+            if path is None or not (path + "/").startswith(root.rstrip("/") + "/"):
+                continue
+            group = os.path.normpath(os.path.join(mount, os.path.relpath(path, root)))
+            while True:  # from its own group up to the mount's root, both included
+                count = min(count, _quota(group, v2=kind == "cgroup2"))
+                if group == mount or os.path.dirname(group) == group:
+                    break
+                group = os.path.dirname(group)
+    return count
+
+
+def _quota(group: str, *, v2: bool) -> float:
+    """The CPUs ``group``'s own quota allows (infinite where it sets none)."""
+    try:
+        if v2:
+            with open(os.path.join(group, "cpu.max")) as f:
+                quota, period = f.read().split()
+        else:
+            with open(os.path.join(group, "cpu.cfs_quota_us")) as f:
+                quota = f.read().strip()
+            with open(os.path.join(group, "cpu.cfs_period_us")) as f:
+                period = f.read().strip()
+        if quota in ("max", "-1"):
+            return float("inf")
+        return int(quota) / int(period)
+    except (OSError, ValueError, ZeroDivisionError):
+        return float("inf")
