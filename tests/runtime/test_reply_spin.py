@@ -180,6 +180,32 @@ def test_one_cpu_never_spins(monkeypatch: pytest.MonkeyPatch) -> None:
     assert waited >= 30
 
 
+@pytest.mark.usefixtures("several_cpus")
+def test_a_caller_thread_pinned_to_one_cpu_never_spins(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The CPUs are the calling thread's: here the runtime's thread (which makes the lane) may
+    use every CPU, the caller's thread one."""
+    monkeypatch.setenv("FLASH_REPLY_SPIN_US", "1000000")
+    found: list[tuple[list[int], int]] = []
+
+    async def main(selector: CountingSelector) -> tuple[list[int], int]:
+        await warm(selector)
+        waits = selector.waits
+        results = [await double(i) for i in range(30)]
+        return results, selector.waits - waits
+
+    def pinned() -> None:
+        os.sched_setaffinity(0, {min(os.sched_getaffinity(0))})  # this thread alone
+        found.append(run(main))
+
+    process.get_runtime()  # started here first: its thread may use every CPU
+    thread = threading.Thread(target=pinned)
+    thread.start()
+    thread.join()
+    [(results, waited)] = found
+    assert results == [2 * i for i in range(30)]
+    assert waited >= 30
+
+
 @remote(CpuLiveServerless(name="spin-exit", workersMax=1))
 def leave(code: int) -> int:
     if code:

@@ -81,8 +81,9 @@ class ReplySpin:
         self._readable = weakref.WeakMethod(readable)  # no cycle: the lane closes when collected
         #: FLASH_REPLY_SPIN_US, in seconds (given with each call: the runtime's settings).
         self.seconds = 0.0
-        #: Whether another CPU may run the worker meanwhile.
-        self.cpus = cpus() > 1
+        #: Whether another CPU may run the worker meanwhile: read by the first call's caller
+        #: (its thread's affinity; the lane is made on the runtime's thread).
+        self.cpus: bool | None = None
         self.caught = 0
         self.missed = 0
         #: Set as the runtime takes the worker back (``Lane._return``, either thread).
@@ -98,7 +99,11 @@ class ReplySpin:
         it as it comes, settling the call's future, so that its await does not suspend. A reply
         that does not come in time is read by the loop as any other."""
         self.seconds = seconds
-        if not seconds or not self.cpus:
+        if not seconds:
+            return
+        if self.cpus is None:
+            self.cpus = cpus() > 1
+        if not self.cpus:
             return
         record = self._records.get(call.target)
         if record is None:
@@ -160,7 +165,7 @@ def _polled(loop: asyncio.AbstractEventLoop) -> None:
 
 
 def cpus() -> float:
-    """The CPUs this process may use at once: its affinity, capped by the CPU quota of its cgroup
+    """The CPUs this thread may use at once: its affinity, capped by the CPU quota of its cgroup
     and of each group above it that is visible (cgroup v2 ``cpu.max``, v1 ``cpu.cfs_quota_us``
     over ``cpu.cfs_period_us``; quota / period CPUs), read from /proc/self/cgroup and the
     cgroup mounts of /proc/self/mountinfo once per process (about 0.1 ms: a worker is lent
