@@ -6,8 +6,7 @@ instead poll the worker's socket without blocking, in a tight loop, for at most 
 that comes meanwhile is read there (runtime/lanes.py) and the call's ``await`` never suspends (no
 sleep, no trip through the loop's selector). Each poll is followed by ``sched_yield``, so that a
 worker the kernel woke on this CPU (as it does for a sender it expects to sleep) runs at once.
-``ReplySpin`` holds a lane's rules for when that is
-worth it and harms nothing:
+``ReplySpin`` holds a lane's rules for when that is worth it and harms nothing:
 
 - the loop has nothing else to run: no ready callback, and no task factory (Python 3.12's
   ``eager_task_factory`` runs a new task's first step inside ``create_task``, where the tasks a
@@ -16,8 +15,8 @@ worth it and harms nothing:
   running, so a run of them is cut by a call that waits in the loop, for the loop's sockets,
   timers and the callbacks other threads sent it (and this thread sleeps there, letting the
   others take the GIL);
-- more than one CPU is this process's (on one, spinning keeps the worker from running): its
-  affinity, capped by its cgroup's CPU quota (``cpus``: ``docker run --cpus=1`` leaves every CPU
+- more than one CPU is the caller's thread's (on one, spinning keeps the worker from running):
+  its affinity, capped by its cgroup's CPU quota (``cpus``: ``docker run --cpus=1`` leaves every CPU
   in the affinity and one CPU of time, which a spin would spend, its loop's timers then 20 ms
   late as the kernel throttled the group, measured);
 - the function's own calls have been quick: each spin that misses its reply doubles the replies
@@ -167,9 +166,9 @@ def _polled(loop: asyncio.AbstractEventLoop) -> None:
 def cpus() -> float:
     """The CPUs this thread may use at once: its affinity, capped by the CPU quota of its cgroup
     and of each group above it that is visible (cgroup v2 ``cpu.max``, v1 ``cpu.cfs_quota_us``
-    over ``cpu.cfs_period_us``; quota / period CPUs), read from /proc/self/cgroup and the
-    cgroup mounts of /proc/self/mountinfo once per process (about 0.1 ms: a worker is lent
-    before its caller hears of its reply). Any file missing or unreadable caps nothing."""
+    over ``cpu.cfs_period_us``; quota / period CPUs), the quota read from /proc/self/cgroup and
+    the cgroup mounts of /proc/self/mountinfo once per process (about 0.1 ms). Any file missing
+    or unreadable caps nothing."""
     return min(float(len(os.sched_getaffinity(0))), _quota_cpus())
 
 
